@@ -251,15 +251,19 @@ static void migrate_send(struct migrate_job *job)
 {
 	switch (job->step) {
 	case MIGRATE_ENSURE_TABLE:
-		/* Under the lock: concurrent CREATE TABLE IF NOT EXISTS can collide. */
+		/* Under the lock, because concurrent CREATE TABLE IF NOT EXISTS can
+		 * collide; but only when missing, so that a run never waits for
+		 * another instance's migration just to learn the table exists. */
 		job->query = pg_query_send_script(job->pool,
-						  "BEGIN;"
-						  "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
-						  "CREATE TABLE IF NOT EXISTS schema_migrations ("
+						  "DO $sandbar_ensure$ BEGIN"
+						  " IF to_regclass('schema_migrations') IS NULL THEN"
+						  " PERFORM pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
+						  " CREATE TABLE IF NOT EXISTS schema_migrations ("
 						  " version int PRIMARY KEY,"
 						  " name text NOT NULL,"
 						  " applied_at timestamptz NOT NULL DEFAULT now());"
-						  "COMMIT;",
+						  " END IF;"
+						  " END $sandbar_ensure$;",
 						  migrate_result, job);
 		break;
 	case MIGRATE_LIST_APPLIED:
@@ -281,7 +285,12 @@ static void migrate_result(enum pg_error err, PGresult *res, const char *message
 {
 	struct migrate_job *job = arg;
 	job->query = NULL;
-	if (err == PG_ERR_UNAVAILABLE || err == PG_ERR_CONNECTION || err == PG_ERR_BUSY) {
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	/* Two first starts creating the table at once can still trip over each
+	 * other in the catalogs (23505, 42P07); the next try sees the table. */
+	bool create_race = job->step == MIGRATE_ENSURE_TABLE && err == PG_ERR_QUERY && state &&
+			   (strcmp(state, "23505") == 0 || strcmp(state, "42P07") == 0);
+	if (err == PG_ERR_UNAVAILABLE || err == PG_ERR_CONNECTION || err == PG_ERR_BUSY || create_race) {
 		/* Nothing half-applied: each step is one transaction, and the guard
 		 * makes a re-sent file a no-op if its first try did commit. */
 		if (++job->retries > MIGRATE_RETRY_MAX) {
@@ -329,7 +338,6 @@ static void migrate_result(enum pg_error err, PGresult *res, const char *message
 		return;
 	case MIGRATE_APPLY: {
 		const struct migration *m = &job->set->items[job->next];
-		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		if (err == PG_ERR_QUERY && state && strcmp(state, MIGRATE_SKIP_STATE) == 0) {
 			log_info("pg migrate: %s was applied by another instance", m->name);
 		} else if (err != PG_OK) {
@@ -387,9 +395,11 @@ static char *migrate_script(const struct migration *m)
 	}
 	*o = '\0';
 	char *script = NULL;
+	/* READ COMMITTED whatever the server default: the guard needs a snapshot
+	 * taken after the lock, not at the first statement. */
 	int n = asprintf(
 		&script,
-		"BEGIN;\n"
+		"BEGIN ISOLATION LEVEL READ COMMITTED;\n"
 		"SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");\n"
 		"DO $sandbar_guard$ BEGIN IF EXISTS (SELECT 1 FROM schema_migrations WHERE version = %d) "
 		"THEN RAISE EXCEPTION 'migration %d already applied' USING ERRCODE = '" MIGRATE_SKIP_STATE

@@ -364,6 +364,9 @@ static void test_reconnect_after_terminate(void **st)
 	const char *const p1[] = { pid };
 	query(killer, "SELECT pg_terminate_backend($1::int)", 1, p1, &r);
 	assert_string_equal(r.value, "t");
+	for (int i = 0; i < 100 && vlog.downs == 0; i++)
+		loop_for(10);
+	assert_int_equal(vlog.downs, 1); /* noticed while idle, before any query */
 	bool ok = false;
 	for (int i = 0; i < 250 && !ok; i++) {
 		query(victim, "SELECT pg_backend_pid()", 0, NULL, &r);
@@ -442,8 +445,15 @@ static void test_migrations(void **st)
 	assert_int_equal(m.rc, 0);
 	assert_string_equal(m.message, "0 migrations applied");
 
-	/* Two runs racing over a new file: applied once. */
+	/* Two instances racing over a new file: hold the migration lock from
+	 * another session so both have listed schema_migrations before either
+	 * applies; the second must find the row under the lock and skip. */
 	write_file(dir, "004_more.sql", "INSERT INTO m_a VALUES (4);");
+	struct state_log blog = { 0 };
+	struct pg_pool *blocker = open_pool(1, 1, &blog);
+	struct reply r;
+	query(blocker, "SELECT pg_advisory_lock(7233174018138550273)", 0, NULL, &r);
+	assert_int_equal(r.err, PG_OK);
 	struct migration_set set;
 	char err[256];
 	assert_int_equal(migration_set_load(dir, &set, err, sizeof(err)), 0);
@@ -452,12 +462,21 @@ static void test_migrations(void **st)
 	memset(&b, 0, sizeof(b));
 	migrate_run(pool, &set, on_migrated, &a);
 	migrate_run(pool, &set, on_migrated, &b);
+	loop_for(200);
+	assert_false(a.called);
+	assert_false(b.called);
+	query(blocker, "SELECT pg_advisory_unlock(7233174018138550273)", 0, NULL, &r);
+	assert_string_equal(r.value, "t");
 	loop_until(&a.called, 5000);
 	loop_until(&b.called, 5000);
 	migration_set_free(&set);
+	pg_pool_free(blocker);
 	assert_int_equal(a.rc, 0);
 	assert_int_equal(b.rc, 0);
-	struct reply r;
+	assert_true((strcmp(a.message, "1 migration applied") == 0 &&
+		     strcmp(b.message, "0 migrations applied") == 0) ||
+		    (strcmp(b.message, "1 migration applied") == 0 &&
+		     strcmp(a.message, "0 migrations applied") == 0));
 	query(pool, "SELECT count(*) FROM m_a", 0, NULL, &r);
 	assert_string_equal(r.value, "2");
 
