@@ -12,9 +12,9 @@
 struct pg_pool;
 
 struct migration {
-	int version;  /* the number the file name starts with */
-	char *name;   /* file name */
-	char *sql;    /* file content */
+	int version; /* the number the file name starts with */
+	char *name;  /* file name */
+	char *sql;   /* file content */
 };
 
 struct migration_set {
@@ -27,8 +27,17 @@ struct migration_set {
 MUST_USE int migration_set_load(const char *dir, struct migration_set *out, char *err, size_t errcap);
 void migration_set_free(struct migration_set *set);
 
-/* Applies what is not yet applied; done(0 or -1, message, arg) when finished. */
+/* Applies what is not yet applied; done(0 or -1, message, arg) when finished.
+ * set must stay alive until then. While PostgreSQL is unreachable it keeps
+ * retrying (about 30 s) before giving up. */
 void migrate_run(struct pg_pool *pool, const struct migration_set *set,
 		 void (*done)(int rc, const char *message, void *arg), void *arg);
+
+/* The same, returning a handle: migrate_cancel stops it (done is not called),
+ * which must happen before pg_pool_free if it has not finished. */
+struct migrate_job;
+struct migrate_job *migrate_start(struct pg_pool *pool, const struct migration_set *set,
+				  void (*done)(int rc, const char *message, void *arg), void *arg);
+void migrate_cancel(struct migrate_job *job);
 
 #endif

@@ -22,8 +22,8 @@ struct pg_query;
 enum pg_error {
 	PG_OK = 0,
 	PG_ERR_UNAVAILABLE, /* no connection to PostgreSQL right now */
-	PG_ERR_BUSY,        /* the wait queue is full */
-	PG_ERR_QUERY,       /* the server answered with an error (see res / message) */
+	PG_ERR_BUSY,	    /* the wait queue is full */
+	PG_ERR_QUERY,	    /* the server answered with an error (see res / message) */
 	PG_ERR_CONNECTION,  /* the connection broke while the query was in flight */
 };
 
@@ -35,7 +35,7 @@ typedef void (*pg_result_fn)(enum pg_error err, PGresult *res, const char *messa
 
 struct pg_pool_config {
 	const char *conninfo; /* a libpq connection string or URI */
-	int size;             /* connections, >= 1 */
+	int size;	      /* connections, >= 1 */
 	int max_waiters;      /* queued queries beyond which sends fail with PG_ERR_BUSY */
 	int64_t retry_min_ms; /* reconnect back-off: first delay ... */
 	int64_t retry_max_ms; /* ... doubling up to this */
@@ -46,7 +46,11 @@ struct pg_pool *pg_pool_new(struct event_base *base, const struct pg_pool_config
  * no usable connection to one (up=true) and back (up=false). */
 void pg_pool_start(struct pg_pool *pool, void (*on_state)(bool up, void *arg), void *arg);
 bool pg_pool_up(const struct pg_pool *pool);
+/* Cancels every query (no callback runs) and closes the connections. Safe to
+ * call from one of the pool's callbacks: the pool then goes after it returns. */
 void pg_pool_free(struct pg_pool *pool);
+/* The loop the pool runs on (for modules built on top, e.g. migrations). */
+struct event_base *pg_pool_event_base(const struct pg_pool *pool);
 
 /* PQsendQueryParams with text params (NULL entries are SQL NULL) and text
  * results. Returns a handle usable with pg_query_cancel until the callback ran. */
