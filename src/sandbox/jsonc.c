@@ -4,6 +4,7 @@
  * into the original text; then json-c parses the copy in strict mode. */
 #include "sandbox/jsonc.h"
 
+#include <ctype.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -82,6 +83,28 @@ static int strip(char *buf, size_t len, char *err, size_t errcap)
 			return -1;
 		} else if (is_space(c)) {
 			i++;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
+			/* json-c takes NaN and Infinity even when strict; JSON has
+			 * only these three words */
+			size_t start = i;
+			while (i < len && (isalnum((unsigned char)buf[i]) || buf[i] == '_'))
+				i++;
+			size_t n = i - start;
+			if (!((n == 4 && memcmp(buf + start, "true", 4) == 0) ||
+			      (n == 5 && memcmp(buf + start, "false", 5) == 0) ||
+			      (n == 4 && memcmp(buf + start, "null", 4) == 0))) {
+				snprintf(err, errcap, "line %d: unexpected word '%.*s'", line_of(buf, start),
+					 n > 32 ? 32 : (int)n, buf + start);
+				return -1;
+			}
+			have_comma = false;
+			last = 'w';
+		} else if ((c >= '0' && c <= '9') || c == '-') {
+			/* a number; its exponent letter is not a word */
+			while (i < len && strchr("0123456789+-.eE", buf[i]))
+				i++;
+			have_comma = false;
+			last = '0';
 		} else {
 			if ((c == '}' || c == ']') && have_comma)
 				buf[comma] = ' ';

@@ -42,7 +42,7 @@ struct path_list {
 	size_t n, cap;
 };
 
-static int fail(struct parse_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int parse_error(struct parse_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int get_str(struct parse_ctx *c, struct json_object *v, const char *what, bool allow_empty,
 		   const char **out);
 static int opt_bool(struct parse_ctx *c, const char *key, bool *out);
@@ -74,7 +74,7 @@ static void hash_str(struct sha256 *h, const char *s);
 static int cmp_str(const void *a, const void *b);
 static char *read_file(const char *path, size_t *len);
 
-static int fail(struct parse_ctx *c, const char *fmt, ...)
+static int parse_error(struct parse_ctx *c, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -88,13 +88,13 @@ static int get_str(struct parse_ctx *c, struct json_object *v, const char *what,
 		   const char **out)
 {
 	if (!json_object_is_type(v, json_type_string))
-		return fail(c, "%s: expected a string", what);
+		return parse_error(c, "%s: expected a string", what);
 	const char *s = json_object_get_string(v);
 	size_t len = (size_t)json_object_get_string_len(v);
 	if (strlen(s) != len)
-		return fail(c, "%s: NUL character in string", what);
+		return parse_error(c, "%s: NUL character in string", what);
 	if (!allow_empty && len == 0)
-		return fail(c, "%s: must not be empty", what);
+		return parse_error(c, "%s: must not be empty", what);
 	*out = s;
 	return 0;
 }
@@ -105,7 +105,7 @@ static int opt_bool(struct parse_ctx *c, const char *key, bool *out)
 	if (!json_object_object_get_ex(c->t->config, key, &v))
 		return 0;
 	if (!json_object_is_type(v, json_type_boolean))
-		return fail(c, "%s: expected true or false", key);
+		return parse_error(c, "%s: expected true or false", key);
 	*out = json_object_get_boolean(v);
 	return 0;
 }
@@ -119,7 +119,7 @@ static int opt_str_field(struct parse_ctx *c, struct json_object *obj, const cha
 	if (get_str(c, v, key, false, &s) != 0)
 		return -1;
 	if (!(*out = strdup(s)))
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 	return 0;
 }
 
@@ -156,17 +156,17 @@ static int parse_source(struct parse_ctx *c)
 		legacy = v;
 	int count = (image != NULL) + (build != NULL) + (legacy != NULL);
 	if (count != 1)
-		return fail(c, "exactly one of image or build (build.dockerfile) is required");
+		return parse_error(c, "exactly one of image or build (build.dockerfile) is required");
 	if (image) {
 		const char *s;
 		if (get_str(c, image, "image", false, &s) != 0)
 			return -1;
 		if (!(c->t->image = strdup(s)))
-			return fail(c, "out of memory");
+			return parse_error(c, "out of memory");
 		return 0;
 	}
 	if (build && !json_object_is_type(build, json_type_object))
-		return fail(c, "build: expected an object");
+		return parse_error(c, "build: expected an object");
 	return parse_build(c, build ? build : root, build == NULL);
 }
 
@@ -218,7 +218,7 @@ static int parse_build(struct parse_ctx *c, struct json_object *build, bool lega
 			json_object_object_get_ex(build, "dockerfile", &v);
 	} else if (!json_object_object_get_ex(build, "dockerfile", &v) &&
 		   !json_object_object_get_ex(build, "dockerFile", &v)) {
-		return fail(c, "build.dockerfile is required");
+		return parse_error(c, "build.dockerfile is required");
 	}
 	if (get_str(c, v, "build.dockerfile", false, &dockerfile) != 0)
 		return -1;
@@ -227,37 +227,38 @@ static int parse_build(struct parse_ctx *c, struct json_object *build, bool lega
 		return -1;
 	/* Both are relative to the template folder, as in the devcontainer spec. */
 	if (normalise_rel(context, cnorm, sizeof(cnorm)) != 0)
-		return fail(c, "build.context: '%s' must be a relative path inside the template folder",
-			    context);
+		return parse_error(
+			c, "build.context: '%s' must be a relative path inside the template folder", context);
 	if (normalise_rel(dockerfile, dnorm, sizeof(dnorm)) != 0 || strcmp(dnorm, ".") == 0)
-		return fail(c, "build.dockerfile: '%s' must be a relative path inside the template folder",
-			    dockerfile);
+		return parse_error(
+			c, "build.dockerfile: '%s' must be a relative path inside the template folder",
+			dockerfile);
 	/* The Engine API wants the Dockerfile as a path inside the context. */
 	const char *inctx = dnorm;
 	if (strcmp(cnorm, ".") != 0) {
 		size_t cl = strlen(cnorm);
 		if (strncmp(dnorm, cnorm, cl) != 0 || dnorm[cl] != '/')
-			return fail(c, "build.dockerfile: '%s' must be inside build.context '%s'", dockerfile,
-				    context);
+			return parse_error(c, "build.dockerfile: '%s' must be inside build.context '%s'",
+					   dockerfile, context);
 		inctx = dnorm + cl + 1;
 	}
 	if (!(t->build_dockerfile = strdup(inctx)))
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 	if (strcmp(cnorm, ".") == 0)
 		t->build_context = strdup(t->dir);
 	else if (asprintf(&t->build_context, "%s/%s", t->dir, cnorm) < 0)
 		t->build_context = NULL;
 	if (!t->build_context)
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 
 	if (!legacy && json_object_object_get_ex(build, "args", &v)) {
 		if (!json_object_is_type(v, json_type_object))
-			return fail(c, "build.args: expected an object of strings");
+			return parse_error(c, "build.args: expected an object of strings");
 		json_object_object_foreach(v, key, val)
 		{
 			const char *s;
 			if (key[0] == '\0')
-				return fail(c, "build.args: empty name");
+				return parse_error(c, "build.args: empty name");
 			if (get_str(c, val, "build.args", true, &s) != 0)
 				return -1;
 		}
@@ -276,22 +277,22 @@ static int parse_env(struct parse_ctx *c, const char *key, char ***out)
 	if (!json_object_object_get_ex(c->t->config, key, &obj))
 		return 0;
 	if (!json_object_is_type(obj, json_type_object))
-		return fail(c, "%s: expected an object of strings", key);
+		return parse_error(c, "%s: expected an object of strings", key);
 	*out = calloc(1, sizeof(**out));
 	if (!*out)
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 	json_object_object_foreach(obj, name, val)
 	{
 		const char *s;
 		char *kv;
 		if (name[0] == '\0' || strchr(name, '='))
-			return fail(c, "%s: bad variable name '%s'", key, name);
+			return parse_error(c, "%s: bad variable name '%s'", key, name);
 		if (!json_object_is_type(val, json_type_string))
-			return fail(c, "%s.%s: expected a string", key, name);
+			return parse_error(c, "%s.%s: expected a string", key, name);
 		if (get_str(c, val, key, true, &s) != 0)
 			return -1;
 		if (asprintf(&kv, "%s=%s", name, s) < 0 || strv_push(out, &n, kv) != 0)
-			return fail(c, "out of memory");
+			return parse_error(c, "out of memory");
 	}
 	return 0;
 }
@@ -304,7 +305,7 @@ static int add_port(struct parse_ctx *c, int port)
 			return 0;
 	int *np = realloc(t->ports, (t->nports + 1) * sizeof(*np));
 	if (!np)
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 	np[t->nports++] = port;
 	t->ports = np;
 	return 0;
@@ -326,8 +327,8 @@ static int port_value(struct parse_ctx *c, struct json_object *v, const char *wh
 			port = strtol(p, NULL, 10);
 	}
 	if (port < 1 || port > 65535)
-		return fail(c, "%s: '%s' is not a port number (1-65535)", what,
-			    json_object_to_json_string(v));
+		return parse_error(c, "%s: '%s' is not a port number (1-65535)", what,
+				   json_object_to_json_string(v));
 	return add_port(c, (int)port);
 }
 
@@ -336,7 +337,7 @@ static int parse_ports(struct parse_ctx *c)
 	struct json_object *v;
 	if (json_object_object_get_ex(c->t->config, "forwardPorts", &v)) {
 		if (!json_object_is_type(v, json_type_array))
-			return fail(c, "forwardPorts: expected an array");
+			return parse_error(c, "forwardPorts: expected an array");
 		for (size_t i = 0; i < json_object_array_length(v); i++)
 			if (port_value(c, json_object_array_get_idx(v, i), "forwardPorts") != 0)
 				return -1;
@@ -370,12 +371,12 @@ static int parse_workspace(struct parse_ctx *c)
 		if (get_str(c, v, "workspaceFolder", false, &s) != 0)
 			return -1;
 		if (!abs_path_ok(s))
-			return fail(c,
-				    "workspaceFolder: '%s' must be an absolute path without '..' or ${...}",
-				    s);
+			return parse_error(
+				c, "workspaceFolder: '%s' must be an absolute path without '..' or ${...}",
+				s);
 	}
 	if (!(c->t->workspace_folder = strdup(s)))
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 	return 0;
 }
 
@@ -395,22 +396,27 @@ static int mount_finish(struct parse_ctx *c, struct template_mount *m, const cha
 	if (!type || strcmp(type, "volume") == 0) {
 		m->type = MOUNT_VOLUME;
 		if (!m->source || !volume_name_ok(m->source))
-			return fail(c, "mounts[%zu]: a volume needs a source name of [A-Za-z0-9_.-]", i);
+			return parse_error(c, "mounts[%zu]: a volume needs a source name of [A-Za-z0-9_.-]",
+					   i);
 	} else if (strcmp(type, "tmpfs") == 0) {
 		m->type = MOUNT_TMPFS;
-		if (m->source)
-			return fail(c, "mounts[%zu]: a tmpfs mount takes no source", i);
+		/* Docker refuses a source on tmpfs; templates written as
+		 * "source=x,target=/y,type=tmpfs" mean nothing by it, so drop it. */
+		free(m->source);
+		m->source = NULL;
 	} else if (strcmp(type, "bind") == 0) {
 		m->type = MOUNT_BIND;
 		if (!c->policy->allow_bind_mounts)
-			return fail(c, "bind mounts are not allowed (set SANDBAR_ALLOW_BIND_MOUNTS=1)");
+			return parse_error(c,
+					   "bind mounts are not allowed (set SANDBAR_ALLOW_BIND_MOUNTS=1)");
 		if (!m->source || !abs_path_ok(m->source))
-			return fail(c, "mounts[%zu]: a bind mount needs an absolute source path", i);
+			return parse_error(c, "mounts[%zu]: a bind mount needs an absolute source path", i);
 	} else {
-		return fail(c, "mounts[%zu]: type '%s' is not supported (volume, tmpfs, bind)", i, type);
+		return parse_error(c, "mounts[%zu]: type '%s' is not supported (volume, tmpfs, bind)", i,
+				   type);
 	}
 	if (!m->target || !abs_path_ok(m->target) || strcmp(m->target, "/") == 0)
-		return fail(c, "mounts[%zu]: target must be an absolute path other than /", i);
+		return parse_error(c, "mounts[%zu]: target must be an absolute path other than /", i);
 	return 0;
 }
 
@@ -421,7 +427,7 @@ static int parse_mount_string(struct parse_ctx *c, const char *s, size_t i)
 	char *copy = strdup(s), *save = NULL, *type = NULL;
 	int rc = -1;
 	if (!copy)
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(kv, '=');
 		const char *val = eq ? eq + 1 : NULL;
@@ -437,23 +443,23 @@ static int parse_mount_string(struct parse_ctx *c, const char *s, size_t i)
 			dst = &m->target;
 		if (dst) {
 			if (!val || !*val || *dst) {
-				fail(c, "mounts[%zu]: '%s' needs one non-empty value", i, kv);
+				parse_error(c, "mounts[%zu]: '%s' needs one non-empty value", i, kv);
 				goto out;
 			}
 			if (!(*dst = strdup(val))) {
-				fail(c, "out of memory");
+				parse_error(c, "out of memory");
 				goto out;
 			}
 		} else if (strcmp(kv, "readonly") == 0 || strcmp(kv, "ro") == 0) {
 			if (val && strcmp(val, "true") != 0 && strcmp(val, "1") != 0 &&
 			    strcmp(val, "false") != 0 && strcmp(val, "0") != 0) {
-				fail(c, "mounts[%zu]: bad readonly value '%s'", i, val);
+				parse_error(c, "mounts[%zu]: bad readonly value '%s'", i, val);
 				goto out;
 			}
 			m->readonly = !val || strcmp(val, "true") == 0 || strcmp(val, "1") == 0;
 		} else if (strcmp(kv, "consistency") != 0) {
 			/* consistency is a macOS hint; anything else we would silently drop */
-			fail(c, "mounts[%zu]: option '%s' is not supported", i, kv);
+			parse_error(c, "mounts[%zu]: option '%s' is not supported", i, kv);
 			goto out;
 		}
 	}
@@ -475,7 +481,7 @@ static int parse_mount_object(struct parse_ctx *c, struct json_object *o, size_t
 		return -1;
 	if (json_object_object_get_ex(o, "readonly", &v)) {
 		if (!json_object_is_type(v, json_type_boolean))
-			return fail(c, "mounts[%zu].readonly: expected true or false", i);
+			return parse_error(c, "mounts[%zu].readonly: expected true or false", i);
 		m->readonly = json_object_get_boolean(v);
 	}
 	return mount_finish(c, m, type, i);
@@ -487,13 +493,13 @@ static int parse_mounts(struct parse_ctx *c)
 	if (!json_object_object_get_ex(c->t->config, "mounts", &arr))
 		return 0;
 	if (!json_object_is_type(arr, json_type_array))
-		return fail(c, "mounts: expected an array");
+		return parse_error(c, "mounts: expected an array");
 	size_t n = json_object_array_length(arr);
 	if (n == 0)
 		return 0;
 	c->t->mounts = calloc(n, sizeof(*c->t->mounts));
 	if (!c->t->mounts)
-		return fail(c, "out of memory");
+		return parse_error(c, "out of memory");
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *v = json_object_array_get_idx(arr, i);
 		const char *s;
@@ -505,7 +511,7 @@ static int parse_mounts(struct parse_ctx *c)
 			if (get_str(c, v, "mounts[]", false, &s) != 0 || parse_mount_string(c, s, i) != 0)
 				return -1;
 		} else {
-			return fail(c, "mounts[%zu]: expected a string or an object", i);
+			return parse_error(c, "mounts[%zu]: expected a string or an object", i);
 		}
 	}
 	return 0;
@@ -536,7 +542,8 @@ static int parse_command(struct parse_ctx *c, const char *key, struct json_objec
 			if (get_str(c, json_object_array_get_idx(v, i), key, true, &s) != 0)
 				return -1;
 	} else if (get_str(c, v, key, true, &s) != 0) {
-		return fail(c, "%s: expected a string, an array of strings or an object of commands", key);
+		return parse_error(c, "%s: expected a string, an array of strings or an object of commands",
+				   key);
 	}
 	*out = json_object_get(v);
 	return 0;
@@ -548,13 +555,13 @@ static int parse_host_requirements(struct parse_ctx *c)
 	if (!json_object_object_get_ex(c->t->config, "hostRequirements", &hr))
 		return 0;
 	if (!json_object_is_type(hr, json_type_object))
-		return fail(c, "hostRequirements: expected an object");
+		return parse_error(c, "hostRequirements: expected an object");
 	if (json_object_object_get_ex(hr, "cpus", &v)) {
 		double d = -1;
 		if (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))
 			d = json_object_get_double(v);
 		if (!isfinite(d) || d <= 0)
-			return fail(c, "hostRequirements.cpus: expected a number > 0");
+			return parse_error(c, "hostRequirements.cpus: expected a number > 0");
 		c->t->host_cpus = d;
 	}
 	if (json_object_object_get_ex(hr, "memory", &v)) {
@@ -563,7 +570,7 @@ static int parse_host_requirements(struct parse_ctx *c)
 			c->t->host_memory = (uint64_t)json_object_get_int64(v);
 		} else if (get_str(c, v, "hostRequirements.memory", false, &s) != 0 ||
 			   size_parse(s, &c->t->host_memory) != 0) {
-			return fail(c, "hostRequirements.memory: expected a size such as \"4gb\"");
+			return parse_error(c, "hostRequirements.memory: expected a size such as \"4gb\"");
 		}
 	}
 	return 0;
@@ -576,28 +583,29 @@ static int parse_security(struct parse_ctx *c)
 	if (opt_bool(c, "privileged", &t->privileged) != 0)
 		return -1;
 	if (t->privileged && !c->policy->allow_privileged)
-		return fail(c, "privileged containers are not allowed (set SANDBAR_ALLOW_PRIVILEGED=1)");
+		return parse_error(c,
+				   "privileged containers are not allowed (set SANDBAR_ALLOW_PRIVILEGED=1)");
 	if (json_object_object_get_ex(t->config, "capAdd", &v)) {
 		size_t n = 0;
 		if (!json_object_is_type(v, json_type_array))
-			return fail(c, "capAdd: expected an array of strings");
+			return parse_error(c, "capAdd: expected an array of strings");
 		if (json_object_array_length(v) > 0 && !c->policy->allow_cap_add)
-			return fail(c, "capAdd is not allowed (set SANDBAR_ALLOW_CAP_ADD=1)");
+			return parse_error(c, "capAdd is not allowed (set SANDBAR_ALLOW_CAP_ADD=1)");
 		for (size_t i = 0; i < json_object_array_length(v); i++) {
 			const char *s;
 			if (get_str(c, json_object_array_get_idx(v, i), "capAdd", false, &s) != 0)
 				return -1;
 			if (strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
 			    strlen(s))
-				return fail(c, "capAdd: bad capability name '%s'", s);
+				return parse_error(c, "capAdd: bad capability name '%s'", s);
 			if (strv_push(&t->cap_add, &n, strdup(s)) != 0)
-				return fail(c, "out of memory");
+				return parse_error(c, "out of memory");
 		}
 	}
 	if (json_object_object_get_ex(t->config, "runArgs", &v) &&
 	    !(json_object_is_type(v, json_type_array) && json_object_array_length(v) == 0))
-		return fail(c, "runArgs is not supported: raw docker flags are not passed through "
-			       "(use mounts, capAdd, privileged, containerEnv or hostRequirements)");
+		return parse_error(c, "runArgs is not supported: raw docker flags are not passed through "
+				      "(use mounts, capAdd, privileged, containerEnv or hostRequirements)");
 	return 0;
 }
 
@@ -631,7 +639,7 @@ struct template *template_parse(const char *name, const char *dir, const char *t
 	t->config = root;
 	t->override_command = true;
 	if (!(t->name = strdup(name)) || !(t->dir = strdup(dir))) {
-		fail(&c, "out of memory");
+		parse_error(&c, "out of memory");
 		goto fail;
 	}
 	if (parse_source(&c) != 0 || parse_env(&c, "containerEnv", &t->container_env) != 0 ||
@@ -787,34 +795,34 @@ static int compute_build_tag(struct parse_ctx *c)
 	char hex[65];
 
 	if (!realpath(t->dir, rdir))
-		return fail(c, "template folder '%s': %s", t->dir, strerror(errno));
+		return parse_error(c, "template folder '%s': %s", t->dir, strerror(errno));
 	if (!realpath(t->build_context, rctx) || !inside(rdir, rctx))
-		return fail(c, "build.context: must be a folder inside the template folder");
+		return parse_error(c, "build.context: must be a folder inside the template folder");
 	snprintf(path, sizeof(path), "%s/%s", rctx, t->build_dockerfile);
 	if (!realpath(path, rdf) || !inside(rctx, rdf))
-		return fail(c, "build.dockerfile: '%s' must be a file inside the build context",
-			    t->build_dockerfile);
+		return parse_error(c, "build.dockerfile: '%s' must be a file inside the build context",
+				   t->build_dockerfile);
 
 	sha256_init(&h);
 	hash_str(&h, "sandbar-template-v1");
 	struct stat st;
 	fd = open(rdf, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		fail(c, "build.dockerfile: cannot read '%s'", t->build_dockerfile);
+		parse_error(c, "build.dockerfile: cannot read '%s'", t->build_dockerfile);
 		goto out;
 	}
 	snprintf(num, sizeof(num), "%llu", (unsigned long long)st.st_size);
 	hash_str(&h, num);
 	if (hash_file(&h, fd, (uint64_t)st.st_size) != 0) {
-		fail(c, "build.dockerfile: read error");
+		parse_error(c, "build.dockerfile: read error");
 		goto out;
 	}
 	close(fd);
 	fd = -1;
 
 	if (walk_context(rctx, "", 0, &list) != 0) {
-		fail(c, "build.context: cannot walk '%s' (unreadable, too deep or over %d files)", rctx,
-		     CONTEXT_MAX_ENTRIES);
+		parse_error(c, "build.context: cannot walk '%s' (unreadable, too deep or over %d files)",
+			    rctx, CONTEXT_MAX_ENTRIES);
 		goto out;
 	}
 	qsort(list.v, list.n, sizeof(*list.v), cmp_str);
@@ -845,7 +853,7 @@ static int compute_build_tag(struct parse_ctx *c)
 
 	canon = json_object_new_object();
 	if (!canon) {
-		fail(c, "out of memory");
+		parse_error(c, "out of memory");
 		goto out;
 	}
 	if (t->build_args) {
@@ -853,7 +861,7 @@ static int compute_build_tag(struct parse_ctx *c)
 		size_t n = 0, cap = (size_t)json_object_object_length(t->build_args);
 		const char **keys = calloc(cap + 1, sizeof(*keys));
 		if (!keys) {
-			fail(c, "out of memory");
+			parse_error(c, "out of memory");
 			goto out;
 		}
 		json_object_object_foreach(t->build_args, k, v)
@@ -891,13 +899,13 @@ static int compute_build_tag(struct parse_ctx *c)
 	repo[r] = '\0';
 	if (asprintf(&t->build_tag, "sandbar/tpl-%s:%.16s", r ? repo : "x", hex) < 0) {
 		t->build_tag = NULL;
-		fail(c, "out of memory");
+		parse_error(c, "out of memory");
 		goto out;
 	}
 	rc = 0;
 	goto out;
 read_error:
-	fail(c, "build.context: cannot read '%s'", path);
+	parse_error(c, "build.context: cannot read '%s'", path);
 out:
 	if (fd >= 0)
 		close(fd);
