@@ -1,0 +1,252 @@
+/* Server configuration from the environment. One table row per setting, so
+ * loading, defaults, validation and `sandbard --help` can never disagree. */
+#include "core/config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/log.h"
+#include "core/units.h"
+
+enum cfg_type {
+	CFG_STRING,
+	CFG_LOG_LEVEL,
+	CFG_DURATION,
+	CFG_SIZE,
+	CFG_INT,
+	CFG_CPUS,
+	CFG_BOOL,
+	CFG_TYPE_MAX
+};
+
+struct cfg_setting {
+	const char *env;
+	enum cfg_type type;
+	const char *def; /* in the same syntax as the variable; NULL = unset */
+	int64_t min;	 /* lower bound for durations (ms), sizes and integers */
+	size_t offset;
+	const char *help;
+};
+
+static int parse_setting(const struct cfg_setting *s, const char *val, struct config *cfg, char *err,
+			 size_t errcap);
+static int parse_bool(const char *s, bool *out);
+static int parse_int(const char *s, int64_t *out);
+
+#define AT(field) offsetof(struct config, field)
+
+static const struct cfg_setting settings[] = {
+	{ "DATABASE_URL", CFG_STRING, NULL, 0, AT(database_url), "PostgreSQL connection string (required)" },
+	{ "SERVER_ADDR", CFG_STRING, ":8080", 0, AT(server_addr), "HTTP listen address, [host]:port" },
+	{ "DEVCONTAINERS_PATH", CFG_STRING, "devcontainers", 0, AT(devcontainers_path),
+	  "folder of templates, one sub-folder with a devcontainer.json each" },
+	{ "DOCKER_HOST", CFG_STRING, "unix:///var/run/docker.sock", 0, AT(docker_host),
+	  "Docker Engine API endpoint (unix:///path or tcp://host:port)" },
+	{ "SANDBAR_MIGRATIONS_PATH", CFG_STRING, "sql", 0, AT(migrations_path),
+	  "folder of numbered SQL migrations applied at start-up" },
+	{ "SANDBAR_LOG_LEVEL", CFG_LOG_LEVEL, "info", 0, AT(log_level), "debug, info, warn or error" },
+
+	{ "SANDBOX_IDLE_TIMEOUT", CFG_DURATION, "15m", 1000, AT(sandbox_idle_timeout_ms),
+	  "a sandbox without activity for this long expires" },
+	{ "SANDBAR_REAPER_INTERVAL", CFG_DURATION, "60s", 100, AT(reaper_interval_ms),
+	  "upper bound between reaper passes (at least 100ms)" },
+	{ "SANDBOX_MEMORY_LIMIT", CFG_SIZE, "2g", 6 << 20, AT(sandbox_memory_limit),
+	  "memory limit per sandbox (k/m/g are 1024-based, KB/MB/GB 1000-based)" },
+	{ "SANDBOX_CPU_LIMIT", CFG_CPUS, "2", 0, AT(sandbox_cpu_limit),
+	  "CPUs per sandbox, a decimal number > 0" },
+	{ "SANDBOX_PIDS_LIMIT", CFG_INT, "1024", 1, AT(sandbox_pids_limit), "process limit per sandbox" },
+	{ "SANDBAR_CREATE_TIMEOUT", CFG_DURATION, "10m", 1000, AT(create_timeout_ms),
+	  "longest a create may take, image build included" },
+	{ "SANDBAR_ALLOW_PRIVILEGED", CFG_BOOL, "false", 0, AT(allow_privileged),
+	  "let templates ask for privileged containers" },
+	{ "SANDBAR_ALLOW_CAP_ADD", CFG_BOOL, "false", 0, AT(allow_cap_add),
+	  "let templates add capabilities (capAdd)" },
+	{ "SANDBAR_ALLOW_BIND_MOUNTS", CFG_BOOL, "false", 0, AT(allow_bind_mounts),
+	  "let templates bind-mount host paths" },
+
+	{ "SANDBAR_MAX_HEADER_BYTES", CFG_SIZE, "16k", 1024, AT(http_max_header_bytes),
+	  "largest request head (request line and headers)" },
+	{ "SANDBAR_MAX_BODY_BYTES", CFG_SIZE, "1m", 1024, AT(http_max_body_bytes),
+	  "largest JSON request body (uploads have their own limit)" },
+	{ "SANDBAR_HEADER_TIMEOUT", CFG_DURATION, "10s", 100, AT(http_header_timeout_ms),
+	  "time a client has to send a complete request head" },
+	{ "SANDBAR_IDLE_CONN_TIMEOUT", CFG_DURATION, "75s", 100, AT(http_idle_timeout_ms),
+	  "an idle keep-alive connection is closed after this" },
+	{ "SANDBAR_MAX_CONNECTIONS", CFG_INT, "4096", 1, AT(http_max_connections),
+	  "concurrent client connections" },
+	{ "SANDBAR_SHUTDOWN_GRACE", CFG_DURATION, "10s", 0, AT(shutdown_grace_ms),
+	  "on SIGTERM, time in-flight requests get to finish" },
+	{ "SANDBAR_API_TOKENS", CFG_STRING, NULL, 0, AT(api_tokens),
+	  "comma-separated bearer tokens; unset = no authentication" },
+
+	{ "SANDBAR_PG_POOL_SIZE", CFG_INT, "4", 1, AT(pg_pool_size), "PostgreSQL connections in the pool" },
+	{ "SANDBAR_PG_MAX_WAITERS", CFG_INT, "1024", 0, AT(pg_max_waiters),
+	  "queries queued for a free connection before new ones fail" },
+	{ "SANDBAR_PG_STARTUP_TIMEOUT", CFG_DURATION, "60s", 0, AT(pg_connect_timeout_ms),
+	  "how long start-up retries while PostgreSQL is not up yet" },
+};
+
+static int parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" };
+	static const char *const no[] = { "0", "false", "no", "off" };
+	for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int parse_int(const char *s, int64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return -1; /* no sign, no spaces */
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_setting(const struct cfg_setting *s, const char *val, struct config *cfg, char *err,
+			 size_t errcap)
+{
+	char *field = (char *)cfg + s->offset;
+	int64_t i64;
+	uint64_t u64;
+	bool b;
+	const char *what = "value";
+
+	switch (s->type) {
+	case CFG_LOG_LEVEL: {
+		enum log_level lvl;
+		what = "log level";
+		if (log_level_parse(val, &lvl) != 0)
+			goto bad;
+	}
+		/* fall through */
+	case CFG_STRING: {
+		char *copy = strdup(val);
+		if (!copy) {
+			snprintf(err, errcap, "%s: out of memory", s->env);
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = copy;
+		return 0;
+	}
+	case CFG_DURATION:
+		what = "duration";
+		if (duration_parse(val, &i64) != 0)
+			goto bad;
+		if (i64 < s->min)
+			goto too_small;
+		memcpy(field, &i64, sizeof(i64));
+		return 0;
+	case CFG_SIZE:
+		what = "size";
+		if (size_parse(val, &u64) != 0)
+			goto bad;
+		if (u64 < (uint64_t)s->min)
+			goto too_small;
+		memcpy(field, &u64, sizeof(u64));
+		return 0;
+	case CFG_INT:
+		what = "integer";
+		if (parse_int(val, &i64) != 0)
+			goto bad;
+		if (i64 < s->min)
+			goto too_small;
+		memcpy(field, &i64, sizeof(i64));
+		return 0;
+	case CFG_CPUS: {
+		what = "number of CPUs";
+		char *end;
+		if (*val < '0' || *val > '9')
+			goto bad;
+		errno = 0;
+		double d = strtod(val, &end);
+		if (errno != 0 || *end != '\0' || !isfinite(d) || d <= 0)
+			goto bad;
+		memcpy(field, &d, sizeof(d));
+		return 0;
+	}
+	case CFG_BOOL:
+		what = "boolean (1/0/true/false/yes/no)";
+		if (parse_bool(val, &b) != 0)
+			goto bad;
+		memcpy(field, &b, sizeof(b));
+		return 0;
+	case CFG_TYPE_MAX:
+		break;
+	}
+	CHECK(!"unknown setting type");
+bad:
+	snprintf(err, errcap, "%s: bad %s '%s'", s->env, what, val);
+	return -1;
+too_small:
+	snprintf(err, errcap, "%s: '%s' is below the minimum of %lld%s", s->env, val, (long long)s->min,
+		 s->type == CFG_DURATION ? "ms" : "");
+	return -1;
+}
+
+int config_load(struct config *cfg, char *err, size_t errcap)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < ARRAY_LEN(settings); i++) {
+		const struct cfg_setting *s = &settings[i];
+		/* an empty variable counts as unset, as shells make "X= cmd" easy */
+		const char *val = getenv(s->env);
+		if (val && *val) {
+			if (parse_setting(s, val, cfg, err, errcap) != 0)
+				goto fail;
+		} else if (s->def) {
+			/* defaults are in the table's own syntax; a bad one is our bug */
+			CHECK(parse_setting(s, s->def, cfg, err, errcap) == 0);
+		}
+	}
+	return 0;
+fail:
+	config_free(cfg);
+	return -1;
+}
+
+void config_free(struct config *cfg)
+{
+	for (size_t i = 0; i < ARRAY_LEN(settings); i++) {
+		if (settings[i].type == CFG_STRING || settings[i].type == CFG_LOG_LEVEL) {
+			char **p = (char **)((char *)cfg + settings[i].offset);
+			free(*p);
+			*p = NULL;
+		}
+	}
+}
+
+void config_print_help(FILE *out)
+{
+	fprintf(out, "sandbard: a control plane for short-lived development sandboxes.\n\n"
+		     "Configuration comes from the environment:\n\n");
+	for (size_t i = 0; i < ARRAY_LEN(settings); i++) {
+		const struct cfg_setting *s = &settings[i];
+		fprintf(out, "  %-28s %s\n", s->env, s->help);
+		if (s->def)
+			fprintf(out, "  %-28s (default: %s)\n", "", s->def);
+		else
+			fprintf(out, "  %-28s (no default)\n", "");
+	}
+	fprintf(out, "\nDurations: 250ms, 30s, 15m, 1h30m (a bare number is seconds).\n"
+		     "Sizes: 64k, 512m, 2g (1024-based), 100MB (1000-based), 1GiB (a bare number is bytes).\n"
+		     "Booleans: 1/0, true/false, yes/no.\n");
+}

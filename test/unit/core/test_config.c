@@ -1,0 +1,181 @@
+/* Configuration: defaults with a clean environment, overrides, refused
+ * values with their message, and a help text naming every variable. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+
+/* Every variable named in include/core/config.h. */
+static const char *const env_names[] = {
+	"DATABASE_URL",
+	"SERVER_ADDR",
+	"DEVCONTAINERS_PATH",
+	"DOCKER_HOST",
+	"SANDBAR_MIGRATIONS_PATH",
+	"SANDBAR_LOG_LEVEL",
+	"SANDBOX_IDLE_TIMEOUT",
+	"SANDBAR_REAPER_INTERVAL",
+	"SANDBOX_MEMORY_LIMIT",
+	"SANDBOX_CPU_LIMIT",
+	"SANDBOX_PIDS_LIMIT",
+	"SANDBAR_CREATE_TIMEOUT",
+	"SANDBAR_ALLOW_PRIVILEGED",
+	"SANDBAR_ALLOW_CAP_ADD",
+	"SANDBAR_ALLOW_BIND_MOUNTS",
+	"SANDBAR_MAX_HEADER_BYTES",
+	"SANDBAR_MAX_BODY_BYTES",
+	"SANDBAR_HEADER_TIMEOUT",
+	"SANDBAR_IDLE_CONN_TIMEOUT",
+	"SANDBAR_MAX_CONNECTIONS",
+	"SANDBAR_SHUTDOWN_GRACE",
+	"SANDBAR_API_TOKENS",
+	"SANDBAR_PG_POOL_SIZE",
+	"SANDBAR_PG_MAX_WAITERS",
+	"SANDBAR_PG_STARTUP_TIMEOUT",
+};
+
+static int clear_env(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(env_names); i++)
+		unsetenv(env_names[i]);
+	return 0;
+}
+
+static void test_defaults(void **state)
+{
+	struct config cfg;
+	char err[256] = "";
+	(void)state;
+	assert_int_equal(config_load(&cfg, err, sizeof(err)), 0);
+	assert_null(cfg.database_url);
+	assert_string_equal(cfg.server_addr, ":8080");
+	assert_string_equal(cfg.devcontainers_path, "devcontainers");
+	assert_string_equal(cfg.docker_host, "unix:///var/run/docker.sock");
+	assert_string_equal(cfg.migrations_path, "sql");
+	assert_string_equal(cfg.log_level, "info");
+	assert_int_equal(cfg.sandbox_idle_timeout_ms, 15 * 60 * 1000);
+	assert_int_equal(cfg.reaper_interval_ms, 60 * 1000);
+	assert_true(cfg.sandbox_memory_limit == 2ull << 30);
+	assert_true(cfg.sandbox_cpu_limit == 2.0);
+	assert_int_equal(cfg.sandbox_pids_limit, 1024);
+	assert_int_equal(cfg.create_timeout_ms, 10 * 60 * 1000);
+	assert_false(cfg.allow_privileged);
+	assert_false(cfg.allow_cap_add);
+	assert_false(cfg.allow_bind_mounts);
+	assert_true(cfg.http_max_header_bytes == 16 * 1024);
+	assert_true(cfg.http_max_body_bytes == 1 << 20);
+	assert_int_equal(cfg.http_header_timeout_ms, 10000);
+	assert_int_equal(cfg.http_idle_timeout_ms, 75000);
+	assert_int_equal(cfg.http_max_connections, 4096);
+	assert_int_equal(cfg.shutdown_grace_ms, 10000);
+	assert_null(cfg.api_tokens);
+	assert_int_equal(cfg.pg_pool_size, 4);
+	assert_int_equal(cfg.pg_max_waiters, 1024);
+	assert_int_equal(cfg.pg_connect_timeout_ms, 60000);
+	config_free(&cfg);
+	assert_null(cfg.server_addr);
+	config_free(&cfg); /* twice is harmless */
+}
+
+static void test_overrides(void **state)
+{
+	struct config cfg;
+	char err[256] = "";
+	(void)state;
+	setenv("DATABASE_URL", "postgres://x@/db", 1);
+	setenv("SERVER_ADDR", "127.0.0.1:9000", 1);
+	setenv("SANDBOX_IDLE_TIMEOUT", "1h30m", 1);
+	setenv("SANDBAR_REAPER_INTERVAL", "100ms", 1);
+	setenv("SANDBOX_MEMORY_LIMIT", "512m", 1);
+	setenv("SANDBOX_CPU_LIMIT", "0.5", 1);
+	setenv("SANDBAR_ALLOW_BIND_MOUNTS", "yes", 1);
+	setenv("SANDBAR_ALLOW_CAP_ADD", "TRUE", 1);
+	setenv("SANDBAR_ALLOW_PRIVILEGED", "0", 1);
+	setenv("SANDBAR_PG_POOL_SIZE", "16", 1);
+	setenv("SANDBAR_LOG_LEVEL", "debug", 1);
+	setenv("SANDBAR_API_TOKENS", "a,b", 1);
+	setenv("DEVCONTAINERS_PATH", "", 1); /* empty counts as unset */
+	assert_int_equal(config_load(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.database_url, "postgres://x@/db");
+	assert_string_equal(cfg.server_addr, "127.0.0.1:9000");
+	assert_string_equal(cfg.devcontainers_path, "devcontainers");
+	assert_int_equal(cfg.sandbox_idle_timeout_ms, 5400000);
+	assert_int_equal(cfg.reaper_interval_ms, 100);
+	assert_true(cfg.sandbox_memory_limit == 512ull << 20);
+	assert_true(cfg.sandbox_cpu_limit == 0.5);
+	assert_true(cfg.allow_bind_mounts);
+	assert_true(cfg.allow_cap_add);
+	assert_false(cfg.allow_privileged);
+	assert_int_equal(cfg.pg_pool_size, 16);
+	assert_string_equal(cfg.log_level, "debug");
+	assert_string_equal(cfg.api_tokens, "a,b");
+	config_free(&cfg);
+}
+
+static void expect_bad(const char *name, const char *value, const char *message)
+{
+	struct config cfg;
+	char err[256] = "";
+	clear_env(NULL);
+	setenv(name, value, 1);
+	assert_int_equal(config_load(&cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, message);
+	assert_null(cfg.server_addr); /* nothing left to free */
+	unsetenv(name);
+}
+
+static void test_bad_values(void **state)
+{
+	(void)state;
+	expect_bad("SANDBOX_IDLE_TIMEOUT", "x", "SANDBOX_IDLE_TIMEOUT: bad duration 'x'");
+	expect_bad("SANDBOX_IDLE_TIMEOUT", "-5m", "SANDBOX_IDLE_TIMEOUT: bad duration '-5m'");
+	expect_bad("SANDBAR_REAPER_INTERVAL", "50ms",
+		   "SANDBAR_REAPER_INTERVAL: '50ms' is below the minimum of 100ms");
+	expect_bad("SANDBOX_MEMORY_LIMIT", "lots", "SANDBOX_MEMORY_LIMIT: bad size 'lots'");
+	expect_bad("SANDBOX_CPU_LIMIT", "0", "SANDBOX_CPU_LIMIT: bad number of CPUs '0'");
+	expect_bad("SANDBOX_CPU_LIMIT", "-1", "SANDBOX_CPU_LIMIT: bad number of CPUs '-1'");
+	expect_bad("SANDBOX_CPU_LIMIT", "inf", "SANDBOX_CPU_LIMIT: bad number of CPUs 'inf'");
+	expect_bad("SANDBOX_CPU_LIMIT", "2x", "SANDBOX_CPU_LIMIT: bad number of CPUs '2x'");
+	expect_bad("SANDBAR_ALLOW_PRIVILEGED", "maybe",
+		   "SANDBAR_ALLOW_PRIVILEGED: bad boolean (1/0/true/false/yes/no) 'maybe'");
+	expect_bad("SANDBAR_PG_POOL_SIZE", "0", "SANDBAR_PG_POOL_SIZE: '0' is below the minimum of 1");
+	expect_bad("SANDBAR_PG_POOL_SIZE", "4k", "SANDBAR_PG_POOL_SIZE: bad integer '4k'");
+	expect_bad("SANDBAR_LOG_LEVEL", "loud", "SANDBAR_LOG_LEVEL: bad log level 'loud'");
+	/* a bad value after a string was already set must not leak it (ASan) */
+	setenv("DATABASE_URL", "postgres://", 1);
+	expect_bad("SANDBAR_PG_STARTUP_TIMEOUT", "soon", "SANDBAR_PG_STARTUP_TIMEOUT: bad duration 'soon'");
+}
+
+static void test_help_lists_everything(void **state)
+{
+	char *text = NULL;
+	size_t len = 0;
+	(void)state;
+	FILE *f = open_memstream(&text, &len);
+	assert_non_null(f);
+	config_print_help(f);
+	fclose(f);
+	for (size_t i = 0; i < ARRAY_LEN(env_names); i++)
+		assert_non_null(strstr(text, env_names[i]));
+	assert_non_null(strstr(text, "(default: :8080)"));
+	assert_non_null(strstr(text, "(default: 15m)"));
+	free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_defaults, clear_env),
+		cmocka_unit_test_setup(test_overrides, clear_env),
+		cmocka_unit_test_setup(test_bad_values, clear_env),
+		cmocka_unit_test(test_help_lists_everything),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
