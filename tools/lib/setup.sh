@@ -222,8 +222,17 @@ sb_build() {
 	if [ ! -f "$abs/build.ninja" ]; then
 		sb_quiet "$log.setup" meson setup "$abs" "$SANDBAR_ROOT" "$@" ||
 			sb_die "build: meson setup $dir failed"
+	elif [ -n "$(find "$SANDBAR_ROOT/test/fuzz" -name 'fuzz_*.c' -newer "$abs/build.ninja" 2>/dev/null)" ]; then
+		# fuzz targets are picked up with fs.exists(), which meson does not watch
+		sb_quiet "$log.setup" meson setup --reconfigure "$abs" "$SANDBAR_ROOT" ||
+			sb_die "build: meson setup --reconfigure $dir failed"
 	fi
-	sb_quiet "$log" ninja -C "$abs" || sb_die "build: ninja -C $dir failed"
+	if ! ninja -C "$abs" </dev/null >"$log" 2>&1; then
+		# a fuzz target that went away (fs.exists again): reconfigure once
+		sb_quiet "$log.setup" meson setup --reconfigure "$abs" "$SANDBAR_ROOT" ||
+			sb_die "build: meson setup --reconfigure $dir failed"
+		sb_quiet "$log" ninja -C "$abs" || sb_die "build: ninja -C $dir failed"
+	fi
 	sb_say "build: ok ($dir)"
 }
 
