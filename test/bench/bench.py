@@ -1,0 +1,334 @@
+"""Benchmarks of sandbard against baselines measured in the same run, printed
+as a table: /health vs nginx (one worker, a static file), GET of a sandbox,
+create latency vs raw Docker Engine create+start, and memory with 1,000 rows.
+Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
+Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20)."""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+from harness import client as httpc  # noqa: E402
+from harness import paths, pg  # noqa: E402
+from harness.server import free_port  # noqa: E402
+from harness.session import Session  # noqa: E402
+
+WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
+CREATES = int(os.environ.get("CREATES", "20"))
+IMAGE = "sandbar/base:latest"
+SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- tools
+def wrk(url, connections=50):
+    """Requests per second of wrk -t1 -cN over WRK_SECONDS, and non-2xx count."""
+    r = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{WRK_SECONDS}s", url],
+        capture_output=True,
+        text=True,
+        timeout=WRK_SECONDS + 60,
+        stdin=subprocess.DEVNULL,
+    )
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout)
+    if r.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed: {r.stdout[-300:]} {r.stderr[-300:]}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
+    errs = re.search(r"Socket errors: (.*)", r.stdout)
+    if bad:
+        raise RuntimeError(f"{bad.group(1)} non-2xx answers from {url}")
+    if errs:
+        log(f"wrk socket errors on {url}: {errs.group(1)}")
+    return float(m.group(1))
+
+
+def percentile(values, p):
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+
+
+def engine_conn():
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):
+        return UnixHTTPConnection(host[len("unix://"):])
+    if host.startswith("tcp://"):
+        h, _, p = host[len("tcp://"):].partition(":")
+        return http.client.HTTPConnection(h, int(p or 2375), timeout=60)
+    raise RuntimeError(f"unsupported DOCKER_HOST {host}")
+
+
+def engine(conn, method, path, body=None):
+    hdrs = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=hdrs)
+    r = conn.getresponse()
+    data = r.read()
+    if r.status >= 300:
+        raise RuntimeError(f"Engine API {method} {path}: {r.status} {data[:200]!r}")
+    return json.loads(data) if data else None
+
+
+# ---------------------------------------------------------------- baselines
+class Nginx:
+    """nginx with one worker serving a small static file, config in the data folder."""
+
+    def __init__(self):
+        self.dir = os.path.join(paths.DATA, "bench", "nginx")
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(os.path.join(self.dir, "www"))
+        os.makedirs(os.path.join(self.dir, "logs"))
+        with open(os.path.join(self.dir, "www", "health"), "w") as f:
+            f.write('{"status":"ok"}')
+        user = "user root;" if os.getuid() == 0 else ""
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""{user}
+worker_processes 1;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {self.dir}/tmp;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.dir}/www;
+        default_type application/json;
+    }}
+}}
+""")
+        self.proc = subprocess.Popen(
+            ["nginx", "-p", self.dir, "-c", conf],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.dir, "logs", "stderr.log"), "w"),
+        )
+        if not httpc.wait_port("127.0.0.1", self.port, 10):
+            raise RuntimeError(f"nginx did not start; see {self.dir}/logs")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def docker_create_start(run_id):
+    """Seconds for one Engine API create + start of IMAGE, and the container id."""
+    conn = engine_conn()
+    body = {
+        "Image": IMAGE,
+        "Cmd": ["sleep", "infinity"],
+        "WorkingDir": "/",
+        "Labels": {"sandbar.managed": "true", "sandbar.test": "bench", "sandbar.instance": run_id},
+        "HostConfig": {
+            "Memory": 2 << 30,
+            "NanoCpus": 2 * 10**9,
+            "PidsLimit": 1024,
+            "Init": True,
+            "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+        },
+        "ExposedPorts": {"8080/tcp": {}},
+    }
+    t0 = time.perf_counter()
+    cid = engine(conn, "POST", "/containers/create", body)["Id"]
+    engine(conn, "POST", f"/containers/{cid}/start")
+    dt = time.perf_counter() - t0
+    conn.close()
+    return dt, cid
+
+
+# ---------------------------------------------------------------- the run
+class Table:
+    def __init__(self):
+        self.rows = []
+        self.failed = 0
+
+    def add(self, name, ours, base=None, fmt="{:.0f}", higher_better=True):
+        def cell(v):
+            if v is None:
+                return "-"
+            if isinstance(v, Exception):
+                self.failed += 1
+                return f"error: {str(v).splitlines()[0][:60]}"
+            return fmt.format(v)
+
+        ratio = "-"
+        if isinstance(ours, (int, float)) and isinstance(base, (int, float)) and base:
+            ratio = f"{ours / base:.2f}"
+        self.rows.append((name, cell(ours), cell(base), ratio))
+
+    def print(self):
+        head = ("benchmark", "sandbar", "baseline", "ratio")
+        w = [max(len(r[i]) for r in self.rows + [head]) for i in range(4)]
+        line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"  # noqa: E731
+        print(line(head))
+        print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+        for r in self.rows:
+            print(line(r))
+
+
+def attempt(fn):
+    try:
+        return fn()
+    except Exception as e:  # a failed benchmark is a cell, not the end of the run
+        log(f"{getattr(fn, '__name__', 'step')}: {e}")
+        return e
+
+
+def main():
+    table = Table()
+    run = Session(prefix="sandbar_bench")
+    srv = run.new_server(
+        name=f"{run.run_id}_server",
+        env={"SANDBAR_LOG_LEVEL": "warn", "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
+    )
+    nginx = Nginx()
+    created, raw = [], []
+    try:
+        srv.start()
+        c = srv.client(timeout=120)
+        time.sleep(1)
+        rss_idle = srv.rss_kb()
+
+        # /health: sandbar vs nginx
+        log(f"wrk /health ({WRK_SECONDS}s)")
+        ours = attempt(lambda: wrk(f"{srv.url}/health"))
+        nginx.start()
+        log(f"wrk nginx static file ({WRK_SECONDS}s)")
+        base = attempt(lambda: wrk(f"http://127.0.0.1:{nginx.port}/health"))
+        nginx.stop()
+        table.add(f"GET /health req/s (wrk -t1 -c50 {WRK_SECONDS}s; nginx 1 worker)", ours, base)
+
+        # create latency: sandbar vs Engine API create+start
+        log(f"{CREATES} creates through sandbar")
+
+        def creates():
+            times = []
+            for i in range(CREATES):
+                t0 = time.perf_counter()
+                r = c.post("/api/sandboxes", json={"template": "base", "name": f"bench-{i}"})
+                times.append(time.perf_counter() - t0)
+                if r.status != 201 or not isinstance(r.json, dict):
+                    raise RuntimeError(f"POST /api/sandboxes -> {r.status} {r.body[:120]!r}")
+                created.append(r.json["id"])
+            return times
+
+        ours = attempt(creates)
+        log(f"{CREATES} creates through the Engine API")
+
+        def raw_creates():
+            times = []
+            for _ in range(CREATES):
+                dt, cid = docker_create_start(run.run_id)
+                raw.append(cid)
+                times.append(dt)
+            return times
+
+        base = attempt(raw_creates)
+        for p in (50, 95):
+            table.add(
+                f"create+start p{p} ms (N={CREATES}; raw Engine API)",
+                percentile(ours, p) * 1000 if isinstance(ours, list) else ours,
+                percentile(base, p) * 1000 if isinstance(base, list) else base,
+                fmt="{:.1f}",
+            )
+        if raw:
+            conn = engine_conn()
+            for cid in raw:
+                attempt(lambda: engine(conn, "DELETE", f"/containers/{cid}?force=true&v=true"))
+            conn.close()
+
+        # GET one sandbox
+        if created:
+            log(f"wrk GET /api/sandboxes/{{id}} ({WRK_SECONDS}s)")
+            ours = attempt(lambda: wrk(f"{srv.url}/api/sandboxes/{created[0]}"))
+        else:
+            ours = RuntimeError("no sandbox was created")
+        table.add(f"GET /api/sandboxes/{{id}} req/s (wrk -t1 -c50 {WRK_SECONDS}s)", ours)
+
+        for sid in created:
+            attempt(lambda: c.delete(f"/api/sandboxes/{sid}"))
+
+        # memory: idle, then with 1,000 more rows listed once
+        log("seeding 1,000 sandbox rows")
+
+        def seed_and_list():
+            with open(SEED_SQL) as f:
+                pg.psql(f.read(), url=srv.database_url)
+            t0 = time.perf_counter()
+            r = c.get("/api/sandboxes")
+            dt = time.perf_counter() - t0
+            if r.status != 200 or not isinstance(r.json, list) or len(r.json) < 1000:
+                raise RuntimeError(f"GET /api/sandboxes -> {r.status}, {len(r.json or [])} items")
+            return dt
+
+        listed = attempt(seed_and_list)
+        rss_full = srv.rss_kb()
+        table.add("RSS idle MB", rss_idle / 1024, fmt="{:.1f}")
+        table.add(
+            "RSS after 1,000 rows listed MB",
+            rss_full / 1024 if not isinstance(listed, Exception) else listed,
+            fmt="{:.1f}",
+        )
+        table.add("GET /api/sandboxes with 1,000 rows ms", listed * 1000 if isinstance(listed, float) else listed,
+                  fmt="{:.1f}")
+        c.close()
+    except Exception as e:
+        log(f"aborted: {e}")
+        table.failed += 1
+    finally:
+        nginx.stop()
+        if srv.alive():
+            try:
+                srv.stop()
+            except Exception as e:
+                log(str(e))
+                table.failed += 1
+        left_c, left_v = run.cleanup()
+        run.drop_databases()
+        if left_c or left_v:
+            log(f"left behind: containers {left_c}, volumes {left_v}")
+            table.failed += 1
+    table.print()
+    print(f"server log: {srv.log_path}")
+    return 1 if table.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

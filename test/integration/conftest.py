@@ -1,0 +1,134 @@
+"""Fixtures for the integration tests: real sandbard processes against the
+real PostgreSQL (a fresh database per server) and the real dockerd.
+
+  server          a started sandbard with default settings
+  server_factory  make(env={...}, start=True) -> Server, for custom settings
+  client          an HTTP client of `server`
+  pg_cluster      stop()/start() of the private PostgreSQL cluster
+  run             the Session (run id, databases, clean-up)
+Run them with tools/test, or: SANDBARD=build/src/sandbard /usr/bin/python3 -m pytest -q test/integration
+(after tools/lib/setup.sh has set DATABASE_URL)."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import docker, pg  # noqa: E402
+from harness.server import SandbardMissing, ServerError  # noqa: E402
+from harness.session import Session, safe_name  # noqa: E402
+
+
+def pytest_report_header(config):
+    from harness import paths
+
+    return [
+        f"sandbard: {paths.sandbard_binary()}",
+        f"database: {os.environ.get('DATABASE_URL', '(DATABASE_URL unset)')}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def run():
+    if not os.environ.get("DATABASE_URL"):
+        pytest.exit(
+            "DATABASE_URL is not set: run the integration tests through tools/test "
+            "(it starts the private PostgreSQL cluster)",
+            returncode=4,
+        )
+    s = Session()
+    yield s
+    for srv in s.servers:
+        if srv.alive():
+            srv.kill()
+    left_c, left_v = s.cleanup()
+    s.drop_databases()
+    assert not left_c and not left_v, f"left behind: containers {left_c}, volumes {left_v}"
+
+
+@pytest.fixture
+def server_factory(run, request):
+    made = []
+    request.node._sandbar_servers = made
+
+    def make(env=None, start=True, name=None, **kw):
+        srv = run.new_server(
+            name=name or f"{run.run_id}_{safe_name(request.node.name)}_{len(made) + 1}", env=env, **kw
+        )
+        made.append(srv)
+        if start:
+            err = None
+            try:
+                srv.start()
+            except (SandbardMissing, ServerError) as e:
+                err = str(e)
+            if err:
+                pytest.fail(err, pytrace=False)
+        return srv
+
+    yield make
+    errors = []
+    for srv in made:
+        try:
+            if srv.alive():
+                srv.stop()  # SIGTERM, must exit 0 within 15 s
+        except ServerError as e:
+            errors.append(str(e))
+    dbs = [srv.database for srv in made]
+    left_c, left_v = run.cleanup(dbs)
+    run.drop_databases(dbs)
+    if left_c or left_v:
+        errors.append(f"left behind: containers {left_c}, volumes {left_v}")
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def server(server_factory):
+    return server_factory()
+
+
+@pytest.fixture
+def client(server):
+    c = server.client()
+    yield c
+    c.close()
+
+
+class _Cluster:
+    """The private PostgreSQL cluster, for tests that take it away."""
+
+    def stop(self):
+        pg.stop()
+
+    def start(self):
+        pg.start()
+
+    def running(self):
+        return pg.running()
+
+
+@pytest.fixture
+def pg_cluster():
+    if not pg.managed():
+        pytest.skip("PostgreSQL is not the private cluster (DATABASE_URL set from outside)")
+    c = _Cluster()
+    yield c
+    if not c.running():
+        c.start()
+
+
+@pytest.fixture
+def docker_cli():
+    return docker
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for srv in getattr(item, "_sandbar_servers", []):
+            if srv.starts:
+                rep.sections.append((f"sandbard log: {srv.log_path}", srv.log_tail(80)))

@@ -1,0 +1,74 @@
+"""Docker helpers through the docker CLI: inspect, list and remove by label."""
+import json
+import subprocess
+
+MANAGED = "sandbar.managed=true"
+
+
+def _docker(*args, check=True, timeout=120):
+    r = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+    if check and r.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {r.stderr.strip()}")
+    return r
+
+
+def inspect(ref, kind="container"):
+    """The inspect document (dict), or None when it does not exist."""
+    r = _docker(kind, "inspect", ref, check=False)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout)[0]
+
+
+def exists(container):
+    return inspect(container) is not None
+
+
+def running(container):
+    d = inspect(container)
+    return bool(d and d["State"]["Running"])
+
+
+def ps(*labels, all=True):
+    """Container ids carrying every label given ("k=v" or "k")."""
+    args = ["ps", "-q", "--no-trunc"] + (["-a"] if all else [])
+    for l in labels:
+        args += ["--filter", "label=" + l]
+    return _docker(*args).stdout.split()
+
+
+def volumes(*labels):
+    args = ["volume", "ls", "-q"]
+    for l in labels:
+        args += ["--filter", "label=" + l]
+    return _docker(*args).stdout.split()
+
+
+def volume_labels(name):
+    d = inspect(name, kind="volume")
+    return (d or {}).get("Labels") or {}
+
+
+def labels(container):
+    d = inspect(container)
+    return (d or {}).get("Config", {}).get("Labels") or {}
+
+
+def remove_containers(ids):
+    ids = [i for i in ids if i]
+    if ids:
+        _docker("rm", "-f", "-v", *ids, check=False)
+
+
+def remove_volumes(names):
+    names = [n for n in names if n]
+    if names:
+        _docker("volume", "rm", "-f", *names, check=False)
+
+
+def exec_(container, *cmd):
+    """Runs cmd in the container; returns (exit code, stdout)."""
+    r = _docker("exec", container, *cmd, check=False)
+    return r.returncode, r.stdout

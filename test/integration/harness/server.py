@@ -1,0 +1,211 @@
+"""One sandbard process under test: started on 127.0.0.1 with a free port and
+given environment, waited for on /health, stopped with SIGTERM (expecting
+exit 0) or killed, restarted with the same environment."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from . import client as httpc
+from . import paths
+
+
+class SandbardMissing(RuntimeError):
+    pass
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_env(database_url, port, instance):
+    """The environment every test server gets before overrides."""
+    env = {
+        "DATABASE_URL": database_url,
+        "SERVER_ADDR": f"127.0.0.1:{port}",
+        "DEVCONTAINERS_PATH": os.path.join(paths.ROOT, "devcontainers"),
+        "SANDBAR_MIGRATIONS_PATH": os.path.join(paths.ROOT, "sql"),
+        # lets the server tag what it creates with this run's id; the tests'
+        # cleanup also finds containers through the database
+        "SANDBAR_INSTANCE_LABEL": instance,
+        "SANDBAR_LOG_LEVEL": "debug",
+        # sanitizer builds: fail loudly, and make leaks turn exit 0 into 23
+        "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:exitcode=23:strict_string_checks=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=24",
+        "LSAN_OPTIONS": "exitcode=23",
+    }
+    return env
+
+
+class Server:
+    def __init__(self, name, env, binary=None, log_dir=None, port=None):
+        """env: overrides on top of os.environ; a None value unsets a variable."""
+        self.name = name
+        self.binary = binary or paths.sandbard_binary()
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.env_overrides = dict(env)
+        self.log_dir = log_dir or os.path.join(paths.DATA, "test-logs")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.log_path = os.path.join(self.log_dir, f"{name}.log")
+        self.proc = None
+        self.starts = 0
+        self.exit_codes = []
+
+    # ------------------------------------------------------------ process
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def environment(self):
+        env = dict(os.environ)
+        for k, v in self.env_overrides.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        env["SERVER_ADDR"] = f"{self.host}:{self.port}"
+        return env
+
+    def start(self, wait=True, timeout=30.0):
+        if self.alive():
+            raise ServerError(f"{self.name} is already running (pid {self.pid})")
+        if not os.access(self.binary, os.X_OK):
+            raise SandbardMissing(
+                f"sandbard binary not found at {self.binary}: build it first "
+                f"(tools/test builds build-asan/; or `meson setup build && ninja -C build` "
+                f"and SANDBARD=build/src/sandbard)"
+            )
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n===== start #{self.starts} of {self.name} on port {self.port} =====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [self.binary],
+            env=self.environment(),
+            cwd=paths.ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout=30.0):
+        """Polls GET /health until it answers 200; raises with the log tail
+        when the process dies or the time runs out."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited with {self.proc.returncode} before /health answered; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                r = httpc.Client(self.host, self.port, timeout=2).get("/health", fresh=True)
+                if r.status == 200:
+                    return r
+                last = f"status {r.status}"
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.05)
+        raise ServerError(
+            f"{self.name} did not answer /health with 200 within {timeout:.0f} s ({last}); "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout=15.0, expect=0):
+        """SIGTERM, wait up to timeout, and check the exit status (expect=None:
+        any). Kills it with SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.exit_codes.append("timeout")
+                raise ServerError(
+                    f"{self.name} did not exit within {timeout:.0f} s of SIGTERM (killed); "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+        code = self.proc.returncode
+        self.exit_codes.append(code)
+        if expect is not None and code != expect:
+            raise ServerError(
+                f"{self.name} exited with {code} after SIGTERM, expected {expect}; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
+        return code
+
+    def kill(self):
+        """SIGKILL, like a crash: no clean-up runs in the server."""
+        if self.alive():
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+            self.exit_codes.append(self.proc.returncode)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def restart(self, wait=True, timeout=30.0, kill=False):
+        """Stops (SIGTERM, or SIGKILL with kill=True) and starts again with the
+        same environment and port."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start(wait=wait, timeout=timeout)
+
+    # ------------------------------------------------------------ looking at it
+    def client(self, **kw):
+        return httpc.Client(self.host, self.port, **kw)
+
+    def raw(self, data, **kw):
+        return httpc.raw_request(self.host, self.port, data, **kw)
+
+    def rss_kb(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def wait_log(self, needle, timeout=10.0):
+        """True once needle appears in the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text():
+                return True
+            time.sleep(0.05)
+        return False

@@ -1,0 +1,279 @@
+# Shared set-up for tools/run, tools/test and tools/bench: Debian packages,
+# dockerd, a private PostgreSQL 15 cluster, meson builds and the base image.
+# Source it (functions only, nothing runs), or run it: setup.sh pg-stop|pg-start|...
+# Every step prints one line; command output goes to a log shown only on failure.
+
+SANDBAR_ROOT=${SANDBAR_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+SANDBAR_DATA=${SANDBAR_DATA:-$SANDBAR_ROOT/.data}
+SANDBAR_PG_PORT=${SANDBAR_PG_PORT:-54329}
+SANDBAR_PG_BIN=${SANDBAR_PG_BIN:-/usr/lib/postgresql/15/bin}
+export SANDBAR_ROOT SANDBAR_DATA SANDBAR_PG_PORT SANDBAR_PG_BIN
+
+SB_PKGS_BUILD="gcc clang libclang-rt-14-dev meson ninja-build pkg-config libevent-dev
+  libpq-dev libhttp-parser-dev uuid-dev libcmocka-dev libjson-c-dev libwslay-dev clang-format git"
+SB_PKGS_RUN="docker.io postgresql-15 postgresql-client-15 debootstrap ca-certificates curl"
+SB_PKGS_TEST="python3 python3-pytest jq"
+SB_PKGS_BENCH="wrk nginx-light"
+
+sb_say() { printf '%s\n' "$*"; }
+sb_die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# sb_quiet LOG CMD...: runs CMD with its output in LOG; on failure shows the
+# end of LOG and returns CMD's status.
+sb_quiet() {
+	local log=$1 rc=0
+	shift
+	mkdir -p "$(dirname "$log")"
+	"$@" </dev/null >"$log" 2>&1 || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		printf 'error: `%s` failed (exit %d); last lines of %s:\n' "$*" "$rc" "$log" >&2
+		tail -n 40 "$log" | sed 's/^/  | /' >&2
+	fi
+	return "$rc"
+}
+
+# ---------------------------------------------------------------- packages
+# sb_packages GROUP...: GROUP is build, run, test or bench.
+sb_packages() {
+	local want="" g p missing=()
+	for g in "$@"; do
+		case $g in
+		build) want="$want $SB_PKGS_BUILD" ;;
+		run) want="$want $SB_PKGS_RUN" ;;
+		test) want="$want $SB_PKGS_TEST" ;;
+		bench) want="$want $SB_PKGS_BENCH" ;;
+		*) sb_die "sb_packages: unknown group $g" ;;
+		esac
+	done
+	for p in $want; do
+		if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+			missing+=("$p")
+		fi
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		sb_say "packages: ok ($*)"
+		return 0
+	fi
+	[ "$(id -u)" -eq 0 ] || sb_die "packages missing (${missing[*]}); run as root or install them"
+	sb_say "packages: installing ${missing[*]}"
+	# Keep postinst scripts from starting services (Debian's own PostgreSQL
+	# cluster, dockerd): we start what we need ourselves.
+	local policy=/usr/sbin/policy-rc.d made_policy=0 rc=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		made_policy=1
+	fi
+	local log=$SANDBAR_DATA/log/apt.log
+	export DEBIAN_FRONTEND=noninteractive
+	sb_quiet "$log" apt-get update -q || rc=$?
+	if [ "$rc" -eq 0 ]; then
+		sb_quiet "$log.install" apt-get install -y -q --no-install-recommends \
+			-o Dpkg::Options::=--force-confold "${missing[@]}" || rc=$?
+	fi
+	[ "$made_policy" -eq 0 ] || rm -f "$policy"
+	[ "$rc" -eq 0 ] || sb_die "package installation failed"
+}
+
+# ---------------------------------------------------------------- docker
+sb_docker_ok() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+# Reuses a dockerd that answers (DOCKER_HOST or the default socket); else
+# starts one in the background. It is shared: nothing here ever stops it.
+sb_docker() {
+	if sb_docker_ok; then
+		sb_say "docker: ok ($(docker version --format '{{.Server.Version}}' 2>/dev/null), ${DOCKER_HOST:-unix:///var/run/docker.sock})"
+		return 0
+	fi
+	if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != unix:///var/run/docker.sock ]; then
+		sb_die "docker: DOCKER_HOST=$DOCKER_HOST does not answer (not starting a local dockerd for it)"
+	fi
+	command -v dockerd >/dev/null || sb_die "docker: dockerd not installed"
+	[ "$(id -u)" -eq 0 ] || sb_die "docker: no dockerd answers and only root can start one"
+	local dir=$SANDBAR_DATA/docker i
+	mkdir -p "$dir"
+	sb_say "docker: starting dockerd (log $dir/dockerd.log)"
+	setsid dockerd --pidfile "$dir/dockerd.pid" </dev/null >>"$dir/dockerd.log" 2>&1 &
+	for i in $(seq 1 30); do
+		sb_docker_ok && {
+			sb_say "docker: ok (started, pid $(cat "$dir/dockerd.pid" 2>/dev/null))"
+			return 0
+		}
+		sleep 1
+	done
+	tail -n 20 "$dir/dockerd.log" | sed 's/^/  | /' >&2
+	sb_die "docker: dockerd did not answer within 30 s"
+}
+
+# ---------------------------------------------------------------- postgresql
+# Runs a command as the cluster's owner: root may not run postgres.
+sb_as_pg() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+# Chooses where the cluster lives. The postgres user must be able to reach it;
+# a repo under /root is not reachable, so it then lives under /var/lib.
+sb_pg_paths() {
+	[ -z "${SANDBAR_PG_DIR:-}" ] || return 0
+	local base=$SANDBAR_DATA/pg
+	if [ "$(id -u)" -eq 0 ]; then
+		mkdir -p "$SANDBAR_DATA"
+		if ! runuser -u postgres -- test -x "$SANDBAR_DATA"; then
+			base=/var/lib/sandbar-pg/$(printf '%s' "$SANDBAR_DATA" | cksum | cut -d' ' -f1)
+		fi
+	fi
+	SANDBAR_PG_DIR=$base
+	SANDBAR_PG_SOCKDIR=${SANDBAR_PG_SOCKDIR:-$base/run}
+	# a unix socket path must fit in 107 bytes
+	if [ $((${#SANDBAR_PG_SOCKDIR} + 20)) -gt 107 ]; then
+		SANDBAR_PG_SOCKDIR=/tmp/sandbar-pg-$(printf '%s' "$base" | cksum | cut -d' ' -f1)
+	fi
+	export SANDBAR_PG_DIR SANDBAR_PG_SOCKDIR
+}
+
+sb_pg_ctl() { sb_as_pg "$SANDBAR_PG_BIN/pg_ctl" -D "$SANDBAR_PG_DIR/data" "$@"; }
+sb_pg_running() { sb_pg_ctl status >/dev/null 2>&1; }
+sb_pg_url() { printf 'postgresql:///%s?host=%s&port=%s&user=postgres' "${1:-sandbar}" "$SANDBAR_PG_SOCKDIR" "$SANDBAR_PG_PORT"; }
+
+sb_pg_init() {
+	sb_pg_paths
+	[ -s "$SANDBAR_PG_DIR/data/PG_VERSION" ] && return 0
+	[ -x "$SANDBAR_PG_BIN/initdb" ] || sb_die "postgresql: $SANDBAR_PG_BIN/initdb missing (postgresql-15)"
+	mkdir -p "$SANDBAR_PG_DIR/data" "$SANDBAR_PG_DIR/log" "$SANDBAR_PG_SOCKDIR"
+	[ "$(id -u)" -ne 0 ] || chown -R postgres:postgres "$SANDBAR_PG_DIR" "$SANDBAR_PG_SOCKDIR"
+	chmod 700 "$SANDBAR_PG_DIR/data"
+	sb_quiet "$SANDBAR_DATA/log/initdb.log" sb_as_pg "$SANDBAR_PG_BIN/initdb" \
+		-D "$SANDBAR_PG_DIR/data" -U postgres -E UTF8 --locale=C.UTF-8 \
+		--auth-local=trust --auth-host=reject ||
+		sb_die "postgresql: initdb failed"
+	# A throwaway development cluster: unix socket only, so it can never
+	# collide with Debian's own cluster on 5432 or another checkout's cluster;
+	# durability traded for speed.
+	sb_as_pg tee -a "$SANDBAR_PG_DIR/data/postgresql.conf" >/dev/null <<-EOF
+
+		# sandbar private cluster (tools/lib/setup.sh)
+		listen_addresses = ''
+		port = $SANDBAR_PG_PORT
+		unix_socket_directories = '$SANDBAR_PG_SOCKDIR'
+		max_connections = 300
+		fsync = off
+		synchronous_commit = off
+		full_page_writes = off
+		log_min_messages = warning
+	EOF
+	sb_say "postgresql: initialised $SANDBAR_PG_DIR/data"
+}
+
+sb_pg_start() {
+	sb_pg_init
+	if ! sb_pg_running; then
+		mkdir -p "$SANDBAR_PG_SOCKDIR"
+		[ "$(id -u)" -ne 0 ] || chown postgres:postgres "$SANDBAR_PG_SOCKDIR"
+		sb_quiet "$SANDBAR_DATA/log/pg_ctl.log" sb_pg_ctl -l "$SANDBAR_PG_DIR/log/postgresql.log" \
+			-w -t 30 start || {
+			tail -n 20 "$SANDBAR_PG_DIR/log/postgresql.log" | sed 's/^/  | /' >&2
+			sb_die "postgresql: could not start the cluster in $SANDBAR_PG_DIR/data"
+		}
+	fi
+}
+
+sb_pg_stop() {
+	sb_pg_paths
+	if sb_pg_running; then
+		sb_quiet "$SANDBAR_DATA/log/pg_ctl.log" sb_pg_ctl -m fast -w -t 30 stop ||
+			sb_die "postgresql: could not stop the cluster"
+	fi
+}
+
+# Uses DATABASE_URL when set; else starts the private cluster, creates the
+# database `sandbar` and exports DATABASE_URL pointing at it.
+sb_postgres() {
+	if [ -n "${DATABASE_URL:-}" ] && [ "${SANDBAR_PG_MANAGED:-0}" != 1 ]; then
+		sb_say "postgresql: using DATABASE_URL from the environment"
+		return 0
+	fi
+	sb_pg_start
+	local url
+	url=$(sb_pg_url postgres)
+	if [ "$(psql "$url" -XtAc "SELECT 1 FROM pg_database WHERE datname = 'sandbar'")" != 1 ]; then
+		sb_quiet "$SANDBAR_DATA/log/psql.log" psql "$url" -Xqc 'CREATE DATABASE sandbar' ||
+			sb_die "postgresql: could not create database sandbar"
+	fi
+	DATABASE_URL=$(sb_pg_url sandbar)
+	SANDBAR_PG_MANAGED=1
+	export DATABASE_URL SANDBAR_PG_MANAGED
+	sb_say "postgresql: ok (private cluster, socket $SANDBAR_PG_SOCKDIR port $SANDBAR_PG_PORT)"
+}
+
+# ---------------------------------------------------------------- build
+# sb_build DIR [MESON-OPTION...]: configures DIR once (CC from the
+# environment), then builds it. Options only apply to a fresh DIR.
+sb_build() {
+	local dir=$1
+	shift
+	local abs=$SANDBAR_ROOT/$dir log=$SANDBAR_DATA/log/build-${dir//\//_}.log
+	if [ ! -f "$abs/build.ninja" ]; then
+		sb_quiet "$log.setup" meson setup "$abs" "$SANDBAR_ROOT" "$@" ||
+			sb_die "build: meson setup $dir failed"
+	elif [ -n "$(find "$SANDBAR_ROOT/test/fuzz" -name 'fuzz_*.c' -newer "$abs/build.ninja" 2>/dev/null)" ]; then
+		# fuzz targets are picked up with fs.exists(), which meson does not watch
+		sb_quiet "$log.setup" meson setup --reconfigure "$abs" "$SANDBAR_ROOT" ||
+			sb_die "build: meson setup --reconfigure $dir failed"
+	fi
+	if ! ninja -C "$abs" </dev/null >"$log" 2>&1; then
+		# a fuzz target that went away (fs.exists again): reconfigure once
+		sb_quiet "$log.setup" meson setup --reconfigure "$abs" "$SANDBAR_ROOT" ||
+			sb_die "build: meson setup --reconfigure $dir failed"
+		sb_quiet "$log" ninja -C "$abs" || sb_die "build: ninja -C $dir failed"
+	fi
+	sb_say "build: ok ($dir)"
+}
+
+# ---------------------------------------------------------------- images
+sb_base_image() {
+	if docker image inspect sandbar/base:latest >/dev/null 2>&1; then
+		sb_say "image: ok (sandbar/base:latest)"
+		return 0
+	fi
+	sb_say "image: building sandbar/base:latest (debootstrap, a few minutes)"
+	sb_quiet "$SANDBAR_DATA/log/build-base.log" "$SANDBAR_ROOT/tools/image/build-base" ||
+		sb_die "image: tools/image/build-base failed"
+	sb_say "image: ok (sandbar/base:latest built)"
+}
+
+# sb_setup GROUP...: packages of the groups, then docker, postgresql, image.
+sb_setup() {
+	mkdir -p "$SANDBAR_DATA/log"
+	sb_packages "$@"
+	sb_docker
+	sb_postgres
+	sb_base_image
+}
+
+# Run as a command: helpers for tests and people.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	set -euo pipefail
+	case ${1:-} in
+	pg-start) sb_postgres ;;
+	pg-stop) sb_pg_stop && sb_say "postgresql: stopped" ;;
+	pg-status) sb_pg_paths && sb_pg_running && sb_say "postgresql: running" || { sb_say "postgresql: stopped"; exit 3; } ;;
+	pg-url) sb_pg_paths && sb_pg_url "${2:-sandbar}" && echo ;;
+	docker) sb_docker ;;
+	setup)
+		shift
+		[ $# -gt 0 ] || set -- build run test
+		sb_setup "$@"
+		;;
+	*)
+		echo "usage: $0 pg-start|pg-stop|pg-status|pg-url [db]|docker|setup [build run test bench]" >&2
+		exit 2
+		;;
+	esac
+fi
