@@ -17,6 +17,8 @@ struct config {
 	char *docker_host;        /* DOCKER_HOST, default "unix:///var/run/docker.sock" */
 	char *migrations_path;    /* SANDBAR_MIGRATIONS_PATH, default "sql" */
 	char *log_level;          /* SANDBAR_LOG_LEVEL, default "info" */
+	char *cluster;            /* SANDBAR_CLUSTER: installation sharing one database, default "default" */
+	char *instance_id;        /* SANDBAR_INSTANCE_ID: this process among them, default hostname + SERVER_ADDR */
 
 	/* sandboxes */
 	int64_t sandbox_idle_timeout_ms; /* SANDBOX_IDLE_TIMEOUT, default 15m */
@@ -28,6 +30,7 @@ struct config {
 	bool allow_privileged;           /* SANDBAR_ALLOW_PRIVILEGED, default false */
 	bool allow_cap_add;              /* SANDBAR_ALLOW_CAP_ADD, default false */
 	bool allow_bind_mounts;          /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
+	char *publish_addr;              /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 
 	/* HTTP server */
 	uint64_t http_max_header_bytes; /* SANDBAR_MAX_HEADER_BYTES, default 16k */

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/units.h"
@@ -49,6 +51,12 @@ static const struct cfg_setting settings[] = {
 	{ "SANDBAR_MIGRATIONS_PATH", CFG_STRING, "sql", 0, AT(migrations_path),
 	  "folder of numbered SQL migrations applied at start-up" },
 	{ "SANDBAR_LOG_LEVEL", CFG_LOG_LEVEL, "info", 0, AT(log_level), "debug, info, warn or error" },
+	{ "SANDBAR_CLUSTER", CFG_STRING, "default", 0, AT(cluster),
+	  "name of the installation: instances sharing a database use the same one; "
+	  "containers are labelled with it and the reconciler touches no other" },
+	{ "SANDBAR_INSTANCE_ID", CFG_STRING, NULL, 0, AT(instance_id),
+	  "this instance among those sharing a database (default: hostname and SERVER_ADDR); "
+	  "keep it stable across restarts" },
 
 	{ "SANDBOX_IDLE_TIMEOUT", CFG_DURATION, "15m", 1000, AT(sandbox_idle_timeout_ms),
 	  "a sandbox without activity for this long expires" },
@@ -67,6 +75,8 @@ static const struct cfg_setting settings[] = {
 	  "let templates add capabilities (capAdd)" },
 	{ "SANDBAR_ALLOW_BIND_MOUNTS", CFG_BOOL, "false", 0, AT(allow_bind_mounts),
 	  "let templates bind-mount host paths" },
+	{ "SANDBAR_PUBLISH_ADDR", CFG_STRING, "127.0.0.1", 0, AT(publish_addr),
+	  "host address sandbox ports are published on (0.0.0.0 exposes them to the network)" },
 
 	{ "SANDBAR_MAX_HEADER_BYTES", CFG_SIZE, "16k", 1024, AT(http_max_header_bytes),
 	  "largest request head (request line and headers)" },
@@ -216,6 +226,14 @@ int config_load(struct config *cfg, char *err, size_t errcap)
 			/* defaults are in the table's own syntax; a bad one is our bug */
 			CHECK(parse_setting(s, s->def, cfg, err, errcap) == 0);
 		}
+	}
+	if (!cfg->instance_id) {
+		char host[256] = "localhost";
+		gethostname(host, sizeof(host) - 1);
+		size_t n = strlen(host) + strlen(cfg->server_addr) + 2;
+		cfg->instance_id = malloc(n);
+		CHECK(cfg->instance_id != NULL);
+		snprintf(cfg->instance_id, n, "%s/%s", host, cfg->server_addr);
 	}
 	return 0;
 fail:

@@ -116,7 +116,10 @@ def raw_request(host, port, data, timeout=10.0, read_until_close=True, shutdown_
     of the first response head plus its Content-Length body."""
     with socket.create_connection((host, port), timeout=timeout) as s:
         if data:
-            s.sendall(data)
+            try:
+                s.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered early (413, 431) and closed: read what it said
         if shutdown_write:
             s.shutdown(socket.SHUT_WR)
         buf = b""

@@ -36,6 +36,9 @@ class Session:
         db, url = self.new_database()
         srv = Server(name or db, {}, **kw)
         base = default_env(url, srv.port, self.run_id)
+        # one installation per database: the reconciler of one test server
+        # never touches another's containers on the shared dockerd
+        base["SANDBAR_CLUSTER"] = db
         base.update(env or {})
         srv.env_overrides = base
         srv.database = db

@@ -1,0 +1,19 @@
+/* The HTTP front of sandbard: authentication, routing, and the open routes
+ * (/health, /hello, /openapi.json). Each API dialect registers its routes
+ * here and adapts the sandbox core's results to its own wire format. */
+#ifndef SANDBAR_API_API_H
+#define SANDBAR_API_API_H
+
+#include "core/check.h"
+
+struct api;
+struct config;
+struct http_request;
+struct sandbox_service;
+
+struct api *api_new(const struct config *cfg, struct sandbox_service *svc);
+void api_free(struct api *api);
+/* The http_dispatch_fn for http_server_new (arg: the api). */
+void api_dispatch(struct http_request *req, void *arg);
+
+#endif

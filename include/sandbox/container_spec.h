@@ -1,0 +1,26 @@
+/* The Docker Engine create body for a sandbox: template + server limits +
+ * hardened defaults. Pure (no I/O), so the unit tests check it field by field. */
+#ifndef SANDBAR_SANDBOX_CONTAINER_SPEC_H
+#define SANDBAR_SANDBOX_CONTAINER_SPEC_H
+
+struct config;
+struct json_object;
+struct template;
+
+/* Capabilities every sandbox keeps after dropping ALL (see README, "Security"). */
+extern const char *const container_spec_caps[];
+
+struct container_spec_input {
+	const struct template *tpl;
+	const struct config *cfg;
+	const char *sandbox_id;
+	const char *cluster;
+	const char *image;
+	const char *volume;
+	struct json_object *env_vars; /* object of strings, may be NULL (borrowed) */
+};
+
+/* A new JSON object for POST /containers/create. */
+struct json_object *container_spec_build(const struct container_spec_input *in);
+
+#endif

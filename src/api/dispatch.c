@@ -1,0 +1,210 @@
+/* Front of the API: open routes, bearer-token authentication for /api, route
+ * lookup, and the one way every dialect turns a core result into HTTP. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "core/config.h"
+#include "http/server.h"
+#include "internal.h"
+#include "openapi_json.h"
+
+static void route_health(struct http_request *req, void *arg);
+static void route_hello(struct http_request *req, void *arg);
+static void route_openapi(struct http_request *req, void *arg);
+static bool authorized(const struct api *api, struct http_request *req);
+static char **split_tokens(const char *list);
+static void pending_cancel(void *arg);
+
+struct api *api_new(const struct config *cfg, struct sandbox_service *svc)
+{
+	struct api *api = calloc(1, sizeof(*api));
+	CHECK(api != NULL);
+	api->cfg = cfg;
+	api->svc = svc;
+	api->router = router_new();
+	api->tokens = split_tokens(cfg->api_tokens);
+	if (router_add(api->router, "GET", "/health", route_health, api) != 0 ||
+	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
+	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 || api_native_routes(api) != 0) {
+		api_free(api);
+		return NULL;
+	}
+	return api;
+}
+
+void api_free(struct api *api)
+{
+	if (!api)
+		return;
+	router_free(api->router);
+	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
+		free(api->tokens[i]);
+	free(api->tokens);
+	free(api);
+}
+
+void api_dispatch(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	const char *path = http_request_path(req);
+	if (strncmp(path, "/api/", 5) == 0 && !authorized(api, req)) {
+		http_response_header(req, "WWW-Authenticate", "Bearer");
+		http_respond_error(req, 401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required");
+		return;
+	}
+	route_fn fn;
+	void *fn_arg;
+	switch (router_match(api->router, req, &fn, &fn_arg)) {
+	case ROUTER_MATCH:
+		fn(req, fn_arg);
+		return;
+	case ROUTER_METHOD_NOT_ALLOWED:
+		http_respond_error(req, 405, "method_not_allowed", "%s is not allowed on %s", http_request_method(req),
+				   path);
+		return;
+	case ROUTER_NOT_FOUND:
+	default:
+		http_respond_error(req, 404, "not_found", "no route for %s %s", http_request_method(req), path);
+		return;
+	}
+}
+
+static void respond_static(struct http_request *req, const char *type, const char *body, size_t len)
+{
+	http_response_start(req, 200, type, (int64_t)len);
+	http_response_write_bytes(req, body, len);
+	http_response_end(req);
+}
+
+static void route_health(struct http_request *req, void *arg)
+{
+	static const char body[] = "{\"status\":\"ok\"}";
+	respond_static(req, "application/json", body, sizeof(body) - 1);
+}
+
+static void route_hello(struct http_request *req, void *arg)
+{
+	static const char body[] = "{\"message\":\"hello, world\"}";
+	respond_static(req, "application/json", body, sizeof(body) - 1);
+}
+
+static void route_openapi(struct http_request *req, void *arg)
+{
+	respond_static(req, "application/json", openapi_json, openapi_json_len);
+}
+
+/* Constant time in the token's content: every configured token is compared in full. */
+static bool authorized(const struct api *api, struct http_request *req)
+{
+	if (!api->tokens)
+		return true;
+	const char *h = http_request_header(req, "Authorization");
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return false;
+	const char *given = h + 7;
+	size_t glen = strlen(given);
+	unsigned ok = 0;
+	for (size_t i = 0; api->tokens[i]; i++) {
+		const char *t = api->tokens[i];
+		size_t tlen = strlen(t);
+		unsigned diff = (unsigned)(glen ^ tlen);
+		for (size_t k = 0; k < tlen; k++)
+			diff |= (unsigned char)t[k] ^ (unsigned char)(k < glen ? given[k] : 0);
+		ok |= (diff == 0);
+	}
+	return ok != 0;
+}
+
+static char **split_tokens(const char *list)
+{
+	if (!list || !*list)
+		return NULL;
+	size_t n = 1;
+	for (const char *p = list; *p; p++)
+		n += *p == ',';
+	char **tokens = calloc(n + 1, sizeof(char *));
+	CHECK(tokens != NULL);
+	size_t k = 0;
+	const char *start = list;
+	for (const char *p = list;; p++) {
+		if (*p == ',' || *p == '\0') {
+			while (start < p && *start == ' ')
+				start++;
+			const char *end = p;
+			while (end > start && end[-1] == ' ')
+				end--;
+			if (end > start)
+				tokens[k++] = strndup(start, (size_t)(end - start));
+			if (*p == '\0')
+				break;
+			start = p + 1;
+		}
+	}
+	if (k == 0) {
+		free(tokens);
+		return NULL;
+	}
+	return tokens;
+}
+
+/* ---- pending core calls ---- */
+
+int api_error_status(enum sandbox_error err)
+{
+	switch (err) {
+	case SANDBOX_OK:
+		return 200;
+	case SANDBOX_ERR_INVALID:
+		return 400;
+	case SANDBOX_ERR_NOT_FOUND:
+		return 404;
+	case SANDBOX_ERR_CONFLICT:
+		return 409;
+	case SANDBOX_ERR_UNAVAILABLE:
+		return 503;
+	case SANDBOX_ERR_INTERNAL:
+	default:
+		return 500;
+	}
+}
+
+struct api_pending *api_pending_new(struct http_request *req, int ok_status)
+{
+	struct api_pending *p = http_request_alloc(req, sizeof(*p));
+	p->req = req;
+	p->ok_status = ok_status;
+	http_request_set_cancel(req, pending_cancel, p);
+	return p;
+}
+
+static void pending_cancel(void *arg)
+{
+	struct api_pending *p = arg;
+	sandbox_call_cancel(p->call);
+	p->call = NULL;
+}
+
+void api_pending_reply(const struct sandbox_result *res, void *arg)
+{
+	struct api_pending *p = arg;
+	struct http_request *req = p->req;
+	p->call = NULL;
+	http_request_set_cancel(req, NULL, NULL);
+	if (res->error != SANDBOX_OK) {
+		int status = api_error_status(res->error);
+		if (status == 503)
+			http_response_header(req, "Retry-After", "1");
+		http_respond_error(req, status, res->code, "%s", res->message);
+		return;
+	}
+	if (!res->doc) {
+		http_respond_empty(req, 204);
+		return;
+	}
+	http_response_start(req, res->pending ? 202 : p->ok_status, "application/json", (int64_t)res->doc_len);
+	http_response_write_bytes(req, res->doc, res->doc_len);
+	http_response_end(req);
+}

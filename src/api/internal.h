@@ -1,0 +1,32 @@
+/* What the API files share: the api object, route registration per dialect,
+ * and the plumbing from a pending core call to an HTTP answer. */
+#ifndef SANDBAR_API_INTERNAL_H
+#define SANDBAR_API_INTERNAL_H
+
+#include "api/api.h"
+#include "http/router.h"
+#include "sandbox/service.h"
+
+struct api {
+	const struct config *cfg;
+	struct sandbox_service *svc;
+	struct router *router;
+	char **tokens; /* NULL-terminated, NULL when auth is off */
+};
+
+/* The native (monza-compatible) routes. */
+MUST_USE int api_native_routes(struct api *api);
+
+/* A request waiting on the core: cancelled if the client goes away. */
+struct api_pending {
+	struct http_request *req;
+	struct sandbox_call *call;
+	int ok_status; /* status of a successful answer with a doc; 204 without */
+};
+struct api_pending *api_pending_new(struct http_request *req, int ok_status);
+/* The sandbox_result_fn that answers p->req (arg: the api_pending). */
+void api_pending_reply(const struct sandbox_result *res, void *arg);
+/* HTTP status for a core error. */
+int api_error_status(enum sandbox_error err);
+
+#endif

@@ -1,0 +1,259 @@
+/* sandbard: one event loop in front of Docker and PostgreSQL. Start-up is a
+ * chain: configuration and templates (blocking, before the loop), then Docker
+ * version check, PostgreSQL, migrations, reconciliation, and only then the
+ * HTTP listener. SIGTERM/SIGINT drain in-flight requests, then exit 0. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "api/api.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "docker/engine.h"
+#include "http/server.h"
+#include "pg/migrate.h"
+#include "pg/pool.h"
+#include "sandbox/service.h"
+#include "sandbox/template.h"
+
+enum boot_state { BOOT_DOCKER, BOOT_DATABASE, BOOT_MIGRATE, BOOT_RECONCILE, BOOT_SERVING, BOOT_STOPPING, BOOT_STATE_MAX };
+
+struct sandbard {
+	struct event_base *base;
+	struct config cfg;
+	enum boot_state state;
+	struct template_set *templates;
+	struct migration_set migrations;
+	struct docker *docker;
+	struct pg_pool *pg;
+	struct sandbox_service *svc;
+	struct api *api;
+	struct http_server *http;
+	struct event *sigterm, *sigint, *boot_timeout;
+	int exit_code;
+};
+
+static void boot_set_state(struct sandbard *d, enum boot_state next);
+static void boot_docker_checked(const char *version, const char *err, void *arg);
+static void boot_pg_state(bool up, void *arg);
+static void boot_migrated(int rc, const char *message, void *arg);
+static void boot_reconciled(int rc, void *arg);
+static void boot_timed_out(evutil_socket_t fd, short what, void *arg);
+static void on_signal(evutil_socket_t sig, short what, void *arg);
+static void shutdown_done(void *arg);
+static void fatal(struct sandbard *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void boot_set_state(struct sandbard *d, enum boot_state next)
+{
+	CHECK(next < BOOT_STATE_MAX && (next == d->state + 1 || next == BOOT_STOPPING));
+	d->state = next;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: sandbard [--help] [--version]\n\n"
+		     "sandbard is configured from the environment:\n\n");
+	config_print_help(out);
+}
+
+int main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("sandbard %s\n", SANDBAR_VERSION);
+			return 0;
+		}
+		fprintf(stderr, "sandbard: unknown argument '%s'\n", argv[i]);
+		usage(stderr);
+		return 2;
+	}
+
+	static struct sandbard d;
+	char err[512];
+	if (config_load(&d.cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbard: %s\n", err);
+		return 2;
+	}
+	if (!d.cfg.database_url) {
+		fprintf(stderr, "sandbard: DATABASE_URL is not set (see sandbard --help)\n");
+		return 2;
+	}
+	enum log_level level;
+	if (log_level_parse(d.cfg.log_level, &level) != 0) {
+		fprintf(stderr, "sandbard: SANDBAR_LOG_LEVEL: unknown level '%s'\n", d.cfg.log_level);
+		return 2;
+	}
+	log_set_level(level);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* start-up work that may block: templates and migration files */
+	struct template_policy policy = {
+		.allow_privileged = d.cfg.allow_privileged,
+		.allow_cap_add = d.cfg.allow_cap_add,
+		.allow_bind_mounts = d.cfg.allow_bind_mounts,
+	};
+	d.templates = template_set_load(d.cfg.devcontainers_path, &policy);
+	if (!d.templates) {
+		fprintf(stderr, "sandbard: cannot read templates from %s\n", d.cfg.devcontainers_path);
+		return 1;
+	}
+	log_info("%zu template(s) from %s", template_set_count(d.templates), d.cfg.devcontainers_path);
+	if (migration_set_load(d.cfg.migrations_path, &d.migrations, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbard: migrations: %s\n", err);
+		return 1;
+	}
+
+	d.base = event_base_new();
+	CHECK(d.base != NULL);
+	d.docker = docker_new(d.base, d.cfg.docker_host);
+	if (!d.docker) {
+		fprintf(stderr, "sandbard: DOCKER_HOST: cannot use '%s'\n", d.cfg.docker_host);
+		return 2;
+	}
+	struct pg_pool_config pgc = {
+		.conninfo = d.cfg.database_url,
+		.size = (int)d.cfg.pg_pool_size,
+		.max_waiters = (int)d.cfg.pg_max_waiters,
+		.retry_min_ms = 100,
+		.retry_max_ms = 5000,
+	};
+	d.pg = pg_pool_new(d.base, &pgc);
+	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates);
+	d.api = api_new(&d.cfg, d.svc);
+	CHECK(d.api != NULL);
+
+	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
+	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
+	evsignal_add(d.sigterm, NULL);
+	evsignal_add(d.sigint, NULL);
+	d.boot_timeout = evtimer_new(d.base, boot_timed_out, &d);
+	struct timeval tv = { .tv_sec = (time_t)(d.cfg.pg_connect_timeout_ms / 1000),
+			      .tv_usec = (suseconds_t)(d.cfg.pg_connect_timeout_ms % 1000) * 1000 };
+	evtimer_add(d.boot_timeout, &tv);
+
+	d.state = BOOT_DOCKER;
+	docker_version_check(d.docker, boot_docker_checked, &d);
+	event_base_dispatch(d.base);
+
+	if (d.http)
+		http_server_free(d.http);
+	api_free(d.api);
+	sandbox_service_free(d.svc);
+	pg_pool_free(d.pg);
+	docker_free(d.docker);
+	event_free(d.sigterm);
+	event_free(d.sigint);
+	event_free(d.boot_timeout);
+	event_base_free(d.base);
+	migration_set_free(&d.migrations);
+	template_set_free(d.templates);
+	config_free(&d.cfg);
+	log_info("sandbard: stopped");
+	return d.exit_code;
+}
+
+static void fatal(struct sandbard *d, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("%s", msg);
+	d->exit_code = 1;
+	event_base_loopbreak(d->base);
+}
+
+static void boot_docker_checked(const char *version, const char *err, void *arg)
+{
+	struct sandbard *d = arg;
+	if (err) {
+		fatal(d, "docker at %s: %s", d->cfg.docker_host, err);
+		return;
+	}
+	log_info("docker at %s: API %s", d->cfg.docker_host, version);
+	boot_set_state(d, BOOT_DATABASE);
+	pg_pool_start(d->pg, boot_pg_state, d);
+}
+
+static void boot_pg_state(bool up, void *arg)
+{
+	struct sandbard *d = arg;
+	log_info("postgresql %s", up ? "reachable" : "unreachable: answering 503 until it is back");
+	if (up && d->state == BOOT_DATABASE) {
+		boot_set_state(d, BOOT_MIGRATE);
+		migrate_run(d->pg, &d->migrations, boot_migrated, d);
+	}
+}
+
+static void boot_migrated(int rc, const char *message, void *arg)
+{
+	struct sandbard *d = arg;
+	if (rc != 0) {
+		fatal(d, "migrations: %s", message);
+		return;
+	}
+	boot_set_state(d, BOOT_RECONCILE);
+	sandbox_service_start(d->svc, boot_reconciled, d);
+}
+
+static void boot_reconciled(int rc, void *arg)
+{
+	struct sandbard *d = arg;
+	if (rc != 0)
+		log_warn("reconcile incomplete; serving anyway (it runs again at the next start)");
+	struct http_server_limits limits = {
+		.max_header_bytes = d->cfg.http_max_header_bytes,
+		.max_body_bytes = d->cfg.http_max_body_bytes,
+		.header_timeout_ms = d->cfg.http_header_timeout_ms,
+		.idle_timeout_ms = d->cfg.http_idle_timeout_ms,
+		.max_connections = (int)d->cfg.http_max_connections,
+	};
+	d->http = http_server_new(d->base, &limits, api_dispatch, d->api);
+	if (http_server_listen(d->http, d->cfg.server_addr) != 0) {
+		fatal(d, "cannot listen on %s: %m", d->cfg.server_addr);
+		return;
+	}
+	evtimer_del(d->boot_timeout);
+	boot_set_state(d, BOOT_SERVING);
+	log_info("sandbard %s listening on %s (port %d)", SANDBAR_VERSION, d->cfg.server_addr,
+		 http_server_port(d->http));
+}
+
+static void boot_timed_out(evutil_socket_t fd, short what, void *arg)
+{
+	struct sandbard *d = arg;
+	fatal(d, "start-up did not finish within SANDBAR_PG_STARTUP_TIMEOUT (stuck in state %d)", (int)d->state);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct sandbard *d = arg;
+	if (d->state == BOOT_STOPPING) {
+		log_warn("second signal: stopping now");
+		event_base_loopbreak(d->base);
+		return;
+	}
+	bool serving = d->state == BOOT_SERVING;
+	boot_set_state(d, BOOT_STOPPING);
+	log_info("signal %d: draining connections (up to %lld ms)", (int)sig, (long long)d->cfg.shutdown_grace_ms);
+	if (!serving) {
+		event_base_loopbreak(d->base);
+		return;
+	}
+	http_server_shutdown(d->http, d->cfg.shutdown_grace_ms, shutdown_done, d);
+}
+
+static void shutdown_done(void *arg)
+{
+	struct sandbard *d = arg;
+	event_base_loopbreak(d->base);
+}

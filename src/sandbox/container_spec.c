@@ -1,0 +1,156 @@
+/* Turns a template and the server's limits into a Docker create body. Every
+ * sandbox is labelled, mounts its own workspace volume, publishes its declared
+ * ports on ephemeral host ports, and runs without privileges it does not need. */
+#include "sandbox/container_spec.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+
+#include "core/config.h"
+#include "sandbox/template.h"
+
+static void add_env_list(struct json_object *env, char **list);
+static void add_env_object(struct json_object *env, struct json_object *obj);
+static struct json_object *build_mounts(const struct container_spec_input *in);
+static struct json_object *build_caps(const struct container_spec_input *in);
+
+/* Docker's default set minus NET_RAW (spoofing), MKNOD, AUDIT_WRITE, SYS_CHROOT
+ * and SETFCAP: enough for package managers, sudo-less root setup and servers
+ * on low ports, nothing that reaches past the container. */
+const char *const container_spec_caps[] = {
+	"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE", NULL,
+};
+
+/* Keeps the container alive when the template overrides the image's command;
+ * exits at once on SIGTERM so `docker stop` does not wait for the grace period. */
+static const char keepalive_script[] = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
+
+struct json_object *container_spec_build(const struct container_spec_input *in)
+{
+	const struct template *t = in->tpl;
+	const struct config *cfg = in->cfg;
+	struct json_object *spec = json_object_new_object();
+	struct json_object *host = json_object_new_object();
+
+	json_object_object_add(spec, "Image", json_object_new_string(in->image));
+	json_object_object_add(spec, "Hostname", json_object_new_string("sandbox"));
+	json_object_object_add(spec, "WorkingDir", json_object_new_string(t->workspace_folder));
+	if (t->container_user)
+		json_object_object_add(spec, "User", json_object_new_string(t->container_user));
+	if (t->override_command) {
+		struct json_object *ep = json_object_new_array();
+		json_object_array_add(ep, json_object_new_string("/bin/sh"));
+		json_object_array_add(ep, json_object_new_string("-c"));
+		json_object_array_add(ep, json_object_new_string(keepalive_script));
+		json_object_array_add(ep, json_object_new_string("sandbar-keepalive"));
+		json_object_object_add(spec, "Entrypoint", ep);
+		json_object_object_add(spec, "Cmd", json_object_new_array());
+	}
+
+	struct json_object *env = json_object_new_array();
+	add_env_list(env, t->container_env);
+	add_env_object(env, in->env_vars);
+	json_object_object_add(spec, "Env", env);
+
+	struct json_object *labels = json_object_new_object();
+	json_object_object_add(labels, "sandbar.managed", json_object_new_string("true"));
+	json_object_object_add(labels, "sandbar.sandbox", json_object_new_string(in->sandbox_id));
+	json_object_object_add(labels, "sandbar.cluster", json_object_new_string(in->cluster));
+	json_object_object_add(labels, "sandbar.template", json_object_new_string(t->name));
+	json_object_object_add(spec, "Labels", labels);
+
+	struct json_object *exposed = json_object_new_object();
+	struct json_object *bindings = json_object_new_object();
+	for (size_t i = 0; i < t->nports; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "%d/tcp", t->ports[i]);
+		json_object_object_add(exposed, key, json_object_new_object());
+		struct json_object *b = json_object_new_object();
+		json_object_object_add(b, "HostIp", json_object_new_string(cfg->publish_addr));
+		json_object_object_add(b, "HostPort", json_object_new_string(""));
+		struct json_object *arr = json_object_new_array();
+		json_object_array_add(arr, b);
+		json_object_object_add(bindings, key, arr);
+	}
+	json_object_object_add(spec, "ExposedPorts", exposed);
+	json_object_object_add(host, "PortBindings", bindings);
+
+	json_object_object_add(host, "Mounts", build_mounts(in));
+
+	uint64_t memory = t->host_memory ? t->host_memory : cfg->sandbox_memory_limit;
+	double cpus = t->host_cpus > 0 ? t->host_cpus : cfg->sandbox_cpu_limit;
+	json_object_object_add(host, "Memory", json_object_new_int64((int64_t)memory));
+	json_object_object_add(host, "MemorySwap", json_object_new_int64((int64_t)memory));
+	json_object_object_add(host, "NanoCpus", json_object_new_int64((int64_t)(cpus * 1e9)));
+	json_object_object_add(host, "PidsLimit", json_object_new_int64(cfg->sandbox_pids_limit));
+
+	struct json_object *secopt = json_object_new_array();
+	json_object_array_add(secopt, json_object_new_string("no-new-privileges"));
+	json_object_object_add(host, "SecurityOpt", secopt);
+	struct json_object *drop = json_object_new_array();
+	json_object_array_add(drop, json_object_new_string("ALL"));
+	json_object_object_add(host, "CapDrop", drop);
+	json_object_object_add(host, "CapAdd", build_caps(in));
+	json_object_object_add(host, "Privileged", json_object_new_boolean(t->privileged && cfg->allow_privileged));
+	json_object_object_add(host, "Init", json_object_new_boolean(t->init));
+	struct json_object *restart = json_object_new_object();
+	json_object_object_add(restart, "Name", json_object_new_string("no"));
+	json_object_object_add(host, "RestartPolicy", restart);
+
+	json_object_object_add(spec, "HostConfig", host);
+	return spec;
+}
+
+static void add_env_list(struct json_object *env, char **list)
+{
+	for (size_t i = 0; list && list[i]; i++)
+		json_object_array_add(env, json_object_new_string(list[i]));
+}
+
+static void add_env_object(struct json_object *env, struct json_object *obj)
+{
+	if (!obj)
+		return;
+	json_object_object_foreach(obj, key, val)
+	{
+		char kv[8192];
+		snprintf(kv, sizeof(kv), "%s=%s", key, json_object_get_string(val));
+		json_object_array_add(env, json_object_new_string(kv));
+	}
+}
+
+static struct json_object *build_mounts(const struct container_spec_input *in)
+{
+	const struct template *t = in->tpl;
+	struct json_object *mounts = json_object_new_array();
+	struct json_object *ws = json_object_new_object();
+	json_object_object_add(ws, "Type", json_object_new_string("volume"));
+	json_object_object_add(ws, "Source", json_object_new_string(in->volume));
+	json_object_object_add(ws, "Target", json_object_new_string(t->workspace_folder));
+	json_object_array_add(mounts, ws);
+
+	for (size_t i = 0; i < t->nmounts; i++) {
+		const struct template_mount *m = &t->mounts[i];
+		struct json_object *o = json_object_new_object();
+		const char *type = m->type == MOUNT_TMPFS ? "tmpfs" : m->type == MOUNT_BIND ? "bind" : "volume";
+		json_object_object_add(o, "Type", json_object_new_string(type));
+		if (m->source)
+			json_object_object_add(o, "Source", json_object_new_string(m->source));
+		json_object_object_add(o, "Target", json_object_new_string(m->target));
+		json_object_object_add(o, "ReadOnly", json_object_new_boolean(m->readonly));
+		json_object_array_add(mounts, o);
+	}
+	return mounts;
+}
+
+static struct json_object *build_caps(const struct container_spec_input *in)
+{
+	struct json_object *caps = json_object_new_array();
+	for (size_t i = 0; container_spec_caps[i]; i++)
+		json_object_array_add(caps, json_object_new_string(container_spec_caps[i]));
+	if (in->cfg->allow_cap_add) {
+		for (size_t i = 0; in->tpl->cap_add && in->tpl->cap_add[i]; i++)
+			json_object_array_add(caps, json_object_new_string(in->tpl->cap_add[i]));
+	}
+	return caps;
+}

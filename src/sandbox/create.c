@@ -1,0 +1,560 @@
+/* Creating a sandbox: a small state machine that walks from the database row
+ * through image, volume, container, start, ports and setup commands to
+ * `running`, and on any failure removes what it made and records `error`.
+ * It outlives the request that started it: a client that goes away (or asked
+ * not to wait) does not stop a create half way. */
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/utf8.h"
+#include "docker/engine.h"
+#include "internal.h"
+#include "sandbox/container_spec.h"
+#include "sandbox/template.h"
+
+/* Output kept from setup commands (postCreateCommand, postStartCommand). */
+#define SETUP_OUTPUT_CAP (64 * 1024)
+#define NAME_MAX_LEN 128
+
+enum create_state {
+	CREATE_INSERT,       /* writing the `creating` row */
+	CREATE_IMAGE,        /* image present, or built */
+	CREATE_VOLUME,       /* workspace volume */
+	CREATE_CONTAINER,    /* container created (not started) */
+	CREATE_START,        /* container started */
+	CREATE_INSPECT,      /* published ports read back */
+	CREATE_SETUP,        /* workspace ownership, postCreateCommand, postStartCommand */
+	CREATE_MARK_RUNNING, /* row -> running, port mappings */
+	CREATE_CLEANUP,      /* after a failure: container and volume removed */
+	CREATE_MARK_ERROR,   /* row -> error with the reason */
+	CREATE_DONE,
+	CREATE_STATE_MAX
+};
+
+static const char *const create_state_names[CREATE_STATE_MAX] = {
+	"insert", "image", "volume", "container", "start", "inspect", "setup", "mark_running",
+	"cleanup", "mark_error", "done",
+};
+
+struct create_op {
+	struct sandbox_service *svc;
+	enum create_state state;
+	struct sandbox_call *call; /* the waiting caller, NULL once answered or gone */
+	const struct template *tpl;
+	char id[37];
+	char log_prefix[48];
+	char name[NAME_MAX_LEN + 1];
+	char container_id[80];
+	char volume[64];
+	struct json_object *env_vars; /* owned */
+	struct json_object *setup;    /* array of {"argv":[...], "user":...} still to run */
+	size_t setup_next;
+	struct evbuffer *setup_out;
+	int *host_ports; /* parallel to tpl->ports */
+
+	struct docker_call *dcall;
+	struct pg_query *query;
+	struct image_wait *iwait;
+	struct event *timeout;
+	bool timed_out;
+	bool row_gone;  /* deleted while we were creating */
+	char reason[512];
+};
+
+static void create_set_state(struct create_op *op, enum create_state next);
+static void create_fail(struct create_op *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void create_free(struct create_op *op);
+static void step_inserted(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void step_image(const char *err, void *arg);
+static void step_volume(const char *err, void *arg);
+static void step_container(const char *id, const char *err, void *arg);
+static void step_started(const char *err, void *arg);
+static void step_inspected(struct json_object *info, bool missing, const char *err, void *arg);
+static void setup_next(struct create_op *op);
+static void step_setup_ran(int exit_code, const char *output, size_t len, bool truncated, const char *err,
+			   void *arg);
+static void step_marked_running(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void step_cleaned(const char *err, void *arg);
+static void step_marked_error(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void create_timed_out(evutil_socket_t fd, short what, void *arg);
+static struct json_object *setup_commands(const struct template *t);
+static struct json_object *setup_env(const struct create_op *op);
+static char *setup_output_text(struct create_op *op);
+
+/* Legal moves: forward one step, or to cleanup from anything that may have made Docker objects. */
+static bool create_transition_legal(enum create_state from, enum create_state to)
+{
+	if (to == CREATE_CLEANUP)
+		return from >= CREATE_IMAGE && from <= CREATE_MARK_RUNNING;
+	if (from == CREATE_INSERT)
+		return to == CREATE_IMAGE || to == CREATE_DONE;
+	if (from == CREATE_MARK_RUNNING)
+		return to == CREATE_DONE;
+	if (from == CREATE_CLEANUP)
+		return to == CREATE_MARK_ERROR || to == CREATE_DONE;
+	return to == from + 1;
+}
+
+static void create_set_state(struct create_op *op, enum create_state next)
+{
+	CHECK(next < CREATE_STATE_MAX);
+	CHECK(create_transition_legal(op->state, next));
+	log_msg(LOG_LEVEL_DEBUG, op->log_prefix, "create %s -> %s", create_state_names[op->state],
+		create_state_names[next]);
+	op->state = next;
+}
+
+struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sandbox_create_params *p,
+				    sandbox_result_fn cb, void *arg)
+{
+	struct sandbox_call *call = call_new(svc, cb, arg);
+	const char *tname = p->template_name ? p->template_name : "go";
+	if (!template_name_valid(tname)) {
+		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_template",
+				"template must be a plain name ([A-Za-z0-9._-], no '/' or '..')");
+		return call;
+	}
+	const struct template *tpl = template_set_find(svc->templates, tname);
+	if (!tpl) {
+		call_fail_later(call, SANDBOX_ERR_INVALID, "unknown_template", "no template named '%s'", tname);
+		return call;
+	}
+	if (p->name && (strlen(p->name) == 0 || strlen(p->name) > NAME_MAX_LEN)) {
+		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_name", "name must be 1 to %d bytes",
+				NAME_MAX_LEN);
+		return call;
+	}
+
+	struct create_op *op = calloc(1, sizeof(*op));
+	CHECK(op != NULL);
+	op->svc = svc;
+	op->state = CREATE_INSERT;
+	op->tpl = tpl;
+	uuid_t u;
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, op->id);
+	snprintf(op->log_prefix, sizeof(op->log_prefix), "sandbox=%s", op->id);
+	if (p->name)
+		snprintf(op->name, sizeof(op->name), "%s", p->name);
+	else
+		snprintf(op->name, sizeof(op->name), "sandbox-%s", tname);
+	sandbox_volume_name(op->id, op->volume);
+	op->env_vars = p->env_vars ? json_object_get(p->env_vars) : json_object_new_object();
+	op->setup = setup_commands(tpl);
+	op->setup_out = evbuffer_new();
+	op->host_ports = calloc(tpl->nports ? tpl->nports : 1, sizeof(int));
+	CHECK(op->setup_out != NULL && op->host_ports != NULL);
+
+	op->call = call;
+	call->owner = &op->call;
+	call->pending = !p->wait; /* answered as soon as the row exists (step_inserted) */
+	op->timeout = evtimer_new(svc->base, create_timed_out, op);
+	struct timeval tv = { .tv_sec = (time_t)(svc->cfg->create_timeout_ms / 1000),
+			      .tv_usec = (suseconds_t)(svc->cfg->create_timeout_ms % 1000) * 1000 };
+	evtimer_add(op->timeout, &tv);
+
+	static const char sql[] =
+		"INSERT INTO sandboxes (id, name, template, status, image, workspace_mount, devcontainer_config, "
+		"env_vars, cluster, owner_instance, expires_at) VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, "
+		"$7::jsonb, $8, $9, now() + $10::bigint * interval '1 millisecond')";
+	const char *params[] = {
+		op->id,
+		op->name,
+		tpl->name,
+		template_image(tpl),
+		tpl->workspace_folder,
+		json_object_to_json_string_ext(tpl->config, JSON_C_TO_STRING_PLAIN),
+		json_object_to_json_string_ext(op->env_vars, JSON_C_TO_STRING_PLAIN),
+		svc->cluster,
+		svc->instance,
+		svc->idle_ms,
+	};
+	log_msg(LOG_LEVEL_INFO, op->log_prefix, "create name=%s template=%s", op->name, tpl->name);
+	op->query = pg_query_send(svc->pg, sql, 10, params, step_inserted, op);
+	return call;
+}
+
+static void step_inserted(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct create_op *op = arg;
+	op->query = NULL;
+	if (err != PG_OK) {
+		struct sandbox_result r = { 0 };
+		result_from_pg(&r, err, message);
+		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s", message ? message : r.code);
+		if (op->call)
+			call_finish(op->call, &r);
+		create_set_state(op, CREATE_DONE);
+		create_free(op);
+		return;
+	}
+	if (op->call && op->call->pending) {
+		/* wait=false: answer with the `creating` row and go on without the caller */
+		struct sandbox_call *call = op->call;
+		op->call = NULL;
+		call->owner = NULL;
+		call_reply_doc(call, op->id, true);
+	}
+	create_set_state(op, CREATE_IMAGE);
+	if (op->timed_out) {
+		create_fail(op, "timed out");
+		return;
+	}
+	op->iwait = image_ensure(op->svc, op->tpl, step_image, op);
+}
+
+static void step_image(const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->iwait = NULL;
+	if (err) {
+		create_fail(op, "image: %s", err);
+		return;
+	}
+	create_set_state(op, CREATE_VOLUME);
+	struct json_object *labels = json_object_new_object();
+	json_object_object_add(labels, "sandbar.managed", json_object_new_string("true"));
+	json_object_object_add(labels, "sandbar.sandbox", json_object_new_string(op->id));
+	json_object_object_add(labels, "sandbar.cluster", json_object_new_string(op->svc->cluster));
+	op->dcall = docker_volume_create(op->svc->docker, op->volume, labels, step_volume, op);
+}
+
+static void step_volume(const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		create_fail(op, "volume: %s", err);
+		return;
+	}
+	create_set_state(op, CREATE_CONTAINER);
+	struct container_spec_input in = {
+		.tpl = op->tpl,
+		.cfg = op->svc->cfg,
+		.sandbox_id = op->id,
+		.cluster = op->svc->cluster,
+		.image = template_image(op->tpl),
+		.volume = op->volume,
+		.env_vars = op->env_vars,
+	};
+	char cname[64];
+	sandbox_container_name(op->id, cname);
+	op->dcall = docker_container_create(op->svc->docker, cname, container_spec_build(&in), step_container, op);
+}
+
+static void step_container(const char *id, const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		create_fail(op, "container: %s", err);
+		return;
+	}
+	snprintf(op->container_id, sizeof(op->container_id), "%s", id);
+	create_set_state(op, CREATE_START);
+	op->dcall = docker_container_start(op->svc->docker, op->container_id, step_started, op);
+}
+
+static void step_started(const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		create_fail(op, "start: %s", err);
+		return;
+	}
+	create_set_state(op, CREATE_INSPECT);
+	op->dcall = docker_container_inspect(op->svc->docker, op->container_id, step_inspected, op);
+}
+
+static void step_inspected(struct json_object *info, bool missing, const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err || missing) {
+		create_fail(op, "inspect: %s", err ? err : "container vanished");
+		return;
+	}
+	struct json_object *ns, *ports;
+	if (!json_object_object_get_ex(info, "NetworkSettings", &ns) ||
+	    !json_object_object_get_ex(ns, "Ports", &ports)) {
+		create_fail(op, "inspect: no NetworkSettings.Ports");
+		return;
+	}
+	for (size_t i = 0; i < op->tpl->nports; i++) {
+		char key[16];
+		struct json_object *list, *first, *hp;
+		snprintf(key, sizeof(key), "%d/tcp", op->tpl->ports[i]);
+		if (!json_object_object_get_ex(ports, key, &list) || !json_object_is_type(list, json_type_array) ||
+		    json_object_array_length(list) == 0 || !(first = json_object_array_get_idx(list, 0)) ||
+		    !json_object_object_get_ex(first, "HostPort", &hp)) {
+			create_fail(op, "inspect: port %d was not published", op->tpl->ports[i]);
+			return;
+		}
+		op->host_ports[i] = atoi(json_object_get_string(hp));
+	}
+	create_set_state(op, CREATE_SETUP);
+	setup_next(op);
+}
+
+static void setup_next(struct create_op *op)
+{
+	if (op->timed_out) {
+		create_fail(op, "timed out");
+		return;
+	}
+	if (op->setup_next >= json_object_array_length(op->setup)) {
+		create_set_state(op, CREATE_MARK_RUNNING);
+		char cports[512] = "{", hports[512] = "{";
+		size_t cl = 1, hl = 1;
+		for (size_t i = 0; i < op->tpl->nports; i++) {
+			cl += (size_t)snprintf(cports + cl, sizeof(cports) - cl, "%s%d", i ? "," : "",
+					       op->tpl->ports[i]);
+			hl += (size_t)snprintf(hports + hl, sizeof(hports) - hl, "%s%d", i ? "," : "",
+					       op->host_ports[i]);
+		}
+		snprintf(cports + cl, sizeof(cports) - cl, "}");
+		snprintf(hports + hl, sizeof(hports) - hl, "}");
+		static const char sql[] =
+			"WITH u AS (UPDATE sandboxes SET status = 'running', container_id = $3, setup_output = $4, "
+			"  last_activity = now(), expires_at = now() + $5::bigint * interval '1 millisecond' "
+			"  WHERE id = $1 AND cluster = $2 AND status = 'creating' RETURNING id), "
+			"p AS (INSERT INTO port_mappings (id, sandbox_id, host_port, container_port) "
+			"  SELECT gen_random_uuid(), u.id, x.h, x.c FROM u, unnest($6::int[], $7::int[]) AS x(h, c) "
+			"  RETURNING 1) "
+			"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM p)";
+		char *out = setup_output_text(op);
+		const char *params[] = { op->id, op->svc->cluster, op->container_id, out, op->svc->idle_ms,
+					 hports, cports };
+		op->query = pg_query_send(op->svc->pg, sql, 7, params, step_marked_running, op);
+		free(out);
+		return;
+	}
+	struct json_object *cmd = json_object_array_get_idx(op->setup, op->setup_next++);
+	struct json_object *argv, *user;
+	json_object_object_get_ex(cmd, "argv", &argv);
+	json_object_object_get_ex(cmd, "user", &user);
+	struct docker_exec_opts opts = {
+		.argv = json_object_get(argv),
+		.env = setup_env(op),
+		.user = user ? json_object_get_string(user) : NULL,
+		.workdir = op->tpl->workspace_folder,
+		.output_cap = SETUP_OUTPUT_CAP,
+	};
+	op->dcall = docker_exec_run(op->svc->docker, op->container_id, &opts, step_setup_ran, op);
+}
+
+static void step_setup_ran(int exit_code, const char *output, size_t len, bool truncated, const char *err,
+			   void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		create_fail(op, "setup command: %s", err);
+		return;
+	}
+	size_t room = SETUP_OUTPUT_CAP - evbuffer_get_length(op->setup_out);
+	evbuffer_add(op->setup_out, output, len < room ? len : room);
+	if (exit_code != 0) {
+		struct json_object *cmd = json_object_array_get_idx(op->setup, op->setup_next - 1);
+		struct json_object *label;
+		json_object_object_get_ex(cmd, "label", &label);
+		create_fail(op, "%s exited with code %d%s", json_object_get_string(label), exit_code,
+			    truncated ? " (output truncated)" : "");
+		return;
+	}
+	setup_next(op);
+}
+
+static void step_marked_running(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct create_op *op = arg;
+	op->query = NULL;
+	if (err != PG_OK) {
+		create_fail(op, "recording the running sandbox: %s", message ? message : "database unavailable");
+		return;
+	}
+	if (atoi(PQgetvalue(res, 0, 0)) == 0) {
+		op->row_gone = true;
+		create_fail(op, "deleted while being created");
+		return;
+	}
+	create_set_state(op, CREATE_DONE);
+	log_msg(LOG_LEVEL_INFO, op->log_prefix, "running container=%.12s", op->container_id);
+	reaper_note_deadline(op->svc->reaper, op->svc->cfg->sandbox_idle_timeout_ms);
+	if (op->call) {
+		struct sandbox_call *call = op->call;
+		op->call = NULL;
+		call->owner = NULL;
+		call_reply_doc(call, op->id, false);
+	}
+	create_free(op);
+}
+
+static void create_fail(struct create_op *op, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(op->reason, sizeof(op->reason), fmt, ap);
+	va_end(ap);
+	log_msg(LOG_LEVEL_WARN, op->log_prefix, "create failed in %s: %s", create_state_names[op->state],
+		op->reason);
+	create_set_state(op, CREATE_CLEANUP);
+	sandbox_destroy(op->svc, op->id, step_cleaned, op);
+}
+
+static void step_cleaned(const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	if (err)
+		log_msg(LOG_LEVEL_WARN, op->log_prefix, "cleanup after failed create: %s", err);
+	if (op->row_gone) {
+		create_set_state(op, CREATE_DONE);
+		if (op->call)
+			call_fail(op->call, SANDBOX_ERR_CONFLICT, "sandbox_deleted",
+				  "the sandbox was deleted while being created");
+		create_free(op);
+		return;
+	}
+	create_set_state(op, CREATE_MARK_ERROR);
+	static const char sql[] = "UPDATE sandboxes SET status = 'error', status_reason = $3, setup_output = $4 "
+				  "WHERE id = $1 AND cluster = $2 AND status = 'creating'";
+	char *out = setup_output_text(op);
+	const char *params[] = { op->id, op->svc->cluster, op->reason, out };
+	op->query = pg_query_send(op->svc->pg, sql, 4, params, step_marked_error, op);
+	free(out);
+}
+
+static void step_marked_error(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct create_op *op = arg;
+	op->query = NULL;
+	if (err != PG_OK)
+		log_msg(LOG_LEVEL_ERROR, op->log_prefix, "could not record the failed create: %s",
+			message ? message : "database unavailable");
+	create_set_state(op, CREATE_DONE);
+	if (op->call) {
+		char msg[640];
+		snprintf(msg, sizeof(msg), "sandbox %s failed: %s", op->id, op->reason);
+		call_fail(op->call, SANDBOX_ERR_INTERNAL, "sandbox_create_failed", msg);
+	}
+	create_free(op);
+}
+
+static void create_timed_out(evutil_socket_t fd, short what, void *arg)
+{
+	struct create_op *op = arg;
+	op->timed_out = true;
+	/* a query in flight finishes first (its step checks timed_out); Docker steps stop now */
+	if (op->iwait) {
+		image_wait_cancel(op->iwait);
+		op->iwait = NULL;
+		create_fail(op, "timed out waiting for the image");
+	} else if (op->dcall) {
+		docker_call_cancel(op->dcall);
+		op->dcall = NULL;
+		create_fail(op, "timed out in %s", create_state_names[op->state]);
+	}
+}
+
+static void create_free(struct create_op *op)
+{
+	CHECK(op->state == CREATE_DONE);
+	CHECK(!op->dcall && !op->query && !op->iwait);
+	if (op->call) {
+		op->call->owner = NULL;
+		call_fail(op->call, SANDBOX_ERR_INTERNAL, "internal", "create ended without an answer");
+	}
+	event_free(op->timeout);
+	json_object_put(op->env_vars);
+	json_object_put(op->setup);
+	evbuffer_free(op->setup_out);
+	free(op->host_ports);
+	free(op);
+}
+
+/* ---- setup commands ---- */
+
+static void add_setup(struct json_object *list, const char *label, struct json_object *cmd, const char *user)
+{
+	struct json_object *argv;
+	if (json_object_is_type(cmd, json_type_string)) {
+		argv = json_object_new_array();
+		json_object_array_add(argv, json_object_new_string("/bin/sh"));
+		json_object_array_add(argv, json_object_new_string("-c"));
+		json_object_array_add(argv, json_object_get(cmd));
+	} else if (json_object_is_type(cmd, json_type_array)) {
+		argv = json_object_get(cmd);
+	} else if (json_object_is_type(cmd, json_type_object)) {
+		/* named commands, run one after the other in document order */
+		json_object_object_foreach(cmd, name, sub)
+		{
+			char sublabel[160];
+			snprintf(sublabel, sizeof(sublabel), "%s '%s'", label, name);
+			add_setup(list, sublabel, sub, user);
+		}
+		return;
+	} else {
+		return;
+	}
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "label", json_object_new_string(label));
+	json_object_object_add(o, "argv", argv);
+	if (user)
+		json_object_object_add(o, "user", json_object_new_string(user));
+	json_object_array_add(list, o);
+}
+
+static struct json_object *setup_commands(const struct template *t)
+{
+	struct json_object *list = json_object_new_array();
+	const char *user = t->remote_user ? t->remote_user : t->container_user;
+	if (user && strcmp(user, "root") != 0) {
+		/* a fresh volume is root's: hand the workspace to the sandbox user */
+		char owner[160];
+		snprintf(owner, sizeof(owner), "%s:", user);
+		struct json_object *argv = json_object_new_array();
+		json_object_array_add(argv, json_object_new_string("chown"));
+		json_object_array_add(argv, json_object_new_string(owner));
+		json_object_array_add(argv, json_object_new_string(t->workspace_folder));
+		add_setup(list, "workspace ownership", argv, "root");
+		json_object_put(argv);
+	}
+	if (t->post_create)
+		add_setup(list, "postCreateCommand", t->post_create, user);
+	if (t->post_start)
+		add_setup(list, "postStartCommand", t->post_start, user);
+	return list;
+}
+
+static struct json_object *setup_env(const struct create_op *op)
+{
+	struct json_object *env = json_object_new_array();
+	for (size_t i = 0; op->tpl->remote_env && op->tpl->remote_env[i]; i++)
+		json_object_array_add(env, json_object_new_string(op->tpl->remote_env[i]));
+	json_object_object_foreach(op->env_vars, key, val)
+	{
+		char kv[8192];
+		snprintf(kv, sizeof(kv), "%s=%s", key, json_object_get_string(val));
+		json_object_array_add(env, json_object_new_string(kv));
+	}
+	return env;
+}
+
+/* NUL-terminated copy of the setup output as valid UTF-8 (it goes into a text column). */
+static char *setup_output_text(struct create_op *op)
+{
+	size_t len = evbuffer_get_length(op->setup_out);
+	char *raw = malloc(len + 1);
+	CHECK(raw != NULL);
+	evbuffer_copyout(op->setup_out, raw, len);
+	char *out = utf8_sanitize(raw, len);
+	free(raw);
+	return out;
+}

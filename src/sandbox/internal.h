@@ -1,0 +1,84 @@
+/* What the sandbox core's files share and nobody else sees: the service
+ * object, the pending-call plumbing, and the helpers that destroy a
+ * sandbox's Docker objects. */
+#ifndef SANDBAR_SANDBOX_INTERNAL_H
+#define SANDBAR_SANDBOX_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pg/pool.h"
+#include "sandbox/service.h"
+
+struct reaper;
+
+struct sandbox_service {
+	struct event_base *base;
+	const struct config *cfg;
+	struct pg_pool *pg;
+	struct docker *docker;
+	struct template_set *templates;
+	struct reaper *reaper;
+	struct image_builds *builds;
+	char cluster[64];
+	char instance[128];
+	char idle_ms[24]; /* SANDBOX_IDLE_TIMEOUT as a query parameter */
+};
+
+/* A pending call of the public API: the caller's callback, and whatever async
+ * step it is waiting on, so that cancel can stop it. An op that outlives its
+ * call (a create) points back through owner and forgets the call on cancel. */
+struct sandbox_call {
+	struct sandbox_service *svc;
+	sandbox_result_fn cb;
+	void *arg;
+	struct pg_query *query;
+	struct event *deferred;
+	struct sandbox_call **owner;
+	bool pending; /* the doc answers a create that is still going on */
+	struct sandbox_result deferred_res;
+	char deferred_msg[256];
+};
+
+struct sandbox_call *call_new(struct sandbox_service *svc, sandbox_result_fn cb, void *arg);
+/* Delivers res (if anyone still listens) and frees the call. */
+void call_finish(struct sandbox_call *call, const struct sandbox_result *res);
+/* Delivers an error on the next loop pass (the public functions never call back on the caller's stack). */
+void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Builds the result for a failed query. */
+void result_from_pg(struct sandbox_result *res, enum pg_error err, const char *message);
+void call_fail(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *message);
+/* Sends "SELECT doc FROM sandbox_docs WHERE id = $1" and finishes call with it. */
+void call_reply_doc(struct sandbox_call *call, const char *id, bool pending);
+
+/* Removes the container and the workspace volume of sandbox id (by their
+ * names, so it works whatever was recorded); done(err) once both are gone. */
+void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(const char *err, void *arg),
+		     void *arg);
+void sandbox_container_name(const char *id, char out[64]);
+void sandbox_volume_name(const char *id, char out[64]);
+
+/* The reaper: one timer armed for the earliest expiry. */
+struct reaper *reaper_new(struct sandbox_service *svc);
+void reaper_start(struct reaper *r);
+/* A deadline delay_ms from now exists: look then at the latest. */
+void reaper_note_deadline(struct reaper *r, int64_t delay_ms);
+void reaper_free(struct reaper *r);
+
+/* Start-up reconciliation of Docker with the database. */
+void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
+
+/* Images for templates: present, or built once however many creates wait. */
+struct image_builds;
+struct template;
+struct image_builds *image_builds_new(struct sandbox_service *svc);
+void image_builds_free(struct image_builds *b);
+struct image_wait;
+typedef void (*image_ready_fn)(const char *err, void *arg);
+struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb, void *arg);
+void image_wait_cancel(struct image_wait *w);
+/* The image a sandbox of t runs. */
+const char *template_image(const struct template *t);
+
+#endif

@@ -1,0 +1,177 @@
+/* The reaper: one timer, armed for the earliest expiry among running
+ * sandboxes, and never further out than the reaper interval (so deadlines set
+ * by other instances sharing the database are seen within it). Expired rows
+ * are claimed with FOR UPDATE SKIP LOCKED, so two instances never reap the
+ * same sandbox, then their containers and volumes are removed. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "internal.h"
+
+/* Rows claimed per pass; a full batch makes the next pass start at once. */
+#define REAP_BATCH 64
+
+enum reaper_state { REAPER_IDLE, REAPER_CLAIMING, REAPER_DESTROYING, REAPER_NEXT_DEADLINE, REAPER_STATE_MAX };
+
+struct reaper {
+	struct sandbox_service *svc;
+	enum reaper_state state;
+	struct event *timer;
+	struct timeval armed_at; /* absolute (monotonic-ish, from the loop's cached time) */
+	bool armed;
+	int destroying;
+	bool full_batch;
+	int64_t noted_ms; /* a deadline noted while a pass ran (delay), -1 when none */
+};
+
+static void reaper_fire(evutil_socket_t fd, short what, void *arg);
+static void reaper_claimed(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void reaper_destroyed(const char *err, void *arg);
+static void reaper_next(struct reaper *r);
+static void reaper_next_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void reaper_arm(struct reaper *r, int64_t delay_ms);
+
+static void reaper_set_state(struct reaper *r, enum reaper_state next)
+{
+	static const bool legal[REAPER_STATE_MAX][REAPER_STATE_MAX] = {
+		[REAPER_IDLE] = { [REAPER_CLAIMING] = true },
+		[REAPER_CLAIMING] = { [REAPER_DESTROYING] = true, [REAPER_NEXT_DEADLINE] = true, [REAPER_IDLE] = true },
+		[REAPER_DESTROYING] = { [REAPER_NEXT_DEADLINE] = true },
+		[REAPER_NEXT_DEADLINE] = { [REAPER_IDLE] = true },
+	};
+	CHECK(next < REAPER_STATE_MAX && legal[r->state][next]);
+	r->state = next;
+}
+
+struct reaper *reaper_new(struct sandbox_service *svc)
+{
+	struct reaper *r = calloc(1, sizeof(*r));
+	CHECK(r != NULL);
+	r->svc = svc;
+	r->noted_ms = -1;
+	r->timer = evtimer_new(svc->base, reaper_fire, r);
+	CHECK(r->timer != NULL);
+	return r;
+}
+
+void reaper_free(struct reaper *r)
+{
+	if (!r)
+		return;
+	event_free(r->timer);
+	free(r);
+}
+
+void reaper_start(struct reaper *r)
+{
+	reaper_arm(r, 0);
+}
+
+static void reaper_arm(struct reaper *r, int64_t delay_ms)
+{
+	int64_t interval = r->svc->cfg->reaper_interval_ms;
+	if (delay_ms > interval)
+		delay_ms = interval;
+	if (delay_ms < 0)
+		delay_ms = 0;
+	struct timeval now, tv = { .tv_sec = (time_t)(delay_ms / 1000),
+				   .tv_usec = (suseconds_t)(delay_ms % 1000) * 1000 };
+	event_base_gettimeofday_cached(r->svc->base, &now);
+	timeradd(&now, &tv, &r->armed_at);
+	r->armed = true;
+	evtimer_add(r->timer, &tv);
+}
+
+void reaper_note_deadline(struct reaper *r, int64_t delay_ms)
+{
+	if (r->state != REAPER_IDLE) {
+		if (r->noted_ms < 0 || delay_ms < r->noted_ms)
+			r->noted_ms = delay_ms;
+		return;
+	}
+	struct timeval now, tv = { .tv_sec = (time_t)(delay_ms / 1000),
+				   .tv_usec = (suseconds_t)(delay_ms % 1000) * 1000 }, at;
+	event_base_gettimeofday_cached(r->svc->base, &now);
+	timeradd(&now, &tv, &at);
+	if (!r->armed || timercmp(&at, &r->armed_at, <))
+		reaper_arm(r, delay_ms);
+}
+
+static void reaper_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct reaper *r = arg;
+	r->armed = false;
+	reaper_set_state(r, REAPER_CLAIMING);
+	static const char sql[] =
+		"UPDATE sandboxes SET status = 'expired', deleted_at = now(), "
+		"  status_reason = 'idle for longer than ' || ($2::bigint / 1000) || 's' "
+		"WHERE id IN (SELECT id FROM sandboxes WHERE status = 'running' AND cluster = $1 "
+		"  AND expires_at <= now() ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+		"RETURNING id";
+	char batch[16];
+	snprintf(batch, sizeof(batch), "%d", REAP_BATCH);
+	const char *params[] = { r->svc->cluster, r->svc->idle_ms, batch };
+	pg_query_send(r->svc->pg, sql, 3, params, reaper_claimed, r);
+}
+
+static void reaper_claimed(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct reaper *r = arg;
+	if (err != PG_OK) {
+		log_warn("reaper: %s", message ? message : "database unavailable");
+		reaper_set_state(r, REAPER_IDLE);
+		reaper_arm(r, r->svc->cfg->reaper_interval_ms);
+		return;
+	}
+	int n = PQntuples(res);
+	r->full_batch = n >= REAP_BATCH;
+	if (n == 0) {
+		reaper_set_state(r, REAPER_NEXT_DEADLINE);
+		reaper_next(r);
+		return;
+	}
+	reaper_set_state(r, REAPER_DESTROYING);
+	r->destroying = n;
+	for (int i = 0; i < n; i++) {
+		log_info("sandbox=%s expired (idle)", PQgetvalue(res, i, 0));
+		sandbox_destroy(r->svc, PQgetvalue(res, i, 0), reaper_destroyed, r);
+	}
+}
+
+static void reaper_destroyed(const char *err, void *arg)
+{
+	struct reaper *r = arg;
+	if (err)
+		log_warn("reaper: %s", err);
+	if (--r->destroying > 0)
+		return;
+	reaper_set_state(r, REAPER_NEXT_DEADLINE);
+	reaper_next(r);
+}
+
+static void reaper_next(struct reaper *r)
+{
+	static const char sql[] = "SELECT greatest(0, ceil(extract(epoch FROM min(expires_at) - now()) * 1000))::bigint "
+				  "FROM sandboxes WHERE status = 'running' AND cluster = $1";
+	const char *params[] = { r->svc->cluster };
+	pg_query_send(r->svc->pg, sql, 1, params, reaper_next_done, r);
+}
+
+static void reaper_next_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct reaper *r = arg;
+	reaper_set_state(r, REAPER_IDLE);
+	int64_t delay = r->svc->cfg->reaper_interval_ms;
+	if (r->full_batch)
+		delay = 0;
+	else if (err == PG_OK && !PQgetisnull(res, 0, 0))
+		delay = atoll(PQgetvalue(res, 0, 0));
+	reaper_arm(r, delay);
+	if (r->noted_ms >= 0) {
+		int64_t noted = r->noted_ms;
+		r->noted_ms = -1;
+		reaper_note_deadline(r, noted);
+	}
+}

@@ -1,0 +1,241 @@
+/* Start-up reconciliation: converge Docker to the database. Our own rows
+ * stuck in `creating` (this instance died mid-create) become `error`;
+ * `running` rows whose container is gone or stopped become `error`; labelled
+ * containers and volumes with no live row are removed. Only this cluster's
+ * objects (label sandbar.cluster) are touched. */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "docker/engine.h"
+#include "internal.h"
+
+enum reconcile_state {
+	RECONCILE_STALE_CREATES, /* our `creating` rows -> error */
+	RECONCILE_LIVE_ROWS,     /* which sandboxes should exist */
+	RECONCILE_CONTAINERS,    /* what Docker has */
+	RECONCILE_LOST_ROWS,     /* running rows without a running container -> error */
+	RECONCILE_VOLUMES,       /* volumes without a live row */
+	RECONCILE_REMOVING,      /* orphans being removed */
+	RECONCILE_DONE,
+	RECONCILE_STATE_MAX
+};
+
+struct reconcile {
+	struct sandbox_service *svc;
+	enum reconcile_state state;
+	void (*done)(int rc, void *arg);
+	void *arg;
+	struct json_object *live;    /* id -> status of rows that should have a container */
+	struct json_object *healthy; /* ids of running rows with a running container */
+	struct json_object *orphans; /* ids whose Docker objects must go */
+	int removing;
+	int stale, lost, removed;
+	int rc;
+};
+
+static void rc_set_state(struct reconcile *rc, enum reconcile_state next);
+static void rc_stale_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void rc_live_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void rc_containers_done(struct json_object *list, const char *err, void *arg);
+static void rc_lost_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void rc_volumes_done(struct json_object *volumes, const char *err, void *arg);
+static void rc_removed(const char *err, void *arg);
+static void rc_finish(struct reconcile *rc);
+static const char *label_of(struct json_object *obj, const char *name);
+
+static void rc_set_state(struct reconcile *rc, enum reconcile_state next)
+{
+	/* strictly forward; any step may give up and finish */
+	CHECK(next < RECONCILE_STATE_MAX && (next == rc->state + 1 || next == RECONCILE_DONE));
+	rc->state = next;
+}
+
+void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+{
+	struct reconcile *rc = calloc(1, sizeof(*rc));
+	CHECK(rc != NULL);
+	rc->svc = svc;
+	rc->done = done;
+	rc->arg = arg;
+	rc->live = json_object_new_object();
+	rc->healthy = json_object_new_object();
+	rc->orphans = json_object_new_object();
+	rc->state = RECONCILE_STALE_CREATES;
+	static const char sql[] =
+		"UPDATE sandboxes SET status = 'error', "
+		"  status_reason = 'the control plane restarted while the sandbox was being created' "
+		"WHERE status = 'creating' AND cluster = $1 AND owner_instance = $2 RETURNING id";
+	const char *params[] = { svc->cluster, svc->instance };
+	pg_query_send(svc->pg, sql, 2, params, rc_stale_done, rc);
+}
+
+static void rc_stale_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct reconcile *rc = arg;
+	if (err != PG_OK) {
+		log_error("reconcile: %s", message ? message : "database unavailable");
+		rc->rc = -1;
+		rc_set_state(rc, RECONCILE_DONE);
+		rc_finish(rc);
+		return;
+	}
+	rc->stale = PQntuples(res);
+	for (int i = 0; i < rc->stale; i++)
+		log_info("reconcile: sandbox=%s was being created when we stopped: now error", PQgetvalue(res, i, 0));
+	rc_set_state(rc, RECONCILE_LIVE_ROWS);
+	static const char sql[] = "SELECT id, status FROM sandboxes WHERE cluster = $1 "
+				  "AND status IN ('creating', 'running', 'stopped')";
+	const char *params[] = { rc->svc->cluster };
+	pg_query_send(rc->svc->pg, sql, 1, params, rc_live_done, rc);
+}
+
+static void rc_live_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct reconcile *rc = arg;
+	if (err != PG_OK) {
+		log_error("reconcile: %s", message ? message : "database unavailable");
+		rc->rc = -1;
+		rc_set_state(rc, RECONCILE_DONE);
+		rc_finish(rc);
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++)
+		json_object_object_add(rc->live, PQgetvalue(res, i, 0), json_object_new_string(PQgetvalue(res, i, 1)));
+	rc_set_state(rc, RECONCILE_CONTAINERS);
+	char label[128];
+	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
+	docker_container_list(rc->svc->docker, label, rc_containers_done, rc);
+}
+
+static void rc_containers_done(struct json_object *list, const char *err, void *arg)
+{
+	struct reconcile *rc = arg;
+	if (err) {
+		log_error("reconcile: listing containers: %s", err);
+		rc->rc = -1;
+		rc_set_state(rc, RECONCILE_DONE);
+		rc_finish(rc);
+		return;
+	}
+	size_t n = json_object_array_length(list);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *c = json_object_array_get_idx(list, i), *state, *status;
+		const char *id = label_of(c, "sandbar.sandbox");
+		if (!id || !sandbox_id_valid(id))
+			continue;
+		const char *st = json_object_object_get_ex(c, "State", &state) ? json_object_get_string(state) : "";
+		if (!json_object_object_get_ex(rc->live, id, &status)) {
+			json_object_object_add(rc->orphans, id, NULL);
+			continue;
+		}
+		if (strcmp(json_object_get_string(status), "running") == 0 && strcmp(st, "running") == 0)
+			json_object_object_add(rc->healthy, id, NULL);
+	}
+	/* running rows without a running container */
+	struct json_object *lost = json_object_new_array();
+	json_object_object_foreach(rc->live, id, status)
+	{
+		if (strcmp(json_object_get_string(status), "running") == 0 &&
+		    !json_object_object_get_ex(rc->healthy, id, NULL)) {
+			json_object_array_add(lost, json_object_new_string(id));
+			json_object_object_add(rc->orphans, id, NULL);
+		}
+	}
+	rc->lost = (int)json_object_array_length(lost);
+	rc_set_state(rc, RECONCILE_LOST_ROWS);
+	/* {a,b,c} as a uuid[] literal */
+	struct evbuffer *arr = evbuffer_new();
+	evbuffer_add(arr, "{", 1);
+	for (size_t i = 0; i < json_object_array_length(lost); i++)
+		evbuffer_add_printf(arr, "%s%s", i ? "," : "", json_object_get_string(json_object_array_get_idx(lost, i)));
+	evbuffer_add(arr, "}", 2);
+	static const char sql[] = "UPDATE sandboxes SET status = 'error', "
+				  "  status_reason = 'the container disappeared or stopped' "
+				  "WHERE cluster = $1 AND status = 'running' AND id = ANY($2::uuid[])";
+	const char *params[] = { rc->svc->cluster, (const char *)evbuffer_pullup(arr, -1) };
+	pg_query_send(rc->svc->pg, sql, 2, params, rc_lost_done, rc);
+	evbuffer_free(arr);
+	json_object_put(lost);
+}
+
+static void rc_lost_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct reconcile *rc = arg;
+	if (err != PG_OK) {
+		log_error("reconcile: %s", message ? message : "database unavailable");
+		rc->rc = -1;
+	} else if (rc->lost) {
+		log_info("reconcile: %d running sandbox(es) lost their container: now error", rc->lost);
+	}
+	rc_set_state(rc, RECONCILE_VOLUMES);
+	char label[128];
+	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
+	docker_volume_list(rc->svc->docker, label, rc_volumes_done, rc);
+}
+
+static void rc_volumes_done(struct json_object *volumes, const char *err, void *arg)
+{
+	struct reconcile *rc = arg;
+	struct json_object *list;
+	if (err) {
+		log_error("reconcile: listing volumes: %s", err);
+		rc->rc = -1;
+	} else if (volumes && json_object_object_get_ex(volumes, "Volumes", &list) &&
+		   json_object_is_type(list, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(list); i++) {
+			const char *id = label_of(json_object_array_get_idx(list, i), "sandbar.sandbox");
+			if (id && sandbox_id_valid(id) && !json_object_object_get_ex(rc->live, id, NULL))
+				json_object_object_add(rc->orphans, id, NULL);
+		}
+	}
+	rc_set_state(rc, RECONCILE_REMOVING);
+	/* one extra count so that synchronous-looking completions cannot finish early */
+	rc->removing = 1;
+	json_object_object_foreach(rc->orphans, id, unused)
+	{
+		(void)unused;
+		log_info("reconcile: removing the Docker objects of sandbox=%s (no live row)", id);
+		rc->removing++;
+		rc->removed++;
+		sandbox_destroy(rc->svc, id, rc_removed, rc);
+	}
+	rc_removed(NULL, rc);
+}
+
+static void rc_removed(const char *err, void *arg)
+{
+	struct reconcile *rc = arg;
+	if (err)
+		log_warn("reconcile: %s", err);
+	if (--rc->removing > 0)
+		return;
+	rc_set_state(rc, RECONCILE_DONE);
+	rc_finish(rc);
+}
+
+static void rc_finish(struct reconcile *rc)
+{
+	log_info("reconcile: %d stale create(s), %d lost container(s), %d orphan(s) removed%s", rc->stale,
+		 rc->lost, rc->removed, rc->rc ? " (incomplete)" : "");
+	json_object_put(rc->live);
+	json_object_put(rc->healthy);
+	json_object_put(rc->orphans);
+	void (*done)(int, void *) = rc->done;
+	void *arg = rc->arg;
+	int code = rc->rc;
+	free(rc);
+	if (done)
+		done(code, arg);
+}
+
+static const char *label_of(struct json_object *obj, const char *name)
+{
+	struct json_object *labels, *v;
+	if (!json_object_object_get_ex(obj, "Labels", &labels) || !json_object_is_type(labels, json_type_object) ||
+	    !json_object_object_get_ex(labels, name, &v))
+		return NULL;
+	return json_object_get_string(v);
+}

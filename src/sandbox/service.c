@@ -1,0 +1,287 @@
+/* The sandbox service object, the pending-call plumbing every operation
+ * shares, and the operations that are a single query: get, list, heartbeat. */
+#include "sandbox/service.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "internal.h"
+
+static void deferred_fire(evutil_socket_t fd, short what, void *arg);
+static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void list_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void heartbeat_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void start_reconciled(int rc, void *arg);
+
+struct start_ctx {
+	struct sandbox_service *svc;
+	void (*done)(int rc, void *arg);
+	void *arg;
+};
+
+struct sandbox_service *sandbox_service_new(struct event_base *base, const struct config *cfg,
+					    struct pg_pool *pg, struct docker *docker,
+					    struct template_set *templates)
+{
+	struct sandbox_service *svc = calloc(1, sizeof(*svc));
+	CHECK(svc != NULL);
+	svc->base = base;
+	svc->cfg = cfg;
+	svc->pg = pg;
+	svc->docker = docker;
+	svc->templates = templates;
+	snprintf(svc->cluster, sizeof(svc->cluster), "%s", cfg->cluster);
+	snprintf(svc->instance, sizeof(svc->instance), "%s", cfg->instance_id);
+	snprintf(svc->idle_ms, sizeof(svc->idle_ms), "%lld", (long long)cfg->sandbox_idle_timeout_ms);
+	svc->reaper = reaper_new(svc);
+	svc->builds = image_builds_new(svc);
+	return svc;
+}
+
+void sandbox_service_free(struct sandbox_service *svc)
+{
+	if (!svc)
+		return;
+	reaper_free(svc->reaper);
+	image_builds_free(svc->builds);
+	free(svc);
+}
+
+void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+{
+	struct start_ctx *ctx = calloc(1, sizeof(*ctx));
+	CHECK(ctx != NULL);
+	ctx->svc = svc;
+	ctx->done = done;
+	ctx->arg = arg;
+	reconcile_run(svc, start_reconciled, ctx);
+}
+
+static void start_reconciled(int rc, void *arg)
+{
+	struct start_ctx *ctx = arg;
+	reaper_start(ctx->svc->reaper);
+	if (ctx->done)
+		ctx->done(rc, ctx->arg);
+	free(ctx);
+}
+
+bool sandbox_id_valid(const char *id)
+{
+	static const int dash[] = { 8, 13, 18, 23 };
+	if (!id || strlen(id) != 36)
+		return false;
+	for (int i = 0, d = 0; i < 36; i++) {
+		if (d < 4 && i == dash[d]) {
+			if (id[i] != '-')
+				return false;
+			d++;
+		} else if (!isxdigit((unsigned char)id[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---- pending calls ---- */
+
+struct sandbox_call *call_new(struct sandbox_service *svc, sandbox_result_fn cb, void *arg)
+{
+	struct sandbox_call *call = calloc(1, sizeof(*call));
+	CHECK(call != NULL);
+	call->svc = svc;
+	call->cb = cb;
+	call->arg = arg;
+	return call;
+}
+
+void call_finish(struct sandbox_call *call, const struct sandbox_result *res)
+{
+	if (call->owner)
+		*call->owner = NULL;
+	if (call->deferred)
+		event_free(call->deferred);
+	sandbox_result_fn cb = call->cb;
+	void *arg = call->arg;
+	free(call);
+	if (cb)
+		cb(res, arg);
+}
+
+void sandbox_call_cancel(struct sandbox_call *call)
+{
+	if (!call)
+		return;
+	if (call->query)
+		pg_query_cancel(call->query);
+	if (call->owner)
+		*call->owner = NULL;
+	if (call->deferred)
+		event_free(call->deferred);
+	free(call);
+}
+
+void call_fail(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *message)
+{
+	struct sandbox_result res = { .error = err, .code = code, .message = message };
+	call_finish(call, &res);
+}
+
+void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(call->deferred_msg, sizeof(call->deferred_msg), fmt, ap);
+	va_end(ap);
+	call->deferred_res = (struct sandbox_result){ .error = err, .code = code, .message = call->deferred_msg };
+	call->deferred = evtimer_new(call->svc->base, deferred_fire, call);
+	CHECK(call->deferred != NULL);
+	event_active(call->deferred, EV_TIMEOUT, 0);
+}
+
+static void deferred_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct sandbox_call *call = arg;
+	struct sandbox_result res = call->deferred_res;
+	char msg[sizeof(call->deferred_msg)];
+	memcpy(msg, call->deferred_msg, sizeof(msg));
+	res.message = msg;
+	call_finish(call, &res);
+}
+
+void result_from_pg(struct sandbox_result *res, enum pg_error err, const char *message)
+{
+	switch (err) {
+	case PG_ERR_UNAVAILABLE:
+	case PG_ERR_BUSY:
+	case PG_ERR_CONNECTION:
+		res->error = SANDBOX_ERR_UNAVAILABLE;
+		res->code = "database_unavailable";
+		res->message = "the database is not reachable right now; retry shortly";
+		break;
+	default:
+		res->error = SANDBOX_ERR_INTERNAL;
+		res->code = "database_error";
+		res->message = message ? message : "database error";
+		break;
+	}
+}
+
+/* ---- get ---- */
+
+static const char sql_doc[] = "SELECT doc FROM sandbox_docs WHERE id = $1 AND cluster = $2";
+
+void call_reply_doc(struct sandbox_call *call, const char *id, bool pending)
+{
+	const char *params[] = { id, call->svc->cluster };
+	call->pending = pending;
+	call->query = pg_query_send(call->svc->pg, sql_doc, 2, params, doc_done, call);
+}
+
+static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct sandbox_call *call = arg;
+	call->query = NULL;
+	struct sandbox_result r = { .pending = call->pending };
+	if (err != PG_OK) {
+		result_from_pg(&r, err, message);
+	} else if (PQntuples(res) == 0) {
+		r.error = SANDBOX_ERR_NOT_FOUND;
+		r.code = "not_found";
+		r.message = "no sandbox with this id";
+	} else {
+		r.doc = PQgetvalue(res, 0, 0);
+		r.doc_len = (size_t)PQgetlength(res, 0, 0);
+	}
+	call_finish(call, &r);
+}
+
+struct sandbox_call *sandbox_get(struct sandbox_service *svc, const char *id, sandbox_result_fn cb, void *arg)
+{
+	struct sandbox_call *call = call_new(svc, cb, arg);
+	if (!sandbox_id_valid(id)) {
+		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		return call;
+	}
+	call_reply_doc(call, id, false);
+	return call;
+}
+
+/* ---- list ---- */
+
+static const char sql_list[] =
+	"SELECT coalesce(json_agg(doc ORDER BY created_at DESC, id), '[]'::json) FROM sandbox_docs "
+	"WHERE cluster = $1 AND deleted_at IS NULL";
+
+struct sandbox_call *sandbox_list(struct sandbox_service *svc, sandbox_result_fn cb, void *arg)
+{
+	struct sandbox_call *call = call_new(svc, cb, arg);
+	const char *params[] = { svc->cluster };
+	call->query = pg_query_send(svc->pg, sql_list, 1, params, list_done, call);
+	return call;
+}
+
+static void list_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct sandbox_call *call = arg;
+	call->query = NULL;
+	struct sandbox_result r = { 0 };
+	if (err != PG_OK) {
+		result_from_pg(&r, err, message);
+	} else {
+		r.doc = PQgetvalue(res, 0, 0);
+		r.doc_len = (size_t)PQgetlength(res, 0, 0);
+	}
+	call_finish(call, &r);
+}
+
+/* ---- heartbeat ---- */
+
+/* Pushes the expiry of a live sandbox out; tells apart unknown from not live. */
+static const char sql_heartbeat[] =
+	"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
+	"  expires_at = now() + $3::bigint * interval '1 millisecond' "
+	"  WHERE id = $1 AND cluster = $2 AND status IN ('creating', 'running', 'stopped') RETURNING status) "
+	"SELECT (SELECT status FROM u), (SELECT status FROM sandboxes WHERE id = $1 AND cluster = $2)";
+
+struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
+				       void *arg)
+{
+	struct sandbox_call *call = call_new(svc, cb, arg);
+	if (!sandbox_id_valid(id)) {
+		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		return call;
+	}
+	const char *params[] = { id, svc->cluster, svc->idle_ms };
+	call->query = pg_query_send(svc->pg, sql_heartbeat, 3, params, heartbeat_done, call);
+	return call;
+}
+
+static void heartbeat_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct sandbox_call *call = arg;
+	call->query = NULL;
+	struct sandbox_result r = { 0 };
+	char msg[128];
+	if (err != PG_OK) {
+		result_from_pg(&r, err, message);
+	} else if (PQgetisnull(res, 0, 1)) {
+		r.error = SANDBOX_ERR_NOT_FOUND;
+		r.code = "not_found";
+		r.message = "no sandbox with this id";
+	} else if (PQgetisnull(res, 0, 0)) {
+		snprintf(msg, sizeof(msg), "sandbox is %s", PQgetvalue(res, 0, 1));
+		r.error = SANDBOX_ERR_CONFLICT;
+		r.code = "sandbox_not_live";
+		r.message = msg;
+	} else {
+		reaper_note_deadline(call->svc->reaper, call->svc->cfg->sandbox_idle_timeout_ms);
+	}
+	call_finish(call, &r);
+}

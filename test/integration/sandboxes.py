@@ -1,0 +1,44 @@
+"""Shared helpers of the sandbox tests: the test templates folder, the exact
+key set of a sandbox object, and waiting for a status."""
+import os
+import re
+import time
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+SANDBOX_KEYS = {
+    "id", "name", "template", "status", "status_reason", "container_id", "image",
+    "workspace_mount", "devcontainer_config", "env_vars", "port_mappings", "setup_output",
+    "last_activity", "created_at", "expires_at", "deleted_at",
+}
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def check_shape(sb):
+    assert set(sb) == SANDBOX_KEYS, set(sb) ^ SANDBOX_KEYS
+    assert UUID.match(sb["id"]), sb["id"]
+    for k in ("last_activity", "created_at", "expires_at"):
+        assert RFC3339.match(sb[k]), (k, sb[k])
+    assert sb["deleted_at"] is None or RFC3339.match(sb["deleted_at"])
+    assert isinstance(sb["port_mappings"], list)
+    assert isinstance(sb["env_vars"], dict)
+    assert isinstance(sb["devcontainer_config"], dict)
+
+
+def wait_status(client, sid, want, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/api/sandboxes/{sid}")
+        assert r.status == 200, r
+        if r.json["status"] in want if isinstance(want, (set, tuple, list)) else r.json["status"] == want:
+            return r.json
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sandbox {sid} still {r.json['status']} after {timeout}s: {r.json}")
+        time.sleep(0.1)
+
+
+def templates_env(**extra):
+    env = {"DEVCONTAINERS_PATH": TEMPLATES}
+    env.update(extra)
+    return env
