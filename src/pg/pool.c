@@ -16,6 +16,7 @@ enum pg_query_state {
 	PG_QUERY_WAITING, /* in pool->waiting */
 	PG_QUERY_RUNNING, /* on a connection */
 	PG_QUERY_DONE,	  /* in pool->done, callback not yet called */
+	PG_QUERY_CALLING, /* its callback is on the stack */
 	PG_QUERY_STATE_MAX
 };
 
@@ -58,6 +59,7 @@ struct pg_pool {
 	struct query_list waiting;
 	size_t nwaiting;
 	struct query_list done;
+	size_t ndone;
 
 	struct event *kick; /* deferred: dispatch, deliver, report state */
 	bool started;
@@ -187,7 +189,11 @@ void pg_query_cancel(struct pg_query *q)
 		break;
 	case PG_QUERY_DONE:
 		TAILQ_REMOVE(&pool->done, q, link);
+		pool->ndone--;
 		query_free(q);
+		break;
+	case PG_QUERY_CALLING:
+		/* Too late, and pool_deliver frees it when the callback returns. */
 		break;
 	default:
 		CHECK(!"bad query state");
@@ -257,6 +263,7 @@ static void query_finish(struct pg_query *q, enum pg_error err, PGresult *res, c
 		CHECK(q->message);
 	}
 	TAILQ_INSERT_TAIL(&pool->done, q, link);
+	pool->ndone++;
 	pool_kick(pool);
 }
 
@@ -270,6 +277,14 @@ static void query_free(struct pg_query *q)
 
 static void pool_kick(struct pg_pool *pool)
 {
+	if (pool->in_callback > 0) {
+		/* From a user callback: libevent would run an activated event again
+		 * in this same pass, so a callback that resends on failure while the
+		 * pool is down could spin without ever polling. A zero timer polls first. */
+		static const struct timeval now = { 0, 0 };
+		evtimer_add(pool->kick, &now);
+		return;
+	}
 	event_active(pool->kick, EV_TIMEOUT, 0);
 }
 
@@ -310,22 +325,20 @@ static void pool_deliver(struct pg_pool *pool)
 		if (pool->on_state)
 			pool->on_state(up, pool->state_arg);
 	}
-	/* Only what is done now: callbacks that send again are served next pass. */
-	struct query_list batch = TAILQ_HEAD_INITIALIZER(batch);
-	TAILQ_CONCAT(&batch, &pool->done, link);
-	while (!pool->free_requested && !TAILQ_EMPTY(&batch)) {
-		struct pg_query *q = TAILQ_FIRST(&batch);
-		TAILQ_REMOVE(&batch, q, link);
+	/* Only as many as are done now, so that a callback that keeps sending
+	 * (and failing at once) cannot keep this pass going forever. Callbacks
+	 * may cancel queries still on the list, so pop one at a time. */
+	for (size_t n = pool->ndone; n > 0 && !pool->free_requested && !TAILQ_EMPTY(&pool->done); n--) {
+		struct pg_query *q = TAILQ_FIRST(&pool->done);
+		TAILQ_REMOVE(&pool->done, q, link);
+		pool->ndone--;
+		q->state = PG_QUERY_CALLING;
 		if (q->cb)
 			q->cb(q->err, q->res, q->message ? q->message : (q->err ? "error" : NULL), q->arg);
 		query_free(q);
 	}
-	/* Left over only when a callback freed the pool. */
-	while (!TAILQ_EMPTY(&batch)) {
-		struct pg_query *q = TAILQ_FIRST(&batch);
-		TAILQ_REMOVE(&batch, q, link);
-		query_free(q);
-	}
+	if (!TAILQ_EMPTY(&pool->done) && !pool->free_requested)
+		pool_kick(pool);
 	pool->in_callback--;
 	if (pool->free_requested && pool->in_callback == 0)
 		pool_destroy(pool);
@@ -353,6 +366,7 @@ static void pool_destroy(struct pg_pool *pool)
 	}
 	while ((q = TAILQ_FIRST(&pool->done)) != NULL) {
 		TAILQ_REMOVE(&pool->done, q, link);
+		pool->ndone--;
 		query_free(q);
 	}
 	if (pool->slots) {

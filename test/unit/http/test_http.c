@@ -309,8 +309,10 @@ static void test_parse_request(void **state)
 {
 	int fd = client();
 	struct reply r;
-	roundtrip(fd, "GET /items/a%20b?a=x+y%21&b=&c HTTP/1.1\r\nX-Foo: bar \r\nx-foo: second\r\n\r\n", &r,
-		  1);
+	roundtrip(
+		fd,
+		"GET /items/a%20b?a=x+y%21&b=&c HTTP/1.1\r\nX-Empty:\r\nX-Foo: bar \r\nx-foo: second\r\n\r\n",
+		&r, 1);
 	assert_non_null(strstr(r.buf, "GET|/items/a b|x y!||bar|a b"));
 	roundtrip(fd, "DELETE /items/7 HTTP/1.1\r\n\r\n", &r, 1);
 	assert_non_null(strstr(r.buf, "DELETE|/items/7|(null)|(null)|(null)|7"));

@@ -498,6 +498,22 @@ static void test_migrations(void **st)
 	pg_pool_free(pool);
 }
 
+static void cancel_other_cb(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct pg_query **other = arg;
+	assert_int_equal(err, PG_ERR_UNAVAILABLE);
+	pg_query_cancel(*other);
+	*other = NULL;
+}
+
+static int resends;
+static void resend_cb(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	assert_int_equal(err, PG_ERR_UNAVAILABLE);
+	if (++resends < 100)
+		pg_query_send(arg, "SELECT 1", 0, NULL, resend_cb, arg);
+}
+
 /* Needs no server: nothing listens, so queries fail fast and the pool keeps
  * retrying with growing delays. */
 static void test_unreachable(void **st)
@@ -527,6 +543,24 @@ static void test_unreachable(void **st)
 	pg_query_send(pool, "SELECT 1", 0, NULL, on_reply, &r);
 	loop_until(&r.called, 1000);
 	assert_int_equal(r.err, PG_ERR_UNAVAILABLE);
+
+	/* A callback may cancel another finished query not yet delivered. */
+	struct reply other;
+	memset(&other, 0, sizeof(other));
+	struct pg_query *victim = NULL;
+	pg_query_send(pool, "SELECT 1", 0, NULL, cancel_other_cb, &victim);
+	victim = pg_query_send(pool, "SELECT 2", 0, NULL, on_reply, &other);
+	loop_for(30);
+	assert_null(victim);
+	assert_false(other.called);
+
+	/* A callback that resends at once on failure must not starve the loop. */
+	resends = 0;
+	pg_query_send(pool, "SELECT 1", 0, NULL, resend_cb, pool);
+	loop_for(50); /* returns only if timers still run */
+	for (int i = 0; i < 200 && resends < 100; i++)
+		loop_for(5);
+	assert_int_equal(resends, 100);
 
 	struct migrate_reply m = { 0 };
 	struct migration_set empty = { 0 };
