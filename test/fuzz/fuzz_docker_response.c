@@ -3,7 +3,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../src/docker/client_internal.h"
+/* The client is compiled in so the fuzzer instruments the parser code. */
+#include "../../src/docker/client.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
