@@ -68,6 +68,11 @@ bool template_name_valid(const char *name);
 struct template *template_parse(const char *name, const char *dir, const char *text, size_t len,
 				const struct template_policy *policy, char *err, size_t errcap);
 void template_free(struct template *t);
+/* Sets t->build_tag from t->build_dockerfile, t->build_context (every file
+ * below it), t->build_args and t->build_target; refuses a context or
+ * Dockerfile that resolves (through symlinks) outside t->dir. Reads files, so
+ * start-up only; template_parse calls it. -1 with a reason in err. */
+MUST_USE int template_build_tag(struct template *t, char *err, size_t errcap);
 
 /* Loads every folder of root that holds a devcontainer.json (start-up, may
  * block). A template that fails to load is logged and skipped. */

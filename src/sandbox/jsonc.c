@@ -169,6 +169,11 @@ struct json_object *jsonc_parse(const char *text, size_t len, char *err, size_t 
 			goto fail;
 		}
 	}
+	if (!obj) {
+		/* a bare null parses to NULL, which our callers read as failure */
+		snprintf(err, errcap, "line %d: the document is null", line_of(buf, end));
+		goto fail;
+	}
 	json_tokener_free(tok);
 	free(buf);
 	return obj;

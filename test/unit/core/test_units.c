@@ -15,9 +15,18 @@ static void test_duration_valid(void **state)
 		const char *in;
 		int64_t ms;
 	} cases[] = {
-		{ "15m", 15 * 60000 }, { "30s", 30000 }, { "1h30m", 5400000 }, { "250ms", 250 },
-		{ "2h", 7200000 },     { "0", 0 },       { "45", 45000 },      { "1d", 86400000 },
-		{ "1.5s", 1500 },      { "0.5", 500 },   { "1m30s250ms", 90250 }, { "0s", 0 },
+		{ "15m", 15 * 60000 },
+		{ "30s", 30000 },
+		{ "1h30m", 5400000 },
+		{ "250ms", 250 },
+		{ "2h", 7200000 },
+		{ "0", 0 },
+		{ "45", 45000 },
+		{ "1d", 86400000 },
+		{ "1.5s", 1500 },
+		{ "0.5", 500 },
+		{ "1m30s250ms", 90250 },
+		{ "0s", 0 },
 		{ "9223372036854775ms", 9223372036854775 },
 	};
 	(void)state;
@@ -31,8 +40,24 @@ static void test_duration_valid(void **state)
 static void test_duration_invalid(void **state)
 {
 	static const char *const bad[] = {
-		"", "-5s", "+5s", "5 s", " 5s", "5x", "s", "1h-30m", "ms", "5S", "1.s", ".", "5s ",
-		"99999999999999999999", "9223372036854775808ms", "106751991167301d", "1e3s", "5sm",
+		"",
+		"-5s",
+		"+5s",
+		"5 s",
+		" 5s",
+		"5x",
+		"s",
+		"1h-30m",
+		"ms",
+		"5S",
+		"1.s",
+		".",
+		"5s ",
+		"99999999999999999999",
+		"9223372036854775808ms",
+		"106751991167301d",
+		"1e3s",
+		"5sm",
 	};
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
@@ -93,8 +118,8 @@ static void test_duration_format(void **state)
 		int64_t ms;
 		const char *out;
 	} cases[] = {
-		{ 0, "0s" },	    { 900000, "15m" },	    { 5400000, "1h30m" }, { 250, "250ms" },
-		{ 1500, "1s500ms" }, { 86400000, "24h" },   { 3600001, "1h1ms" }, { -30000, "-30s" },
+		{ 0, "0s" },	     { 900000, "15m" },	  { 5400000, "1h30m" }, { 250, "250ms" },
+		{ 1500, "1s500ms" }, { 86400000, "24h" }, { 3600001, "1h1ms" }, { -30000, "-30s" },
 	};
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -118,8 +143,8 @@ static void test_duration_format(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_duration_valid), cmocka_unit_test(test_duration_invalid),
-		cmocka_unit_test(test_size_valid),     cmocka_unit_test(test_size_invalid),
+		cmocka_unit_test(test_duration_valid),	cmocka_unit_test(test_duration_invalid),
+		cmocka_unit_test(test_size_valid),	cmocka_unit_test(test_size_invalid),
 		cmocka_unit_test(test_duration_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -99,6 +99,7 @@ static void test_errors(void **state)
 	expect_error("", "end of");
 	expect_error("// only a comment\n", "end of");
 	expect_error("[,]", "line 1");
+	expect_error(" null ", "null");
 	expect_error("[1,,]", "line 1");
 	expect_error("{\"a\":,}", "line 1");
 	expect_error("{'a': 1}", "single-quoted");
