@@ -20,7 +20,15 @@
 #include "sandbox/service.h"
 #include "sandbox/template.h"
 
-enum boot_state { BOOT_DOCKER, BOOT_DATABASE, BOOT_MIGRATE, BOOT_RECONCILE, BOOT_SERVING, BOOT_STOPPING, BOOT_STATE_MAX };
+enum boot_state {
+	BOOT_DOCKER,
+	BOOT_DATABASE,
+	BOOT_MIGRATE,
+	BOOT_RECONCILE,
+	BOOT_SERVING,
+	BOOT_STOPPING,
+	BOOT_STATE_MAX
+};
 
 struct sandbard {
 	struct event_base *base;
@@ -231,7 +239,8 @@ static void boot_reconciled(int rc, void *arg)
 static void boot_timed_out(evutil_socket_t fd, short what, void *arg)
 {
 	struct sandbard *d = arg;
-	fatal(d, "start-up did not finish within SANDBAR_PG_STARTUP_TIMEOUT (stuck in state %d)", (int)d->state);
+	fatal(d, "start-up did not finish within SANDBAR_PG_STARTUP_TIMEOUT (stuck in state %d)",
+	      (int)d->state);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -244,7 +253,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	bool serving = d->state == BOOT_SERVING;
 	boot_set_state(d, BOOT_STOPPING);
-	log_info("signal %d: draining connections (up to %lld ms)", (int)sig, (long long)d->cfg.shutdown_grace_ms);
+	log_info("signal %d: draining connections (up to %lld ms)", (int)sig,
+		 (long long)d->cfg.shutdown_grace_ms);
 	if (!serving) {
 		event_base_loopbreak(d->base);
 		return;

@@ -12,7 +12,7 @@ _Noreturn void check_failed(const char *file, int line, const char *expr);
 #define DCHECK(x) CHECK(x)
 #endif
 
-#define MUST_USE __attribute__((warn_unused_result))
+#define MUST_USE     __attribute__((warn_unused_result))
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

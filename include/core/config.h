@@ -11,40 +11,41 @@
 
 struct config {
 	/* where things are */
-	char *database_url;       /* DATABASE_URL (required) */
-	char *server_addr;        /* SERVER_ADDR, default ":8080" */
+	char *database_url;	  /* DATABASE_URL (required) */
+	char *server_addr;	  /* SERVER_ADDR, default ":8080" */
 	char *devcontainers_path; /* DEVCONTAINERS_PATH, default "devcontainers" */
-	char *docker_host;        /* DOCKER_HOST, default "unix:///var/run/docker.sock" */
-	char *migrations_path;    /* SANDBAR_MIGRATIONS_PATH, default "sql" */
-	char *log_level;          /* SANDBAR_LOG_LEVEL, default "info" */
-	char *cluster;            /* SANDBAR_CLUSTER: installation sharing one database, default "default" */
-	char *instance_id;        /* SANDBAR_INSTANCE_ID: this process among them, default hostname + SERVER_ADDR */
+	char *docker_host;	  /* DOCKER_HOST, default "unix:///var/run/docker.sock" */
+	char *migrations_path;	  /* SANDBAR_MIGRATIONS_PATH, default "sql" */
+	char *log_level;	  /* SANDBAR_LOG_LEVEL, default "info" */
+	char *cluster;		  /* SANDBAR_CLUSTER: installation sharing one database, default "default" */
+	char *instance_id; /* SANDBAR_INSTANCE_ID: this process among them, default hostname + SERVER_ADDR */
 
 	/* sandboxes */
 	int64_t sandbox_idle_timeout_ms; /* SANDBOX_IDLE_TIMEOUT, default 15m */
-	int64_t reaper_interval_ms;      /* SANDBAR_REAPER_INTERVAL, default 60s */
-	uint64_t sandbox_memory_limit;   /* SANDBOX_MEMORY_LIMIT bytes, default 2g */
-	double sandbox_cpu_limit;        /* SANDBOX_CPU_LIMIT cpus, default 2 */
-	int64_t sandbox_pids_limit;      /* SANDBOX_PIDS_LIMIT, default 1024 */
-	int64_t create_timeout_ms;       /* SANDBAR_CREATE_TIMEOUT, default 10m (includes image build) */
-	bool allow_privileged;           /* SANDBAR_ALLOW_PRIVILEGED, default false */
-	bool allow_cap_add;              /* SANDBAR_ALLOW_CAP_ADD, default false */
-	bool allow_bind_mounts;          /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
-	char *publish_addr;              /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
+	int64_t reaper_interval_ms;	 /* SANDBAR_REAPER_INTERVAL, default 60s */
+	uint64_t sandbox_memory_limit;	 /* SANDBOX_MEMORY_LIMIT bytes, default 2g */
+	double sandbox_cpu_limit;	 /* SANDBOX_CPU_LIMIT cpus, default 2 */
+	int64_t sandbox_pids_limit;	 /* SANDBOX_PIDS_LIMIT, default 1024 */
+	int64_t create_timeout_ms;	 /* SANDBAR_CREATE_TIMEOUT, default 10m (includes image build) */
+	bool allow_privileged;		 /* SANDBAR_ALLOW_PRIVILEGED, default false */
+	bool allow_cap_add;		 /* SANDBAR_ALLOW_CAP_ADD, default false */
+	bool allow_bind_mounts;		 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
+	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 
 	/* HTTP server */
 	uint64_t http_max_header_bytes; /* SANDBAR_MAX_HEADER_BYTES, default 16k */
-	uint64_t http_max_body_bytes;   /* SANDBAR_MAX_BODY_BYTES (JSON bodies), default 1m */
+	uint64_t http_max_body_bytes;	/* SANDBAR_MAX_BODY_BYTES (JSON bodies), default 1m */
 	int64_t http_header_timeout_ms; /* SANDBAR_HEADER_TIMEOUT, default 10s */
-	int64_t http_idle_timeout_ms;   /* SANDBAR_IDLE_CONN_TIMEOUT, default 75s */
-	int64_t http_max_connections;   /* SANDBAR_MAX_CONNECTIONS, default 4096 */
-	int64_t shutdown_grace_ms;      /* SANDBAR_SHUTDOWN_GRACE, default 10s */
-	char *api_tokens;               /* SANDBAR_API_TOKENS, comma separated; unset = no auth */
+	int64_t http_idle_timeout_ms;	/* SANDBAR_IDLE_CONN_TIMEOUT, default 75s */
+	int64_t http_max_connections;	/* SANDBAR_MAX_CONNECTIONS, default 4096 */
+	int64_t shutdown_grace_ms;	/* SANDBAR_SHUTDOWN_GRACE, default 10s */
+	char *api_tokens;		/* SANDBAR_API_TOKENS, comma separated; unset = no auth */
 
 	/* PostgreSQL */
-	int64_t pg_pool_size;         /* SANDBAR_PG_POOL_SIZE, default 4 */
-	int64_t pg_max_waiters;       /* SANDBAR_PG_MAX_WAITERS, default 1024 */
-	int64_t pg_connect_timeout_ms; /* SANDBAR_PG_STARTUP_TIMEOUT: how long start-up waits for PostgreSQL, default 60s */
+	int64_t pg_pool_size;	       /* SANDBAR_PG_POOL_SIZE, default 4 */
+	int64_t pg_max_waiters;	       /* SANDBAR_PG_MAX_WAITERS, default 1024 */
+	int64_t pg_connect_timeout_ms; /* SANDBAR_PG_STARTUP_TIMEOUT: how long start-up waits for PostgreSQL,
+					  default 60s */
 };
 
 /* Fills *cfg from the environment (getenv), defaults for what is unset.

@@ -33,7 +33,8 @@ struct docker_call *docker_container_remove(struct docker *d, const char *id, do
 /* GET /containers/{id}/json. info is Docker's JSON (valid during the callback);
  * missing is true (and err NULL, info NULL) when there is no such container. */
 typedef void (*docker_inspect_fn)(struct json_object *info, bool missing, const char *err, void *arg);
-struct docker_call *docker_container_inspect(struct docker *d, const char *id, docker_inspect_fn cb, void *arg);
+struct docker_call *docker_container_inspect(struct docker *d, const char *id, docker_inspect_fn cb,
+					     void *arg);
 /* GET /containers/json?all=1 filtered by label ("sandbar.managed=true").
  * list is Docker's array (valid during the callback). */
 typedef void (*docker_list_fn)(struct json_object *list, const char *err, void *arg);
@@ -44,7 +45,8 @@ struct docker_call *docker_volume_create(struct docker *d, const char *name, str
 					 docker_done_fn cb, void *arg);
 struct docker_call *docker_volume_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg);
 typedef void (*docker_volume_list_fn)(struct json_object *volumes, const char *err, void *arg);
-struct docker_call *docker_volume_list(struct docker *d, const char *label, docker_volume_list_fn cb, void *arg);
+struct docker_call *docker_volume_list(struct docker *d, const char *label, docker_volume_list_fn cb,
+				       void *arg);
 
 /* GET /images/{name}/json: exists false (err NULL) when absent. */
 typedef void (*docker_exists_fn)(bool exists, const char *err, void *arg);
@@ -63,8 +65,8 @@ struct docker_build_opts {
 	struct json_object *labels; /* taken, may be NULL */
 };
 typedef void (*docker_build_fn)(const char *err, const char *log, void *arg);
-struct docker_call *docker_image_build(struct docker *d, const struct docker_build_opts *opts, docker_build_fn cb,
-				       void *arg);
+struct docker_call *docker_image_build(struct docker *d, const struct docker_build_opts *opts,
+				       docker_build_fn cb, void *arg);
 
 /* Runs argv (a JSON array of strings, taken) in a running container through an
  * exec, collecting stdout and stderr interleaved up to output_cap bytes (the
@@ -79,7 +81,7 @@ struct docker_exec_opts {
 };
 typedef void (*docker_exec_fn)(int exit_code, const char *output, size_t len, bool truncated, const char *err,
 			       void *arg);
-struct docker_call *docker_exec_run(struct docker *d, const char *container, const struct docker_exec_opts *opts,
-				    docker_exec_fn cb, void *arg);
+struct docker_call *docker_exec_run(struct docker *d, const char *container,
+				    const struct docker_exec_opts *opts, docker_exec_fn cb, void *arg);
 
 #endif

@@ -14,7 +14,7 @@
 enum tar_type { TAR_FILE = '0', TAR_SYMLINK = '2', TAR_DIR = '5' };
 
 struct tar_entry {
-	const char *name; /* relative path, '/' separated */
+	const char *name;     /* relative path, '/' separated */
 	const char *linkname; /* for TAR_SYMLINK */
 	enum tar_type type;
 	uint64_t size;

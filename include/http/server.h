@@ -27,11 +27,11 @@ struct json_object;
 typedef void (*http_dispatch_fn)(struct http_request *req, void *arg);
 
 struct http_server_limits {
-	size_t max_header_bytes; /* request line + headers; over it: 431 */
-	size_t max_body_bytes;   /* default cap for http_request_read_body; over it: 413 */
+	size_t max_header_bytes;   /* request line + headers; over it: 431 */
+	size_t max_body_bytes;	   /* default cap for http_request_read_body; over it: 413 */
 	int64_t header_timeout_ms; /* whole head must arrive within this: 408 */
 	int64_t idle_timeout_ms;   /* keep-alive connection with no request: closed */
-	int max_connections;       /* over it: accept then 503 and close */
+	int max_connections;	   /* over it: accept then 503 and close */
 };
 
 struct http_server *http_server_new(struct event_base *base, const struct http_server_limits *limits,
@@ -47,7 +47,7 @@ void http_server_free(struct http_server *srv);
 
 /* ---- the request ---- */
 const char *http_request_method(const struct http_request *req); /* "GET", "POST", ... */
-const char *http_request_path(const struct http_request *req);   /* percent-decoded, no query */
+const char *http_request_path(const struct http_request *req);	 /* percent-decoded, no query */
 /* Decoded value of a query parameter, NULL when absent ("" when present empty). */
 const char *http_request_query(const struct http_request *req, const char *name);
 /* Header value by case-insensitive name, NULL when absent. */
@@ -95,7 +95,8 @@ int64_t http_request_content_length(const struct http_request *req);
 /* Extra header for the response; call before the response starts. */
 void http_response_header(struct http_request *req, const char *name, const char *value);
 /* Starts the response. content_length -1 means chunked. */
-void http_response_start(struct http_request *req, int status, const char *content_type, int64_t content_length);
+void http_response_start(struct http_request *req, int status, const char *content_type,
+			 int64_t content_length);
 /* Moves all of data into the output (chunk-framed when chunked). */
 void http_response_write(struct http_request *req, struct evbuffer *data);
 void http_response_write_bytes(struct http_request *req, const void *data, size_t len);
@@ -110,6 +111,6 @@ void http_respond_json(struct http_request *req, int status, struct json_object 
 void http_respond_empty(struct http_request *req, int status);
 /* {"error":{"code":code,"message":...}} with status. */
 void http_respond_error(struct http_request *req, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+	__attribute__((format(printf, 4, 5)));
 
 #endif

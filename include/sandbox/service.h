@@ -21,11 +21,11 @@ struct template_set;
 
 enum sandbox_error {
 	SANDBOX_OK = 0,
-	SANDBOX_ERR_INVALID,     /* bad input: 400 */
-	SANDBOX_ERR_NOT_FOUND,   /* no such sandbox (or template): 404 */
-	SANDBOX_ERR_CONFLICT,    /* wrong status for the operation: 409 */
+	SANDBOX_ERR_INVALID,	 /* bad input: 400 */
+	SANDBOX_ERR_NOT_FOUND,	 /* no such sandbox (or template): 404 */
+	SANDBOX_ERR_CONFLICT,	 /* wrong status for the operation: 409 */
 	SANDBOX_ERR_UNAVAILABLE, /* PostgreSQL or Docker unreachable or saturated: 503 */
-	SANDBOX_ERR_INTERNAL,    /* anything else: 500 */
+	SANDBOX_ERR_INTERNAL,	 /* anything else: 500 */
 };
 
 struct sandbox_result {
@@ -34,7 +34,7 @@ struct sandbox_result {
 	const char *message; /* one human line */
 	const char *doc;     /* JSON text (a sandbox or an array), NULL when none */
 	size_t doc_len;
-	bool pending;        /* create: answered before the sandbox was ready (wait=false) */
+	bool pending; /* create: answered before the sandbox was ready (wait=false) */
 };
 
 /* Called once, from the loop; the result is valid during the call only. */
@@ -50,17 +50,19 @@ void sandbox_service_free(struct sandbox_service *svc);
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
 
 struct sandbox_create_params {
-	const char *name;          /* NULL: "sandbox-" + template */
-	const char *template_name; /* NULL: "go" */
+	const char *name;	      /* NULL: "sandbox-" + template */
+	const char *template_name;    /* NULL: "go" */
 	struct json_object *env_vars; /* object of strings, may be NULL (borrowed) */
-	bool wait;                 /* false: answer as soon as the row exists */
+	bool wait;		      /* false: answer as soon as the row exists */
 };
 
 struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sandbox_create_params *p,
 				    sandbox_result_fn cb, void *arg);
-struct sandbox_call *sandbox_get(struct sandbox_service *svc, const char *id, sandbox_result_fn cb, void *arg);
+struct sandbox_call *sandbox_get(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
+				 void *arg);
 struct sandbox_call *sandbox_list(struct sandbox_service *svc, sandbox_result_fn cb, void *arg);
-struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, sandbox_result_fn cb, void *arg);
+struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
+				    void *arg);
 struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
 				       void *arg);
 /* The callback will not be called. Work already started (a create) goes on. */

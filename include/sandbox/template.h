@@ -25,30 +25,31 @@ struct template_policy {
 	bool allow_bind_mounts;
 };
 
-struct template {
-	char *name;   /* folder name */
-	char *dir;    /* absolute path of the folder */
+struct template
+{
+	char *name;		    /* folder name */
+	char *dir;		    /* absolute path of the folder */
 	struct json_object *config; /* the whole devcontainer.json (owned) */
 
 	/* image: exactly one of image / build_dockerfile is set */
 	char *image;
-	char *build_dockerfile; /* path relative to build_context */
-	char *build_context;    /* absolute path */
+	char *build_dockerfile;		/* path relative to build_context */
+	char *build_context;		/* absolute path */
 	struct json_object *build_args; /* object of strings or NULL (owned) */
 	char *build_target;
 	char *build_tag; /* "sandbar/tpl-<name>:<sha256 of context + Dockerfile + args + target, 16 hex>" */
 
 	char **container_env; /* "K=V" strings, NULL terminated (containerEnv) */
 	char **remote_env;    /* "K=V" strings, NULL terminated (remoteEnv) */
-	int *ports;           /* forwardPorts + appPort, deduplicated, in order */
+	int *ports;	      /* forwardPorts + appPort, deduplicated, in order */
 	size_t nports;
 	char *workspace_folder; /* default "/workspace" */
 	struct template_mount *mounts;
 	size_t nmounts;
-	char *container_user; /* may be NULL */
-	char *remote_user;    /* may be NULL */
+	char *container_user;		 /* may be NULL */
+	char *remote_user;		 /* may be NULL */
 	struct json_object *post_create; /* string or array (owned), or NULL */
-	struct json_object *post_start;  /* string or array (owned), or NULL */
+	struct json_object *post_start;	 /* string or array (owned), or NULL */
 	bool init;
 	bool override_command; /* default true: keep the container alive with our own command */
 	double host_cpus;      /* hostRequirements.cpus, 0 when unset */

@@ -28,7 +28,8 @@ struct api *api_new(const struct config *cfg, struct sandbox_service *svc)
 	api->tokens = split_tokens(cfg->api_tokens);
 	if (router_add(api->router, "GET", "/health", route_health, api) != 0 ||
 	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
-	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 || api_native_routes(api) != 0) {
+	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 ||
+	    api_native_routes(api) != 0) {
 		api_free(api);
 		return NULL;
 	}
@@ -52,7 +53,8 @@ void api_dispatch(struct http_request *req, void *arg)
 	const char *path = http_request_path(req);
 	if (strncmp(path, "/api/", 5) == 0 && !authorized(api, req)) {
 		http_response_header(req, "WWW-Authenticate", "Bearer");
-		http_respond_error(req, 401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required");
+		http_respond_error(req, 401, "unauthorized",
+				   "a valid 'Authorization: Bearer <token>' header is required");
 		return;
 	}
 	route_fn fn;
@@ -62,12 +64,13 @@ void api_dispatch(struct http_request *req, void *arg)
 		fn(req, fn_arg);
 		return;
 	case ROUTER_METHOD_NOT_ALLOWED:
-		http_respond_error(req, 405, "method_not_allowed", "%s is not allowed on %s", http_request_method(req),
-				   path);
+		http_respond_error(req, 405, "method_not_allowed", "%s is not allowed on %s",
+				   http_request_method(req), path);
 		return;
 	case ROUTER_NOT_FOUND:
 	default:
-		http_respond_error(req, 404, "not_found", "no route for %s %s", http_request_method(req), path);
+		http_respond_error(req, 404, "not_found", "no route for %s %s", http_request_method(req),
+				   path);
 		return;
 	}
 }
@@ -204,7 +207,8 @@ void api_pending_reply(const struct sandbox_result *res, void *arg)
 		http_respond_empty(req, 204);
 		return;
 	}
-	http_response_start(req, res->pending ? 202 : p->ok_status, "application/json", (int64_t)res->doc_len);
+	http_response_start(req, res->pending ? 202 : p->ok_status, "application/json",
+			    (int64_t)res->doc_len);
 	http_response_write_bytes(req, res->doc, res->doc_len);
 	http_response_end(req);
 }

@@ -39,7 +39,8 @@ static void sandboxes_create(struct http_request *req, void *arg)
 }
 
 /* A string member, or an error answered: returns false when the request is done. */
-static bool optional_string(struct http_request *req, struct json_object *body, const char *key, const char **out)
+static bool optional_string(struct http_request *req, struct json_object *body, const char *key,
+			    const char **out)
 {
 	struct json_object *v;
 	*out = NULL;
@@ -63,8 +64,8 @@ static bool valid_env_vars(struct http_request *req, struct json_object *env)
 	json_object_object_foreach(env, key, val)
 	{
 		if (!*key || strchr(key, '=') || strlen(key) > 256) {
-			http_respond_error(req, 400, "invalid_env", "env var name '%s' is empty, too long or has '='",
-					   key);
+			http_respond_error(req, 400, "invalid_env",
+					   "env var name '%s' is empty, too long or has '='", key);
 			return false;
 		}
 		if (!json_object_is_type(val, json_type_string)) {
@@ -92,7 +93,8 @@ static void sandboxes_create_body(struct http_request *req, struct json_object *
 		params.name = NULL;
 	if (params.template_name && !*params.template_name)
 		params.template_name = NULL;
-	if (body && json_object_object_get_ex(body, "env_vars", &v) && !json_object_is_type(v, json_type_null)) {
+	if (body && json_object_object_get_ex(body, "env_vars", &v) &&
+	    !json_object_is_type(v, json_type_null)) {
 		if (!valid_env_vars(req, v))
 			return;
 		params.env_vars = v;

@@ -13,6 +13,7 @@ static void add_env_list(struct json_object *env, char **list);
 static void add_env_object(struct json_object *env, struct json_object *obj);
 static struct json_object *build_mounts(const struct container_spec_input *in);
 static struct json_object *build_caps(const struct container_spec_input *in);
+static struct json_object *sandbox_labels(const struct container_spec_input *in);
 
 /* Docker's default set minus NET_RAW (spoofing), MKNOD, AUDIT_WRITE, SYS_CHROOT
  * and SETFCAP: enough for package managers, sudo-less root setup and servers
@@ -52,12 +53,7 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	add_env_object(env, in->env_vars);
 	json_object_object_add(spec, "Env", env);
 
-	struct json_object *labels = json_object_new_object();
-	json_object_object_add(labels, "sandbar.managed", json_object_new_string("true"));
-	json_object_object_add(labels, "sandbar.sandbox", json_object_new_string(in->sandbox_id));
-	json_object_object_add(labels, "sandbar.cluster", json_object_new_string(in->cluster));
-	json_object_object_add(labels, "sandbar.template", json_object_new_string(t->name));
-	json_object_object_add(spec, "Labels", labels);
+	json_object_object_add(spec, "Labels", sandbox_labels(in));
 
 	struct json_object *exposed = json_object_new_object();
 	struct json_object *bindings = json_object_new_object();
@@ -91,7 +87,8 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	json_object_array_add(drop, json_object_new_string("ALL"));
 	json_object_object_add(host, "CapDrop", drop);
 	json_object_object_add(host, "CapAdd", build_caps(in));
-	json_object_object_add(host, "Privileged", json_object_new_boolean(t->privileged && cfg->allow_privileged));
+	json_object_object_add(host, "Privileged",
+			       json_object_new_boolean(t->privileged && cfg->allow_privileged));
 	json_object_object_add(host, "Init", json_object_new_boolean(t->init));
 	struct json_object *restart = json_object_new_object();
 	json_object_object_add(restart, "Name", json_object_new_string("no"));
@@ -127,12 +124,18 @@ static struct json_object *build_mounts(const struct container_spec_input *in)
 	json_object_object_add(ws, "Type", json_object_new_string("volume"));
 	json_object_object_add(ws, "Source", json_object_new_string(in->volume));
 	json_object_object_add(ws, "Target", json_object_new_string(t->workspace_folder));
+	/* created by Docker with the container, labelled so that it is always found again */
+	struct json_object *vopts = json_object_new_object();
+	json_object_object_add(vopts, "Labels", sandbox_labels(in));
+	json_object_object_add(ws, "VolumeOptions", vopts);
 	json_object_array_add(mounts, ws);
 
 	for (size_t i = 0; i < t->nmounts; i++) {
 		const struct template_mount *m = &t->mounts[i];
 		struct json_object *o = json_object_new_object();
-		const char *type = m->type == MOUNT_TMPFS ? "tmpfs" : m->type == MOUNT_BIND ? "bind" : "volume";
+		const char *type = m->type == MOUNT_TMPFS  ? "tmpfs"
+				   : m->type == MOUNT_BIND ? "bind"
+							   : "volume";
 		json_object_object_add(o, "Type", json_object_new_string(type));
 		if (m->source)
 			json_object_object_add(o, "Source", json_object_new_string(m->source));
@@ -153,4 +156,15 @@ static struct json_object *build_caps(const struct container_spec_input *in)
 			json_object_array_add(caps, json_object_new_string(in->tpl->cap_add[i]));
 	}
 	return caps;
+}
+
+/* Every object made for a sandbox carries these, so it can always be found again. */
+static struct json_object *sandbox_labels(const struct container_spec_input *in)
+{
+	struct json_object *labels = json_object_new_object();
+	json_object_object_add(labels, "sandbar.managed", json_object_new_string("true"));
+	json_object_object_add(labels, "sandbar.sandbox", json_object_new_string(in->sandbox_id));
+	json_object_object_add(labels, "sandbar.cluster", json_object_new_string(in->cluster));
+	json_object_object_add(labels, "sandbar.template", json_object_new_string(in->tpl->name));
+	return labels;
 }

@@ -1,5 +1,5 @@
 /* Creating a sandbox: a small state machine that walks from the database row
- * through image, volume, container, start, ports and setup commands to
+ * through image, container (with its volume), start, ports and setup commands to
  * `running`, and on any failure removes what it made and records `error`.
  * It outlives the request that started it: a client that goes away (or asked
  * not to wait) does not stop a create half way. */
@@ -20,26 +20,25 @@
 
 /* Output kept from setup commands (postCreateCommand, postStartCommand). */
 #define SETUP_OUTPUT_CAP (64 * 1024)
-#define NAME_MAX_LEN 128
+#define NAME_MAX_LEN	 128
 
 enum create_state {
-	CREATE_INSERT,       /* writing the `creating` row */
-	CREATE_IMAGE,        /* image present, or built */
-	CREATE_VOLUME,       /* workspace volume */
-	CREATE_CONTAINER,    /* container created (not started) */
-	CREATE_START,        /* container started */
-	CREATE_INSPECT,      /* published ports read back */
-	CREATE_SETUP,        /* workspace ownership, postCreateCommand, postStartCommand */
+	CREATE_INSERT,	     /* writing the `creating` row */
+	CREATE_IMAGE,	     /* image present, or built */
+	CREATE_CONTAINER,    /* container created (not started), with its workspace volume */
+	CREATE_START,	     /* container started */
+	CREATE_INSPECT,	     /* published ports read back */
+	CREATE_SETUP,	     /* workspace ownership, postCreateCommand, postStartCommand */
 	CREATE_MARK_RUNNING, /* row -> running, port mappings */
-	CREATE_CLEANUP,      /* after a failure: container and volume removed */
+	CREATE_CLEANUP,	     /* after a failure: container and volume removed */
 	CREATE_MARK_ERROR,   /* row -> error with the reason */
 	CREATE_DONE,
 	CREATE_STATE_MAX
 };
 
 static const char *const create_state_names[CREATE_STATE_MAX] = {
-	"insert", "image", "volume", "container", "start", "inspect", "setup", "mark_running",
-	"cleanup", "mark_error", "done",
+	"insert", "image",	  "container", "start",	     "inspect",
+	"setup",  "mark_running", "cleanup",   "mark_error", "done",
 };
 
 struct create_op {
@@ -63,7 +62,7 @@ struct create_op {
 	struct image_wait *iwait;
 	struct event *timeout;
 	bool timed_out;
-	bool row_gone;  /* deleted while we were creating */
+	bool row_gone; /* deleted while we were creating */
 	char reason[512];
 };
 
@@ -72,7 +71,6 @@ static void create_fail(struct create_op *op, const char *fmt, ...) __attribute_
 static void create_free(struct create_op *op);
 static void step_inserted(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void step_image(const char *err, void *arg);
-static void step_volume(const char *err, void *arg);
 static void step_container(const char *id, const char *err, void *arg);
 static void step_started(const char *err, void *arg);
 static void step_inspected(struct json_object *info, bool missing, const char *err, void *arg);
@@ -122,7 +120,8 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 	}
 	const struct template *tpl = template_set_find(svc->templates, tname);
 	if (!tpl) {
-		call_fail_later(call, SANDBOX_ERR_INVALID, "unknown_template", "no template named '%s'", tname);
+		call_fail_later(call, SANDBOX_ERR_INVALID, "unknown_template", "no template named '%s'",
+				tname);
 		return call;
 	}
 	if (p->name && (strlen(p->name) == 0 || strlen(p->name) > NAME_MAX_LEN)) {
@@ -159,10 +158,11 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 			      .tv_usec = (suseconds_t)(svc->cfg->create_timeout_ms % 1000) * 1000 };
 	evtimer_add(op->timeout, &tv);
 
-	static const char sql[] =
-		"INSERT INTO sandboxes (id, name, template, status, image, workspace_mount, devcontainer_config, "
-		"env_vars, cluster, owner_instance, expires_at) VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, "
-		"$7::jsonb, $8, $9, now() + $10::bigint * interval '1 millisecond')";
+	static const char sql[] = "INSERT INTO sandboxes (id, name, template, status, image, "
+				  "workspace_mount, devcontainer_config, "
+				  "env_vars, cluster, owner_instance, expires_at) VALUES ($1, $2, $3, "
+				  "'creating', $4, $5, $6::jsonb, "
+				  "$7::jsonb, $8, $9, now() + $10::bigint * interval '1 millisecond')";
 	const char *params[] = {
 		op->id,
 		op->name,
@@ -187,7 +187,8 @@ static void step_inserted(enum pg_error err, PGresult *res, const char *message,
 	if (err != PG_OK) {
 		struct sandbox_result r = { 0 };
 		result_from_pg(&r, err, message);
-		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s", message ? message : r.code);
+		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s",
+			message ? message : r.code);
 		if (op->call)
 			call_finish(op->call, &r);
 		create_set_state(op, CREATE_DONE);
@@ -217,22 +218,7 @@ static void step_image(const char *err, void *arg)
 		create_fail(op, "image: %s", err);
 		return;
 	}
-	create_set_state(op, CREATE_VOLUME);
-	struct json_object *labels = json_object_new_object();
-	json_object_object_add(labels, "sandbar.managed", json_object_new_string("true"));
-	json_object_object_add(labels, "sandbar.sandbox", json_object_new_string(op->id));
-	json_object_object_add(labels, "sandbar.cluster", json_object_new_string(op->svc->cluster));
-	op->dcall = docker_volume_create(op->svc->docker, op->volume, labels, step_volume, op);
-}
-
-static void step_volume(const char *err, void *arg)
-{
-	struct create_op *op = arg;
-	op->dcall = NULL;
-	if (err) {
-		create_fail(op, "volume: %s", err);
-		return;
-	}
+	/* Docker makes the workspace volume (labelled) along with the container */
 	create_set_state(op, CREATE_CONTAINER);
 	struct container_spec_input in = {
 		.tpl = op->tpl,
@@ -245,7 +231,8 @@ static void step_volume(const char *err, void *arg)
 	};
 	char cname[64];
 	sandbox_container_name(op->id, cname);
-	op->dcall = docker_container_create(op->svc->docker, cname, container_spec_build(&in), step_container, op);
+	op->dcall = docker_container_create(op->svc->docker, cname, container_spec_build(&in), step_container,
+					    op);
 }
 
 static void step_container(const char *id, const char *err, void *arg)
@@ -291,8 +278,9 @@ static void step_inspected(struct json_object *info, bool missing, const char *e
 		char key[16];
 		struct json_object *list, *first, *hp;
 		snprintf(key, sizeof(key), "%d/tcp", op->tpl->ports[i]);
-		if (!json_object_object_get_ex(ports, key, &list) || !json_object_is_type(list, json_type_array) ||
-		    json_object_array_length(list) == 0 || !(first = json_object_array_get_idx(list, 0)) ||
+		if (!json_object_object_get_ex(ports, key, &list) ||
+		    !json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0 ||
+		    !(first = json_object_array_get_idx(list, 0)) ||
 		    !json_object_object_get_ex(first, "HostPort", &hp)) {
 			create_fail(op, "inspect: port %d was not published", op->tpl->ports[i]);
 			return;
@@ -322,16 +310,19 @@ static void setup_next(struct create_op *op)
 		snprintf(cports + cl, sizeof(cports) - cl, "}");
 		snprintf(hports + hl, sizeof(hports) - hl, "}");
 		static const char sql[] =
-			"WITH u AS (UPDATE sandboxes SET status = 'running', container_id = $3, setup_output = $4, "
+			"WITH u AS (UPDATE sandboxes SET status = 'running', container_id = $3, setup_output "
+			"= $4, "
 			"  last_activity = now(), expires_at = now() + $5::bigint * interval '1 millisecond' "
 			"  WHERE id = $1 AND cluster = $2 AND status = 'creating' RETURNING id), "
 			"p AS (INSERT INTO port_mappings (id, sandbox_id, host_port, container_port) "
-			"  SELECT gen_random_uuid(), u.id, x.h, x.c FROM u, unnest($6::int[], $7::int[]) AS x(h, c) "
+			"  SELECT gen_random_uuid(), u.id, x.h, x.c FROM u, unnest($6::int[], $7::int[]) AS "
+			"x(h, c) "
 			"  RETURNING 1) "
 			"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM p)";
 		char *out = setup_output_text(op);
-		const char *params[] = { op->id, op->svc->cluster, op->container_id, out, op->svc->idle_ms,
-					 hports, cports };
+		const char *params[] = { op->id, op->svc->cluster, op->container_id,
+					 out,	 op->svc->idle_ms, hports,
+					 cports };
 		op->query = pg_query_send(op->svc->pg, sql, 7, params, step_marked_running, op);
 		free(out);
 		return;
@@ -377,7 +368,8 @@ static void step_marked_running(enum pg_error err, PGresult *res, const char *me
 	struct create_op *op = arg;
 	op->query = NULL;
 	if (err != PG_OK) {
-		create_fail(op, "recording the running sandbox: %s", message ? message : "database unavailable");
+		create_fail(op, "recording the running sandbox: %s",
+			    message ? message : "database unavailable");
 		return;
 	}
 	if (atoi(PQgetvalue(res, 0, 0)) == 0) {
@@ -423,8 +415,9 @@ static void step_cleaned(const char *err, void *arg)
 		return;
 	}
 	create_set_state(op, CREATE_MARK_ERROR);
-	static const char sql[] = "UPDATE sandboxes SET status = 'error', status_reason = $3, setup_output = $4 "
-				  "WHERE id = $1 AND cluster = $2 AND status = 'creating'";
+	static const char sql[] =
+		"UPDATE sandboxes SET status = 'error', status_reason = $3, setup_output = $4 "
+		"WHERE id = $1 AND cluster = $2 AND status = 'creating'";
 	char *out = setup_output_text(op);
 	const char *params[] = { op->id, op->svc->cluster, op->reason, out };
 	op->query = pg_query_send(op->svc->pg, sql, 4, params, step_marked_error, op);

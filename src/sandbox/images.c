@@ -64,7 +64,8 @@ void image_builds_free(struct image_builds *b)
 	free(b);
 }
 
-struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb, void *arg)
+struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb,
+				void *arg)
 {
 	struct image_builds *b = svc->builds;
 	struct image_job *job;
@@ -117,8 +118,10 @@ static void job_exists(bool exists, const char *err, void *arg)
 	const struct template *t = job->tpl;
 	if (!t->build_tag) {
 		char msg[512];
-		snprintf(msg, sizeof(msg), "image %s is not present on the Docker host (no registry is used; "
-			 "build or import it first)", t->image);
+		snprintf(msg, sizeof(msg),
+			 "image %s is not present on the Docker host (no registry is used; "
+			 "build or import it first)",
+			 t->image);
 		job_finish(job, msg);
 		return;
 	}

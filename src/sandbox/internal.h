@@ -44,8 +44,8 @@ struct sandbox_call *call_new(struct sandbox_service *svc, sandbox_result_fn cb,
 /* Delivers res (if anyone still listens) and frees the call. */
 void call_finish(struct sandbox_call *call, const struct sandbox_result *res);
 /* Delivers an error on the next loop pass (the public functions never call back on the caller's stack). */
-void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt,
+		     ...) __attribute__((format(printf, 4, 5)));
 /* Builds the result for a failed query. */
 void result_from_pg(struct sandbox_result *res, enum pg_error err, const char *message);
 void call_fail(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *message);
@@ -76,7 +76,8 @@ struct image_builds *image_builds_new(struct sandbox_service *svc);
 void image_builds_free(struct image_builds *b);
 struct image_wait;
 typedef void (*image_ready_fn)(const char *err, void *arg);
-struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb, void *arg);
+struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb,
+				void *arg);
 void image_wait_cancel(struct image_wait *w);
 /* The image a sandbox of t runs. */
 const char *template_image(const struct template *t);

@@ -37,7 +37,9 @@ static void reaper_set_state(struct reaper *r, enum reaper_state next)
 {
 	static const bool legal[REAPER_STATE_MAX][REAPER_STATE_MAX] = {
 		[REAPER_IDLE] = { [REAPER_CLAIMING] = true },
-		[REAPER_CLAIMING] = { [REAPER_DESTROYING] = true, [REAPER_NEXT_DEADLINE] = true, [REAPER_IDLE] = true },
+		[REAPER_CLAIMING] = { [REAPER_DESTROYING] = true,
+				      [REAPER_NEXT_DEADLINE] = true,
+				      [REAPER_IDLE] = true },
 		[REAPER_DESTROYING] = { [REAPER_NEXT_DEADLINE] = true },
 		[REAPER_NEXT_DEADLINE] = { [REAPER_IDLE] = true },
 	};
@@ -91,8 +93,10 @@ void reaper_note_deadline(struct reaper *r, int64_t delay_ms)
 			r->noted_ms = delay_ms;
 		return;
 	}
-	struct timeval now, tv = { .tv_sec = (time_t)(delay_ms / 1000),
-				   .tv_usec = (suseconds_t)(delay_ms % 1000) * 1000 }, at;
+	struct timeval now,
+		tv = { .tv_sec = (time_t)(delay_ms / 1000),
+		       .tv_usec = (suseconds_t)(delay_ms % 1000) * 1000 },
+		at;
 	event_base_gettimeofday_cached(r->svc->base, &now);
 	timeradd(&now, &tv, &at);
 	if (!r->armed || timercmp(&at, &r->armed_at, <))
@@ -153,8 +157,9 @@ static void reaper_destroyed(const char *err, void *arg)
 
 static void reaper_next(struct reaper *r)
 {
-	static const char sql[] = "SELECT greatest(0, ceil(extract(epoch FROM min(expires_at) - now()) * 1000))::bigint "
-				  "FROM sandboxes WHERE status = 'running' AND cluster = $1";
+	static const char sql[] =
+		"SELECT greatest(0, ceil(extract(epoch FROM min(expires_at) - now()) * 1000))::bigint "
+		"FROM sandboxes WHERE status = 'running' AND cluster = $1";
 	const char *params[] = { r->svc->cluster };
 	pg_query_send(r->svc->pg, sql, 1, params, reaper_next_done, r);
 }

@@ -14,11 +14,11 @@
 
 enum reconcile_state {
 	RECONCILE_STALE_CREATES, /* our `creating` rows -> error */
-	RECONCILE_LIVE_ROWS,     /* which sandboxes should exist */
-	RECONCILE_CONTAINERS,    /* what Docker has */
-	RECONCILE_LOST_ROWS,     /* running rows without a running container -> error */
-	RECONCILE_VOLUMES,       /* volumes without a live row */
-	RECONCILE_REMOVING,      /* orphans being removed */
+	RECONCILE_LIVE_ROWS,	 /* which sandboxes should exist */
+	RECONCILE_CONTAINERS,	 /* what Docker has */
+	RECONCILE_LOST_ROWS,	 /* running rows without a running container -> error */
+	RECONCILE_VOLUMES,	 /* volumes without a live row */
+	RECONCILE_REMOVING,	 /* orphans being removed */
 	RECONCILE_DONE,
 	RECONCILE_STATE_MAX
 };
@@ -84,7 +84,8 @@ static void rc_stale_done(enum pg_error err, PGresult *res, const char *message,
 	}
 	rc->stale = PQntuples(res);
 	for (int i = 0; i < rc->stale; i++)
-		log_info("reconcile: sandbox=%s was being created when we stopped: now error", PQgetvalue(res, i, 0));
+		log_info("reconcile: sandbox=%s was being created when we stopped: now error",
+			 PQgetvalue(res, i, 0));
 	rc_set_state(rc, RECONCILE_LIVE_ROWS);
 	static const char sql[] = "SELECT id, status FROM sandboxes WHERE cluster = $1 "
 				  "AND status IN ('creating', 'running', 'stopped')";
@@ -103,7 +104,8 @@ static void rc_live_done(enum pg_error err, PGresult *res, const char *message, 
 		return;
 	}
 	for (int i = 0; i < PQntuples(res); i++)
-		json_object_object_add(rc->live, PQgetvalue(res, i, 0), json_object_new_string(PQgetvalue(res, i, 1)));
+		json_object_object_add(rc->live, PQgetvalue(res, i, 0),
+				       json_object_new_string(PQgetvalue(res, i, 1)));
 	rc_set_state(rc, RECONCILE_CONTAINERS);
 	char label[128];
 	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
@@ -126,7 +128,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		const char *id = label_of(c, "sandbar.sandbox");
 		if (!id || !sandbox_id_valid(id))
 			continue;
-		const char *st = json_object_object_get_ex(c, "State", &state) ? json_object_get_string(state) : "";
+		const char *st =
+			json_object_object_get_ex(c, "State", &state) ? json_object_get_string(state) : "";
 		if (!json_object_object_get_ex(rc->live, id, &status)) {
 			json_object_object_add(rc->orphans, id, NULL);
 			continue;
@@ -150,7 +153,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 	struct evbuffer *arr = evbuffer_new();
 	evbuffer_add(arr, "{", 1);
 	for (size_t i = 0; i < json_object_array_length(lost); i++)
-		evbuffer_add_printf(arr, "%s%s", i ? "," : "", json_object_get_string(json_object_array_get_idx(lost, i)));
+		evbuffer_add_printf(arr, "%s%s", i ? "," : "",
+				    json_object_get_string(json_object_array_get_idx(lost, i)));
 	evbuffer_add(arr, "}", 2);
 	static const char sql[] = "UPDATE sandboxes SET status = 'error', "
 				  "  status_reason = 'the container disappeared or stopped' "
@@ -234,8 +238,8 @@ static void rc_finish(struct reconcile *rc)
 static const char *label_of(struct json_object *obj, const char *name)
 {
 	struct json_object *labels, *v;
-	if (!json_object_object_get_ex(obj, "Labels", &labels) || !json_object_is_type(labels, json_type_object) ||
-	    !json_object_object_get_ex(labels, name, &v))
+	if (!json_object_object_get_ex(obj, "Labels", &labels) ||
+	    !json_object_is_type(labels, json_type_object) || !json_object_object_get_ex(labels, name, &v))
 		return NULL;
 	return json_object_get_string(v);
 }

@@ -76,7 +76,8 @@ struct delete_op {
 	char id[37];
 };
 
-struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, sandbox_result_fn cb, void *arg)
+struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
+				    void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
 	if (!sandbox_id_valid(id)) {

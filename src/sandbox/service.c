@@ -133,13 +133,15 @@ void call_fail(struct sandbox_call *call, enum sandbox_error err, const char *co
 	call_finish(call, &res);
 }
 
-void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt, ...)
+void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt,
+		     ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(call->deferred_msg, sizeof(call->deferred_msg), fmt, ap);
 	va_end(ap);
-	call->deferred_res = (struct sandbox_result){ .error = err, .code = code, .message = call->deferred_msg };
+	call->deferred_res =
+		(struct sandbox_result){ .error = err, .code = code, .message = call->deferred_msg };
 	call->deferred = evtimer_new(call->svc->base, deferred_fire, call);
 	CHECK(call->deferred != NULL);
 	event_active(call->deferred, EV_TIMEOUT, 0);

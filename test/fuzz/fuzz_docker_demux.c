@@ -4,8 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Compiled in so the fuzzer instruments it. */
-#include "../../src/docker/demux.c"
+#include "docker/demux.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -3,8 +3,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The client is compiled in so the fuzzer instruments the parser code. */
-#include "../../src/docker/client.c"
+/* docker_response_fuzz: the response parser entry */
+#include "../../src/docker/client_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

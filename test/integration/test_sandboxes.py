@@ -3,6 +3,8 @@ shapes, Docker objects really made and really gone, bad input refused with
 nothing left behind."""
 import json
 import socket
+import subprocess
+import threading
 import time
 
 import pytest
@@ -194,3 +196,42 @@ def test_default_template_is_go_and_name_follows_it(server_factory):
     r = srv.client().post("/api/sandboxes", json={})
     assert r.status == 400 and r.json["error"]["code"] == "unknown_template"
     assert "'go'" in r.json["error"]["message"]
+
+
+def test_build_template_builds_once_and_runs(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(c.__class__(srv.host, srv.port).post(
+        "/api/sandboxes", json={"template": "built"}, timeout=300))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    try:
+        assert [r.status for r in results] == [201, 201], results
+        image = results[0].json["image"]
+        assert image.startswith("sandbar/tpl-built:") and results[1].json["image"] == image
+        out = subprocess.run(["docker", "exec", results[0].json["container_id"], "cat", "/etc/sandbar-built"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout == "from-args\n", out
+        # two creates at once, one build
+        assert srv.log_text().count("building image " + image) == 1
+        for r in results:
+            assert c.delete(f"/api/sandboxes/{r.json['id']}").status == 204
+    finally:
+        for r in results:
+            if r.status == 201:
+                subprocess.run(["docker", "rmi", "-f", r.json["image"]], capture_output=True, timeout=60)
+                break
+
+
+def test_missing_image_fails_cleanly(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    r = c.post("/api/sandboxes", json={"template": "missing-image"})
+    assert r.status == 500 and r.json["error"]["code"] == "sandbox_create_failed", r
+    [(sid, status)] = rows(srv)
+    sb = c.get(f"/api/sandboxes/{sid}").json
+    assert sb["status"] == "error" and "not present" in sb["status_reason"]
+    assert docker.ps(f"sandbar.sandbox={sid}") == [] and docker.volumes(f"sandbar.sandbox={sid}") == []
