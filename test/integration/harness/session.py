@@ -19,9 +19,9 @@ class Session:
         self.servers = []
         self._n = itertools.count(1)
         self.keep = os.environ.get("SANDBAR_TEST_KEEP") == "1"
-        # In CI the dockerd is ours alone: everything managed that appears
-        # during the run is removed at the end.
-        self.clean_all = os.environ.get("CI") == "true" or os.environ.get("SANDBAR_TEST_CLEAN_ALL") == "1"
+        # Where the dockerd is ours alone (a CI machine), everything managed
+        # that appears during the run may be removed at the end.
+        self.clean_all = os.environ.get("SANDBAR_TEST_CLEAN_ALL") == "1"
         self.preexisting = set(docker.ps(docker.MANAGED)) if self.clean_all else set()
 
     def new_database(self):
