@@ -36,6 +36,9 @@ class Session:
         db, url = self.new_database()
         srv = Server(name or db, {}, **kw)
         base = default_env(url, srv.port, self.run_id)
+        # one installation per database: the reconciler of one test server
+        # never touches another's containers on the shared dockerd
+        base["SANDBAR_CLUSTER"] = db
         base.update(env or {})
         srv.env_overrides = base
         srv.database = db
@@ -66,7 +69,8 @@ class Session:
                     sandbox_ids.add(sid)
                 if cid:
                     container_ids.add(cid)
-        marks = sandbox_ids | ({self.run_id} if databases is None else set())
+        # containers are labelled sandbar.cluster=<database> (SANDBAR_CLUSTER)
+        marks = sandbox_ids | set(dbs) | ({self.run_id} if databases is None else set())
 
         def ours(name, labels):
             vals = set(labels.values()) | {name}
