@@ -289,8 +289,8 @@ def main():
         log("seeding 1,000 sandbox rows")
 
         def seed_and_list():
-            with open(SEED_SQL) as f:
-                pg.psql(f.read(), url=srv.database_url)
+            cluster = srv.env_overrides.get("SANDBAR_CLUSTER", "default")
+            pg.psql_file(SEED_SQL, url=srv.database_url, variables={"cluster": cluster})
             t0 = time.perf_counter()
             r = c.get("/api/sandboxes")
             dt = time.perf_counter() - t0

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Shared set-up for tools/run, tools/test and tools/bench: Debian packages,
 # dockerd, a private PostgreSQL 15 cluster, meson builds and the base image.
 # Source it (functions only, nothing runs), or run it: setup.sh pg-stop|pg-start|...
@@ -29,6 +30,7 @@ sb_quiet() {
 	mkdir -p "$(dirname "$log")"
 	"$@" </dev/null >"$log" 2>&1 || rc=$?
 	if [ "$rc" -ne 0 ]; then
+		# shellcheck disable=SC2016
 		printf 'error: `%s` failed (exit %d); last lines of %s:\n' "$*" "$rc" "$log" >&2
 		tail -n 40 "$log" | sed 's/^/  | /' >&2
 	fi
@@ -93,11 +95,11 @@ sb_docker() {
 	fi
 	command -v dockerd >/dev/null || sb_die "docker: dockerd not installed"
 	[ "$(id -u)" -eq 0 ] || sb_die "docker: no dockerd answers and only root can start one"
-	local dir=$SANDBAR_DATA/docker i
+	local dir=$SANDBAR_DATA/docker
 	mkdir -p "$dir"
 	sb_say "docker: starting dockerd (log $dir/dockerd.log)"
 	setsid dockerd --pidfile "$dir/dockerd.pid" </dev/null >>"$dir/dockerd.log" 2>&1 &
-	for i in $(seq 1 30); do
+	for _ in $(seq 1 30); do
 		sb_docker_ok && {
 			sb_say "docker: ok (started, pid $(cat "$dir/dockerd.pid" 2>/dev/null))"
 			return 0
@@ -263,7 +265,13 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	case ${1:-} in
 	pg-start) sb_postgres ;;
 	pg-stop) sb_pg_stop && sb_say "postgresql: stopped" ;;
-	pg-status) sb_pg_paths && sb_pg_running && sb_say "postgresql: running" || { sb_say "postgresql: stopped"; exit 3; } ;;
+	pg-status)
+		sb_pg_paths
+		if sb_pg_running; then sb_say "postgresql: running"; else
+			sb_say "postgresql: stopped"
+			exit 3
+		fi
+		;;
 	pg-url) sb_pg_paths && sb_pg_url "${2:-sandbar}" && echo ;;
 	docker) sb_docker ;;
 	setup)

@@ -2,6 +2,7 @@
 and raw bytes over a socket for malformed-HTTP tests."""
 import http.client
 import json as jsonlib
+import select
 import socket
 import time
 
@@ -113,23 +114,44 @@ class Client:
 def raw_request(host, port, data, timeout=10.0, read_until_close=True, shutdown_write=False):
     """Sends raw bytes and returns what came back (bytes) until the server
     closes the connection, a timeout, or, with read_until_close=False, the end
-    of the first response head plus its Content-Length body."""
+    of the first response head plus its Content-Length body. Reads while it
+    sends: a server may answer early (413, 431) and close before the whole
+    request went out; what it answered is still returned."""
     with socket.create_connection((host, port), timeout=timeout) as s:
-        if data:
-            try:
-                s.sendall(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server answered early (413, 431) and closed: read what it said
-        if shutdown_write:
-            s.shutdown(socket.SHUT_WR)
         buf = b""
         deadline = time.monotonic() + timeout
+        view = memoryview(data or b"")
+        sending = True
+        while view and sending and time.monotonic() < deadline:
+            r, w, _ = select.select([s], [s], [], max(0.0, deadline - time.monotonic()))
+            if r:
+                try:
+                    chunk = s.recv(65536)
+                except (ConnectionResetError, BrokenPipeError):
+                    return buf
+                if not chunk:
+                    return buf
+                buf += chunk
+                if not read_until_close and _complete(buf):
+                    return buf
+            if w:
+                try:
+                    n = s.send(view[:65536])
+                except (ConnectionResetError, BrokenPipeError):
+                    sending = False
+                    break
+                view = view[n:]
+        if shutdown_write and sending:
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
         while time.monotonic() < deadline:
             try:
                 chunk = s.recv(65536)
             except socket.timeout:
                 break
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 break
             if not chunk:
                 break

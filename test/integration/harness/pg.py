@@ -41,6 +41,17 @@ def psql(sql, url=None, check=True, timeout=60):
     return r.stdout
 
 
+def psql_file(path, url=None, variables=None, timeout=120):
+    """Runs a SQL file with psql (variables as -v name=value, usable as :'name')."""
+    args = ["psql", url or base_url(), "-XtAq", "-v", "ON_ERROR_STOP=1"]
+    for k, v in (variables or {}).items():
+        args += ["-v", f"{k}={v}"]
+    r = subprocess.run(args + ["-f", path], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise RuntimeError(f"psql -f {path} failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout
+
+
 def _ident(name):
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"bad database name {name!r}")

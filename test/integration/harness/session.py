@@ -1,7 +1,7 @@
 """A test run: its id, a fresh database per server, and the clean-up of every
 container and volume the run's servers created. The dockerd is shared, so
 only what is provably ours is removed: containers named in our databases or
-labelled with our run id (SANDBAR_INSTANCE_LABEL), and what they point at."""
+labelled with one of our clusters (SANDBAR_CLUSTER = the database), and what they point at."""
 import itertools
 import os
 import re
@@ -19,9 +19,9 @@ class Session:
         self.servers = []
         self._n = itertools.count(1)
         self.keep = os.environ.get("SANDBAR_TEST_KEEP") == "1"
-        # In CI the dockerd is ours alone: everything managed that appears
-        # during the run is removed at the end.
-        self.clean_all = os.environ.get("CI") == "true" or os.environ.get("SANDBAR_TEST_CLEAN_ALL") == "1"
+        # Where the dockerd is ours alone (a CI machine), everything managed
+        # that appears during the run may be removed at the end.
+        self.clean_all = os.environ.get("SANDBAR_TEST_CLEAN_ALL") == "1"
         self.preexisting = set(docker.ps(docker.MANAGED)) if self.clean_all else set()
 
     def new_database(self):
@@ -69,7 +69,8 @@ class Session:
                     sandbox_ids.add(sid)
                 if cid:
                     container_ids.add(cid)
-        marks = sandbox_ids | ({self.run_id} if databases is None else set())
+        # containers are labelled sandbar.cluster=<database> (SANDBAR_CLUSTER)
+        marks = sandbox_ids | set(dbs) | ({self.run_id} if databases is None else set())
 
         def ours(name, labels):
             vals = set(labels.values()) | {name}

@@ -28,13 +28,15 @@ static void test_valid_text_is_untouched(void **state)
 
 static void test_bad_sequences_are_replaced(void **state)
 {
-	check_sanitize("a\x80z", 3, "a\xEF\xBF\xBDz");                         /* stray continuation */
-	check_sanitize("\xC0\xAF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD");             /* overlong '/' */
+	check_sanitize("a\x80z", 3, "a\xEF\xBF\xBDz");				   /* stray continuation */
+	check_sanitize("\xC0\xAF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD");		   /* overlong '/' */
 	check_sanitize("\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); /* surrogate */
 	check_sanitize("\xF4\x90\x80\x80", 4,
 		       "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); /* > U+10FFFF */
-	check_sanitize("ok\xE2\x82", 4, "ok\xEF\xBF\xBD\xEF\xBF\xBD");        /* truncated at the end */
-	check_sanitize("a\0b", 3, "a\xEF\xBF\xBD" "b");                       /* NUL cannot go into text */
+	check_sanitize("ok\xE2\x82", 4, "ok\xEF\xBF\xBD\xEF\xBF\xBD");	    /* truncated at the end */
+	check_sanitize("a\0b", 3,
+		       "a\xEF\xBF\xBD"
+		       "b"); /* NUL cannot go into text */
 }
 
 static void test_valid_prefix_stops_at_first_bad_byte(void **state)

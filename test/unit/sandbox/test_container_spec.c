@@ -92,11 +92,13 @@ static void test_defaults_hardening_and_labels(void **state)
 	assert_false(json_object_get_boolean(get(s, "HostConfig.Privileged")));
 	struct json_object *caps = get(s, "HostConfig.CapAdd");
 	for (size_t i = 0; i < json_object_array_length(caps); i++)
-		assert_string_not_equal(json_object_get_string(json_object_array_get_idx(caps, i)), "NET_RAW");
+		assert_string_not_equal(json_object_get_string(json_object_array_get_idx(caps, i)),
+					"NET_RAW");
 
 	/* the workspace volume, labelled, at the workspace folder */
 	assert_string_equal(str(s, "HostConfig.Mounts.0.Type"), "volume");
-	assert_string_equal(str(s, "HostConfig.Mounts.0.Source"), "sandbar-ws-11111111-2222-4333-8444-555555555555");
+	assert_string_equal(str(s, "HostConfig.Mounts.0.Source"),
+			    "sandbar-ws-11111111-2222-4333-8444-555555555555");
 	assert_string_equal(str(s, "HostConfig.Mounts.0.Target"), "/workspace");
 	struct json_object *vl = get(s, "HostConfig.Mounts.0.VolumeOptions.Labels");
 	assert_true(json_object_object_get_ex(vl, "sandbar.sandbox", NULL));
@@ -114,10 +116,11 @@ static void test_defaults_hardening_and_labels(void **state)
 
 static void test_host_requirements_env_and_policy(void **state)
 {
-	struct template *t = parse("{\"image\": \"x\", \"hostRequirements\": {\"cpus\": 1.5, \"memory\": \"512mb\"},"
-				   " \"containerEnv\": {\"A\": \"1\"}, \"overrideCommand\": false, \"init\": true,"
-				   " \"privileged\": true, \"capAdd\": [\"SYS_PTRACE\"],"
-				   " \"mounts\": [\"type=tmpfs,target=/scratch\"]}");
+	struct template *t =
+		parse("{\"image\": \"x\", \"hostRequirements\": {\"cpus\": 1.5, \"memory\": \"512mb\"},"
+		      " \"containerEnv\": {\"A\": \"1\"}, \"overrideCommand\": false, \"init\": true,"
+		      " \"privileged\": true, \"capAdd\": [\"SYS_PTRACE\"],"
+		      " \"mounts\": [\"type=tmpfs,target=/scratch\"]}");
 	struct json_object *env = json_object_new_object();
 	json_object_object_add(env, "B", json_object_new_string("two words"));
 	struct json_object *s = spec_of(t, env);
@@ -134,15 +137,17 @@ static void test_host_requirements_env_and_policy(void **state)
 	assert_false(json_object_get_boolean(get(s, "HostConfig.Privileged")));
 	struct json_object *caps = get(s, "HostConfig.CapAdd");
 	for (size_t i = 0; i < json_object_array_length(caps); i++)
-		assert_string_not_equal(json_object_get_string(json_object_array_get_idx(caps, i)), "SYS_PTRACE");
+		assert_string_not_equal(json_object_get_string(json_object_array_get_idx(caps, i)),
+					"SYS_PTRACE");
 	json_object_put(s);
 
 	cfg.allow_privileged = cfg.allow_cap_add = true;
 	s = spec_of(t, env);
 	assert_true(json_object_get_boolean(get(s, "HostConfig.Privileged")));
 	caps = get(s, "HostConfig.CapAdd");
-	assert_string_equal(json_object_get_string(json_object_array_get_idx(caps, json_object_array_length(caps) - 1)),
-			    "SYS_PTRACE");
+	assert_string_equal(
+		json_object_get_string(json_object_array_get_idx(caps, json_object_array_length(caps) - 1)),
+		"SYS_PTRACE");
 	cfg.allow_privileged = cfg.allow_cap_add = false;
 	json_object_put(s);
 	json_object_put(env);
