@@ -63,8 +63,7 @@ static void boot_set_state(struct sandbard *d, enum boot_state next)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: sandbard [--help] [--version]\n\n"
-		     "sandbard is configured from the environment:\n\n");
+	fprintf(out, "usage: sandbard [--help] [--version]\n\n");
 	config_print_help(out);
 }
 

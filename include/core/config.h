@@ -27,9 +27,11 @@ struct config {
 	double sandbox_cpu_limit;	 /* SANDBOX_CPU_LIMIT cpus, default 2 */
 	int64_t sandbox_pids_limit;	 /* SANDBOX_PIDS_LIMIT, default 1024 */
 	int64_t create_timeout_ms;	 /* SANDBAR_CREATE_TIMEOUT, default 10m (includes image build) */
-	bool allow_privileged;		 /* SANDBAR_ALLOW_PRIVILEGED, default false */
-	bool allow_cap_add;		 /* SANDBAR_ALLOW_CAP_ADD, default false */
-	bool allow_bind_mounts;		 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
+	bool prebuild_templates; /* SANDBAR_PREBUILD_TEMPLATES: build template images at start, default false
+				  */
+	bool allow_privileged;	 /* SANDBAR_ALLOW_PRIVILEGED, default false */
+	bool allow_cap_add;	 /* SANDBAR_ALLOW_CAP_ADD, default false */
+	bool allow_bind_mounts;	 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
 	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 
 	/* HTTP server */

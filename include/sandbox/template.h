@@ -80,6 +80,8 @@ MUST_USE int template_build_tag(struct template *t, char *err, size_t errcap);
 struct template_set *template_set_load(const char *root, const struct template_policy *policy);
 const struct template *template_set_find(const struct template_set *set, const char *name);
 size_t template_set_count(const struct template_set *set);
+/* The i-th template in name order, NULL past the end. */
+const struct template *template_set_at(const struct template_set *set, size_t i);
 void template_set_free(struct template_set *set);
 
 #endif

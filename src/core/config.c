@@ -69,6 +69,8 @@ static const struct cfg_setting settings[] = {
 	{ "SANDBOX_PIDS_LIMIT", CFG_INT, "1024", 1, AT(sandbox_pids_limit), "process limit per sandbox" },
 	{ "SANDBAR_CREATE_TIMEOUT", CFG_DURATION, "10m", 1000, AT(create_timeout_ms),
 	  "longest a create may take, image build included" },
+	{ "SANDBAR_PREBUILD_TEMPLATES", CFG_BOOL, "false", 0, AT(prebuild_templates),
+	  "build every template's image in the background at start-up (tools/run sets it)" },
 	{ "SANDBAR_ALLOW_PRIVILEGED", CFG_BOOL, "false", 0, AT(allow_privileged),
 	  "let templates ask for privileged containers" },
 	{ "SANDBAR_ALLOW_CAP_ADD", CFG_BOOL, "false", 0, AT(allow_cap_add),

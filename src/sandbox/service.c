@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "internal.h"
+#include "sandbox/template.h"
 
 static void deferred_fire(evutil_socket_t fd, short what, void *arg);
 static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg);
@@ -63,10 +64,25 @@ void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, voi
 	reconcile_run(svc, start_reconciled, ctx);
 }
 
+static void prebuilt(const char *err, void *arg)
+{
+	const struct template *t = arg;
+	if (err)
+		log_warn("template %s: image not ready: %s", t->name, err);
+	else
+		log_info("template %s: image %s ready", t->name, template_image(t));
+}
+
 static void start_reconciled(int rc, void *arg)
 {
 	struct start_ctx *ctx = arg;
 	reaper_start(ctx->svc->reaper);
+	if (ctx->svc->cfg->prebuild_templates) {
+		/* the first create of each template then finds its image ready */
+		const struct template *t;
+		for (size_t i = 0; (t = template_set_at(ctx->svc->templates, i)) != NULL; i++)
+			image_ensure(ctx->svc, t, prebuilt, (void *)t);
+	}
 	if (ctx->done)
 		ctx->done(rc, ctx->arg);
 	free(ctx);

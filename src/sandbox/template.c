@@ -765,6 +765,11 @@ size_t template_set_count(const struct template_set *set)
 	return set ? set->n : 0;
 }
 
+const struct template *template_set_at(const struct template_set *set, size_t i)
+{
+	return set && i < set->n ? set->items[i] : NULL;
+}
+
 void template_set_free(struct template_set *set)
 {
 	if (!set)
