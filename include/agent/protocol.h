@@ -1,0 +1,173 @@
+/* The sandbar agent protocol: framed messages between sandbard and the agent
+ * (PID 1 in every sandbox), carried over a Docker exec stream. Shared by both
+ * sides; plain bytes in and out, no event library.
+ *
+ * A frame is a 12-byte header and a payload:
+ *
+ *   u32 len    payload bytes, big-endian, at most AGENT_FRAME_MAX
+ *   u8  type   enum agent_msg_type
+ *   u8  flags  AGENT_FLAG_*; unknown flags are ignored
+ *   u16 zero   reserved, must be 0
+ *   u32 id     the command a frame is about (0: none), big-endian
+ *
+ * The payload is a list of fields: u8 tag, u32 len (big-endian), len bytes.
+ * Integers are 8-byte big-endian fields; strings are raw bytes without NUL.
+ * A tag may repeat (ARGV, ENV keep their order). Unknown tags are skipped, so
+ * either side can add fields without breaking the other; a new message type
+ * needs a version bump in HELLO/WELCOME.
+ *
+ * Conversation (C = sandbard, A = agent):
+ *   C HELLO {VERSION}                 A WELCOME {VERSION, PID, STARTED_AT}
+ *   C SPAWN {TAG, ARGV*, ENV*, CWD, USER, PTY_ROWS, PTY_COLS, STDIN_OPEN,
+ *            TIMEOUT_MS, GRACE_MS, RING_BYTES, WINDOW}
+ *                                     A STARTED id {TAG, PID, STARTED_AT}
+ *                                     or SPAWN_FAILED {TAG, CODE, MESSAGE}
+ *   WINDOW > 0 in SPAWN subscribes at offset 0 under TAG (see SUBSCRIBE).
+ *   C SUBSCRIBE id {TAG, OFFSET, WINDOW}
+ *                                     A OUTPUT id {TAG, STREAM, OFFSET, DATA}...
+ *                                     A EXITED id {TAG, EXIT_CODE, SIGNAL,
+ *                                       TIMED_OUT, STARTED_AT, ENDED_AT, OFFSET}
+ *   A subscription is a cursor into the command's output ring. The agent sends
+ *   OUTPUT from the cursor while fewer than WINDOW bytes are unacknowledged;
+ *   C sends ACK {TAG, OFFSET} as it consumes. Once the cursor has reached the
+ *   end of the output of an exited command, the agent sends EXITED (always
+ *   after the last OUTPUT) and drops the subscription. A cursor that fell out
+ *   of the ring gets OUTPUT with AGENT_FLAG_GAP, no DATA, and OFFSET = the
+ *   oldest byte still kept: the bytes in between are lost.
+ *   C ACK {TAG, OFFSET}; C UNSUBSCRIBE {TAG}
+ *   C STDIN id {DATA}; C STDIN_CLOSE id; C SIGNAL id {SIGNO} (to the process
+ *   group); C RESIZE id {PTY_ROWS, PTY_COLS}; C FORGET id (drop an exited
+ *   command and its ring)
+ *   C LIST {TAG}                      A STATUS id {TAG, PID, STATE, EXIT_CODE,
+ *                                       SIGNAL, TIMED_OUT, STARTED_AT, ENDED_AT,
+ *                                       OFFSET}... then LIST_END {TAG}
+ *   A ERROR id {TAG, CODE, MESSAGE} answers a request it cannot act on
+ *   (unknown command, bad fields); C PING {TAG} / A PONG {TAG}.
+ *
+ * Offsets count every output byte of a command, stdout and stderr (or the PTY)
+ * together, from 0. Times are Unix milliseconds. */
+#ifndef SANDBAR_AGENT_PROTOCOL_H
+#define SANDBAR_AGENT_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGENT_PROTOCOL_VERSION 1
+#define AGENT_FRAME_HEADER     12
+#define AGENT_FRAME_MAX	       (1u << 20) /* payload bytes */
+
+enum agent_msg_type {
+	AGENT_HELLO = 1,
+	AGENT_WELCOME = 2,
+	AGENT_SPAWN = 3,
+	AGENT_STARTED = 4,
+	AGENT_SPAWN_FAILED = 5,
+	AGENT_OUTPUT = 6,
+	AGENT_EXITED = 7,
+	AGENT_STDIN = 8,
+	AGENT_STDIN_CLOSE = 9,
+	AGENT_SIGNAL = 10,
+	AGENT_RESIZE = 11,
+	AGENT_SUBSCRIBE = 12,
+	AGENT_ACK = 13,
+	AGENT_UNSUBSCRIBE = 14,
+	AGENT_FORGET = 15,
+	AGENT_LIST = 16,
+	AGENT_STATUS = 17,
+	AGENT_LIST_END = 18,
+	AGENT_ERROR = 19,
+	AGENT_PING = 20,
+	AGENT_PONG = 21,
+	AGENT_MSG_TYPE_MAX
+};
+
+enum agent_flag {
+	AGENT_FLAG_GAP = 1, /* OUTPUT: the bytes before OFFSET are gone */
+};
+
+enum agent_tag {
+	AGENT_T_VERSION = 1,
+	AGENT_T_PID = 2,
+	AGENT_T_STARTED_AT = 3,
+	AGENT_T_TAG = 4,
+	AGENT_T_ARGV = 5, /* repeated */
+	AGENT_T_ENV = 6,  /* repeated "K=V" */
+	AGENT_T_CWD = 7,
+	AGENT_T_USER = 8,     /* name or numeric uid, resolved in the sandbox */
+	AGENT_T_PTY_ROWS = 9, /* both set and > 0: run on a PTY */
+	AGENT_T_PTY_COLS = 10,
+	AGENT_T_STDIN_OPEN = 11, /* 1: stdin is a pipe fed by STDIN; 0: /dev/null */
+	AGENT_T_TIMEOUT_MS = 12, /* 0: none */
+	AGENT_T_GRACE_MS = 13,	 /* SIGTERM -> SIGKILL after a timeout */
+	AGENT_T_RING_BYTES = 14, /* output kept per command */
+	AGENT_T_WINDOW = 15,
+	AGENT_T_CODE = 16, /* errno-like code (SPAWN_FAILED, ERROR) */
+	AGENT_T_MESSAGE = 17,
+	AGENT_T_STREAM = 18, /* enum agent_stream */
+	AGENT_T_OFFSET = 19,
+	AGENT_T_DATA = 20,
+	AGENT_T_EXIT_CODE = 21, /* -1 when killed by a signal */
+	AGENT_T_SIGNAL = 22,	/* terminating signal, 0 when exited */
+	AGENT_T_TIMED_OUT = 23,
+	AGENT_T_ENDED_AT = 24,
+	AGENT_T_SIGNO = 25,
+	AGENT_T_STATE = 26, /* enum agent_cmd_state */
+	AGENT_T_TAG_MAX
+};
+
+enum agent_stream { AGENT_STREAM_STDOUT = 1, AGENT_STREAM_STDERR = 2, AGENT_STREAM_PTY = 3 };
+enum agent_cmd_state { AGENT_CMD_RUNNING = 1, AGENT_CMD_EXITED = 2 };
+
+/* A parsed frame; payload points into the caller's buffer. */
+struct agent_frame {
+	uint8_t type;
+	uint8_t flags;
+	uint32_t id;
+	const uint8_t *payload;
+	uint32_t len;
+};
+
+/* One frame from the start of buf: bytes consumed (> 0), 0 when more bytes are
+ * needed, -1 when the header is malformed (too long, reserved bits set). */
+long agent_frame_parse(const uint8_t *buf, size_t len, struct agent_frame *out);
+
+/* Fields of a payload, in order. */
+struct agent_field {
+	uint8_t tag;
+	uint32_t len;
+	const uint8_t *data;
+};
+struct agent_field_iter {
+	const uint8_t *p, *end;
+};
+void agent_fields_begin(struct agent_field_iter *it, const struct agent_frame *f);
+/* 1 with *out filled, 0 at the end, -1 when the payload is malformed. */
+int agent_fields_next(struct agent_field_iter *it, struct agent_field *out);
+/* The first field with tag: 0 when found, -1 when absent, malformed, or (u64)
+ * not 8 bytes long. */
+int agent_frame_u64(const struct agent_frame *f, uint8_t tag, uint64_t *out);
+int agent_frame_bytes(const struct agent_frame *f, uint8_t tag, const uint8_t **data, uint32_t *len);
+/* Whole payload well-formed (every field inside the payload)? */
+bool agent_frame_valid(const struct agent_frame *f);
+
+/* Building a frame in a growable buffer. */
+struct agent_msg {
+	uint8_t *buf;
+	size_t len, cap;
+	size_t frame_start; /* where the frame being built begins */
+	bool overflow;	    /* its payload would exceed AGENT_FRAME_MAX */
+};
+void agent_msg_init(struct agent_msg *m);
+void agent_msg_free(struct agent_msg *m);
+/* Starts a new frame at the end of m (several frames may be built in a row). */
+void agent_msg_begin(struct agent_msg *m, uint8_t type, uint8_t flags, uint32_t id);
+void agent_msg_u64(struct agent_msg *m, uint8_t tag, uint64_t v);
+void agent_msg_bytes(struct agent_msg *m, uint8_t tag, const void *data, size_t len);
+void agent_msg_str(struct agent_msg *m, uint8_t tag, const char *s);
+/* Writes the frame's length; -1 (and the frame dropped) when it overflowed. */
+int agent_msg_end(struct agent_msg *m);
+
+const char *agent_msg_type_name(uint8_t type);
+
+#endif

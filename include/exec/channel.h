@@ -1,0 +1,99 @@
+/* sandbard's side of the agent: one channel per sandbox, a Docker exec of
+ * `/.sandbar/agent relay` hijacked into a byte stream that carries the agent
+ * protocol (include/agent/protocol.h). The channel connects on first use,
+ * handshakes, queues requests until it is ready, and reconnects with back-off
+ * when the stream breaks; subscriptions then resume from the last acknowledged
+ * offset, so a stream of output survives a broken channel (and a sandbard
+ * restart, through the command records). */
+#ifndef SANDBAR_EXEC_CHANNEL_H
+#define SANDBAR_EXEC_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "agent/protocol.h"
+#include "core/check.h"
+
+struct docker;
+struct channels;
+struct agent_channel;
+struct agent_sub;
+
+/* The installed agent's path inside every sandbox. */
+#define AGENT_PATH "/.sandbar/agent"
+
+struct channels *channels_new(struct event_base *base, struct docker *docker);
+void channels_free(struct channels *chs);
+/* The channel of a sandbox (made on first use, connected lazily). container is
+ * the container id or name. Never NULL. */
+struct agent_channel *channels_get(struct channels *chs, const char *sandbox_id, const char *container);
+/* Closes and forgets a sandbox's channel (sandbox deleted or stopped): every
+ * subscription gets error("sandbox gone"). */
+void channels_drop(struct channels *chs, const char *sandbox_id);
+
+struct agent_exit {
+	int exit_code; /* -1 when killed by a signal */
+	int signal;    /* 0 when it exited */
+	bool timed_out;
+	int64_t started_at, ended_at; /* Unix ms */
+	uint64_t offset;	      /* total output bytes */
+};
+
+/* Callbacks of one subscription (or spawn). All from the loop; after
+ * error or exited nothing more is called, and the sub is freed by the channel
+ * after that callback returns. */
+struct agent_sub_ops {
+	void (*started)(void *arg, uint32_t cmd_id, int pid, int64_t started_at); /* spawns only */
+	void (*output)(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
+		       bool gap);
+	void (*exited)(void *arg, const struct agent_exit *exit);
+	/* spawn failed, unknown command, channel lost for good, sandbox gone */
+	void (*error)(void *arg, int code, const char *message);
+};
+
+struct agent_spawn_req {
+	const char *const *argv; /* NULL terminated, argv[0] non-empty */
+	const char *const *env;	 /* NULL terminated "K=V", may be NULL */
+	const char *cwd;	 /* may be NULL */
+	const char *user;	 /* may be NULL: the agent's own (root) */
+	int pty_rows, pty_cols;	 /* both > 0: on a PTY */
+	bool stdin_open;
+	int64_t timeout_ms, grace_ms;
+	uint64_t ring_bytes;
+	uint32_t window; /* 0: do not subscribe (detached); the sub still gets started/error */
+};
+
+struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn_req *req,
+			      const struct agent_sub_ops *ops, void *arg);
+struct agent_sub *agent_subscribe(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset, uint32_t window,
+				  const struct agent_sub_ops *ops, void *arg);
+/* The consumer has taken everything before offset: the agent may send more. */
+void agent_sub_ack(struct agent_sub *sub, uint64_t offset);
+/* No more callbacks; unsubscribes at the agent. Safe from inside a callback. */
+void agent_sub_close(struct agent_sub *sub);
+
+/* Fire-and-forget requests about a command (an ERROR from the agent is logged). */
+void agent_stdin(struct agent_channel *ch, uint32_t cmd_id, const void *data, size_t len);
+void agent_stdin_close(struct agent_channel *ch, uint32_t cmd_id);
+void agent_signal(struct agent_channel *ch, uint32_t cmd_id, int signo);
+void agent_resize(struct agent_channel *ch, uint32_t cmd_id, int rows, int cols);
+void agent_forget(struct agent_channel *ch, uint32_t cmd_id);
+
+/* Status of every command the agent knows. list is valid during the call;
+ * err non-NULL when the channel could not be used. */
+struct agent_status {
+	uint32_t id;
+	int pid;
+	bool running;
+	struct agent_exit exit; /* when !running */
+};
+typedef void (*agent_list_fn)(const struct agent_status *list, size_t n, const char *err, void *arg);
+void agent_list(struct agent_channel *ch, agent_list_fn cb, void *arg);
+
+/* Bytes queued toward the agent (callers streaming stdin pause above a mark). */
+size_t agent_channel_pending(const struct agent_channel *ch);
+
+#endif
