@@ -485,15 +485,10 @@ static void call_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 }
 
-struct docker_call *docker_call_json(struct docker *d, const char *method, const char *path,
-				     struct json_object *request_body, docker_json_fn cb, void *arg)
+/* Starts c with request_body (taken, may be NULL) as its JSON body. */
+static void call_start_json(struct docker_call *c, const char *method, const char *path,
+			    struct json_object *request_body)
 {
-	struct docker_call *c = call_new(d, CALL_JSON, arg);
-	if (!c) {
-		json_object_put(request_body);
-		return NULL;
-	}
-	c->json_cb = cb;
 	struct evbuffer *body = NULL;
 	size_t len = 0;
 	if (request_body) {
@@ -506,6 +501,18 @@ struct docker_call *docker_call_json(struct docker *d, const char *method, const
 	if (body)
 		evbuffer_free(body);
 	json_object_put(request_body);
+}
+
+struct docker_call *docker_call_json(struct docker *d, const char *method, const char *path,
+				     struct json_object *request_body, docker_json_fn cb, void *arg)
+{
+	struct docker_call *c = call_new(d, CALL_JSON, arg);
+	if (!c) {
+		json_object_put(request_body);
+		return NULL;
+	}
+	c->json_cb = cb;
+	call_start_json(c, method, path, request_body);
 	return c;
 }
 
@@ -530,18 +537,7 @@ struct docker_call *docker_call_upgrade(struct docker *d, const char *method, co
 		return NULL;
 	}
 	c->up_cb = cb;
-	struct evbuffer *body = NULL;
-	size_t len = 0;
-	if (request_body) {
-		body = evbuffer_new();
-		const char *s = json_object_to_json_string_ext(request_body, JSON_C_TO_STRING_PLAIN);
-		len = strlen(s);
-		evbuffer_add(body, s, len);
-	}
-	call_start(c, method, path, body ? "application/json" : NULL, (int64_t)len, body);
-	if (body)
-		evbuffer_free(body);
-	json_object_put(request_body);
+	call_start_json(c, method, path, request_body);
 	return c;
 }
 

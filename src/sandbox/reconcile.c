@@ -44,6 +44,7 @@ static void rc_lost_done(enum pg_error err, PGresult *res, const char *message, 
 static void rc_volumes_done(struct json_object *volumes, const char *err, void *arg);
 static void rc_removed(const char *err, void *arg);
 static void rc_finish(struct reconcile *rc);
+static void rc_give_up(struct reconcile *rc, const char *why);
 static const char *label_of(struct json_object *obj, const char *name);
 
 static void rc_set_state(struct reconcile *rc, enum reconcile_state next)
@@ -76,10 +77,7 @@ static void rc_stale_done(enum pg_error err, PGresult *res, const char *message,
 {
 	struct reconcile *rc = arg;
 	if (err != PG_OK) {
-		log_error("reconcile: %s", message ? message : "database unavailable");
-		rc->rc = -1;
-		rc_set_state(rc, RECONCILE_DONE);
-		rc_finish(rc);
+		rc_give_up(rc, message ? message : "database unavailable");
 		return;
 	}
 	rc->stale = PQntuples(res);
@@ -97,10 +95,7 @@ static void rc_live_done(enum pg_error err, PGresult *res, const char *message, 
 {
 	struct reconcile *rc = arg;
 	if (err != PG_OK) {
-		log_error("reconcile: %s", message ? message : "database unavailable");
-		rc->rc = -1;
-		rc_set_state(rc, RECONCILE_DONE);
-		rc_finish(rc);
+		rc_give_up(rc, message ? message : "database unavailable");
 		return;
 	}
 	for (int i = 0; i < PQntuples(res); i++)
@@ -116,10 +111,7 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 {
 	struct reconcile *rc = arg;
 	if (err) {
-		log_error("reconcile: listing containers: %s", err);
-		rc->rc = -1;
-		rc_set_state(rc, RECONCILE_DONE);
-		rc_finish(rc);
+		rc_give_up(rc, err);
 		return;
 	}
 	size_t n = json_object_array_length(list);
@@ -216,6 +208,15 @@ static void rc_removed(const char *err, void *arg)
 		log_warn("reconcile: %s", err);
 	if (--rc->removing > 0)
 		return;
+	rc_set_state(rc, RECONCILE_DONE);
+	rc_finish(rc);
+}
+
+/* A step that cannot go on ends the pass; the next start tries again. */
+static void rc_give_up(struct reconcile *rc, const char *why)
+{
+	log_error("reconcile: %s", why);
+	rc->rc = -1;
 	rc_set_state(rc, RECONCILE_DONE);
 	rc_finish(rc);
 }
