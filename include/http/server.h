@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "core/check.h"
@@ -105,6 +106,15 @@ size_t http_response_pending(const struct http_request *req);
 /* drain(arg) is called when the pending output falls below the low watermark. */
 void http_response_on_drain(struct http_request *req, void (*drain)(void *arg), void *arg);
 void http_response_end(struct http_request *req);
+
+/* ---- upgrades (WebSocket) ---- */
+/* Answers `101 Switching Protocols` with the headers given through
+ * http_response_header (plus Connection: Upgrade) and hands the connection
+ * over: upgraded(bev, arg) runs from the loop with a bufferevent the caller now
+ * owns, callbacks cleared (bytes the client sent after the head are in its
+ * input). The request is over; the server no longer counts the connection. */
+typedef void (*http_upgraded_fn)(struct bufferevent *bev, void *arg);
+void http_request_upgrade(struct http_request *req, http_upgraded_fn upgraded, void *arg);
 
 /* Whole responses. */
 void http_respond_json(struct http_request *req, int status, struct json_object *body); /* takes body */

@@ -37,6 +37,7 @@ static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void kick_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_hand_over(struct http_conn *c);
 
 static const http_parser_settings parser_settings = {
 	.on_message_begin = on_message_begin,
@@ -49,16 +50,18 @@ static const http_parser_settings parser_settings = {
 };
 
 static const char *const state_names[CONN_STATE_MAX] = {
-	"idle", "head", "request", "discard", "closing", "dead",
+	"idle", "head", "request", "discard", "closing", "upgraded", "dead",
 };
 
 /* legal[from] is a bitmask of the states reachable from it */
 static const unsigned legal[CONN_STATE_MAX] = {
 	[CONN_IDLE] = 1u << CONN_HEAD | 1u << CONN_CLOSING | 1u << CONN_DEAD,
 	[CONN_HEAD] = 1u << CONN_REQUEST | 1u << CONN_DEAD,
-	[CONN_REQUEST] = 1u << CONN_IDLE | 1u << CONN_DISCARD | 1u << CONN_CLOSING | 1u << CONN_DEAD,
+	[CONN_REQUEST] = 1u << CONN_IDLE | 1u << CONN_DISCARD | 1u << CONN_CLOSING | 1u << CONN_UPGRADED |
+			 1u << CONN_DEAD,
 	[CONN_DISCARD] = 1u << CONN_IDLE | 1u << CONN_CLOSING | 1u << CONN_DEAD,
 	[CONN_CLOSING] = 1u << CONN_DEAD,
+	[CONN_UPGRADED] = 0, /* freed once the socket is handed over */
 	[CONN_DEAD] = 0,
 };
 
@@ -171,6 +174,7 @@ void conn_set_state(struct http_conn *c, enum conn_state to)
 		arm_timer(c, lim->idle_timeout_ms);
 		conn_kick(c);
 		break;
+	case CONN_UPGRADED:
 	case CONN_DEAD:
 		event_del(c->timer);
 		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
@@ -404,6 +408,10 @@ static void conn_process(struct http_conn *c)
 			continue;
 		}
 		case CONN_REQUEST:
+			if (req->resp == RESP_ENDED && c->upgraded) {
+				conn_set_state(c, CONN_UPGRADED);
+				continue;
+			}
 			if (req->resp == RESP_ENDED) {
 				if (req->close_after)
 					conn_set_state(c, CONN_CLOSING);
@@ -467,6 +475,7 @@ static void conn_process(struct http_conn *c)
 				continue;
 			}
 			return;
+		case CONN_UPGRADED:
 		case CONN_DEAD:
 		case CONN_STATE_MAX:
 			return;
@@ -474,11 +483,39 @@ static void conn_process(struct http_conn *c)
 	}
 }
 
+/* Gives the socket (and what the client already sent) to the upgrade's owner. */
+static void conn_hand_over(struct http_conn *c)
+{
+	/* The parser stopped at the end of the headers, before their last byte:
+	 * let it finish the head so that only the new protocol's bytes remain. */
+	if (!c->req.msg_complete && c->req.content_length <= 0 && !c->req.chunked)
+		(void)feed_input(c, 1);
+	struct bufferevent *bev = c->bev;
+	http_upgraded_fn fn = c->upgraded;
+	void *arg = c->upgraded_arg;
+	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	bufferevent_set_timeouts(bev, NULL, NULL);
+	bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
+	TAILQ_REMOVE(&c->srv->conns, c, link);
+	if (c->counted)
+		c->srv->nconns--;
+	c->bev = NULL;
+	struct http_server *srv = c->srv;
+	conn_destroy(c);
+	server_conn_gone(srv);
+	fn(bev, arg);
+}
+
 /* The client went away (or is hopelessly slow): cancel and close. */
 static void conn_gone(struct http_conn *c)
 {
-	if (c->state == CONN_DEAD)
+	if (c->state == CONN_DEAD || c->state == CONN_UPGRADED)
 		return;
+	if (c->upgraded && c->state == CONN_REQUEST) {
+		/* the new owner finds the EOF or error on the socket itself */
+		conn_set_state(c, CONN_UPGRADED);
+		return;
+	}
 	if (c->state == CONN_REQUEST && c->req.resp != RESP_ENDED) {
 		request_cancel(&c->req);
 		c->req.resp = RESP_ENDED;
@@ -570,7 +607,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static void kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct http_conn *c = arg;
-	if (c->state == CONN_DEAD)
+	if (c->state == CONN_UPGRADED)
+		conn_hand_over(c);
+	else if (c->state == CONN_DEAD)
 		conn_destroy(c);
 	else
 		conn_process(c);

@@ -102,12 +102,13 @@ struct http_request {
 };
 
 enum conn_state {
-	CONN_IDLE,    /* between requests, idle timer armed */
-	CONN_HEAD,    /* request head arriving, header timer armed */
-	CONN_REQUEST, /* head dispatched, the handler owns the response */
-	CONN_DISCARD, /* response ended, rest of the request body discarded */
-	CONN_CLOSING, /* flushing the last response, then close */
-	CONN_DEAD,    /* closed, freed by the kick event */
+	CONN_IDLE,     /* between requests, idle timer armed */
+	CONN_HEAD,     /* request head arriving, header timer armed */
+	CONN_REQUEST,  /* head dispatched, the handler owns the response */
+	CONN_DISCARD,  /* response ended, rest of the request body discarded */
+	CONN_CLOSING,  /* flushing the last response, then close */
+	CONN_UPGRADED, /* 101 sent: the socket is handed over by the kick event */
+	CONN_DEAD,     /* closed, freed by the kick event */
 	CONN_STATE_MAX
 };
 
@@ -135,6 +136,8 @@ struct http_conn {
 
 	struct evbuffer *body_buf;
 	uint64_t discarded;
+	http_upgraded_fn upgraded; /* set by http_request_upgrade */
+	void *upgraded_arg;
 	struct http_request req;
 };
 

@@ -210,6 +210,39 @@ void http_response_end(struct http_request *req)
 	conn_kick(req->conn);
 }
 
+void http_request_upgrade(struct http_request *req, http_upgraded_fn upgraded, void *arg)
+{
+	CHECK(req->resp == RESP_NONE);
+	struct http_conn *c = req->conn;
+	req->status = 101;
+	req->resp = RESP_STARTED;
+	req->cancel = NULL; /* the request is over once the socket is handed over */
+	char head[256];
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+			 "X-Request-Id: %s\r\n",
+			 req->id);
+	CHECK(n > 0 && (size_t)n < sizeof(head));
+	out_add(req, head, (size_t)n);
+	struct http_kv *rev = NULL;
+	while (req->out_headers) {
+		struct http_kv *kv = req->out_headers;
+		req->out_headers = kv->next;
+		kv->next = rev;
+		rev = kv;
+	}
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	for (struct http_kv *kv = rev; kv; kv = kv->next)
+		evbuffer_add_printf(out, "%s: %s\r\n", kv->name, kv->value);
+	out_add(req, "\r\n", 2);
+	c->upgraded = upgraded;
+	c->upgraded_arg = arg;
+	req->resp = RESP_ENDED;
+	req->drain = NULL;
+	response_log(req);
+	conn_kick(c);
+}
+
 void http_respond_json(struct http_request *req, int status, struct json_object *body)
 {
 	size_t len = 0;

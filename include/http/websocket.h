@@ -1,0 +1,50 @@
+/* WebSocket connections (RFC 6455) on upgraded HTTP connections, framed by
+ * wslay. A hub keeps every live one so that shutdown can close them. Messages
+ * are delivered whole (up to a size cap); output is queued with a pending
+ * count for backpressure. No pings are required from clients and idle
+ * connections are not dropped (the Vtrix SDK sends none). */
+#ifndef SANDBAR_HTTP_WEBSOCKET_H
+#define SANDBAR_HTTP_WEBSOCKET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "core/check.h"
+
+struct http_request;
+struct ws_conn;
+struct ws_hub;
+
+#define WS_MAX_MESSAGE (1u << 20)
+
+struct ws_ops {
+	/* one whole message; data is valid during the call */
+	void (*message)(struct ws_conn *ws, bool binary, const uint8_t *data, size_t len, void *arg);
+	/* the pending output fell below the low watermark */
+	void (*drain)(struct ws_conn *ws, void *arg);
+	/* the connection is over (peer close, error, ws_close done, shutdown);
+	 * ws is freed after this returns and must not be used again */
+	void (*closed)(struct ws_conn *ws, void *arg);
+};
+
+struct ws_hub *ws_hub_new(struct event_base *base);
+/* Closes every connection (their closed callbacks run), then frees the hub. */
+void ws_hub_free(struct ws_hub *hub);
+
+/* Checks req's handshake (GET, Upgrade: websocket, Sec-WebSocket-Version 13, a
+ * 16-byte Sec-WebSocket-Key). On success answers 101 and returns the new
+ * connection (usable at once: sends are queued until the socket is handed
+ * over). Otherwise answers 400 `bad_websocket_handshake` and returns NULL. */
+struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg);
+/* Queues one message. -1 once the connection is closing. */
+int ws_send(struct ws_conn *ws, bool binary, const void *data, size_t len);
+/* Bytes queued and not yet written to the socket. */
+size_t ws_pending(const struct ws_conn *ws);
+/* Starts the closing handshake (code 1000 normal, 1011 error, ...); closed
+ * runs once it is done or the peer is gone. */
+void ws_close(struct ws_conn *ws, uint16_t code, const char *reason);
+
+#endif
