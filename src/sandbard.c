@@ -3,6 +3,7 @@
  * version check, PostgreSQL, migrations, reconciliation, and only then the
  * HTTP listener. SIGTERM/SIGINT drain in-flight requests, then exit 0. */
 #include <signal.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
+#include "exec/channel.h"
 #include "http/server.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
@@ -38,6 +40,9 @@ struct sandbard {
 	struct migration_set migrations;
 	struct docker *docker;
 	struct pg_pool *pg;
+	struct channels *channels;
+	void *agent_bin; /* installed into every sandbox */
+	size_t agent_len;
 	struct sandbox_service *svc;
 	struct api *api;
 	struct http_server *http;
@@ -54,6 +59,7 @@ static void boot_timed_out(evutil_socket_t fd, short what, void *arg);
 static void on_signal(evutil_socket_t sig, short what, void *arg);
 static void shutdown_done(void *arg);
 static void fatal(struct sandbard *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int agent_binary_load(const char *path, void **out, size_t *len);
 
 static void boot_set_state(struct sandbard *d, enum boot_state next)
 {
@@ -118,6 +124,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (agent_binary_load(d.cfg.agent_binary, &d.agent_bin, &d.agent_len) != 0) {
+		fprintf(stderr,
+			"sandbard: cannot read the sandbox agent %s: %s (build it with meson, or set "
+			"SANDBAR_AGENT_BINARY)\n",
+			d.cfg.agent_binary, strerror(errno));
+		return 1;
+	}
+	log_info("agent %s (%zu bytes)", d.cfg.agent_binary, d.agent_len);
+
 	d.base = event_base_new();
 	CHECK(d.base != NULL);
 	d.docker = docker_new(d.base, d.cfg.docker_host);
@@ -133,7 +148,9 @@ int main(int argc, char **argv)
 		.retry_max_ms = 5000,
 	};
 	d.pg = pg_pool_new(d.base, &pgc);
-	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates);
+	d.channels = channels_new(d.base, d.docker);
+	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates, d.channels, d.agent_bin,
+				    d.agent_len);
 	d.api = api_new(&d.cfg, d.svc);
 	CHECK(d.api != NULL);
 
@@ -154,6 +171,8 @@ int main(int argc, char **argv)
 		http_server_free(d.http);
 	api_free(d.api);
 	sandbox_service_free(d.svc);
+	channels_free(d.channels);
+	free(d.agent_bin);
 	pg_pool_free(d.pg);
 	docker_free(d.docker);
 	event_free(d.sigterm);
@@ -265,4 +284,41 @@ static void shutdown_done(void *arg)
 {
 	struct sandbard *d = arg;
 	event_base_loopbreak(d->base);
+}
+
+/* Start-up, before the loop: a blocking read is fine here. */
+static int agent_binary_load(const char *path, void **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	if (!f)
+		return -1;
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1u << 20;
+			char *nb = realloc(buf, cap);
+			if (!nb)
+				goto fail;
+			buf = nb;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f))
+		goto fail;
+	if (n == 0) {
+		errno = ENOEXEC;
+		goto fail;
+	}
+	fclose(f);
+	*out = buf;
+	*len = n;
+	return 0;
+fail:
+	free(buf);
+	fclose(f);
+	return -1;
 }
