@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -38,9 +39,11 @@ struct docker {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	size_t max_body;
+	TAILQ_HEAD(, docker_call) calls; /* live calls and ops, freed with the client */
 };
 
 struct docker_call {
+	TAILQ_ENTRY(docker_call) link;
 	struct docker *d;
 	enum call_kind kind;
 	enum call_state state;
@@ -102,6 +105,7 @@ struct docker *docker_new(struct event_base *base, const char *host)
 		return NULL;
 	d->base = base;
 	d->max_body = DEFAULT_MAX_BODY;
+	TAILQ_INIT(&d->calls);
 	if (strncmp(host, "unix://", 7) == 0) {
 		struct sockaddr_un *sun = (struct sockaddr_un *)&d->addr;
 		const char *path = host + 7;
@@ -140,6 +144,20 @@ fail:
 
 void docker_free(struct docker *d)
 {
+	if (!d)
+		return;
+	/* Calls still going (shutdown): no callbacks. Multi-step operations first,
+	 * as cancelling one cancels its current call. */
+	struct docker_call *c, *next;
+	for (c = TAILQ_FIRST(&d->calls); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->kind == CALL_OP) {
+			docker_call_cancel(c);
+			next = TAILQ_FIRST(&d->calls);
+		}
+	}
+	while ((c = TAILQ_FIRST(&d->calls)) != NULL)
+		call_free(c);
 	free(d);
 }
 
@@ -173,6 +191,7 @@ static struct docker_call *call_new(struct docker *d, enum call_kind kind, void 
 	if (!c)
 		return NULL;
 	c->d = d;
+	TAILQ_INSERT_TAIL(&d->calls, c, link);
 	c->kind = kind;
 	c->arg = arg;
 	c->state = CALL_CONNECTING;
@@ -189,6 +208,7 @@ static struct docker_call *call_new(struct docker *d, enum call_kind kind, void 
 
 static void call_free(struct docker_call *c)
 {
+	TAILQ_REMOVE(&c->d->calls, c, link);
 	if (c->bev)
 		bufferevent_free(c->bev);
 	if (c->ev)
@@ -599,7 +619,7 @@ void docker_call_cancel(struct docker_call *c)
 		return;
 	if (c->kind == CALL_OP) {
 		c->op_cancel(c->ctx);
-		free(c);
+		docker_op_free(c);
 		return;
 	}
 	c->dead = true;
@@ -622,6 +642,7 @@ struct docker_call *docker_op_new(struct docker *d, void (*cancel)(void *ctx), v
 	if (!op)
 		return NULL;
 	op->d = d;
+	TAILQ_INSERT_TAIL(&d->calls, op, link);
 	op->kind = CALL_OP;
 	op->op_cancel = cancel;
 	op->ctx = ctx;
@@ -631,6 +652,7 @@ struct docker_call *docker_op_new(struct docker *d, void (*cancel)(void *ctx), v
 void docker_op_free(struct docker_call *op)
 {
 	CHECK(op->kind == CALL_OP);
+	TAILQ_REMOVE(&op->d->calls, op, link);
 	free(op);
 }
 
