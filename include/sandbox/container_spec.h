@@ -21,6 +21,7 @@ struct container_spec_input {
 	/* the image's Entrypoint + Cmd (array of strings, borrowed, may be NULL):
 	 * the agent, as init, starts it unless the template overrides the command */
 	struct json_object *image_cmd;
+	const char *image_user; /* the image's USER (may be NULL or ""): its command runs as it */
 };
 
 /* A new JSON object for POST /containers/create. */

@@ -2,6 +2,7 @@
  * signals, the protocol socket and its poll loop) and the relay that
  * sandbard runs through a Docker exec to reach it. */
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "agent.h"
 #include "cmd.h"
 #include "conn.h"
+#include "users.h"
 #include "core/check.h"
 #include "core/log.h"
 
@@ -53,7 +55,7 @@ static const char *socket_name(void);
 static socklen_t socket_addr(struct sockaddr_un *sa);
 static int listen_socket(void);
 static void ensure_stdio(void);
-static pid_t start_main(char **argv);
+static pid_t start_main(char **argv, const struct user_info *user);
 static void on_signals(struct init_state *s);
 static void on_accept(struct init_state *s);
 static void pfd_add(struct init_state *s, int fd, short events, enum pfd_kind kind, void *obj);
@@ -127,11 +129,19 @@ static void ensure_stdio(void)
 	}
 }
 
-static pid_t start_main(char **argv)
+/* The image's own program, in its own process group, as the template's
+ * containerUser when there is one (the agent itself stays root). */
+static pid_t start_main(char **argv, const struct user_info *user)
 {
 	pid_t pid = fork();
 	if (pid != 0)
 		return pid;
+	if (user && (setgroups(user->ngroups, user->groups) != 0 || setgid(user->gid) != 0 ||
+		     setuid(user->uid) != 0)) {
+		fprintf(stderr, "sandbar-agent: cannot become uid %u: %s\n", (unsigned)user->uid,
+			strerror(errno));
+		_exit(126);
+	}
 	sigset_t none;
 	sigemptyset(&none);
 	setpgid(0, 0);
@@ -242,10 +252,21 @@ static int run_init(int argc, char **argv)
 	struct init_state s = { .sfd = -1, .lfd = -1 };
 	sigset_t mask;
 	char **main_argv = NULL;
-	if (argc > 2) {
-		if (strcmp(argv[2], "--") != 0 || argc < 4)
+	const char *user_name = NULL;
+	int arg = 2;
+	if (arg + 1 < argc && strcmp(argv[arg], "--user") == 0) {
+		user_name = argv[arg + 1];
+		arg += 2;
+	}
+	if (arg < argc) {
+		if (strcmp(argv[arg], "--") != 0 || arg + 1 >= argc)
 			return usage();
-		main_argv = argv + 3;
+		main_argv = argv + arg + 1;
+	}
+	struct user_info user;
+	if (user_name && users_resolve(NULL, user_name, &user) != 0) {
+		fprintf(stderr, "sandbar-agent: unknown user '%s'\n", user_name);
+		return 1;
 	}
 	ensure_stdio();
 	s.a.started_at = agent_wall_ms();
@@ -269,7 +290,7 @@ static int run_init(int argc, char **argv)
 			return 1;
 	}
 	if (main_argv) {
-		s.main_pid = start_main(main_argv);
+		s.main_pid = start_main(main_argv, user_name ? &user : NULL);
 		if (s.main_pid < 0) {
 			log_error("fork: %s", strerror(errno));
 			return 1;
@@ -410,7 +431,7 @@ static int run_relay(void)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: sandbar-agent init [-- cmd args...] | relay | --version\n"
+	fprintf(stderr, "usage: sandbar-agent init [--user NAME] [-- cmd args...] | relay | --version\n"
 			"  env SANDBAR_AGENT_SOCKET: the socket (@name: abstract), default @sandbar-agent\n"
 			"  env SANDBAR_AGENT_LOG: debug, info, warn (default), error\n");
 	return 2;

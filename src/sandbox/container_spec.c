@@ -33,14 +33,21 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	json_object_object_add(spec, "Image", json_object_new_string(in->image));
 	json_object_object_add(spec, "Hostname", json_object_new_string("sandbox"));
 	json_object_object_add(spec, "WorkingDir", json_object_new_string(t->workspace_folder));
-	if (t->container_user)
-		json_object_object_add(spec, "User", json_object_new_string(t->container_user));
-	/* the agent (copied in before the first start) is init; it idles when the
-	 * template overrides the command, else it starts the image's own */
+	/* the agent (copied in before the first start) is init and runs as root, so
+	 * that commands can run as any user; it idles when the template overrides
+	 * the command, else it starts the image's own as containerUser (or the
+	 * image's USER) */
+	json_object_object_add(spec, "User", json_object_new_string("0:0"));
 	struct json_object *ep = json_object_new_array();
 	json_object_array_add(ep, json_object_new_string(AGENT_PATH));
 	json_object_array_add(ep, json_object_new_string("init"));
-	if (!t->override_command && in->image_cmd && json_object_array_length(in->image_cmd) > 0) {
+	const char *main_user = t->container_user ? t->container_user : in->image_user;
+	bool has_main = !t->override_command && in->image_cmd && json_object_array_length(in->image_cmd) > 0;
+	if (has_main && main_user && *main_user) {
+		json_object_array_add(ep, json_object_new_string("--user"));
+		json_object_array_add(ep, json_object_new_string(main_user));
+	}
+	if (has_main) {
 		json_object_array_add(ep, json_object_new_string("--"));
 		for (size_t i = 0; i < json_object_array_length(in->image_cmd); i++)
 			json_object_array_add(ep,

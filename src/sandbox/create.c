@@ -62,6 +62,7 @@ struct create_op {
 	struct evbuffer *setup_out;
 	bool setup_truncated;
 	struct json_object *image_cmd; /* the image's Entrypoint + Cmd, for the agent to start */
+	char image_user[128];	       /* the image's USER, "" when none */
 	struct json_object *base_env;  /* the container's Env (image + template + env_vars) */
 	struct agent_sub *sub;	       /* the setup command running through the agent */
 	int *host_ports;	       /* parallel to tpl->ports */
@@ -251,6 +252,9 @@ static void step_image_inspected(struct json_object *info, bool missing, const c
 	struct json_object *config, *part;
 	op->image_cmd = json_object_new_array();
 	if (json_object_object_get_ex(info, "Config", &config)) {
+		if (json_object_object_get_ex(config, "User", &part) &&
+		    json_object_is_type(part, json_type_string))
+			snprintf(op->image_user, sizeof(op->image_user), "%s", json_object_get_string(part));
 		const char *keys[] = { "Entrypoint", "Cmd" };
 		for (size_t k = 0; k < ARRAY_LEN(keys); k++) {
 			if (!json_object_object_get_ex(config, keys[k], &part) ||
@@ -277,6 +281,7 @@ static void create_container(struct create_op *op)
 		.volume = op->volume,
 		.env_vars = op->env_vars,
 		.image_cmd = op->image_cmd,
+		.image_user = op->image_user,
 	};
 	char cname[64];
 	sandbox_container_name(op->id, cname);

@@ -235,3 +235,25 @@ def test_missing_image_fails_cleanly(server_factory):
     sb = c.get(f"/api/sandboxes/{sid}").json
     assert sb["status"] == "error" and "not present" in sb["status_reason"]
     assert docker.ps(f"sandbar.sandbox={sid}") == [] and docker.volumes(f"sandbar.sandbox={sid}") == []
+
+
+def test_image_command_runs_under_the_agent_as_the_image_user(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    r = c.post("/api/sandboxes", json={"template": "image-cmd"}, timeout=300)
+    try:
+        assert r.status == 201, r
+        cid = r.json["container_id"]
+        info = docker.inspect(cid)
+        assert info["Config"]["Entrypoint"] == ["/.sandbar/agent", "init", "--user", "sandbox", "--",
+                                                "sleep", "infinity"]
+        assert info["Config"]["User"] == "0:0"
+        out = subprocess.run(["docker", "exec", cid, "ps", "-o", "pid=,user=,comm=", "-e"],
+                             capture_output=True, text=True, timeout=30).stdout
+        procs = {line.split()[2]: (line.split()[0], line.split()[1]) for line in out.strip().splitlines()}
+        assert procs["agent"] == ("1", "root"), out
+        assert procs["sleep"][1] == "sandbox", out
+        assert c.delete(f"/api/sandboxes/{r.json['id']}").status == 204
+    finally:
+        if r.status == 201:
+            subprocess.run(["docker", "rmi", "-f", r.json["image"]], capture_output=True, timeout=60)
