@@ -1,0 +1,24 @@
+/* The agent's state, shared by its modules: the commands it owns and the
+ * connections it serves, with the loop's cached clocks. */
+#ifndef SANDBAR_AGENT_AGENT_H
+#define SANDBAR_AGENT_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct cmd;
+struct conn;
+
+struct agent {
+	int64_t started_at; /* wall ms */
+	int64_t now;	    /* monotonic ms, cached once per loop pass */
+	uint32_t next_id;   /* command ids count up from 1 */
+	struct cmd *cmds;   /* in id order */
+	struct conn *conns;
+};
+
+int64_t agent_mono_ms(void);
+int64_t agent_wall_ms(void);
+
+#endif

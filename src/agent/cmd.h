@@ -1,0 +1,71 @@
+/* Commands: fork + exec in their own session and process group, their pipes
+ * or PTY read into the output ring, stdin fed from STDIN frames, timeouts,
+ * signals to the group, and the exit status. A command belongs to the agent,
+ * never to a connection. */
+#ifndef SANDBAR_AGENT_CMD_H
+#define SANDBAR_AGENT_CMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent.h"
+#include "request.h"
+
+/* RUNNING: the leader lives. DRAINING: the leader was reaped, its pipes are
+ * still open (a background grandchild may hold them). EXITED: finished,
+ * EXITED can be reported. */
+enum cmd_state { CMD_RUNNING, CMD_DRAINING, CMD_EXITED, CMD_STATE_MAX };
+
+#define CMD_DRAIN_MS	 100		/* after the leader exited, wait this long for EOF */
+#define CMD_STDIN_MAX	 (8u << 20)	/* bytes of STDIN queued per command */
+#define CMD_READ_CHUNK	 (64u * 1024)
+
+struct ring;
+
+struct cmd {
+	struct cmd *next;
+	uint32_t id;
+	pid_t pid; /* also the process group id */
+	enum cmd_state state;
+	bool pty;
+	int in_fd;	     /* stdin pipe or PTY master (shared with out_fd), -1 */
+	int out_fd, err_fd;  /* -1 once at EOF */
+	uint8_t *in_buf;     /* STDIN bytes not yet written */
+	size_t in_len, in_off, in_cap;
+	bool in_close;	     /* STDIN_CLOSE once the queue is written */
+	struct ring *ring;
+	int exit_code, signo;
+	bool timed_out;
+	int64_t started_at, ended_at; /* wall ms */
+	int64_t term_at, kill_at;     /* monotonic ms, 0: none */
+	int64_t drain_until;
+	int64_t grace_ms;
+};
+
+/* Starts a command from a decoded SPAWN. On failure -1 with *code (errno) and
+ * a message in msg. */
+int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **env, struct cmd **out,
+	      int *code, char *msg, size_t msglen);
+struct cmd *cmd_find(struct agent *a, uint32_t id);
+/* Poll events on one of its fds. */
+void cmd_io(struct agent *a, struct cmd *c, int fd, short revents);
+/* A reaped pid: true when it was a command leader. */
+bool cmd_reaped(struct agent *a, pid_t pid, int status);
+/* Timeouts and drain deadlines due at a->now; the next deadline (0: none). */
+int64_t cmd_timers(struct agent *a);
+int cmd_signal(struct cmd *c, int signo);
+/* Queues STDIN bytes: 0, or -1 with errno (EPIPE closed, ENOBUFS full). */
+int cmd_stdin(struct cmd *c, const uint8_t *data, size_t len);
+void cmd_stdin_close(struct cmd *c);
+int cmd_resize(struct cmd *c, int rows, int cols);
+/* Unlinks and frees an EXITED command. */
+void cmd_forget(struct agent *a, struct cmd *c);
+/* Running commands (leader alive). */
+size_t cmd_running(const struct agent *a);
+/* kill(-pgid, signo) for every command whose group may still have members. */
+void cmd_signal_all(struct agent *a, int signo);
+void cmd_free_all(struct agent *a);
+
+#endif

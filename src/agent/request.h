@@ -1,0 +1,52 @@
+/* Decoding of the requests sandbard sends the agent (include/agent/protocol.h):
+ * every field checked here, so the rest of the agent works on plain values.
+ * No I/O, so the fuzzer and the unit tests can drive it alone. */
+#ifndef SANDBAR_AGENT_REQUEST_H
+#define SANDBAR_AGENT_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/protocol.h"
+
+#define AGENT_TAG_MAX	       256 /* bytes of an opaque TAG */
+#define AGENT_RING_DEFAULT     (512u * 1024)
+#define AGENT_RING_MIN	       4096u
+#define AGENT_RING_MAX	       (256u * 1024 * 1024)
+#define AGENT_WINDOW_DEFAULT   (1u << 20)
+#define AGENT_GRACE_DEFAULT_MS 2000
+
+/* A request, its slices pointing into the frame. */
+struct agent_req {
+	uint8_t type;
+	uint32_t id;
+	const uint8_t *tag; /* NULL when absent; echoed verbatim */
+	uint32_t tag_len;
+	/* SPAWN */
+	size_t argc, envc; /* ARGV, ENV fields, iterate with agent_req_strings */
+	const uint8_t *cwd, *user;
+	uint32_t cwd_len, user_len;
+	uint16_t rows, cols; /* both > 0: PTY */
+	bool stdin_open;
+	uint64_t timeout_ms, grace_ms, ring_bytes;
+	uint32_t window;
+	/* SUBSCRIBE, ACK */
+	uint64_t offset;
+	bool has_offset, has_window;
+	/* STDIN */
+	const uint8_t *data;
+	uint32_t data_len;
+	/* SIGNAL */
+	int signo;
+	/* HELLO */
+	uint64_t version;
+};
+
+/* Fills r from f: 0, or -1 with a short reason in *why (an ERROR's MESSAGE). */
+int agent_req_decode(const struct agent_frame *f, struct agent_req *r, const char **why);
+/* The ARGV (or ENV) values of a SPAWN as a NULL-terminated array of C strings,
+ * one allocation (free() it); NULL when the frame has none. */
+char **agent_req_strings(const struct agent_frame *f, uint8_t tag, size_t count);
+
+#endif

@@ -1,0 +1,137 @@
+/* Private to src/exec: the channel object, its subscriptions and list
+ * requests, shared by the connection state machine (channel.c), the request
+ * side (channel_req.c) and the registry (channels.c); and the entry the unit
+ * tests use to run a channel over a bufferevent of their own. */
+#ifndef SANDBAR_EXEC_CHANNEL_INTERNAL_H
+#define SANDBAR_EXEC_CHANNEL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "docker/demux.h"
+#include "exec/channel.h"
+
+#define CHANNEL_QUEUE_MAX	 (4u << 20) /* bytes of requests waiting for READY */
+#define CHANNEL_BACKOFF_MIN_MS	 100
+#define CHANNEL_BACKOFF_MAX_MS	 5000
+#define CHANNEL_MAX_ATTEMPTS	 8	  /* consecutive failed connects before giving up */
+#define CHANNEL_HELLO_TIMEOUT_MS 10000 /* exec start + WELCOME */
+
+enum channel_state {
+	CH_IDLE,       /* nothing to do, no connection */
+	CH_CONNECTING, /* exec create */
+	CH_STARTING,   /* exec start, hijacked */
+	CH_HELLO,      /* HELLO sent, waiting for WELCOME */
+	CH_READY,
+	CH_BACKOFF, /* the stream broke: waiting before the next attempt */
+	CH_CLOSED,  /* dropped: callbacks being delivered, then freed */
+	CH_STATE_MAX
+};
+
+enum sub_state {
+	SUB_QUEUED, /* spawn: its SPAWN is in the queue, not sent */
+	SUB_SENT,   /* spawn: SPAWN written, no STARTED yet */
+	SUB_ACTIVE, /* the command is known (cmd_id) */
+	SUB_DONE,   /* finished or closed: no more callbacks, freed when the channel is not busy */
+	SUB_STATE_MAX
+};
+
+struct agent_sub {
+	TAILQ_ENTRY(agent_sub) link;
+	struct agent_channel *ch;
+	enum sub_state state;
+	uint64_t tag;
+	uint32_t cmd_id;
+	uint32_t window;
+	bool spawn;
+	bool subscribed; /* a SUBSCRIBE (or the spawn's own) is live on the current stream */
+	uint64_t delivered;   /* offset after the last byte handed to the consumer */
+	int err_code;	      /* >= 0 with err_msg: an error waiting for the deferred pass */
+	char *err_msg;
+	const struct agent_sub_ops *ops;
+	void *arg;
+};
+
+struct agent_list_req {
+	TAILQ_ENTRY(agent_list_req) link;
+	uint64_t tag;
+	bool sent; /* on the current stream; LIST is idempotent, so a broken one is sent again */
+	bool done;
+	char *err; /* waiting for the deferred pass */
+	struct agent_status *items;
+	size_t n, cap;
+	agent_list_fn cb;
+	void *arg;
+};
+
+TAILQ_HEAD(sub_list, agent_sub);
+TAILQ_HEAD(list_req_list, agent_list_req);
+
+/* How a channel reaches its agent: the Docker exec by default; tests plug in
+ * their own and answer with channel_transport_ready / channel_transport_failed. */
+struct channel_transport {
+	void (*connect)(struct agent_channel *ch, void *arg);
+	void *arg;
+};
+
+struct agent_channel {
+	TAILQ_ENTRY(agent_channel) link; /* in the registry */
+	struct channels *chs;		 /* NULL for a test channel */
+	struct event_base *base;
+	struct docker *docker;
+	struct channel_transport transport; /* connect NULL: Docker */
+	char *sandbox_id, *container;
+	char log_prefix[48];
+	enum channel_state state;
+	struct docker_call *call; /* exec create or start in flight */
+	struct bufferevent *bev;
+	struct docker_demux dm;
+	struct evbuffer *in;	  /* agent bytes (the relay's stdout), demultiplexed */
+	struct evbuffer *errtext; /* the relay's stderr, logged by line */
+	struct evbuffer *queue;	  /* frames waiting for READY */
+	struct event *timer;	  /* back-off, handshake timeout */
+	struct event *defer;	  /* deferred callbacks and frees */
+	struct sub_list subs;
+	struct list_req_list lists;
+	uint64_t next_tag;
+	int attempts; /* failed connects since the last READY */
+	int max_attempts;
+	int backoff_ms;
+	int busy; /* callbacks on the stack: free nothing */
+	int64_t agent_pid, agent_started_at;
+	char *fatal; /* the channel gave up: why (the next request tries again) */
+};
+
+/* channel.c: the connection */
+struct agent_channel *channel_new(struct event_base *base, struct docker *docker, const char *sandbox_id,
+				  const char *container);
+/* Every sub and list gets error(msg) on the next loop pass, then the channel is freed. */
+void channel_close(struct agent_channel *ch, const char *msg);
+/* Frees at once, no callbacks (shutdown). */
+void channel_destroy(struct agent_channel *ch);
+/* A request needs the connection: connect when idle. */
+void channel_kick(struct agent_channel *ch);
+/* Writes a frame (READY) or queues it; -1 when the queue is full. */
+int channel_send(struct agent_channel *ch, struct agent_msg *m);
+void channel_send_subscribe(struct agent_channel *ch, struct agent_sub *sub);
+void channel_send_list(struct agent_channel *ch, struct agent_list_req *l);
+/* Arms the deferred pass (errors, frees). */
+void channel_defer(struct agent_channel *ch);
+void channel_sub_fail(struct agent_sub *sub, int code, const char *msg);
+void channel_sub_free(struct agent_sub *sub);
+void channel_list_free(struct agent_channel *ch, struct agent_list_req *l);
+const char *channel_state_name(enum channel_state s);
+
+/* Tests: a channel with its own transport. */
+struct agent_channel *channel_new_with_transport(struct event_base *base, const char *sandbox_id,
+						 const struct channel_transport *t);
+void channel_transport_ready(struct agent_channel *ch, struct bufferevent *bev);
+/* fatal: do not retry (the container is gone). */
+void channel_transport_failed(struct agent_channel *ch, const char *err, bool fatal);
+
+#endif

@@ -1,0 +1,651 @@
+/* The agent channel against a scripted agent: a socketpair stands in for the
+ * hijacked exec stream (the test writes Docker-multiplexed frames, reads raw
+ * ones). Handshake, queuing, tag routing, flow control, reconnect and resume,
+ * giving up, and closing from inside callbacks. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "channel_internal.h"
+#include "core/log.h"
+
+/* ---- the scripted agent ---- */
+
+struct peer {
+	struct event_base *base;
+	struct agent_channel *ch;
+	struct bufferevent *bev; /* our end of the current stream */
+	int connects;
+	int fail_connects; /* this many connects fail (non-fatal) */
+	bool fail_fatal;
+};
+
+static struct peer P;
+
+static void peer_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+}
+
+static void test_connect(struct agent_channel *ch, void *arg)
+{
+	struct peer *p = arg;
+	p->connects++;
+	if (p->fail_fatal) {
+		channel_transport_failed(ch, "no such container", true);
+		return;
+	}
+	if (p->fail_connects > 0) {
+		p->fail_connects--;
+		channel_transport_failed(ch, "connection refused", false);
+		return;
+	}
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	evutil_make_socket_nonblocking(sv[0]);
+	evutil_make_socket_nonblocking(sv[1]);
+	if (p->bev)
+		bufferevent_free(p->bev);
+	p->bev = bufferevent_socket_new(p->base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(p->bev, NULL, NULL, peer_event_cb, p);
+	bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+	channel_transport_ready(ch, bufferevent_socket_new(p->base, sv[0], BEV_OPT_CLOSE_ON_FREE));
+}
+
+static void spin_ms(int ms)
+{
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		event_base_loop(P.base, EVLOOP_NONBLOCK);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= ms)
+			return;
+		usleep(1000);
+	}
+}
+
+#define SPIN_UNTIL(cond)                                                                                       \
+	do {                                                                                                   \
+		for (int spin_i = 0; spin_i < 3000 && !(cond); spin_i++)                                       \
+			spin_ms(1);                                                                            \
+		assert_true(cond);                                                                             \
+	} while (0)
+
+/* Sends one agent frame from the peer, in a Docker stdout frame. */
+static void peer_send(struct agent_msg *m)
+{
+	assert_int_equal(agent_msg_end(m), 0);
+	uint8_t hdr[8] = { 1, 0, 0, 0, (uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
+			   (uint8_t)m->len };
+	bufferevent_write(P.bev, hdr, sizeof(hdr));
+	bufferevent_write(P.bev, m->buf, m->len);
+	agent_msg_free(m);
+	agent_msg_init(m);
+}
+
+static void peer_stderr(const char *text)
+{
+	size_t n = strlen(text);
+	uint8_t hdr[8] = { 2, 0, 0, 0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
+	bufferevent_write(P.bev, hdr, sizeof(hdr));
+	bufferevent_write(P.bev, text, n);
+}
+
+/* The next frame the channel wrote, copied into buf (waits for it). */
+static struct agent_frame peer_recv(uint8_t *buf, size_t cap)
+{
+	struct agent_frame f;
+	for (int i = 0; i < 3000; i++) {
+		struct evbuffer *in = bufferevent_get_input(P.bev);
+		size_t have = evbuffer_get_length(in);
+		if (have >= AGENT_FRAME_HEADER) {
+			size_t n = have < cap ? have : cap;
+			evbuffer_copyout(in, buf, n);
+			long used = agent_frame_parse(buf, n, &f);
+			assert_true(used >= 0);
+			if (used > 0) {
+				evbuffer_drain(in, (size_t)used);
+				return f;
+			}
+		}
+		spin_ms(1);
+	}
+	fail_msg("no frame from the channel");
+	return f;
+}
+
+static bool peer_idle(void)
+{
+	spin_ms(20);
+	return evbuffer_get_length(bufferevent_get_input(P.bev)) == 0;
+}
+
+static uint64_t u64_of(const struct agent_frame *f, uint8_t tag)
+{
+	uint64_t v = 0;
+	assert_int_equal(agent_frame_u64(f, tag, &v), 0);
+	return v;
+}
+
+static void peer_welcome(uint64_t version)
+{
+	uint8_t buf[256];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_HELLO);
+	assert_int_equal(u64_of(&f, AGENT_T_VERSION), AGENT_PROTOCOL_VERSION);
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_WELCOME, 0, 0);
+	agent_msg_u64(&m, AGENT_T_VERSION, version);
+	agent_msg_u64(&m, AGENT_T_PID, 1);
+	agent_msg_u64(&m, AGENT_T_STARTED_AT, 1700000000000);
+	peer_send(&m);
+	agent_msg_free(&m);
+}
+
+static void peer_started(uint32_t id, uint64_t tag)
+{
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_STARTED, 0, id);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	agent_msg_u64(&m, AGENT_T_PID, 100 + id);
+	agent_msg_u64(&m, AGENT_T_STARTED_AT, 5);
+	peer_send(&m);
+	agent_msg_free(&m);
+}
+
+static void peer_output(uint32_t id, uint64_t tag, uint64_t offset, const char *data, uint8_t flags)
+{
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_OUTPUT, flags, id);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	agent_msg_u64(&m, AGENT_T_STREAM, AGENT_STREAM_STDOUT);
+	agent_msg_u64(&m, AGENT_T_OFFSET, offset);
+	if (data)
+		agent_msg_str(&m, AGENT_T_DATA, data);
+	peer_send(&m);
+	agent_msg_free(&m);
+}
+
+static void peer_exited(uint32_t id, uint64_t tag, int code)
+{
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_EXITED, 0, id);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	agent_msg_u64(&m, AGENT_T_EXIT_CODE, (uint64_t)(int64_t)code);
+	agent_msg_u64(&m, AGENT_T_SIGNAL, 0);
+	agent_msg_u64(&m, AGENT_T_OFFSET, 6);
+	peer_send(&m);
+	agent_msg_free(&m);
+}
+
+/* ---- a consumer that records what it gets ---- */
+
+struct rec {
+	int started, exited, errors, gaps;
+	uint32_t cmd_id;
+	int exit_code;
+	int err_code;
+	char err[256];
+	char out[4096];
+	size_t out_len;
+	uint64_t last_offset;
+	bool close_on_output; /* agent_sub_close from inside output */
+	bool close_channel_on_output;
+	struct agent_sub *sub;
+};
+
+static void rec_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
+{
+	struct rec *r = arg;
+	r->started++;
+	r->cmd_id = cmd_id;
+}
+
+static void rec_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
+		       bool gap)
+{
+	struct rec *r = arg;
+	if (gap)
+		r->gaps++;
+	r->last_offset = offset;
+	if (len)
+		memcpy(r->out + r->out_len, data, len);
+	r->out_len += len;
+	if (r->close_on_output)
+		agent_sub_close(r->sub);
+	if (r->close_channel_on_output)
+		channel_close(P.ch, "sandbox gone");
+}
+
+static void rec_exited(void *arg, const struct agent_exit *e)
+{
+	struct rec *r = arg;
+	r->exited++;
+	r->exit_code = e->exit_code;
+}
+
+static void rec_error(void *arg, int code, const char *message)
+{
+	struct rec *r = arg;
+	r->errors++;
+	r->err_code = code;
+	snprintf(r->err, sizeof(r->err), "%s", message);
+}
+
+static const struct agent_sub_ops rec_ops = {
+	.started = rec_started,
+	.output = rec_output,
+	.exited = rec_exited,
+	.error = rec_error,
+};
+
+static struct agent_sub *spawn(struct rec *r, const char *arg0, uint32_t window)
+{
+	const char *argv[] = { arg0, "-c", "echo hi", NULL };
+	const char *env[] = { "A=1", NULL };
+	struct agent_spawn_req req = {
+		.argv = argv,
+		.env = env,
+		.cwd = "/workspace",
+		.user = "sandbox",
+		.window = window,
+	};
+	r->sub = agent_spawn(P.ch, &req, &rec_ops, r);
+	return r->sub;
+}
+
+static int setup(void **state)
+{
+	memset(&P, 0, sizeof(P));
+	P.base = event_base_new();
+	struct channel_transport t = { test_connect, &P };
+	P.ch = channel_new_with_transport(P.base, "00000000-0000-0000-0000-000000000001", &t);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	if (P.ch)
+		channel_destroy(P.ch);
+	if (P.bev)
+		bufferevent_free(P.bev);
+	event_base_free(P.base);
+	return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_handshake_queue_and_routing(void **state)
+{
+	struct rec r = { 0 };
+	spawn(&r, "/bin/sh", 1024);
+	assert_int_equal(P.ch->state, CH_HELLO); /* connected on first use */
+	assert_true(agent_channel_pending(P.ch) > 0);
+	/* nothing but HELLO until WELCOME */
+	uint8_t buf[4096];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_HELLO);
+	assert_true(peer_idle());
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_WELCOME, 0, 0);
+	agent_msg_u64(&m, AGENT_T_VERSION, AGENT_PROTOCOL_VERSION);
+	peer_send(&m);
+	agent_msg_free(&m);
+
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SPAWN);
+	assert_int_equal(P.ch->state, CH_READY);
+	uint64_t tag = u64_of(&f, AGENT_T_TAG);
+	assert_int_equal(u64_of(&f, AGENT_T_WINDOW), 1024);
+	const uint8_t *d;
+	uint32_t dl;
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_CWD, &d, &dl), 0);
+	assert_memory_equal(d, "/workspace", dl);
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_USER, &d, &dl), 0);
+	assert_memory_equal(d, "sandbox", dl);
+	int nargv = 0;
+	struct agent_field_iter it;
+	struct agent_field fl;
+	agent_fields_begin(&it, &f);
+	while (agent_fields_next(&it, &fl) == 1)
+		nargv += fl.tag == AGENT_T_ARGV;
+	assert_int_equal(nargv, 3);
+
+	/* a second spawn while ready goes out at once, under a new tag */
+	struct rec r2 = { 0 };
+	spawn(&r2, "/bin/true", 0);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SPAWN);
+	uint64_t tag2 = u64_of(&f, AGENT_T_TAG);
+	assert_true(tag2 != tag);
+
+	/* replies out of order, each to its own sub */
+	peer_started(9, tag2);
+	peer_started(7, tag);
+	peer_output(7, tag, 0, "hi\n", 0);
+	peer_stderr("relay: a warning\n");
+	peer_output(7, tag, 3, "yo\n", 0);
+	peer_exited(7, tag, 3);
+	SPIN_UNTIL(r.exited == 1);
+	assert_int_equal(r.started, 1);
+	assert_int_equal(r.cmd_id, 7);
+	assert_int_equal(r.out_len, 6);
+	assert_memory_equal(r.out, "hi\nyo\n", 6);
+	assert_int_equal(r.exit_code, 3);
+	assert_int_equal(r.errors, 0);
+	assert_int_equal(r2.started, 1);
+	assert_int_equal(r2.cmd_id, 9);
+	/* finished and detached subs are gone */
+	assert_true(TAILQ_EMPTY(&P.ch->subs));
+}
+
+static void test_spawn_failed_and_error_by_tag(void **state)
+{
+	struct rec r = { 0 }, r2 = { 0 };
+	spawn(&r, "/nope", 64);
+	peer_welcome(AGENT_PROTOCOL_VERSION);
+	uint8_t buf[4096];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	uint64_t tag = u64_of(&f, AGENT_T_TAG);
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_SPAWN_FAILED, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	agent_msg_u64(&m, AGENT_T_CODE, ENOENT);
+	agent_msg_str(&m, AGENT_T_MESSAGE, "/nope: No such file or directory");
+	peer_send(&m);
+	SPIN_UNTIL(r.errors == 1);
+	assert_int_equal(r.err_code, ENOENT);
+	assert_string_equal(r.err, "/nope: No such file or directory");
+	assert_int_equal(r.started, 0);
+
+	/* a subscription to an unknown command: ERROR by its tag */
+	r2.sub = agent_subscribe(P.ch, 42, 0, 64, &rec_ops, &r2);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SUBSCRIBE);
+	assert_int_equal(f.id, 42);
+	agent_msg_begin(&m, AGENT_ERROR, 0, 42);
+	agent_msg_u64(&m, AGENT_T_TAG, u64_of(&f, AGENT_T_TAG));
+	agent_msg_u64(&m, AGENT_T_CODE, ESRCH);
+	agent_msg_str(&m, AGENT_T_MESSAGE, "unknown command");
+	peer_send(&m);
+	agent_msg_free(&m);
+	SPIN_UNTIL(r2.errors == 1);
+	assert_string_equal(r2.err, "unknown command");
+}
+
+struct list_rec {
+	int calls;
+	size_t n;
+	uint32_t ids[4];
+	bool running[4];
+	int exit1;
+	char err[128];
+};
+
+static void list_cb(const struct agent_status *list, size_t n, const char *err, void *arg)
+{
+	struct list_rec *l = arg;
+	l->calls++;
+	l->n = n;
+	for (size_t i = 0; i < n && i < 4; i++) {
+		l->ids[i] = list[i].id;
+		l->running[i] = list[i].running;
+	}
+	if (n > 1)
+		l->exit1 = list[1].exit.exit_code;
+	snprintf(l->err, sizeof(l->err), "%s", err ? err : "");
+}
+
+static void test_list_and_simple_requests(void **state)
+{
+	struct list_rec l = { 0 };
+	agent_list(P.ch, list_cb, &l);
+	agent_signal(P.ch, 5, 15);
+	peer_welcome(AGENT_PROTOCOL_VERSION);
+	uint8_t buf[4096];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_LIST);
+	uint64_t tag = u64_of(&f, AGENT_T_TAG);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SIGNAL);
+	assert_int_equal(f.id, 5);
+	assert_int_equal(u64_of(&f, AGENT_T_SIGNO), 15);
+
+	agent_stdin(P.ch, 5, "abc", 3);
+	agent_stdin_close(P.ch, 5);
+	agent_resize(P.ch, 5, 40, 120);
+	agent_forget(P.ch, 5);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_STDIN);
+	const uint8_t *d;
+	uint32_t dl;
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_DATA, &d, &dl), 0);
+	assert_memory_equal(d, "abc", 3);
+	assert_int_equal(peer_recv(buf, sizeof(buf)).type, AGENT_STDIN_CLOSE);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_RESIZE);
+	assert_int_equal(u64_of(&f, AGENT_T_PTY_COLS), 120);
+	assert_int_equal(peer_recv(buf, sizeof(buf)).type, AGENT_FORGET);
+
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_STATUS, 0, 3);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	agent_msg_u64(&m, AGENT_T_STATE, AGENT_CMD_RUNNING);
+	peer_send(&m);
+	agent_msg_begin(&m, AGENT_STATUS, 0, 4);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	agent_msg_u64(&m, AGENT_T_STATE, AGENT_CMD_EXITED);
+	agent_msg_u64(&m, AGENT_T_EXIT_CODE, 137);
+	peer_send(&m);
+	agent_msg_begin(&m, AGENT_LIST_END, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	peer_send(&m);
+	agent_msg_free(&m);
+	SPIN_UNTIL(l.calls == 1);
+	assert_int_equal(l.n, 2);
+	assert_int_equal(l.ids[0], 3);
+	assert_true(l.running[0]);
+	assert_false(l.running[1]);
+	assert_int_equal(l.exit1, 137);
+	assert_string_equal(l.err, "");
+}
+
+static void test_ack(void **state)
+{
+	struct rec r = { 0 };
+	spawn(&r, "/bin/cat", 4);
+	peer_welcome(AGENT_PROTOCOL_VERSION);
+	uint8_t buf[4096];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	uint64_t tag = u64_of(&f, AGENT_T_TAG);
+	peer_started(1, tag);
+	peer_output(1, tag, 0, "abcd", 0);
+	SPIN_UNTIL(r.out_len == 4);
+	agent_sub_ack(r.sub, 4);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_ACK);
+	assert_int_equal(f.id, 1);
+	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag);
+	assert_int_equal(u64_of(&f, AGENT_T_OFFSET), 4);
+	assert_int_equal(agent_channel_pending(P.ch), 0);
+	/* closing unsubscribes */
+	agent_sub_close(r.sub);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_UNSUBSCRIBE);
+	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag);
+	assert_true(TAILQ_EMPTY(&P.ch->subs));
+	/* late output for it is ignored */
+	peer_output(1, tag, 4, "efgh", 0);
+	spin_ms(20);
+	assert_int_equal(r.out_len, 4);
+}
+
+static void test_reconnect_resumes(void **state)
+{
+	struct rec a = { 0 }, b = { 0 };
+	spawn(&a, "/bin/a", 1024);
+	peer_welcome(AGENT_PROTOCOL_VERSION);
+	uint8_t buf[4096];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	uint64_t tag_a = u64_of(&f, AGENT_T_TAG);
+	peer_started(1, tag_a);
+	peer_output(1, tag_a, 0, "abc", 0);
+	SPIN_UNTIL(a.out_len == 3);
+	spawn(&b, "/bin/b", 1024);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SPAWN);
+
+	/* the stream breaks: b never got STARTED */
+	bufferevent_free(P.bev);
+	P.bev = NULL;
+	SPIN_UNTIL(b.errors == 1);
+	assert_string_equal(b.err, "channel lost before the command started");
+	assert_int_equal(a.errors, 0);
+	assert_int_equal(P.connects, 1);
+	SPIN_UNTIL(P.connects == 2); /* after the back-off */
+
+	peer_welcome(AGENT_PROTOCOL_VERSION);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SUBSCRIBE);
+	assert_int_equal(f.id, 1);
+	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag_a);
+	assert_int_equal(u64_of(&f, AGENT_T_OFFSET), 3);
+	assert_int_equal(u64_of(&f, AGENT_T_WINDOW), 1024);
+	assert_true(peer_idle()); /* b's SPAWN is not sent again */
+	/* overlapping output: only the new bytes reach the consumer */
+	peer_output(1, tag_a, 0, "abcdef", 0);
+	SPIN_UNTIL(a.out_len == 6);
+	assert_memory_equal(a.out, "abcdef", 6);
+	assert_int_equal(a.last_offset, 3);
+	assert_int_equal(a.gaps, 0);
+	/* a cursor that fell out of the ring */
+	peer_output(1, tag_a, 100, NULL, AGENT_FLAG_GAP);
+	SPIN_UNTIL(a.gaps == 1);
+	assert_int_equal(a.last_offset, 100);
+	peer_exited(1, tag_a, 0);
+	SPIN_UNTIL(a.exited == 1);
+}
+
+static void test_gives_up(void **state)
+{
+	struct rec r = { 0 };
+	P.ch->max_attempts = 3;
+	P.fail_connects = 100;
+	spawn(&r, "/bin/x", 16);
+	SPIN_UNTIL(r.errors == 1);
+	assert_int_equal(P.connects, 3);
+	assert_int_equal(r.err_code, ECONNREFUSED);
+	assert_string_equal(r.err, "agent unreachable after 3 attempts: connection refused");
+	assert_int_equal(P.ch->state, CH_IDLE);
+
+	/* the container is gone: no retries at all */
+	struct rec r2 = { 0 };
+	P.fail_fatal = true;
+	spawn(&r2, "/bin/x", 16);
+	assert_int_equal(r2.errors, 0); /* never on the caller's stack */
+	SPIN_UNTIL(r2.errors == 1);
+	assert_int_equal(P.connects, 4);
+	assert_string_equal(r2.err, "no such container");
+
+	/* a later request tries again */
+	P.fail_fatal = false;
+	P.fail_connects = 0;
+	struct rec r3 = { 0 };
+	spawn(&r3, "/bin/x", 16);
+	peer_welcome(AGENT_PROTOCOL_VERSION);
+	uint8_t buf[4096];
+	assert_int_equal(peer_recv(buf, sizeof(buf)).type, AGENT_SPAWN);
+}
+
+static void test_version_mismatch(void **state)
+{
+	struct rec r = { 0 };
+	spawn(&r, "/bin/x", 16);
+	peer_welcome(AGENT_PROTOCOL_VERSION + 1);
+	SPIN_UNTIL(r.errors == 1);
+	assert_non_null(strstr(r.err, "protocol version"));
+	assert_int_equal(P.connects, 1);
+}
+
+static void test_close_inside_callbacks(void **state)
+{
+	struct rec a = { 0 }, b = { 0 };
+	a.close_on_output = true;
+	spawn(&a, "/bin/a", 1024);
+	spawn(&b, "/bin/b", 1024);
+	peer_welcome(AGENT_PROTOCOL_VERSION);
+	uint8_t buf[4096];
+	uint64_t tag_a = u64_of((struct agent_frame[]){ peer_recv(buf, sizeof(buf)) }, AGENT_T_TAG);
+	uint64_t tag_b = u64_of((struct agent_frame[]){ peer_recv(buf, sizeof(buf)) }, AGENT_T_TAG);
+	peer_started(1, tag_a);
+	peer_started(2, tag_b);
+	peer_output(1, tag_a, 0, "x", 0);
+	peer_output(1, tag_a, 1, "y", 0);
+	peer_output(2, tag_b, 0, "z", 0);
+	SPIN_UNTIL(b.out_len == 1);
+	assert_int_equal(a.out_len, 1); /* nothing after the close */
+	assert_int_equal(peer_recv(buf, sizeof(buf)).type, AGENT_UNSUBSCRIBE);
+
+	/* the whole channel closed from inside a callback: b gets its error, then it is freed */
+	b.close_channel_on_output = true;
+	peer_output(2, tag_b, 1, "w", 0);
+	SPIN_UNTIL(b.errors == 1);
+	assert_string_equal(b.err, "sandbox gone");
+	spin_ms(10);
+	P.ch = NULL; /* freed by the channel itself */
+}
+
+static void test_queue_bound(void **state)
+{
+	/* requests wait while the agent is not answering; the queue is bounded */
+	size_t big = 900 * 1024;
+	char *arg = malloc(big + 1);
+	memset(arg, 'a', big);
+	arg[big] = '\0';
+	struct rec r[6];
+	memset(r, 0, sizeof(r));
+	for (int i = 0; i < 6; i++)
+		spawn(&r[i], arg, 16);
+	free(arg);
+	assert_int_equal(r[4].errors, 0);
+	spin_ms(5);
+	assert_int_equal(r[0].errors, 0);
+	assert_int_equal(r[4].errors, 1);
+	assert_int_equal(r[4].err_code, ENOBUFS);
+	assert_int_equal(r[5].errors, 1);
+	assert_true(agent_channel_pending(P.ch) > 3 * big);
+}
+
+int main(void)
+{
+	log_set_level(LOG_LEVEL_ERROR);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_handshake_queue_and_routing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spawn_failed_and_error_by_tag, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_and_simple_requests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconnect_resumes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gives_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_version_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_inside_callbacks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
