@@ -14,6 +14,8 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
+#include "exec/channel.h"
+#include "exec/commands.h"
 #include "http/server.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
@@ -39,6 +41,8 @@ struct sandbard {
 	struct docker *docker;
 	struct pg_pool *pg;
 	struct sandbox_service *svc;
+	struct channels *channels;
+	struct commands *commands;
 	struct api *api;
 	struct http_server *http;
 	struct event *sigterm, *sigint, *boot_timeout;
@@ -136,6 +140,17 @@ int main(int argc, char **argv)
 	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates);
 	d.api = api_new(&d.cfg, d.svc);
 	CHECK(d.api != NULL);
+	struct commands_config ccfg = { .cluster = d.cfg.cluster,
+					.instance = d.cfg.instance_id,
+					.idle_timeout_ms = d.cfg.sandbox_idle_timeout_ms };
+	if (commands_config_load(&ccfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbard: %s\n", err);
+		return 2;
+	}
+	if (!d.channels)
+		d.channels = channels_new(d.base, d.docker);
+	d.commands = commands_new(d.base, &ccfg, d.pg, d.channels);
+	api_set_commands(d.api, d.commands);
 
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -153,7 +168,9 @@ int main(int argc, char **argv)
 	if (d.http)
 		http_server_free(d.http);
 	api_free(d.api);
+	commands_free(d.commands);
 	sandbox_service_free(d.svc);
+	channels_free(d.channels);
 	pg_pool_free(d.pg);
 	docker_free(d.docker);
 	event_free(d.sigterm);

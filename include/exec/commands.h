@@ -110,6 +110,8 @@ struct command_op;
 struct commands *commands_new(struct event_base *base, const struct commands_config *cfg, struct pg_pool *pg,
 			      struct channels *chs);
 void commands_free(struct commands *c);
+/* The largest max_output_bytes a request may ask for. */
+uint64_t commands_max_output_cap(const struct commands *c);
 
 /* Runs spec in the sandbox. Attached: started, output..., exited (the op acks
  * only what the caller acks). Detached: started once the record is written,

@@ -135,12 +135,12 @@ void channel_close(struct agent_channel *ch, const char *msg)
 	ch_set_state(ch, CH_CLOSED);
 	evbuffer_drain(ch->queue, evbuffer_get_length(ch->queue));
 	struct agent_sub *sub;
-	TAILQ_FOREACH (sub, &ch->subs, link)
-		channel_sub_fail(sub, ESRCH, msg);
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	channel_sub_fail(sub, ESRCH, msg);
 	struct agent_list_req *l;
-	TAILQ_FOREACH (l, &ch->lists, link)
-		if (!l->done && !l->err)
-			l->err = strdup(msg);
+	TAILQ_FOREACH(l, &ch->lists, link)
+	if (!l->done && !l->err)
+		l->err = strdup(msg);
 	channel_defer(ch);
 }
 
@@ -283,13 +283,13 @@ static void ch_drop_stream(struct agent_channel *ch)
 static bool ch_live(const struct agent_channel *ch)
 {
 	const struct agent_sub *sub;
-	TAILQ_FOREACH (sub, &ch->subs, link)
-		if (sub->state != SUB_DONE && !sub->err_msg)
-			return true;
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	if (sub->state != SUB_DONE && !sub->err_msg)
+		return true;
 	const struct agent_list_req *l;
-	TAILQ_FOREACH (l, &ch->lists, link)
-		if (!l->done && !l->err)
-			return true;
+	TAILQ_FOREACH(l, &ch->lists, link)
+	if (!l->done && !l->err)
+		return true;
 	return evbuffer_get_length(ch->queue) > 0;
 }
 
@@ -302,15 +302,16 @@ static void ch_break(struct agent_channel *ch, const char *why)
 		state_names[ch->state], why);
 	ch_drop_stream(ch);
 	struct agent_sub *sub;
-	TAILQ_FOREACH (sub, &ch->subs, link) {
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	{
 		/* re-sending a SPAWN could start the command twice */
 		if (sub->state == SUB_SENT)
 			channel_sub_fail(sub, EPIPE, "channel lost before the command started");
 		sub->subscribed = false;
 	}
 	struct agent_list_req *l;
-	TAILQ_FOREACH (l, &ch->lists, link)
-		l->sent = false;
+	TAILQ_FOREACH(l, &ch->lists, link)
+	l->sent = false;
 	if (!was_ready)
 		ch->attempts++;
 	if (!ch_live(ch)) {
@@ -338,12 +339,12 @@ static void ch_give_up(struct agent_channel *ch, const char *why)
 	ch_drop_stream(ch);
 	evbuffer_drain(ch->queue, evbuffer_get_length(ch->queue));
 	struct agent_sub *sub;
-	TAILQ_FOREACH (sub, &ch->subs, link)
-		channel_sub_fail(sub, ECONNREFUSED, why);
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	channel_sub_fail(sub, ECONNREFUSED, why);
 	struct agent_list_req *l;
-	TAILQ_FOREACH (l, &ch->lists, link)
-		if (!l->done && !l->err)
-			l->err = strdup(why);
+	TAILQ_FOREACH(l, &ch->lists, link)
+	if (!l->done && !l->err)
+		l->err = strdup(why);
 	free(ch->fatal);
 	ch->fatal = strdup(why);
 	ch_set_state(ch, CH_IDLE);
@@ -373,16 +374,16 @@ static void ch_ready(struct agent_channel *ch)
 	ch->backoff_ms = CHANNEL_BACKOFF_MIN_MS;
 	/* what the last stream carried first, then what waited for this one */
 	struct agent_sub *sub;
-	TAILQ_FOREACH (sub, &ch->subs, link)
-		if (sub->state == SUB_ACTIVE && sub->window > 0 && !sub->subscribed && !sub->err_msg)
-			channel_send_subscribe(ch, sub);
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	if (sub->state == SUB_ACTIVE && sub->window > 0 && !sub->subscribed && !sub->err_msg)
+		channel_send_subscribe(ch, sub);
 	struct agent_list_req *l;
-	TAILQ_FOREACH (l, &ch->lists, link)
-		if (!l->done && !l->sent && !l->err)
-			channel_send_list(ch, l);
-	TAILQ_FOREACH (sub, &ch->subs, link)
-		if (sub->state == SUB_QUEUED)
-			sub->state = SUB_SENT;
+	TAILQ_FOREACH(l, &ch->lists, link)
+	if (!l->done && !l->sent && !l->err)
+		channel_send_list(ch, l);
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	if (sub->state == SUB_QUEUED)
+		sub->state = SUB_SENT;
 	bufferevent_write_buffer(ch->bev, ch->queue);
 }
 
@@ -398,7 +399,8 @@ static void ch_defer_cb(evutil_socket_t fd, short what, void *arg)
 	struct agent_channel *ch = arg;
 	ch->busy++;
 	struct agent_sub *sub;
-	TAILQ_FOREACH (sub, &ch->subs, link) {
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	{
 		if (sub->state == SUB_DONE || !sub->err_msg)
 			continue;
 		sub->state = SUB_DONE;
@@ -406,7 +408,8 @@ static void ch_defer_cb(evutil_socket_t fd, short what, void *arg)
 			sub->ops->error(sub->arg, sub->err_code, sub->err_msg);
 	}
 	struct agent_list_req *l;
-	TAILQ_FOREACH (l, &ch->lists, link) {
+	TAILQ_FOREACH(l, &ch->lists, link)
+	{
 		if (l->done || !l->err)
 			continue;
 		l->done = true;
@@ -532,15 +535,17 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 		}
 		if (agent_frame_u64(f, AGENT_T_VERSION, &v) != 0 || v != AGENT_PROTOCOL_VERSION) {
 			char msg[128];
-			snprintf(msg, sizeof(msg), "the agent speaks protocol version %" PRIu64 ", sandbard %d",
-				 v, AGENT_PROTOCOL_VERSION);
+			snprintf(msg, sizeof(msg),
+				 "the agent speaks protocol version %" PRIu64 ", sandbard %d", v,
+				 AGENT_PROTOCOL_VERSION);
 			ch_give_up(ch, msg);
 			return -1;
 		}
 		uint64_t pid = 0, started = 0;
 		agent_frame_u64(f, AGENT_T_PID, &pid);
 		agent_frame_u64(f, AGENT_T_STARTED_AT, &started);
-		if (ch->agent_started_at && ((int64_t)pid != ch->agent_pid || (int64_t)started != ch->agent_started_at))
+		if (ch->agent_started_at &&
+		    ((int64_t)pid != ch->agent_pid || (int64_t)started != ch->agent_started_at))
 			log_msg(LOG_LEVEL_WARN, ch->log_prefix, "the agent restarted: its commands are gone");
 		ch->agent_pid = (int64_t)pid;
 		ch->agent_started_at = (int64_t)started;
@@ -601,9 +606,9 @@ static struct agent_sub *ch_find_sub(struct agent_channel *ch, const struct agen
 	if (agent_frame_u64(f, AGENT_T_TAG, &tag) != 0)
 		return NULL;
 	struct agent_sub *sub;
-	TAILQ_FOREACH (sub, &ch->subs, link)
-		if (sub->tag == tag)
-			return sub->state == SUB_DONE || sub->err_msg ? NULL : sub;
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	if (sub->tag == tag)
+		return sub->state == SUB_DONE || sub->err_msg ? NULL : sub;
 	return NULL;
 }
 
@@ -613,9 +618,9 @@ static struct agent_list_req *ch_find_list(struct agent_channel *ch, const struc
 	if (agent_frame_u64(f, AGENT_T_TAG, &tag) != 0)
 		return NULL;
 	struct agent_list_req *l;
-	TAILQ_FOREACH (l, &ch->lists, link)
-		if (l->tag == tag)
-			return l->done || l->err ? NULL : l;
+	TAILQ_FOREACH(l, &ch->lists, link)
+	if (l->tag == tag)
+		return l->done || l->err ? NULL : l;
 	return NULL;
 }
 
@@ -702,7 +707,8 @@ static void ch_error(struct agent_channel *ch, const struct agent_frame *f)
 	char msg[512];
 	snprintf(msg, sizeof(msg), "%.*s", (int)mlen, m ? (const char *)m : "");
 	if (!msg[0])
-		snprintf(msg, sizeof(msg), "%s", f->type == AGENT_SPAWN_FAILED ? "spawn failed" : "agent error");
+		snprintf(msg, sizeof(msg), "%s",
+			 f->type == AGENT_SPAWN_FAILED ? "spawn failed" : "agent error");
 	struct agent_sub *sub = ch_find_sub(ch, f);
 	if (sub) {
 		sub->state = SUB_DONE;
@@ -716,6 +722,6 @@ static void ch_error(struct agent_channel *ch, const struct agent_frame *f)
 		l->cb(NULL, 0, msg, l->arg);
 		return;
 	}
-	log_msg(LOG_LEVEL_WARN, ch->log_prefix, "agent: %s about command %u: %s", agent_msg_type_name(f->type),
-		f->id, msg);
+	log_msg(LOG_LEVEL_WARN, ch->log_prefix, "agent: %s about command %u: %s",
+		agent_msg_type_name(f->type), f->id, msg);
 }

@@ -19,7 +19,7 @@
 #define CHANNEL_QUEUE_MAX	 (4u << 20) /* bytes of requests waiting for READY */
 #define CHANNEL_BACKOFF_MIN_MS	 100
 #define CHANNEL_BACKOFF_MAX_MS	 5000
-#define CHANNEL_MAX_ATTEMPTS	 8	  /* consecutive failed connects before giving up */
+#define CHANNEL_MAX_ATTEMPTS	 8     /* consecutive failed connects before giving up */
 #define CHANNEL_HELLO_TIMEOUT_MS 10000 /* exec start + WELCOME */
 
 enum channel_state {
@@ -49,9 +49,9 @@ struct agent_sub {
 	uint32_t cmd_id;
 	uint32_t window;
 	bool spawn;
-	bool subscribed; /* a SUBSCRIBE (or the spawn's own) is live on the current stream */
-	uint64_t delivered;   /* offset after the last byte handed to the consumer */
-	int err_code;	      /* >= 0 with err_msg: an error waiting for the deferred pass */
+	bool subscribed;    /* a SUBSCRIBE (or the spawn's own) is live on the current stream */
+	uint64_t delivered; /* offset after the last byte handed to the consumer */
+	int err_code;	    /* >= 0 with err_msg: an error waiting for the deferred pass */
 	char *err_msg;
 	const struct agent_sub_ops *ops;
 	void *arg;

@@ -194,7 +194,8 @@ void agent_sub_close(struct agent_sub *sub)
 static void send_simple(struct agent_channel *ch, uint8_t type, uint32_t cmd_id, struct agent_msg *m)
 {
 	if (ch->state == CH_CLOSED) {
-		log_msg(LOG_LEVEL_DEBUG, ch->log_prefix, "%s after the sandbox was dropped", agent_msg_type_name(type));
+		log_msg(LOG_LEVEL_DEBUG, ch->log_prefix, "%s after the sandbox was dropped",
+			agent_msg_type_name(type));
 		return;
 	}
 	if (agent_msg_end(m) != 0 || channel_send(ch, m) != 0)

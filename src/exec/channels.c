@@ -41,9 +41,9 @@ void channels_free(struct channels *chs)
 static struct agent_channel *channels_find(struct channels *chs, const char *sandbox_id)
 {
 	struct agent_channel *ch;
-	TAILQ_FOREACH (ch, &chs->list, link)
-		if (strcmp(ch->sandbox_id, sandbox_id) == 0)
-			return ch;
+	TAILQ_FOREACH(ch, &chs->list, link)
+	if (strcmp(ch->sandbox_id, sandbox_id) == 0)
+		return ch;
 	return NULL;
 }
 

@@ -90,6 +90,11 @@ void commands_free(struct commands *c)
 	free(c);
 }
 
+uint64_t commands_max_output_cap(const struct commands *c)
+{
+	return c->cfg.max_output_cap;
+}
+
 bool commands_uuid_valid(const char *id)
 {
 	uuid_t u;
