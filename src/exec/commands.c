@@ -463,6 +463,9 @@ static char **env_merge(PGresult *res, char **overlay)
 {
 	char **list = NULL;
 	size_t n = 0, cap = 0;
+	/* the agent starts commands with exactly this environment */
+	static const char path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	env_put(&list, &n, &cap, "PATH", 4, path);
 	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 3));
 	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 4));
 	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 2));
