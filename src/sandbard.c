@@ -3,6 +3,7 @@
  * version check, PostgreSQL, migrations, reconciliation, and only then the
  * HTTP listener. SIGTERM/SIGINT drain in-flight requests, then exit 0. */
 #include <signal.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,8 +41,10 @@ struct sandbard {
 	struct migration_set migrations;
 	struct docker *docker;
 	struct pg_pool *pg;
-	struct sandbox_service *svc;
 	struct channels *channels;
+	void *agent_bin; /* installed into every sandbox */
+	size_t agent_len;
+	struct sandbox_service *svc;
 	struct commands *commands;
 	struct api *api;
 	struct http_server *http;
@@ -58,6 +61,7 @@ static void boot_timed_out(evutil_socket_t fd, short what, void *arg);
 static void on_signal(evutil_socket_t sig, short what, void *arg);
 static void shutdown_done(void *arg);
 static void fatal(struct sandbard *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int agent_binary_load(const char *path, void **out, size_t *len);
 
 static void boot_set_state(struct sandbard *d, enum boot_state next)
 {
@@ -122,6 +126,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (agent_binary_load(d.cfg.agent_binary, &d.agent_bin, &d.agent_len) != 0) {
+		fprintf(stderr,
+			"sandbard: cannot read the sandbox agent %s: %s (build it with meson, or set "
+			"SANDBAR_AGENT_BINARY)\n",
+			d.cfg.agent_binary, strerror(errno));
+		return 1;
+	}
+	log_info("agent %s (%zu bytes)", d.cfg.agent_binary, d.agent_len);
+
 	d.base = event_base_new();
 	CHECK(d.base != NULL);
 	d.docker = docker_new(d.base, d.cfg.docker_host);
@@ -137,7 +150,9 @@ int main(int argc, char **argv)
 		.retry_max_ms = 5000,
 	};
 	d.pg = pg_pool_new(d.base, &pgc);
-	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates);
+	d.channels = channels_new(d.base, d.docker);
+	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates, d.channels, d.agent_bin,
+				    d.agent_len);
 	d.api = api_new(&d.cfg, d.svc);
 	CHECK(d.api != NULL);
 	struct commands_config ccfg = { .cluster = d.cfg.cluster,
@@ -147,8 +162,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sandbard: %s\n", err);
 		return 2;
 	}
-	if (!d.channels)
-		d.channels = channels_new(d.base, d.docker);
 	d.commands = commands_new(d.base, &ccfg, d.pg, d.channels);
 	api_set_commands(d.api, d.commands);
 
@@ -171,6 +184,7 @@ int main(int argc, char **argv)
 	commands_free(d.commands);
 	sandbox_service_free(d.svc);
 	channels_free(d.channels);
+	free(d.agent_bin);
 	pg_pool_free(d.pg);
 	docker_free(d.docker);
 	event_free(d.sigterm);
@@ -282,4 +296,41 @@ static void shutdown_done(void *arg)
 {
 	struct sandbard *d = arg;
 	event_base_loopbreak(d->base);
+}
+
+/* Start-up, before the loop: a blocking read is fine here. */
+static int agent_binary_load(const char *path, void **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	if (!f)
+		return -1;
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1u << 20;
+			char *nb = realloc(buf, cap);
+			if (!nb)
+				goto fail;
+			buf = nb;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f))
+		goto fail;
+	if (n == 0) {
+		errno = ENOEXEC;
+		goto fail;
+	}
+	fclose(f);
+	*out = buf;
+	*len = n;
+	return 0;
+fail:
+	free(buf);
+	fclose(f);
+	return -1;
 }

@@ -18,7 +18,9 @@ struct config {
 	char *migrations_path;	  /* SANDBAR_MIGRATIONS_PATH, default "sql" */
 	char *log_level;	  /* SANDBAR_LOG_LEVEL, default "info" */
 	char *cluster;		  /* SANDBAR_CLUSTER: installation sharing one database, default "default" */
-	char *instance_id; /* SANDBAR_INSTANCE_ID: this process among them, default hostname + SERVER_ADDR */
+	char *instance_id;  /* SANDBAR_INSTANCE_ID: this process among them, default hostname + SERVER_ADDR */
+	char *agent_binary; /* SANDBAR_AGENT_BINARY: the sandbar-agent copied into every sandbox, default
+			       <sandbard's folder>/agent/sandbar-agent (set by sandbard when unset) */
 
 	/* sandboxes */
 	int64_t sandbox_idle_timeout_ms; /* SANDBOX_IDLE_TIMEOUT, default 15m */

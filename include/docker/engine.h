@@ -52,6 +52,15 @@ struct docker_call *docker_volume_list(struct docker *d, const char *label, dock
 typedef void (*docker_exists_fn)(bool exists, const char *err, void *arg);
 struct docker_call *docker_image_exists(struct docker *d, const char *name, docker_exists_fn cb, void *arg);
 
+/* GET /images/{name}/json with the image's JSON (Config.Entrypoint, Config.Cmd,
+ * ...) like docker_container_inspect; missing when there is no such image. */
+struct docker_call *docker_image_inspect(struct docker *d, const char *name, docker_inspect_fn cb, void *arg);
+
+/* PUT /containers/{id}/archive?path=: extracts the tar (drained from tar) under
+ * path in the container, which may be created and not yet started. */
+struct docker_call *docker_container_put_archive(struct docker *d, const char *id, const char *path,
+						 struct evbuffer *tar, docker_done_fn cb, void *arg);
+
 /* POST /build with the folder context_dir streamed as a tar, tagged tag.
  * dockerfile is relative to context_dir; buildargs a JSON object of strings
  * (taken, may be NULL); target may be NULL. On a failed build err holds

@@ -28,7 +28,8 @@ struct agent_sub;
 struct channels *channels_new(struct event_base *base, struct docker *docker);
 void channels_free(struct channels *chs);
 /* The channel of a sandbox (made on first use, connected lazily). container is
- * the container id or name. Never NULL. */
+ * the container id or name. Never NULL; valid until channels_drop of that
+ * sandbox (hold the sandbox id, not the pointer, across loop passes). */
 struct agent_channel *channels_get(struct channels *chs, const char *sandbox_id, const char *container);
 /* Closes and forgets a sandbox's channel (sandbox deleted or stopped): every
  * subscription gets error("sandbox gone"). */
@@ -63,7 +64,8 @@ struct agent_spawn_req {
 	bool stdin_open;
 	int64_t timeout_ms, grace_ms;
 	uint64_t ring_bytes;
-	uint32_t window; /* 0: do not subscribe (detached); the sub still gets started/error */
+	uint32_t window; /* 0: do not subscribe (detached); the sub still gets started/error,
+			  * and is freed after started returns */
 };
 
 struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn_req *req,

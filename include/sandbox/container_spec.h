@@ -18,6 +18,9 @@ struct container_spec_input {
 	const char *image;
 	const char *volume;
 	struct json_object *env_vars; /* object of strings, may be NULL (borrowed) */
+	/* the image's Entrypoint + Cmd (array of strings, borrowed, may be NULL):
+	 * the agent, as init, starts it unless the template overrides the command */
+	struct json_object *image_cmd;
 };
 
 /* A new JSON object for POST /containers/create. */

@@ -12,6 +12,7 @@
 
 #include "core/check.h"
 
+struct channels;
 struct config;
 struct docker;
 struct json_object;
@@ -42,9 +43,11 @@ typedef void (*sandbox_result_fn)(const struct sandbox_result *res, void *arg);
 
 struct sandbox_call; /* a pending call; cancel it when the caller goes away */
 
+/* channels and the agent binary (agent_len bytes, kept by the caller) outlive the service. */
 struct sandbox_service *sandbox_service_new(struct event_base *base, const struct config *cfg,
 					    struct pg_pool *pg, struct docker *docker,
-					    struct template_set *templates);
+					    struct template_set *templates, struct channels *channels,
+					    const void *agent_bin, size_t agent_len);
 void sandbox_service_free(struct sandbox_service *svc);
 /* Starts the reconciler once, then the reaper. done(rc) after the reconcile pass. */
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);

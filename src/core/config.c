@@ -57,6 +57,9 @@ static const struct cfg_setting settings[] = {
 	{ "SANDBAR_INSTANCE_ID", CFG_STRING, NULL, 0, AT(instance_id),
 	  "this instance among those sharing a database (default: hostname and SERVER_ADDR); "
 	  "keep it stable across restarts" },
+	{ "SANDBAR_AGENT_BINARY", CFG_STRING, NULL, 0, AT(agent_binary),
+	  "the static sandbar-agent installed into every sandbox (default: agent/sandbar-agent "
+	  "next to the sandbard executable)" },
 
 	{ "SANDBOX_IDLE_TIMEOUT", CFG_DURATION, "15m", 1000, AT(sandbox_idle_timeout_ms),
 	  "a sandbox without activity for this long expires" },
@@ -236,6 +239,19 @@ int config_load(struct config *cfg, char *err, size_t errcap)
 		cfg->instance_id = malloc(n);
 		CHECK(cfg->instance_id != NULL);
 		snprintf(cfg->instance_id, n, "%s/%s", host, cfg->server_addr);
+	}
+	if (!cfg->agent_binary) {
+		/* built next to sandbard: build/src/sandbard and build/src/agent/sandbar-agent */
+		char exe[4096];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		exe[n > 0 ? n : 0] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = '\0';
+		size_t len = strlen(exe) + sizeof("/agent/sandbar-agent");
+		cfg->agent_binary = malloc(len);
+		CHECK(cfg->agent_binary != NULL);
+		snprintf(cfg->agent_binary, len, "%s/agent/sandbar-agent", slash ? exe : ".");
 	}
 	return 0;
 fail:

@@ -287,3 +287,103 @@ static void exists_cb(int status, struct json_object *body, const char *err, voi
 	else
 		ctx->cb.exists(false, err ? err : "unexpected status", ctx->arg);
 }
+
+/* ---- image inspect, archive upload (for installing the agent) ---- */
+
+struct docker_call *docker_image_inspect(struct docker *d, const char *name, docker_inspect_fn cb, void *arg)
+{
+	struct evbuffer *p = evbuffer_new();
+	if (p)
+		evbuffer_add_printf(p, "/images/%s/json", name);
+	return engine_call(d, "GET", p, NULL, inspect_cb, (union engine_cb){ .inspect = cb }, arg, 0, 0);
+}
+
+struct put_ctx {
+	docker_done_fn cb;
+	void *arg;
+	int status;
+	struct evbuffer *errbody;
+};
+
+static void put_ctx_free(void *p)
+{
+	struct put_ctx *ctx = p;
+	evbuffer_free(ctx->errbody);
+	free(ctx);
+}
+
+static int put_head_cb(struct docker_call *call, int status, void *arg)
+{
+	struct put_ctx *ctx = arg;
+	ctx->status = status;
+	return 0;
+}
+
+static void put_data_cb(struct docker_call *call, struct evbuffer *body, void *arg)
+{
+	struct put_ctx *ctx = arg;
+	if (evbuffer_get_length(ctx->errbody) < 4096)
+		evbuffer_add_buffer(ctx->errbody, body);
+	evbuffer_drain(body, evbuffer_get_length(body));
+}
+
+static void put_done_cb(struct docker_call *call, const char *err, void *arg)
+{
+	struct put_ctx *ctx = arg;
+	if (err) {
+		ctx->cb(err, ctx->arg);
+		return;
+	}
+	if (ctx->status == 200) {
+		ctx->cb(NULL, ctx->arg);
+		return;
+	}
+	char msg[512];
+	evbuffer_add(ctx->errbody, "", 1);
+	struct json_object *j = json_tokener_parse((const char *)evbuffer_pullup(ctx->errbody, -1));
+	struct json_object *m;
+	if (j && json_object_object_get_ex(j, "message", &m))
+		snprintf(msg, sizeof(msg), "%s", json_object_get_string(m));
+	else
+		snprintf(msg, sizeof(msg), "archive upload: HTTP %d", ctx->status);
+	json_object_put(j);
+	ctx->cb(msg, ctx->arg);
+}
+
+struct docker_call *docker_container_put_archive(struct docker *d, const char *id, const char *path,
+						 struct evbuffer *tar, docker_done_fn cb, void *arg)
+{
+	static const struct docker_stream_cbs cbs = {
+		.head = put_head_cb,
+		.data = put_data_cb,
+		.done = put_done_cb,
+	};
+	struct put_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct evbuffer *p = evbuffer_new();
+	if (!ctx || !p || !(ctx->errbody = evbuffer_new()))
+		goto fail;
+	ctx->cb = cb;
+	ctx->arg = arg;
+	evbuffer_add_printf(p, "/containers/%s/archive?path=", id);
+	docker_url_encode(p, path);
+	evbuffer_add(p, "", 1);
+	struct docker_call *c =
+		docker_call_stream(d, "PUT", (const char *)evbuffer_pullup(p, -1), "application/x-tar",
+				   (int64_t)evbuffer_get_length(tar), &cbs, ctx);
+	evbuffer_free(p);
+	p = NULL;
+	if (!c)
+		goto fail;
+	docker_call_set_ctx(c, ctx, put_ctx_free);
+	docker_call_write(c, tar);
+	docker_call_finish(c);
+	return c;
+fail:
+	if (ctx && ctx->errbody)
+		evbuffer_free(ctx->errbody);
+	free(ctx);
+	if (p)
+		evbuffer_free(p);
+	evbuffer_drain(tar, evbuffer_get_length(tar));
+	return NULL;
+}

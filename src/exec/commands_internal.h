@@ -84,8 +84,9 @@ struct command_op {
 	struct command *cmd;	  /* OP_RUN */
 	struct command_spec spec; /* OP_RUN: owned copy of what matters */
 	bool detached;
-	struct agent_channel *ch;
-	struct agent_sub *sub; /* OP_LOGS */
+	struct agent_channel *ch; /* valid during the pass that set it only */
+	char container[80];	  /* to find the channel again (stdin) */
+	struct agent_sub *sub;	  /* OP_LOGS */
 	uint32_t agent_id;
 	uint64_t offset, target;
 	bool follow;

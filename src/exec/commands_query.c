@@ -379,7 +379,8 @@ static void record_found(enum pg_error err, PGresult *res, const char *message, 
 			"the command was lost with its sandbox's agent");
 		return;
 	}
-	op->ch = channels_get(op->c->chs, op->sandbox_id, PQgetvalue(res, 0, 3));
+	snprintf(op->container, sizeof(op->container), "%s", PQgetvalue(res, 0, 3));
+	op->ch = channels_get(op->c->chs, op->sandbox_id, op->container);
 	switch (op->kind) {
 	case OP_SIGNAL:
 		agent_signal(op->ch, op->agent_id, op->signo);
@@ -492,9 +493,16 @@ static void logs_error(void *arg, int code, const char *message)
 
 /* ---- stdin ---- */
 
+/* A channel pointer lives until its sandbox is dropped: look it up each time. */
+static struct agent_channel *stdin_channel(struct command_op *op)
+{
+	return channels_get(op->c->chs, op->sandbox_id, op->container);
+}
+
 int command_stdin_write(struct command_op *op, const void *data, size_t len)
 {
-	CHECK(op->kind == OP_STDIN && op->ch);
+	CHECK(op->kind == OP_STDIN && op->container[0]);
+	op->ch = stdin_channel(op);
 	if (agent_channel_pending(op->ch) > STDIN_HIGH_WATER) {
 		/* the channel has no drain callback: look again shortly */
 		if (!op->later)
@@ -513,6 +521,7 @@ int command_stdin_write(struct command_op *op, const void *data, size_t len)
 static void stdin_poll(evutil_socket_t fd, short what, void *arg)
 {
 	struct command_op *op = arg;
+	op->ch = stdin_channel(op);
 	if (agent_channel_pending(op->ch) > STDIN_LOW_WATER) {
 		struct timeval tv = { 0, 5000 };
 		evtimer_add(op->later, &tv);
@@ -529,8 +538,8 @@ static void stdin_poll(evutil_socket_t fd, short what, void *arg)
 
 void command_stdin_end(struct command_op *op, bool eof)
 {
-	if (eof && op->ch)
-		agent_stdin_close(op->ch, op->agent_id);
+	if (eof && op->container[0])
+		agent_stdin_close(stdin_channel(op), op->agent_id);
 	op->closed = true;
 	op_finish(op);
 }

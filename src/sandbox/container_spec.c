@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "core/config.h"
+#include "exec/channel.h"
 #include "sandbox/template.h"
 
 static void add_env_list(struct json_object *env, char **list);
@@ -22,10 +23,6 @@ const char *const container_spec_caps[] = {
 	"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE", NULL,
 };
 
-/* Keeps the container alive when the template overrides the image's command;
- * exits at once on SIGTERM so `docker stop` does not wait for the grace period. */
-static const char keepalive_script[] = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
-
 struct json_object *container_spec_build(const struct container_spec_input *in)
 {
 	const struct template *t = in->tpl;
@@ -38,15 +35,19 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	json_object_object_add(spec, "WorkingDir", json_object_new_string(t->workspace_folder));
 	if (t->container_user)
 		json_object_object_add(spec, "User", json_object_new_string(t->container_user));
-	if (t->override_command) {
-		struct json_object *ep = json_object_new_array();
-		json_object_array_add(ep, json_object_new_string("/bin/sh"));
-		json_object_array_add(ep, json_object_new_string("-c"));
-		json_object_array_add(ep, json_object_new_string(keepalive_script));
-		json_object_array_add(ep, json_object_new_string("sandbar-keepalive"));
-		json_object_object_add(spec, "Entrypoint", ep);
-		json_object_object_add(spec, "Cmd", json_object_new_array());
+	/* the agent (copied in before the first start) is init; it idles when the
+	 * template overrides the command, else it starts the image's own */
+	struct json_object *ep = json_object_new_array();
+	json_object_array_add(ep, json_object_new_string(AGENT_PATH));
+	json_object_array_add(ep, json_object_new_string("init"));
+	if (!t->override_command && in->image_cmd && json_object_array_length(in->image_cmd) > 0) {
+		json_object_array_add(ep, json_object_new_string("--"));
+		for (size_t i = 0; i < json_object_array_length(in->image_cmd); i++)
+			json_object_array_add(ep,
+					      json_object_get(json_object_array_get_idx(in->image_cmd, i)));
 	}
+	json_object_object_add(spec, "Entrypoint", ep);
+	json_object_object_add(spec, "Cmd", json_object_new_array());
 
 	struct json_object *env = json_object_new_array();
 	add_env_list(env, t->container_env);

@@ -8,24 +8,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uuid/uuid.h>
 
 #include "core/config.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "docker/engine.h"
+#include "docker/tar.h"
+#include "exec/channel.h"
 #include "internal.h"
 #include "sandbox/container_spec.h"
 #include "sandbox/template.h"
 
 /* Output kept from setup commands (postCreateCommand, postStartCommand). */
 #define SETUP_OUTPUT_CAP (64 * 1024)
+#define SETUP_WINDOW	 (64 * 1024) /* output in flight from the agent per setup command */
 #define NAME_MAX_LEN	 128
 
 enum create_state {
 	CREATE_INSERT,	     /* writing the `creating` row */
 	CREATE_IMAGE,	     /* image present, or built */
 	CREATE_CONTAINER,    /* container created (not started), with its workspace volume */
+	CREATE_AGENT,	     /* the agent copied in (archive PUT) before the first start */
 	CREATE_START,	     /* container started */
 	CREATE_INSPECT,	     /* published ports read back */
 	CREATE_SETUP,	     /* workspace ownership, postCreateCommand, postStartCommand */
@@ -37,7 +42,7 @@ enum create_state {
 };
 
 static const char *const create_state_names[CREATE_STATE_MAX] = {
-	"insert", "image",	  "container", "start",	     "inspect",
+	"insert", "image",	  "container", "agent",	     "start", "inspect",
 	"setup",  "mark_running", "cleanup",   "mark_error", "done",
 };
 
@@ -55,7 +60,11 @@ struct create_op {
 	struct json_object *setup;    /* array of {"argv":[...], "user":...} still to run */
 	size_t setup_next;
 	struct evbuffer *setup_out;
-	int *host_ports; /* parallel to tpl->ports */
+	bool setup_truncated;
+	struct json_object *image_cmd; /* the image's Entrypoint + Cmd, for the agent to start */
+	struct json_object *base_env;  /* the container's Env (image + template + env_vars) */
+	struct agent_sub *sub;	       /* the setup command running through the agent */
+	int *host_ports;	       /* parallel to tpl->ports */
 
 	struct docker_call *dcall;
 	struct pg_query *query;
@@ -71,12 +80,17 @@ static void create_fail(struct create_op *op, const char *fmt, ...) __attribute_
 static void create_free(struct create_op *op);
 static void step_inserted(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void step_image(const char *err, void *arg);
+static void step_image_inspected(struct json_object *info, bool missing, const char *err, void *arg);
+static void create_container(struct create_op *op);
 static void step_container(const char *id, const char *err, void *arg);
+static void step_agent_installed(const char *err, void *arg);
 static void step_started(const char *err, void *arg);
 static void step_inspected(struct json_object *info, bool missing, const char *err, void *arg);
 static void setup_next(struct create_op *op);
-static void step_setup_ran(int exit_code, const char *output, size_t len, bool truncated, const char *err,
-			   void *arg);
+static void setup_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data,
+			 size_t len, bool gap);
+static void setup_exited(void *arg, const struct agent_exit *e);
+static void setup_error(void *arg, int code, const char *message);
 static void step_marked_running(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void step_cleaned(const char *err, void *arg);
 static void step_marked_error(enum pg_error err, PGresult *res, const char *message, void *arg);
@@ -218,6 +232,40 @@ static void step_image(const char *err, void *arg)
 		create_fail(op, "image: %s", err);
 		return;
 	}
+	if (op->tpl->override_command) {
+		create_container(op);
+		return;
+	}
+	/* the agent becomes the entrypoint and starts the image's own command */
+	op->dcall = docker_image_inspect(op->svc->docker, template_image(op->tpl), step_image_inspected, op);
+}
+
+static void step_image_inspected(struct json_object *info, bool missing, const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err || missing) {
+		create_fail(op, "image inspect: %s", err ? err : "image vanished");
+		return;
+	}
+	struct json_object *config, *part;
+	op->image_cmd = json_object_new_array();
+	if (json_object_object_get_ex(info, "Config", &config)) {
+		const char *keys[] = { "Entrypoint", "Cmd" };
+		for (size_t k = 0; k < ARRAY_LEN(keys); k++) {
+			if (!json_object_object_get_ex(config, keys[k], &part) ||
+			    !json_object_is_type(part, json_type_array))
+				continue;
+			for (size_t i = 0; i < json_object_array_length(part); i++)
+				json_object_array_add(op->image_cmd,
+						      json_object_get(json_object_array_get_idx(part, i)));
+		}
+	}
+	create_container(op);
+}
+
+static void create_container(struct create_op *op)
+{
 	/* Docker makes the workspace volume (labelled) along with the container */
 	create_set_state(op, CREATE_CONTAINER);
 	struct container_spec_input in = {
@@ -228,6 +276,7 @@ static void step_image(const char *err, void *arg)
 		.image = template_image(op->tpl),
 		.volume = op->volume,
 		.env_vars = op->env_vars,
+		.image_cmd = op->image_cmd,
 	};
 	char cname[64];
 	sandbox_container_name(op->id, cname);
@@ -244,6 +293,35 @@ static void step_container(const char *id, const char *err, void *arg)
 		return;
 	}
 	snprintf(op->container_id, sizeof(op->container_id), "%s", id);
+	/* the agent is the container's init: it must be in place before the first start */
+	create_set_state(op, CREATE_AGENT);
+	struct evbuffer *tar = evbuffer_new();
+	CHECK(tar != NULL);
+	struct tar_entry dir = { .name = ".sandbar/", .type = TAR_DIR, .mode = 0755, .mtime = time(NULL) };
+	struct tar_entry bin = { .name = ".sandbar/agent",
+				 .type = TAR_FILE,
+				 .size = op->svc->agent_len,
+				 .mode = 0755,
+				 .mtime = dir.mtime };
+	CHECK(tar_write_header(tar, &dir) == 0 && tar_write_header(tar, &bin) == 0);
+	evbuffer_add(tar, op->svc->agent_bin, op->svc->agent_len);
+	tar_write_padding(tar, op->svc->agent_len);
+	tar_write_end(tar);
+	op->dcall = docker_container_put_archive(op->svc->docker, op->container_id, "/", tar,
+						 step_agent_installed, op);
+	evbuffer_free(tar);
+	if (!op->dcall)
+		create_fail(op, "agent: cannot upload");
+}
+
+static void step_agent_installed(const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		create_fail(op, "installing the agent: %s", err);
+		return;
+	}
 	create_set_state(op, CREATE_START);
 	op->dcall = docker_container_start(op->svc->docker, op->container_id, step_started, op);
 }
@@ -268,7 +346,11 @@ static void step_inspected(struct json_object *info, bool missing, const char *e
 		create_fail(op, "inspect: %s", err ? err : "container vanished");
 		return;
 	}
-	struct json_object *ns, *ports;
+	struct json_object *ns, *ports, *config, *env;
+	/* commands through the agent get exactly the env they are given: start from the container's */
+	if (json_object_object_get_ex(info, "Config", &config) &&
+	    json_object_object_get_ex(config, "Env", &env) && json_object_is_type(env, json_type_array))
+		op->base_env = json_object_get(env);
 	if (!json_object_object_get_ex(info, "NetworkSettings", &ns) ||
 	    !json_object_object_get_ex(ns, "Ports", &ports)) {
 		create_fail(op, "inspect: no NetworkSettings.Ports");
@@ -328,36 +410,70 @@ static void setup_next(struct create_op *op)
 		return;
 	}
 	struct json_object *cmd = json_object_array_get_idx(op->setup, op->setup_next++);
-	struct json_object *argv, *user;
-	json_object_object_get_ex(cmd, "argv", &argv);
+	struct json_object *argv_j, *user;
+	json_object_object_get_ex(cmd, "argv", &argv_j);
 	json_object_object_get_ex(cmd, "user", &user);
-	struct docker_exec_opts opts = {
-		.argv = json_object_get(argv),
-		.env = setup_env(op),
+	struct json_object *env_j = setup_env(op);
+	size_t argc = json_object_array_length(argv_j), envc = json_object_array_length(env_j);
+	const char **argv = calloc(argc + 1, sizeof(*argv));
+	const char **env = calloc(envc + 1, sizeof(*env));
+	CHECK(argv != NULL && env != NULL);
+	for (size_t i = 0; i < argc; i++)
+		argv[i] = json_object_get_string(json_object_array_get_idx(argv_j, i));
+	for (size_t i = 0; i < envc; i++)
+		env[i] = json_object_get_string(json_object_array_get_idx(env_j, i));
+	struct agent_spawn_req req = {
+		.argv = argv,
+		.env = env,
+		.cwd = op->tpl->workspace_folder,
 		.user = user ? json_object_get_string(user) : NULL,
-		.workdir = op->tpl->workspace_folder,
-		.output_cap = SETUP_OUTPUT_CAP,
+		.window = SETUP_WINDOW,
 	};
-	op->dcall = docker_exec_run(op->svc->docker, op->container_id, &opts, step_setup_ran, op);
+	static const struct agent_sub_ops ops = {
+		.output = setup_output,
+		.exited = setup_exited,
+		.error = setup_error,
+	};
+	op->setup_truncated = false;
+	struct agent_channel *ch = channels_get(op->svc->channels, op->id, op->container_id);
+	op->sub = agent_spawn(ch, &req, &ops, op);
+	free(argv);
+	free(env);
+	json_object_put(env_j);
 }
 
-static void step_setup_ran(int exit_code, const char *output, size_t len, bool truncated, const char *err,
-			   void *arg)
+static void setup_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data,
+			 size_t len, bool gap)
 {
 	struct create_op *op = arg;
-	op->dcall = NULL;
-	if (err) {
-		create_fail(op, "setup command: %s", err);
-		return;
-	}
 	size_t room = SETUP_OUTPUT_CAP - evbuffer_get_length(op->setup_out);
-	evbuffer_add(op->setup_out, output, len < room ? len : room);
-	if (exit_code != 0) {
+	evbuffer_add(op->setup_out, data, len < room ? len : room);
+	if (len > room || gap)
+		op->setup_truncated = true;
+	agent_sub_ack(op->sub, offset + len);
+}
+
+static void setup_error(void *arg, int code, const char *message)
+{
+	struct create_op *op = arg;
+	op->sub = NULL;
+	create_fail(op, "setup command: %s", message);
+}
+
+static void setup_exited(void *arg, const struct agent_exit *e)
+{
+	struct create_op *op = arg;
+	op->sub = NULL;
+	if (e->exit_code != 0 || e->signal != 0) {
 		struct json_object *cmd = json_object_array_get_idx(op->setup, op->setup_next - 1);
 		struct json_object *label;
 		json_object_object_get_ex(cmd, "label", &label);
-		create_fail(op, "%s exited with code %d%s", json_object_get_string(label), exit_code,
-			    truncated ? " (output truncated)" : "");
+		if (e->signal)
+			create_fail(op, "%s was killed by signal %d%s", json_object_get_string(label),
+				    e->signal, op->setup_truncated ? " (output truncated)" : "");
+		else
+			create_fail(op, "%s exited with code %d%s", json_object_get_string(label),
+				    e->exit_code, op->setup_truncated ? " (output truncated)" : "");
 		return;
 	}
 	setup_next(op);
@@ -453,13 +569,17 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 		docker_call_cancel(op->dcall);
 		op->dcall = NULL;
 		create_fail(op, "timed out in %s", create_state_names[op->state]);
+	} else if (op->sub) {
+		agent_sub_close(op->sub);
+		op->sub = NULL;
+		create_fail(op, "timed out in %s", create_state_names[op->state]);
 	}
 }
 
 static void create_free(struct create_op *op)
 {
 	CHECK(op->state == CREATE_DONE);
-	CHECK(!op->dcall && !op->query && !op->iwait);
+	CHECK(!op->dcall && !op->query && !op->iwait && !op->sub);
 	if (op->call) {
 		op->call->owner = NULL;
 		call_fail(op->call, SANDBOX_ERR_INTERNAL, "internal", "create ended without an answer");
@@ -467,6 +587,8 @@ static void create_free(struct create_op *op)
 	event_free(op->timeout);
 	json_object_put(op->env_vars);
 	json_object_put(op->setup);
+	json_object_put(op->image_cmd);
+	json_object_put(op->base_env);
 	evbuffer_free(op->setup_out);
 	free(op->host_ports);
 	free(op);
@@ -526,16 +648,35 @@ static struct json_object *setup_commands(const struct template *t)
 	return list;
 }
 
+/* Adds "K=V", replacing an earlier K: the agent passes env as given, and of
+ * two equal keys the first would win in the command. */
+static void env_set(struct json_object *env, const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	size_t klen = eq ? (size_t)(eq - kv) + 1 : strlen(kv);
+	for (size_t i = 0; i < json_object_array_length(env); i++) {
+		const char *old = json_object_get_string(json_object_array_get_idx(env, i));
+		if (strncmp(old, kv, klen) == 0) {
+			json_object_array_put_idx(env, i, json_object_new_string(kv));
+			return;
+		}
+	}
+	json_object_array_add(env, json_object_new_string(kv));
+}
+
+/* The container's env (image, containerEnv, env_vars), then remoteEnv, then env_vars on top. */
 static struct json_object *setup_env(const struct create_op *op)
 {
 	struct json_object *env = json_object_new_array();
+	for (size_t i = 0; op->base_env && i < json_object_array_length(op->base_env); i++)
+		env_set(env, json_object_get_string(json_object_array_get_idx(op->base_env, i)));
 	for (size_t i = 0; op->tpl->remote_env && op->tpl->remote_env[i]; i++)
-		json_object_array_add(env, json_object_new_string(op->tpl->remote_env[i]));
+		env_set(env, op->tpl->remote_env[i]);
 	json_object_object_foreach(op->env_vars, key, val)
 	{
 		char kv[8192];
 		snprintf(kv, sizeof(kv), "%s=%s", key, json_object_get_string(val));
-		json_object_array_add(env, json_object_new_string(kv));
+		env_set(env, kv);
 	}
 	return env;
 }

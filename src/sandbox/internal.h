@@ -20,6 +20,9 @@ struct sandbox_service {
 	struct template_set *templates;
 	struct reaper *reaper;
 	struct image_builds *builds;
+	struct channels *channels; /* to each sandbox's agent */
+	const void *agent_bin;	   /* the agent binary installed into every sandbox */
+	size_t agent_len;
 	char cluster[64];
 	char instance[128];
 	char idle_ms[24]; /* SANDBOX_IDLE_TIMEOUT as a query parameter */

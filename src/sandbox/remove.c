@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "docker/engine.h"
+#include "exec/channel.h"
 #include "internal.h"
 
 struct destroy_op {
@@ -42,6 +43,9 @@ void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(c
 	snprintf(op->id, sizeof(op->id), "%s", id);
 	op->done = done;
 	op->arg = arg;
+	/* deleted, expired or failed: its agent channel goes with it */
+	if (svc->channels)
+		channels_drop(svc->channels, id);
 	char name[64];
 	sandbox_container_name(id, name);
 	/* not cancellable: once started, removal runs to the end whoever asked */

@@ -28,7 +28,8 @@ struct start_ctx {
 
 struct sandbox_service *sandbox_service_new(struct event_base *base, const struct config *cfg,
 					    struct pg_pool *pg, struct docker *docker,
-					    struct template_set *templates)
+					    struct template_set *templates, struct channels *channels,
+					    const void *agent_bin, size_t agent_len)
 {
 	struct sandbox_service *svc = calloc(1, sizeof(*svc));
 	CHECK(svc != NULL);
@@ -37,6 +38,9 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	svc->pg = pg;
 	svc->docker = docker;
 	svc->templates = templates;
+	svc->channels = channels;
+	svc->agent_bin = agent_bin;
+	svc->agent_len = agent_len;
 	snprintf(svc->cluster, sizeof(svc->cluster), "%s", cfg->cluster);
 	snprintf(svc->instance, sizeof(svc->instance), "%s", cfg->instance_id);
 	snprintf(svc->idle_ms, sizeof(svc->idle_ms), "%lld", (long long)cfg->sandbox_idle_timeout_ms);

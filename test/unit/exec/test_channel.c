@@ -74,18 +74,24 @@ static void spin_ms(int ms)
 	}
 }
 
-#define SPIN_UNTIL(cond)                                                                                       \
-	do {                                                                                                   \
-		for (int spin_i = 0; spin_i < 3000 && !(cond); spin_i++)                                       \
-			spin_ms(1);                                                                            \
-		assert_true(cond);                                                                             \
+#define SPIN_UNTIL(cond)                                                                                     \
+	do {                                                                                                 \
+		for (int spin_i = 0; spin_i < 3000 && !(cond); spin_i++)                                     \
+			spin_ms(1);                                                                          \
+		assert_true(cond);                                                                           \
 	} while (0)
 
 /* Sends one agent frame from the peer, in a Docker stdout frame. */
 static void peer_send(struct agent_msg *m)
 {
 	assert_int_equal(agent_msg_end(m), 0);
-	uint8_t hdr[8] = { 1, 0, 0, 0, (uint8_t)(m->len >> 24), (uint8_t)(m->len >> 16), (uint8_t)(m->len >> 8),
+	uint8_t hdr[8] = { 1,
+			   0,
+			   0,
+			   0,
+			   (uint8_t)(m->len >> 24),
+			   (uint8_t)(m->len >> 16),
+			   (uint8_t)(m->len >> 8),
 			   (uint8_t)m->len };
 	bufferevent_write(P.bev, hdr, sizeof(hdr));
 	bufferevent_write(P.bev, m->buf, m->len);
@@ -96,7 +102,9 @@ static void peer_send(struct agent_msg *m)
 static void peer_stderr(const char *text)
 {
 	size_t n = strlen(text);
-	uint8_t hdr[8] = { 2, 0, 0, 0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
+	uint8_t hdr[8] = {
+		2, 0, 0, 0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n
+	};
 	bufferevent_write(P.bev, hdr, sizeof(hdr));
 	bufferevent_write(P.bev, text, n);
 }

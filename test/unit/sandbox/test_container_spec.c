@@ -81,7 +81,11 @@ static void test_defaults_hardening_and_labels(void **state)
 	assert_true(json_object_object_get_ex(labels, "sandbar.cluster", &v));
 	assert_string_equal(json_object_get_string(v), "c1");
 	assert_string_equal(str(s, "WorkingDir"), "/workspace");
-	assert_string_equal(str(s, "Entrypoint.0"), "/bin/sh"); /* overrideCommand defaults to true */
+	/* overrideCommand defaults to true: the agent is init and idles */
+	assert_string_equal(str(s, "Entrypoint.0"), "/.sandbar/agent");
+	assert_string_equal(str(s, "Entrypoint.1"), "init");
+	assert_null(get(s, "Entrypoint.2"));
+	assert_int_equal(json_object_array_length(get(s, "Cmd")), 0);
 
 	assert_int_equal(num(s, "HostConfig.Memory"), 2LL << 30);
 	assert_int_equal(num(s, "HostConfig.MemorySwap"), 2LL << 30);
@@ -128,8 +132,32 @@ static void test_host_requirements_env_and_policy(void **state)
 	assert_int_equal(num(s, "HostConfig.NanoCpus"), 1500000000LL);
 	assert_string_equal(str(s, "Env.0"), "A=1");
 	assert_string_equal(str(s, "Env.1"), "B=two words");
-	assert_null(get(s, "Entrypoint"));
+	assert_string_equal(str(s, "Entrypoint.0"), "/.sandbar/agent"); /* the image has no command */
+	assert_null(get(s, "Entrypoint.2"));
 	assert_true(json_object_get_boolean(get(s, "HostConfig.Init")));
+	{
+		/* the agent starts the image's own Entrypoint + Cmd */
+		struct json_object *cmd = json_object_new_array();
+		json_object_array_add(cmd, json_object_new_string("/entry.sh"));
+		json_object_array_add(cmd, json_object_new_string("serve"));
+		struct container_spec_input in = {
+			.tpl = t,
+			.cfg = &cfg,
+			.sandbox_id = "s",
+			.cluster = "c1",
+			.image = "img:1",
+			.volume = "v",
+			.image_cmd = cmd,
+		};
+		struct json_object *s2 = container_spec_build(&in);
+		assert_string_equal(str(s2, "Entrypoint.1"), "init");
+		assert_string_equal(str(s2, "Entrypoint.2"), "--");
+		assert_string_equal(str(s2, "Entrypoint.3"), "/entry.sh");
+		assert_string_equal(str(s2, "Entrypoint.4"), "serve");
+		assert_int_equal(json_object_array_length(get(s2, "Cmd")), 0);
+		json_object_put(s2);
+		json_object_put(cmd);
+	}
 	assert_string_equal(str(s, "HostConfig.Mounts.1.Type"), "tmpfs");
 	assert_string_equal(str(s, "HostConfig.Mounts.1.Target"), "/scratch");
 
