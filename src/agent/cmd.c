@@ -296,8 +296,8 @@ fail:
 		*code = errno;
 		snprintf(msg, msglen, "%s: %s", stage, strerror(errno));
 	}
-	int *fds_all[] = { &p_in[0], &p_in[1], &p_out[0], &p_out[1], &p_err[0], &p_err[1], &p_ex[0], &p_ex[1],
-			   &master, &slave };
+	int *fds_all[] = { &p_in[0],  &p_in[1], &p_out[0], &p_out[1], &p_err[0],
+			   &p_err[1], &p_ex[0], &p_ex[1],  &master,   &slave };
 	for (size_t i = 0; i < ARRAY_LEN(fds_all); i++)
 		close_fd(fds_all[i]);
 	free(env2);
@@ -341,7 +341,9 @@ static void close_output(struct cmd *c, int fd)
 static void read_output(struct agent *a, struct cmd *c, int fd, size_t budget)
 {
 	static uint8_t buf[CMD_READ_CHUNK];
-	uint8_t stream = c->pty ? AGENT_STREAM_PTY : fd == c->out_fd ? AGENT_STREAM_STDOUT : AGENT_STREAM_STDERR;
+	uint8_t stream = c->pty		   ? AGENT_STREAM_PTY
+			 : fd == c->out_fd ? AGENT_STREAM_STDOUT
+					   : AGENT_STREAM_STDERR;
 	(void)a;
 	while (budget > 0) {
 		ssize_t n = read(fd, buf, sizeof(buf));

@@ -18,9 +18,9 @@
  * EXITED can be reported. */
 enum cmd_state { CMD_RUNNING, CMD_DRAINING, CMD_EXITED, CMD_STATE_MAX };
 
-#define CMD_DRAIN_MS	 100		/* after the leader exited, wait this long for EOF */
-#define CMD_STDIN_MAX	 (8u << 20)	/* bytes of STDIN queued per command */
-#define CMD_READ_CHUNK	 (64u * 1024)
+#define CMD_DRAIN_MS   100	  /* after the leader exited, wait this long for EOF */
+#define CMD_STDIN_MAX  (8u << 20) /* bytes of STDIN queued per command */
+#define CMD_READ_CHUNK (64u * 1024)
 
 struct ring;
 
@@ -30,11 +30,11 @@ struct cmd {
 	pid_t pid; /* also the process group id */
 	enum cmd_state state;
 	bool pty;
-	int in_fd;	     /* stdin pipe or PTY master (shared with out_fd), -1 */
-	int out_fd, err_fd;  /* -1 once at EOF */
-	uint8_t *in_buf;     /* STDIN bytes not yet written */
+	int in_fd;	    /* stdin pipe or PTY master (shared with out_fd), -1 */
+	int out_fd, err_fd; /* -1 once at EOF */
+	uint8_t *in_buf;    /* STDIN bytes not yet written */
 	size_t in_len, in_off, in_cap;
-	bool in_close;	     /* STDIN_CLOSE once the queue is written */
+	bool in_close; /* STDIN_CLOSE once the queue is written */
 	struct ring *ring;
 	int exit_code, signo;
 	bool timed_out;

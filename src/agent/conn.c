@@ -34,8 +34,8 @@ static size_t conn_pending(const struct conn *c);
 static void send_error(struct conn *c, const struct agent_req *r, int code, const char *msg);
 static void msg_tag(struct conn *c, const uint8_t *tag, uint32_t len);
 static void send_exited(struct conn *c, const struct sub *s);
-static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, uint32_t tag_len, uint64_t offset,
-			   uint32_t window);
+static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, uint32_t tag_len,
+			   uint64_t offset, uint32_t window);
 static struct sub *sub_find(struct conn *c, uint32_t id, const uint8_t *tag, uint32_t tag_len);
 static void sub_remove(struct conn *c, struct sub *s);
 static bool sub_pump(struct conn *c, struct sub *s);
@@ -141,7 +141,8 @@ static void conn_read(struct agent *a, struct conn *c)
 static void conn_write(struct conn *c)
 {
 	while (conn_pending(c) > 0) {
-		ssize_t n = send(c->fd, c->out.buf + c->out_off, conn_pending(c), MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n =
+			send(c->fd, c->out.buf + c->out_off, conn_pending(c), MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			c->out_off += (size_t)n;
 			continue;
@@ -205,8 +206,8 @@ static struct sub *sub_find(struct conn *c, uint32_t id, const uint8_t *tag, uin
 	return NULL;
 }
 
-static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, uint32_t tag_len, uint64_t offset,
-			   uint32_t window)
+static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, uint32_t tag_len,
+			   uint64_t offset, uint32_t window)
 {
 	struct sub *s = sub_find(c, cmd->id, tag, tag_len);
 	if (!s) {

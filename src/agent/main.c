@@ -186,7 +186,8 @@ static void on_accept(struct init_state *s)
 		 * the agent's own user) may drive it */
 		struct ucred cr;
 		socklen_t cl = sizeof(cr);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || (cr.uid != 0 && cr.uid != geteuid())) {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 ||
+		    (cr.uid != 0 && cr.uid != geteuid())) {
 			log_warn("connection from uid %d refused", (int)cr.uid);
 			close(fd);
 			continue;
@@ -339,7 +340,8 @@ static int run_relay(void)
 	socklen_t sl = socket_addr(&sa);
 	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (sock < 0 || connect(sock, (struct sockaddr *)&sa, sl) < 0) {
-		fprintf(stderr, "sandbar-agent relay: cannot connect to %s: %s\n", socket_name(), strerror(errno));
+		fprintf(stderr, "sandbar-agent relay: cannot connect to %s: %s\n", socket_name(),
+			strerror(errno));
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -360,7 +362,8 @@ static int run_relay(void)
 			{ .fd = !in_eof && up_len == 0 ? 0 : -1, .events = POLLIN },
 			{ .fd = down_len > 0 ? 1 : -1, .events = POLLOUT },
 			{ .fd = sock,
-			  .events = (short)((!sock_eof && down_len == 0 ? POLLIN : 0) | (up_len > 0 ? POLLOUT : 0)) },
+			  .events = (short)((!sock_eof && down_len == 0 ? POLLIN : 0) |
+					    (up_len > 0 ? POLLOUT : 0)) },
 		};
 		if (poll(p, 3, -1) < 0) {
 			if (errno == EINTR)
