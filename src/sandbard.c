@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "docker/engine.h"
 #include "exec/channel.h"
+#include "exec/commands.h"
 #include "http/server.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
@@ -44,6 +45,7 @@ struct sandbard {
 	void *agent_bin; /* installed into every sandbox */
 	size_t agent_len;
 	struct sandbox_service *svc;
+	struct commands *commands;
 	struct api *api;
 	struct http_server *http;
 	struct event *sigterm, *sigint, *boot_timeout;
@@ -153,6 +155,15 @@ int main(int argc, char **argv)
 				    d.agent_len);
 	d.api = api_new(&d.cfg, d.svc);
 	CHECK(d.api != NULL);
+	struct commands_config ccfg = { .cluster = d.cfg.cluster,
+					.instance = d.cfg.instance_id,
+					.idle_timeout_ms = d.cfg.sandbox_idle_timeout_ms };
+	if (commands_config_load(&ccfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbard: %s\n", err);
+		return 2;
+	}
+	d.commands = commands_new(d.base, &ccfg, d.pg, d.channels);
+	api_set_commands(d.api, d.commands);
 
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -170,6 +181,7 @@ int main(int argc, char **argv)
 	if (d.http)
 		http_server_free(d.http);
 	api_free(d.api);
+	commands_free(d.commands);
 	sandbox_service_free(d.svc);
 	channels_free(d.channels);
 	free(d.agent_bin);

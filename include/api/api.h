@@ -7,12 +7,15 @@
 #include "core/check.h"
 
 struct api;
+struct commands;
 struct config;
 struct http_request;
 struct sandbox_service;
 
 struct api *api_new(const struct config *cfg, struct sandbox_service *svc);
 void api_free(struct api *api);
+/* The command service behind the command routes (set before serving). */
+void api_set_commands(struct api *api, struct commands *cmds);
 /* The http_dispatch_fn for http_server_new (arg: the api). */
 void api_dispatch(struct http_request *req, void *arg);
 

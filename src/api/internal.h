@@ -11,11 +11,14 @@ struct api {
 	const struct config *cfg;
 	struct sandbox_service *svc;
 	struct router *router;
-	char **tokens; /* NULL-terminated, NULL when auth is off */
+	char **tokens;	       /* NULL-terminated, NULL when auth is off */
+	struct commands *cmds; /* the command service (api_set_commands) */
 };
 
 /* The native (monza-compatible) routes. */
 MUST_USE int api_native_routes(struct api *api);
+/* The native command routes (src/api/commands.c). */
+MUST_USE int api_command_routes(struct api *api);
 
 /* A request waiting on the core: cancelled if the client goes away. */
 struct api_pending {

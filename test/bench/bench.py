@@ -1,8 +1,12 @@
 """Benchmarks of sandbard against baselines measured in the same run, printed
 as a table: /health vs nginx (one worker, a static file), GET of a sandbox,
-create latency vs raw Docker Engine create+start, and memory with 1,000 rows.
+create latency vs raw Docker Engine create+start, exec round trip vs a raw
+docker exec, 1,000 execs over 50 sandboxes at concurrency 200, the agent's
+size and memory, and memory with 1,000 rows.
 Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
-Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20)."""
+Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20), EXEC_ROUNDS (200),
+EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200)."""
+import concurrent.futures
 import http.client
 import json
 import os
@@ -25,6 +29,10 @@ from harness.session import Session  # noqa: E402
 
 WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
 CREATES = int(os.environ.get("CREATES", "20"))
+EXEC_ROUNDS = int(os.environ.get("EXEC_ROUNDS", "200"))
+EXEC_SANDBOXES = int(os.environ.get("EXEC_SANDBOXES", "50"))
+EXECS = int(os.environ.get("EXECS", "1000"))
+EXEC_CONCURRENCY = int(os.environ.get("EXEC_CONCURRENCY", "200"))
 IMAGE = "sandbar/base:latest"
 SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
 
@@ -182,6 +190,107 @@ def docker_create_start(run_id, i):
     return dt, cid
 
 
+def docker_exec_true(conn, cid):
+    """Seconds for one raw docker exec of `true`: create, start (attached,
+    read to the end), inspect for the exit code."""
+    t0 = time.perf_counter()
+    eid = engine(conn, "POST", f"/containers/{cid}/exec",
+                 {"Cmd": ["true"], "AttachStdout": True, "AttachStderr": True})["Id"]
+    conn.request("POST", f"/exec/{eid}/start", body=json.dumps({"Detach": False, "Tty": False}),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    r.read()
+    info = engine(conn, "GET", f"/exec/{eid}/json")
+    dt = time.perf_counter() - t0
+    if info.get("ExitCode") != 0:
+        raise RuntimeError(f"docker exec true -> {info.get('ExitCode')}")
+    return dt
+
+
+def exec_benchmarks(table, srv, c, created):
+    """Round trip vs docker exec on the same container, then the concurrent run."""
+    sid = created[0]
+    cid = c.get(f"/api/sandboxes/{sid}").json["container_id"]
+    log(f"{EXEC_ROUNDS} execs of `true` through sandbar and through docker exec, interleaved")
+
+    def rounds():
+        ours, base = [], []
+        conn = engine_conn()
+        for i in range(EXEC_ROUNDS):
+            t0 = time.perf_counter()
+            r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": ["true"]})
+            ours.append(time.perf_counter() - t0)
+            if r.status != 200 or r.json.get("exitCode") != 0:
+                raise RuntimeError(f"execute -> {r.status} {r.body[:120]!r}")
+            if i % 4 == 0:  # docker exec is slow: a quarter as many samples
+                base.append(docker_exec_true(conn, cid))
+        conn.close()
+        return ours, base
+
+    both = attempt(rounds)
+    ours, base = both if isinstance(both, tuple) else (both, both)
+    for p in (50, 99):
+        table.add(
+            f"exec `true` round trip p{p} ms (N={EXEC_ROUNDS}; raw docker exec)",
+            percentile(ours, p) * 1000 if isinstance(ours, list) else ours,
+            percentile(base, p) * 1000 if isinstance(base, list) else base,
+            fmt="{:.2f}",
+        )
+
+    log(f"{EXECS} execs over {EXEC_SANDBOXES} sandboxes at concurrency {EXEC_CONCURRENCY}")
+
+    def concurrent_run():
+        ids = created[:EXEC_SANDBOXES]
+        local = __import__("threading").local()
+
+        def one(i):
+            if not hasattr(local, "c"):
+                local.c = srv.client(timeout=60)
+            t0 = time.perf_counter()
+            try:
+                r = local.c.post(f"/api/sandboxes/{ids[i % len(ids)]}/execute",
+                                 json={"command": f"echo {i}"})
+                ok = r.status == 200 and r.json.get("stdout") == f"{i}\n"
+            except Exception:
+                ok = False
+            return time.perf_counter() - t0, ok
+
+        # each sandbox's agent channel connects on its first use (a docker exec
+        # of the relay): open them first, so the run measures execs
+        for sb in ids:
+            c.post(f"/api/sandboxes/{sb}/execute", json={"command": ["true"]})
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(EXEC_CONCURRENCY) as pool:
+            res = list(pool.map(one, range(EXECS)))
+        wall = time.perf_counter() - t0
+        return wall, [r[0] for r in res], sum(1 for r in res if not r[1])
+
+    out = attempt(concurrent_run)
+    if isinstance(out, Exception):
+        for name in ("throughput", "p50", "p99", "errors"):
+            table.add(f"{EXECS} execs / {EXEC_SANDBOXES} sandboxes: {name}", out)
+    else:
+        wall, lat, errors = out
+        label = f"{EXECS} execs over {EXEC_SANDBOXES} sandboxes, concurrency {EXEC_CONCURRENCY}"
+        table.add(f"{label}: execs/s", EXECS / wall)
+        table.add(f"{label}: p50 ms", percentile(lat, 50) * 1000, fmt="{:.1f}")
+        table.add(f"{label}: p99 ms", percentile(lat, 99) * 1000, fmt="{:.1f}")
+        table.add(f"{label}: errors", errors, fmt="{:d}")
+        if errors:
+            table.failed += 1
+
+    agent = os.path.join(os.path.dirname(paths.sandbard_binary()), "agent", "sandbar-agent")
+    table.add("agent binary KB (static, stripped)",
+              os.path.getsize(agent) / 1024 if os.path.exists(agent) else RuntimeError("no agent binary"),
+              fmt="{:.0f}")
+
+    def agent_rss():
+        r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": ["ps", "-o", "rss=", "-p", "1"]})
+        return int(r.json["stdout"].strip())
+
+    table.add("agent RSS per sandbox KB (ps inside, PID 1)", attempt(agent_rss))
+
+
 # ---------------------------------------------------------------- the run
 class Table:
     def __init__(self):
@@ -285,6 +394,15 @@ def main():
         else:
             ours = RuntimeError("no sandbox was created")
         table.add(f"GET /api/sandboxes/{{id}} req/s (wrk -t1 -c50 {WRK_SECONDS}s)", ours)
+
+        # exec: more sandboxes up to EXEC_SANDBOXES, then the exec rows
+        log(f"creating sandboxes up to {EXEC_SANDBOXES} for the exec benchmarks")
+        for i in range(len(created), EXEC_SANDBOXES):
+            r = attempt(lambda: c.post("/api/sandboxes", json={"template": "bare", "name": f"bench-{i}"}))
+            if not isinstance(r, Exception) and r.status == 201:
+                created.append(r.json["id"])
+        if created:
+            attempt(lambda: exec_benchmarks(table, srv, c, created))
 
         for sid in created:
             attempt(lambda: c.delete(f"/api/sandboxes/{sid}"))

@@ -1,0 +1,177 @@
+/* The command service every API dialect adapts: run commands in a sandbox
+ * through its agent (attached with typed output events, or detached), their
+ * records in PostgreSQL, logs, stdin, signals, limits and activity. No HTTP
+ * here: results are JSON text or events, errors a kind + stable code. */
+#ifndef SANDBAR_EXEC_COMMANDS_H
+#define SANDBAR_EXEC_COMMANDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "agent/protocol.h"
+#include "core/check.h"
+
+struct channels;
+struct commands;
+struct json_object;
+struct pg_pool;
+
+struct commands_config {
+	const char *cluster;	      /* SANDBAR_CLUSTER */
+	const char *instance;	      /* SANDBAR_INSTANCE_ID */
+	int64_t idle_timeout_ms;      /* SANDBOX_IDLE_TIMEOUT: activity pushes expiry this far */
+	int max_per_sandbox;	      /* running commands per sandbox */
+	uint64_t ring_bytes;	      /* output kept per command by the agent */
+	uint64_t max_output_cap;      /* largest max_output_bytes a request may ask for */
+	uint32_t window;	      /* unacknowledged output bytes per subscription */
+	int64_t grace_ms;	      /* SIGTERM -> SIGKILL after a timeout */
+	int64_t activity_interval_ms; /* activity written at most this often per sandbox */
+};
+/* Defaults, then overridden by SANDBAR_MAX_COMMANDS_PER_SANDBOX,
+ * SANDBAR_COMMAND_OUTPUT_BUFFER, SANDBAR_MAX_OUTPUT_BYTES, SANDBAR_STREAM_WINDOW
+ * (start-up only). -1 with a reason in err on a bad value. */
+MUST_USE int commands_config_load(struct commands_config *cfg, char *err, size_t errcap);
+
+enum command_error {
+	COMMAND_OK = 0,
+	COMMAND_ERR_INVALID,	 /* bad input: 400 */
+	COMMAND_ERR_NOT_FOUND,	 /* no such sandbox or command: 404 */
+	COMMAND_ERR_CONFLICT,	 /* sandbox not running: 409 */
+	COMMAND_ERR_LIMIT,	 /* too many running commands: 429 */
+	COMMAND_ERR_GONE,	 /* the output is no longer kept: 410 */
+	COMMAND_ERR_UNAVAILABLE, /* PostgreSQL or the agent unreachable: 503 */
+	COMMAND_ERR_INTERNAL,	 /* 500 */
+};
+
+struct command_failure {
+	enum command_error error;
+	const char *code;    /* stable machine code */
+	const char *message; /* one human line */
+};
+
+/* ---- what to run (parsed from the native JSON body; other dialects fill it too) ---- */
+struct command_spec {
+	char **argv;	    /* NULL terminated; a shell string becomes /bin/sh -lc <string> */
+	char *command_json; /* the command as given, JSON text (for the record) */
+	char **env;	    /* "K=V", NULL terminated, may be NULL: overlays the sandbox env */
+	char *cwd, *user;   /* NULL: workspace folder, template remoteUser */
+	int64_t timeout_ms; /* 0: none */
+	char *stdin_data;   /* given up front, then closed; NULL: no stdin (unless stdin_open) */
+	size_t stdin_len;
+	bool stdin_open;	   /* detached: stdin stays open for .../stdin */
+	uint64_t max_output_bytes; /* kept per stream by a collect */
+	int pty_rows, pty_cols;	   /* > 0: on a PTY (the terminal) */
+};
+/* Fills spec from a JSON object; on bad input fills fail (static strings or
+ * msg) and returns -1. max_cap bounds max_output_bytes. */
+MUST_USE int command_spec_parse(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
+				struct command_failure *fail, char *msg, size_t msgcap);
+void command_spec_free(struct command_spec *spec);
+
+/* A signal by name ("SIGTERM", "term", "KILL") or number ("9", 1..31) among
+ * those we allow; -1 when unknown. */
+int command_signal_parse(const char *s);
+const char *command_signal_name(int signo);
+
+/* ---- a command as the API sees it ---- */
+enum command_status { COMMAND_RUNNING, COMMAND_EXITED, COMMAND_FAILED, COMMAND_LOST, COMMAND_STATUS_MAX };
+const char *command_status_name(enum command_status s);
+
+struct command_info {
+	char id[37];
+	char sandbox_id[37];
+	uint32_t agent_id;
+	int pid;
+	enum command_status status;
+	int exit_code; /* shell style: 128 + signal when killed */
+	int signal;    /* 0 when it exited */
+	bool timed_out;
+	int64_t started_at, ended_at; /* Unix ms, ended_at 0 while running */
+	uint64_t offset;	      /* output bytes (at exit) */
+};
+
+/* Events of a run or a log stream, all from the loop, never on the caller's
+ * stack. After exited or failed nothing more is called and the op is freed. */
+struct command_events {
+	void (*started)(void *arg, const struct command_info *info);
+	void (*output)(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
+		       bool gap);
+	/* logs without follow: everything buffered so far was delivered; ends the op */
+	void (*caught_up)(void *arg, uint64_t offset);
+	void (*exited)(void *arg, const struct command_info *info);
+	void (*failed)(void *arg, const struct command_failure *fail);
+};
+
+struct command_op;
+
+struct commands *commands_new(struct event_base *base, const struct commands_config *cfg, struct pg_pool *pg,
+			      struct channels *chs);
+void commands_free(struct commands *c);
+/* The largest max_output_bytes a request may ask for. */
+uint64_t commands_max_output_cap(const struct commands *c);
+
+/* Runs spec in the sandbox. Attached: started, output..., exited (the op acks
+ * only what the caller acks). Detached: started once the record is written,
+ * then the op ends (no more events); the command runs on. */
+struct command_op *commands_run(struct commands *c, const char *sandbox_id, const struct command_spec *spec,
+				bool detached, const struct command_events *ev, void *arg);
+/* Output before offset is consumed: let the agent send more. */
+void command_op_ack(struct command_op *op, uint64_t offset);
+/* The caller goes away: no more events; the command runs on (its output is
+ * then drained and dropped so it never blocks). Safe from inside an event. */
+void command_op_close(struct command_op *op);
+
+/* A run collected whole (monza's /execute): each of stdout, stderr and the
+ * interleaved output keeps up to spec->max_output_bytes; the rest is counted
+ * and drained. */
+struct command_result {
+	const struct command_info *info;
+	const uint8_t *out, *err, *all; /* stdout, stderr, both in order */
+	size_t out_len, err_len, all_len;
+	uint64_t out_total, err_total, all_total;
+	bool truncated;
+	int64_t duration_ms;
+};
+typedef void (*command_result_fn)(const struct command_failure *fail, const struct command_result *res,
+				  void *arg);
+struct command_op *commands_execute(struct commands *c, const char *sandbox_id,
+				    const struct command_spec *spec, command_result_fn cb, void *arg);
+/* The caller of commands_execute goes away: no callback follows. */
+void commands_collect_cancel(struct command_op *op);
+
+/* Output of a command from offset: output..., then exited (or, without
+ * follow, caught_up at the end of what is kept now). */
+struct command_op *commands_logs(struct commands *c, const char *sandbox_id, const char *cmd_id,
+				 uint64_t offset, bool follow, const struct command_events *ev, void *arg);
+
+/* JSON answers: a command, the list of a sandbox's commands (newest first). */
+typedef void (*command_doc_fn)(const struct command_failure *fail, const char *doc, size_t len, void *arg);
+struct command_op *commands_get(struct commands *c, const char *sandbox_id, const char *cmd_id,
+				command_doc_fn cb, void *arg);
+struct command_op *commands_list(struct commands *c, const char *sandbox_id, command_doc_fn cb, void *arg);
+/* Signal to the command's process group; cb(NULL, ...) once sent. */
+struct command_op *commands_signal(struct commands *c, const char *sandbox_id, const char *cmd_id, int signo,
+				   command_doc_fn cb, void *arg);
+
+/* Streamed stdin: open (cb once the command is found), write as data comes,
+ * then end (eof closes the command's stdin). write returns the bytes queued
+ * toward the agent: pause the source above commands_stdin_high_water and
+ * retry on the ready callback. */
+typedef void (*command_ready_fn)(const struct command_failure *fail, void *arg);
+struct command_op *commands_stdin_open(struct commands *c, const char *sandbox_id, const char *cmd_id,
+				       command_ready_fn cb, void *arg);
+/* 0, or -1 (nothing taken) while the channel is above its high-water mark:
+ * ready(NULL, arg) is called once it has drained. */
+MUST_USE int command_stdin_write(struct command_op *op, const void *data, size_t len);
+void command_stdin_end(struct command_op *op, bool eof);
+
+/* Cancels a get/list/signal/stdin op or closes a run/logs op: no callback follows. */
+void command_op_cancel(struct command_op *op);
+
+/* Exec counts as activity: push the sandbox's expiry (throttled). */
+void commands_touch(struct commands *c, const char *sandbox_id);
+
+#endif

@@ -1,0 +1,744 @@
+/* The command service: runs commands through a sandbox's agent, watches each
+ * one until it exits (so its record and the per-sandbox count stay right
+ * whoever listens), and throttles sandbox activity writes. */
+#include "exec/commands.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+#include <uuid/uuid.h>
+
+#include "commands_internal.h"
+#include "core/log.h"
+
+static void op_later_fire(evutil_socket_t fd, short what, void *arg);
+static void run_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void run_spawn(struct command_op *op, PGresult *res);
+static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at);
+static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
+		       bool gap);
+static void cmd_exited(void *arg, const struct agent_exit *exit);
+static void cmd_error(void *arg, int code, const char *message);
+static void cmd_free(struct command *cmd);
+static void detached_recorded(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg);
+static char **env_merge(PGresult *res, char **overlay);
+
+static const struct agent_sub_ops cmd_sub_ops = {
+	.started = cmd_started,
+	.output = cmd_output,
+	.exited = cmd_exited,
+	.error = cmd_error,
+};
+
+int64_t commands_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct commands *commands_new(struct event_base *base, const struct commands_config *cfg, struct pg_pool *pg,
+			      struct channels *chs)
+{
+	struct commands *c = calloc(1, sizeof(*c));
+	CHECK(c != NULL);
+	c->base = base;
+	c->cfg = *cfg;
+	c->pg = pg;
+	c->chs = chs;
+	snprintf(c->idle_ms, sizeof(c->idle_ms), "%lld", (long long)cfg->idle_timeout_ms);
+	return c;
+}
+
+/* At shutdown: commands run on in their sandboxes; their records are
+ * reconciled at the next start. */
+void commands_free(struct commands *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < SBX_BUCKETS; i++) {
+		struct sbx *s = c->buckets[i];
+		while (s) {
+			struct sbx *next = s->next;
+			while (s->cmds) {
+				struct command *cmd = s->cmds;
+				s->cmds = cmd->next;
+				if (cmd->sub)
+					agent_sub_close(cmd->sub);
+				if (cmd->op)
+					cmd->op->cmd = NULL;
+				free(cmd->stdin_data);
+				free(cmd->command_json);
+				free(cmd);
+			}
+			free(s);
+			s = next;
+		}
+	}
+	free(c);
+}
+
+uint64_t commands_max_output_cap(const struct commands *c)
+{
+	return c->cfg.max_output_cap;
+}
+
+bool commands_uuid_valid(const char *id)
+{
+	uuid_t u;
+	return id && strlen(id) == 36 && uuid_parse(id, u) == 0;
+}
+
+/* ---- sandboxes ---- */
+
+static unsigned sbx_hash(const char *id)
+{
+	unsigned h = 2166136261u;
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h % SBX_BUCKETS;
+}
+
+struct sbx *sbx_get(struct commands *c, const char *id)
+{
+	unsigned h = sbx_hash(id);
+	for (struct sbx *s = c->buckets[h]; s; s = s->next)
+		if (strcmp(s->id, id) == 0)
+			return s;
+	struct sbx *s = calloc(1, sizeof(*s));
+	CHECK(s != NULL);
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	s->last_touch_ms = -1000000;
+	s->next = c->buckets[h];
+	c->buckets[h] = s;
+	return s;
+}
+
+/* Whether this call should also write activity (at most once per interval). */
+static bool sbx_touch_due(struct commands *c, struct sbx *s)
+{
+	int64_t now = mono_ms();
+	if (now - s->last_touch_ms < c->cfg.activity_interval_ms)
+		return false;
+	s->last_touch_ms = now;
+	return true;
+}
+
+static const char sql_touch[] = "UPDATE sandboxes SET last_activity = now(), "
+				"expires_at = now() + $3::bigint * interval '1 millisecond' "
+				"WHERE id = $1 AND cluster = $2 AND status = 'running'";
+
+void commands_touch(struct commands *c, const char *sandbox_id)
+{
+	if (!commands_uuid_valid(sandbox_id))
+		return;
+	struct sbx *s = sbx_get(c, sandbox_id);
+	if (!sbx_touch_due(c, s))
+		return;
+	const char *params[] = { sandbox_id, c->cfg.cluster, c->idle_ms };
+	pg_query_send(c->pg, sql_touch, 3, params, record_logged, NULL);
+}
+
+/* ---- ops ---- */
+
+void op_set_state(struct command_op *op, enum op_state next)
+{
+	CHECK(next < OP_STATE_MAX);
+	CHECK(op->state != OP_DONE);
+	log_debug("command op %p (%d): state %d -> %d", (void *)op, (int)op->kind, (int)op->state, (int)next);
+	op->state = next;
+}
+
+struct command_op *op_new(struct commands *c, enum op_kind kind, const char *sandbox_id, void *arg)
+{
+	struct command_op *op = calloc(1, sizeof(*op));
+	CHECK(op != NULL);
+	op->c = c;
+	op->kind = kind;
+	op->arg = arg;
+	snprintf(op->sandbox_id, sizeof(op->sandbox_id), "%s", sandbox_id ? sandbox_id : "");
+	return op;
+}
+
+static void op_free(struct command_op *op)
+{
+	if (op->ticket)
+		op->ticket->op = NULL;
+	if (op->query)
+		pg_query_cancel(op->query);
+	if (op->sub)
+		agent_sub_close(op->sub);
+	if (op->later)
+		event_free(op->later);
+	command_spec_free(&op->spec);
+	free(op);
+}
+
+void op_finish(struct command_op *op)
+{
+	if (op->state != OP_DONE)
+		op_set_state(op, OP_DONE);
+	if (op->in_cb == 0)
+		op_free(op);
+}
+
+static void op_deliver_failure(struct command_op *op)
+{
+	if (op->closed) {
+		op_finish(op);
+		return;
+	}
+	op->in_cb++;
+	if (op->doc_cb)
+		op->doc_cb(&op->fail, NULL, 0, op->arg);
+	else if (op->ready_cb)
+		op->ready_cb(&op->fail, op->arg);
+	else if (op->ev && op->ev->failed)
+		op->ev->failed(op->arg, &op->fail);
+	op->in_cb--;
+	op_finish(op);
+}
+
+void op_fail(struct command_op *op, bool now, enum command_error err, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(op->msg, sizeof(op->msg), fmt, ap);
+	va_end(ap);
+	op->fail = (struct command_failure){ .error = err, .code = code, .message = op->msg };
+	if (op->cmd && op->cmd->op == op)
+		op->cmd->op = NULL;
+	op->cmd = NULL;
+	if (now) {
+		op_deliver_failure(op);
+		return;
+	}
+	if (!op->later)
+		op->later = evtimer_new(op->c->base, op_later_fire, op);
+	CHECK(op->later != NULL);
+	event_active(op->later, EV_TIMEOUT, 0);
+}
+
+static void op_later_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct command_op *op = arg;
+	if (op->fail.error != COMMAND_OK) {
+		op_deliver_failure(op);
+		return;
+	}
+	/* stdin: the channel drained */
+	if (op->ready_cb && !op->closed) {
+		op->in_cb++;
+		op->ready_cb(NULL, op->arg);
+		op->in_cb--;
+		if (op->state == OP_DONE && op->in_cb == 0)
+			op_free(op);
+	}
+}
+
+void op_fail_pg(struct command_op *op, enum pg_error err, const char *message)
+{
+	if (err == PG_ERR_UNAVAILABLE || err == PG_ERR_BUSY || err == PG_ERR_CONNECTION)
+		op_fail(op, true, COMMAND_ERR_UNAVAILABLE, "database_unavailable",
+			"the database is not reachable right now; retry shortly");
+	else
+		op_fail(op, true, COMMAND_ERR_INTERNAL, "database_error", "%s",
+			message ? message : "database error");
+}
+
+bool op_emit_output(struct command_op *op, enum agent_stream stream, uint64_t offset, const uint8_t *data,
+		    size_t len, bool gap)
+{
+	if (op->closed || !op->ev->output)
+		return !op->closed;
+	op->in_cb++;
+	op->ev->output(op->arg, stream, offset, data, len, gap);
+	op->in_cb--;
+	if (op->state == OP_DONE && op->in_cb == 0) {
+		op_free(op);
+		return false;
+	}
+	return !op->closed;
+}
+
+void op_emit_exited(struct command_op *op, const struct command_info *info)
+{
+	if (op->cmd && op->cmd->op == op)
+		op->cmd->op = NULL;
+	op->cmd = NULL;
+	if (!op->closed && op->ev->exited) {
+		op->in_cb++;
+		op->ev->exited(op->arg, info);
+		op->in_cb--;
+	}
+	op_finish(op);
+}
+
+void command_op_ack(struct command_op *op, uint64_t offset)
+{
+	if (op->state == OP_DONE)
+		return;
+	if (op->cmd && op->cmd->sub)
+		agent_sub_ack(op->cmd->sub, offset);
+	else if (op->sub)
+		agent_sub_ack(op->sub, offset);
+}
+
+void command_op_close(struct command_op *op)
+{
+	command_op_cancel(op);
+}
+
+void command_op_cancel(struct command_op *op)
+{
+	if (!op)
+		return;
+	op->closed = true;
+	if (op->cmd) {
+		/* the command runs on, watched by the service */
+		struct command *cmd = op->cmd;
+		cmd->op = NULL;
+		op->cmd = NULL;
+		if (!cmd->recorded && cmd->info.pid > 0) {
+			cmd->recorded = true;
+			command_record_write(op->c, &cmd->info, cmd->command_json, cmd->detached,
+					     record_logged, NULL);
+		}
+		if (cmd->sub)
+			agent_sub_ack(cmd->sub, UINT64_MAX);
+	}
+	if (op->state == OP_RECONCILE || (op->kind == OP_LOGS && op->state == OP_AGENT && !op->sub)) {
+		/* a reconcile pass or an agent list still holds op: it finishes it */
+		return;
+	}
+	if (op->state != OP_DONE)
+		op_set_state(op, OP_DONE);
+	if (op->in_cb == 0)
+		op_free(op);
+}
+
+/* ---- run ---- */
+
+/* Looks the sandbox up (and records activity when due) in one round trip. */
+static const char sql_lookup[] =
+	"WITH t AS (UPDATE sandboxes SET last_activity = now(), "
+	"  expires_at = now() + $3::bigint * interval '1 millisecond' "
+	"  WHERE id = $1 AND cluster = $2 AND status = 'running' AND $4::bool RETURNING id) "
+	"SELECT s.status, s.container_id, s.env_vars::text, "
+	"  coalesce(s.devcontainer_config->'containerEnv', '{}')::text, "
+	"  coalesce(s.devcontainer_config->'remoteEnv', '{}')::text, "
+	"  coalesce(s.devcontainer_config->>'remoteUser', s.devcontainer_config->>'containerUser'), "
+	"  coalesce(s.devcontainer_config->>'workspaceFolder', s.workspace_mount), "
+	"  (SELECT count(*) FROM t) "
+	"FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
+
+static void spec_copy(struct command_spec *dst, const struct command_spec *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	size_t n = 0;
+	while (src->argv[n])
+		n++;
+	dst->argv = calloc(n + 1, sizeof(char *));
+	CHECK(dst->argv != NULL);
+	for (size_t i = 0; i < n; i++)
+		dst->argv[i] = strdup(src->argv[i]);
+	if (src->env) {
+		n = 0;
+		while (src->env[n])
+			n++;
+		dst->env = calloc(n + 1, sizeof(char *));
+		CHECK(dst->env != NULL);
+		for (size_t i = 0; i < n; i++)
+			dst->env[i] = strdup(src->env[i]);
+	}
+	dst->command_json = strdup(src->command_json ? src->command_json : "null");
+	dst->cwd = src->cwd ? strdup(src->cwd) : NULL;
+	dst->user = src->user ? strdup(src->user) : NULL;
+	dst->timeout_ms = src->timeout_ms;
+	if (src->stdin_data) {
+		dst->stdin_data = malloc(src->stdin_len + 1);
+		CHECK(dst->stdin_data != NULL);
+		memcpy(dst->stdin_data, src->stdin_data, src->stdin_len);
+		dst->stdin_len = src->stdin_len;
+	}
+	dst->stdin_open = src->stdin_open;
+	dst->max_output_bytes = src->max_output_bytes;
+	dst->pty_rows = src->pty_rows;
+	dst->pty_cols = src->pty_cols;
+}
+
+struct command_op *commands_run(struct commands *c, const char *sandbox_id, const struct command_spec *spec,
+				bool detached, const struct command_events *ev, void *arg)
+{
+	struct command_op *op = op_new(c, OP_RUN, sandbox_id, arg);
+	op->ev = ev;
+	op->detached = detached;
+	if (!commands_uuid_valid(sandbox_id)) {
+		op_fail(op, false, COMMAND_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		return op;
+	}
+	CHECK(spec->argv && spec->argv[0]);
+	spec_copy(&op->spec, spec);
+	struct sbx *s = sbx_get(c, sandbox_id);
+	const char *params[] = { sandbox_id, c->cfg.cluster, c->idle_ms, sbx_touch_due(c, s) ? "t" : "f" };
+	op->query = pg_query_send(c->pg, sql_lookup, 4, params, run_looked_up, op);
+	return op;
+}
+
+static void run_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct command_op *op = arg;
+	op->query = NULL;
+	if (err != PG_OK) {
+		op_fail_pg(op, err, message);
+		return;
+	}
+	if (PQntuples(res) == 0) {
+		op_fail(op, true, COMMAND_ERR_NOT_FOUND, "not_found", "no sandbox with this id");
+		return;
+	}
+	const char *status = PQgetvalue(res, 0, 0);
+	if (strcmp(status, "running") != 0 || PQgetisnull(res, 0, 1)) {
+		op_fail(op, true, COMMAND_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
+		return;
+	}
+	struct sbx *s = sbx_get(op->c, op->sandbox_id);
+	if (s->running >= op->c->cfg.max_per_sandbox) {
+		op_fail(op, true, COMMAND_ERR_LIMIT, "too_many_commands",
+			"this sandbox already runs %d commands (the limit); wait for some to finish",
+			s->running);
+		return;
+	}
+	run_spawn(op, res);
+}
+
+/* KEY=V strings: containerEnv, remoteEnv, env_vars, then the command's own;
+ * a later KEY replaces an earlier one in place. */
+static void env_put(char ***list, size_t *n, size_t *cap, const char *key, size_t klen, const char *val)
+{
+	char *kv;
+	CHECK(asprintf(&kv, "%.*s=%s", (int)klen, key, val) >= 0);
+	for (size_t i = 0; i < *n; i++) {
+		if (strncmp((*list)[i], key, klen) == 0 && (*list)[i][klen] == '=') {
+			free((*list)[i]);
+			(*list)[i] = kv;
+			return;
+		}
+	}
+	if (*n + 2 > *cap) {
+		*cap = *cap ? *cap * 2 : 16;
+		*list = realloc(*list, *cap * sizeof(char *));
+		CHECK(*list != NULL);
+	}
+	(*list)[(*n)++] = kv;
+	(*list)[*n] = NULL;
+}
+
+static void env_put_json(char ***list, size_t *n, size_t *cap, const char *text)
+{
+	struct json_object *o = json_tokener_parse(text);
+	if (o && json_object_is_type(o, json_type_object)) {
+		json_object_object_foreach(o, key, val)
+		{
+			if (*key && !strchr(key, '=') && json_object_is_type(val, json_type_string))
+				env_put(list, n, cap, key, strlen(key), json_object_get_string(val));
+		}
+	}
+	json_object_put(o);
+}
+
+static char **env_merge(PGresult *res, char **overlay)
+{
+	char **list = NULL;
+	size_t n = 0, cap = 0;
+	/* the agent starts commands with exactly this environment */
+	static const char path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	env_put(&list, &n, &cap, "PATH", 4, path);
+	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 3));
+	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 4));
+	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 2));
+	for (size_t i = 0; overlay && overlay[i]; i++) {
+		const char *eq = strchr(overlay[i], '=');
+		env_put(&list, &n, &cap, overlay[i], (size_t)(eq - overlay[i]), eq + 1);
+	}
+	return list;
+}
+
+static void run_spawn(struct command_op *op, PGresult *res)
+{
+	struct commands *c = op->c;
+	struct command *cmd = calloc(1, sizeof(*cmd));
+	CHECK(cmd != NULL);
+	cmd->c = c;
+	cmd->sbx = sbx_get(c, op->sandbox_id);
+	cmd->sbx->running++;
+	cmd->next = cmd->sbx->cmds;
+	cmd->sbx->cmds = cmd;
+	cmd->op = op;
+	cmd->detached = op->detached;
+	cmd->command_json = strdup(op->spec.command_json);
+	snprintf(cmd->info.sandbox_id, sizeof(cmd->info.sandbox_id), "%s", op->sandbox_id);
+	cmd->info.status = COMMAND_RUNNING;
+	if (op->spec.stdin_data) {
+		cmd->stdin_data = op->spec.stdin_data;
+		cmd->stdin_len = op->spec.stdin_len;
+		op->spec.stdin_data = NULL;
+	}
+	cmd->stdin_close = !op->spec.stdin_open;
+	op->cmd = cmd;
+
+	char **env = env_merge(res, op->spec.env);
+	const char *user =
+		op->spec.user ? op->spec.user : (PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5));
+	const char *cwd = op->spec.cwd ? op->spec.cwd : PQgetvalue(res, 0, 6);
+	struct agent_spawn_req req = {
+		.argv = (const char *const *)op->spec.argv,
+		.env = (const char *const *)env,
+		.cwd = cwd && *cwd ? cwd : NULL,
+		.user = user,
+		.pty_rows = op->spec.pty_rows,
+		.pty_cols = op->spec.pty_cols,
+		.stdin_open = cmd->stdin_data != NULL || op->spec.stdin_open,
+		.timeout_ms = op->spec.timeout_ms,
+		.grace_ms = c->cfg.grace_ms,
+		.ring_bytes = c->cfg.ring_bytes,
+		.window = c->cfg.window,
+	};
+	cmd->ch = channels_get(c->chs, op->sandbox_id, PQgetvalue(res, 0, 1));
+	op_set_state(op, OP_AGENT);
+	cmd->sub = agent_spawn(cmd->ch, &req, &cmd_sub_ops, cmd);
+	for (size_t i = 0; env && env[i]; i++)
+		free(env[i]);
+	free(env);
+}
+
+static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
+{
+	struct command *cmd = arg;
+	uuid_t u;
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, cmd->info.id);
+	cmd->info.agent_id = cmd_id;
+	cmd->info.pid = pid;
+	cmd->info.started_at = started_at;
+	if (cmd->stdin_data) {
+		agent_stdin(cmd->ch, cmd_id, cmd->stdin_data, cmd->stdin_len);
+		free(cmd->stdin_data);
+		cmd->stdin_data = NULL;
+	}
+	if (cmd->stdin_close)
+		agent_stdin_close(cmd->ch, cmd_id);
+	struct command_op *op = cmd->op;
+	if (cmd->detached) {
+		cmd->recorded = true;
+		if (op) {
+			op_set_state(op, OP_RECORD);
+			/* the write goes on even if the caller leaves: the ticket forgets the op */
+			op->ticket = calloc(1, sizeof(*op->ticket));
+			CHECK(op->ticket != NULL);
+			op->ticket->op = op;
+			command_record_write(cmd->c, &cmd->info, cmd->command_json, true, detached_recorded,
+					     op->ticket);
+			cmd->op = NULL;
+			op->cmd = NULL;
+			op->info = cmd->info;
+		} else {
+			command_record_write(cmd->c, &cmd->info, cmd->command_json, true, record_logged,
+					     NULL);
+		}
+		return;
+	}
+	if (!op) {
+		cmd->recorded = true;
+		command_record_write(cmd->c, &cmd->info, cmd->command_json, false, record_logged, NULL);
+		return;
+	}
+	op_set_state(op, OP_STREAM);
+	if (!op->closed && op->ev->started) {
+		op->in_cb++;
+		op->ev->started(op->arg, &cmd->info);
+		op->in_cb--;
+		if (op->closed && op->in_cb == 0 && op->state == OP_DONE)
+			op_free(op);
+	}
+}
+
+static void detached_recorded(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct record_ticket *ticket = arg;
+	struct command_op *op = ticket->op;
+	free(ticket);
+	if (err != PG_OK)
+		log_warn("command record not written: %s", message ? message : "?");
+	if (!op)
+		return;
+	op->ticket = NULL;
+	if (!op->closed && op->ev->started) {
+		op->in_cb++;
+		op->ev->started(op->arg, &op->info);
+		op->in_cb--;
+	}
+	op_finish(op);
+}
+
+static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
+		       bool gap)
+{
+	struct command *cmd = arg;
+	if (cmd->op)
+		op_emit_output(cmd->op, stream, offset, data, len, gap);
+	else
+		agent_sub_ack(cmd->sub, offset + len); /* nobody listens: drain so it never blocks */
+}
+
+void info_from_exit(struct command_info *info, const struct agent_exit *x)
+{
+	info->signal = x->signal;
+	info->exit_code = x->signal > 0 ? 128 + x->signal : x->exit_code;
+	info->timed_out = x->timed_out;
+	if (x->started_at)
+		info->started_at = x->started_at;
+	info->ended_at = x->ended_at ? x->ended_at : commands_now_ms();
+	info->offset = x->offset;
+	info->status = COMMAND_EXITED;
+}
+
+static void cmd_exited(void *arg, const struct agent_exit *exit)
+{
+	struct command *cmd = arg;
+	cmd->sub = NULL; /* freed by the channel after we return */
+	info_from_exit(&cmd->info, exit);
+	command_record_write(cmd->c, &cmd->info, cmd->command_json, cmd->detached, record_logged, NULL);
+	struct command_op *op = cmd->op;
+	if (op)
+		op_emit_exited(op, &cmd->info);
+	cmd_free(cmd);
+}
+
+static void cmd_error(void *arg, int code, const char *message)
+{
+	struct command *cmd = arg;
+	cmd->sub = NULL;
+	struct command_op *op = cmd->op;
+	if (cmd->info.pid <= 0) {
+		if (op)
+			op_fail(op, true, code > 0 ? COMMAND_ERR_INVALID : COMMAND_ERR_UNAVAILABLE,
+				code > 0 ? "spawn_failed" : "agent_unavailable", "%s",
+				message ? message : "spawn failed");
+	} else {
+		/* the channel broke for good: the record stays running and the
+		 * next reconcile pass settles it */
+		log_warn("command %s: watch lost: %s", cmd->info.id, message ? message : "?");
+		if (!cmd->recorded)
+			command_record_write(cmd->c, &cmd->info, cmd->command_json, cmd->detached,
+					     record_logged, NULL);
+		cmd->sbx->reconcile = SBX_UNRECONCILED;
+		if (op)
+			op_fail(op, true, COMMAND_ERR_UNAVAILABLE, "agent_unavailable", "%s",
+				message ? message : "the agent went away");
+	}
+	cmd_free(cmd);
+}
+
+static void cmd_free(struct command *cmd)
+{
+	cmd->sbx->running--;
+	for (struct command **pp = &cmd->sbx->cmds; *pp; pp = &(*pp)->next) {
+		if (*pp == cmd) {
+			*pp = cmd->next;
+			break;
+		}
+	}
+	if (cmd->op)
+		cmd->op->cmd = NULL;
+	free(cmd->stdin_data);
+	free(cmd->command_json);
+	free(cmd);
+}
+
+/* A command found running at reconcile: watch it again until it exits. */
+void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch, const char *id,
+			   uint32_t agent_id, const char *command_json, int pid, int64_t started_at)
+{
+	struct command *cmd = calloc(1, sizeof(*cmd));
+	CHECK(cmd != NULL);
+	cmd->c = c;
+	cmd->sbx = s;
+	s->running++;
+	cmd->next = s->cmds;
+	s->cmds = cmd;
+	cmd->ch = ch;
+	cmd->detached = true;
+	cmd->recorded = true;
+	cmd->command_json = strdup(command_json);
+	snprintf(cmd->info.id, sizeof(cmd->info.id), "%s", id);
+	snprintf(cmd->info.sandbox_id, sizeof(cmd->info.sandbox_id), "%s", s->id);
+	cmd->info.agent_id = agent_id;
+	cmd->info.pid = pid;
+	cmd->info.started_at = started_at;
+	cmd->info.status = COMMAND_RUNNING;
+	/* from the end is unknown: read from 0 and drop what we read */
+	cmd->sub = agent_subscribe(ch, agent_id, 0, c->cfg.window, &cmd_sub_ops, cmd);
+}
+
+/* ---- records ---- */
+
+/* One statement for every write: the start insert never undoes an exit that
+ * got there first. */
+static const char sql_record[] =
+	"INSERT INTO commands (id, sandbox_id, agent_id, command, detached, status, exit_code, signal, "
+	"  timed_out, pid, output_bytes, owner_instance, started_at, ended_at) "
+	"VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, "
+	"  to_timestamp($13::bigint / 1000.0), to_timestamp($14::bigint / 1000.0)) "
+	"ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, exit_code = EXCLUDED.exit_code, "
+	"  signal = EXCLUDED.signal, timed_out = EXCLUDED.timed_out, output_bytes = EXCLUDED.output_bytes, "
+	"  ended_at = EXCLUDED.ended_at WHERE commands.status = 'running'";
+
+struct pg_query *command_record_write(struct commands *c, const struct command_info *info,
+				      const char *command_json, bool detached, pg_result_fn cb, void *arg)
+{
+	char agent_id[16], exit_code[16], sig[16], pid[16], bytes[24], started[24], ended[24];
+	bool done = info->status != COMMAND_RUNNING;
+	snprintf(agent_id, sizeof(agent_id), "%u", info->agent_id);
+	snprintf(exit_code, sizeof(exit_code), "%d", info->exit_code);
+	snprintf(sig, sizeof(sig), "%d", info->signal);
+	snprintf(pid, sizeof(pid), "%d", info->pid);
+	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)info->offset);
+	snprintf(started, sizeof(started), "%lld", (long long)info->started_at);
+	snprintf(ended, sizeof(ended), "%lld", (long long)info->ended_at);
+	const char *params[] = {
+		info->id,
+		info->sandbox_id,
+		agent_id,
+		command_json ? command_json : "null",
+		detached ? "t" : "f",
+		command_status_name(info->status),
+		done && info->status == COMMAND_EXITED ? exit_code : NULL,
+		done && info->signal > 0 ? sig : NULL,
+		info->timed_out ? "t" : "f",
+		pid,
+		bytes,
+		c->cfg.instance,
+		started,
+		done ? ended : NULL,
+	};
+	return pg_query_send(c->pg, sql_record, 14, params, cb, arg);
+}
+
+static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	if (err != PG_OK)
+		log_warn("command record: %s", message ? message : "write failed");
+}

@@ -1,0 +1,131 @@
+/* What the command service's files share: the service, the per-sandbox
+ * entries (running count, activity throttle, reconcile), running commands
+ * and the ops callers hold. */
+#ifndef SANDBAR_EXEC_COMMANDS_INTERNAL_H
+#define SANDBAR_EXEC_COMMANDS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "exec/channel.h"
+#include "exec/commands.h"
+#include "pg/pool.h"
+
+#define SBX_BUCKETS 256
+
+struct commands {
+	struct event_base *base;
+	struct commands_config cfg;
+	struct pg_pool *pg;
+	struct channels *chs;
+	struct sbx *buckets[SBX_BUCKETS];
+	char idle_ms[24];
+};
+
+struct sbx {
+	struct sbx *next;
+	char id[37];
+	int running; /* commands of this sandbox this instance watches */
+	int64_t last_touch_ms;
+	enum { SBX_UNRECONCILED, SBX_RECONCILING, SBX_RECONCILED } reconcile;
+	struct command_op *waiters; /* ops waiting for the reconcile pass */
+	struct command *cmds;	    /* watched commands */
+};
+
+/* A command this instance watches until it exits: it owns the agent
+ * subscription, forwards output to the attached op (if any) and writes the
+ * record. */
+struct command {
+	struct command *next; /* in sbx->cmds */
+	struct commands *c;
+	struct sbx *sbx;
+	struct agent_channel *ch;
+	struct agent_sub *sub;
+	struct command_op *op; /* attached consumer, NULL when none */
+	struct command_info info;
+	struct record_ticket *ticket;
+	char *command_json;
+	bool detached;
+	bool recorded; /* a record was (or is being) written */
+	char *stdin_data;
+	size_t stdin_len;
+	bool stdin_close;
+};
+
+struct record_ticket {
+	struct command_op *op;
+};
+
+enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_EXECUTE, OP_KIND_MAX };
+
+enum op_state {
+	OP_LOOKUP,    /* waiting on PostgreSQL (sandbox or command record) */
+	OP_RECONCILE, /* waiting for the sandbox's reconcile pass */
+	OP_AGENT,     /* waiting on the agent (spawn, list, subscription) */
+	OP_RECORD,    /* detached: writing the record */
+	OP_STREAM,    /* events flowing */
+	OP_DONE,
+	OP_STATE_MAX
+};
+
+struct command_op {
+	struct commands *c;
+	enum op_kind kind;
+	enum op_state state;
+	const struct command_events *ev;
+	command_doc_fn doc_cb;
+	command_ready_fn ready_cb;
+	void *arg;
+	char sandbox_id[37];
+	char cmd_id[37];
+	struct pg_query *query;
+	struct event *later; /* deferred failure / ready */
+	struct command_op *wait_next;
+	struct command *cmd;	  /* OP_RUN */
+	struct command_spec spec; /* OP_RUN: owned copy of what matters */
+	bool detached;
+	struct agent_channel *ch; /* valid during the pass that set it only */
+	char container[80];	  /* to find the channel again (stdin) */
+	struct agent_sub *sub;	  /* OP_LOGS */
+	uint32_t agent_id;
+	uint64_t offset, target;
+	bool follow;
+	int signo;
+	int in_cb;   /* events on the stack */
+	bool closed; /* the caller is gone */
+	struct command_failure fail;
+	char msg[256];
+	struct command_info info;
+	struct record_ticket *ticket;
+	void *priv; /* OP_EXECUTE: the collector */
+};
+
+void op_set_state(struct command_op *op, enum op_state next);
+struct command_op *op_new(struct commands *c, enum op_kind kind, const char *sandbox_id, void *arg);
+/* Fails op on the next loop pass (or now, from a callback: now=true). */
+void op_fail(struct command_op *op, bool now, enum command_error err, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+void op_fail_pg(struct command_op *op, enum pg_error err, const char *message);
+/* Ends op (state DONE) and frees it unless an event of it is on the stack. */
+void op_finish(struct command_op *op);
+/* false when op is gone (closed from inside the event) */
+bool op_emit_output(struct command_op *op, enum agent_stream stream, uint64_t offset, const uint8_t *data,
+		    size_t len, bool gap);
+void op_emit_exited(struct command_op *op, const struct command_info *info);
+
+struct sbx *sbx_get(struct commands *c, const char *id);
+/* Runs op once the sandbox's running records agree with its agent. */
+void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
+void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch, const char *id,
+			   uint32_t agent_id, const char *command_json, int pid, int64_t started_at);
+/* Writes the command's record (insert or final update; idempotent). */
+struct pg_query *command_record_write(struct commands *c, const struct command_info *info,
+				      const char *command_json, bool detached, pg_result_fn cb, void *arg);
+void info_from_exit(struct command_info *info, const struct agent_exit *x);
+int64_t commands_now_ms(void);
+bool commands_uuid_valid(const char *id);
+
+/* commands_query.c: entry of reconcile ops waiting */
+void query_go(struct command_op *op);
+
+#endif

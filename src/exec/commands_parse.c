@@ -1,0 +1,317 @@
+/* What a command request means: the JSON body as a command_spec (with the
+ * stable error codes of bad input), signal names, and the service settings. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <json-c/json.h>
+
+#include "core/units.h"
+#include "exec/commands.h"
+
+static int fail_with(struct command_failure *fail, const char *code, char *msg, size_t cap, const char *fmt,
+		     ...) __attribute__((format(printf, 5, 6)));
+static int parse_command(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
+			 char *msg, size_t cap);
+static int parse_env(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
+		     char *msg, size_t cap);
+static char **strv_new(size_t n);
+
+static int fail_with(struct command_failure *fail, const char *code, char *msg, size_t cap, const char *fmt,
+		     ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, cap, fmt, ap);
+	va_end(ap);
+	fail->error = COMMAND_ERR_INVALID;
+	fail->code = code;
+	fail->message = msg;
+	return -1;
+}
+
+static char **strv_new(size_t n)
+{
+	char **v = calloc(n + 1, sizeof(char *));
+	CHECK(v != NULL);
+	return v;
+}
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int parse_command(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
+			 char *msg, size_t cap)
+{
+	if (!v || json_object_is_type(v, json_type_null))
+		return fail_with(fail, "invalid_command", msg, cap, "'command' is required");
+	if (json_object_is_type(v, json_type_string)) {
+		const char *s = json_object_get_string(v);
+		size_t len = (size_t)json_object_get_string_len(v);
+		if (len == 0 || strspn(s, " \t\r\n") == len)
+			return fail_with(fail, "invalid_command", msg, cap, "'command' is empty");
+		if (strlen(s) != len)
+			return fail_with(fail, "invalid_command", msg, cap, "'command' contains a NUL byte");
+		spec->argv = strv_new(3);
+		spec->argv[0] = strdup("/bin/sh");
+		spec->argv[1] = strdup("-lc");
+		spec->argv[2] = strdup(s);
+	} else if (json_object_is_type(v, json_type_array)) {
+		size_t n = json_object_array_length(v);
+		if (n == 0)
+			return fail_with(fail, "invalid_command", msg, cap, "'command' is an empty array");
+		if (n > 4096)
+			return fail_with(fail, "invalid_command", msg, cap,
+					 "'command' has too many arguments");
+		spec->argv = strv_new(n);
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *a = json_object_array_get_idx(v, i);
+			if (!json_object_is_type(a, json_type_string))
+				return fail_with(fail, "invalid_command", msg, cap,
+						 "'command' argument %zu is not a string", i);
+			const char *s = json_object_get_string(a);
+			if (strlen(s) != (size_t)json_object_get_string_len(a))
+				return fail_with(fail, "invalid_command", msg, cap,
+						 "'command' argument %zu contains a NUL byte", i);
+			if (i == 0 && !*s)
+				return fail_with(fail, "invalid_command", msg, cap,
+						 "'command' program is empty");
+			spec->argv[i] = strdup(s);
+		}
+	} else {
+		return fail_with(fail, "invalid_command", msg, cap,
+				 "'command' must be a string or an array of strings");
+	}
+	spec->command_json = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+	return 0;
+}
+
+static int parse_env(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
+		     char *msg, size_t cap)
+{
+	if (!json_object_is_type(v, json_type_object))
+		return fail_with(fail, "invalid_env", msg, cap, "'env' must be an object of strings");
+	spec->env = strv_new((size_t)json_object_object_length(v));
+	size_t k = 0;
+	json_object_object_foreach(v, key, val)
+	{
+		if (!*key || strchr(key, '=') || strlen(key) > 256)
+			return fail_with(fail, "invalid_env", msg, cap,
+					 "env var name '%.64s' is empty, too long or has '='", key);
+		if (!json_object_is_type(val, json_type_string))
+			return fail_with(fail, "invalid_env", msg, cap, "env var '%.64s' must be a string",
+					 key);
+		const char *s = json_object_get_string(val);
+		if (strlen(s) != (size_t)json_object_get_string_len(val))
+			return fail_with(fail, "invalid_env", msg, cap, "env var '%.64s' contains a NUL byte",
+					 key);
+		char *kv;
+		CHECK(asprintf(&kv, "%s=%s", key, s) >= 0);
+		spec->env[k++] = kv;
+	}
+	return 0;
+}
+
+/* A member that must be a string when present (null = absent). */
+static int opt_string(struct json_object *body, const char *key, const char *code, char **out,
+		      struct command_failure *fail, char *msg, size_t cap)
+{
+	struct json_object *v;
+	if (!json_object_object_get_ex(body, key, &v) || json_object_is_type(v, json_type_null))
+		return 0;
+	if (!json_object_is_type(v, json_type_string))
+		return fail_with(fail, code, msg, cap, "'%s' must be a string", key);
+	const char *s = json_object_get_string(v);
+	if (!*s || strlen(s) != (size_t)json_object_get_string_len(v) || strlen(s) > 4096)
+		return fail_with(fail, code, msg, cap, "'%s' must be a non-empty string without NUL", key);
+	*out = strdup(s);
+	return 0;
+}
+
+int command_spec_parse(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
+		       struct command_failure *fail, char *msg, size_t msgcap)
+{
+	struct json_object *v;
+	memset(spec, 0, sizeof(*spec));
+	spec->max_output_bytes = 65536 < max_cap ? 65536 : max_cap;
+	if (!body || !json_object_is_type(body, json_type_object)) {
+		fail_with(fail, "invalid_body", msg, msgcap, "the body must be a JSON object");
+		goto fail;
+	}
+	if (parse_command(json_object_object_get_ex(body, "command", &v) ? v : NULL, spec, fail, msg, msgcap))
+		goto fail;
+	if (json_object_object_get_ex(body, "env", &v) && !json_object_is_type(v, json_type_null) &&
+	    parse_env(v, spec, fail, msg, msgcap))
+		goto fail;
+	if (opt_string(body, "cwd", "invalid_cwd", &spec->cwd, fail, msg, msgcap) ||
+	    opt_string(body, "user", "invalid_user", &spec->user, fail, msg, msgcap))
+		goto fail;
+	if (json_object_object_get_ex(body, "timeout", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) {
+			fail_with(fail, "invalid_timeout", msg, msgcap,
+				  "'timeout' must be a number of seconds");
+			goto fail;
+		}
+		double t = json_object_get_double(v);
+		if (!isfinite(t) || t < 0 || t > 7 * 86400.0) {
+			fail_with(fail, "invalid_timeout", msg, msgcap,
+				  "'timeout' must be between 0 and 604800 seconds");
+			goto fail;
+		}
+		spec->timeout_ms = (int64_t)(t * 1000.0 + 0.5);
+	}
+	if (json_object_object_get_ex(body, "max_output_bytes", &v) &&
+	    !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
+			fail_with(fail, "invalid_max_output_bytes", msg, msgcap,
+				  "'max_output_bytes' must be a non-negative integer");
+			goto fail;
+		}
+		uint64_t m = (uint64_t)json_object_get_int64(v);
+		if (m > max_cap) {
+			fail_with(fail, "invalid_max_output_bytes", msg, msgcap,
+				  "'max_output_bytes' is above the limit of %llu",
+				  (unsigned long long)max_cap);
+			goto fail;
+		}
+		spec->max_output_bytes = m;
+	}
+	if (json_object_object_get_ex(body, "stdin", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_string)) {
+			fail_with(fail, "invalid_stdin", msg, msgcap, "'stdin' must be a string");
+			goto fail;
+		}
+		spec->stdin_len = (size_t)json_object_get_string_len(v);
+		spec->stdin_data = malloc(spec->stdin_len + 1);
+		CHECK(spec->stdin_data != NULL);
+		memcpy(spec->stdin_data, json_object_get_string(v), spec->stdin_len + 1);
+	}
+	return 0;
+fail:
+	command_spec_free(spec);
+	return -1;
+}
+
+void command_spec_free(struct command_spec *spec)
+{
+	strv_free(spec->argv);
+	strv_free(spec->env);
+	free(spec->command_json);
+	free(spec->cwd);
+	free(spec->user);
+	free(spec->stdin_data);
+	memset(spec, 0, sizeof(*spec));
+}
+
+/* ---- signals: the ones a client may send ---- */
+
+static const struct {
+	const char *name;
+	int signo;
+} signals[] = {
+	{ "HUP", 1 },	{ "INT", 2 },	{ "QUIT", 3 },	{ "KILL", 9 },	{ "USR1", 10 },
+	{ "USR2", 12 }, { "TERM", 15 }, { "CONT", 18 }, { "STOP", 19 },
+};
+
+int command_signal_parse(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	if (isdigit((unsigned char)s[0])) {
+		char *end;
+		errno = 0;
+		long n = strtol(s, &end, 10);
+		if (errno || *end || n < 1 || n > 31 || (s[0] == '0'))
+			return -1;
+		return (int)n;
+	}
+	if (strncasecmp(s, "SIG", 3) == 0)
+		s += 3;
+	for (size_t i = 0; i < ARRAY_LEN(signals); i++)
+		if (strcasecmp(s, signals[i].name) == 0)
+			return signals[i].signo;
+	return -1;
+}
+
+const char *command_signal_name(int signo)
+{
+	static const char *const names[] = {
+		[1] = "SIGHUP",	  [2] = "SIGINT",   [3] = "SIGQUIT",  [9] = "SIGKILL", [10] = "SIGUSR1",
+		[12] = "SIGUSR2", [15] = "SIGTERM", [18] = "SIGCONT", [19] = "SIGSTOP"
+	};
+	if (signo <= 0 || (size_t)signo >= ARRAY_LEN(names) || !names[signo])
+		return NULL;
+	return names[signo];
+}
+
+const char *command_status_name(enum command_status s)
+{
+	static const char *const names[COMMAND_STATUS_MAX] = { "running", "exited", "failed", "lost" };
+	CHECK(s < COMMAND_STATUS_MAX);
+	return names[s];
+}
+
+/* ---- settings ---- */
+
+static int env_int(const char *name, int64_t def, int64_t min, int64_t max, int64_t *out, char *err,
+		   size_t errcap)
+{
+	const char *s = getenv(name);
+	*out = def;
+	if (!s || !*s)
+		return 0;
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || *end || v < min || v > max) {
+		snprintf(err, errcap, "%s: '%s' is not an integer in %lld..%lld", name, s, (long long)min,
+			 (long long)max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int env_size(const char *name, const char *def, uint64_t min, uint64_t max, uint64_t *out, char *err,
+		    size_t errcap)
+{
+	const char *s = getenv(name);
+	if (!s || !*s)
+		s = def;
+	if (size_parse(s, out) != 0 || *out < min || *out > max) {
+		snprintf(err, errcap, "%s: '%s' is not a size in %llu..%llu bytes", name, s,
+			 (unsigned long long)min, (unsigned long long)max);
+		return -1;
+	}
+	return 0;
+}
+
+int commands_config_load(struct commands_config *cfg, char *err, size_t errcap)
+{
+	int64_t n;
+	uint64_t window;
+	if (env_int("SANDBAR_MAX_COMMANDS_PER_SANDBOX", 64, 1, 100000, &n, err, errcap) != 0)
+		return -1;
+	cfg->max_per_sandbox = (int)n;
+	if (env_size("SANDBAR_COMMAND_OUTPUT_BUFFER", "512k", 4096, (uint64_t)1 << 30, &cfg->ring_bytes, err,
+		     errcap) != 0 ||
+	    env_size("SANDBAR_MAX_OUTPUT_BYTES", "16m", 0, (uint64_t)1 << 30, &cfg->max_output_cap, err,
+		     errcap) != 0 ||
+	    env_size("SANDBAR_STREAM_WINDOW", "256k", 4096, 64u << 20, &window, err, errcap) != 0)
+		return -1;
+	cfg->window = (uint32_t)window;
+	if (cfg->grace_ms <= 0)
+		cfg->grace_ms = 2000;
+	if (cfg->activity_interval_ms <= 0)
+		cfg->activity_interval_ms = 1000;
+	return 0;
+}

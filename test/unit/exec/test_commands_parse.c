@@ -1,0 +1,124 @@
+/* Command requests: signal names and numbers, and the JSON body with the
+ * stable error codes of bad input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "exec/commands.h"
+
+static void test_signal_names(void **state)
+{
+	assert_int_equal(command_signal_parse("SIGTERM"), 15);
+	assert_int_equal(command_signal_parse("TERM"), 15);
+	assert_int_equal(command_signal_parse("sigint"), 2);
+	assert_int_equal(command_signal_parse("KILL"), 9);
+	assert_int_equal(command_signal_parse("SIGHUP"), 1);
+	assert_int_equal(command_signal_parse("QUIT"), 3);
+	assert_int_equal(command_signal_parse("USR1"), 10);
+	assert_int_equal(command_signal_parse("SIGUSR2"), 12);
+	assert_int_equal(command_signal_parse("CONT"), 18);
+	assert_int_equal(command_signal_parse("SIGSTOP"), 19);
+	assert_int_equal(command_signal_parse("9"), 9);
+	assert_int_equal(command_signal_parse("1"), 1);
+	assert_int_equal(command_signal_parse("31"), 31);
+	assert_string_equal(command_signal_name(15), "SIGTERM");
+	assert_null(command_signal_name(4));
+}
+
+static void test_signal_bad(void **state)
+{
+	const char *bad[] = { "",   "SIG", "SIGFOO", "0",     "32",	 "-9",
+			      "09", "9x",  " 9",     "TERM ", "SIGSEGV", "100000000000000000000" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(command_signal_parse(bad[i]), -1);
+	assert_int_equal(command_signal_parse(NULL), -1);
+}
+
+static int parse(const char *json, struct command_spec *spec, struct command_failure *fail)
+{
+	char msg[256];
+	struct json_object *body = json_tokener_parse(json);
+	int rc = command_spec_parse(body, 1 << 20, spec, fail, msg, sizeof(msg));
+	json_object_put(body);
+	return rc;
+}
+
+static void test_spec_shell_and_argv(void **state)
+{
+	struct command_spec spec;
+	struct command_failure fail;
+	assert_int_equal(parse("{\"command\":\"echo hi; exit 3\"}", &spec, &fail), 0);
+	assert_string_equal(spec.argv[0], "/bin/sh");
+	assert_string_equal(spec.argv[1], "-lc");
+	assert_string_equal(spec.argv[2], "echo hi; exit 3");
+	assert_null(spec.argv[3]);
+	assert_int_equal(spec.max_output_bytes, 65536);
+	assert_string_equal(spec.command_json, "\"echo hi; exit 3\"");
+	command_spec_free(&spec);
+
+	assert_int_equal(parse("{\"command\":[\"echo\",\"$HOME;\"],\"env\":{\"A\":\"1\"},\"cwd\":\"/tmp\","
+			       "\"user\":\"root\",\"timeout\":1.5,\"stdin\":\"x\",\"max_output_bytes\":10}",
+			       &spec, &fail),
+			 0);
+	assert_string_equal(spec.argv[0], "echo");
+	assert_string_equal(spec.argv[1], "$HOME;");
+	assert_null(spec.argv[2]);
+	assert_string_equal(spec.env[0], "A=1");
+	assert_string_equal(spec.cwd, "/tmp");
+	assert_string_equal(spec.user, "root");
+	assert_int_equal(spec.timeout_ms, 1500);
+	assert_int_equal(spec.stdin_len, 1);
+	assert_int_equal(spec.max_output_bytes, 10);
+	command_spec_free(&spec);
+}
+
+static void test_spec_bad(void **state)
+{
+	static const struct {
+		const char *json, *code;
+	} cases[] = {
+		{ "[]", "invalid_body" },
+		{ "{}", "invalid_command" },
+		{ "{\"command\":\"\"}", "invalid_command" },
+		{ "{\"command\":\"  \"}", "invalid_command" },
+		{ "{\"command\":[]}", "invalid_command" },
+		{ "{\"command\":[\"\"]}", "invalid_command" },
+		{ "{\"command\":[1]}", "invalid_command" },
+		{ "{\"command\":5}", "invalid_command" },
+		{ "{\"command\":\"a\",\"env\":{\"A\":1}}", "invalid_env" },
+		{ "{\"command\":\"a\",\"env\":{\"A=B\":\"1\"}}", "invalid_env" },
+		{ "{\"command\":\"a\",\"env\":{\"\":\"1\"}}", "invalid_env" },
+		{ "{\"command\":\"a\",\"env\":[]}", "invalid_env" },
+		{ "{\"command\":\"a\",\"timeout\":-1}", "invalid_timeout" },
+		{ "{\"command\":\"a\",\"timeout\":\"5\"}", "invalid_timeout" },
+		{ "{\"command\":\"a\",\"cwd\":5}", "invalid_cwd" },
+		{ "{\"command\":\"a\",\"user\":[]}", "invalid_user" },
+		{ "{\"command\":\"a\",\"max_output_bytes\":-1}", "invalid_max_output_bytes" },
+		{ "{\"command\":\"a\",\"max_output_bytes\":2000000}", "invalid_max_output_bytes" },
+		{ "{\"command\":\"a\",\"stdin\":5}", "invalid_stdin" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct command_spec spec;
+		struct command_failure fail = { 0 };
+		assert_int_equal(parse(cases[i].json, &spec, &fail), -1);
+		assert_int_equal(fail.error, COMMAND_ERR_INVALID);
+		assert_string_equal(fail.code, cases[i].code);
+		assert_null(spec.argv);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_signal_names),
+		cmocka_unit_test(test_signal_bad),
+		cmocka_unit_test(test_spec_shell_and_argv),
+		cmocka_unit_test(test_spec_bad),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
