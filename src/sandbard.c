@@ -153,7 +153,7 @@ int main(int argc, char **argv)
 	d.channels = channels_new(d.base, d.docker);
 	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates, d.channels, d.agent_bin,
 				    d.agent_len);
-	d.api = api_new(&d.cfg, d.svc);
+	d.api = api_new(d.base, &d.cfg, d.svc);
 	CHECK(d.api != NULL);
 	struct commands_config ccfg = { .cluster = d.cfg.cluster,
 					.instance = d.cfg.instance_id,

@@ -4,6 +4,8 @@
 #ifndef SANDBAR_API_API_H
 #define SANDBAR_API_API_H
 
+#include <event2/event.h>
+
 #include "core/check.h"
 
 struct api;
@@ -12,7 +14,7 @@ struct config;
 struct http_request;
 struct sandbox_service;
 
-struct api *api_new(const struct config *cfg, struct sandbox_service *svc);
+struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc);
 void api_free(struct api *api);
 /* The command service behind the command routes (set before serving). */
 void api_set_commands(struct api *api, struct commands *cmds);

@@ -142,6 +142,14 @@ struct command_op *commands_execute(struct commands *c, const char *sandbox_id,
 /* The caller of commands_execute goes away: no callback follows. */
 void commands_collect_cancel(struct command_op *op);
 
+/* An attached run started with stdin_open (the terminal): bytes to its
+ * stdin, its PTY size, and the bytes queued toward the agent (pause the source
+ * above a mark). Ignored before the command started and after it ended. */
+void command_op_input(struct command_op *op, const void *data, size_t len);
+void command_op_resize(struct command_op *op, int rows, int cols);
+size_t command_op_input_pending(struct command_op *op);
+void command_op_signal(struct command_op *op, int signo);
+
 /* Output of a command from offset: output..., then exited (or, without
  * follow, caught_up at the end of what is kept now). */
 struct command_op *commands_logs(struct commands *c, const char *sandbox_id, const char *cmd_id,

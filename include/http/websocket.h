@@ -34,6 +34,11 @@ struct ws_hub *ws_hub_new(struct event_base *base);
 /* Closes every connection (their closed callbacks run), then frees the hub. */
 void ws_hub_free(struct ws_hub *hub);
 
+/* Is req a well-formed WebSocket handshake? (To check before starting work
+ * that only makes sense on a WebSocket.) ws_refuse answers 400 for one that is not. */
+bool ws_is_handshake(struct http_request *req);
+void ws_refuse(struct http_request *req);
+
 /* Checks req's handshake (GET, Upgrade: websocket, Sec-WebSocket-Version 13, a
  * 16-byte Sec-WebSocket-Key). On success answers 101 and returns the new
  * connection (usable at once: sends are queued until the socket is handed

@@ -83,7 +83,7 @@ int api_command_routes(struct api *api)
 	return 0;
 }
 
-static int command_status_code(enum command_error err)
+int api_command_status(enum command_error err)
 {
 	static const int codes[] = {
 		[COMMAND_OK] = 200,
@@ -98,9 +98,9 @@ static int command_status_code(enum command_error err)
 	return (size_t)err < ARRAY_LEN(codes) && codes[err] ? codes[err] : 500;
 }
 
-static void respond_failure(struct http_request *req, const struct command_failure *fail)
+void api_respond_command_failure(struct http_request *req, const struct command_failure *fail)
 {
-	int status = command_status_code(fail->error);
+	int status = api_command_status(fail->error);
 	if (status == 503 || status == 429)
 		http_response_header(req, "Retry-After", "1");
 	http_respond_error(req, status, fail->code, "%s", fail->message);
@@ -179,7 +179,7 @@ static bool parse_spec(struct http_request *req, struct api *api, struct json_ob
 	char msg[256];
 	if (command_spec_parse(body, commands_max_output_cap(api->cmds), spec, &fail, msg, sizeof(msg)) !=
 	    0) {
-		respond_failure(req, &fail);
+		api_respond_command_failure(req, &fail);
 		return false;
 	}
 	return true;
@@ -221,7 +221,7 @@ static void collected(const struct command_failure *fail, const struct command_r
 	struct api_stream *st = arg;
 	stream_done(st);
 	if (fail) {
-		respond_failure(st->req, fail);
+		api_respond_command_failure(st->req, fail);
 		return;
 	}
 	/* one encoding for the three fields, so they stay comparable */
@@ -325,7 +325,7 @@ static void on_failed(void *arg, const struct command_failure *fail)
 	struct api_stream *st = arg;
 	stream_done(st);
 	if (!st->started) {
-		respond_failure(st->req, fail);
+		api_respond_command_failure(st->req, fail);
 		return;
 	}
 	struct json_object *d = json_object_new_object();
@@ -360,7 +360,7 @@ static void doc_answer(const struct command_failure *fail, const char *doc, size
 	struct api_stream *st = arg;
 	stream_done(st);
 	if (fail) {
-		respond_failure(st->req, fail);
+		api_respond_command_failure(st->req, fail);
 		return;
 	}
 	if (!doc) {
@@ -446,7 +446,7 @@ static void stdin_ready(const struct command_failure *fail, void *arg)
 	struct api_stream *st = arg;
 	if (fail) {
 		stream_done(st);
-		respond_failure(st->req, fail);
+		api_respond_command_failure(st->req, fail);
 		return;
 	}
 	if (!st->body_streaming) {

@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "http/server.h"
+#include "http/websocket.h"
 #include "internal.h"
 #include "openapi_json.h"
 
@@ -18,10 +19,11 @@ static bool authorized(const struct api *api, struct http_request *req);
 static char **split_tokens(const char *list);
 static void pending_cancel(void *arg);
 
-struct api *api_new(const struct config *cfg, struct sandbox_service *svc)
+struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc)
 {
 	struct api *api = calloc(1, sizeof(*api));
 	CHECK(api != NULL);
+	api->ws = ws_hub_new(base);
 	api->cfg = cfg;
 	api->svc = svc;
 	api->router = router_new();
@@ -29,7 +31,7 @@ struct api *api_new(const struct config *cfg, struct sandbox_service *svc)
 	if (router_add(api->router, "GET", "/health", route_health, api) != 0 ||
 	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
 	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 ||
-	    api_native_routes(api) != 0 || api_command_routes(api) != 0) {
+	    api_native_routes(api) != 0 || api_command_routes(api) != 0 || api_terminal_routes(api) != 0) {
 		api_free(api);
 		return NULL;
 	}
@@ -40,6 +42,7 @@ void api_free(struct api *api)
 {
 	if (!api)
 		return;
+	ws_hub_free(api->ws); /* terminals hang up their shells */
 	router_free(api->router);
 	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
 		free(api->tokens[i]);

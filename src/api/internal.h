@@ -5,7 +5,10 @@
 
 #include "api/api.h"
 #include "http/router.h"
+#include "exec/commands.h"
 #include "sandbox/service.h"
+
+struct ws_hub;
 
 struct api {
 	const struct config *cfg;
@@ -13,12 +16,18 @@ struct api {
 	struct router *router;
 	char **tokens;	       /* NULL-terminated, NULL when auth is off */
 	struct commands *cmds; /* the command service (api_set_commands) */
+	struct ws_hub *ws;     /* live WebSocket connections (terminals) */
 };
 
 /* The native (monza-compatible) routes. */
 MUST_USE int api_native_routes(struct api *api);
 /* The native command routes (src/api/commands.c). */
 MUST_USE int api_command_routes(struct api *api);
+/* The interactive terminal over a WebSocket (src/api/terminal.c). */
+MUST_USE int api_terminal_routes(struct api *api);
+/* A command-core failure as an HTTP error (status, code, Retry-After). */
+int api_command_status(enum command_error err);
+void api_respond_command_failure(struct http_request *req, const struct command_failure *fail);
 
 /* A request waiting on the core: cancelled if the client goes away. */
 struct api_pending {

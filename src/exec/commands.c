@@ -516,7 +516,8 @@ static void run_spawn(struct command_op *op, PGresult *res)
 		.ring_bytes = c->cfg.ring_bytes,
 		.window = c->cfg.window,
 	};
-	cmd->ch = channels_get(c->chs, op->sandbox_id, PQgetvalue(res, 0, 1));
+	snprintf(cmd->container, sizeof(cmd->container), "%s", PQgetvalue(res, 0, 1));
+	cmd->ch = channels_get(c->chs, op->sandbox_id, cmd->container);
 	op_set_state(op, OP_AGENT);
 	cmd->sub = agent_spawn(cmd->ch, &req, &cmd_sub_ops, cmd);
 	for (size_t i = 0; env && env[i]; i++)
@@ -741,4 +742,46 @@ static void record_logged(enum pg_error err, PGresult *res, const char *message,
 {
 	if (err != PG_OK)
 		log_warn("command record: %s", message ? message : "write failed");
+}
+
+/* ---- an attached run's own input (the terminal) ---- */
+
+/* The channel of a started command, looked up by sandbox: a pointer kept from
+ * before would dangle once the sandbox was dropped. NULL until started. */
+static struct agent_channel *run_channel(struct command_op *op)
+{
+	CHECK(op->kind == OP_RUN);
+	struct command *cmd = op->cmd;
+	if (!cmd || cmd->info.agent_id == 0 || cmd->info.status != COMMAND_RUNNING)
+		return NULL;
+	return channels_get(op->c->chs, cmd->info.sandbox_id, cmd->container);
+}
+
+void command_op_input(struct command_op *op, const void *data, size_t len)
+{
+	struct agent_channel *ch = run_channel(op);
+	size_t chunk = AGENT_FRAME_MAX - 64;
+	for (size_t at = 0; ch && at < len; at += chunk)
+		agent_stdin(ch, op->cmd->info.agent_id, (const uint8_t *)data + at,
+			    len - at < chunk ? len - at : chunk);
+}
+
+void command_op_resize(struct command_op *op, int rows, int cols)
+{
+	struct agent_channel *ch = run_channel(op);
+	if (ch)
+		agent_resize(ch, op->cmd->info.agent_id, rows, cols);
+}
+
+size_t command_op_input_pending(struct command_op *op)
+{
+	struct agent_channel *ch = run_channel(op);
+	return ch ? agent_channel_pending(ch) : 0;
+}
+
+void command_op_signal(struct command_op *op, int signo)
+{
+	struct agent_channel *ch = run_channel(op);
+	if (ch)
+		agent_signal(ch, op->cmd->info.agent_id, signo);
 }

@@ -40,6 +40,7 @@ struct command {
 	struct commands *c;
 	struct sbx *sbx;
 	struct agent_channel *ch;
+	char container[80]; /* to find the channel again after it was dropped */
 	struct agent_sub *sub;
 	struct command_op *op; /* attached consumer, NULL when none */
 	struct command_info info;

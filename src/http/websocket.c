@@ -108,22 +108,33 @@ void ws_hub_free(struct ws_hub *hub)
 	free(hub);
 }
 
-struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg)
+bool ws_is_handshake(struct http_request *req)
 {
 	const char *upgrade = http_request_header(req, "Upgrade");
 	const char *version = http_request_header(req, "Sec-WebSocket-Version");
 	const char *key = http_request_header(req, "Sec-WebSocket-Key");
 	unsigned char raw[32];
-	if (strcmp(http_request_method(req), "GET") != 0 || !upgrade ||
-	    strcasecmp(upgrade, "websocket") != 0 || !version || strcmp(version, "13") != 0 || !key ||
-	    strlen(key) != 24 || base64_decode(key, 24, raw) != 16) {
-		http_response_header(req, "Sec-WebSocket-Version", "13");
-		http_respond_error(
-			req, 400, "bad_websocket_handshake",
-			"expected a WebSocket upgrade (GET, Upgrade: websocket, Sec-WebSocket-Version: 13, "
-			"Sec-WebSocket-Key)");
+	return strcmp(http_request_method(req), "GET") == 0 && upgrade &&
+	       strcasecmp(upgrade, "websocket") == 0 && version && strcmp(version, "13") == 0 && key &&
+	       strlen(key) == 24 && base64_decode(key, 24, raw) == 16;
+}
+
+void ws_refuse(struct http_request *req)
+{
+	http_response_header(req, "Sec-WebSocket-Version", "13");
+	http_respond_error(
+		req, 400, "bad_websocket_handshake",
+		"expected a WebSocket upgrade (GET, Upgrade: websocket, Sec-WebSocket-Version: 13, "
+		"Sec-WebSocket-Key)");
+}
+
+struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg)
+{
+	if (!ws_is_handshake(req)) {
+		ws_refuse(req);
 		return NULL;
 	}
+	const char *key = http_request_header(req, "Sec-WebSocket-Key");
 	char buf[24 + 36 + 1];
 	snprintf(buf, sizeof(buf), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
 	unsigned char digest[20];
