@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "core/check.h"
+#include "core/base64.h"
 #include "core/utf8.h"
 
 static bool accept_has(const char *accept, const char *type);
@@ -79,45 +80,22 @@ bool stream_utf8_valid(const uint8_t *data, size_t len)
 	return utf8_valid_prefix((const char *)data, len) == len;
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static size_t base64_into(char *dst, const uint8_t *s, size_t len)
-{
-	size_t o = 0, i = 0;
-	for (; i + 3 <= len; i += 3) {
-		uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
-		dst[o++] = b64[v >> 18];
-		dst[o++] = b64[(v >> 12) & 63];
-		dst[o++] = b64[(v >> 6) & 63];
-		dst[o++] = b64[v & 63];
-	}
-	if (i < len) {
-		uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < len ? (uint32_t)s[i + 1] << 8 : 0);
-		dst[o++] = b64[v >> 18];
-		dst[o++] = b64[(v >> 12) & 63];
-		dst[o++] = i + 1 < len ? b64[(v >> 6) & 63] : '=';
-		dst[o++] = '=';
-	}
-	return o;
-}
-
 void stream_base64(struct evbuffer *out, const uint8_t *data, size_t len)
 {
-	size_t n = (len + 2) / 3 * 4;
+	size_t n = base64_encoded_size(len); /* with the NUL, which is not committed */
 	struct evbuffer_iovec v;
-	if (n == 0)
+	if (len == 0)
 		return;
 	CHECK(evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) >= 1 && v.iov_len >= n);
-	v.iov_len = base64_into(v.iov_base, data, len);
+	v.iov_len = base64_encode(data, len, v.iov_base);
 	CHECK(evbuffer_commit_space(out, &v, 1) == 0);
 }
 
 struct json_object *stream_base64_string(const uint8_t *data, size_t len)
 {
-	size_t n = (len + 2) / 3 * 4;
-	char *buf = malloc(n + 1);
+	char *buf = malloc(base64_encoded_size(len));
 	CHECK(buf != NULL);
-	size_t got = base64_into(buf, data, len);
+	size_t got = base64_encode(data, len, buf);
 	struct json_object *s = json_object_new_string_len(buf, (int)got);
 	free(buf);
 	return s;
