@@ -205,6 +205,15 @@ static void send_control(struct terminal *t, struct json_object *o)
 	json_object_put(o);
 }
 
+static void send_error(struct terminal *t, const char *code, const char *message)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string("error"));
+	json_object_object_add(o, "code", json_object_new_string(code));
+	json_object_object_add(o, "message", json_object_new_string(message));
+	send_control(t, o);
+}
+
 static void term_exited(void *arg, const struct command_info *info)
 {
 	struct terminal *t = arg;
@@ -236,11 +245,7 @@ static void term_failed(void *arg, const struct command_failure *fail)
 		term_maybe_free(t);
 		return;
 	}
-	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "type", json_object_new_string("error"));
-	json_object_object_add(o, "code", json_object_new_string(fail->code));
-	json_object_object_add(o, "message", json_object_new_string(fail->message));
-	send_control(t, o);
+	send_error(t, fail->code, fail->message);
 	if (t->state == TERM_OPEN) {
 		term_set_state(t, TERM_CLOSING);
 		ws_close(t->ws, 1011, "command failed");
@@ -274,14 +279,9 @@ static void ws_message(struct ws_conn *ws, bool binary, const uint8_t *data, siz
 		   json_object_is_type(v1, json_type_string)) {
 		command_op_input(t->op, json_object_get_string(v1), (size_t)json_object_get_string_len(v1));
 	} else {
-		struct json_object *o = json_object_new_object();
-		json_object_object_add(o, "type", json_object_new_string("error"));
-		json_object_object_add(o, "code", json_object_new_string("invalid_control"));
-		json_object_object_add(
-			o, "message",
-			json_object_new_string("text frames must be {\"type\":\"resize\",\"rows\","
-					       "\"cols\"} or {\"type\":\"input\",\"data\"}"));
-		send_control(t, o);
+		send_error(t, "invalid_control",
+			   "text frames must be {\"type\":\"resize\",\"rows\",\"cols\"} or "
+			   "{\"type\":\"input\",\"data\"}");
 	}
 	json_object_put(msg);
 }
