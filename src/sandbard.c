@@ -289,6 +289,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		event_base_loopbreak(d->base);
 		return;
 	}
+	api_shutdown(d->api);
 	http_server_shutdown(d->http, d->cfg.shutdown_grace_ms, shutdown_done, d);
 }
 

@@ -16,6 +16,8 @@ struct sandbox_service;
 
 struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc);
 void api_free(struct api *api);
+/* SIGTERM: WebSocket clients are told the server is going away (1001). */
+void api_shutdown(struct api *api);
 /* The command service behind the command routes (set before serving). */
 void api_set_commands(struct api *api, struct commands *cmds);
 /* The http_dispatch_fn for http_server_new (arg: the api). */

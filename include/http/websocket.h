@@ -31,6 +31,8 @@ struct ws_ops {
 };
 
 struct ws_hub *ws_hub_new(struct event_base *base);
+/* Starts the closing handshake of every connection (shutdown: 1001 "going away"). */
+void ws_hub_close_all(struct ws_hub *hub, uint16_t code, const char *reason);
 /* Closes every connection (their closed callbacks run), then frees the hub. */
 void ws_hub_free(struct ws_hub *hub);
 

@@ -38,6 +38,11 @@ struct api *api_new(struct event_base *base, const struct config *cfg, struct sa
 	return api;
 }
 
+void api_shutdown(struct api *api)
+{
+	ws_hub_close_all(api->ws, 1001, "server shutting down");
+}
+
 void api_free(struct api *api)
 {
 	if (!api)

@@ -128,6 +128,15 @@ void ws_refuse(struct http_request *req)
 		"Sec-WebSocket-Key)");
 }
 
+void ws_hub_close_all(struct ws_hub *hub, uint16_t code, const char *reason)
+{
+	struct ws_conn *ws, *next;
+	for (ws = LIST_FIRST(&hub->conns); ws; ws = next) {
+		next = LIST_NEXT(ws, link);
+		ws_close(ws, code, reason);
+	}
+}
+
 struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg)
 {
 	if (!ws_is_handshake(req)) {
