@@ -25,4 +25,13 @@ const char *files_path_base(const char *path);
 /* dir + "/" + name into out (FILES_PATH_MAX + 1 bytes); -1 when too long. */
 MUST_USE int files_path_join(const char *dir, const char *name, char *out);
 
+/* Resolves a link target against the directory dir (normalised) the way the
+ * kernel would lexically: absolute targets from "/", ".." stops at "/".
+ * out holds FILES_PATH_MAX + 1 bytes; -1 when too long. */
+MUST_USE int files_path_resolve(const char *dir, const char *target, char *out);
+/* For a tar entry named name (relative): does it, or the link target it
+ * carries (symlink when is_symlink, else a hard link named from the root),
+ * reach outside the extraction directory? */
+bool files_tar_name_escapes(const char *name);
+bool files_tar_link_escapes(const char *name, const char *target, bool is_symlink);
 #endif

@@ -17,6 +17,9 @@ struct api {
 /* The native (monza-compatible) routes. */
 MUST_USE int api_native_routes(struct api *api);
 
+/* The file routes (files.c, files_archive.c). */
+MUST_USE int api_files_routes(struct api *api);
+
 /* A request waiting on the core: cancelled if the client goes away. */
 struct api_pending {
 	struct http_request *req;

@@ -10,6 +10,7 @@
 static bool is_dot_name(const char *s, size_t n);
 static bool encoded_escape(const char *s, size_t n);
 static int hexval(char c);
+static int walk_depth(const char *s, int depth);
 
 static bool is_dot_name(const char *s, size_t n)
 {
@@ -137,4 +138,91 @@ int files_path_join(const char *dir, const char *name, char *out)
 	bool root = strcmp(dir, "/") == 0;
 	int n = snprintf(out, FILES_PATH_MAX + 1, "%s%s%s", dir, root ? "" : "/", name);
 	return n < 0 || n > FILES_PATH_MAX ? -1 : 0;
+}
+
+int files_path_resolve(const char *dir, const char *target, char *out)
+{
+	size_t o = 0;
+	char tmp[2 * FILES_PATH_MAX + 2];
+	int n = snprintf(tmp, sizeof(tmp), "%s/%s", target[0] == '/' ? "" : dir, target);
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return -1;
+	const char *p = tmp;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		const char *s = p;
+		while (*p && *p != '/')
+			p++;
+		size_t len = (size_t)(p - s);
+		if (len == 0 || (len == 1 && s[0] == '.'))
+			continue;
+		if (len == 2 && s[0] == '.' && s[1] == '.') {
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o > 0)
+				o--;
+			continue;
+		}
+		if (o + 1 + len > FILES_PATH_MAX)
+			return -1;
+		out[o++] = '/';
+		memcpy(out + o, s, len);
+		o += len;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = '\0';
+	return 0;
+}
+
+/* Walks components of s from depth; -1 when a ".." climbs above 0. */
+static int walk_depth(const char *s, int depth)
+{
+	while (*s) {
+		while (*s == '/')
+			s++;
+		const char *c = s;
+		while (*s && *s != '/')
+			s++;
+		size_t len = (size_t)(s - c);
+		if (len == 0 || (len == 1 && c[0] == '.'))
+			continue;
+		if (len == 2 && c[0] == '.' && c[1] == '.') {
+			if (--depth < 0)
+				return -1;
+		} else {
+			depth++;
+		}
+	}
+	return depth;
+}
+
+bool files_tar_name_escapes(const char *name)
+{
+	if (name[0] == '/')
+		return true;
+	for (const char *p = name; *p;) {
+		const char *c = p;
+		while (*p && *p != '/')
+			p++;
+		if (p - c == 2 && c[0] == '.' && c[1] == '.')
+			return true;
+		while (*p == '/')
+			p++;
+	}
+	return false;
+}
+
+bool files_tar_link_escapes(const char *name, const char *target, bool is_symlink)
+{
+	if (!target[0] || target[0] == '/')
+		return true;
+	if (!is_symlink)
+		return files_tar_name_escapes(target);
+	/* a symlink resolves from its own directory: the name's depth minus one */
+	int depth = walk_depth(name, 0);
+	if (depth < 1)
+		return true;
+	return walk_depth(target, depth - 1) < 0;
 }
