@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "files/path.h"
+#include "files/sniff.h"
 
 static char out[FILES_PATH_MAX + 1];
 
@@ -101,6 +102,47 @@ static void test_join_base(void **state)
 	assert_int_equal(files_path_join(big, "y", out), -1);
 }
 
+static void test_resolve_and_tar_escapes(void **state)
+{
+	assert_int_equal(files_path_resolve("/w/d", "f", out), 0);
+	assert_string_equal(out, "/w/d/f");
+	assert_int_equal(files_path_resolve("/w/d", "../x/./y", out), 0);
+	assert_string_equal(out, "/w/x/y");
+	assert_int_equal(files_path_resolve("/w", "../../../etc", out), 0);
+	assert_string_equal(out, "/etc");
+	assert_int_equal(files_path_resolve("/w", "/abs//p/", out), 0);
+	assert_string_equal(out, "/abs/p");
+	assert_false(files_tar_name_escapes("a/b"));
+	assert_false(files_tar_name_escapes("./a/..b"));
+	assert_true(files_tar_name_escapes("../a"));
+	assert_true(files_tar_name_escapes("a/../../b"));
+	assert_true(files_tar_name_escapes("/etc/passwd"));
+	assert_false(files_tar_link_escapes("a/b/l", "../c", true));
+	assert_false(files_tar_link_escapes("a/l", "../c", true)); /* resolves to ./c */
+	assert_true(files_tar_link_escapes("l", "../c", true));
+	assert_true(files_tar_link_escapes("a/l", "../../c", true));
+	assert_true(files_tar_link_escapes("a/l", "/etc", true));
+	assert_false(files_tar_link_escapes("a/h", "a/b", false));
+	assert_true(files_tar_link_escapes("a/h", "../b", false));
+}
+
+static void test_sniff(void **state)
+{
+	assert_string_equal(files_content_type("x.bin", "\x89PNG\r\n\x1a\nrest", 12), "image/png");
+	assert_string_equal(files_content_type("x.txt", "\x89PNG\r\n\x1a\nrest", 12), "image/png");
+	assert_string_equal(files_content_type("a.json", "{}", 2), "application/json");
+	assert_string_equal(files_content_type("a", "hello", 5), "text/plain; charset=utf-8");
+	assert_string_equal(files_content_type("a", "", 0), "text/plain; charset=utf-8");
+	assert_string_equal(files_content_type("a", "a\0b", 3), "application/octet-stream");
+	char cd[256];
+	files_content_disposition("a b.txt", cd, sizeof(cd));
+	assert_string_equal(cd, "attachment; filename=\"a b.txt\"");
+	files_content_disposition("q\"\\x", cd, sizeof(cd));
+	assert_string_equal(cd, "attachment; filename=\"q__x\"; filename*=UTF-8''q%22%5Cx");
+	files_content_disposition("caf\xC3\xA9", cd, sizeof(cd));
+	assert_string_equal(cd, "attachment; filename=\"caf_\"; filename*=UTF-8''caf%C3%A9");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -108,6 +150,8 @@ int main(void)
 		cmocka_unit_test(test_refused),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_join_base),
+		cmocka_unit_test(test_resolve_and_tar_escapes),
+		cmocka_unit_test(test_sniff),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
