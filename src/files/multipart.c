@@ -180,12 +180,13 @@ enum multipart_status multipart_feed(struct multipart *mp, struct evbuffer *in)
 			/* the first delimiter may come without its leading CRLF */
 			const char *d = mp->delim + 2;
 			size_t dl = mp->dlen - 2;
-			if (win >= dl && memcmp(p, d, dl) == 0) {
+			bool at_start = mp->consumed == 0; /* only there may the CRLF be missing */
+			if (at_start && win >= dl && memcmp(p, d, dl) == 0) {
 				consume(mp, in, dl);
 				mp_set_state(mp, MP_AFTER_DELIM);
 				break;
 			}
-			if (win < dl && memcmp(p, d, win) == 0)
+			if (at_start && win < dl && memcmp(p, d, win) == 0)
 				return MULTIPART_MORE;
 			const char *m = find(p, win, mp->delim, mp->dlen);
 			size_t skip =
