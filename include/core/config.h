@@ -43,6 +43,7 @@ struct config {
 	int64_t http_idle_timeout_ms;	/* SANDBAR_IDLE_CONN_TIMEOUT, default 75s */
 	int64_t http_max_connections;	/* SANDBAR_MAX_CONNECTIONS, default 4096 */
 	int64_t shutdown_grace_ms;	/* SANDBAR_SHUTDOWN_GRACE, default 10s */
+	uint64_t upload_limit;		/* UPLOAD_LIMIT bytes of one uploaded file, default 100m */
 	char *api_tokens;		/* SANDBAR_API_TOKENS, comma separated; unset = no auth */
 
 	/* PostgreSQL */

@@ -71,6 +71,9 @@ struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *
 /* The callback will not be called. Work already started (a create) goes on. */
 void sandbox_call_cancel(struct sandbox_call *call);
 
+/* The Docker client the service uses (for the file API's archive streams). */
+struct docker *sandbox_service_docker(const struct sandbox_service *svc);
+
 /* A canonical lowercase UUID? */
 bool sandbox_id_valid(const char *id);
 

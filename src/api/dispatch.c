@@ -31,7 +31,8 @@ struct api *api_new(struct event_base *base, const struct config *cfg, struct sa
 	if (router_add(api->router, "GET", "/health", route_health, api) != 0 ||
 	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
 	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 ||
-	    api_native_routes(api) != 0 || api_command_routes(api) != 0 || api_terminal_routes(api) != 0) {
+	    api_native_routes(api) != 0 || api_command_routes(api) != 0 || api_terminal_routes(api) != 0 ||
+	    api_files_routes(api) != 0) {
 		api_free(api);
 		return NULL;
 	}

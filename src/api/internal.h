@@ -29,6 +29,9 @@ MUST_USE int api_terminal_routes(struct api *api);
 int api_command_status(enum command_error err);
 void api_respond_command_failure(struct http_request *req, const struct command_failure *fail);
 
+/* The file routes (files.c, files_archive.c). */
+MUST_USE int api_files_routes(struct api *api);
+
 /* A request waiting on the core: cancelled if the client goes away. */
 struct api_pending {
 	struct http_request *req;

@@ -87,6 +87,8 @@ static const struct cfg_setting settings[] = {
 	  "largest request head (request line and headers)" },
 	{ "SANDBAR_MAX_BODY_BYTES", CFG_SIZE, "1m", 1024, AT(http_max_body_bytes),
 	  "largest JSON request body (uploads have their own limit)" },
+	{ "UPLOAD_LIMIT", CFG_SIZE, "100m", 0, AT(upload_limit),
+	  "largest file a files/upload or archive upload may write (over it: 413)" },
 	{ "SANDBAR_HEADER_TIMEOUT", CFG_DURATION, "10s", 100, AT(http_header_timeout_ms),
 	  "time a client has to send a complete request head" },
 	{ "SANDBAR_IDLE_CONN_TIMEOUT", CFG_DURATION, "75s", 100, AT(http_idle_timeout_ms),

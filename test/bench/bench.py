@@ -5,7 +5,8 @@ docker exec, 1,000 execs over 50 sandboxes at concurrency 200, the agent's
 size and memory, and memory with 1,000 rows.
 Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
 Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20), EXEC_ROUNDS (200),
-EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200)."""
+EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), FILE_MB (1024: file
+transfer through the API vs `docker cp`, with sandbard's peak RSS growth)."""
 import concurrent.futures
 import http.client
 import json
@@ -17,6 +18,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,6 +36,7 @@ EXEC_ROUNDS = int(os.environ.get("EXEC_ROUNDS", "200"))
 EXEC_SANDBOXES = int(os.environ.get("EXEC_SANDBOXES", "50"))
 EXECS = int(os.environ.get("EXECS", "1000"))
 EXEC_CONCURRENCY = int(os.environ.get("EXEC_CONCURRENCY", "200"))
+FILE_MB = int(os.environ.get("FILE_MB", "1024"))
 IMAGE = "sandbar/base:latest"
 SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
 
@@ -291,6 +295,118 @@ def exec_benchmarks(table, srv, c, created):
     table.add("agent RSS per sandbox KB (ps inside, PID 1)", attempt(agent_rss))
 
 
+# ---------------------------------------------------------------- files
+class RssPeak:
+    """Peak RSS of a process while a block runs, sampled every 20 ms."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.base = srv.rss_kb()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.srv.rss_kb() or 0)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self._t.join()
+
+    @property
+    def growth_mb(self):
+        return (self.peak - self.base) / 1024
+
+
+def file_transfers(srv, c, table):
+    """1 GiB up and down through the API and through `docker cp`, same sandbox, same file."""
+    size = FILE_MB << 20
+    r = c.post("/api/sandboxes", json={"template": "bare", "name": "bench-files"})
+    if r.status != 201:
+        raise RuntimeError(f"POST /api/sandboxes -> {r.status} {r.body[:120]!r}")
+    sid, cid = r.json["id"], r.json["container_id"]
+    tmpdir = tempfile.mkdtemp(prefix="sandbar-bench-")
+    src = os.path.join(tmpdir, "payload.bin")
+    try:
+        block = os.urandom(1 << 20)
+        with open(src, "wb") as f:
+            for _ in range(FILE_MB):
+                f.write(block)
+        boundary = "benchBoundary0123456789"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n/tmp\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"api.bin\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        def api_upload():
+            conn = http.client.HTTPConnection(srv.host, srv.port, timeout=600)
+            conn.putrequest("POST", f"/api/sandboxes/{sid}/files/upload")
+            conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+            conn.putheader("Content-Length", str(len(head) + size + len(tail)))
+            conn.endheaders()
+            t0 = time.perf_counter()
+            conn.send(head)
+            with open(src, "rb") as f:
+                while True:
+                    b = f.read(1 << 20)
+                    if not b:
+                        break
+                    conn.send(b)
+            conn.send(tail)
+            resp = conn.getresponse()
+            body = resp.read()
+            dt = time.perf_counter() - t0
+            conn.close()
+            if resp.status != 200:
+                raise RuntimeError(f"upload -> {resp.status} {body[:200]!r}")
+            return dt
+
+        def api_download():
+            conn = http.client.HTTPConnection(srv.host, srv.port, timeout=600)
+            t0 = time.perf_counter()
+            conn.request("GET", f"/api/sandboxes/{sid}/files/download?path=/tmp/api.bin")
+            resp = conn.getresponse()
+            n = 0
+            while True:
+                b = resp.read(1 << 20)
+                if not b:
+                    break
+                n += len(b)
+            dt = time.perf_counter() - t0
+            conn.close()
+            if resp.status != 200 or n != size:
+                raise RuntimeError(f"download -> {resp.status}, {n} bytes")
+            return dt
+
+        def cp(*args):
+            t0 = time.perf_counter()
+            subprocess.run(["docker", "cp", *args], check=True, capture_output=True, timeout=600)
+            return time.perf_counter() - t0
+
+        mb = FILE_MB
+        with RssPeak(srv) as up_rss:
+            up = attempt(api_upload)
+        up_base = attempt(lambda: cp(src, f"{cid}:/tmp/cp.bin"))
+        with RssPeak(srv) as down_rss:
+            down = attempt(api_download)
+        out = os.path.join(tmpdir, "back.bin")
+        down_base = attempt(lambda: cp(f"{cid}:/tmp/cp.bin", out))
+        rate = lambda dt: mb / dt if isinstance(dt, float) else dt  # noqa: E731
+        table.add(f"upload {mb} MiB MB/s (multipart; docker cp)", rate(up), rate(up_base), fmt="{:.0f}")
+        table.add(f"download {mb} MiB MB/s (docker cp)", rate(down), rate(down_base), fmt="{:.0f}")
+        table.add("peak RSS growth during upload MiB", up_rss.growth_mb, fmt="{:.1f}")
+        table.add("peak RSS growth during download MiB", down_rss.growth_mb, fmt="{:.1f}")
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        attempt(lambda: c.delete(f"/api/sandboxes/{sid}"))
+
+
 # ---------------------------------------------------------------- the run
 class Table:
     def __init__(self):
@@ -334,7 +450,7 @@ def main():
     run = Session(prefix="sandbar_bench")
     srv = run.new_server(
         name=f"{run.run_id}_server",
-        env={"SANDBAR_LOG_LEVEL": "warn", "DEVCONTAINERS_PATH": os.path.join(HERE, "templates"), "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
+        env={"SANDBAR_LOG_LEVEL": "warn", "UPLOAD_LIMIT": "4g", "DEVCONTAINERS_PATH": os.path.join(HERE, "templates"), "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
     )
     nginx = Nginx()
     created, raw = [], []
@@ -419,6 +535,10 @@ def main():
             if r.status != 200 or not isinstance(r.json, list) or len(r.json) < 1000:
                 raise RuntimeError(f"GET /api/sandboxes -> {r.status}, {len(r.json or [])} items")
             return dt
+
+        if FILE_MB > 0:
+            log(f"files: {FILE_MB} MiB up and down, API vs docker cp")
+            attempt(lambda: file_transfers(srv, c, table))
 
         listed = attempt(seed_and_list)
         rss_full = srv.rss_kb()

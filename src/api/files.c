@@ -1,0 +1,638 @@
+/* The file routes that stream through Docker's archive API: the sandbox
+ * lookup they share, and the monza upload (multipart in, tar out, parsed and
+ * framed as the bytes pass; see README "Files" for the size trick). */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "docker/engine.h"
+#include "docker/tar.h"
+#include "files/fsops.h"
+#include "files/multipart.h"
+#include "files/path.h"
+#include "files_internal.h"
+#include "http/server.h"
+
+#define SANDBOX_UID 1000 /* the `sandbox` user of the shipped images */
+
+/* ---- lookup ---- */
+
+struct files_lookup {
+	struct api *api;
+	struct sandbox_call *scall;
+	struct docker_call *dcall;
+	files_lookup_fn cb;
+	void *arg;
+	char id[40];
+	char container[80];
+};
+
+static void lookup_touched(const struct sandbox_result *res, void *arg);
+static void lookup_got(const struct sandbox_result *res, void *arg);
+static void lookup_inspected(struct json_object *info, bool missing, const char *err, void *arg);
+static void lookup_finish(struct files_lookup *l, bool running, int status, const char *code,
+			  const char *msg);
+
+struct files_lookup *files_lookup_start(struct api *api, const char *id, files_lookup_fn cb, void *arg)
+{
+	struct files_lookup *l = calloc(1, sizeof(*l));
+	CHECK(l != NULL);
+	l->api = api;
+	l->cb = cb;
+	l->arg = arg;
+	snprintf(l->id, sizeof(l->id), "%s", id);
+	/* the heartbeat is the activity bump, and tells unknown (404) from gone (409) */
+	l->scall = sandbox_heartbeat(api->svc, l->id, lookup_touched, l);
+	return l;
+}
+
+void files_lookup_cancel(struct files_lookup *l)
+{
+	if (!l)
+		return;
+	sandbox_call_cancel(l->scall);
+	if (l->dcall)
+		docker_call_cancel(l->dcall);
+	free(l);
+}
+
+static void lookup_finish(struct files_lookup *l, bool running, int status, const char *code, const char *msg)
+{
+	files_lookup_fn cb = l->cb;
+	void *arg = l->arg;
+	char container[80];
+	snprintf(container, sizeof(container), "%s", l->container);
+	free(l);
+	cb(status ? NULL : container, running, status, code, msg, arg);
+}
+
+static void lookup_touched(const struct sandbox_result *res, void *arg)
+{
+	struct files_lookup *l = arg;
+	l->scall = NULL;
+	if (res->error != SANDBOX_OK) {
+		lookup_finish(l, false, api_error_status(res->error), res->code, res->message);
+		return;
+	}
+	l->scall = sandbox_get(l->api->svc, l->id, lookup_got, l);
+}
+
+static void lookup_got(const struct sandbox_result *res, void *arg)
+{
+	struct files_lookup *l = arg;
+	l->scall = NULL;
+	if (res->error != SANDBOX_OK) {
+		lookup_finish(l, false, api_error_status(res->error), res->code, res->message);
+		return;
+	}
+	struct json_object *doc = json_tokener_parse(res->doc);
+	struct json_object *cid = NULL;
+	const char *s = NULL;
+	if (doc && json_object_object_get_ex(doc, "container_id", &cid) &&
+	    json_object_is_type(cid, json_type_string))
+		s = json_object_get_string(cid);
+	if (!s || !*s || strlen(s) >= sizeof(l->container)) {
+		json_object_put(doc);
+		lookup_finish(l, false, 409, "sandbox_not_ready", "sandbox has no container yet");
+		return;
+	}
+	snprintf(l->container, sizeof(l->container), "%s", s);
+	json_object_put(doc);
+	l->dcall = docker_container_inspect(sandbox_service_docker(l->api->svc), l->container,
+					    lookup_inspected, l);
+}
+
+static void lookup_inspected(struct json_object *info, bool missing, const char *err, void *arg)
+{
+	struct files_lookup *l = arg;
+	l->dcall = NULL;
+	if (missing) {
+		lookup_finish(l, false, 404, "not_found", "the sandbox's container is gone");
+		return;
+	}
+	if (err) {
+		lookup_finish(l, false, 503, "docker_unavailable", err);
+		return;
+	}
+	struct json_object *state, *running;
+	bool r = json_object_object_get_ex(info, "State", &state) &&
+		 json_object_object_get_ex(state, "Running", &running) && json_object_get_boolean(running);
+	lookup_finish(l, r, 0, NULL, NULL);
+}
+
+/* ---- upload ---- */
+
+enum up_state {
+	UP_LOOKUP,  /* sandbox and container */
+	UP_BODY,    /* multipart streaming in, tar streaming out */
+	UP_COMMIT,  /* temporary renamed into place */
+	UP_DISCARD, /* temporary removed after a failure */
+	UP_DONE,    /* answered; freed from the loop */
+	UP_STATE_MAX
+};
+
+enum up_part { PART_OTHER, PART_PATH, PART_FILE };
+
+struct upload {
+	enum up_state state;
+	struct api *api;
+	struct docker *docker;
+	struct event_base *base;
+	struct http_request *req; /* NULL once answered or gone */
+	struct files_lookup *lookup;
+	struct docker_call *put;
+	struct multipart *mp;
+	struct evbuffer *out;
+	int64_t content_length;
+	uint64_t limit;
+	char container[80];
+	bool running;
+	enum up_part part;
+	bool have_file, file_ended, tail_written, body_ended, put_done, put_ok, fs_pending, freeing;
+	char field[FILES_PATH_MAX + 1];
+	size_t field_len;
+	char dir[FILES_PATH_MAX + 1];
+	char dst[FILES_PATH_MAX + 1];
+	char tmp[FILES_PATH_MAX + 1];
+	uint64_t size, written, pad_left;
+	int put_status;
+	/* the first failure, answered once */
+	int err_status;
+	const char *err_code;
+	char err_msg[300];
+};
+
+static void upload_route(struct http_request *req, void *arg);
+static void up_set_state(struct upload *up, enum up_state to);
+static void up_found(const char *container, bool running, int status, const char *code, const char *message,
+		     void *arg);
+static void up_cancel(void *arg);
+static void up_fail(struct upload *up, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void up_release(struct upload *up);
+static void up_free_cb(evutil_socket_t fd, short what, void *arg);
+static void up_body_data(struct http_request *req, struct evbuffer *chunk, void *arg);
+static void up_body_end(struct http_request *req, void *arg);
+static int up_part_begin(const struct multipart_part *p, void *arg);
+static int up_part_data(const char *data, size_t len, void *arg);
+static int up_part_end(void *arg);
+static void up_pump(struct upload *up);
+static void up_maybe_commit(struct upload *up);
+static void up_committed(const char *err, void *arg);
+static void up_discarded(const char *err, void *arg);
+static int put_head(struct docker_call *call, int status, void *arg);
+static void put_data(struct docker_call *call, struct evbuffer *body, void *arg);
+static void put_drain(struct docker_call *call, void *arg);
+static void put_done(struct docker_call *call, const char *err, void *arg);
+
+static const char *up_state_names[UP_STATE_MAX] = { "lookup", "body", "commit", "discard", "done" };
+
+int api_files_routes(struct api *api)
+{
+	if (router_add(api->router, "POST", "/api/sandboxes/{id}/files/upload", upload_route, api) != 0)
+		return -1;
+	return api_files_archive_routes(api);
+}
+
+static void up_set_state(struct upload *up, enum up_state to)
+{
+	static const unsigned legal[UP_STATE_MAX] = {
+		[UP_LOOKUP] = 1u << UP_BODY | 1u << UP_DONE,
+		[UP_BODY] = 1u << UP_COMMIT | 1u << UP_DISCARD | 1u << UP_DONE,
+		[UP_COMMIT] = 1u << UP_DONE,
+		[UP_DISCARD] = 1u << UP_DONE,
+		[UP_DONE] = 0,
+	};
+	CHECK(to < UP_STATE_MAX && (legal[up->state] & (1u << to)));
+	log_debug("upload %s: %s -> %s", up->tmp, up_state_names[up->state], up_state_names[to]);
+	up->state = to;
+}
+
+static void upload_route(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	const char *id = http_request_param(req, "id");
+	char boundary[MULTIPART_BOUNDARY_MAX + 1];
+	if (!sandbox_id_valid(id)) {
+		http_respond_error(req, 400, "invalid_id", "sandbox id must be a UUID");
+		return;
+	}
+	if (multipart_boundary(http_request_header(req, "Content-Type"), boundary) < 0) {
+		http_respond_error(req, 400, "invalid_multipart",
+				   "Content-Type must be multipart/form-data with a boundary");
+		return;
+	}
+	int64_t cl = http_request_content_length(req);
+	if (cl < 0) {
+		/* the tar header needs the file's size before its first byte: see README */
+		http_respond_error(req, 411, "length_required", "uploads need a Content-Length");
+		return;
+	}
+	uint64_t limit = api->cfg->upload_limit;
+	if ((uint64_t)cl > limit + (1u << 20)) {
+		http_respond_error(req, 413, "too_large",
+				   "the upload is larger than the limit of %" PRIu64 " bytes", limit);
+		return;
+	}
+	struct upload *up = calloc(1, sizeof(*up));
+	CHECK(up != NULL);
+	up->api = api;
+	up->docker = sandbox_service_docker(api->svc);
+	up->req = req;
+	up->base = http_request_base(req);
+	up->content_length = cl;
+	up->limit = limit;
+	up->out = evbuffer_new();
+	CHECK(up->out != NULL);
+	snprintf(up->dir, sizeof(up->dir), "/workspace");
+	static const struct multipart_cbs cbs = { up_part_begin, up_part_data, up_part_end };
+	up->mp = multipart_new(boundary, &cbs, up);
+	http_request_set_cancel(req, up_cancel, up);
+	up->lookup = files_lookup_start(api, id, up_found, up);
+}
+
+static void up_found(const char *container, bool running, int status, const char *code, const char *message,
+		     void *arg)
+{
+	struct upload *up = arg;
+	up->lookup = NULL;
+	if (!container) {
+		up_fail(up, status, code, "%s", message);
+		return;
+	}
+	snprintf(up->container, sizeof(up->container), "%s", container);
+	up->running = running;
+	up_set_state(up, UP_BODY);
+	static const struct http_body_stream bcbs = { up_body_data, up_body_end };
+	http_request_stream_body(up->req, &bcbs, up);
+}
+
+/* The client went away: stop everything, remove what was half written. */
+static void up_cancel(void *arg)
+{
+	struct upload *up = arg;
+	up->req = NULL;
+	up_fail(up, 499, "client_gone", "the client went away");
+}
+
+static void up_fail(struct upload *up, int status, const char *code, const char *fmt, ...)
+{
+	if (up->err_status || up->state == UP_DONE)
+		return;
+	up->err_status = status;
+	up->err_code = code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(up->err_msg, sizeof(up->err_msg), fmt, ap);
+	va_end(ap);
+	files_lookup_cancel(up->lookup);
+	up->lookup = NULL;
+	bool started = up->put != NULL || up->put_done;
+	if (up->put) {
+		docker_call_cancel(up->put);
+		up->put = NULL;
+	}
+	if (up->req) {
+		struct http_request *req = up->req;
+		up->req = NULL;
+		http_request_set_cancel(req, NULL, NULL);
+		if (status == 503)
+			http_response_header(req, "Retry-After", "1");
+		http_respond_error(req, status, code, "%s", up->err_msg);
+	}
+	if (started && up->running && up->state == UP_BODY) {
+		/* Docker extracts as it reads: the temporary may hold a prefix */
+		up_set_state(up, UP_DISCARD);
+		up->fs_pending = true;
+		files_fs_discard(up->docker, up->container, up->tmp, up_discarded, up);
+		return;
+	}
+	if (started && !up->running)
+		log_warn("upload to stopped container %.12s failed: %s may hold a partial file",
+			 up->container, up->dst);
+	if (up->state != UP_COMMIT)
+		up_release(up);
+}
+
+static void up_discarded(const char *err, void *arg)
+{
+	struct upload *up = arg;
+	up->fs_pending = false;
+	up_release(up);
+}
+
+/* Frees from the loop: callers may be inside the parser or a Docker callback. */
+static void up_release(struct upload *up)
+{
+	if (up->freeing || up->fs_pending)
+		return;
+	if (up->state != UP_DONE)
+		up_set_state(up, UP_DONE);
+	up->freeing = true;
+	if (up->req) {
+		http_request_set_cancel(up->req, NULL, NULL);
+		up->req = NULL;
+	}
+	static const struct timeval now = { 0, 0 };
+	CHECK(event_base_once(up->base, -1, EV_TIMEOUT, up_free_cb, up, &now) == 0);
+}
+
+static void up_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upload *up = arg;
+	multipart_free(up->mp);
+	evbuffer_free(up->out);
+	free(up);
+}
+
+/* ---- the body: multipart in ---- */
+
+static void up_body_data(struct http_request *req, struct evbuffer *chunk, void *arg)
+{
+	struct upload *up = arg;
+	if (up->err_status) {
+		evbuffer_drain(chunk, evbuffer_get_length(chunk));
+		return;
+	}
+	enum multipart_status st = multipart_feed(up->mp, chunk);
+	if (st == MULTIPART_PAUSED) {
+		http_request_body_pause(req);
+	} else if (st == MULTIPART_ERROR) {
+		up_fail(up, 400, "invalid_multipart", "malformed multipart body: %s",
+			multipart_error(up->mp));
+	}
+}
+
+static void up_body_end(struct http_request *req, void *arg)
+{
+	struct upload *up = arg;
+	if (up->err_status)
+		return;
+	if (multipart_finish(up->mp) != MULTIPART_DONE) {
+		up_fail(up, 400, "invalid_multipart", "malformed multipart body: %s",
+			multipart_error(up->mp));
+		return;
+	}
+	if (!up->have_file) {
+		up_fail(up, 400, "no_file", "the multipart field 'file' is required");
+		return;
+	}
+	up->body_ended = true;
+	up_maybe_commit(up);
+}
+
+static int up_part_begin(const struct multipart_part *p, void *arg)
+{
+	struct upload *up = arg;
+	up->part = PART_OTHER;
+	if (strcmp(p->name, "path") == 0 && !p->filename) {
+		if (up->have_file) {
+			up_fail(up, 400, "invalid_multipart",
+				"the 'path' field must come before the file part");
+			return -1;
+		}
+		up->part = PART_PATH;
+		up->field_len = 0;
+		return 0;
+	}
+	if (strcmp(p->name, "file") != 0)
+		return 0; /* other fields are ignored, as monza did */
+	if (up->have_file) {
+		up_fail(up, 400, "invalid_multipart", "only one 'file' part is taken");
+		return -1;
+	}
+	const char *why =
+		p->filename ? files_name_check(p->filename, p->filename_len) : "file part has no filename";
+	if (why) {
+		up_fail(up, 400, "invalid_name", "%s", why);
+		return -1;
+	}
+	if (files_path_join(up->dir, p->filename, up->dst) < 0) {
+		up_fail(up, 400, "invalid_path", "destination path is longer than 4096 bytes");
+		return -1;
+	}
+	/* Every byte left in the body after this one is file data except the
+	 * closing delimiter: the size is at most that, exact for a standard ending. */
+	uint64_t rest = (uint64_t)up->content_length - p->offset;
+	size_t trailer = multipart_trailer_min(up->mp);
+	if (rest < trailer) {
+		up_fail(up, 400, "invalid_multipart", "Content-Length is too small for the body");
+		return -1;
+	}
+	up->size = rest - trailer;
+	if (!up->running) {
+		/* no command can truncate or rename on a stopped container: the size must
+		 * be exact, so take the standard ending (CRLF after the last delimiter) */
+		up->size = up->size >= 2 ? up->size - 2 : 0;
+		snprintf(up->tmp, sizeof(up->tmp), "%s", up->dst);
+	} else {
+		char tmpname[80];
+		snprintf(tmpname, sizeof(tmpname), ".sandbar-upload-%s", http_request_id(up->req));
+		if (files_path_join(up->dir, tmpname, up->tmp) < 0) {
+			up_fail(up, 400, "invalid_path", "destination path is too long");
+			return -1;
+		}
+	}
+	/* the usual ending carries a CRLF after the last delimiter: judge by that */
+	if ((up->running && up->size >= 2 ? up->size - 2 : up->size) > up->limit) {
+		up_fail(up, 413, "too_large", "the file is larger than the limit of %" PRIu64 " bytes",
+			up->limit);
+		return -1;
+	}
+	/* Extracted at "/" with the whole path as the entry name: Docker makes
+	 * missing parent directories and leaves existing ones untouched. */
+	struct tar_entry e = {
+		.name = up->tmp + 1,
+		.type = TAR_FILE,
+		.size = up->size,
+		.mode = 0644,
+		.mtime = time(NULL),
+		.uid = SANDBOX_UID,
+		.gid = SANDBOX_UID,
+	};
+	if (tar_write_header(up->out, &e) < 0) {
+		up_fail(up, 400, "invalid_path", "destination path cannot be written to a tar header");
+		return -1;
+	}
+	static const struct docker_stream_cbs pcbs = { put_head, put_data, put_drain, put_done };
+	char path[200];
+	snprintf(path, sizeof(path), "/containers/%s/archive?path=%%2F", up->container);
+	up->put = docker_call_stream(up->docker, "PUT", path, "application/x-tar", -1, &pcbs, up);
+	if (!up->put) {
+		up_fail(up, 503, "docker_unavailable", "cannot reach Docker");
+		return -1;
+	}
+	docker_call_write(up->put, up->out);
+	up->have_file = true;
+	up->part = PART_FILE;
+	return 0;
+}
+
+static int up_part_data(const char *data, size_t len, void *arg)
+{
+	struct upload *up = arg;
+	switch (up->part) {
+	case PART_PATH:
+		if (up->field_len + len > FILES_PATH_MAX) {
+			up_fail(up, 400, "invalid_path", "path is longer than 4096 bytes");
+			return -1;
+		}
+		memcpy(up->field + up->field_len, data, len);
+		up->field_len += len;
+		return 0;
+	case PART_FILE:
+		if (up->written + len > up->limit) {
+			up_fail(up, 413, "too_large",
+				"the file is larger than the limit of %" PRIu64 " bytes", up->limit);
+			return -1;
+		}
+		if (up->written + len > up->size) {
+			up_fail(up, 400, "invalid_multipart",
+				"the file part is longer than the body's length allows");
+			return -1;
+		}
+		up->written += len;
+		evbuffer_add(up->out, data, len);
+		docker_call_write(up->put, up->out);
+		return docker_call_pending(up->put) > FILES_HIGH_WATERMARK ? 1 : 0;
+	case PART_OTHER:
+	default:
+		return 0;
+	}
+}
+
+static int up_part_end(void *arg)
+{
+	struct upload *up = arg;
+	if (up->part == PART_PATH) {
+		const char *why;
+		if (files_path_normalize(up->field, up->field_len, up->dir, &why) < 0) {
+			up_fail(up, 400, "invalid_path", "%s", why);
+			return -1;
+		}
+	} else if (up->part == PART_FILE) {
+		up->file_ended = true;
+		up->pad_left = up->size - up->written;
+		if (up->pad_left && !up->running) {
+			up_fail(up, 400, "invalid_multipart",
+				"on a stopped sandbox the file part must be last, with a standard ending");
+			return -1;
+		}
+		up_pump(up);
+	}
+	up->part = PART_OTHER;
+	return 0;
+}
+
+/* Zeros up to the announced size (cut off by the commit), then the tar's end. */
+static void up_pump(struct upload *up)
+{
+	static const char zeros[64 << 10];
+	while (up->put && up->pad_left && docker_call_pending(up->put) < FILES_HIGH_WATERMARK) {
+		size_t n = up->pad_left < sizeof(zeros) ? (size_t)up->pad_left : sizeof(zeros);
+		evbuffer_add(up->out, zeros, n);
+		docker_call_write(up->put, up->out);
+		up->pad_left -= n;
+	}
+	if (up->put && up->file_ended && !up->pad_left && !up->tail_written) {
+		up->tail_written = true;
+		tar_write_padding(up->out, up->size);
+		tar_write_end(up->out);
+		docker_call_write(up->put, up->out);
+		docker_call_finish(up->put);
+	}
+}
+
+/* ---- the Docker side: tar out ---- */
+
+static int put_head(struct docker_call *call, int status, void *arg)
+{
+	struct upload *up = arg;
+	up->put_status = status;
+	return 0;
+}
+
+static void put_data(struct docker_call *call, struct evbuffer *body, void *arg)
+{
+	struct upload *up = arg;
+	char msg[200];
+	size_t n = evbuffer_copyout(body, msg, sizeof(msg) - 1);
+	msg[n] = '\0';
+	if (up->put_status >= 400)
+		log_warn("upload: Docker answered %d: %s", up->put_status, msg);
+	evbuffer_drain(body, evbuffer_get_length(body));
+}
+
+static void put_drain(struct docker_call *call, void *arg)
+{
+	struct upload *up = arg;
+	if (up->err_status)
+		return;
+	up_pump(up);
+	if (up->req && !up->file_ended && docker_call_pending(call) < FILES_HIGH_WATERMARK)
+		http_request_body_resume(up->req);
+}
+
+static void put_done(struct docker_call *call, const char *err, void *arg)
+{
+	struct upload *up = arg;
+	up->put = NULL;
+	up->put_done = true;
+	if (err || up->put_status != 200) {
+		if (up->put_status == 404)
+			up_fail(up, 404, "not_found", "the sandbox's container is gone");
+		else
+			up_fail(up, 502, "docker_error", "Docker refused the archive: %s",
+				err ? err : "unexpected status");
+		return;
+	}
+	if (!up->tail_written) {
+		up_fail(up, 502, "docker_error", "Docker ended the archive call early");
+		return;
+	}
+	up->put_ok = true;
+	up_maybe_commit(up);
+}
+
+/* Both the body and Docker's answer are in, whichever came second. */
+static void up_maybe_commit(struct upload *up)
+{
+	if (!up->body_ended || !up->put_ok || up->state != UP_BODY)
+		return;
+	if (!up->running) {
+		up_set_state(up, UP_COMMIT);
+		up_committed(NULL, up);
+		return;
+	}
+	up_set_state(up, UP_COMMIT);
+	up->fs_pending = true;
+	files_fs_commit(up->docker, up->container, up->tmp, up->dst, up->written, up_committed, up);
+}
+
+static void up_committed(const char *err, void *arg)
+{
+	struct upload *up = arg;
+	up->fs_pending = false;
+	if (up->req) {
+		struct http_request *req = up->req;
+		up->req = NULL;
+		http_request_set_cancel(req, NULL, NULL);
+		if (err) {
+			http_respond_error(req, 500, "commit_failed", "cannot put the file in place: %s",
+					   err);
+		} else {
+			struct json_object *o = json_object_new_object();
+			json_object_object_add(o, "status", json_object_new_string("ok"));
+			json_object_object_add(o, "path", json_object_new_string(up->dst));
+			http_respond_json(req, 200, o);
+		}
+	}
+	up_release(up);
+}

@@ -1,0 +1,79 @@
+/* Random bytes through the streaming multipart parser, fed whole and in
+ * splits taken from the input, with pauses: both feeds must agree. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "files/multipart.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct sum {
+	uint64_t parts, bytes, ends, hash;
+	int calls;
+};
+
+static int on_begin(const struct multipart_part *p, void *arg)
+{
+	struct sum *s = arg;
+	s->parts++;
+	CHECK(p->name != NULL && p->content_type != NULL);
+	if (p->filename)
+		s->hash = s->hash * 31 + p->filename_len;
+	return 0;
+}
+
+static int on_data(const char *d, size_t n, void *arg)
+{
+	struct sum *s = arg;
+	CHECK(n > 0);
+	s->bytes += n;
+	for (size_t i = 0; i < n; i++)
+		s->hash = s->hash * 131 + (unsigned char)d[i];
+	return ++s->calls % 3 == 0 ? 1 : 0;
+}
+
+static int on_end(void *arg)
+{
+	((struct sum *)arg)->ends++;
+	return 0;
+}
+
+static enum multipart_status run(const uint8_t *data, size_t size, size_t seed, struct sum *s)
+{
+	static const struct multipart_cbs cbs = { on_begin, on_data, on_end };
+	struct multipart *mp = multipart_new("bnd", &cbs, s);
+	struct evbuffer *in = evbuffer_new();
+	enum multipart_status st = MULTIPART_MORE;
+	size_t off = 0, k = 0;
+	while (off < size && st != MULTIPART_ERROR) {
+		size_t step = seed ? 1 + (data[k++ % size] ^ seed) % 23 : size;
+		if (step > size - off)
+			step = size - off;
+		evbuffer_add(in, data + off, step);
+		off += step;
+		do
+			st = multipart_feed(mp, in);
+		while (st == MULTIPART_PAUSED);
+	}
+	if (st != MULTIPART_ERROR)
+		st = multipart_finish(mp);
+	evbuffer_free(in);
+	multipart_free(mp);
+	return st;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size == 0)
+		return 0;
+	struct sum whole = { 0 }, split = { 0 };
+	enum multipart_status a = run(data, size, 0, &whole);
+	enum multipart_status b = run(data, size, data[0] | 1, &split);
+	CHECK(a == b);
+	if (a == MULTIPART_DONE)
+		CHECK(whole.parts == split.parts && whole.bytes == split.bytes && whole.ends == split.ends &&
+		      whole.hash == split.hash);
+	return 0;
+}
