@@ -19,11 +19,11 @@
  * Conversation (C = sandbard, A = agent):
  *   C HELLO {VERSION}                 A WELCOME {VERSION, PID, STARTED_AT}
  *   C SPAWN {TAG, ARGV*, ENV*, CWD, USER, PTY_ROWS, PTY_COLS, STDIN_OPEN,
- *            TIMEOUT_MS, GRACE_MS, RING_BYTES, WINDOW}
+ *            TIMEOUT_MS, GRACE_MS, RING_BYTES, WINDOW, LOSSLESS}
  *                                     A STARTED id {TAG, PID, STARTED_AT}
  *                                     or SPAWN_FAILED {TAG, CODE, MESSAGE}
  *   WINDOW > 0 in SPAWN subscribes at offset 0 under TAG (see SUBSCRIBE).
- *   C SUBSCRIBE id {TAG, OFFSET, WINDOW}
+ *   C SUBSCRIBE id {TAG, OFFSET, WINDOW, LOSSLESS}
  *                                     A OUTPUT id {TAG, STREAM, OFFSET, DATA}...
  *                                     A EXITED id {TAG, EXIT_CODE, SIGNAL,
  *                                       TIMED_OUT, STARTED_AT, ENDED_AT, OFFSET}
@@ -34,6 +34,14 @@
  *   after the last OUTPUT) and drops the subscription. A cursor that fell out
  *   of the ring gets OUTPUT with AGENT_FLAG_GAP, no DATA, and OFFSET = the
  *   oldest byte still kept: the bytes in between are lost.
+ *   LOSSLESS 1 (in SPAWN with a WINDOW, or in SUBSCRIBE) asks for every byte
+ *   instead: while the ring holds no room beyond this subscription's
+ *   unacknowledged bytes, the agent stops reading the command's output (its
+ *   writes block, as on any full pipe) and reads on when it ACKs. The hold
+ *   goes with the subscription (UNSUBSCRIBE, EXITED, connection closed); the
+ *   exit status and TIMEOUT_MS are not held up, EXITED still follows the last
+ *   byte. Default 0: the ring keeps the newest output, a late reader gets a
+ *   GAP. An agent that predates LOSSLESS skips it (ring semantics).
  *   C ACK {TAG, OFFSET}; C UNSUBSCRIBE {TAG}
  *   C STDIN id {DATA}; C STDIN_CLOSE id; C SIGNAL id {SIGNO} (to the process
  *   group); C RESIZE id {PTY_ROWS, PTY_COLS}; C FORGET id (drop an exited
@@ -112,7 +120,8 @@ enum agent_tag {
 	AGENT_T_TIMED_OUT = 23,
 	AGENT_T_ENDED_AT = 24,
 	AGENT_T_SIGNO = 25,
-	AGENT_T_STATE = 26, /* enum agent_cmd_state */
+	AGENT_T_STATE = 26,    /* enum agent_cmd_state */
+	AGENT_T_LOSSLESS = 27, /* 1: hold the producer rather than lose a byte */
 	AGENT_T_TAG_MAX
 };
 

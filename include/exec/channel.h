@@ -66,12 +66,20 @@ struct agent_spawn_req {
 	uint64_t ring_bytes;
 	uint32_t window; /* 0: do not subscribe (detached); the sub still gets started/error,
 			  * and is freed after started returns */
+	bool lossless;	 /* with a window: the agent holds the command rather than
+			  * drop output this sub has not acked (AGENT_T_LOSSLESS) */
 };
 
 struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn_req *req,
 			      const struct agent_sub_ops *ops, void *arg);
 struct agent_sub *agent_subscribe(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset, uint32_t window,
 				  const struct agent_sub_ops *ops, void *arg);
+/* The same, lossless: the agent pauses the command while this sub is a whole
+ * ring behind rather than drop bytes it has not acked, so it sees no gap
+ * after offset (one at once if offset already left the ring). For a reader
+ * that wants every byte; an agent older than AGENT_T_LOSSLESS ignores it. */
+struct agent_sub *agent_subscribe_lossless(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset,
+					   uint32_t window, const struct agent_sub_ops *ops, void *arg);
 /* The consumer has taken everything before offset: the agent may send more. */
 void agent_sub_ack(struct agent_sub *sub, uint64_t offset);
 /* No more callbacks; unsubscribes at the agent. Safe from inside a callback. */

@@ -346,7 +346,15 @@ static void read_output(struct agent *a, struct cmd *c, int fd, size_t budget)
 					   : AGENT_STREAM_STDERR;
 	(void)a;
 	while (budget > 0) {
-		ssize_t n = read(fd, buf, sizeof(buf));
+		size_t want = sizeof(buf);
+		if (c->keepers > 0) { /* never past a lossless reader's unacknowledged bytes */
+			size_t room = ring_room(c->ring, c->keep_from);
+			if (room == 0)
+				return;
+			if (room < want)
+				want = room;
+		}
+		ssize_t n = read(fd, buf, want);
 		if (n > 0) {
 			ring_write(c->ring, stream, buf, (size_t)n);
 			budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
@@ -399,8 +407,18 @@ static void maybe_finish(struct agent *a, struct cmd *c)
 	(void)a;
 }
 
+bool cmd_paused(const struct cmd *c)
+{
+	return c->keepers > 0 && ring_room(c->ring, c->keep_from) == 0;
+}
+
 void cmd_io(struct agent *a, struct cmd *c, int fd, short revents)
 {
+	if (c->pty && fd == c->out_fd && cmd_paused(c) && (revents & (POLLHUP | POLLERR))) {
+		/* polled for stdin only, and the terminal hung up: nobody will read it */
+		c->in_len = c->in_off = 0;
+		return;
+	}
 	if (fd == c->out_fd || fd == c->err_fd) {
 		if (revents & (POLLIN | POLLHUP | POLLERR))
 			read_output(a, c, fd, 4 * CMD_READ_CHUNK);
@@ -450,7 +468,12 @@ int64_t cmd_timers(struct agent *a)
 			kill(-c->pid, SIGKILL);
 			c->kill_at = 0;
 		}
-		if (c->state == CMD_DRAINING && a->now >= c->drain_until) {
+		bool held = c->state == CMD_DRAINING && cmd_paused(c);
+		if (held) {
+			/* output waits for a lossless reader: the drain grace starts
+			 * when it reads on, so no byte is cut off before EOF */
+			c->drain_until = a->now + CMD_DRAIN_MS;
+		} else if (c->state == CMD_DRAINING && a->now >= c->drain_until) {
 			/* a background process holds the pipes: take what is there, finish */
 			if (c->out_fd >= 0)
 				read_output(a, c, c->out_fd, 16 * CMD_READ_CHUNK);
@@ -462,7 +485,8 @@ int64_t cmd_timers(struct agent *a)
 			close_output(c, fd);
 			maybe_finish(a, c);
 		}
-		int64_t d[] = { c->term_at, c->kill_at, c->state == CMD_DRAINING ? c->drain_until : 0 };
+		int64_t d[] = { c->term_at, c->kill_at,
+				c->state == CMD_DRAINING && !held ? c->drain_until : 0 };
 		for (size_t i = 0; i < ARRAY_LEN(d); i++) {
 			if (d[i] && (!next || d[i] < next))
 				next = d[i];

@@ -23,6 +23,7 @@ enum cmd_state { CMD_RUNNING, CMD_DRAINING, CMD_EXITED, CMD_STATE_MAX };
 #define CMD_READ_CHUNK (64u * 1024)
 
 struct ring;
+struct sub;
 
 struct cmd {
 	struct cmd *next;
@@ -42,6 +43,12 @@ struct cmd {
 	int64_t term_at, kill_at;     /* monotonic ms, 0: none */
 	int64_t drain_until;
 	int64_t grace_ms;
+	/* Lossless subscriptions (kept by conn.c): how many, and the oldest byte
+	 * one of them has not acknowledged. While the ring has no room past it the
+	 * output is not read: the producer blocks instead of losing bytes. */
+	unsigned keepers;
+	uint64_t keep_from;
+	struct sub *keep_list; /* conn.c's, linked through the subs */
 };
 
 /* Starts a command from a decoded SPAWN. On failure -1 with *code (errno) and
@@ -49,6 +56,9 @@ struct cmd {
 int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **env, struct cmd **out,
 	      int *code, char *msg, size_t msglen);
 struct cmd *cmd_find(struct agent *a, uint32_t id);
+/* Whether its output fds are left out of the poll set: a lossless reader is
+ * a whole ring behind. */
+bool cmd_paused(const struct cmd *c);
 /* Poll events on one of its fds. */
 void cmd_io(struct agent *a, struct cmd *c, int fd, short revents);
 /* A reaped pid: true when it was a command leader. */

@@ -1,7 +1,8 @@
 /* Connections: requests in, answers and subscribed output out. Output is
  * pulled from the rings by cursors with a window (see protocol.h); a
  * connection's own buffer above its high watermark stops production for it
- * alone, so a stuck reader never holds up the agent. */
+ * alone, so a stuck reader never holds up the agent. A lossless sub holds
+ * up its own command only (cmd->keep_list). */
 #include "conn.h"
 
 #include <errno.h>
@@ -25,6 +26,8 @@ struct sub {
 	uint32_t tag_len;
 	uint64_t cursor, acked; /* next byte to send; bytes before acked are consumed */
 	uint32_t window;
+	bool lossless;	       /* holds the producer rather than lose a byte */
+	struct sub *keep_next; /* in cmd->keep_list while lossless */
 };
 
 static void conn_set_state(struct conn *c, enum conn_state to, const char *why);
@@ -35,10 +38,12 @@ static void send_error(struct conn *c, const struct agent_req *r, int code, cons
 static void msg_tag(struct conn *c, const uint8_t *tag, uint32_t len);
 static void send_exited(struct conn *c, const struct sub *s);
 static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, uint32_t tag_len,
-			   uint64_t offset, uint32_t window);
+			   uint64_t offset, uint32_t window, bool lossless);
 static struct sub *sub_find(struct conn *c, uint32_t id, const uint8_t *tag, uint32_t tag_len);
 static void sub_remove(struct conn *c, struct sub *s);
 static bool sub_pump(struct conn *c, struct sub *s);
+static void keep_set(struct sub *s, bool lossless);
+static void keep_update(struct cmd *cmd);
 static void do_spawn(struct agent *a, struct conn *c, const struct agent_frame *f, const struct agent_req *r);
 static void do_list(struct agent *a, struct conn *c, const struct agent_req *r);
 static void do_forget(struct agent *a, struct conn *c, struct cmd *cmd, const struct agent_req *r);
@@ -206,8 +211,47 @@ static struct sub *sub_find(struct conn *c, uint32_t id, const uint8_t *tag, uin
 	return NULL;
 }
 
+/* Links or unlinks a sub in its command's keepers, then recomputes the hold. */
+static void keep_set(struct sub *s, bool lossless)
+{
+	struct cmd *cmd = s->cmd;
+	if (lossless && !s->lossless) {
+		s->keep_next = cmd->keep_list;
+		cmd->keep_list = s;
+	} else if (!lossless && s->lossless) {
+		for (struct sub **pp = &cmd->keep_list; *pp; pp = &(*pp)->keep_next) {
+			if (*pp == s) {
+				*pp = s->keep_next;
+				break;
+			}
+		}
+		s->keep_next = NULL;
+	}
+	s->lossless = lossless;
+	keep_update(cmd);
+}
+
+/* The command's hold: its oldest byte a lossless sub has not acknowledged. */
+static void keep_update(struct cmd *cmd)
+{
+	bool was = cmd_paused(cmd);
+	cmd->keepers = 0;
+	cmd->keep_from = UINT64_MAX;
+	for (struct sub *k = cmd->keep_list; k; k = k->keep_next) {
+		cmd->keepers++;
+		if (k->acked < cmd->keep_from)
+			cmd->keep_from = k->acked;
+	}
+	if (cmd->keepers == 0)
+		cmd->keep_from = 0;
+	bool now = cmd_paused(cmd);
+	if (was != now)
+		log_debug("cmd %u: output %s at %llu", cmd->id, now ? "paused" : "resumed",
+			  (unsigned long long)cmd->keep_from);
+}
+
 static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, uint32_t tag_len,
-			   uint64_t offset, uint32_t window)
+			   uint64_t offset, uint32_t window, bool lossless)
 {
 	struct sub *s = sub_find(c, cmd->id, tag, tag_len);
 	if (!s) {
@@ -222,6 +266,7 @@ static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, 
 	s->tag_len = tag_len;
 	s->cursor = s->acked = offset;
 	s->window = window ? window : AGENT_WINDOW_DEFAULT;
+	keep_set(s, lossless);
 	return s;
 }
 
@@ -230,6 +275,7 @@ static void sub_remove(struct conn *c, struct sub *s)
 	for (struct sub **pp = &c->subs; *pp; pp = &(*pp)->next) {
 		if (*pp == s) {
 			*pp = s->next;
+			keep_set(s, false); /* a vanished reader holds nothing up */
 			free(s);
 			return;
 		}
@@ -250,8 +296,11 @@ static bool sub_pump(struct conn *c, struct sub *s)
 			agent_msg_u64(&c->out, AGENT_T_OFFSET, start);
 			CHECK(agent_msg_end(&c->out) == 0);
 			s->cursor = start;
-			if (s->acked < start) /* lost bytes are not in flight */
+			if (s->acked < start) { /* lost bytes are not in flight */
 				s->acked = start;
+				if (s->lossless)
+					keep_update(cmd);
+			}
 		}
 		if (s->cursor >= end)
 			break;
@@ -315,7 +364,7 @@ static void do_spawn(struct agent *a, struct conn *c, const struct agent_frame *
 		agent_msg_u64(&c->out, AGENT_T_STARTED_AT, (uint64_t)cmd->started_at);
 		CHECK(agent_msg_end(&c->out) == 0);
 		if (r->window > 0)
-			sub_add(c, cmd, r->tag, r->tag_len, 0, r->window);
+			sub_add(c, cmd, r->tag, r->tag_len, 0, r->window, r->lossless);
 	}
 	free(argv);
 	free(env);
@@ -403,12 +452,15 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 			send_error(c, &r, ERANGE, "OFFSET beyond the command's output");
 			return;
 		}
-		sub_add(c, cmd, r.tag, r.tag_len, r.offset, r.window);
+		sub_add(c, cmd, r.tag, r.tag_len, r.offset, r.window, r.lossless);
 		break;
 	case AGENT_ACK: {
 		struct sub *s = sub_find(c, r.id, r.tag, r.tag_len);
-		if (s && r.offset > s->acked) /* late ACKs for a finished sub are fine */
+		if (s && r.offset > s->acked) { /* late ACKs for a finished sub are fine */
 			s->acked = r.offset < s->cursor ? r.offset : s->cursor;
+			if (s->lossless)
+				keep_update(s->cmd);
+		}
 		break;
 	}
 	case AGENT_UNSUBSCRIBE: {

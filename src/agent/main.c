@@ -234,13 +234,18 @@ static void build_pollfds(struct init_state *s)
 	}
 	for (struct cmd *c = s->a.cmds; c; c = c->next) {
 		bool in_pending = c->in_fd >= 0 && (c->in_len > c->in_off || c->in_close);
+		/* a lossless reader a whole ring behind: leave the output unread,
+		 * the command blocks on its full pipe until the reader ACKs */
+		bool paused = cmd_paused(c);
 		if (c->pty && c->out_fd >= 0) {
-			pfd_add(s, c->out_fd, (short)(POLLIN | (in_pending ? POLLOUT : 0)), PFD_CMD, c);
+			short ev = (short)((paused ? 0 : POLLIN) | (in_pending ? POLLOUT : 0));
+			if (ev)
+				pfd_add(s, c->out_fd, ev, PFD_CMD, c);
 			continue;
 		}
-		if (c->out_fd >= 0)
+		if (c->out_fd >= 0 && !paused)
 			pfd_add(s, c->out_fd, POLLIN, PFD_CMD, c);
-		if (c->err_fd >= 0)
+		if (c->err_fd >= 0 && !paused)
 			pfd_add(s, c->err_fd, POLLIN, PFD_CMD, c);
 		if (in_pending)
 			pfd_add(s, c->in_fd, POLLOUT, PFD_CMD, c);

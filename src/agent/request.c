@@ -103,6 +103,7 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 	case AGENT_T_WINDOW:
 	case AGENT_T_OFFSET:
 	case AGENT_T_SIGNO:
+	case AGENT_T_LOSSLESS:
 		if (field_u64(fld, &v, why) != 0)
 			return -1;
 		break;
@@ -115,6 +116,9 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 		break;
 	case AGENT_T_STDIN_OPEN:
 		r->stdin_open = v != 0;
+		break;
+	case AGENT_T_LOSSLESS:
+		r->lossless = v != 0;
 		break;
 	case AGENT_T_TIMEOUT_MS:
 	case AGENT_T_GRACE_MS:

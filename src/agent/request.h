@@ -31,6 +31,7 @@ struct agent_req {
 	bool stdin_open;
 	uint64_t timeout_ms, grace_ms, ring_bytes;
 	uint32_t window;
+	bool lossless; /* SPAWN (with WINDOW), SUBSCRIBE */
 	/* SUBSCRIBE, ACK */
 	uint64_t offset;
 	bool has_offset, has_window;

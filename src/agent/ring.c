@@ -146,6 +146,21 @@ size_t ring_records(const struct ring *r)
 	return r->rcount;
 }
 
+size_t ring_room(const struct ring *r, uint64_t keep)
+{
+	if (keep < r->start)
+		keep = r->start; /* lost already: nothing before start to protect */
+	if (keep > r->end)
+		keep = r->end;
+	uint64_t used = r->end - keep;
+	if (used >= r->cap)
+		return 0;
+	/* a full record array drops its oldest record on the next push */
+	if (r->rcount >= r->rmax && rec_at(r, 0)->off + rec_at(r, 0)->len > keep)
+		return 0;
+	return (size_t)(r->cap - used);
+}
+
 size_t ring_copy(const struct ring *r, uint64_t offset, size_t max, uint8_t *stream, uint8_t *dst)
 {
 	if (offset < r->start || offset >= r->end || max == 0 || r->rcount == 0)

@@ -15,6 +15,10 @@ void ring_write(struct ring *r, uint8_t stream, const void *data, size_t len);
 /* The oldest offset still kept, and the offset after the last byte written. */
 uint64_t ring_start(const struct ring *r);
 uint64_t ring_end(const struct ring *r);
+/* Bytes ring_write may take now without dropping any byte at or after keep
+ * (a lossless reader's oldest unacknowledged offset): 0 when full. Counts the
+ * record a write may add, too. */
+size_t ring_room(const struct ring *r, uint64_t keep);
 /* Copies up to max bytes from offset (ring_start <= offset) into dst, all of
  * one stream (adjacent records of that stream coalesced): the count, 0 at the
  * end or when offset is out of the ring. *stream gets the stream. */

@@ -12,6 +12,9 @@
 
 static struct agent_sub *sub_new(struct agent_channel *ch, const struct agent_sub_ops *ops, void *arg);
 static void send_simple(struct agent_channel *ch, uint8_t type, uint32_t cmd_id, struct agent_msg *m);
+static struct agent_sub *subscribe(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset,
+				   uint32_t window, bool lossless, const struct agent_sub_ops *ops,
+				   void *arg);
 
 static struct agent_sub *sub_new(struct agent_channel *ch, const struct agent_sub_ops *ops, void *arg)
 {
@@ -63,6 +66,8 @@ void channel_send_subscribe(struct agent_channel *ch, struct agent_sub *sub)
 	agent_msg_u64(&m, AGENT_T_TAG, sub->tag);
 	agent_msg_u64(&m, AGENT_T_OFFSET, sub->delivered);
 	agent_msg_u64(&m, AGENT_T_WINDOW, sub->window);
+	if (sub->lossless)
+		agent_msg_u64(&m, AGENT_T_LOSSLESS, 1);
 	CHECK(agent_msg_end(&m) == 0);
 	bufferevent_write(ch->bev, m.buf, m.len);
 	agent_msg_free(&m);
@@ -89,6 +94,7 @@ struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn
 	struct agent_sub *sub = sub_new(ch, ops, arg);
 	sub->spawn = true;
 	sub->window = req->window;
+	sub->lossless = req->lossless && req->window > 0;
 	sub->state = SUB_QUEUED;
 	if (ch->state == CH_CLOSED) {
 		channel_sub_fail(sub, ESRCH, "sandbox gone");
@@ -120,6 +126,8 @@ struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn
 	if (req->ring_bytes)
 		agent_msg_u64(&m, AGENT_T_RING_BYTES, req->ring_bytes);
 	agent_msg_u64(&m, AGENT_T_WINDOW, req->window);
+	if (sub->lossless)
+		agent_msg_u64(&m, AGENT_T_LOSSLESS, 1);
 	if (agent_msg_end(&m) != 0)
 		channel_sub_fail(sub, E2BIG, "the command (argv and env) is too large");
 	else if (channel_send(ch, &m) != 0)
@@ -133,7 +141,20 @@ struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn
 struct agent_sub *agent_subscribe(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset, uint32_t window,
 				  const struct agent_sub_ops *ops, void *arg)
 {
+	return subscribe(ch, cmd_id, offset, window, false, ops, arg);
+}
+
+struct agent_sub *agent_subscribe_lossless(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset,
+					   uint32_t window, const struct agent_sub_ops *ops, void *arg)
+{
+	return subscribe(ch, cmd_id, offset, window, true, ops, arg);
+}
+
+static struct agent_sub *subscribe(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset,
+				   uint32_t window, bool lossless, const struct agent_sub_ops *ops, void *arg)
+{
 	struct agent_sub *sub = sub_new(ch, ops, arg);
+	sub->lossless = lossless;
 	sub->state = SUB_ACTIVE;
 	sub->cmd_id = cmd_id;
 	sub->delivered = offset;

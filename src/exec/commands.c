@@ -515,6 +515,7 @@ static void run_spawn(struct command_op *op, PGresult *res)
 		.grace_ms = c->cfg.grace_ms,
 		.ring_bytes = c->cfg.ring_bytes,
 		.window = c->cfg.window,
+		.lossless = !op->detached, /* a client attached wants every byte */
 	};
 	snprintf(cmd->container, sizeof(cmd->container), "%s", PQgetvalue(res, 0, 1));
 	cmd->ch = channels_get(c->chs, op->sandbox_id, cmd->container);

@@ -452,7 +452,11 @@ static void logs_listed(const struct agent_status *list, size_t n, const char *e
 static void logs_subscribe(struct command_op *op)
 {
 	op_set_state(op, OP_STREAM);
-	op->sub = agent_subscribe(op->ch, op->agent_id, op->offset, op->c->cfg.window, &logs_ops, op);
+	if (op->follow) /* the client reads along: hold the command rather than skip bytes */
+		op->sub = agent_subscribe_lossless(op->ch, op->agent_id, op->offset, op->c->cfg.window,
+						   &logs_ops, op);
+	else
+		op->sub = agent_subscribe(op->ch, op->agent_id, op->offset, op->c->cfg.window, &logs_ops, op);
 }
 
 static void logs_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,

@@ -1,7 +1,9 @@
 """The real sandbar-agent binary on the host, in init mode on a temporary
 socket, driven through the agent protocol (include/agent/protocol.h) by a
 small client: spawn, exit codes, typed output, signals, stdin, env, cwd, PTY,
-timeouts, the ring's gap, replay, flow control, several connections."""
+timeouts, the ring's gap, replay, flow control, lossless readers that hold
+their command, several connections."""
+import hashlib
 import os
 import socket
 import struct
@@ -22,11 +24,11 @@ FLAG_GAP = 1
 T = dict(VERSION=1, PID=2, STARTED_AT=3, TAG=4, ARGV=5, ENV=6, CWD=7, USER=8, PTY_ROWS=9, PTY_COLS=10,
          STDIN_OPEN=11, TIMEOUT_MS=12, GRACE_MS=13, RING_BYTES=14, WINDOW=15, CODE=16, MESSAGE=17,
          STREAM=18, OFFSET=19, DATA=20, EXIT_CODE=21, SIGNAL=22, TIMED_OUT=23, ENDED_AT=24, SIGNO=25,
-         STATE=26)
+         STATE=26, LOSSLESS=27)
 NAMES = {v: k for k, v in T.items()}
 INTS = {"VERSION", "PID", "STARTED_AT", "PTY_ROWS", "PTY_COLS", "STDIN_OPEN", "TIMEOUT_MS", "GRACE_MS",
         "RING_BYTES", "WINDOW", "CODE", "STREAM", "OFFSET", "EXIT_CODE", "SIGNAL", "TIMED_OUT", "ENDED_AT",
-        "SIGNO", "STATE"}
+        "SIGNO", "STATE", "LOSSLESS"}
 STDOUT, STDERR, PTY = 1, 2, 3
 
 
@@ -439,3 +441,85 @@ def test_relay(agent):
     r = subprocess.run([agent.binary, "relay"], env={"SANDBAR_AGENT_SOCKET": agent.path + ".none"},
                        capture_output=True, timeout=5)
     assert r.returncode != 0 and b"cannot connect" in r.stderr
+
+
+FLOOD = "head -c %d /dev/zero | tr '\\0' x"
+
+
+def ps_alive(pid):
+    r = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return r.stdout.strip() != "" and not r.stdout.strip().startswith("Z")
+
+
+def read_window(c, cid, window):
+    """OUTPUT up to the window, no ACK: the bytes, and no gap on the way."""
+    data = b""
+    while len(data) < window:
+        m = c.expect(OUTPUT)
+        assert m.id == cid and not m.flags & FLAG_GAP and m.f["OFFSET"] == len(data), m
+        data += m.data
+    return data
+
+
+@pytest.mark.parametrize("pty", [False, True])
+def test_lossless_reader_holds_the_producer(agent, pty):
+    c = agent.connect()
+    c.hello()
+    total, ring, window = 3_000_000, 65536, 16384
+    kw = dict(pty_rows=24, pty_cols=80) if pty else {}
+    m = c.spawn(["sh", "-c", FLOOD % total], window=window, ring_bytes=ring, lossless=1, **kw)
+    head = read_window(c, m.id, window)
+    with pytest.raises(socket.timeout):
+        c.recv(timeout=0.7)  # no more output, no EXITED: the producer is blocked on its pipe
+    assert ps_alive(m.f["PID"])
+    c.send(ACK, m.id, [("TAG", "t"), ("OFFSET", window)])
+    out, ex, gaps = c.collect(m.id, timeout=60)
+    assert gaps == [] and ex.f["EXIT_CODE"] == 0 and ex.f["OFFSET"] == total
+    body = head + b"".join(d for _, d in out)
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(b"x" * total).hexdigest()
+    assert not ps_alive(m.f["PID"])
+
+
+def test_lossless_hold_released_by_disconnect_and_unsubscribe(agent):
+    for how in ("close", "unsubscribe"):
+        c = agent.connect()
+        c.hello()
+        m = c.spawn(["sh", "-c", FLOOD % 2_000_000], window=4096, ring_bytes=65536, lossless=1)
+        read_window(c, m.id, 4096)
+        time.sleep(0.5)
+        assert ps_alive(m.f["PID"])
+        if how == "close":
+            c.close()
+            c = agent.connect()
+            c.hello()
+        else:
+            c.send(UNSUBSCRIBE, m.id, [("TAG", "t")])
+        # nobody holds it now: it runs to its end, the ring keeps the newest bytes
+        deadline = time.time() + 10
+        while ps_alive(m.f["PID"]) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not ps_alive(m.f["PID"])
+        c.send(SUBSCRIBE, m.id, [("TAG", "late"), ("OFFSET", 0), ("WINDOW", 1 << 20)])
+        out, ex, gaps = c.collect(m.id)
+        assert gaps == [2_000_000 - 65536] and ex.f["OFFSET"] == 2_000_000
+        c.close()
+
+
+def test_lossless_timeout_while_paused(agent):
+    c = agent.connect()
+    c.hello()
+    t0 = time.time()
+    m = c.spawn(["sh", "-c", FLOOD % 50_000_000], window=4096, ring_bytes=65536, lossless=1, timeout_ms=500,
+                grace_ms=300)
+    read_window(c, m.id, 4096)
+    deadline = time.time() + 5
+    while ps_alive(m.f["PID"]) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not ps_alive(m.f["PID"]) and time.time() - t0 < 3  # killed while held
+    with pytest.raises(socket.timeout):
+        c.recv(timeout=0.3)  # EXITED waits for the bytes still held
+    c.send(ACK, m.id, [("TAG", "t"), ("OFFSET", 4096)])
+    out, ex, gaps = c.collect(m.id)
+    assert ex.f["TIMED_OUT"] == 1 and ex.f["SIGNAL"] == 15 and gaps == []
+    assert 4096 + sum(len(d) for _, d in out) == ex.f["OFFSET"] < 50_000_000
+    assert set(b"".join(d for _, d in out)) == {ord("x")}

@@ -44,8 +44,10 @@ static void test_spawn(void **state)
 	agent_msg_u64(&m, AGENT_T_PTY_ROWS, 24);
 	agent_msg_u64(&m, AGENT_T_PTY_COLS, 80);
 	agent_msg_u64(&m, AGENT_T_WINDOW, 1000);
+	agent_msg_u64(&m, AGENT_T_LOSSLESS, 1);
 	agent_msg_bytes(&m, 200, "unknown", 7);
 	assert_int_equal(decode(&m, &r, &why), 0);
+	assert_true(r.lossless);
 	assert_int_equal(r.argc, 3);
 	assert_int_equal(r.envc, 2);
 	assert_int_equal(r.rows, 24);
@@ -84,6 +86,7 @@ static void test_bad_requests(void **state)
 		{ AGENT_SIGNAL, AGENT_T_SIGNO, "\0\0\0\0\0\0\0\xff", 8 },  /* out of range */
 		{ AGENT_RESIZE, AGENT_T_PTY_ROWS, "\0\0\0\0\0\0\0\1", 8 }, /* no COLS */
 		{ AGENT_RESIZE, AGENT_T_PTY_ROWS, "\0\0\0\0\0\1\0\0", 8 }, /* too big */
+		{ AGENT_SUBSCRIBE, AGENT_T_LOSSLESS, "\1", 1 },		   /* integer not 8 bytes */
 		{ AGENT_ACK, 0, NULL, 0 },				   /* no OFFSET */
 		{ AGENT_WELCOME, 0, NULL, 0 },				   /* not a request */
 		{ AGENT_OUTPUT, 0, NULL, 0 },

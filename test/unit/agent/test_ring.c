@@ -138,6 +138,42 @@ static void test_random_against_model(void **state)
 	ring_free(r);
 }
 
+/* The room a lossless reader leaves: nothing at or after its offset is ever
+ * dropped by a write that fits. */
+static void test_room_for_a_lossless_reader(void **state)
+{
+	(void)state;
+	struct ring *r = ring_new(100);
+	uint8_t data[100] = { 0 };
+	assert_int_equal(ring_room(r, 0), 100);
+	ring_write(r, 1, data, 60);
+	assert_int_equal(ring_room(r, 0), 40);
+	assert_int_equal(ring_room(r, 50), 90);
+	assert_int_equal(ring_room(r, 60), 100);
+	assert_int_equal(ring_room(r, 1000), 100); /* past the end: everything acked */
+	ring_write(r, 1, data, 40);
+	assert_int_equal(ring_room(r, 0), 0);
+	ring_write(r, 1, data, ring_room(r, 30)); /* 30 bytes: the start moves to 30 */
+	assert_int_equal(ring_start(r), 30);
+	assert_int_equal(ring_end(r), 130);
+	assert_int_equal(ring_room(r, 30), 0);
+	assert_int_equal(ring_room(r, 0), 0); /* before the start: lost already, the start is kept */
+	ring_free(r);
+
+	/* the record array is bounded too: a full one drops its oldest record */
+	r = ring_new(16 * 24);
+	size_t max = 0;
+	for (int i = 0; ring_room(r, 0) > 0; i++) {
+		ring_write(r, (uint8_t)(1 + i % 2), data, 1);
+		max = ring_records(r);
+	}
+	assert_int_equal(ring_start(r), 0);
+	assert_true(ring_end(r) < 16 * 24);
+	assert_int_equal(ring_records(r), max);
+	assert_true(ring_room(r, 1) > 0); /* the oldest record is acked: it may go */
+	ring_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -145,6 +181,7 @@ int main(void)
 		cmocka_unit_test(test_overwrite_and_gap),
 		cmocka_unit_test(test_many_tiny_records),
 		cmocka_unit_test(test_random_against_model),
+		cmocka_unit_test(test_room_for_a_lossless_reader),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
