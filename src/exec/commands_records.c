@@ -15,6 +15,9 @@
 /* rows per statement: bounds the statement's size (a command's JSON is
  * bounded by the agent's frame size) and the time one batch holds a connection */
 #define RECORDS_BATCH_MAX 256
+/* writes wait this long for company: at hundreds of execs a second a batch
+ * then holds several rows, and PostgreSQL parses and commits once for them */
+#define RECORDS_DELAY_MS 5
 
 struct rec {
 	struct rec *next;
@@ -43,6 +46,7 @@ static void records_written(enum pg_error err, PGresult *res, const char *messag
 static void records_release(struct records *r);
 static void rec_json(struct evbuffer *out, const struct rec *x);
 static void rec_free(struct rec *x);
+static void records_schedule(struct records *r);
 
 /* One statement for every write: the start insert never undoes an exit that
  * got there first. */
@@ -66,7 +70,7 @@ struct records *records_new(struct commands *c)
 	r->c = c;
 	r->tail = &r->queued;
 	r->waiters_tail = &r->waiters;
-	r->flush_ev = event_new(c->base, -1, 0, records_flush, r);
+	r->flush_ev = evtimer_new(c->base, records_flush, r);
 	CHECK(r->flush_ev != NULL);
 	return r;
 }
@@ -116,7 +120,15 @@ void command_record_write(struct commands *c, const struct command_info *info, c
 	*r->tail = x;
 	r->tail = &x->next;
 	if (!r->sent)
-		event_active(r->flush_ev, EV_TIMEOUT, 0);
+		records_schedule(r);
+}
+
+static void records_schedule(struct records *r)
+{
+	if (evtimer_pending(r->flush_ev, NULL))
+		return;
+	struct timeval tv = { 0, RECORDS_DELAY_MS * 1000 };
+	evtimer_add(r->flush_ev, &tv);
 }
 
 static void records_flush(evutil_socket_t fd, short what, void *arg)
@@ -210,7 +222,7 @@ static void records_written(enum pg_error err, PGresult *res, const char *messag
 	}
 	records_release(r);
 	if (r->queued && !r->sent)
-		event_active(r->flush_ev, EV_TIMEOUT, 0);
+		records_schedule(r);
 }
 
 static void rec_free(struct rec *x)
