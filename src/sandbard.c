@@ -62,6 +62,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg);
 static void shutdown_done(void *arg);
 static void fatal(struct sandbard *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int agent_binary_load(const char *path, void **out, size_t *len);
+static void forget_sandbox(const char *id, void *arg);
 
 static void boot_set_state(struct sandbard *d, enum boot_state next)
 {
@@ -164,6 +165,7 @@ int main(int argc, char **argv)
 	}
 	d.commands = commands_new(d.base, &ccfg, d.pg, d.channels);
 	api_set_commands(d.api, d.commands);
+	sandbox_service_on_gone(d.svc, forget_sandbox, d.commands);
 
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -181,6 +183,7 @@ int main(int argc, char **argv)
 	if (d.http)
 		http_server_free(d.http);
 	api_free(d.api);
+	sandbox_service_on_gone(d.svc, NULL, NULL);
 	commands_free(d.commands);
 	sandbox_service_free(d.svc);
 	channels_free(d.channels);
@@ -334,4 +337,10 @@ fail:
 	free(buf);
 	fclose(f);
 	return -1;
+}
+
+/* A sandbox gone here: the command service forgets what it cached of it. */
+static void forget_sandbox(const char *id, void *arg)
+{
+	commands_forget(arg, id);
 }

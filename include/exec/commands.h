@@ -29,10 +29,12 @@ struct commands_config {
 	uint32_t window;	      /* unacknowledged output bytes per subscription */
 	int64_t grace_ms;	      /* SIGTERM -> SIGKILL after a timeout */
 	int64_t activity_interval_ms; /* activity written at most this often per sandbox */
+	int64_t lookup_cache_ms;      /* a sandbox's lookup is reused this long (0: never) */
 };
 /* Defaults, then overridden by SANDBAR_MAX_COMMANDS_PER_SANDBOX,
- * SANDBAR_COMMAND_OUTPUT_BUFFER, SANDBAR_MAX_OUTPUT_BYTES, SANDBAR_STREAM_WINDOW
- * (start-up only). -1 with a reason in err on a bad value. */
+ * SANDBAR_COMMAND_OUTPUT_BUFFER, SANDBAR_MAX_OUTPUT_BYTES, SANDBAR_STREAM_WINDOW,
+ * SANDBAR_EXEC_LOOKUP_CACHE_MS (start-up only). -1 with a reason in err on a
+ * bad value. */
 MUST_USE int commands_config_load(struct commands_config *cfg, char *err, size_t errcap);
 
 enum command_error {
@@ -181,5 +183,9 @@ void command_op_cancel(struct command_op *op);
 
 /* Exec counts as activity: push the sandbox's expiry (throttled). */
 void commands_touch(struct commands *c, const char *sandbox_id);
+
+/* The sandbox went away (deleted, expired, failed) on this instance: forget
+ * what was cached of it, so the next run looks it up again. */
+void commands_forget(struct commands *c, const char *sandbox_id);
 
 #endif

@@ -49,6 +49,9 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 					    struct template_set *templates, struct channels *channels,
 					    const void *agent_bin, size_t agent_len);
 void sandbox_service_free(struct sandbox_service *svc);
+/* gone(id, arg) when a sandbox goes away on this instance (deleted, expired,
+ * failed), as its agent channel is dropped: for caches of other services. */
+void sandbox_service_on_gone(struct sandbox_service *svc, void (*gone)(const char *id, void *arg), void *arg);
 /* Starts the reconciler once, then the reaper. done(rc) after the reconcile pass. */
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
 

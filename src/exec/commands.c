@@ -17,7 +17,8 @@
 
 static void op_later_fire(evutil_socket_t fd, short what, void *arg);
 static void run_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg);
-static void run_spawn(struct command_op *op, PGresult *res);
+static void run_spawn(struct command_op *op, const struct sbx_facts *f);
+static void run_cached(struct command_op *op);
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at);
 static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
 		       bool gap);
@@ -26,7 +27,6 @@ static void cmd_error(void *arg, int code, const char *message);
 static void cmd_free(struct command *cmd);
 static void detached_recorded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg);
-static char **env_merge(PGresult *res, char **overlay);
 
 static const struct agent_sub_ops cmd_sub_ops = {
 	.started = cmd_started,
@@ -42,13 +42,6 @@ int64_t commands_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct commands *commands_new(struct event_base *base, const struct commands_config *cfg, struct pg_pool *pg,
 			      struct channels *chs)
 {
@@ -59,6 +52,7 @@ struct commands *commands_new(struct event_base *base, const struct commands_con
 	c->pg = pg;
 	c->chs = chs;
 	snprintf(c->idle_ms, sizeof(c->idle_ms), "%lld", (long long)cfg->idle_timeout_ms);
+	c->records = records_new(c);
 	return c;
 }
 
@@ -68,6 +62,7 @@ void commands_free(struct commands *c)
 {
 	if (!c)
 		return;
+	records_free(c->records);
 	for (size_t i = 0; i < SBX_BUCKETS; i++) {
 		struct sbx *s = c->buckets[i];
 		while (s) {
@@ -83,6 +78,7 @@ void commands_free(struct commands *c)
 				free(cmd->command_json);
 				free(cmd);
 			}
+			sbx_facts_clear(&s->cached);
 			free(s);
 			s = next;
 		}
@@ -111,12 +107,20 @@ static unsigned sbx_hash(const char *id)
 	return h % SBX_BUCKETS;
 }
 
-struct sbx *sbx_get(struct commands *c, const char *id)
+struct sbx *sbx_find(struct commands *c, const char *id)
 {
-	unsigned h = sbx_hash(id);
-	for (struct sbx *s = c->buckets[h]; s; s = s->next)
+	for (struct sbx *s = c->buckets[sbx_hash(id)]; s; s = s->next)
 		if (strcmp(s->id, id) == 0)
 			return s;
+	return NULL;
+}
+
+struct sbx *sbx_get(struct commands *c, const char *id)
+{
+	struct sbx *found = sbx_find(c, id);
+	if (found)
+		return found;
+	unsigned h = sbx_hash(id);
 	struct sbx *s = calloc(1, sizeof(*s));
 	CHECK(s != NULL);
 	snprintf(s->id, sizeof(s->id), "%s", id);
@@ -129,7 +133,7 @@ struct sbx *sbx_get(struct commands *c, const char *id)
 /* Whether this call should also write activity (at most once per interval). */
 static bool sbx_touch_due(struct commands *c, struct sbx *s)
 {
-	int64_t now = mono_ms();
+	int64_t now = commands_mono_ms();
 	if (now - s->last_touch_ms < c->cfg.activity_interval_ms)
 		return false;
 	s->last_touch_ms = now;
@@ -238,6 +242,10 @@ static void op_later_fire(evutil_socket_t fd, short what, void *arg)
 		op_deliver_failure(op);
 		return;
 	}
+	if (op->kind == OP_RUN && op->state == OP_LOOKUP) {
+		run_cached(op);
+		return;
+	}
 	/* stdin: the channel drained */
 	if (op->ready_cb && !op->closed) {
 		op->in_cb++;
@@ -290,6 +298,11 @@ void command_op_ack(struct command_op *op, uint64_t offset)
 {
 	if (op->state == OP_DONE)
 		return;
+	/* an ACK is a frame through dockerd to the agent: send one per quarter
+	 * window, not one per output frame (the agent sends up to a window) */
+	if (offset < op->acked + op->c->cfg.window / 4)
+		return;
+	op->acked = offset;
 	if (op->cmd && op->cmd->sub)
 		agent_sub_ack(op->cmd->sub, offset);
 	else if (op->sub)
@@ -319,8 +332,10 @@ void command_op_cancel(struct command_op *op)
 		if (cmd->sub)
 			agent_sub_ack(cmd->sub, UINT64_MAX);
 	}
-	if (op->state == OP_RECONCILE || (op->kind == OP_LOGS && op->state == OP_AGENT && !op->sub)) {
-		/* a reconcile pass or an agent list still holds op: it finishes it */
+	if (op->state == OP_RECONCILE || op->state == OP_FLUSH ||
+	    (op->kind == OP_LOGS && op->state == OP_AGENT && !op->sub)) {
+		/* a reconcile pass, the record writer or an agent list still holds
+		 * op: it finishes it */
 		return;
 	}
 	if (op->state != OP_DONE)
@@ -392,9 +407,47 @@ struct command_op *commands_run(struct commands *c, const char *sandbox_id, cons
 	CHECK(spec->argv && spec->argv[0]);
 	spec_copy(&op->spec, spec);
 	struct sbx *s = sbx_get(c, sandbox_id);
+	if (sbx_cached(c, s)) {
+		/* known running a moment ago: spawn on the next loop pass (events
+		 * never come from the caller's stack) */
+		if (!op->later)
+			op->later = evtimer_new(c->base, op_later_fire, op);
+		CHECK(op->later != NULL);
+		event_active(op->later, EV_TIMEOUT, 0);
+		return op;
+	}
+	op->gen = s->gen;
 	const char *params[] = { sandbox_id, c->cfg.cluster, c->idle_ms, sbx_touch_due(c, s) ? "t" : "f" };
 	op->query = pg_query_send(c->pg, sql_lookup, 4, params, run_looked_up, op);
 	return op;
+}
+
+/* The per-sandbox cap, checked when the spawn is due, cached facts or not. */
+static bool run_over_limit(struct command_op *op, struct sbx *s)
+{
+	if (s->running < op->c->cfg.max_per_sandbox)
+		return false;
+	op_fail(op, true, COMMAND_ERR_LIMIT, "too_many_commands",
+		"this sandbox already runs %d commands (the limit); wait for some to finish", s->running);
+	return true;
+}
+
+static void run_cached(struct command_op *op)
+{
+	struct sbx *s = sbx_get(op->c, op->sandbox_id);
+	const struct sbx_facts *f = sbx_cached(op->c, s);
+	if (!f) {
+		/* it went away or went stale since: look it up after all */
+		op->gen = s->gen;
+		const char *params[] = { op->sandbox_id, op->c->cfg.cluster, op->c->idle_ms,
+					 sbx_touch_due(op->c, s) ? "t" : "f" };
+		op->query = pg_query_send(op->c->pg, sql_lookup, 4, params, run_looked_up, op);
+		return;
+	}
+	/* activity is written apart, throttled, off the run's path */
+	commands_touch(op->c, op->sandbox_id);
+	if (!run_over_limit(op, s))
+		run_spawn(op, f);
 }
 
 static void run_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -405,78 +458,30 @@ static void run_looked_up(enum pg_error err, PGresult *res, const char *message,
 		op_fail_pg(op, err, message);
 		return;
 	}
+	struct commands *c = op->c;
+	struct sbx *s = sbx_get(c, op->sandbox_id);
+	uint64_t gen = op->gen;
 	if (PQntuples(res) == 0) {
+		sbx_cache_drop(s);
 		op_fail(op, true, COMMAND_ERR_NOT_FOUND, "not_found", "no sandbox with this id");
 		return;
 	}
 	const char *status = PQgetvalue(res, 0, 0);
 	if (strcmp(status, "running") != 0 || PQgetisnull(res, 0, 1)) {
+		sbx_cache_drop(s);
 		op_fail(op, true, COMMAND_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
 		return;
 	}
-	struct sbx *s = sbx_get(op->c, op->sandbox_id);
-	if (s->running >= op->c->cfg.max_per_sandbox) {
-		op_fail(op, true, COMMAND_ERR_LIMIT, "too_many_commands",
-			"this sandbox already runs %d commands (the limit); wait for some to finish",
-			s->running);
-		return;
-	}
-	run_spawn(op, res);
+	struct sbx_facts f = { 0 };
+	sbx_facts_from_pg(&f, res);
+	/* op may be gone after either */
+	if (!run_over_limit(op, s))
+		run_spawn(op, &f);
+	sbx_cache_store(c, s, gen, &f);
+	sbx_facts_clear(&f);
 }
 
-/* KEY=V strings: containerEnv, remoteEnv, env_vars, then the command's own;
- * a later KEY replaces an earlier one in place. */
-static void env_put(char ***list, size_t *n, size_t *cap, const char *key, size_t klen, const char *val)
-{
-	char *kv;
-	CHECK(asprintf(&kv, "%.*s=%s", (int)klen, key, val) >= 0);
-	for (size_t i = 0; i < *n; i++) {
-		if (strncmp((*list)[i], key, klen) == 0 && (*list)[i][klen] == '=') {
-			free((*list)[i]);
-			(*list)[i] = kv;
-			return;
-		}
-	}
-	if (*n + 2 > *cap) {
-		*cap = *cap ? *cap * 2 : 16;
-		*list = realloc(*list, *cap * sizeof(char *));
-		CHECK(*list != NULL);
-	}
-	(*list)[(*n)++] = kv;
-	(*list)[*n] = NULL;
-}
-
-static void env_put_json(char ***list, size_t *n, size_t *cap, const char *text)
-{
-	struct json_object *o = json_tokener_parse(text);
-	if (o && json_object_is_type(o, json_type_object)) {
-		json_object_object_foreach(o, key, val)
-		{
-			if (*key && !strchr(key, '=') && json_object_is_type(val, json_type_string))
-				env_put(list, n, cap, key, strlen(key), json_object_get_string(val));
-		}
-	}
-	json_object_put(o);
-}
-
-static char **env_merge(PGresult *res, char **overlay)
-{
-	char **list = NULL;
-	size_t n = 0, cap = 0;
-	/* the agent starts commands with exactly this environment */
-	static const char path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-	env_put(&list, &n, &cap, "PATH", 4, path);
-	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 3));
-	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 4));
-	env_put_json(&list, &n, &cap, PQgetvalue(res, 0, 2));
-	for (size_t i = 0; overlay && overlay[i]; i++) {
-		const char *eq = strchr(overlay[i], '=');
-		env_put(&list, &n, &cap, overlay[i], (size_t)(eq - overlay[i]), eq + 1);
-	}
-	return list;
-}
-
-static void run_spawn(struct command_op *op, PGresult *res)
+static void run_spawn(struct command_op *op, const struct sbx_facts *f)
 {
 	struct commands *c = op->c;
 	struct command *cmd = calloc(1, sizeof(*cmd));
@@ -499,15 +504,13 @@ static void run_spawn(struct command_op *op, PGresult *res)
 	cmd->stdin_close = !op->spec.stdin_open;
 	op->cmd = cmd;
 
-	char **env = env_merge(res, op->spec.env);
-	const char *user =
-		op->spec.user ? op->spec.user : (PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5));
-	const char *cwd = op->spec.cwd ? op->spec.cwd : PQgetvalue(res, 0, 6);
+	char **env = sbx_facts_env(f, op->spec.env);
+	const char *cwd = op->spec.cwd ? op->spec.cwd : f->cwd;
 	struct agent_spawn_req req = {
 		.argv = (const char *const *)op->spec.argv,
-		.env = (const char *const *)env,
+		.env = (const char *const *)(env ? env : f->env),
 		.cwd = cwd && *cwd ? cwd : NULL,
-		.user = user,
+		.user = op->spec.user ? op->spec.user : f->user,
 		.pty_rows = op->spec.pty_rows,
 		.pty_cols = op->spec.pty_cols,
 		.stdin_open = cmd->stdin_data != NULL || op->spec.stdin_open,
@@ -517,13 +520,13 @@ static void run_spawn(struct command_op *op, PGresult *res)
 		.window = c->cfg.window,
 		.lossless = !op->detached, /* a client attached wants every byte */
 	};
-	snprintf(cmd->container, sizeof(cmd->container), "%s", PQgetvalue(res, 0, 1));
+	/* nothing to close when stdin was never opened */
+	cmd->stdin_close = cmd->stdin_close && req.stdin_open;
+	snprintf(cmd->container, sizeof(cmd->container), "%s", f->container);
 	cmd->ch = channels_get(c->chs, op->sandbox_id, cmd->container);
 	op_set_state(op, OP_AGENT);
 	cmd->sub = agent_spawn(cmd->ch, &req, &cmd_sub_ops, cmd);
-	for (size_t i = 0; env && env[i]; i++)
-		free(env[i]);
-	free(env);
+	commands_env_free(env);
 }
 
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
@@ -635,6 +638,8 @@ static void cmd_error(void *arg, int code, const char *message)
 	cmd->sub = NULL;
 	struct command_op *op = cmd->op;
 	if (cmd->info.pid <= 0) {
+		if (code <= 0)
+			sbx_cache_drop(cmd->sbx); /* the container may be gone: look again */
 		if (op)
 			op_fail(op, true, code > 0 ? COMMAND_ERR_INVALID : COMMAND_ERR_UNAVAILABLE,
 				code > 0 ? "spawn_failed" : "agent_unavailable", "%s",
@@ -693,50 +698,6 @@ void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_chann
 	cmd->info.status = COMMAND_RUNNING;
 	/* from the end is unknown: read from 0 and drop what we read */
 	cmd->sub = agent_subscribe(ch, agent_id, 0, c->cfg.window, &cmd_sub_ops, cmd);
-}
-
-/* ---- records ---- */
-
-/* One statement for every write: the start insert never undoes an exit that
- * got there first. */
-static const char sql_record[] =
-	"INSERT INTO commands (id, sandbox_id, agent_id, command, detached, status, exit_code, signal, "
-	"  timed_out, pid, output_bytes, owner_instance, started_at, ended_at) "
-	"VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, "
-	"  to_timestamp($13::bigint / 1000.0), to_timestamp($14::bigint / 1000.0)) "
-	"ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, exit_code = EXCLUDED.exit_code, "
-	"  signal = EXCLUDED.signal, timed_out = EXCLUDED.timed_out, output_bytes = EXCLUDED.output_bytes, "
-	"  ended_at = EXCLUDED.ended_at WHERE commands.status = 'running'";
-
-struct pg_query *command_record_write(struct commands *c, const struct command_info *info,
-				      const char *command_json, bool detached, pg_result_fn cb, void *arg)
-{
-	char agent_id[16], exit_code[16], sig[16], pid[16], bytes[24], started[24], ended[24];
-	bool done = info->status != COMMAND_RUNNING;
-	snprintf(agent_id, sizeof(agent_id), "%u", info->agent_id);
-	snprintf(exit_code, sizeof(exit_code), "%d", info->exit_code);
-	snprintf(sig, sizeof(sig), "%d", info->signal);
-	snprintf(pid, sizeof(pid), "%d", info->pid);
-	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)info->offset);
-	snprintf(started, sizeof(started), "%lld", (long long)info->started_at);
-	snprintf(ended, sizeof(ended), "%lld", (long long)info->ended_at);
-	const char *params[] = {
-		info->id,
-		info->sandbox_id,
-		agent_id,
-		command_json ? command_json : "null",
-		detached ? "t" : "f",
-		command_status_name(info->status),
-		done && info->status == COMMAND_EXITED ? exit_code : NULL,
-		done && info->signal > 0 ? sig : NULL,
-		info->timed_out ? "t" : "f",
-		pid,
-		bytes,
-		c->cfg.instance,
-		started,
-		done ? ended : NULL,
-	};
-	return pg_query_send(c->pg, sql_record, 14, params, cb, arg);
 }
 
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg)

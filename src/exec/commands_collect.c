@@ -14,7 +14,7 @@ struct collector {
 	uint64_t max;
 	struct {
 		uint8_t *buf;
-		size_t len;
+		size_t len, cap;
 		uint64_t total;
 	} out, err, all;
 };
@@ -60,16 +60,25 @@ static void collect_started(void *arg, const struct command_info *info)
 {
 }
 
-static void keep(struct collector *col, uint8_t **buf, size_t *blen, uint64_t *total, const uint8_t *data,
-		 size_t len)
+/* Buffers grow as output comes (most commands print little; max may be
+ * megabytes), up to max. */
+static void keep(struct collector *col, uint8_t **buf, size_t *blen, size_t *bcap, uint64_t *total,
+		 const uint8_t *data, size_t len)
 {
 	*total += len;
 	if (*blen >= col->max)
 		return;
 	size_t take = len < col->max - *blen ? len : (size_t)(col->max - *blen);
-	if (!*buf) {
-		*buf = malloc(col->max ? col->max : 1);
-		CHECK(*buf != NULL);
+	if (*blen + take > *bcap) {
+		size_t cap = *bcap ? *bcap : 256;
+		while (cap < *blen + take)
+			cap *= 2;
+		if (cap > col->max)
+			cap = (size_t)col->max;
+		uint8_t *nb = realloc(*buf, cap);
+		CHECK(nb != NULL);
+		*buf = nb;
+		*bcap = cap;
 	}
 	memcpy(*buf + *blen, data, take);
 	*blen += take;
@@ -81,10 +90,10 @@ static void collect_output(void *arg, enum agent_stream stream, uint64_t offset,
 	struct collector *col = arg;
 	if (!gap) {
 		if (stream == AGENT_STREAM_STDERR)
-			keep(col, &col->err.buf, &col->err.len, &col->err.total, data, len);
+			keep(col, &col->err.buf, &col->err.len, &col->err.cap, &col->err.total, data, len);
 		else
-			keep(col, &col->out.buf, &col->out.len, &col->out.total, data, len);
-		keep(col, &col->all.buf, &col->all.len, &col->all.total, data, len);
+			keep(col, &col->out.buf, &col->out.len, &col->out.cap, &col->out.total, data, len);
+		keep(col, &col->all.buf, &col->all.len, &col->all.cap, &col->all.total, data, len);
 	}
 	command_op_ack(col->run, offset + len);
 }

@@ -13,6 +13,8 @@
 
 #define SBX_BUCKETS 256
 
+struct records;
+
 struct commands {
 	struct event_base *base;
 	struct commands_config cfg;
@@ -20,6 +22,16 @@ struct commands {
 	struct channels *chs;
 	struct sbx *buckets[SBX_BUCKETS];
 	char idle_ms[24];
+	struct records *records; /* batched record writes (commands_records.c) */
+};
+
+/* What a run needs of a running sandbox (commands_lookup.c). */
+struct sbx_facts {
+	char *container;
+	char **env; /* PATH, containerEnv, remoteEnv, env_vars as "K=V", NULL terminated */
+	size_t n_env;
+	char *user, *cwd; /* NULL: the agent's default, the container's */
+	int64_t until_ms; /* cached: valid until (monotonic) */
 };
 
 struct sbx {
@@ -30,6 +42,8 @@ struct sbx {
 	enum { SBX_UNRECONCILED, SBX_RECONCILING, SBX_RECONCILED } reconcile;
 	struct command_op *waiters; /* ops waiting for the reconcile pass */
 	struct command *cmds;	    /* watched commands */
+	struct sbx_facts cached;    /* container is NULL when nothing is cached */
+	uint64_t gen;		    /* bumped when the sandbox goes away here */
 };
 
 /* A command this instance watches until it exits: it owns the agent
@@ -62,6 +76,7 @@ enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_EXECUTE
 enum op_state {
 	OP_LOOKUP,    /* waiting on PostgreSQL (sandbox or command record) */
 	OP_RECONCILE, /* waiting for the sandbox's reconcile pass */
+	OP_FLUSH,     /* waiting for record writes queued before it */
 	OP_AGENT,     /* waiting on the agent (spawn, list, subscription) */
 	OP_RECORD,    /* detached: writing the record */
 	OP_STREAM,    /* events flowing */
@@ -80,8 +95,11 @@ struct command_op {
 	char sandbox_id[37];
 	char cmd_id[37];
 	struct pg_query *query;
-	struct event *later; /* deferred failure / ready */
-	struct command_op *wait_next;
+	struct event *later;	      /* deferred failure / ready */
+	struct command_op *wait_next; /* among reconcile or flush waiters */
+	uint64_t flush_seq;	      /* OP_FLUSH: the last write it waits for */
+	void (*flush_go)(struct command_op *op);
+	uint64_t gen;		  /* OP_RUN: the sandbox's gen when the lookup was sent */
 	struct command *cmd;	  /* OP_RUN */
 	struct command_spec spec; /* OP_RUN: owned copy of what matters */
 	bool detached;
@@ -90,6 +108,7 @@ struct command_op {
 	struct agent_sub *sub;	  /* OP_LOGS */
 	uint32_t agent_id;
 	uint64_t offset, target;
+	uint64_t acked; /* the last offset acked to the agent */
 	bool follow;
 	int signo;
 	int in_cb;   /* events on the stack */
@@ -119,11 +138,30 @@ struct sbx *sbx_get(struct commands *c, const char *id);
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
 void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch, const char *id,
 			   uint32_t agent_id, const char *command_json, int pid, int64_t started_at);
-/* Writes the command's record (insert or final update; idempotent). */
-struct pg_query *command_record_write(struct commands *c, const struct command_info *info,
-				      const char *command_json, bool detached, pg_result_fn cb, void *arg);
+/* commands_records.c: writes the command's record (insert or final update;
+ * idempotent) in the next batch; cb gets the batch's outcome. */
+void command_record_write(struct commands *c, const struct command_info *info, const char *command_json,
+			  bool detached, pg_result_fn cb, void *arg);
+struct records *records_new(struct commands *c);
+void records_free(struct records *r);
+/* Runs go(op) once every record write queued before now was answered. */
+void records_after_flush(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
+
+/* commands_lookup.c */
+void sbx_facts_from_pg(struct sbx_facts *f, PGresult *res);
+void sbx_facts_clear(struct sbx_facts *f);
+char **sbx_facts_env(const struct sbx_facts *f, char *const *overlay);
+void commands_env_free(char **env);
+/* The cached facts while fresh, else NULL. */
+const struct sbx_facts *sbx_cached(struct commands *c, struct sbx *s);
+/* Keeps f (taken: f is emptied) unless the sandbox went away since gen. */
+void sbx_cache_store(struct commands *c, struct sbx *s, uint64_t gen, struct sbx_facts *f);
+void sbx_cache_drop(struct sbx *s);
+struct sbx *sbx_find(struct commands *c, const char *id);
+
 void info_from_exit(struct command_info *info, const struct agent_exit *x);
 int64_t commands_now_ms(void);
+int64_t commands_mono_ms(void);
 bool commands_uuid_valid(const char *id);
 
 /* commands_query.c: entry of reconcile ops waiting */

@@ -309,6 +309,10 @@ int commands_config_load(struct commands_config *cfg, char *err, size_t errcap)
 	    env_size("SANDBAR_STREAM_WINDOW", "256k", 4096, 64u << 20, &window, err, errcap) != 0)
 		return -1;
 	cfg->window = (uint32_t)window;
+	/* other instances' changes to a sandbox (delete, stop) show within this */
+	if (env_int("SANDBAR_EXEC_LOOKUP_CACHE_MS", 1000, 0, 60000, &n, err, errcap) != 0)
+		return -1;
+	cfg->lookup_cache_ms = n;
 	if (cfg->grace_ms <= 0)
 		cfg->grace_ms = 2000;
 	if (cfg->activity_interval_ms <= 0)

@@ -28,6 +28,7 @@ static void logs_output(void *arg, enum agent_stream stream, uint64_t offset, co
 static void logs_exited(void *arg, const struct agent_exit *exit);
 static void logs_error(void *arg, int code, const char *message);
 static void stdin_poll(evutil_socket_t fd, short what, void *arg);
+static void query_after_records(struct command_op *op);
 
 struct reconcile {
 	struct commands *c;
@@ -224,7 +225,7 @@ static void reconcile_done(struct reconcile *r)
 			continue;
 		}
 		op_set_state(op, OP_LOOKUP);
-		query_go(op);
+		query_after_records(op);
 	}
 }
 
@@ -280,7 +281,13 @@ static void query_start(struct command_op *op, bool needs_cmd)
 		return;
 	}
 	commands_touch(op->c, op->sandbox_id);
-	sbx_after_reconcile(op->c, op, query_go);
+	sbx_after_reconcile(op->c, op, query_after_records);
+}
+
+/* Records are written in batches: a read waits for those queued before it. */
+static void query_after_records(struct command_op *op)
+{
+	records_after_flush(op->c, op, query_go);
 }
 
 static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg)

@@ -20,8 +20,10 @@ struct sandbox_service {
 	struct template_set *templates;
 	struct reaper *reaper;
 	struct image_builds *builds;
-	struct channels *channels; /* to each sandbox's agent */
-	const void *agent_bin;	   /* the agent binary installed into every sandbox */
+	struct channels *channels;		 /* to each sandbox's agent */
+	void (*gone)(const char *id, void *arg); /* sandbox_service_on_gone */
+	void *gone_arg;
+	const void *agent_bin; /* the agent binary installed into every sandbox */
 	size_t agent_len;
 	char cluster[64];
 	char instance[128];

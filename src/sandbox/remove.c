@@ -46,6 +46,8 @@ void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(c
 	/* deleted, expired or failed: its agent channel goes with it */
 	if (svc->channels)
 		channels_drop(svc->channels, id);
+	if (svc->gone)
+		svc->gone(id, svc->gone_arg);
 	char name[64];
 	sandbox_container_name(id, name);
 	/* not cancellable: once started, removal runs to the end whoever asked */

@@ -49,6 +49,12 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	return svc;
 }
 
+void sandbox_service_on_gone(struct sandbox_service *svc, void (*gone)(const char *id, void *arg), void *arg)
+{
+	svc->gone = gone;
+	svc->gone_arg = arg;
+}
+
 void sandbox_service_free(struct sandbox_service *svc)
 {
 	if (!svc)

@@ -5,9 +5,13 @@ docker exec, 1,000 execs over 50 sandboxes at concurrency 200, the agent's
 size and memory, and memory with 1,000 rows.
 Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
 Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20), EXEC_ROUNDS (200),
-EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), FILE_MB (1024: file
-transfer through the API vs `docker cp`, with sandbard's peak RSS growth)."""
-import concurrent.futures
+EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), FILE_MB (1024: file transfer through the API vs `docker cp`, with
+sandbard's peak RSS growth), BENCH_ONLY (exec:
+only the exec rows), BENCH_KEEP_SERVER (seconds to keep the server up after
+the exec rows, for `perf record -p`).
+The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
+logs the CPU time each process group spent during it (sandbard, postgres,
+dockerd, containerd-shim, the agents and their children, the client)."""
 import http.client
 import json
 import os
@@ -30,6 +34,8 @@ from harness import paths, pg  # noqa: E402
 from harness.server import free_port  # noqa: E402
 from harness.session import Session  # noqa: E402
 
+import execload  # noqa: E402
+
 WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
 CREATES = int(os.environ.get("CREATES", "20"))
 EXEC_ROUNDS = int(os.environ.get("EXEC_ROUNDS", "200"))
@@ -37,6 +43,8 @@ EXEC_SANDBOXES = int(os.environ.get("EXEC_SANDBOXES", "50"))
 EXECS = int(os.environ.get("EXECS", "1000"))
 EXEC_CONCURRENCY = int(os.environ.get("EXEC_CONCURRENCY", "200"))
 FILE_MB = int(os.environ.get("FILE_MB", "1024"))
+BENCH_ONLY = os.environ.get("BENCH_ONLY", "")
+BENCH_KEEP_SERVER = float(os.environ.get("BENCH_KEEP_SERVER", "0"))
 IMAGE = "sandbar/base:latest"
 SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
 
@@ -104,6 +112,59 @@ def engine(conn, method, path, body=None):
     if r.status >= 300:
         raise RuntimeError(f"Engine API {method} {path}: {r.status} {data[:200]!r}")
     return json.loads(data) if data else None
+
+
+# ---------------------------------------------------------------- CPU use
+CPU_GROUPS = (("sandbard", "sandbard"), ("postgres", "postgres"), ("dockerd", "dockerd"),
+              ("containerd-shim", "containerd-shim"), ("containerd", "containerd"),
+              ("agent", "agent (+ commands it reaped)"), ("python3", "python3 (client, others' tests)"))
+
+
+def cpu_sample():
+    """{pid: (group, clock ticks)} with each process's own and reaped
+    children's time, plus the machine's busy ticks under pid 0. PostgreSQL
+    counts only our cluster's processes (other clusters may share the machine)."""
+    out = {}
+    try:
+        with open(os.path.join(paths.DATA, "pg", "data", "postmaster.pid")) as f:
+            postmaster = f.readline().strip()
+    except OSError:
+        postmaster = ""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        f = st[st.rindex(")") + 2:].split()
+        ticks = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        group = next((g for prefix, g in CPU_GROUPS if comm.startswith(prefix)), "other")
+        if group == "postgres" and postmaster not in (pid, f[1]):
+            group = "postgres (other clusters)"
+        if group == "other" and comm.startswith("kworker"):
+            group = "kernel workers"
+        if os.environ.get("BENCH_CPU_DETAIL") and group == "other":
+            group = f"other: {comm}"
+        out[int(pid)] = (group, ticks)
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    out[0] = ("(machine busy)", sum(v) - v[3] - v[4])
+    return out
+
+
+def log_cpu(before, after, wall, n):
+    """Logs the CPU ms per exec each group spent between two samples (time
+    of processes that ended unreaped by a sampled parent is not counted)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    groups = {}
+    for pid, (group, ticks) in after.items():
+        d = ticks - before.get(pid, (group, 0))[1]
+        groups[group] = groups.get(group, 0) + d
+    parts = [f"{g} {d * 1000 / hz / n:.2f}" for g, d in sorted(groups.items(), key=lambda kv: -kv[1]) if d > 0]
+    log(f"CPU ms per exec over {wall:.1f} s: " + ", ".join(parts))
 
 
 # ---------------------------------------------------------------- baselines
@@ -245,42 +306,39 @@ def exec_benchmarks(table, srv, c, created):
 
     def concurrent_run():
         ids = created[:EXEC_SANDBOXES]
-        local = __import__("threading").local()
-
-        def one(i):
-            if not hasattr(local, "c"):
-                local.c = srv.client(timeout=60)
-            t0 = time.perf_counter()
-            try:
-                r = local.c.post(f"/api/sandboxes/{ids[i % len(ids)]}/execute",
-                                 json={"command": f"echo {i}"})
-                ok = r.status == 200 and r.json.get("stdout") == f"{i}\n"
-            except Exception:
-                ok = False
-            return time.perf_counter() - t0, ok
-
         # each sandbox's agent channel connects on its first use (a docker exec
         # of the relay): open them first, so the run measures execs
         for sb in ids:
             c.post(f"/api/sandboxes/{sb}/execute", json={"command": ["true"]})
-        t0 = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(EXEC_CONCURRENCY) as pool:
-            res = list(pool.map(one, range(EXECS)))
-        wall = time.perf_counter() - t0
-        return wall, [r[0] for r in res], sum(1 for r in res if not r[1])
+        out = []
+        for shell in (False, True):
+            jobs = execload.echo_jobs(ids, EXECS, shell=shell)
+            cpu0, t0 = cpu_sample(), time.perf_counter()
+            wall, lat, errors, client_cpu = execload.run(srv.host, srv.port, jobs, EXEC_CONCURRENCY)
+            log_cpu(cpu0, cpu_sample(), time.perf_counter() - t0, EXECS)
+            log(f"{'shell string' if shell else 'argv'}: load generator CPU {client_cpu:.2f} s "
+                f"for {EXECS} execs in {wall:.2f} s")
+            out.append((wall, lat, errors))
+        return out
 
     out = attempt(concurrent_run)
     if isinstance(out, Exception):
-        for name in ("throughput", "p50", "p99", "errors"):
+        for name in ("execs/s", "p50", "p99", "errors"):
             table.add(f"{EXECS} execs / {EXEC_SANDBOXES} sandboxes: {name}", out)
     else:
-        wall, lat, errors = out
+        (wall, lat, errors), (s_wall, s_lat, s_errors) = out
         label = f"{EXECS} execs over {EXEC_SANDBOXES} sandboxes, concurrency {EXEC_CONCURRENCY}"
         table.add(f"{label}: execs/s", EXECS / wall)
         table.add(f"{label}: p50 ms", percentile(lat, 50) * 1000, fmt="{:.1f}")
         table.add(f"{label}: p99 ms", percentile(lat, 99) * 1000, fmt="{:.1f}")
         table.add(f"{label}: errors", errors, fmt="{:d}")
-        if errors:
+        # the same as shell strings: each runs /bin/sh -lc, whose /etc/profile
+        # forks `id -u` (a login shell costs ~3 ms of CPU in the sandbox)
+        label = "same, `echo i` as a shell string (sh -lc)"
+        table.add(f"{label}: execs/s", EXECS / s_wall)
+        table.add(f"{label}: p99 ms", percentile(s_lat, 99) * 1000, fmt="{:.1f}")
+        table.add(f"{label}: errors", s_errors, fmt="{:d}")
+        if errors or s_errors:
             table.failed += 1
 
     agent = os.path.join(os.path.dirname(paths.sandbard_binary()), "agent", "sandbar-agent")
@@ -460,56 +518,57 @@ def main():
         time.sleep(1)
         rss_idle = srv.rss_kb()
 
-        # /health: sandbar vs nginx
-        log(f"wrk /health ({WRK_SECONDS}s)")
-        ours = attempt(lambda: wrk(f"{srv.url}/health"))
-        nginx.start()
-        log(f"wrk nginx static file ({WRK_SECONDS}s)")
-        base = attempt(lambda: wrk(f"http://127.0.0.1:{nginx.port}/health"))
-        nginx.stop()
-        table.add(f"GET /health req/s (wrk -t1 -c50 {WRK_SECONDS}s; nginx 1 worker)", ours, base)
+        if BENCH_ONLY != "exec":
+            # /health: sandbar vs nginx
+            log(f"wrk /health ({WRK_SECONDS}s)")
+            ours = attempt(lambda: wrk(f"{srv.url}/health"))
+            nginx.start()
+            log(f"wrk nginx static file ({WRK_SECONDS}s)")
+            base = attempt(lambda: wrk(f"http://127.0.0.1:{nginx.port}/health"))
+            nginx.stop()
+            table.add(f"GET /health req/s (wrk -t1 -c50 {WRK_SECONDS}s; nginx 1 worker)", ours, base)
 
-        # create latency: sandbar vs Engine API create+start, interleaved so
-        # that both see the same machine
-        log(f"{CREATES} creates through sandbar and through the Engine API, interleaved")
+            # create latency: sandbar vs Engine API create+start, interleaved so
+            # that both see the same machine
+            log(f"{CREATES} creates through sandbar and through the Engine API, interleaved")
 
-        def creates():
-            ours, base = [], []
-            for i in range(CREATES):
-                t0 = time.perf_counter()
-                r = c.post("/api/sandboxes", json={"template": "bare", "name": f"bench-{i}"})
-                ours.append(time.perf_counter() - t0)
-                if r.status != 201 or not isinstance(r.json, dict):
-                    raise RuntimeError(f"POST /api/sandboxes -> {r.status} {r.body[:120]!r}")
-                created.append(r.json["id"])
-                dt, cid = docker_create_start(run.run_id, i)
-                raw.append(cid)
-                base.append(dt)
-            return ours, base
+            def creates():
+                ours, base = [], []
+                for i in range(CREATES):
+                    t0 = time.perf_counter()
+                    r = c.post("/api/sandboxes", json={"template": "bare", "name": f"bench-{i}"})
+                    ours.append(time.perf_counter() - t0)
+                    if r.status != 201 or not isinstance(r.json, dict):
+                        raise RuntimeError(f"POST /api/sandboxes -> {r.status} {r.body[:120]!r}")
+                    created.append(r.json["id"])
+                    dt, cid = docker_create_start(run.run_id, i)
+                    raw.append(cid)
+                    base.append(dt)
+                return ours, base
 
-        both = attempt(creates)
-        ours, base = both if isinstance(both, tuple) else (both, both)
-        for p in (50, 95):
-            table.add(
-                f"create+start p{p} ms (N={CREATES}; raw Engine API)",
-                percentile(ours, p) * 1000 if isinstance(ours, list) else ours,
-                percentile(base, p) * 1000 if isinstance(base, list) else base,
-                fmt="{:.1f}",
-            )
-        if raw:
-            conn = engine_conn()
-            for i, cid in enumerate(raw):
-                attempt(lambda: engine(conn, "DELETE", f"/containers/{cid}?force=true&v=true"))
-                attempt(lambda: engine(conn, "DELETE", f"/volumes/{run.run_id}-ws-{i}"))
-            conn.close()
+            both = attempt(creates)
+            ours, base = both if isinstance(both, tuple) else (both, both)
+            for p in (50, 95):
+                table.add(
+                    f"create+start p{p} ms (N={CREATES}; raw Engine API)",
+                    percentile(ours, p) * 1000 if isinstance(ours, list) else ours,
+                    percentile(base, p) * 1000 if isinstance(base, list) else base,
+                    fmt="{:.1f}",
+                )
+            if raw:
+                conn = engine_conn()
+                for i, cid in enumerate(raw):
+                    attempt(lambda: engine(conn, "DELETE", f"/containers/{cid}?force=true&v=true"))
+                    attempt(lambda: engine(conn, "DELETE", f"/volumes/{run.run_id}-ws-{i}"))
+                conn.close()
 
-        # GET one sandbox
-        if created:
-            log(f"wrk GET /api/sandboxes/{{id}} ({WRK_SECONDS}s)")
-            ours = attempt(lambda: wrk(f"{srv.url}/api/sandboxes/{created[0]}"))
-        else:
-            ours = RuntimeError("no sandbox was created")
-        table.add(f"GET /api/sandboxes/{{id}} req/s (wrk -t1 -c50 {WRK_SECONDS}s)", ours)
+            # GET one sandbox
+            if created:
+                log(f"wrk GET /api/sandboxes/{{id}} ({WRK_SECONDS}s)")
+                ours = attempt(lambda: wrk(f"{srv.url}/api/sandboxes/{created[0]}"))
+            else:
+                ours = RuntimeError("no sandbox was created")
+            table.add(f"GET /api/sandboxes/{{id}} req/s (wrk -t1 -c50 {WRK_SECONDS}s)", ours)
 
         # exec: more sandboxes up to EXEC_SANDBOXES, then the exec rows
         log(f"creating sandboxes up to {EXEC_SANDBOXES} for the exec benchmarks")
@@ -519,37 +578,41 @@ def main():
                 created.append(r.json["id"])
         if created:
             attempt(lambda: exec_benchmarks(table, srv, c, created))
+        if BENCH_KEEP_SERVER:
+            log(f"server pid {srv.pid} at {srv.url} kept up for {BENCH_KEEP_SERVER:.0f} s; sandboxes {created[:3]}...")
+            time.sleep(BENCH_KEEP_SERVER)
 
         for sid in created:
             attempt(lambda: c.delete(f"/api/sandboxes/{sid}"))
 
-        # memory: idle, then with 1,000 more rows listed once
-        log("seeding 1,000 sandbox rows")
+        if BENCH_ONLY != "exec":
+            # memory: idle, then with 1,000 more rows listed once
+            log("seeding 1,000 sandbox rows")
 
-        def seed_and_list():
-            cluster = srv.env_overrides.get("SANDBAR_CLUSTER", "default")
-            pg.psql_file(SEED_SQL, url=srv.database_url, variables={"cluster": cluster})
-            t0 = time.perf_counter()
-            r = c.get("/api/sandboxes")
-            dt = time.perf_counter() - t0
-            if r.status != 200 or not isinstance(r.json, list) or len(r.json) < 1000:
-                raise RuntimeError(f"GET /api/sandboxes -> {r.status}, {len(r.json or [])} items")
-            return dt
+            def seed_and_list():
+                cluster = srv.env_overrides.get("SANDBAR_CLUSTER", "default")
+                pg.psql_file(SEED_SQL, url=srv.database_url, variables={"cluster": cluster})
+                t0 = time.perf_counter()
+                r = c.get("/api/sandboxes")
+                dt = time.perf_counter() - t0
+                if r.status != 200 or not isinstance(r.json, list) or len(r.json) < 1000:
+                    raise RuntimeError(f"GET /api/sandboxes -> {r.status}, {len(r.json or [])} items")
+                return dt
 
-        if FILE_MB > 0:
-            log(f"files: {FILE_MB} MiB up and down, API vs docker cp")
-            attempt(lambda: file_transfers(srv, c, table))
+            if FILE_MB > 0:
+                log(f"files: {FILE_MB} MiB up and down, API vs docker cp")
+                attempt(lambda: file_transfers(srv, c, table))
 
-        listed = attempt(seed_and_list)
-        rss_full = srv.rss_kb()
-        table.add("RSS idle MB", rss_idle / 1024, fmt="{:.1f}")
-        table.add(
-            "RSS after 1,000 rows listed MB",
-            rss_full / 1024 if not isinstance(listed, Exception) else listed,
-            fmt="{:.1f}",
-        )
-        table.add("GET /api/sandboxes with 1,000 rows ms", listed * 1000 if isinstance(listed, float) else listed,
-                  fmt="{:.1f}")
+            listed = attempt(seed_and_list)
+            rss_full = srv.rss_kb()
+            table.add("RSS idle MB", rss_idle / 1024, fmt="{:.1f}")
+            table.add(
+                "RSS after 1,000 rows listed MB",
+                rss_full / 1024 if not isinstance(listed, Exception) else listed,
+                fmt="{:.1f}",
+            )
+            table.add("GET /api/sandboxes with 1,000 rows ms", listed * 1000 if isinstance(listed, float) else listed,
+                      fmt="{:.1f}")
         c.close()
     except Exception as e:
         log(f"aborted: {e}")
