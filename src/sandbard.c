@@ -156,13 +156,18 @@ int main(int argc, char **argv)
 				    d.agent_len);
 	d.api = api_new(d.base, &d.cfg, d.svc);
 	CHECK(d.api != NULL);
-	struct commands_config ccfg = { .cluster = d.cfg.cluster,
-					.instance = d.cfg.instance_id,
-					.idle_timeout_ms = d.cfg.sandbox_idle_timeout_ms };
-	if (commands_config_load(&ccfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "sandbard: %s\n", err);
-		return 2;
-	}
+	struct commands_config ccfg = {
+		.cluster = d.cfg.cluster,
+		.instance = d.cfg.instance_id,
+		.idle_timeout_ms = d.cfg.sandbox_idle_timeout_ms,
+		.max_per_sandbox = (int)d.cfg.commands_per_sandbox,
+		.ring_bytes = d.cfg.command_output_buffer,
+		.max_output_cap = d.cfg.max_output_bytes,
+		.window = (uint32_t)(d.cfg.stream_window > (64u << 20) ? (64u << 20) : d.cfg.stream_window),
+		.lookup_cache_ms = d.cfg.exec_lookup_cache_ms,
+		.grace_ms = 2000,
+		.activity_interval_ms = 1000,
+	};
 	d.commands = commands_new(d.base, &ccfg, d.pg, d.channels);
 	api_set_commands(d.api, d.commands);
 	sandbox_service_on_gone(d.svc, forget_sandbox, d.commands);

@@ -36,6 +36,13 @@ struct config {
 	bool allow_bind_mounts;	 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
 	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 
+	/* commands */
+	int64_t commands_per_sandbox;	/* SANDBAR_MAX_COMMANDS_PER_SANDBOX, default 64 */
+	uint64_t command_output_buffer; /* SANDBAR_COMMAND_OUTPUT_BUFFER, default 512k */
+	uint64_t max_output_bytes;	/* SANDBAR_MAX_OUTPUT_BYTES, default 16m */
+	uint64_t stream_window;		/* SANDBAR_STREAM_WINDOW, default 256k */
+	int64_t exec_lookup_cache_ms;	/* SANDBAR_EXEC_LOOKUP_CACHE, default 1s */
+
 	/* HTTP server */
 	uint64_t http_max_header_bytes; /* SANDBAR_MAX_HEADER_BYTES, default 16k */
 	uint64_t http_max_body_bytes;	/* SANDBAR_MAX_BODY_BYTES (JSON bodies), default 1m */

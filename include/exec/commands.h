@@ -31,11 +31,6 @@ struct commands_config {
 	int64_t activity_interval_ms; /* activity written at most this often per sandbox */
 	int64_t lookup_cache_ms;      /* a sandbox's lookup is reused this long (0: never) */
 };
-/* Defaults, then overridden by SANDBAR_MAX_COMMANDS_PER_SANDBOX,
- * SANDBAR_COMMAND_OUTPUT_BUFFER, SANDBAR_MAX_OUTPUT_BYTES, SANDBAR_STREAM_WINDOW,
- * SANDBAR_EXEC_LOOKUP_CACHE_MS (start-up only). -1 with a reason in err on a
- * bad value. */
-MUST_USE int commands_config_load(struct commands_config *cfg, char *err, size_t errcap);
 
 enum command_error {
 	COMMAND_OK = 0,
