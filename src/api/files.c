@@ -181,7 +181,7 @@ static void up_free_cb(evutil_socket_t fd, short what, void *arg);
 static void up_body_data(struct http_request *req, struct evbuffer *chunk, void *arg);
 static void up_body_end(struct http_request *req, void *arg);
 static int up_part_begin(const struct multipart_part *p, void *arg);
-static int up_part_data(const char *data, size_t len, void *arg);
+static int up_part_move(struct evbuffer *in, size_t len, void *arg);
 static int up_part_end(void *arg);
 static void up_pump(struct upload *up);
 static void up_maybe_commit(struct upload *up);
@@ -252,7 +252,9 @@ static void upload_route(struct http_request *req, void *arg)
 	up->out = evbuffer_new();
 	CHECK(up->out != NULL);
 	snprintf(up->dir, sizeof(up->dir), "/workspace");
-	static const struct multipart_cbs cbs = { up_part_begin, up_part_data, up_part_end };
+	static const struct multipart_cbs cbs = { .part_begin = up_part_begin,
+						  .part_end = up_part_end,
+						  .part_move = up_part_move };
 	up->mp = multipart_new(boundary, &cbs, up);
 	http_request_set_cancel(req, up_cancel, up);
 	up->lookup = files_lookup_start(api, id, up_found, up);
@@ -461,10 +463,13 @@ static int up_part_begin(const struct multipart_part *p, void *arg)
 		up_fail(up, 400, "invalid_path", "destination path cannot be written to a tar header");
 		return -1;
 	}
+	/* The whole archive's length is known now: a plain body, no chunk framing. */
+	uint64_t tar_len = evbuffer_get_length(up->out) + (up->size + 511) / 512 * 512 + 1024;
 	static const struct docker_stream_cbs pcbs = { put_head, put_data, put_drain, put_done };
 	char path[200];
 	snprintf(path, sizeof(path), "/containers/%s/archive?path=%%2F", up->container);
-	up->put = docker_call_stream(up->docker, "PUT", path, "application/x-tar", -1, &pcbs, up);
+	up->put =
+		docker_call_stream(up->docker, "PUT", path, "application/x-tar", (int64_t)tar_len, &pcbs, up);
 	if (!up->put) {
 		up_fail(up, 503, "docker_unavailable", "cannot reach Docker");
 		return -1;
@@ -475,7 +480,9 @@ static int up_part_begin(const struct multipart_part *p, void *arg)
 	return 0;
 }
 
-static int up_part_data(const char *data, size_t len, void *arg)
+/* Body bytes are moved, not copied: chains go from the client's input to
+ * Docker's output as they are (evbuffer_remove_buffer). */
+static int up_part_move(struct evbuffer *in, size_t len, void *arg)
 {
 	struct upload *up = arg;
 	switch (up->part) {
@@ -484,7 +491,7 @@ static int up_part_data(const char *data, size_t len, void *arg)
 			up_fail(up, 400, "invalid_path", "path is longer than 4096 bytes");
 			return -1;
 		}
-		memcpy(up->field + up->field_len, data, len);
+		CHECK(evbuffer_remove(in, up->field + up->field_len, len) == (int)len);
 		up->field_len += len;
 		return 0;
 	case PART_FILE:
@@ -499,11 +506,12 @@ static int up_part_data(const char *data, size_t len, void *arg)
 			return -1;
 		}
 		up->written += len;
-		evbuffer_add(up->out, data, len);
+		CHECK(evbuffer_remove_buffer(in, up->out, len) == (int)len);
 		docker_call_write(up->put, up->out);
 		return docker_call_pending(up->put) > FILES_HIGH_WATERMARK ? 1 : 0;
 	case PART_OTHER:
 	default:
+		evbuffer_drain(in, len);
 		return 0;
 	}
 }

@@ -19,8 +19,9 @@
 #include "core/log.h"
 
 #define DEFAULT_MAX_BODY    (8u << 20)
-#define DRAIN_LOW_WATERMARK (64u << 10)
-#define PARSE_SLICE	    (16u << 10) /* parse at most this much before yielding to the user */
+#define DRAIN_LOW_WATERMARK (256u << 10)
+#define IO_MAX		    (256u << 10) /* one read or write syscall (libevent: 16 KiB) */
+#define PARSE_SLICE	    (256u << 10) /* parse at most this much before yielding to the user */
 
 enum call_kind { CALL_JSON, CALL_STREAM, CALL_UPGRADE, CALL_OP };
 
@@ -234,6 +235,8 @@ static void call_start(struct docker_call *c, const char *method, const char *pa
 	}
 	bufferevent_setcb(c->bev, call_readcb, call_writecb, call_eventcb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, DRAIN_LOW_WATERMARK, 0);
+	bufferevent_set_max_single_read(c->bev, IO_MAX);
+	bufferevent_set_max_single_write(c->bev, IO_MAX);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out, "%s /v%s%s HTTP/1.1\r\nHost: docker\r\nUser-Agent: sandbar\r\n", method,
 			    DOCKER_API_VERSION, path);
