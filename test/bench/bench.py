@@ -374,6 +374,13 @@ def file_transfers(srv, c, table):
                 raise RuntimeError(f"upload answered {body[:200]!r}")
             return dt, cpu
 
+        def api_upload_chunked():
+            dt, cpu, body = timed(["curl", "-sS", "-f", "-H", "Transfer-Encoding: chunked", "-F", "path=/tmp",
+                                   "-F", f"file=@{src};filename=api.bin", f"{base_url}/upload"])
+            if b'"ok"' not in body:
+                raise RuntimeError(f"chunked upload answered {body[:200]!r}")
+            return dt, cpu
+
         def api_download():
             dt, cpu, _ = timed(["curl", "-sS", "-f", "-o", out, f"{base_url}/download?path=/tmp/api.bin"])
             n = os.path.getsize(out)
@@ -391,9 +398,10 @@ def file_transfers(srv, c, table):
             return dt, 0.0
 
         best = {}
-        peaks = {"up": 0.0, "down": 0.0}
+        peaks = {"up": 0.0, "down": 0.0, "up_chunked": 0.0}
         for _ in range(FILE_RUNS):
             for key, fn, watch in (("up", api_upload, True), ("cp_up", cp_up, False),
+                                   ("up_chunked", api_upload_chunked, True),
                                    ("down", api_download, True), ("cp_down", cp_down, False)):
                 if watch:
                     with RssPeak(srv) as rss:
@@ -409,12 +417,15 @@ def file_transfers(srv, c, table):
         rate = lambda v: mb / v[0] if isinstance(v, tuple) else v  # noqa: E731
         cpu = lambda v: v[1] if isinstance(v, tuple) else v  # noqa: E731
         table.add(f"upload {mb} MiB MB/s (curl -F; docker cp)", rate(best["up"]), rate(best["cp_up"]), fmt="{:.0f}")
+        table.add(f"upload {mb} MiB chunked MB/s (spooled; docker cp)", rate(best["up_chunked"]),
+                  rate(best["cp_up"]), fmt="{:.0f}")
         table.add(f"download {mb} MiB MB/s (curl -o; docker cp)", rate(best["down"]), rate(best["cp_down"]),
                   fmt="{:.0f}")
         table.add("sandbard CPU s during upload", cpu(best["up"]), fmt="{:.2f}")
         table.add("sandbard CPU s during download", cpu(best["down"]), fmt="{:.2f}")
         table.add("peak RSS growth during upload MiB", peaks["up"], fmt="{:.1f}")
         table.add("peak RSS growth during download MiB", peaks["down"], fmt="{:.1f}")
+        table.add("peak RSS growth during chunked upload MiB", peaks["up_chunked"], fmt="{:.1f}")
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         attempt(lambda: c.delete(f"/api/sandboxes/{sid}"))
