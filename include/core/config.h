@@ -51,6 +51,7 @@ struct config {
 	int64_t http_max_connections;	/* SANDBAR_MAX_CONNECTIONS, default 4096 */
 	int64_t shutdown_grace_ms;	/* SANDBAR_SHUTDOWN_GRACE, default 10s */
 	uint64_t upload_limit;		/* UPLOAD_LIMIT bytes of one uploaded file, default 100m */
+	char *upload_spool_dir;		/* UPLOAD_SPOOL_DIR: chunked uploads wait here, default /tmp */
 	char *api_tokens;		/* SANDBAR_API_TOKENS, comma separated; unset = no auth */
 
 	/* PostgreSQL */

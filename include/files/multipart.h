@@ -31,6 +31,10 @@ struct multipart_cbs {
 	int (*part_begin)(const struct multipart_part *part, void *arg);
 	int (*part_data)(const char *data, size_t len, void *arg);
 	int (*part_end)(void *arg);
+	/* Optional, in place of part_data: len body bytes are at the front of in;
+	 * the callback removes exactly those (evbuffer_remove_buffer moves whole
+	 * chains without copying them), returning as part_data does. */
+	int (*part_move)(struct evbuffer *in, size_t len, void *arg);
 };
 
 enum multipart_status {

@@ -1,12 +1,15 @@
 /* The file routes that stream through Docker's archive API: the sandbox
  * lookup they share, and the monza upload (multipart in, tar out, parsed and
  * framed as the bytes pass; see README "Files" for the size trick). */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -156,6 +159,9 @@ struct upload {
 	bool running;
 	enum up_part part;
 	bool have_file, file_ended, tail_written, body_ended, put_done, put_ok, fs_pending, freeing;
+	bool spool;   /* chunked body: the file waits in an unlinked host file */
+	int spool_fd; /* -1 when none, or once handed to the Docker call */
+	char name[FILES_NAME_MAX + 1];
 	char field[FILES_PATH_MAX + 1];
 	size_t field_len;
 	char dir[FILES_PATH_MAX + 1];
@@ -181,9 +187,13 @@ static void up_free_cb(evutil_socket_t fd, short what, void *arg);
 static void up_body_data(struct http_request *req, struct evbuffer *chunk, void *arg);
 static void up_body_end(struct http_request *req, void *arg);
 static int up_part_begin(const struct multipart_part *p, void *arg);
-static int up_part_data(const char *data, size_t len, void *arg);
+static int up_part_move(struct evbuffer *in, size_t len, void *arg);
 static int up_part_end(void *arg);
 static void up_pump(struct upload *up);
+static int up_put_start(struct upload *up);
+static int up_spool_open(struct upload *up);
+static int up_spool_write(struct upload *up, struct evbuffer *in, size_t len);
+static void up_spool_send(struct upload *up);
 static void up_maybe_commit(struct upload *up);
 static void up_committed(const char *err, void *arg);
 static void up_discarded(const char *err, void *arg);
@@ -230,13 +240,8 @@ static void upload_route(struct http_request *req, void *arg)
 		return;
 	}
 	int64_t cl = http_request_content_length(req);
-	if (cl < 0) {
-		/* the tar header needs the file's size before its first byte: see README */
-		http_respond_error(req, 411, "length_required", "uploads need a Content-Length");
-		return;
-	}
 	uint64_t limit = api->cfg->upload_limit;
-	if ((uint64_t)cl > limit + (1u << 20)) {
+	if (cl >= 0 && (uint64_t)cl > limit + (1u << 20)) {
 		http_respond_error(req, 413, "too_large",
 				   "the upload is larger than the limit of %" PRIu64 " bytes", limit);
 		return;
@@ -249,10 +254,16 @@ static void upload_route(struct http_request *req, void *arg)
 	up->base = http_request_base(req);
 	up->content_length = cl;
 	up->limit = limit;
+	/* the tar header needs the file's size before its first byte: without a
+	 * Content-Length to bound it, the file is spooled first (see README) */
+	up->spool = cl < 0;
+	up->spool_fd = -1;
 	up->out = evbuffer_new();
 	CHECK(up->out != NULL);
 	snprintf(up->dir, sizeof(up->dir), "/workspace");
-	static const struct multipart_cbs cbs = { up_part_begin, up_part_data, up_part_end };
+	static const struct multipart_cbs cbs = { .part_begin = up_part_begin,
+						  .part_end = up_part_end,
+						  .part_move = up_part_move };
 	up->mp = multipart_new(boundary, &cbs, up);
 	http_request_set_cancel(req, up_cancel, up);
 	up->lookup = files_lookup_start(api, id, up_found, up);
@@ -347,6 +358,8 @@ static void up_release(struct upload *up)
 static void up_free_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upload *up = arg;
+	if (up->spool_fd >= 0)
+		close(up->spool_fd);
 	multipart_free(up->mp);
 	evbuffer_free(up->out);
 	free(up);
@@ -385,6 +398,10 @@ static void up_body_end(struct http_request *req, void *arg)
 		return;
 	}
 	up->body_ended = true;
+	if (up->spool) {
+		up_spool_send(up);
+		return;
+	}
 	up_maybe_commit(up);
 }
 
@@ -393,7 +410,7 @@ static int up_part_begin(const struct multipart_part *p, void *arg)
 	struct upload *up = arg;
 	up->part = PART_OTHER;
 	if (strcmp(p->name, "path") == 0 && !p->filename) {
-		if (up->have_file) {
+		if (up->have_file && !up->spool) {
 			up_fail(up, 400, "invalid_multipart",
 				"the 'path' field must come before the file part");
 			return -1;
@@ -414,10 +431,13 @@ static int up_part_begin(const struct multipart_part *p, void *arg)
 		up_fail(up, 400, "invalid_name", "%s", why);
 		return -1;
 	}
-	if (files_path_join(up->dir, p->filename, up->dst) < 0) {
-		up_fail(up, 400, "invalid_path", "destination path is longer than 4096 bytes");
-		return -1;
-	}
+	CHECK(p->filename_len <= FILES_NAME_MAX);
+	memcpy(up->name, p->filename, p->filename_len);
+	up->name[p->filename_len] = '\0';
+	up->have_file = true;
+	up->part = PART_FILE;
+	if (up->spool)
+		return up_spool_open(up);
 	/* Every byte left in the body after this one is file data except the
 	 * closing delimiter: the size is at most that, exact for a standard ending. */
 	uint64_t rest = (uint64_t)up->content_length - p->offset;
@@ -427,10 +447,27 @@ static int up_part_begin(const struct multipart_part *p, void *arg)
 		return -1;
 	}
 	up->size = rest - trailer;
+	/* the usual ending carries a CRLF after the last delimiter: judge by that */
+	uint64_t judged = up->size >= 2 ? up->size - 2 : up->size;
+	if (!up->running)
+		up->size = judged; /* exact: nothing can truncate on a stopped container */
+	if (judged > up->limit) {
+		up_fail(up, 413, "too_large", "the file is larger than the limit of %" PRIu64 " bytes",
+			up->limit);
+		return -1;
+	}
+	return up_put_start(up);
+}
+
+/* Names the entry (the final name on a stopped sandbox, else a temporary
+ * beside it), writes its tar header and opens the archive PUT. */
+static int up_put_start(struct upload *up)
+{
+	if (files_path_join(up->dir, up->name, up->dst) < 0) {
+		up_fail(up, 400, "invalid_path", "destination path is longer than 4096 bytes");
+		return -1;
+	}
 	if (!up->running) {
-		/* no command can truncate or rename on a stopped container: the size must
-		 * be exact, so take the standard ending (CRLF after the last delimiter) */
-		up->size = up->size >= 2 ? up->size - 2 : 0;
 		snprintf(up->tmp, sizeof(up->tmp), "%s", up->dst);
 	} else {
 		char tmpname[80];
@@ -439,12 +476,6 @@ static int up_part_begin(const struct multipart_part *p, void *arg)
 			up_fail(up, 400, "invalid_path", "destination path is too long");
 			return -1;
 		}
-	}
-	/* the usual ending carries a CRLF after the last delimiter: judge by that */
-	if ((up->running && up->size >= 2 ? up->size - 2 : up->size) > up->limit) {
-		up_fail(up, 413, "too_large", "the file is larger than the limit of %" PRIu64 " bytes",
-			up->limit);
-		return -1;
 	}
 	/* Extracted at "/" with the whole path as the entry name: Docker makes
 	 * missing parent directories and leaves existing ones untouched. */
@@ -461,21 +492,24 @@ static int up_part_begin(const struct multipart_part *p, void *arg)
 		up_fail(up, 400, "invalid_path", "destination path cannot be written to a tar header");
 		return -1;
 	}
+	/* The whole archive's length is known now: a plain body, no chunk framing. */
+	uint64_t tar_len = evbuffer_get_length(up->out) + (up->size + 511) / 512 * 512 + 1024;
 	static const struct docker_stream_cbs pcbs = { put_head, put_data, put_drain, put_done };
 	char path[200];
 	snprintf(path, sizeof(path), "/containers/%s/archive?path=%%2F", up->container);
-	up->put = docker_call_stream(up->docker, "PUT", path, "application/x-tar", -1, &pcbs, up);
+	up->put =
+		docker_call_stream(up->docker, "PUT", path, "application/x-tar", (int64_t)tar_len, &pcbs, up);
 	if (!up->put) {
 		up_fail(up, 503, "docker_unavailable", "cannot reach Docker");
 		return -1;
 	}
 	docker_call_write(up->put, up->out);
-	up->have_file = true;
-	up->part = PART_FILE;
 	return 0;
 }
 
-static int up_part_data(const char *data, size_t len, void *arg)
+/* Body bytes are moved, not copied: chains go from the client's input to
+ * Docker's output as they are (evbuffer_remove_buffer). */
+static int up_part_move(struct evbuffer *in, size_t len, void *arg)
 {
 	struct upload *up = arg;
 	switch (up->part) {
@@ -484,7 +518,7 @@ static int up_part_data(const char *data, size_t len, void *arg)
 			up_fail(up, 400, "invalid_path", "path is longer than 4096 bytes");
 			return -1;
 		}
-		memcpy(up->field + up->field_len, data, len);
+		CHECK(evbuffer_remove(in, up->field + up->field_len, len) == (int)len);
 		up->field_len += len;
 		return 0;
 	case PART_FILE:
@@ -493,17 +527,20 @@ static int up_part_data(const char *data, size_t len, void *arg)
 				"the file is larger than the limit of %" PRIu64 " bytes", up->limit);
 			return -1;
 		}
+		if (up->spool)
+			return up_spool_write(up, in, len);
 		if (up->written + len > up->size) {
 			up_fail(up, 400, "invalid_multipart",
 				"the file part is longer than the body's length allows");
 			return -1;
 		}
 		up->written += len;
-		evbuffer_add(up->out, data, len);
+		CHECK(evbuffer_remove_buffer(in, up->out, len) == (int)len);
 		docker_call_write(up->put, up->out);
 		return docker_call_pending(up->put) > FILES_HIGH_WATERMARK ? 1 : 0;
 	case PART_OTHER:
 	default:
+		evbuffer_drain(in, len);
 		return 0;
 	}
 }
@@ -519,6 +556,10 @@ static int up_part_end(void *arg)
 		}
 	} else if (up->part == PART_FILE) {
 		up->file_ended = true;
+		if (up->spool) {
+			up->part = PART_OTHER;
+			return 0; /* sent once the whole body is in (up_spool_send) */
+		}
 		up->pad_left = up->size - up->written;
 		if (up->pad_left && !up->running) {
 			up_fail(up, 400, "invalid_multipart",
@@ -548,6 +589,68 @@ static void up_pump(struct upload *up)
 		docker_call_write(up->put, up->out);
 		docker_call_finish(up->put);
 	}
+}
+
+/* ---- chunked bodies: spooled on the host first ---- */
+
+/* An unlinked file in UPLOAD_SPOOL_DIR: gone with its descriptor, whatever happens. */
+static int up_spool_open(struct upload *up)
+{
+	char path[FILES_PATH_MAX + 64];
+	snprintf(path, sizeof(path), "%s/sandbar-upload-XXXXXX", up->api->cfg->upload_spool_dir);
+	up->spool_fd = mkostemp(path, O_CLOEXEC);
+	if (up->spool_fd < 0) {
+		log_warn("upload: cannot spool in %s: %s", up->api->cfg->upload_spool_dir, strerror(errno));
+		up_fail(up, 503, "spool_unavailable", "cannot hold the upload: %s", strerror(errno));
+		return -1;
+	}
+	unlink(path);
+	return 0;
+}
+
+/* A write of a regular file: it blocks the loop only as long as the page
+ * cache takes to accept one body piece (at most HTTP_FEED_MAX bytes). */
+static int up_spool_write(struct upload *up, struct evbuffer *in, size_t len)
+{
+	if (up->written + len > up->limit) {
+		up_fail(up, 413, "too_large", "the file is larger than the limit of %" PRIu64 " bytes",
+			up->limit);
+		return -1;
+	}
+	size_t left = len;
+	while (left > 0) {
+		int n = evbuffer_write_atmost(in, up->spool_fd, (ev_ssize_t)left);
+		if (n <= 0) {
+			log_warn("upload: spool write failed: %s", n < 0 ? strerror(errno) : "no progress");
+			up_fail(up, 507, "spool_full", "cannot hold the upload on the server");
+			return -1;
+		}
+		left -= (size_t)n;
+	}
+	up->written += len;
+	return 0;
+}
+
+/* The body is in, the size exact: the archive is sent from the spool with
+ * sendfile (the socket takes what it can, so each step reads a little). */
+static void up_spool_send(struct upload *up)
+{
+	up->size = up->written;
+	if (up_put_start(up) < 0)
+		return;
+	int fd = up->spool_fd;
+	up->spool_fd = -1;
+	if (up->size > 0 && docker_call_write_file(up->put, fd, 0, up->size) < 0) {
+		up_fail(up, 500, "spool_failed", "cannot send the spooled upload");
+		return;
+	}
+	if (up->size == 0)
+		close(fd);
+	tar_write_padding(up->out, up->size);
+	tar_write_end(up->out);
+	docker_call_write(up->put, up->out);
+	docker_call_finish(up->put);
+	up->tail_written = true;
 }
 
 /* ---- the Docker side: tar out ---- */

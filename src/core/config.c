@@ -99,6 +99,9 @@ static const struct cfg_setting settings[] = {
 	  "largest JSON request body (uploads have their own limit)" },
 	{ "UPLOAD_LIMIT", CFG_SIZE, "100m", 0, AT(upload_limit),
 	  "largest file a files/upload or archive upload may write (over it: 413)" },
+	{ "UPLOAD_SPOOL_DIR", CFG_STRING, "/tmp", 0, AT(upload_spool_dir),
+	  "where a chunked files/upload (no Content-Length) is held until its size is known "
+	  "(unlinked at once, so nothing stays)" },
 	{ "SANDBAR_HEADER_TIMEOUT", CFG_DURATION, "10s", 100, AT(http_header_timeout_ms),
 	  "time a client has to send a complete request head" },
 	{ "SANDBAR_IDLE_CONN_TIMEOUT", CFG_DURATION, "75s", 100, AT(http_idle_timeout_ms),

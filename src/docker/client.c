@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 #include <json-c/json.h>
@@ -19,8 +20,9 @@
 #include "core/log.h"
 
 #define DEFAULT_MAX_BODY    (8u << 20)
-#define DRAIN_LOW_WATERMARK (64u << 10)
-#define PARSE_SLICE	    (16u << 10) /* parse at most this much before yielding to the user */
+#define DRAIN_LOW_WATERMARK (256u << 10)
+#define IO_MAX		    (256u << 10) /* one read or write syscall (libevent: 16 KiB) */
+#define PARSE_SLICE	    (256u << 10) /* parse at most this much before yielding to the user */
 
 enum call_kind { CALL_JSON, CALL_STREAM, CALL_UPGRADE, CALL_OP };
 
@@ -234,6 +236,8 @@ static void call_start(struct docker_call *c, const char *method, const char *pa
 	}
 	bufferevent_setcb(c->bev, call_readcb, call_writecb, call_eventcb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, DRAIN_LOW_WATERMARK, 0);
+	bufferevent_set_max_single_read(c->bev, IO_MAX);
+	bufferevent_set_max_single_write(c->bev, IO_MAX);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out, "%s /v%s%s HTTP/1.1\r\nHost: docker\r\nUser-Agent: sandbar\r\n", method,
 			    DOCKER_API_VERSION, path);
@@ -576,6 +580,25 @@ void docker_call_write(struct docker_call *c, struct evbuffer *data)
 	} else {
 		evbuffer_add_buffer(out, data);
 	}
+}
+
+int docker_call_write_file(struct docker_call *c, int fd, int64_t offset, uint64_t len)
+{
+	if (!c->bev || c->req_finished || c->state == CALL_DONE || c->content_length < 0) {
+		close(fd);
+		return -1;
+	}
+	/* added straight to the socket's output, the only buffer that sends file
+	 * segments with sendfile; anywhere else libevent would read them in */
+	struct evbuffer_file_segment *seg =
+		evbuffer_file_segment_new(fd, offset, (ev_off_t)len, EVBUF_FS_CLOSE_ON_FREE);
+	if (!seg) {
+		close(fd);
+		return -1;
+	}
+	int rc = evbuffer_add_file_segment(bufferevent_get_output(c->bev), seg, 0, -1);
+	evbuffer_file_segment_free(seg); /* the buffer holds its own reference */
+	return rc;
 }
 
 size_t docker_call_pending(const struct docker_call *c)

@@ -13,6 +13,8 @@
 #define WINDOW	     (64u << 10) /* bytes looked at per step */
 #define VALUE_MAX    4096	 /* a Content-Disposition parameter */
 #define PREAMBLE_MAX (64u << 10)
+#define BODY_WINDOW  (1u << 20) /* body bytes scanned per step */
+#define SCAN_VECS    16
 
 enum mp_state {
 	MP_START,	/* before the first delimiter (preamble) */
@@ -49,6 +51,8 @@ static int parse_disposition(struct multipart *mp, const char *s, size_t len);
 static size_t parse_value(const char *s, size_t len, char *out, size_t *outlen);
 static int pct_decode(const char *s, size_t len, char *out, size_t *outlen);
 static const char *find(const char *hay, size_t n, const char *needle, size_t m);
+static size_t body_scan(struct multipart *mp, struct evbuffer *in, size_t win, bool *found);
+static int body_give(struct multipart *mp, struct evbuffer *in, size_t give);
 
 static const char *state_names[MP_STATE_MAX] = {
 	"start", "after_delim", "headers", "body", "done", "failed"
@@ -174,6 +178,29 @@ enum multipart_status multipart_feed(struct multipart *mp, struct evbuffer *in)
 		if (avail == 0)
 			return MULTIPART_MORE;
 		size_t win = avail < WINDOW + mp->dlen ? avail : WINDOW + mp->dlen;
+		if (mp->state == MP_BODY) {
+			/* bodies are scanned where they lie: no pullup, no copy */
+			bool found = false;
+			size_t give = body_scan(mp, in, avail < BODY_WINDOW ? avail : BODY_WINDOW, &found);
+			int rc = give > 0 ? body_give(mp, in, give) : 0;
+			if (rc < 0)
+				return mp_fail(mp, "part data refused");
+			if (found && rc == 0) {
+				consume(mp, in, mp->dlen);
+				mp->in_part = false;
+				mp_set_state(mp, MP_AFTER_DELIM);
+				if (mp->cbs.part_end && mp->cbs.part_end(mp->arg) < 0)
+					return mp_fail(mp, "part refused");
+				continue;
+			}
+			if (rc == 1)
+				return MULTIPART_PAUSED;
+			if (!found && give == 0)
+				return MULTIPART_MORE;
+			continue;
+		}
+		if (mp->state == MP_HEADERS && win > MULTIPART_HEADERS_MAX + 2)
+			win = MULTIPART_HEADERS_MAX + 2; /* a header line is never longer */
 		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)win);
 		switch (mp->state) {
 		case MP_START: {
@@ -259,45 +286,85 @@ enum multipart_status multipart_feed(struct multipart *mp, struct evbuffer *in)
 			consume(mp, in, llen + 2);
 			break;
 		}
-		case MP_BODY: {
-			const char *m = find(p, win, mp->delim, mp->dlen);
-			size_t give;
-			if (m) {
-				give = (size_t)(m - p);
-			} else {
-				/* keep a tail that could be the start of a delimiter */
-				give = win >= mp->dlen ? win - mp->dlen + 1 : 0;
-				const char *cr = memchr(p + give, '\r', win - give);
-				while (cr && memcmp(cr, mp->delim, win - (size_t)(cr - p)) != 0)
-					cr = memchr(cr + 1, '\r', win - (size_t)(cr + 1 - p));
-				give = cr ? (size_t)(cr - p) : win;
-			}
-			int rc = 0;
-			if (give > 0 && mp->cbs.part_data)
-				rc = mp->cbs.part_data(p, give, mp->arg);
-			if (rc < 0)
-				return mp_fail(mp, "part data refused");
-			consume(mp, in, give);
-			if (m && give == (size_t)(m - p) && rc == 0) {
-				consume(mp, in, mp->dlen);
-				mp->in_part = false;
-				mp_set_state(mp, MP_AFTER_DELIM);
-				if (mp->cbs.part_end && mp->cbs.part_end(mp->arg) < 0)
-					return mp_fail(mp, "part refused");
-				break;
-			}
-			if (rc == 1)
-				return MULTIPART_PAUSED;
-			if (!m && give == 0)
-				return MULTIPART_MORE;
-			break;
-		}
+		case MP_BODY:
 		case MP_DONE:
 		case MP_FAILED:
 		case MP_STATE_MAX:
 			break;
 		}
 	}
+}
+
+/* Where the delimiter starts within the first win bytes (found), else how
+ * many bytes cannot be the start of one (all but a tail that matches a
+ * prefix of it). Each chain is searched in place; a delimiter split across
+ * two chains is caught by searching a small copy of the seam. */
+static size_t body_scan(struct multipart *mp, struct evbuffer *in, size_t win, bool *found)
+{
+	struct evbuffer_iovec v[SCAN_VECS];
+	char seam[2 * sizeof(mp->delim)];
+	size_t dl = mp->dlen;
+	int n = evbuffer_peek(in, (ssize_t)win, NULL, v, SCAN_VECS);
+	size_t pos = 0;
+	*found = false;
+	for (int i = 0; i < n && pos < win; i++) {
+		size_t len = v[i].iov_len < win - pos ? v[i].iov_len : win - pos;
+		const char *base = v[i].iov_base;
+		const char *m = find(base, len, mp->delim, dl);
+		if (m) {
+			*found = true;
+			return pos + (size_t)(m - base);
+		}
+		if (pos + len < win) {
+			size_t a = len < dl - 1 ? len : dl - 1;
+			struct evbuffer_ptr at;
+			CHECK(evbuffer_ptr_set(in, &at, pos + len - a, EVBUFFER_PTR_SET) == 0);
+			size_t b = win - (pos + len) < dl - 1 ? win - (pos + len) : dl - 1;
+			ev_ssize_t got = evbuffer_copyout_from(in, &at, seam, a + b);
+			m = got > 0 ? find(seam, (size_t)got, mp->delim, dl) : NULL;
+			if (m) {
+				*found = true;
+				return pos + len - a + (size_t)(m - seam);
+			}
+		}
+		pos += len;
+	}
+	/* keep the longest tail that could begin a delimiter split across reads */
+	size_t k = pos < dl - 1 ? pos : dl - 1;
+	struct evbuffer_ptr at;
+	CHECK(evbuffer_ptr_set(in, &at, pos - k, EVBUFFER_PTR_SET) == 0);
+	if (evbuffer_copyout_from(in, &at, seam, k) != (ev_ssize_t)k)
+		return 0;
+	for (size_t j = 0; j < k; j++)
+		if (seam[j] == '\r' && memcmp(seam + j, mp->delim, k - j) == 0)
+			return pos - k + j;
+	return pos;
+}
+
+/* Hands give body bytes on: moved as buffers, or chain by chain as pointers. */
+static int body_give(struct multipart *mp, struct evbuffer *in, size_t give)
+{
+	if (mp->cbs.part_move) {
+		size_t before = evbuffer_get_length(in);
+		int rc = mp->cbs.part_move(in, give, mp->arg);
+		if (rc >= 0)
+			CHECK(before - evbuffer_get_length(in) == give);
+		mp->consumed += give;
+		return rc;
+	}
+	while (give > 0) {
+		struct evbuffer_iovec v;
+		CHECK(evbuffer_peek(in, -1, NULL, &v, 1) == 1);
+		size_t len = v.iov_len < give ? v.iov_len : give;
+		int rc = mp->cbs.part_data ? mp->cbs.part_data(v.iov_base, len, mp->arg) : 0;
+		if (rc < 0)
+			return rc;
+		consume(mp, in, len);
+		give -= len;
+		if (rc == 1)
+			return 1;
+	}
+	return 0;
 }
 
 enum multipart_status multipart_finish(struct multipart *mp)

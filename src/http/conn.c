@@ -99,6 +99,9 @@ struct http_conn *conn_new(struct http_server *srv, int fd, bool over_cap)
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, HTTP_INPUT_HIGHWAT);
 	bufferevent_setwatermark(c->bev, EV_WRITE, HTTP_WRITE_LOWAT, 0);
+	/* bulk bodies move in few large syscalls, not 16 KiB ones */
+	bufferevent_set_max_single_read(c->bev, HTTP_IO_MAX);
+	bufferevent_set_max_single_write(c->bev, HTTP_IO_MAX);
 	struct timeval tv = { srv->lim.idle_timeout_ms / 1000, (srv->lim.idle_timeout_ms % 1000) * 1000 };
 	bufferevent_set_timeouts(c->bev, NULL, &tv);
 	TAILQ_INSERT_TAIL(&srv->conns, c, link);
@@ -300,6 +303,15 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *c = p->data;
+	if (c->feed_base && c->req.body_mode == BODY_STREAM) {
+		/* noted here, moved by feed_input when the parser has returned */
+		c->req.body_received += len;
+		c->feed_segs[c->nfeed_segs].off = (size_t)(at - c->feed_base);
+		c->feed_segs[c->nfeed_segs].len = len;
+		if (++c->nfeed_segs == HTTP_FEED_SEGS)
+			http_parser_pause(p, 1);
+		return 0;
+	}
 	body_on_data(&c->req, at, len);
 	return 0;
 }
@@ -321,9 +333,19 @@ static ssize_t feed_input(struct http_conn *c, size_t max)
 	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
 		return 0;
 	size_t len = v.iov_len < max ? v.iov_len : max;
+	c->feed_base = v.iov_base;
+	c->nfeed_segs = 0;
 	size_t n = http_parser_execute(&c->parser, &parser_settings, v.iov_base, len);
 	enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-	evbuffer_drain(in, n);
+	c->feed_base = NULL;
+	size_t pos = 0;
+	for (int i = 0; i < c->nfeed_segs; i++) {
+		CHECK(c->feed_segs[i].off >= pos && c->feed_segs[i].off + c->feed_segs[i].len <= n);
+		evbuffer_drain(in, c->feed_segs[i].off - pos);
+		evbuffer_remove_buffer(in, c->body_buf, c->feed_segs[i].len);
+		pos = c->feed_segs[i].off + c->feed_segs[i].len;
+	}
+	evbuffer_drain(in, n - pos);
 	if (err == HPE_PAUSED)
 		http_parser_pause(&c->parser, 0);
 	else if (err != HPE_OK)

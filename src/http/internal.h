@@ -19,11 +19,13 @@
 #define HTTP_MAX_HEADERS     100
 #define HTTP_ARENA_FIRST     2048
 #define HTTP_ARENA_BLOCK     4096
-#define HTTP_INPUT_HIGHWAT   (64 * 1024)  /* held unparsed input before reading stops */
-#define HTTP_FEED_MAX	     (16 * 1024)  /* body bytes parsed per step */
-#define HTTP_STREAM_BACKLOG  (64 * 1024)  /* undrained streamed body before parsing stops */
+#define HTTP_INPUT_HIGHWAT   (512 * 1024) /* held unparsed input before reading stops */
+#define HTTP_FEED_MAX	     (256 * 1024) /* body bytes parsed per step */
+#define HTTP_STREAM_BACKLOG  (256 * 1024) /* undrained streamed body before parsing stops */
 #define HTTP_DISCARD_MAX     (256 * 1024) /* unread body we discard to keep the connection */
 #define HTTP_WRITE_LOWAT     (16 * 1024)
+#define HTTP_FEED_SEGS	     8		  /* body pieces moved per parse step */
+#define HTTP_IO_MAX	     (256 * 1024) /* one read or write syscall (libevent: 16 KiB) */
 #define HTTP_REQUEST_ID_MAX  64
 #define HTTP_STATUS_CANCELED 499
 
@@ -136,6 +138,13 @@ struct http_conn {
 
 	struct evbuffer *body_buf;
 	uint64_t discarded;
+	/* streamed body bytes seen by the parser in the slice being fed, moved
+	 * (not copied) from the input into body_buf once the parser returns */
+	const char *feed_base;
+	struct {
+		size_t off, len;
+	} feed_segs[HTTP_FEED_SEGS];
+	int nfeed_segs;
 	http_upgraded_fn upgraded; /* set by http_request_upgrade */
 	void *upgraded_arg;
 	struct http_request req;

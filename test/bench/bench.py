@@ -6,7 +6,8 @@ size and memory, and memory with 1,000 rows.
 Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
 Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20), EXEC_ROUNDS (200),
 EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), FILE_MB (1024: file transfer through the API vs `docker cp`, with
-sandbard's peak RSS growth), BENCH_ONLY (exec:
+sandbard's peak RSS growth), FILE_RUNS (3: the best of as many interleaved
+transfers each way), BENCH_ONLY (exec:
 only the exec rows), BENCH_KEEP_SERVER (seconds to keep the server up after
 the exec rows, for `perf record -p`).
 The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
@@ -16,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -45,6 +47,7 @@ EXEC_CONCURRENCY = int(os.environ.get("EXEC_CONCURRENCY", "200"))
 FILE_MB = int(os.environ.get("FILE_MB", "1024"))
 BENCH_ONLY = os.environ.get("BENCH_ONLY", "")
 BENCH_KEEP_SERVER = float(os.environ.get("BENCH_KEEP_SERVER", "0"))
+FILE_RUNS = int(os.environ.get("FILE_RUNS", "3"))
 IMAGE = "sandbar/base:latest"
 SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
 
@@ -382,8 +385,19 @@ class RssPeak:
         return (self.peak - self.base) / 1024
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def file_transfers(srv, c, table):
-    """1 GiB up and down through the API and through `docker cp`, same sandbox, same file."""
+    """FILE_MB up and down through the API and through `docker cp`, same
+    sandbox, same local file, each side one whole command: `curl -F` / `curl -o`
+    against `docker cp` (the CLI tars the file and sends it through the same
+    Engine archive API that sandbard calls; on the way back it untars into a
+    local file, as curl writes one). Best of FILE_RUNS, interleaved."""
     size = FILE_MB << 20
     r = c.post("/api/sandboxes", json={"template": "bare", "name": "bench-files"})
     if r.status != 201:
@@ -391,75 +405,85 @@ def file_transfers(srv, c, table):
     sid, cid = r.json["id"], r.json["container_id"]
     tmpdir = tempfile.mkdtemp(prefix="sandbar-bench-")
     src = os.path.join(tmpdir, "payload.bin")
+    out = os.path.join(tmpdir, "back.bin")
     try:
         block = os.urandom(1 << 20)
         with open(src, "wb") as f:
             for _ in range(FILE_MB):
                 f.write(block)
-        boundary = "benchBoundary0123456789"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n/tmp\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"api.bin\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
+        base_url = f"http://{srv.host}:{srv.port}/api/sandboxes/{sid}/files"
+
+        def timed(argv):
+            t0 = time.perf_counter()
+            cpu0 = cpu_seconds(srv.pid)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            r = subprocess.run(argv, capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+            dt = time.perf_counter() - t0
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            log(f"{' '.join(argv[:2])}: {dt:.2f}s, client CPU {ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime:.2f}s, sandbard CPU {cpu_seconds(srv.pid) - cpu0:.2f}s")
+            if r.returncode != 0:
+                raise RuntimeError(f"{argv[0]} exit {r.returncode}: {r.stderr[-200:]!r}")
+            return dt, cpu_seconds(srv.pid) - cpu0, r.stdout
 
         def api_upload():
-            conn = http.client.HTTPConnection(srv.host, srv.port, timeout=600)
-            conn.putrequest("POST", f"/api/sandboxes/{sid}/files/upload")
-            conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-            conn.putheader("Content-Length", str(len(head) + size + len(tail)))
-            conn.endheaders()
-            t0 = time.perf_counter()
-            conn.send(head)
-            with open(src, "rb") as f:
-                while True:
-                    b = f.read(1 << 20)
-                    if not b:
-                        break
-                    conn.send(b)
-            conn.send(tail)
-            resp = conn.getresponse()
-            body = resp.read()
-            dt = time.perf_counter() - t0
-            conn.close()
-            if resp.status != 200:
-                raise RuntimeError(f"upload -> {resp.status} {body[:200]!r}")
-            return dt
+            dt, cpu, body = timed(["curl", "-sS", "-f", "-F", "path=/tmp", "-F", f"file=@{src};filename=api.bin",
+                                   f"{base_url}/upload"])
+            if b'"ok"' not in body:
+                raise RuntimeError(f"upload answered {body[:200]!r}")
+            return dt, cpu
+
+        def api_upload_chunked():
+            dt, cpu, body = timed(["curl", "-sS", "-f", "-H", "Transfer-Encoding: chunked", "-F", "path=/tmp",
+                                   "-F", f"file=@{src};filename=api.bin", f"{base_url}/upload"])
+            if b'"ok"' not in body:
+                raise RuntimeError(f"chunked upload answered {body[:200]!r}")
+            return dt, cpu
 
         def api_download():
-            conn = http.client.HTTPConnection(srv.host, srv.port, timeout=600)
-            t0 = time.perf_counter()
-            conn.request("GET", f"/api/sandboxes/{sid}/files/download?path=/tmp/api.bin")
-            resp = conn.getresponse()
-            n = 0
-            while True:
-                b = resp.read(1 << 20)
-                if not b:
-                    break
-                n += len(b)
-            dt = time.perf_counter() - t0
-            conn.close()
-            if resp.status != 200 or n != size:
-                raise RuntimeError(f"download -> {resp.status}, {n} bytes")
-            return dt
+            dt, cpu, _ = timed(["curl", "-sS", "-f", "-o", out, f"{base_url}/download?path=/tmp/api.bin"])
+            n = os.path.getsize(out)
+            os.unlink(out)
+            if n != size:
+                raise RuntimeError(f"download got {n} bytes")
+            return dt, cpu
 
-        def cp(*args):
-            t0 = time.perf_counter()
-            subprocess.run(["docker", "cp", *args], check=True, capture_output=True, timeout=600)
-            return time.perf_counter() - t0
+        def cp_up():
+            return timed(["docker", "cp", src, f"{cid}:/tmp/cp.bin"])[:2]
 
+        def cp_down():
+            dt = timed(["docker", "cp", f"{cid}:/tmp/cp.bin", out])[0]
+            os.unlink(out)
+            return dt, 0.0
+
+        best = {}
+        peaks = {"up": 0.0, "down": 0.0, "up_chunked": 0.0}
+        for _ in range(FILE_RUNS):
+            for key, fn, watch in (("up", api_upload, True), ("cp_up", cp_up, False),
+                                   ("up_chunked", api_upload_chunked, True),
+                                   ("down", api_download, True), ("cp_down", cp_down, False)):
+                if watch:
+                    with RssPeak(srv) as rss:
+                        res = attempt(fn)
+                    peaks[key] = max(peaks[key], rss.growth_mb)
+                else:
+                    res = attempt(fn)
+                if isinstance(res, Exception):
+                    best.setdefault(key, res)
+                elif not isinstance(best.get(key), tuple) or res[0] < best[key][0]:
+                    best[key] = res
         mb = FILE_MB
-        with RssPeak(srv) as up_rss:
-            up = attempt(api_upload)
-        up_base = attempt(lambda: cp(src, f"{cid}:/tmp/cp.bin"))
-        with RssPeak(srv) as down_rss:
-            down = attempt(api_download)
-        out = os.path.join(tmpdir, "back.bin")
-        down_base = attempt(lambda: cp(f"{cid}:/tmp/cp.bin", out))
-        rate = lambda dt: mb / dt if isinstance(dt, float) else dt  # noqa: E731
-        table.add(f"upload {mb} MiB MB/s (multipart; docker cp)", rate(up), rate(up_base), fmt="{:.0f}")
-        table.add(f"download {mb} MiB MB/s (docker cp)", rate(down), rate(down_base), fmt="{:.0f}")
-        table.add("peak RSS growth during upload MiB", up_rss.growth_mb, fmt="{:.1f}")
-        table.add("peak RSS growth during download MiB", down_rss.growth_mb, fmt="{:.1f}")
+        rate = lambda v: mb / v[0] if isinstance(v, tuple) else v  # noqa: E731
+        cpu = lambda v: v[1] if isinstance(v, tuple) else v  # noqa: E731
+        table.add(f"upload {mb} MiB MB/s (curl -F; docker cp)", rate(best["up"]), rate(best["cp_up"]), fmt="{:.0f}")
+        table.add(f"upload {mb} MiB chunked MB/s (spooled; docker cp)", rate(best["up_chunked"]),
+                  rate(best["cp_up"]), fmt="{:.0f}")
+        table.add(f"download {mb} MiB MB/s (curl -o; docker cp)", rate(best["down"]), rate(best["cp_down"]),
+                  fmt="{:.0f}")
+        table.add("sandbard CPU s during upload", cpu(best["up"]), fmt="{:.2f}")
+        table.add("sandbard CPU s during download", cpu(best["down"]), fmt="{:.2f}")
+        table.add("peak RSS growth during upload MiB", peaks["up"], fmt="{:.1f}")
+        table.add("peak RSS growth during download MiB", peaks["down"], fmt="{:.1f}")
+        table.add("peak RSS growth during chunked upload MiB", peaks["up_chunked"], fmt="{:.1f}")
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         attempt(lambda: c.delete(f"/api/sandboxes/{sid}"))

@@ -1,5 +1,7 @@
 /* Random bytes through the streaming multipart parser, fed whole and in
- * splits taken from the input, with pauses: both feeds must agree. */
+ * splits taken from the input, with pauses, and through the buffer-moving
+ * callback: all feeds must agree. */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,16 +36,39 @@ static int on_data(const char *d, size_t n, void *arg)
 	return ++s->calls % 3 == 0 ? 1 : 0;
 }
 
+/* The same through the buffer-moving callback, the one uploads use. */
+static int on_move(struct evbuffer *in, size_t n, void *arg)
+{
+	char buf[512];
+	int rc = 0;
+	while (n > 0) {
+		size_t k = n < sizeof(buf) ? n : sizeof(buf);
+		CHECK(evbuffer_remove(in, buf, k) == (int)k);
+		struct sum *s = arg;
+		int calls = s->calls;
+		rc = on_data(buf, k, arg);
+		s->calls = calls;
+		n -= k;
+	}
+	struct sum *s = arg;
+	return ++s->calls % 3 == 0 ? 1 : rc;
+}
+
 static int on_end(void *arg)
 {
 	((struct sum *)arg)->ends++;
 	return 0;
 }
 
-static enum multipart_status run(const uint8_t *data, size_t size, size_t seed, struct sum *s)
+static enum multipart_status run(const uint8_t *data, size_t size, size_t seed, bool move, struct sum *s)
 {
-	static const struct multipart_cbs cbs = { on_begin, on_data, on_end };
-	struct multipart *mp = multipart_new("bnd", &cbs, s);
+	static const struct multipart_cbs cbs = { .part_begin = on_begin,
+						  .part_data = on_data,
+						  .part_end = on_end };
+	static const struct multipart_cbs mcbs = { .part_begin = on_begin,
+						   .part_move = on_move,
+						   .part_end = on_end };
+	struct multipart *mp = multipart_new("bnd", move ? &mcbs : &cbs, s);
 	struct evbuffer *in = evbuffer_new();
 	enum multipart_status st = MULTIPART_MORE;
 	size_t off = 0, k = 0;
@@ -68,12 +93,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size == 0)
 		return 0;
-	struct sum whole = { 0 }, split = { 0 };
-	enum multipart_status a = run(data, size, 0, &whole);
-	enum multipart_status b = run(data, size, data[0] | 1, &split);
-	CHECK(a == b);
-	if (a == MULTIPART_DONE)
+	struct sum whole = { 0 }, split = { 0 }, moved = { 0 };
+	enum multipart_status a = run(data, size, 0, false, &whole);
+	enum multipart_status b = run(data, size, data[0] | 1, false, &split);
+	enum multipart_status c = run(data, size, data[0] | 1, true, &moved);
+	CHECK(a == b && a == c);
+	if (a == MULTIPART_DONE) {
 		CHECK(whole.parts == split.parts && whole.bytes == split.bytes && whole.ends == split.ends &&
 		      whole.hash == split.hash);
+		CHECK(whole.parts == moved.parts && whole.bytes == moved.bytes && whole.ends == moved.ends &&
+		      whole.hash == moved.hash);
+	}
 	return 0;
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -16,6 +17,8 @@ struct rec {
 	int pause_every;
 	int calls;
 	uint64_t file_offset;
+	bool move; /* through part_move instead of part_data */
+	bool refs; /* each piece its own chain (seams between chains) */
 };
 
 static void logf_(struct rec *r, const char *s, size_t n)
@@ -57,19 +60,33 @@ static int on_end(void *arg)
 	return 0;
 }
 
-static const struct multipart_cbs cbs = { on_begin, on_data, on_end };
+static int on_move(struct evbuffer *in, size_t n, void *arg)
+{
+	struct rec *r = arg;
+	assert_true(r->len + n < sizeof(r->log));
+	assert_int_equal(evbuffer_remove(in, r->log + r->len, n), (int)n);
+	r->len += n;
+	r->log[r->len] = '\0';
+	return r->pause_every && ++r->calls % r->pause_every == 0 ? 1 : 0;
+}
+
+static const struct multipart_cbs cbs = { .part_begin = on_begin, .part_data = on_data, .part_end = on_end };
+static const struct multipart_cbs mcbs = { .part_begin = on_begin, .part_move = on_move, .part_end = on_end };
 
 /* Feeds body in pieces of step bytes (0: whole); returns the final status. */
 static enum multipart_status run(const char *boundary, const char *body, size_t len, size_t step,
 				 struct rec *r)
 {
-	struct multipart *mp = multipart_new(boundary, &cbs, r);
+	struct multipart *mp = multipart_new(boundary, r->move ? &mcbs : &cbs, r);
 	struct evbuffer *in = evbuffer_new();
 	enum multipart_status st = MULTIPART_MORE;
 	size_t off = 0;
 	while (off < len && st != MULTIPART_ERROR) {
 		size_t n = step && step < len - off ? step : len - off;
-		evbuffer_add(in, body + off, n);
+		if (r->refs)
+			evbuffer_add_reference(in, body + off, n, NULL, NULL);
+		else
+			evbuffer_add(in, body + off, n);
 		off += n;
 		do
 			st = multipart_feed(mp, in);
@@ -120,9 +137,11 @@ static void test_every_split(void **state)
 				     "line1\r\n--Xy\r\n-XyZ\r\n<end>");
 	assert_int_equal(ref.file_offset, strstr(good, "line1") - good);
 	for (size_t step = 1; step < sizeof(good); step++) {
-		struct rec r = { .pause_every = (int)(step % 3) };
-		assert_int_equal(run("XyZ", good, sizeof(good) - 1, step, &r), MULTIPART_DONE);
-		assert_string_equal(r.log, ref.log);
+		for (int mode = 0; mode < 4; mode++) {
+			struct rec r = { .pause_every = (int)(step % 3), .move = mode & 1, .refs = mode & 2 };
+			assert_int_equal(run("XyZ", good, sizeof(good) - 1, step, &r), MULTIPART_DONE);
+			assert_string_equal(r.log, ref.log);
+		}
 	}
 }
 
