@@ -100,7 +100,8 @@ static void op_free(struct agentfs_op *op)
 	free(op->user);
 	free(op->old_text);
 	free(op->new_text);
-	evbuffer_free(op->buf);
+	if (op->buf)
+		evbuffer_free(op->buf);
 	json_object_put(op->list);
 	free(op);
 }
