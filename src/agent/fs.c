@@ -294,7 +294,8 @@ static int list_dir(struct conn *c, const struct agent_req *r, char *path, uint6
 		CHECK(names[n] != NULL);
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_names);
 	size_t base = strlen(path);
 	int rc = 0;
 	for (size_t i = 0; i < n; i++) {
