@@ -28,6 +28,12 @@ static void one_entry(void *arg, const struct agent_fs_entry *e);
 static void one_done(void *arg, const struct agent_fs_done *d);
 static void one_error(void *arg, int code, const char *message);
 static void send_request(struct agentfs_op *op);
+static int64_t mono_ms(void);
+static struct afs_sbx **cache_slot(struct agentfs *fs, const char *id);
+static void cache_put(struct agentfs *fs, const char *id, const char *container, const char *user);
+static void cache_clear(struct agentfs *fs);
+static void touched(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void proceed(struct agentfs_op *op);
 
 static const char *const state_names[AFS_STATE_MAX] = { "lookup", "agent", "done" };
 
@@ -41,6 +47,9 @@ static const char sql_lookup[] =
 	"  coalesce(s.devcontainer_config->>'remoteUser', s.devcontainer_config->>'containerUser'), "
 	"  (SELECT count(*) FROM t) "
 	"FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
+static const char sql_touch[] = "UPDATE sandboxes SET last_activity = now(), "
+				"expires_at = now() + $3::bigint * interval '1 millisecond' "
+				"WHERE id = $1 AND cluster = $2 AND status = 'running'";
 
 struct agentfs *agentfs_new(struct event_base *base, struct pg_pool *pg, struct channels *chs,
 			    const struct agentfs_config *cfg)
@@ -58,7 +67,70 @@ struct agentfs *agentfs_new(struct event_base *base, struct pg_pool *pg, struct 
 
 void agentfs_free(struct agentfs *fs)
 {
+	if (!fs)
+		return;
+	cache_clear(fs);
 	free(fs);
+}
+
+/* ---- the lookup cache: a file op right after another skips PostgreSQL ---- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct afs_sbx **cache_slot(struct agentfs *fs, const char *id)
+{
+	unsigned h = 2166136261u;
+	for (const char *p = id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	struct afs_sbx **pp = &fs->cache[h % AFS_CACHE_BUCKETS];
+	while (*pp && strcmp((*pp)->id, id) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void cache_put(struct agentfs *fs, const char *id, const char *container, const char *user)
+{
+	if (fs->cached >= AFS_CACHE_MAX)
+		cache_clear(fs);
+	struct afs_sbx **pp = cache_slot(fs, id);
+	struct afs_sbx *e = *pp;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		CHECK(e != NULL);
+		snprintf(e->id, sizeof(e->id), "%s", id);
+		*pp = e;
+		fs->cached++;
+	}
+	snprintf(e->container, sizeof(e->container), "%s", container);
+	free(e->user);
+	e->user = user ? strdup(user) : NULL;
+	e->fetched_ms = e->touched_ms = mono_ms(); /* the lookup touched it */
+}
+
+static void cache_clear(struct agentfs *fs)
+{
+	for (size_t i = 0; i < AFS_CACHE_BUCKETS; i++) {
+		while (fs->cache[i]) {
+			struct afs_sbx *e = fs->cache[i];
+			fs->cache[i] = e->next;
+			free(e->user);
+			free(e);
+		}
+	}
+	fs->cached = 0;
+}
+
+static void touched(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	(void)res;
+	(void)arg;
+	if (err != PG_OK)
+		log_warn("file activity not recorded: %s", message);
 }
 
 /* ---- ops ---- */
@@ -237,7 +309,11 @@ void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
 		return;
 	case ESRCH:
 	case ECONNREFUSED:
-	case EPIPE:
+	case EPIPE: {
+		/* the next op asks PostgreSQL again */
+		struct afs_sbx **pp = cache_slot(op->fs, op->sandbox_id);
+		if (*pp)
+			(*pp)->fetched_ms = INT64_MIN / 2;
 		if (strstr(message, "container unavailable")) {
 			afs_fail(op, AGENTFS_ERR_CONFLICT, "sandbox_not_running",
 				 "the sandbox is not running");
@@ -245,6 +321,7 @@ void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
 		}
 		afs_fail(op, AGENTFS_ERR_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", message);
 		return;
+	}
 	default:
 		afs_fail(op, AGENTFS_ERR_INTERNAL, "fs_error", "%s: %s", p, message);
 		return;
@@ -303,6 +380,24 @@ void afs_start(struct agentfs_op *op)
 		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return;
 	}
+	struct afs_sbx *e = *cache_slot(op->fs, op->sandbox_id);
+	int64_t now = mono_ms();
+	if (e && now - e->fetched_ms < AFS_CACHE_TTL_MS) {
+		/* seen running a moment ago: straight to the agent (which answers
+		 * sandbox_not_running itself if it stopped since); activity aside */
+		if (now - e->touched_ms >= AFS_TOUCH_MS) {
+			e->touched_ms = now;
+			const char *params[] = { op->sandbox_id, op->fs->cluster, op->fs->idle_ms };
+			pg_query_send(op->fs->pg, sql_touch, 3, params, touched, NULL);
+		}
+		snprintf(op->container, sizeof(op->container), "%s", e->container);
+		if (e->user) {
+			op->user = strdup(e->user);
+			CHECK(op->user != NULL);
+		}
+		proceed(op);
+		return;
+	}
 	const char *params[] = { op->sandbox_id, op->fs->cluster, op->fs->idle_ms };
 	op->query = pg_query_send(op->fs->pg, sql_lookup, 3, params, looked_up, op);
 }
@@ -331,6 +426,13 @@ static void looked_up(enum pg_error err, PGresult *res, const char *message, voi
 		op->user = strdup(PQgetvalue(res, 0, 2));
 		CHECK(op->user != NULL);
 	}
+	cache_put(op->fs, op->sandbox_id, op->container, op->user);
+	proceed(op);
+}
+
+/* The sandbox is known: the agent request. */
+static void proceed(struct agentfs_op *op)
+{
 	op_set_state(op, AFS_AGENT);
 	op->ch = channels_get(op->fs->chs, op->sandbox_id, op->container);
 	switch (op->kind) {

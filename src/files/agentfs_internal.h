@@ -17,6 +17,20 @@
 
 struct json_object;
 
+#define AFS_CACHE_BUCKETS 256
+#define AFS_CACHE_MAX	  4096 /* entries; over it the cache starts afresh */
+#define AFS_CACHE_TTL_MS  1000 /* a looked-up sandbox is trusted this long */
+#define AFS_TOUCH_MS	  1000 /* activity written at most this often */
+
+/* A sandbox looked up lately: its container and default user. */
+struct afs_sbx {
+	struct afs_sbx *next;
+	char id[40];
+	char container[80];
+	char *user;
+	int64_t fetched_ms, touched_ms; /* monotonic */
+};
+
 struct agentfs {
 	struct event_base *base;
 	struct pg_pool *pg;
@@ -24,6 +38,8 @@ struct agentfs {
 	char cluster[128];
 	char idle_ms[24];
 	uint64_t upload_limit;
+	struct afs_sbx *cache[AFS_CACHE_BUCKETS];
+	size_t cached;
 };
 
 enum afs_kind {
