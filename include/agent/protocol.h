@@ -14,7 +14,8 @@
  * Integers are 8-byte big-endian fields; strings are raw bytes without NUL.
  * A tag may repeat (ARGV, ENV keep their order). Unknown tags are skipped, so
  * either side can add fields without breaking the other; a new message type
- * needs a version bump in HELLO/WELCOME.
+ * needs a version bump in HELLO/WELCOME or a FEATURES bit in WELCOME (an old
+ * agent closes the connection on a type it does not know).
  *
  * Conversation (C = sandbard, A = agent):
  *   C HELLO {VERSION}                 A WELCOME {VERSION, PID, STARTED_AT}
@@ -52,6 +53,42 @@
  *   A ERROR id {TAG, CODE, MESSAGE} answers a request it cannot act on
  *   (unknown command, bad fields); C PING {TAG} / A PONG {TAG}.
  *
+ * Files (id 0; every request carries a TAG, answers echo it; USER as in SPAWN
+ * is whom the agent acts for: setfsuid/setfsgid and the user's groups around
+ * each syscall, so the kernel checks that user's permissions and what is
+ * created belongs to them; no USER: root). CODE of an ERROR is an errno.
+ *   C FS {TAG, OP, PATH, USER, ...}     one operation (enum agent_fs_op):
+ *     STAT                            A FS_ENTRY {PATH, SIZE, MODE, MTIME, UID,
+ *                                       GID, LINK} then FS_DONE (ENOENT: ERROR)
+ *     LIST {DEPTH, LIMIT}             A FS_ENTRY {PATH, ...}* (pre-order, names
+ *                                       sorted, symlinks not followed into) then
+ *                                       FS_DONE {COUNT, TRUNCATED}
+ *     MKDIR {MODE, FLAGS(PARENTS)}    A FS_DONE {CREATED}
+ *     REMOVE {FLAGS(RECURSIVE)}       A FS_DONE (a recursive remove runs in a
+ *                                       child process as USER)
+ *     MOVE {PATH2, FLAGS(OVERWRITE, PARENTS)}   A FS_DONE
+ *     EDIT {DATA = old text, DATA2 = new text}  A FS_DONE {COUNT, SIZE}: the file
+ *       is rewritten (temporary + rename, mode kept) only when COUNT is 1
+ *   C FS_READ {TAG, PATH, USER, OFFSET, LENGTH, FLAGS(SUFFIX), WINDOW}
+ *                                     A FS_ENTRY {SIZE, MODE, MTIME, OFFSET,
+ *                                       LENGTH, DATA = the file's first <= 512
+ *                                       bytes}, FS_DATA {OFFSET, DATA}...,
+ *                                       FS_DONE {SIZE = bytes sent}
+ *   A regular file only. OFFSET/LENGTH select a range (LENGTH absent: to the
+ *   end; SUFFIX: the last LENGTH bytes), clamped to the size at open; an
+ *   empty or unsatisfiable range gets LENGTH 0 and FS_DONE at once. Flow
+ *   control as for output: at most WINDOW bytes past the last FS_ACK {TAG,
+ *   OFFSET} (absolute file offsets). C FS_CLOSE {TAG} drops a stream.
+ *   C FS_WRITE {TAG, PATH, USER, MODE, FLAGS(PARENTS)} then FS_DATA {TAG,
+ *   DATA}... then FS_COMMIT {TAG}     A FS_DONE {SIZE, CREATED}
+ *   The bytes go to a temporary in PATH's directory, renamed over PATH at
+ *   COMMIT (atomic for readers; no fsync: sandboxes are disposable); FS_CLOSE
+ *   (or a closed connection) removes it and leaves PATH untouched. An ERROR
+ *   may come at any time; later FS_DATA for the stream is ignored.
+ *   An agent that knows these says FEATURES & AGENT_FEATURE_FS in WELCOME;
+ *   one that predates them closes the connection on the unknown type, so
+ *   sandbard sends them only after such a WELCOME.
+ *
  * Offsets count every output byte of a command, stdout and stderr (or the PTY)
  * together, from 0. Times are Unix milliseconds. */
 #ifndef SANDBAR_AGENT_PROTOCOL_H
@@ -87,6 +124,15 @@ enum agent_msg_type {
 	AGENT_ERROR = 19,
 	AGENT_PING = 20,
 	AGENT_PONG = 21,
+	AGENT_FS = 22,
+	AGENT_FS_ENTRY = 23,
+	AGENT_FS_DONE = 24,
+	AGENT_FS_READ = 25,
+	AGENT_FS_DATA = 26,
+	AGENT_FS_ACK = 27,
+	AGENT_FS_WRITE = 28,
+	AGENT_FS_COMMIT = 29,
+	AGENT_FS_CLOSE = 30,
 	AGENT_MSG_TYPE_MAX
 };
 
@@ -122,7 +168,42 @@ enum agent_tag {
 	AGENT_T_SIGNO = 25,
 	AGENT_T_STATE = 26,    /* enum agent_cmd_state */
 	AGENT_T_LOSSLESS = 27, /* 1: hold the producer rather than lose a byte */
+	AGENT_T_FEATURES = 28, /* WELCOME: AGENT_FEATURE_* bits */
+	AGENT_T_OP = 29,       /* enum agent_fs_op */
+	AGENT_T_PATH = 30,     /* absolute */
+	AGENT_T_PATH2 = 31,    /* MOVE's destination */
+	AGENT_T_MODE = 32,     /* st_mode (type bits included in answers) */
+	AGENT_T_FLAGS = 33,    /* AGENT_FS_F_* */
+	AGENT_T_SIZE = 34,
+	AGENT_T_MTIME = 35, /* Unix ms */
+	AGENT_T_UID = 36,
+	AGENT_T_GID = 37,
+	AGENT_T_LINK = 38, /* 1: PATH itself is a symlink (the rest describes its target if any) */
+	AGENT_T_DEPTH = 39,
+	AGENT_T_LIMIT = 40,
+	AGENT_T_LENGTH = 41,
+	AGENT_T_COUNT = 42,
+	AGENT_T_TRUNCATED = 43,
+	AGENT_T_CREATED = 44,
+	AGENT_T_DATA2 = 45,
 	AGENT_T_TAG_MAX
+};
+
+enum agent_feature { AGENT_FEATURE_FS = 1 };
+enum agent_fs_op {
+	AGENT_FS_STAT = 1,
+	AGENT_FS_LIST = 2,
+	AGENT_FS_MKDIR = 3,
+	AGENT_FS_REMOVE = 4,
+	AGENT_FS_MOVE = 5,
+	AGENT_FS_EDIT = 6,
+	AGENT_FS_OP_MAX
+};
+enum agent_fs_flag {
+	AGENT_FS_F_PARENTS = 1,	  /* create missing parent directories */
+	AGENT_FS_F_RECURSIVE = 2, /* REMOVE a directory and what is in it */
+	AGENT_FS_F_OVERWRITE = 4, /* MOVE over an existing destination */
+	AGENT_FS_F_SUFFIX = 8,	  /* FS_READ: LENGTH counts from the end */
 };
 
 enum agent_stream { AGENT_STREAM_STDOUT = 1, AGENT_STREAM_STDERR = 2, AGENT_STREAM_PTY = 3 };

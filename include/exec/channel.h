@@ -106,4 +106,70 @@ void agent_list(struct agent_channel *ch, agent_list_fn cb, void *arg);
 /* Bytes queued toward the agent (callers streaming stdin pause above a mark). */
 size_t agent_channel_pending(const struct agent_channel *ch);
 
+/* ---- files (AGENT_FS*, see include/agent/protocol.h) ----
+ * Sent only once the agent's WELCOME announced AGENT_FEATURE_FS: an older
+ * agent gets nothing and the request fails with ENOTSUP. Not resumed across a
+ * broken channel: what was sent fails with EPIPE. Callbacks from the loop;
+ * after done or error nothing more, and the handle is freed by the channel. */
+struct agent_fs;
+
+struct agent_fs_entry {
+	const char *path; /* NUL-terminated copy; NULL when the frame had none (reads) */
+	uint64_t size;
+	uint32_t mode; /* st_mode */
+	int64_t mtime_ms;
+	uint32_t uid, gid;
+	bool link;
+	/* reads: the range that follows, and the file's first bytes */
+	uint64_t offset, length;
+	const uint8_t *head;
+	size_t head_len;
+};
+
+struct agent_fs_done {
+	uint64_t size;	/* reads: bytes sent; writes: bytes written; EDIT: new size */
+	uint64_t count; /* LIST: entries; EDIT: occurrences */
+	bool truncated; /* LIST: the entry cap was hit */
+	bool created;	/* MKDIR, writes: PATH did not exist before */
+};
+
+struct agent_fs_ops {
+	void (*entry)(void *arg, const struct agent_fs_entry *e);
+	void (*data)(void *arg, uint64_t offset, const uint8_t *data, size_t len);
+	void (*done)(void *arg, const struct agent_fs_done *d);
+	void (*error)(void *arg, int code, const char *message); /* code: an errno */
+};
+
+struct agent_fs_req {
+	enum agent_fs_op op;
+	const char *path, *path2;	 /* path2: MOVE's destination */
+	const char *user;		 /* NULL: root */
+	uint32_t mode;			 /* 0: the agent's default */
+	uint32_t flags;			 /* AGENT_FS_F_* */
+	uint64_t depth, limit;		 /* LIST */
+	const void *old_text, *new_text; /* EDIT; together under AGENT_FRAME_MAX */
+	size_t old_len, new_len;
+};
+
+struct agent_fs *agent_fs_op(struct agent_channel *ch, const struct agent_fs_req *req,
+			     const struct agent_fs_ops *ops, void *arg);
+/* A read stream: entry (the file and the range), data..., done. length
+ * UINT64_MAX: to the end; flags AGENT_FS_F_SUFFIX: the last length bytes. */
+struct agent_fs *agent_fs_read(struct agent_channel *ch, const char *path, const char *user, uint64_t offset,
+			       uint64_t length, uint32_t flags, uint32_t window,
+			       const struct agent_fs_ops *ops, void *arg);
+/* The consumer has taken the bytes before offset (absolute). */
+void agent_fs_ack(struct agent_fs *fs, uint64_t offset);
+/* A write stream: agent_fs_write_data..., agent_fs_commit, then done or error. */
+struct agent_fs *agent_fs_write(struct agent_channel *ch, const char *path, const char *user, uint32_t mode,
+				uint32_t flags, const struct agent_fs_ops *ops, void *arg);
+void agent_fs_write_data(struct agent_fs *fs, const void *data, size_t len);
+void agent_fs_commit(struct agent_fs *fs);
+/* Bytes of this request (and the channel) not yet handed to the socket:
+ * pause the source above a mark. */
+size_t agent_fs_pending(const struct agent_fs *fs);
+/* No more callbacks; a stream is dropped at the agent (a write's temporary
+ * removed). Safe from inside a callback. */
+void agent_fs_close(struct agent_fs *fs);
+
 #endif

@@ -76,6 +76,9 @@ void sandbox_call_cancel(struct sandbox_call *call);
 
 /* The Docker client the service uses (for the file API's archive streams). */
 struct docker *sandbox_service_docker(const struct sandbox_service *svc);
+/* Its PostgreSQL pool and agent channels (for the file API through the agent). */
+struct pg_pool *sandbox_service_pg(const struct sandbox_service *svc);
+struct channels *sandbox_service_channels(const struct sandbox_service *svc);
 
 /* A canonical lowercase UUID? */
 bool sandbox_id_valid(const char *id);

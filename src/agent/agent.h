@@ -9,6 +9,7 @@
 
 struct cmd;
 struct conn;
+struct fs_job;
 
 struct agent {
 	int64_t started_at; /* wall ms */
@@ -16,6 +17,7 @@ struct agent {
 	uint32_t next_id;   /* command ids count up from 1 */
 	struct cmd *cmds;   /* in id order */
 	struct conn *conns;
+	struct fs_job *fs_jobs; /* recursive removes running in children (fs.c) */
 };
 
 int64_t agent_mono_ms(void);

@@ -16,6 +16,7 @@
 #include "cmd.h"
 #include "core/check.h"
 #include "core/log.h"
+#include "fs.h"
 #include "request.h"
 #include "ring.h"
 
@@ -337,6 +338,7 @@ void conn_pump_all(struct agent *a)
 			if (sub_pump(c, s))
 				sub_remove(c, s);
 		}
+		fs_pump(a, c);
 		if (conn_pending(c) > 0)
 			conn_write(c);
 	}
@@ -442,6 +444,7 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 		agent_msg_u64(&c->out, AGENT_T_VERSION, AGENT_PROTOCOL_VERSION);
 		agent_msg_u64(&c->out, AGENT_T_PID, (uint64_t)getpid());
 		agent_msg_u64(&c->out, AGENT_T_STARTED_AT, (uint64_t)a->started_at);
+		agent_msg_u64(&c->out, AGENT_T_FEATURES, AGENT_FEATURE_FS);
 		CHECK(agent_msg_end(&c->out) == 0);
 		break;
 	case AGENT_SPAWN:
@@ -490,6 +493,15 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 	case AGENT_LIST:
 		do_list(a, c, &r);
 		break;
+	case AGENT_FS:
+	case AGENT_FS_READ:
+	case AGENT_FS_WRITE:
+	case AGENT_FS_DATA:
+	case AGENT_FS_ACK:
+	case AGENT_FS_COMMIT:
+	case AGENT_FS_CLOSE:
+		fs_handle(a, c, &r);
+		break;
 	case AGENT_PING:
 		agent_msg_begin(&c->out, AGENT_PONG, 0, r.id);
 		msg_tag(c, r.tag, r.tag_len);
@@ -512,6 +524,7 @@ void conn_reap_closed(struct agent *a)
 		*pp = c->next;
 		while (c->subs)
 			sub_remove(c, c->subs);
+		fs_conn_closed(a, c);
 		close(c->fd);
 		free(c->in);
 		agent_msg_free(&c->out);

@@ -18,6 +18,7 @@ enum conn_state { CONN_OPEN, CONN_CLOSING, CONN_STATE_MAX };
 #define CONN_OUTPUT_MAX	 (64u * 1024)  /* DATA bytes per OUTPUT frame */
 
 struct sub;
+struct fs_stream;
 
 struct conn {
 	struct conn *next;
@@ -28,6 +29,7 @@ struct conn {
 	struct agent_msg out;
 	size_t out_off; /* bytes of out already written */
 	struct sub *subs;
+	struct fs_stream *fs_streams; /* file reads and writes (fs.c) */
 };
 
 struct conn *conn_new(struct agent *a, int fd);

@@ -21,6 +21,7 @@
 #include "agent.h"
 #include "cmd.h"
 #include "conn.h"
+#include "fs.h"
 #include "users.h"
 #include "core/check.h"
 #include "core/log.h"
@@ -170,7 +171,7 @@ static void on_signals(struct init_state *s)
 					s->main_status = st;
 					s->main_done = true;
 					s->main_pid = 0;
-				} else {
+				} else if (!fs_reaped(&s->a, pid, st)) {
 					cmd_reaped(&s->a, pid, st); /* else an orphan: reaped, gone */
 				}
 			}

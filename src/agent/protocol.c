@@ -198,6 +198,15 @@ const char *agent_msg_type_name(uint8_t type)
 		[AGENT_ERROR] = "ERROR",
 		[AGENT_PING] = "PING",
 		[AGENT_PONG] = "PONG",
+		[AGENT_FS] = "FS",
+		[AGENT_FS_ENTRY] = "FS_ENTRY",
+		[AGENT_FS_DONE] = "FS_DONE",
+		[AGENT_FS_READ] = "FS_READ",
+		[AGENT_FS_DATA] = "FS_DATA",
+		[AGENT_FS_ACK] = "FS_ACK",
+		[AGENT_FS_WRITE] = "FS_WRITE",
+		[AGENT_FS_COMMIT] = "FS_COMMIT",
+		[AGENT_FS_CLOSE] = "FS_CLOSE",
 	};
 	return type < AGENT_MSG_TYPE_MAX && names[type] ? names[type] : "?";
 }

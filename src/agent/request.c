@@ -82,6 +82,25 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 		r->data = fld->data;
 		r->data_len = fld->len;
 		return 0;
+	case AGENT_T_DATA2:
+		r->data2 = fld->data;
+		r->data2_len = fld->len;
+		return 0;
+	case AGENT_T_PATH:
+	case AGENT_T_PATH2:
+		if (fld->len == 0 || fld->len > 4096 || fld->data[0] != '/' ||
+		    memchr(fld->data, 0, fld->len)) {
+			*why = "PATH must be absolute, without NUL, at most 4096 bytes";
+			return -1;
+		}
+		if (fld->tag == AGENT_T_PATH) {
+			r->path = fld->data;
+			r->path_len = fld->len;
+		} else {
+			r->path2 = fld->data;
+			r->path2_len = fld->len;
+		}
+		return 0;
 	case AGENT_T_PTY_ROWS:
 	case AGENT_T_PTY_COLS:
 		if (field_u64(fld, &v, why) != 0)
@@ -104,6 +123,12 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 	case AGENT_T_OFFSET:
 	case AGENT_T_SIGNO:
 	case AGENT_T_LOSSLESS:
+	case AGENT_T_OP:
+	case AGENT_T_MODE:
+	case AGENT_T_FLAGS:
+	case AGENT_T_DEPTH:
+	case AGENT_T_LIMIT:
+	case AGENT_T_LENGTH:
 		if (field_u64(fld, &v, why) != 0)
 			return -1;
 		break;
@@ -149,6 +174,34 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 		}
 		r->signo = (int)v;
 		break;
+	case AGENT_T_OP:
+		if (v == 0 || v >= AGENT_FS_OP_MAX) {
+			*why = "unknown OP";
+			return -1;
+		}
+		r->fs_op = (uint8_t)v;
+		break;
+	case AGENT_T_MODE:
+		if (v > 07777) {
+			*why = "MODE out of range";
+			return -1;
+		}
+		r->mode = (uint32_t)v;
+		r->has_mode = true;
+		break;
+	case AGENT_T_FLAGS:
+		r->flags = (uint32_t)v;
+		break;
+	case AGENT_T_DEPTH:
+		r->depth = v;
+		break;
+	case AGENT_T_LIMIT:
+		r->limit = v;
+		break;
+	case AGENT_T_LENGTH:
+		r->length = v;
+		r->has_length = true;
+		break;
 	}
 	return 0;
 }
@@ -177,6 +230,41 @@ static int check_request(const struct agent_req *r, const char **why)
 	case AGENT_ACK:
 		if (!r->has_offset) {
 			*why = "ACK without OFFSET";
+			return -1;
+		}
+		return 0;
+	case AGENT_FS:
+		if (r->fs_op == 0 || !r->path || !r->tag) {
+			*why = "FS needs TAG, OP and PATH";
+			return -1;
+		}
+		if (r->fs_op == AGENT_FS_MOVE && !r->path2) {
+			*why = "MOVE needs PATH2";
+			return -1;
+		}
+		if (r->fs_op == AGENT_FS_EDIT && (!r->data || r->data_len == 0)) {
+			*why = "EDIT needs a non-empty DATA";
+			return -1;
+		}
+		return 0;
+	case AGENT_FS_READ:
+	case AGENT_FS_WRITE:
+		if (!r->path || !r->tag) {
+			*why = "FS_READ and FS_WRITE need TAG and PATH";
+			return -1;
+		}
+		return 0;
+	case AGENT_FS_ACK:
+		if (!r->tag || !r->has_offset) {
+			*why = "FS_ACK needs TAG and OFFSET";
+			return -1;
+		}
+		return 0;
+	case AGENT_FS_DATA:
+	case AGENT_FS_COMMIT:
+	case AGENT_FS_CLOSE:
+		if (!r->tag) {
+			*why = "a stream request needs its TAG";
 			return -1;
 		}
 		return 0;

@@ -42,6 +42,15 @@ struct agent_req {
 	int signo;
 	/* HELLO */
 	uint64_t version;
+	/* FS, FS_READ, FS_WRITE (DATA above: FS_DATA, EDIT's old text) */
+	uint8_t fs_op;
+	const uint8_t *path, *path2; /* absolute, no NUL */
+	uint32_t path_len, path2_len;
+	const uint8_t *data2; /* EDIT's new text */
+	uint32_t data2_len;
+	uint32_t mode, flags;
+	uint64_t depth, limit, length;
+	bool has_mode, has_length;
 };
 
 /* Fills r from f: 0, or -1 with a short reason in *why (an ERROR's MESSAGE). */

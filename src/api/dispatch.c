@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "core/config.h"
+#include "files/agentfs.h"
 #include "http/server.h"
 #include "http/websocket.h"
 #include "internal.h"
@@ -32,7 +33,7 @@ struct api *api_new(struct event_base *base, const struct config *cfg, struct sa
 	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
 	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 ||
 	    api_native_routes(api) != 0 || api_command_routes(api) != 0 || api_terminal_routes(api) != 0 ||
-	    api_files_routes(api) != 0) {
+	    api_files_routes(api) != 0 || api_files_native_routes(api, base) != 0) {
 		api_free(api);
 		return NULL;
 	}
@@ -49,6 +50,7 @@ void api_free(struct api *api)
 	if (!api)
 		return;
 	ws_hub_free(api->ws); /* terminals hang up their shells */
+	agentfs_free(api->fs);
 	router_free(api->router);
 	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
 		free(api->tokens[i]);

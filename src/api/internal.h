@@ -8,6 +8,7 @@
 #include "exec/commands.h"
 #include "sandbox/service.h"
 
+struct agentfs;
 struct ws_hub;
 
 struct api {
@@ -17,6 +18,7 @@ struct api {
 	char **tokens;	       /* NULL-terminated, NULL when auth is off */
 	struct commands *cmds; /* the command service (api_set_commands) */
 	struct ws_hub *ws;     /* live WebSocket connections (terminals) */
+	struct agentfs *fs;    /* the file service through the agent (files_native.c) */
 };
 
 /* The native (monza-compatible) routes. */
@@ -31,6 +33,8 @@ void api_respond_command_failure(struct http_request *req, const struct command_
 
 /* The file routes (files.c, files_archive.c). */
 MUST_USE int api_files_routes(struct api *api);
+/* The native file API through the agent (files_native.c); api_free frees api->fs. */
+MUST_USE int api_files_native_routes(struct api *api, struct event_base *base);
 
 /* A request waiting on the core: cancelled if the client goes away. */
 struct api_pending {

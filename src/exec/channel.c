@@ -82,6 +82,7 @@ static struct agent_channel *ch_alloc(struct event_base *base, const char *sandb
 	snprintf(ch->log_prefix, sizeof(ch->log_prefix), "sandbox=%s", sandbox_id);
 	TAILQ_INIT(&ch->subs);
 	TAILQ_INIT(&ch->lists);
+	TAILQ_INIT(&ch->fsreqs);
 	ch->next_tag = 1;
 	ch->backoff_ms = CHANNEL_BACKOFF_MIN_MS;
 	ch->max_attempts = CHANNEL_MAX_ATTEMPTS;
@@ -118,6 +119,9 @@ void channel_destroy(struct agent_channel *ch)
 	struct agent_list_req *l;
 	while ((l = TAILQ_FIRST(&ch->lists)) != NULL)
 		channel_list_free(ch, l);
+	struct agent_fs *fs;
+	while ((fs = TAILQ_FIRST(&ch->fsreqs)) != NULL)
+		channel_fs_free(fs);
 	event_free(ch->timer);
 	event_free(ch->defer);
 	evbuffer_free(ch->in);
@@ -141,6 +145,9 @@ void channel_close(struct agent_channel *ch, const char *msg)
 	TAILQ_FOREACH(l, &ch->lists, link)
 	if (!l->done && !l->err)
 		l->err = strdup(msg);
+	struct agent_fs *fs;
+	TAILQ_FOREACH(fs, &ch->fsreqs, link)
+	channel_fs_fail(fs, ESRCH, msg);
 	channel_defer(ch);
 }
 
@@ -290,6 +297,10 @@ static bool ch_live(const struct agent_channel *ch)
 	TAILQ_FOREACH(l, &ch->lists, link)
 	if (!l->done && !l->err)
 		return true;
+	const struct agent_fs *fs;
+	TAILQ_FOREACH(fs, &ch->fsreqs, link)
+	if (fs->state != FSR_DONE && !fs->err_msg)
+		return true;
 	return evbuffer_get_length(ch->queue) > 0;
 }
 
@@ -312,6 +323,8 @@ static void ch_break(struct agent_channel *ch, const char *why)
 	struct agent_list_req *l;
 	TAILQ_FOREACH(l, &ch->lists, link)
 	l->sent = false;
+	/* a file request is not idempotent (a write, a move): what was sent fails */
+	channel_fs_break(ch, EPIPE, "the agent channel broke during the file operation");
 	if (!was_ready)
 		ch->attempts++;
 	if (!ch_live(ch)) {
@@ -345,6 +358,7 @@ static void ch_give_up(struct agent_channel *ch, const char *why)
 	TAILQ_FOREACH(l, &ch->lists, link)
 	if (!l->done && !l->err)
 		l->err = strdup(why);
+	channel_fs_break(ch, ECONNREFUSED, why);
 	free(ch->fatal);
 	ch->fatal = strdup(why);
 	ch_set_state(ch, CH_IDLE);
@@ -385,6 +399,7 @@ static void ch_ready(struct agent_channel *ch)
 	if (sub->state == SUB_QUEUED)
 		sub->state = SUB_SENT;
 	bufferevent_write_buffer(ch->bev, ch->queue);
+	channel_fs_ready(ch);
 }
 
 /* ---- deferred callbacks and frees ---- */
@@ -415,6 +430,15 @@ static void ch_defer_cb(evutil_socket_t fd, short what, void *arg)
 		l->done = true;
 		l->cb(NULL, 0, l->err, l->arg);
 	}
+	struct agent_fs *fs;
+	TAILQ_FOREACH(fs, &ch->fsreqs, link)
+	{
+		if (fs->state == FSR_DONE || !fs->err_msg)
+			continue;
+		fs->state = FSR_DONE;
+		if (fs->ops->error)
+			fs->ops->error(fs->arg, fs->err_code, fs->err_msg);
+	}
 	ch_unbusy(ch);
 }
 
@@ -437,7 +461,14 @@ static void ch_unbusy(struct agent_channel *ch)
 		if (l->done)
 			channel_list_free(ch, l);
 	}
-	if (ch->state == CH_CLOSED && TAILQ_EMPTY(&ch->subs) && TAILQ_EMPTY(&ch->lists))
+	struct agent_fs *fs, *next_fs;
+	for (fs = TAILQ_FIRST(&ch->fsreqs); fs; fs = next_fs) {
+		next_fs = TAILQ_NEXT(fs, link);
+		if (fs->state == FSR_DONE)
+			channel_fs_free(fs);
+	}
+	if (ch->state == CH_CLOSED && TAILQ_EMPTY(&ch->subs) && TAILQ_EMPTY(&ch->lists) &&
+	    TAILQ_EMPTY(&ch->fsreqs))
 		channel_destroy(ch);
 }
 
@@ -549,6 +580,9 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 			log_msg(LOG_LEVEL_WARN, ch->log_prefix, "the agent restarted: its commands are gone");
 		ch->agent_pid = (int64_t)pid;
 		ch->agent_started_at = (int64_t)started;
+		uint64_t features = 0;
+		agent_frame_u64(f, AGENT_T_FEATURES, &features);
+		ch->agent_fs = (features & AGENT_FEATURE_FS) != 0;
 		ch_ready(ch);
 		return 0;
 	}
@@ -591,6 +625,11 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 		break;
 	}
 	case AGENT_PONG:
+		break;
+	case AGENT_FS_ENTRY:
+	case AGENT_FS_DATA:
+	case AGENT_FS_DONE:
+		channel_fs_frame(ch, f);
 		break;
 	default:
 		log_msg(LOG_LEVEL_DEBUG, ch->log_prefix, "agent sent an unexpected %s",
@@ -720,6 +759,14 @@ static void ch_error(struct agent_channel *ch, const struct agent_frame *f)
 	if (l) {
 		l->done = true;
 		l->cb(NULL, 0, msg, l->arg);
+		return;
+	}
+	uint64_t tag;
+	struct agent_fs *fs = agent_frame_u64(f, AGENT_T_TAG, &tag) == 0 ? channel_fs_find(ch, tag) : NULL;
+	if (fs) {
+		fs->state = FSR_DONE;
+		if (fs->ops->error)
+			fs->ops->error(fs->arg, (int)code, msg);
 		return;
 	}
 	log_msg(LOG_LEVEL_WARN, ch->log_prefix, "agent: %s about command %u: %s",

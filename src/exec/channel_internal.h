@@ -70,8 +70,30 @@ struct agent_list_req {
 	void *arg;
 };
 
+enum fs_req_state {
+	FSR_HELD, /* frames kept in out until the channel is READY with AGENT_FEATURE_FS */
+	FSR_SENT, /* on the current stream */
+	FSR_DONE, /* no more callbacks; freed when the channel is not busy */
+	FSR_STATE_MAX
+};
+
+struct agent_fs {
+	TAILQ_ENTRY(agent_fs) link;
+	struct agent_channel *ch;
+	enum fs_req_state state;
+	uint64_t tag;
+	bool stream;	      /* a read or write: FS_CLOSE when closed early */
+	bool finished;	      /* a write committed: no FS_CLOSE */
+	struct evbuffer *out; /* held frames */
+	int err_code;	      /* >= 0 with err_msg: an error waiting for the deferred pass */
+	char *err_msg;
+	const struct agent_fs_ops *ops;
+	void *arg;
+};
+
 TAILQ_HEAD(sub_list, agent_sub);
 TAILQ_HEAD(list_req_list, agent_list_req);
+TAILQ_HEAD(fs_req_list, agent_fs);
 
 /* How a channel reaches its agent: the Docker exec by default; tests plug in
  * their own and answer with channel_transport_ready / channel_transport_failed. */
@@ -99,6 +121,8 @@ struct agent_channel {
 	struct event *defer;	  /* deferred callbacks and frees */
 	struct sub_list subs;
 	struct list_req_list lists;
+	struct fs_req_list fsreqs;
+	bool agent_fs; /* the agent's WELCOME announced AGENT_FEATURE_FS */
 	uint64_t next_tag;
 	int attempts; /* failed connects since the last READY */
 	int max_attempts;
@@ -126,6 +150,14 @@ void channel_defer(struct agent_channel *ch);
 void channel_sub_fail(struct agent_sub *sub, int code, const char *msg);
 void channel_sub_free(struct agent_sub *sub);
 void channel_list_free(struct agent_channel *ch, struct agent_list_req *l);
+/* Files (channel_req.c): held requests go out (or fail) once READY; sent
+ * ones fail when the stream breaks; frames from the agent are routed here. */
+void channel_fs_ready(struct agent_channel *ch);
+void channel_fs_break(struct agent_channel *ch, int code, const char *msg);
+void channel_fs_fail(struct agent_fs *fs, int code, const char *msg);
+void channel_fs_free(struct agent_fs *fs);
+struct agent_fs *channel_fs_find(struct agent_channel *ch, uint64_t tag);
+void channel_fs_frame(struct agent_channel *ch, const struct agent_frame *f);
 const char *channel_state_name(enum channel_state s);
 
 /* Tests: a channel with its own transport. */

@@ -1,5 +1,5 @@
 /* The request side of a channel: spawns, subscriptions, acks, the
- * fire-and-forget command requests and lists. Each builds a frame and sends it
+ * fire-and-forget command requests, lists and file requests. Each builds a frame and sends it
  * (or queues it until the channel is ready); errors found here are delivered
  * on the next loop pass, never on the caller's stack. */
 #include "channel_internal.h"
@@ -297,4 +297,310 @@ size_t agent_channel_pending(const struct agent_channel *ch)
 	if (ch->bev)
 		n += evbuffer_get_length(bufferevent_get_output(ch->bev));
 	return n;
+}
+
+/* ---- files ---- */
+
+static struct agent_fs *fs_new(struct agent_channel *ch, bool stream, const struct agent_fs_ops *ops,
+			       void *arg);
+static void fs_start(struct agent_fs *fs, struct agent_msg *m);
+static void fs_send(struct agent_fs *fs, struct agent_msg *m);
+
+static struct agent_fs *fs_new(struct agent_channel *ch, bool stream, const struct agent_fs_ops *ops,
+			       void *arg)
+{
+	struct agent_fs *fs = calloc(1, sizeof(*fs));
+	CHECK(fs != NULL);
+	fs->ch = ch;
+	fs->tag = ch->next_tag++;
+	fs->stream = stream;
+	fs->out = evbuffer_new();
+	CHECK(fs->out != NULL);
+	fs->err_code = -1;
+	fs->ops = ops;
+	fs->arg = arg;
+	fs->state = FSR_HELD;
+	TAILQ_INSERT_TAIL(&ch->fsreqs, fs, link);
+	return fs;
+}
+
+void channel_fs_free(struct agent_fs *fs)
+{
+	TAILQ_REMOVE(&fs->ch->fsreqs, fs, link);
+	evbuffer_free(fs->out);
+	free(fs->err_msg);
+	free(fs);
+}
+
+struct agent_fs *channel_fs_find(struct agent_channel *ch, uint64_t tag)
+{
+	struct agent_fs *fs;
+	TAILQ_FOREACH(fs, &ch->fsreqs, link)
+	if (fs->tag == tag)
+		return fs->state == FSR_DONE || fs->err_msg ? NULL : fs;
+	return NULL;
+}
+
+void channel_fs_fail(struct agent_fs *fs, int code, const char *msg)
+{
+	if (fs->state == FSR_DONE || fs->err_msg)
+		return;
+	fs->err_code = code;
+	fs->err_msg = strdup(msg);
+	CHECK(fs->err_msg != NULL);
+	evbuffer_drain(fs->out, evbuffer_get_length(fs->out));
+	channel_defer(fs->ch);
+}
+
+static const char fs_too_old[] = "the sandbox's agent predates the file API: recreate the sandbox";
+
+void channel_fs_ready(struct agent_channel *ch)
+{
+	CHECK(ch->state == CH_READY);
+	struct agent_fs *fs;
+	TAILQ_FOREACH(fs, &ch->fsreqs, link)
+	{
+		if (fs->state != FSR_HELD || fs->err_msg)
+			continue;
+		if (!ch->agent_fs) {
+			channel_fs_fail(fs, ENOTSUP, fs_too_old);
+			continue;
+		}
+		fs->state = FSR_SENT;
+		bufferevent_write_buffer(ch->bev, fs->out);
+	}
+}
+
+void channel_fs_break(struct agent_channel *ch, int code, const char *msg)
+{
+	struct agent_fs *fs;
+	TAILQ_FOREACH(fs, &ch->fsreqs, link)
+	if (fs->state == FSR_SENT || (code != EPIPE && fs->state == FSR_HELD))
+		channel_fs_fail(fs, code, msg);
+}
+
+/* The first frame of a request: out at once, held until READY, or failed. */
+static void fs_start(struct agent_fs *fs, struct agent_msg *m)
+{
+	struct agent_channel *ch = fs->ch;
+	if (agent_msg_end(m) != 0) {
+		channel_fs_fail(fs, E2BIG, "the request is too large for one frame");
+		return;
+	}
+	if (ch->state == CH_CLOSED) {
+		channel_fs_fail(fs, ESRCH, "sandbox gone");
+	} else if (ch->state == CH_READY && !ch->agent_fs) {
+		channel_fs_fail(fs, ENOTSUP, fs_too_old);
+	} else if (ch->state == CH_READY) {
+		fs->state = FSR_SENT;
+		bufferevent_write(ch->bev, m->buf, m->len);
+	} else {
+		evbuffer_add(fs->out, m->buf, m->len);
+		channel_kick(ch);
+	}
+}
+
+/* A later frame of a stream: after the first one, in order. */
+static void fs_send(struct agent_fs *fs, struct agent_msg *m)
+{
+	if (fs->state == FSR_DONE || fs->err_msg)
+		return;
+	CHECK(agent_msg_end(m) == 0);
+	if (fs->state == FSR_SENT)
+		bufferevent_write(fs->ch->bev, m->buf, m->len);
+	else
+		evbuffer_add(fs->out, m->buf, m->len);
+}
+
+struct agent_fs *agent_fs_op(struct agent_channel *ch, const struct agent_fs_req *req,
+			     const struct agent_fs_ops *ops, void *arg)
+{
+	struct agent_fs *fs = fs_new(ch, false, ops, arg);
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_FS, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, fs->tag);
+	agent_msg_u64(&m, AGENT_T_OP, (uint64_t)req->op);
+	agent_msg_str(&m, AGENT_T_PATH, req->path);
+	if (req->path2)
+		agent_msg_str(&m, AGENT_T_PATH2, req->path2);
+	if (req->user)
+		agent_msg_str(&m, AGENT_T_USER, req->user);
+	if (req->mode)
+		agent_msg_u64(&m, AGENT_T_MODE, req->mode);
+	if (req->flags)
+		agent_msg_u64(&m, AGENT_T_FLAGS, req->flags);
+	if (req->depth)
+		agent_msg_u64(&m, AGENT_T_DEPTH, req->depth);
+	if (req->limit)
+		agent_msg_u64(&m, AGENT_T_LIMIT, req->limit);
+	if (req->old_text)
+		agent_msg_bytes(&m, AGENT_T_DATA, req->old_text, req->old_len);
+	if (req->new_text)
+		agent_msg_bytes(&m, AGENT_T_DATA2, req->new_text, req->new_len);
+	fs_start(fs, &m);
+	agent_msg_free(&m);
+	return fs;
+}
+
+struct agent_fs *agent_fs_read(struct agent_channel *ch, const char *path, const char *user, uint64_t offset,
+			       uint64_t length, uint32_t flags, uint32_t window,
+			       const struct agent_fs_ops *ops, void *arg)
+{
+	struct agent_fs *fs = fs_new(ch, true, ops, arg);
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_FS_READ, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, fs->tag);
+	agent_msg_str(&m, AGENT_T_PATH, path);
+	if (user)
+		agent_msg_str(&m, AGENT_T_USER, user);
+	agent_msg_u64(&m, AGENT_T_OFFSET, offset);
+	if (length != UINT64_MAX)
+		agent_msg_u64(&m, AGENT_T_LENGTH, length);
+	if (flags)
+		agent_msg_u64(&m, AGENT_T_FLAGS, flags);
+	agent_msg_u64(&m, AGENT_T_WINDOW, window);
+	fs_start(fs, &m);
+	agent_msg_free(&m);
+	return fs;
+}
+
+void agent_fs_ack(struct agent_fs *fs, uint64_t offset)
+{
+	if (fs->state != FSR_SENT || fs->err_msg)
+		return;
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_FS_ACK, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, fs->tag);
+	agent_msg_u64(&m, AGENT_T_OFFSET, offset);
+	fs_send(fs, &m);
+	agent_msg_free(&m);
+}
+
+struct agent_fs *agent_fs_write(struct agent_channel *ch, const char *path, const char *user, uint32_t mode,
+				uint32_t flags, const struct agent_fs_ops *ops, void *arg)
+{
+	struct agent_fs *fs = fs_new(ch, true, ops, arg);
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_FS_WRITE, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, fs->tag);
+	agent_msg_str(&m, AGENT_T_PATH, path);
+	if (user)
+		agent_msg_str(&m, AGENT_T_USER, user);
+	agent_msg_u64(&m, AGENT_T_MODE, mode);
+	if (flags)
+		agent_msg_u64(&m, AGENT_T_FLAGS, flags);
+	fs_start(fs, &m);
+	agent_msg_free(&m);
+	return fs;
+}
+
+void agent_fs_write_data(struct agent_fs *fs, const void *data, size_t len)
+{
+	size_t chunk = AGENT_FRAME_MAX - 64;
+	for (size_t at = 0; at < len; at += chunk) {
+		struct agent_msg m;
+		agent_msg_init(&m);
+		agent_msg_begin(&m, AGENT_FS_DATA, 0, 0);
+		agent_msg_u64(&m, AGENT_T_TAG, fs->tag);
+		agent_msg_bytes(&m, AGENT_T_DATA, (const uint8_t *)data + at,
+				len - at < chunk ? len - at : chunk);
+		fs_send(fs, &m);
+		agent_msg_free(&m);
+	}
+}
+
+void agent_fs_commit(struct agent_fs *fs)
+{
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_FS_COMMIT, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, fs->tag);
+	fs_send(fs, &m);
+	agent_msg_free(&m);
+	fs->finished = true;
+}
+
+size_t agent_fs_pending(const struct agent_fs *fs)
+{
+	return evbuffer_get_length(fs->out) + agent_channel_pending(fs->ch);
+}
+
+void agent_fs_close(struct agent_fs *fs)
+{
+	struct agent_channel *ch = fs->ch;
+	if (fs->state == FSR_DONE)
+		return;
+	if (fs->stream && fs->state == FSR_SENT && !fs->err_msg && ch->state == CH_READY) {
+		struct agent_msg m;
+		agent_msg_init(&m);
+		agent_msg_begin(&m, AGENT_FS_CLOSE, 0, 0);
+		agent_msg_u64(&m, AGENT_T_TAG, fs->tag);
+		fs_send(fs, &m);
+		agent_msg_free(&m);
+	}
+	fs->state = FSR_DONE;
+	if (ch->busy == 0 && ch->state != CH_CLOSED)
+		channel_fs_free(fs);
+	else
+		channel_defer(ch);
+}
+
+/* Answers to file requests, by TAG (late ones for a closed request are dropped). */
+void channel_fs_frame(struct agent_channel *ch, const struct agent_frame *f)
+{
+	uint64_t tag, v;
+	if (agent_frame_u64(f, AGENT_T_TAG, &tag) != 0)
+		return;
+	struct agent_fs *fs = channel_fs_find(ch, tag);
+	if (!fs)
+		return;
+	if (f->type == AGENT_FS_DATA) {
+		const uint8_t *data = NULL;
+		uint32_t len = 0;
+		if (agent_frame_u64(f, AGENT_T_OFFSET, &v) == 0 &&
+		    agent_frame_bytes(f, AGENT_T_DATA, &data, &len) == 0 && fs->ops->data)
+			fs->ops->data(fs->arg, v, data, len);
+		return;
+	}
+	if (f->type == AGENT_FS_DONE) {
+		struct agent_fs_done d = { 0 };
+		agent_frame_u64(f, AGENT_T_SIZE, &d.size);
+		agent_frame_u64(f, AGENT_T_COUNT, &d.count);
+		d.truncated = agent_frame_u64(f, AGENT_T_TRUNCATED, &v) == 0 && v != 0;
+		d.created = agent_frame_u64(f, AGENT_T_CREATED, &v) == 0 && v != 0;
+		fs->state = FSR_DONE;
+		if (fs->ops->done)
+			fs->ops->done(fs->arg, &d);
+		return;
+	}
+	struct agent_fs_entry e = { 0 };
+	char path[4097];
+	const uint8_t *p = NULL;
+	uint32_t plen = 0;
+	if (agent_frame_bytes(f, AGENT_T_PATH, &p, &plen) == 0 && plen < sizeof(path)) {
+		memcpy(path, p, plen);
+		path[plen] = '\0';
+		e.path = path;
+	}
+	agent_frame_u64(f, AGENT_T_SIZE, &e.size);
+	if (agent_frame_u64(f, AGENT_T_MODE, &v) == 0)
+		e.mode = (uint32_t)v;
+	if (agent_frame_u64(f, AGENT_T_MTIME, &v) == 0)
+		e.mtime_ms = (int64_t)v;
+	if (agent_frame_u64(f, AGENT_T_UID, &v) == 0)
+		e.uid = (uint32_t)v;
+	if (agent_frame_u64(f, AGENT_T_GID, &v) == 0)
+		e.gid = (uint32_t)v;
+	e.link = agent_frame_u64(f, AGENT_T_LINK, &v) == 0 && v != 0;
+	agent_frame_u64(f, AGENT_T_OFFSET, &e.offset);
+	agent_frame_u64(f, AGENT_T_LENGTH, &e.length);
+	uint32_t hl = 0;
+	if (agent_frame_bytes(f, AGENT_T_DATA, &e.head, &hl) == 0)
+		e.head_len = hl;
+	if (fs->ops->entry)
+		fs->ops->entry(fs->arg, &e);
 }

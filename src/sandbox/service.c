@@ -69,6 +69,16 @@ struct docker *sandbox_service_docker(const struct sandbox_service *svc)
 	return svc->docker;
 }
 
+struct pg_pool *sandbox_service_pg(const struct sandbox_service *svc)
+{
+	return svc->pg;
+}
+
+struct channels *sandbox_service_channels(const struct sandbox_service *svc)
+{
+	return svc->channels;
+}
+
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
 {
 	struct start_ctx *ctx = calloc(1, sizeof(*ctx));

@@ -7,7 +7,8 @@ Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
 Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20), EXEC_ROUNDS (200),
 EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), FILE_MB (1024: file transfer through the API vs `docker cp`, with
 sandbard's peak RSS growth), FILE_RUNS (3: the best of as many interleaved
-transfers each way), BENCH_ONLY (exec:
+transfers each way), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
+archive API), BENCH_ONLY (exec:
 only the exec rows), BENCH_KEEP_SERVER (seconds to keep the server up after
 the exec rows, for `perf record -p`).
 The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
@@ -48,6 +49,7 @@ FILE_MB = int(os.environ.get("FILE_MB", "1024"))
 BENCH_ONLY = os.environ.get("BENCH_ONLY", "")
 BENCH_KEEP_SERVER = float(os.environ.get("BENCH_KEEP_SERVER", "0"))
 FILE_RUNS = int(os.environ.get("FILE_RUNS", "3"))
+SMALL_FILES = int(os.environ.get("SMALL_FILES", "200"))
 IMAGE = "sandbar/base:latest"
 SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
 
@@ -519,6 +521,45 @@ class Table:
             print(line(r))
 
 
+def small_files(srv, c, table):
+    """A small file written then read back: through the agent (PUT then GET
+    .../files/content) vs through Docker's archive API (upload then download),
+    same sandbox, one kept-alive connection, interleaved."""
+    r = c.post("/api/sandboxes", json={"template": "bare", "name": "bench-small-files"})
+    if r.status != 201:
+        raise RuntimeError(f"POST /api/sandboxes -> {r.status} {r.body[:120]!r}")
+    sid = r.json["id"]
+    payload = os.urandom(1024)
+    boundary = "benchSmallBoundary42"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n/tmp\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"arch.bin\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    ours, base = [], []
+    try:
+        for i in range(SMALL_FILES + 10):
+            t0 = time.perf_counter()
+            w = c.put(f"/api/sandboxes/{sid}/files/content?path=/tmp/agent.bin", body=payload)
+            g = c.get(f"/api/sandboxes/{sid}/files/content?path=/tmp/agent.bin")
+            dt = time.perf_counter() - t0
+            if w.status not in (200, 201) or g.body != payload:
+                raise RuntimeError(f"agent round trip: PUT {w.status}, GET {g.status}")
+            t0 = time.perf_counter()
+            w = c.post(f"/api/sandboxes/{sid}/files/upload", body=body,
+                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            g = c.get(f"/api/sandboxes/{sid}/files/download?path=/tmp/arch.bin")
+            db = time.perf_counter() - t0
+            if w.status != 200 or g.body != payload:
+                raise RuntimeError(f"archive round trip: upload {w.status}, download {g.status}")
+            if i >= 10:  # warm-up left out
+                ours.append(dt)
+                base.append(db)
+    finally:
+        c.delete(f"/api/sandboxes/{sid}")
+    for p in (50, 95):
+        table.add(f"small file (1 KiB) write+read p{p} ms (N={SMALL_FILES}; agent vs archive API)",
+                  percentile(ours, p) * 1000, percentile(base, p) * 1000, fmt="{:.2f}", higher_better=False)
+
+
 def attempt(fn):
     try:
         return fn()
@@ -622,6 +663,10 @@ def main():
                 if r.status != 200 or not isinstance(r.json, list) or len(r.json) < 1000:
                     raise RuntimeError(f"GET /api/sandboxes -> {r.status}, {len(r.json or [])} items")
                 return dt
+
+            if SMALL_FILES > 0:
+                log(f"files: {SMALL_FILES} small-file round trips, agent vs archive API")
+                attempt(lambda: small_files(srv, c, table))
 
             if FILE_MB > 0:
                 log(f"files: {FILE_MB} MiB up and down, API vs docker cp")

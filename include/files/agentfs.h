@@ -1,0 +1,142 @@
+/* The file service through the sandbox agent, for every API dialect: stat,
+ * list, mkdir, remove, move, edit, a document read (text, image, binary) and
+ * streamed reads and writes of one file. Each call looks the sandbox up once
+ * (running, container, default user = the template's remoteUser or
+ * containerUser, as commands use) and counts as activity; the agent then acts
+ * as that user. No HTTP here: results are JSON text, byte streams, or a typed
+ * failure with a stable code. Callbacks come from the loop, never on the
+ * caller's stack; after the last one the op is freed. */
+#ifndef SANDBAR_FILES_AGENTFS_H
+#define SANDBAR_FILES_AGENTFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "core/check.h"
+
+struct agentfs;
+struct agentfs_op;
+struct channels;
+struct pg_pool;
+
+#define AGENTFS_TEXT_MAX       (200u * 1024) /* read: text in full up to this, else truncated */
+#define AGENTFS_IMAGE_MAX      (5u << 20)    /* read: larger images are refused (too_large) */
+#define AGENTFS_EDIT_MAX       (10u << 20)   /* edit: the file's size cap (the agent's) */
+#define AGENTFS_LIST_DEPTH     10
+#define AGENTFS_LIST_LIMIT     10000 /* entries of one listing */
+#define AGENTFS_WINDOW	       (1u << 20)
+#define AGENTFS_HIGH_WATERMARK (1u << 20) /* writes: wait for ready above this */
+#define AGENTFS_LOW_WATERMARK  (256u * 1024)
+
+struct agentfs_config {
+	const char *cluster;
+	int64_t idle_timeout_ms; /* activity pushes expiry this far */
+	uint64_t upload_limit;	 /* bytes of one written file */
+};
+
+struct agentfs *agentfs_new(struct event_base *base, struct pg_pool *pg, struct channels *chs,
+			    const struct agentfs_config *cfg);
+void agentfs_free(struct agentfs *fs);
+
+enum agentfs_error {
+	AGENTFS_OK = 0,
+	AGENTFS_ERR_INVALID,	 /* 400 */
+	AGENTFS_ERR_FORBIDDEN,	 /* permission denied, protected path: 403 */
+	AGENTFS_ERR_NOT_FOUND,	 /* sandbox or file: 404 */
+	AGENTFS_ERR_CONFLICT,	 /* not running, exists, not empty: 409 */
+	AGENTFS_ERR_TOO_LARGE,	 /* 413 */
+	AGENTFS_ERR_RANGE,	 /* unsatisfiable range: 416 */
+	AGENTFS_ERR_UNSUPPORTED, /* the sandbox's agent predates the file API: 501 */
+	AGENTFS_ERR_UNAVAILABLE, /* PostgreSQL or the agent unreachable: 503 */
+	AGENTFS_ERR_NO_SPACE,	 /* 507 */
+	AGENTFS_ERR_INTERNAL,	 /* 500 */
+};
+
+struct agentfs_failure {
+	enum agentfs_error error;
+	const char *code; /* stable: invalid_path, not_found, not_a_directory, ... */
+	const char *message;
+	uint64_t size; /* RANGE: the file's size */
+};
+
+struct agentfs_result {
+	const char *doc; /* JSON text */
+	size_t len;
+	bool created;	/* mkdir, write: the path did not exist */
+	bool truncated; /* list: the entry cap was hit */
+};
+
+/* fail NULL on success, res NULL on failure. */
+typedef void (*agentfs_done_fn)(const struct agentfs_failure *fail, const struct agentfs_result *res,
+				void *arg);
+
+/* {exists, path, size, is_dir, is_file, is_symlink, mode, modified_at, uid, gid};
+ * a missing path is {"exists": false, ...}, not a failure. */
+struct agentfs_op *agentfs_stat(struct agentfs *fs, const char *sandbox_id, const char *path,
+				agentfs_done_fn cb, void *arg);
+/* [{name, path, size, is_dir, mode, modified_at}], depth 1..AGENTFS_LIST_DEPTH. */
+struct agentfs_op *agentfs_list(struct agentfs *fs, const char *sandbox_id, const char *path, int depth,
+				agentfs_done_fn cb, void *arg);
+/* {path, created} */
+struct agentfs_op *agentfs_mkdir(struct agentfs *fs, const char *sandbox_id, const char *path, bool parents,
+				 agentfs_done_fn cb, void *arg);
+/* {path, removed: true}; "/" and the top-level system directories are refused. */
+struct agentfs_op *agentfs_remove(struct agentfs *fs, const char *sandbox_id, const char *path,
+				  bool recursive, agentfs_done_fn cb, void *arg);
+/* {from, to} */
+struct agentfs_op *agentfs_move(struct agentfs *fs, const char *sandbox_id, const char *from, const char *to,
+				bool overwrite, agentfs_done_fn cb, void *arg);
+/* {path, replacements: 1, size, message}; old_text must occur exactly once
+ * (edit_no_match / edit_ambiguous with the count otherwise). */
+struct agentfs_op *agentfs_edit(struct agentfs *fs, const char *sandbox_id, const char *path,
+				const char *old_text, size_t old_len, const char *new_text, size_t new_len,
+				agentfs_done_fn cb, void *arg);
+/* {type: "text", content, truncated, mime_type, size} |
+ * {type: "image", mime_type, data (base64), size} |
+ * {type: "binary", mime_type, data (base64 of up to AGENTFS_TEXT_MAX bytes), truncated, size} */
+struct agentfs_op *agentfs_read_doc(struct agentfs *fs, const char *sandbox_id, const char *path,
+				    agentfs_done_fn cb, void *arg);
+
+/* ---- streams ---- */
+struct agentfs_head {
+	uint64_t size;		  /* the whole file */
+	uint64_t offset, length;  /* the bytes that follow */
+	const char *content_type; /* of the file (its first bytes, then its name) */
+	int64_t mtime_ms;
+};
+struct agentfs_read_events {
+	void (*head)(void *arg, const struct agentfs_head *h);
+	void (*data)(void *arg, const uint8_t *data, size_t len);
+	void (*end)(void *arg);
+	/* before head, or after it when the file changed under the read */
+	void (*failed)(void *arg, const struct agentfs_failure *fail);
+};
+/* length UINT64_MAX: to the end; suffix: the last length bytes. An empty or
+ * unsatisfiable range of a non-empty file fails with AGENTFS_ERR_RANGE. */
+struct agentfs_op *agentfs_read(struct agentfs *fs, const char *sandbox_id, const char *path, uint64_t offset,
+				uint64_t length, bool suffix, const struct agentfs_read_events *ev,
+				void *arg);
+/* The consumer has taken consumed bytes of the stream in all: more may come. */
+void agentfs_read_ack(struct agentfs_op *op, uint64_t consumed);
+
+struct agentfs_write_events {
+	void (*ready)(void *arg); /* data may be written: first, and after each pause */
+	/* res->doc {path, size}; res->created */
+	agentfs_done_fn done;
+};
+/* mode: permission bits (default 0644 when 0 is not wanted: pass 0644). */
+struct agentfs_op *agentfs_write(struct agentfs *fs, const char *sandbox_id, const char *path, uint32_t mode,
+				 const struct agentfs_write_events *ev, void *arg);
+/* 0: taken; 1: taken, pause until ready; -1: refused (over the upload limit
+ * or failed): done(fail) follows. */
+int agentfs_write_data(struct agentfs_op *op, const void *data, size_t len);
+/* All data given: commit (done follows). */
+void agentfs_write_end(struct agentfs_op *op);
+
+/* The caller goes away: no callback follows; a write's temporary is removed. */
+void agentfs_op_cancel(struct agentfs_op *op);
+
+#endif

@@ -1,0 +1,980 @@
+/* File operations as the requesting user. Identity: setfsuid/setfsgid and the
+ * user's groups around the syscalls (the kernel drops root's file capabilities
+ * while fsuid is not 0), so a sandbox user cannot make the agent reach what
+ * they could not reach themselves, and what is created is theirs. Work is
+ * bounded per request (reads and writes are chunked by frames, a LIST and an
+ * EDIT by their caps); only a recursive remove is unbounded, so it runs in a
+ * child process. */
+#include "fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "users.h"
+
+enum fs_kind { FS_K_READ, FS_K_WRITE };
+
+struct fs_stream {
+	struct fs_stream *next;
+	enum fs_kind kind;
+	uint8_t tag[AGENT_TAG_MAX];
+	uint32_t tag_len;
+	int fd; /* -1 once failed (a write that sent its ERROR) */
+	/* read */
+	uint64_t start, pos, end, acked;
+	uint32_t window;
+	/* write */
+	struct user_info user;
+	bool as_user;
+	uint32_t mode;
+	uint64_t written;
+	char *tmp, *dst;
+};
+
+struct fs_job {
+	struct fs_job *next;
+	pid_t pid;
+	struct conn *conn; /* NULL once the connection went */
+	uint8_t tag[AGENT_TAG_MAX];
+	uint32_t tag_len;
+};
+
+/* Who the agent acts as during one request. */
+struct ident {
+	bool switched;
+	gid_t saved[USERS_GROUPS_MAX];
+	int nsaved;
+};
+
+static int ident_resolve(const struct agent_req *r, struct user_info *u, bool *as_user);
+static int become(struct ident *id, const struct user_info *u, bool as_user);
+static void restore(struct ident *id);
+static char *req_str(const uint8_t *p, uint32_t len);
+static size_t out_pending(const struct conn *c);
+static void msg_tag(struct conn *c, const uint8_t *tag, uint32_t len);
+static void send_error(struct conn *c, const uint8_t *tag, uint32_t tag_len, int code, const char *msg);
+static void send_entry(struct conn *c, const struct agent_req *r, const char *path, const struct stat *st,
+		       bool link);
+static void send_done(struct conn *c, const struct agent_req *r);
+static int mkdirs(char *path, bool last, bool *created);
+static int parent_dirs(const char *path);
+static int op_stat(struct conn *c, const struct agent_req *r, const char *path);
+static int op_list(struct conn *c, const struct agent_req *r, const char *path);
+static int list_dir(struct conn *c, const struct agent_req *r, char *path, uint64_t depth, uint64_t *count,
+		    uint64_t limit);
+static int op_mkdir(struct conn *c, const struct agent_req *r, char *path);
+static int op_remove(struct agent *a, struct conn *c, const struct agent_req *r, const char *path,
+		     const struct user_info *u, bool as_user);
+static int op_move(struct conn *c, const struct agent_req *r, const char *from);
+static int op_edit(struct conn *c, const struct agent_req *r, const char *path);
+static int tmp_open(const char *dst, char **tmp_out);
+static int write_all(int fd, const void *p, size_t n);
+static void do_op(struct agent *a, struct conn *c, const struct agent_req *r);
+static void read_open(struct conn *c, const struct agent_req *r);
+static void write_open(struct conn *c, const struct agent_req *r);
+static struct fs_stream *stream_find(struct conn *c, const struct agent_req *r);
+static struct fs_stream *stream_new(struct conn *c, const struct agent_req *r, enum fs_kind kind);
+static void stream_drop(struct conn *c, struct fs_stream *s, bool discard);
+static void write_data(struct conn *c, struct fs_stream *s, const struct agent_req *r);
+static void write_commit(struct conn *c, struct fs_stream *s, const struct agent_req *r);
+static bool read_pump(struct conn *c, struct fs_stream *s);
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw);
+
+/* ---- identity ---- */
+
+static int ident_resolve(const struct agent_req *r, struct user_info *u, bool *as_user)
+{
+	*as_user = false;
+	memset(u, 0, sizeof(*u));
+	if (!r->user)
+		return 0;
+	char name[256];
+	if (r->user_len >= sizeof(name))
+		return -1;
+	memcpy(name, r->user, r->user_len);
+	name[r->user_len] = '\0';
+	if (users_resolve(NULL, name, u) != 0)
+		return -1;
+	*as_user = u->uid != 0;
+	return 0;
+}
+
+static int become(struct ident *id, const struct user_info *u, bool as_user)
+{
+	id->switched = false;
+	if (!as_user)
+		return 0;
+	id->nsaved = getgroups(USERS_GROUPS_MAX, id->saved);
+	if (id->nsaved < 0)
+		id->nsaved = 0;
+	if (setgroups(u->ngroups, u->groups) != 0)
+		return -1;
+	setfsgid(u->gid);
+	setfsuid(u->uid);
+	if ((uid_t)setfsuid((uid_t)-1) != u->uid || (gid_t)setfsgid((gid_t)-1) != u->gid) {
+		setfsuid(0);
+		setfsgid(0);
+		setgroups((size_t)id->nsaved, id->saved);
+		errno = EPERM;
+		return -1;
+	}
+	id->switched = true;
+	return 0;
+}
+
+static void restore(struct ident *id)
+{
+	if (!id->switched)
+		return;
+	int e = errno;
+	setfsuid(0);
+	setfsgid(0);
+	CHECK(setgroups((size_t)id->nsaved, id->saved) == 0);
+	id->switched = false;
+	errno = e;
+}
+
+/* ---- answers ---- */
+
+static char *req_str(const uint8_t *p, uint32_t len)
+{
+	char *s = malloc((size_t)len + 1);
+	CHECK(s != NULL);
+	memcpy(s, p, len);
+	s[len] = '\0';
+	return s;
+}
+
+static size_t out_pending(const struct conn *c)
+{
+	return c->out.len - c->out_off;
+}
+
+static void msg_tag(struct conn *c, const uint8_t *tag, uint32_t len)
+{
+	agent_msg_bytes(&c->out, AGENT_T_TAG, tag, len);
+}
+
+static void send_error(struct conn *c, const uint8_t *tag, uint32_t tag_len, int code, const char *msg)
+{
+	agent_msg_begin(&c->out, AGENT_ERROR, 0, 0);
+	msg_tag(c, tag, tag_len);
+	agent_msg_u64(&c->out, AGENT_T_CODE, (uint64_t)code);
+	agent_msg_str(&c->out, AGENT_T_MESSAGE, msg);
+	CHECK(agent_msg_end(&c->out) == 0);
+}
+
+static void send_entry(struct conn *c, const struct agent_req *r, const char *path, const struct stat *st,
+		       bool link)
+{
+	agent_msg_begin(&c->out, AGENT_FS_ENTRY, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	if (path)
+		agent_msg_str(&c->out, AGENT_T_PATH, path);
+	agent_msg_u64(&c->out, AGENT_T_SIZE, (uint64_t)st->st_size);
+	agent_msg_u64(&c->out, AGENT_T_MODE, (uint64_t)st->st_mode);
+	agent_msg_u64(&c->out, AGENT_T_MTIME,
+		      (uint64_t)((int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
+	agent_msg_u64(&c->out, AGENT_T_UID, (uint64_t)st->st_uid);
+	agent_msg_u64(&c->out, AGENT_T_GID, (uint64_t)st->st_gid);
+	if (link)
+		agent_msg_u64(&c->out, AGENT_T_LINK, 1);
+	CHECK(agent_msg_end(&c->out) == 0);
+}
+
+static void send_done(struct conn *c, const struct agent_req *r)
+{
+	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	CHECK(agent_msg_end(&c->out) == 0);
+}
+
+/* ---- one-shot operations ---- */
+
+/* mkdir -p on a copy of path; the last name too when last. */
+static int mkdirs(char *path, bool last, bool *created)
+{
+	size_t len = strlen(path);
+	if (created)
+		*created = false;
+	for (size_t i = 1; i <= len; i++) {
+		if (i < len && path[i] != '/')
+			continue;
+		if (i == len && !last)
+			break;
+		char save = path[i];
+		path[i] = '\0';
+		int rc = mkdir(path, 0755);
+		int e = errno;
+		path[i] = save;
+		if (rc == 0) {
+			if (i == len && created)
+				*created = true;
+			continue;
+		}
+		if (e != EEXIST) {
+			errno = e;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int parent_dirs(const char *path)
+{
+	char *copy = strdup(path);
+	CHECK(copy != NULL);
+	char *slash = strrchr(copy, '/');
+	int rc = 0;
+	if (slash && slash != copy) {
+		*slash = '\0';
+		rc = mkdirs(copy, true, NULL);
+	}
+	free(copy);
+	return rc;
+}
+
+static int op_stat(struct conn *c, const struct agent_req *r, const char *path)
+{
+	struct stat st, target;
+	if (lstat(path, &st) != 0)
+		return -1;
+	bool link = S_ISLNK(st.st_mode);
+	if (link && stat(path, &target) == 0)
+		st = target; /* a dangling link describes itself */
+	send_entry(c, r, path, &st, link);
+	send_done(c, r);
+	return 0;
+}
+
+static int cmp_names(const void *x, const void *y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* Entries of path (a buffer of PATH_MAX bytes, restored on return), sorted,
+ * each followed by its own entries while depth lasts. */
+static int list_dir(struct conn *c, const struct agent_req *r, char *path, uint64_t depth, uint64_t *count,
+		    uint64_t limit)
+{
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -1;
+	}
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			names = realloc(names, cap * sizeof(*names));
+			CHECK(names != NULL);
+		}
+		names[n] = strdup(de->d_name);
+		CHECK(names[n] != NULL);
+		n++;
+	}
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_names);
+	size_t base = strlen(path);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (*count >= limit) {
+			rc = 1;
+			break;
+		}
+		size_t nl = strlen(names[i]);
+		size_t sep = base > 1 ? 1 : 0;
+		if (base + sep + nl >= PATH_MAX)
+			continue;
+		struct stat st, target;
+		if (fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue; /* gone meanwhile */
+		bool link = S_ISLNK(st.st_mode), dir = S_ISDIR(st.st_mode);
+		if (link && fstatat(dirfd(d), names[i], &target, 0) == 0)
+			st = target;
+		if (sep)
+			path[base] = '/';
+		memcpy(path + base + sep, names[i], nl + 1);
+		send_entry(c, r, path, &st, link);
+		(*count)++;
+		if (dir && depth > 1) {
+			int sub = list_dir(c, r, path, depth - 1, count, limit);
+			if (sub == 1)
+				rc = 1; /* unreadable subdirectories are left out */
+		}
+		path[base] = '\0';
+		if (rc == 1)
+			break;
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	closedir(d);
+	return rc;
+}
+
+static int op_list(struct conn *c, const struct agent_req *r, const char *path)
+{
+	char buf[PATH_MAX];
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	snprintf(buf, sizeof(buf), "%s", path);
+	uint64_t depth = r->depth ? r->depth : 1, count = 0;
+	uint64_t limit = r->limit && r->limit < FS_LIST_LIMIT ? r->limit : FS_LIST_LIMIT;
+	if (depth > FS_LIST_DEPTH)
+		depth = FS_LIST_DEPTH;
+	int rc = list_dir(c, r, buf, depth, &count, limit);
+	if (rc < 0)
+		return -1;
+	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	agent_msg_u64(&c->out, AGENT_T_COUNT, count);
+	agent_msg_u64(&c->out, AGENT_T_TRUNCATED, rc == 1);
+	CHECK(agent_msg_end(&c->out) == 0);
+	return 0;
+}
+
+static int op_mkdir(struct conn *c, const struct agent_req *r, char *path)
+{
+	bool created = false;
+	if (r->flags & AGENT_FS_F_PARENTS) {
+		if (mkdirs(path, true, &created) != 0)
+			return -1;
+		struct stat st;
+		if (!created && (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))) {
+			errno = EEXIST;
+			return -1;
+		}
+	} else {
+		if (mkdir(path, r->has_mode ? r->mode : 0755) != 0)
+			return -1;
+		created = true;
+	}
+	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	agent_msg_u64(&c->out, AGENT_T_CREATED, created);
+	CHECK(agent_msg_end(&c->out) == 0);
+	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP || flag == FTW_D)
+		return rmdir(path) == 0 || errno == ENOENT ? 0 : errno;
+	return unlink(path) == 0 || errno == ENOENT ? 0 : errno;
+}
+
+static int op_remove(struct agent *a, struct conn *c, const struct agent_req *r, const char *path,
+		     const struct user_info *u, bool as_user)
+{
+	struct stat st;
+	if (strcmp(path, "/") == 0) {
+		errno = EPERM;
+		return -1;
+	}
+	if (lstat(path, &st) != 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlink(path) != 0)
+			return -1;
+		send_done(c, r);
+		return 0;
+	}
+	if (rmdir(path) == 0) {
+		send_done(c, r);
+		return 0;
+	}
+	if ((errno != ENOTEMPTY && errno != EEXIST) || !(r->flags & AGENT_FS_F_RECURSIVE))
+		return -1;
+	/* a tree of any size: in a child, as the user for good, off the loop */
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		if (as_user &&
+		    (setgroups(u->ngroups, u->groups) != 0 || setgid(u->gid) != 0 || setuid(u->uid) != 0))
+			_exit(EPERM);
+		int rc = nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+		_exit(rc == 0 ? 0 : rc > 0 ? (rc & 0xff) : (errno & 0xff));
+	}
+	struct fs_job *j = calloc(1, sizeof(*j));
+	CHECK(j != NULL);
+	j->pid = pid;
+	j->conn = c;
+	memcpy(j->tag, r->tag, r->tag_len);
+	j->tag_len = r->tag_len;
+	j->next = a->fs_jobs;
+	a->fs_jobs = j;
+	return 0;
+}
+
+static int op_move(struct conn *c, const struct agent_req *r, const char *from)
+{
+	char *to = req_str(r->path2, r->path2_len);
+	int rc = -1;
+	if ((r->flags & AGENT_FS_F_PARENTS) && parent_dirs(to) != 0)
+		goto out;
+	if (r->flags & AGENT_FS_F_OVERWRITE) {
+		rc = rename(from, to);
+	} else {
+		rc = renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+		if (rc != 0 && errno == EINVAL) { /* a file system without it */
+			struct stat st;
+			if (lstat(to, &st) == 0) {
+				errno = EEXIST;
+				goto out;
+			}
+			rc = rename(from, to);
+		}
+	}
+	if (rc == 0)
+		send_done(c, r);
+out:
+	free(to);
+	return rc;
+}
+
+/* Counts the old text (overlapping matches count) and rewrites the file only
+ * when it occurs exactly once. */
+static int op_edit(struct conn *c, const struct agent_req *r, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	char *buf = NULL, *tmp = NULL;
+	int tfd = -1, rc = -1;
+	struct stat st;
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) != 0)
+		goto out;
+	if (!S_ISREG(st.st_mode)) {
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		goto out;
+	}
+	if ((uint64_t)st.st_size > FS_EDIT_MAX) {
+		errno = EFBIG;
+		goto out;
+	}
+	size_t size = (size_t)st.st_size, got = 0;
+	buf = malloc(size + 1);
+	CHECK(buf != NULL);
+	while (got < size) {
+		ssize_t n = read(fd, buf + got, size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto out;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	size = got;
+	uint64_t count = 0;
+	const char *at = NULL;
+	for (const char *p = buf; (size_t)(p - buf) < size;) {
+		const char *m = memmem(p, size - (size_t)(p - buf), r->data, r->data_len);
+		if (!m)
+			break;
+		if (count++ == 0)
+			at = m;
+		p = m + 1;
+	}
+	uint64_t new_size = size;
+	if (count == 1) {
+		size_t pre = (size_t)(at - buf), post = size - pre - r->data_len;
+		new_size = pre + r->data2_len + post;
+		tfd = tmp_open(path, &tmp);
+		if (tfd < 0)
+			goto out;
+		if (write_all(tfd, buf, pre) != 0 || write_all(tfd, r->data2, r->data2_len) != 0 ||
+		    write_all(tfd, at + r->data_len, post) != 0 || fchmod(tfd, st.st_mode & 07777) != 0)
+			goto out;
+		if (geteuid() == 0 && setfsuid((uid_t)-1) == 0 && fchown(tfd, st.st_uid, st.st_gid) != 0)
+			goto out;
+		if (rename(tmp, path) != 0)
+			goto out;
+		free(tmp);
+		tmp = NULL;
+	}
+	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	agent_msg_u64(&c->out, AGENT_T_COUNT, count);
+	agent_msg_u64(&c->out, AGENT_T_SIZE, new_size);
+	CHECK(agent_msg_end(&c->out) == 0);
+	rc = 0;
+out:;
+	int e = errno;
+	if (tmp)
+		unlink(tmp);
+	free(tmp);
+	if (tfd >= 0)
+		close(tfd);
+	free(buf);
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+/* A new temporary beside dst, only ours (0600 until the commit sets the mode). */
+static int tmp_open(const char *dst, char **tmp_out)
+{
+	static unsigned counter;
+	const char *slash = strrchr(dst, '/');
+	size_t dlen = (size_t)(slash - dst);
+	for (int attempt = 0; attempt < 16; attempt++) {
+		char *tmp = NULL;
+		if (asprintf(&tmp, "%.*s/.sandbar-%d-%u.tmp", (int)dlen, dst, (int)getpid(), ++counter) < 0)
+			return -1;
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd >= 0) {
+			*tmp_out = tmp;
+			return fd;
+		}
+		int e = errno;
+		free(tmp);
+		if (e != EEXIST) {
+			errno = e;
+			return -1;
+		}
+	}
+	errno = EEXIST;
+	return -1;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n > 0) {
+		ssize_t w = write(fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		b += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void do_op(struct agent *a, struct conn *c, const struct agent_req *r)
+{
+	struct user_info u;
+	struct ident id;
+	bool as_user;
+	if (ident_resolve(r, &u, &as_user) != 0) {
+		send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+		return;
+	}
+	char *path = req_str(r->path, r->path_len);
+	if (become(&id, &u, as_user) != 0) {
+		send_error(c, r->tag, r->tag_len, errno, "cannot act as USER");
+		free(path);
+		return;
+	}
+	int rc = -1;
+	switch (r->fs_op) {
+	case AGENT_FS_STAT:
+		rc = op_stat(c, r, path);
+		break;
+	case AGENT_FS_LIST:
+		rc = op_list(c, r, path);
+		break;
+	case AGENT_FS_MKDIR:
+		rc = op_mkdir(c, r, path);
+		break;
+	case AGENT_FS_REMOVE:
+		rc = op_remove(a, c, r, path, &u, as_user);
+		break;
+	case AGENT_FS_MOVE:
+		rc = op_move(c, r, path);
+		break;
+	case AGENT_FS_EDIT:
+		rc = op_edit(c, r, path);
+		break;
+	default:
+		errno = EINVAL;
+		break;
+	}
+	int e = errno;
+	restore(&id);
+	if (rc != 0)
+		send_error(c, r->tag, r->tag_len, e, strerror(e));
+	free(path);
+}
+
+/* ---- streams ---- */
+
+static struct fs_stream *stream_find(struct conn *c, const struct agent_req *r)
+{
+	for (struct fs_stream *s = c->fs_streams; s; s = s->next) {
+		if (s->tag_len == r->tag_len && memcmp(s->tag, r->tag, r->tag_len) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+static struct fs_stream *stream_new(struct conn *c, const struct agent_req *r, enum fs_kind kind)
+{
+	size_t n = 0;
+	for (struct fs_stream *s = c->fs_streams; s; s = s->next)
+		n++;
+	if (n >= FS_STREAMS_MAX || stream_find(c, r)) {
+		send_error(c, r->tag, r->tag_len, n >= FS_STREAMS_MAX ? EMFILE : EEXIST,
+			   n >= FS_STREAMS_MAX ? "too many file streams" : "TAG already in use");
+		return NULL;
+	}
+	struct fs_stream *s = calloc(1, sizeof(*s));
+	CHECK(s != NULL);
+	s->kind = kind;
+	s->fd = -1;
+	memcpy(s->tag, r->tag, r->tag_len);
+	s->tag_len = r->tag_len;
+	s->next = c->fs_streams;
+	c->fs_streams = s;
+	return s;
+}
+
+/* Unlinks and frees s; a write's temporary goes when discard. */
+static void stream_drop(struct conn *c, struct fs_stream *s, bool discard)
+{
+	for (struct fs_stream **pp = &c->fs_streams; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	if (s->fd >= 0)
+		close(s->fd);
+	if (discard && s->tmp) {
+		struct ident id;
+		if (become(&id, &s->user, s->as_user) == 0) {
+			if (unlink(s->tmp) != 0 && errno != ENOENT)
+				log_warn("cannot remove %s: %s", s->tmp, strerror(errno));
+			restore(&id);
+		}
+	}
+	free(s->tmp);
+	free(s->dst);
+	free(s);
+}
+
+static void read_open(struct conn *c, const struct agent_req *r)
+{
+	struct user_info u;
+	struct ident id;
+	bool as_user;
+	if (ident_resolve(r, &u, &as_user) != 0) {
+		send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+		return;
+	}
+	struct fs_stream *s = stream_new(c, r, FS_K_READ);
+	if (!s)
+		return;
+	char *path = req_str(r->path, r->path_len);
+	struct stat st;
+	int fd = -1, e = 0;
+	if (become(&id, &u, as_user) != 0) {
+		e = errno;
+	} else {
+		/* O_NONBLOCK: a FIFO must not hang the agent in open */
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		e = errno;
+		restore(&id);
+	}
+	free(path);
+	if (fd >= 0 && fstat(fd, &st) != 0) {
+		e = errno;
+		close(fd);
+		fd = -1;
+	} else if (fd >= 0 && !S_ISREG(st.st_mode)) {
+		e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		close(fd);
+		fd = -1;
+	}
+	if (fd < 0) {
+		send_error(c, r->tag, r->tag_len, e, e == EINVAL ? "not a regular file" : strerror(e));
+		stream_drop(c, s, false);
+		return;
+	}
+	s->fd = fd;
+	uint64_t size = (uint64_t)st.st_size, start, len;
+	if (r->flags & AGENT_FS_F_SUFFIX) {
+		len = r->length < size ? r->length : size;
+		start = size - len;
+	} else {
+		start = r->offset;
+		len = start >= size ? 0 : size - start;
+		if (r->has_length && r->length < len)
+			len = r->length;
+	}
+	s->start = s->pos = s->acked = start;
+	s->end = start + len;
+	s->window = r->has_window && r->window ? r->window : AGENT_WINDOW_DEFAULT;
+	uint8_t head[FS_HEAD_BYTES];
+	ssize_t hn = pread(fd, head, sizeof(head), 0);
+	agent_msg_begin(&c->out, AGENT_FS_ENTRY, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	agent_msg_u64(&c->out, AGENT_T_SIZE, size);
+	agent_msg_u64(&c->out, AGENT_T_MODE, (uint64_t)st.st_mode);
+	agent_msg_u64(&c->out, AGENT_T_MTIME,
+		      (uint64_t)((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000));
+	agent_msg_u64(&c->out, AGENT_T_OFFSET, start);
+	agent_msg_u64(&c->out, AGENT_T_LENGTH, len);
+	agent_msg_bytes(&c->out, AGENT_T_DATA, head, hn > 0 ? (size_t)hn : 0);
+	CHECK(agent_msg_end(&c->out) == 0);
+	read_pump(c, s);
+}
+
+/* true when the stream is finished (FS_DONE or ERROR sent, s freed). */
+static bool read_pump(struct conn *c, struct fs_stream *s)
+{
+	static uint8_t buf[FS_READ_CHUNK];
+	while (s->pos < s->end && out_pending(c) < CONN_OUT_HIGH) {
+		uint64_t inflight = s->pos - s->acked;
+		if (inflight >= s->window)
+			return false;
+		uint64_t want = s->end - s->pos;
+		if (want > s->window - inflight)
+			want = s->window - inflight;
+		if (want > sizeof(buf))
+			want = sizeof(buf);
+		ssize_t n = pread(s->fd, buf, (size_t)want, (off_t)s->pos);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			send_error(c, s->tag, s->tag_len, errno, strerror(errno));
+			stream_drop(c, s, false);
+			return true;
+		}
+		if (n == 0) {
+			s->end = s->pos; /* the file shrank: FS_DONE says how much came */
+			break;
+		}
+		agent_msg_begin(&c->out, AGENT_FS_DATA, 0, 0);
+		msg_tag(c, s->tag, s->tag_len);
+		agent_msg_u64(&c->out, AGENT_T_OFFSET, s->pos);
+		agent_msg_bytes(&c->out, AGENT_T_DATA, buf, (size_t)n);
+		CHECK(agent_msg_end(&c->out) == 0);
+		s->pos += (uint64_t)n;
+	}
+	if (s->pos < s->end || out_pending(c) >= CONN_OUT_HIGH)
+		return false;
+	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
+	msg_tag(c, s->tag, s->tag_len);
+	agent_msg_u64(&c->out, AGENT_T_SIZE, s->pos - s->start);
+	CHECK(agent_msg_end(&c->out) == 0);
+	stream_drop(c, s, false);
+	return true;
+}
+
+static void write_open(struct conn *c, const struct agent_req *r)
+{
+	struct user_info u;
+	bool as_user;
+	if (ident_resolve(r, &u, &as_user) != 0) {
+		send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+		return;
+	}
+	struct fs_stream *s = stream_new(c, r, FS_K_WRITE);
+	if (!s)
+		return;
+	s->user = u;
+	s->as_user = as_user;
+	s->mode = r->has_mode ? r->mode : 0644;
+	s->dst = req_str(r->path, r->path_len);
+	struct ident id;
+	int e = 0;
+	if (become(&id, &u, as_user) != 0) {
+		e = errno;
+	} else {
+		if ((r->flags & AGENT_FS_F_PARENTS) && parent_dirs(s->dst) != 0)
+			e = errno;
+		else if ((s->fd = tmp_open(s->dst, &s->tmp)) < 0)
+			e = errno;
+		restore(&id);
+	}
+	if (e) /* kept (fd -1) until COMMIT or CLOSE, so its FS_DATA is ignored quietly */
+		send_error(c, r->tag, r->tag_len, e, strerror(e));
+}
+
+static void write_data(struct conn *c, struct fs_stream *s, const struct agent_req *r)
+{
+	if (s->fd < 0 || r->data_len == 0)
+		return;
+	if (write_all(s->fd, r->data, r->data_len) != 0) {
+		int e = errno;
+		send_error(c, s->tag, s->tag_len, e, strerror(e));
+		close(s->fd);
+		s->fd = -1;
+		struct ident id;
+		if (become(&id, &s->user, s->as_user) == 0) {
+			unlink(s->tmp);
+			restore(&id);
+		}
+		free(s->tmp);
+		s->tmp = NULL;
+		return;
+	}
+	s->written += r->data_len;
+}
+
+static void write_commit(struct conn *c, struct fs_stream *s, const struct agent_req *r)
+{
+	if (s->fd < 0) { /* its ERROR went out already */
+		stream_drop(c, s, true);
+		return;
+	}
+	struct ident id;
+	struct stat st;
+	bool created = false;
+	int e = 0;
+	if (fchmod(s->fd, s->mode) != 0)
+		e = errno;
+	else if (become(&id, &s->user, s->as_user) != 0)
+		e = errno;
+	else {
+		created = lstat(s->dst, &st) != 0;
+		if (rename(s->tmp, s->dst) != 0)
+			e = errno;
+		restore(&id);
+	}
+	if (e) {
+		send_error(c, s->tag, s->tag_len, e, strerror(e));
+		stream_drop(c, s, true);
+		return;
+	}
+	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	agent_msg_u64(&c->out, AGENT_T_SIZE, s->written);
+	agent_msg_u64(&c->out, AGENT_T_CREATED, created);
+	CHECK(agent_msg_end(&c->out) == 0);
+	free(s->tmp);
+	s->tmp = NULL; /* renamed: nothing to discard */
+	stream_drop(c, s, false);
+}
+
+/* ---- entry points ---- */
+
+void fs_handle(struct agent *a, struct conn *c, const struct agent_req *r)
+{
+	struct fs_stream *s = NULL;
+	switch (r->type) {
+	case AGENT_FS:
+		do_op(a, c, r);
+		return;
+	case AGENT_FS_READ:
+		read_open(c, r);
+		return;
+	case AGENT_FS_WRITE:
+		write_open(c, r);
+		return;
+	default:
+		break;
+	}
+	s = stream_find(c, r);
+	if (!s) {
+		/* a read may have finished while its ACK or CLOSE was on the way */
+		if (r->type == AGENT_FS_COMMIT)
+			send_error(c, r->tag, r->tag_len, ENOENT, "no such file stream");
+		return;
+	}
+	switch (r->type) {
+	case AGENT_FS_DATA:
+		if (s->kind == FS_K_WRITE)
+			write_data(c, s, r);
+		break;
+	case AGENT_FS_ACK:
+		if (s->kind == FS_K_READ && r->offset > s->acked)
+			s->acked = r->offset < s->pos ? r->offset : s->pos;
+		break;
+	case AGENT_FS_COMMIT:
+		if (s->kind == FS_K_WRITE)
+			write_commit(c, s, r);
+		else
+			send_error(c, r->tag, r->tag_len, EINVAL, "FS_COMMIT on a read");
+		break;
+	case AGENT_FS_CLOSE:
+		stream_drop(c, s, true);
+		break;
+	default:
+		break;
+	}
+}
+
+void fs_pump(struct agent *a, struct conn *c)
+{
+	(void)a;
+	for (struct fs_stream *s = c->fs_streams, *next; s; s = next) {
+		next = s->next;
+		if (s->kind == FS_K_READ)
+			read_pump(c, s);
+	}
+}
+
+void fs_conn_closed(struct agent *a, struct conn *c)
+{
+	while (c->fs_streams)
+		stream_drop(c, c->fs_streams, true);
+	for (struct fs_job *j = a->fs_jobs; j; j = j->next) {
+		if (j->conn == c)
+			j->conn = NULL;
+	}
+}
+
+bool fs_reaped(struct agent *a, pid_t pid, int status)
+{
+	for (struct fs_job **pp = &a->fs_jobs; *pp; pp = &(*pp)->next) {
+		struct fs_job *j = *pp;
+		if (j->pid != pid)
+			continue;
+		*pp = j->next;
+		if (j->conn) {
+			int code = WIFEXITED(status) ? WEXITSTATUS(status) : EINTR;
+			if (code == 0) {
+				agent_msg_begin(&j->conn->out, AGENT_FS_DONE, 0, 0);
+				agent_msg_bytes(&j->conn->out, AGENT_T_TAG, j->tag, j->tag_len);
+				CHECK(agent_msg_end(&j->conn->out) == 0);
+			} else {
+				send_error(j->conn, j->tag, j->tag_len, code, strerror(code));
+			}
+		}
+		free(j);
+		return true;
+	}
+	return false;
+}
+
+size_t fs_jobs_running(const struct agent *a)
+{
+	size_t n = 0;
+	for (const struct fs_job *j = a->fs_jobs; j; j = j->next)
+		n++;
+	return n;
+}

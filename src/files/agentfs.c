@@ -1,0 +1,718 @@
+/* The file service through the agent: each op looks its sandbox up in one
+ * query (status, container, default user; activity at most once a second),
+ * then sends one agent request and turns the answer into JSON, a stream, or a
+ * typed failure. The document read and the streams are in agentfs_stream.c. */
+#include "agentfs_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "core/log.h"
+#include "files/path.h"
+
+static void op_set_state(struct agentfs_op *op, enum afs_state to);
+static void op_free(struct agentfs_op *op);
+static void op_later_cb(evutil_socket_t fd, short what, void *arg);
+static void looked_up(enum pg_error err, PGresult *res, const char *message, void *arg);
+static bool sandbox_id_ok(const char *id);
+static bool protected_path(const char *path);
+static void one_entry(void *arg, const struct agent_fs_entry *e);
+static void one_done(void *arg, const struct agent_fs_done *d);
+static void one_error(void *arg, int code, const char *message);
+static void send_request(struct agentfs_op *op);
+static int64_t mono_ms(void);
+static struct afs_sbx **cache_slot(struct agentfs *fs, const char *id);
+static void cache_put(struct agentfs *fs, const char *id, const char *container, const char *user);
+static void cache_clear(struct agentfs *fs);
+static void touched(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void proceed(struct agentfs_op *op);
+
+static const char *const state_names[AFS_STATE_MAX] = { "lookup", "agent", "done" };
+
+/* The sandbox, its default user, and activity (only when a second old). */
+static const char sql_lookup[] =
+	"WITH t AS (UPDATE sandboxes SET last_activity = now(), "
+	"  expires_at = now() + $3::bigint * interval '1 millisecond' "
+	"  WHERE id = $1 AND cluster = $2 AND status = 'running' "
+	"  AND last_activity < now() - interval '1 second' RETURNING id) "
+	"SELECT s.status, s.container_id, "
+	"  coalesce(s.devcontainer_config->>'remoteUser', s.devcontainer_config->>'containerUser'), "
+	"  (SELECT count(*) FROM t) "
+	"FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
+static const char sql_touch[] = "UPDATE sandboxes SET last_activity = now(), "
+				"expires_at = now() + $3::bigint * interval '1 millisecond' "
+				"WHERE id = $1 AND cluster = $2 AND status = 'running'";
+
+struct agentfs *agentfs_new(struct event_base *base, struct pg_pool *pg, struct channels *chs,
+			    const struct agentfs_config *cfg)
+{
+	struct agentfs *fs = calloc(1, sizeof(*fs));
+	CHECK(fs != NULL);
+	fs->base = base;
+	fs->pg = pg;
+	fs->chs = chs;
+	snprintf(fs->cluster, sizeof(fs->cluster), "%s", cfg->cluster ? cfg->cluster : "default");
+	snprintf(fs->idle_ms, sizeof(fs->idle_ms), "%" PRId64, cfg->idle_timeout_ms);
+	fs->upload_limit = cfg->upload_limit;
+	return fs;
+}
+
+void agentfs_free(struct agentfs *fs)
+{
+	if (!fs)
+		return;
+	cache_clear(fs);
+	free(fs);
+}
+
+/* ---- the lookup cache: a file op right after another skips PostgreSQL ---- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct afs_sbx **cache_slot(struct agentfs *fs, const char *id)
+{
+	unsigned h = 2166136261u;
+	for (const char *p = id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	struct afs_sbx **pp = &fs->cache[h % AFS_CACHE_BUCKETS];
+	while (*pp && strcmp((*pp)->id, id) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void cache_put(struct agentfs *fs, const char *id, const char *container, const char *user)
+{
+	if (fs->cached >= AFS_CACHE_MAX)
+		cache_clear(fs);
+	struct afs_sbx **pp = cache_slot(fs, id);
+	struct afs_sbx *e = *pp;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		CHECK(e != NULL);
+		snprintf(e->id, sizeof(e->id), "%s", id);
+		*pp = e;
+		fs->cached++;
+	}
+	snprintf(e->container, sizeof(e->container), "%s", container);
+	free(e->user);
+	e->user = user ? strdup(user) : NULL;
+	e->fetched_ms = e->touched_ms = mono_ms(); /* the lookup touched it */
+}
+
+static void cache_clear(struct agentfs *fs)
+{
+	for (size_t i = 0; i < AFS_CACHE_BUCKETS; i++) {
+		while (fs->cache[i]) {
+			struct afs_sbx *e = fs->cache[i];
+			fs->cache[i] = e->next;
+			free(e->user);
+			free(e);
+		}
+	}
+	fs->cached = 0;
+}
+
+static void touched(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	(void)res;
+	(void)arg;
+	if (err != PG_OK)
+		log_warn("file activity not recorded: %s", message);
+}
+
+/* ---- ops ---- */
+
+static void op_set_state(struct agentfs_op *op, enum afs_state to)
+{
+	static const unsigned legal[AFS_STATE_MAX] = {
+		[AFS_LOOKUP] = 1u << AFS_AGENT | 1u << AFS_DONE,
+		[AFS_AGENT] = 1u << AFS_DONE,
+		[AFS_DONE] = 0,
+	};
+	CHECK(to < AFS_STATE_MAX && (legal[op->state] & (1u << to)));
+	log_debug("file op %p (%d) %s: %s -> %s", (void *)op, (int)op->kind, op->path, state_names[op->state],
+		  state_names[to]);
+	op->state = to;
+}
+
+struct agentfs_op *afs_op_new(struct agentfs *fs, enum afs_kind kind, const char *sandbox_id, void *arg)
+{
+	struct agentfs_op *op = calloc(1, sizeof(*op));
+	CHECK(op != NULL);
+	op->fs = fs;
+	op->kind = kind;
+	op->arg = arg;
+	op->state = AFS_LOOKUP;
+	snprintf(op->sandbox_id, sizeof(op->sandbox_id), "%s", sandbox_id ? sandbox_id : "");
+	op->later = event_new(fs->base, -1, 0, op_later_cb, op);
+	CHECK(op->later != NULL);
+	return op;
+}
+
+static void op_free(struct agentfs_op *op)
+{
+	if (op->query)
+		pg_query_cancel(op->query);
+	if (op->afs)
+		agent_fs_close(op->afs);
+	event_free(op->later);
+	free(op->user);
+	free(op->old_text);
+	free(op->new_text);
+	if (op->buf)
+		evbuffer_free(op->buf);
+	json_object_put(op->list);
+	free(op);
+}
+
+void agentfs_op_cancel(struct agentfs_op *op)
+{
+	if (!op)
+		return;
+	op->cancelled = true;
+	if (op->in_cb == 0)
+		op_free(op);
+}
+
+/* The op's end: the callback (unless cancelled), then it is freed. */
+void afs_finish(struct agentfs_op *op, const struct agentfs_failure *fail, const struct agentfs_result *res)
+{
+	if (op->state == AFS_DONE)
+		return;
+	op_set_state(op, AFS_DONE);
+	if (op->afs) {
+		agent_fs_close(op->afs); /* a no-op once done or failed */
+		op->afs = NULL;
+	}
+	if (op->query) {
+		pg_query_cancel(op->query);
+		op->query = NULL;
+	}
+	if (!op->cancelled) {
+		op->in_cb++;
+		if (op->kind == AFS_READ) {
+			if (fail && op->rev->failed)
+				op->rev->failed(op->arg, fail);
+			else if (!fail && op->rev->end)
+				op->rev->end(op->arg);
+		} else if (op->kind == AFS_WRITE) {
+			op->wev->done(fail, res, op->arg);
+		} else {
+			op->cb(fail, res, op->arg);
+		}
+		op->in_cb--;
+	}
+	if (op->in_cb == 0)
+		op_free(op);
+	else
+		op->cancelled = true; /* freed by the callback frame that holds it */
+}
+
+void afs_fail(struct agentfs_op *op, enum agentfs_error err, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct agentfs_failure f = { .error = err, .code = code, .message = msg };
+	afs_finish(op, &f, NULL);
+}
+
+void afs_done_json(struct agentfs_op *op, struct json_object *o, bool created, bool truncated)
+{
+	size_t len;
+	const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+	struct agentfs_result r = { .doc = s, .len = len, .created = created, .truncated = truncated };
+	afs_finish(op, NULL, &r);
+	json_object_put(o);
+}
+
+/* An early failure (bad input) goes out from the loop, never on the caller's stack. */
+void afs_fail_later(struct agentfs_op *op, enum agentfs_error err, const char *code, const char *msg)
+{
+	op->later_err = err;
+	op->later_code = code;
+	snprintf(op->later_msg, sizeof(op->later_msg), "%s", msg);
+	event_active(op->later, EV_TIMEOUT, 0);
+}
+
+static void op_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct agentfs_op *op = arg;
+	if (op->later_code) {
+		afs_fail(op, op->later_err, op->later_code, "%s", op->later_msg);
+		return;
+	}
+	if (op->kind == AFS_WRITE)
+		afs_write_poll(op);
+}
+
+/* The agent's errno as a failure of the API. */
+void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
+{
+	const char *p = op->path;
+	switch (code) {
+	case ENOENT:
+		afs_fail(op, AGENTFS_ERR_NOT_FOUND, "not_found", "%s: no such file or directory", p);
+		return;
+	case EACCES:
+	case EPERM:
+		afs_fail(op, AGENTFS_ERR_FORBIDDEN, "permission_denied", "%s: permission denied", p);
+		return;
+	case ENOTDIR:
+		afs_fail(op, AGENTFS_ERR_INVALID, "not_a_directory", "%s: not a directory", p);
+		return;
+	case EISDIR:
+		afs_fail(op, AGENTFS_ERR_INVALID, "is_a_directory", "%s: is a directory", p);
+		return;
+	case EEXIST:
+		afs_fail(op, AGENTFS_ERR_CONFLICT, "already_exists", "%s: already exists",
+			 op->kind == AFS_MOVE ? op->path2 : p);
+		return;
+	case ENOTEMPTY:
+		afs_fail(op, AGENTFS_ERR_CONFLICT, "directory_not_empty",
+			 "%s: directory not empty (set recursive=true to remove it and its contents)", p);
+		return;
+	case EXDEV:
+		afs_fail(op, AGENTFS_ERR_CONFLICT, "cross_device", "cannot move across file systems");
+		return;
+	case EFBIG:
+		afs_fail(op, AGENTFS_ERR_TOO_LARGE, "too_large", "%s: file too large for this operation", p);
+		return;
+	case ENOSPC:
+	case EDQUOT:
+		afs_fail(op, AGENTFS_ERR_NO_SPACE, "no_space", "no space left in the sandbox");
+		return;
+	case ENAMETOOLONG:
+	case ELOOP:
+		afs_fail(op, AGENTFS_ERR_INVALID, "invalid_path", "%s: %s", p, message);
+		return;
+	case EINVAL:
+		afs_fail(op, AGENTFS_ERR_INVALID, "invalid_request", "%s: %s", p, message);
+		return;
+	case ENOTSUP:
+		afs_fail(op, AGENTFS_ERR_UNSUPPORTED, "agent_outdated", "%s", message);
+		return;
+	case ESRCH:
+	case ECONNREFUSED:
+	case EPIPE: {
+		/* the next op asks PostgreSQL again */
+		struct afs_sbx **pp = cache_slot(op->fs, op->sandbox_id);
+		if (*pp)
+			(*pp)->fetched_ms = INT64_MIN / 2;
+		if (strstr(message, "container unavailable")) {
+			afs_fail(op, AGENTFS_ERR_CONFLICT, "sandbox_not_running",
+				 "the sandbox is not running");
+			return;
+		}
+		afs_fail(op, AGENTFS_ERR_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", message);
+		return;
+	}
+	default:
+		afs_fail(op, AGENTFS_ERR_INTERNAL, "fs_error", "%s: %s", p, message);
+		return;
+	}
+}
+
+/* Normalises in into out; a failure is queued on op. */
+int afs_path(struct agentfs_op *op, const char *in, char *out)
+{
+	const char *why = NULL;
+	if (!in || files_path_normalize(in, strlen(in), out, &why) != 0) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "path: %s", in ? why : "required");
+		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_path", msg);
+		return -1;
+	}
+	return 0;
+}
+
+static bool sandbox_id_ok(const char *id)
+{
+	if (strlen(id) != 36)
+		return false;
+	for (int i = 0; i < 36; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		char ch = id[i];
+		if (dash ? ch != '-' : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+/* "/" and the top-level directories a system needs. */
+static bool protected_path(const char *path)
+{
+	static const char *const top[] = { "bin",   "boot",   "dev", "etc",  "home", "lib",	 "lib32",
+					   "lib64", "libx32", "opt", "proc", "root", "run",	 "sbin",
+					   "srv",   "sys",    "tmp", "usr",  "var",  ".sandbar", NULL };
+	if (strcmp(path, "/") == 0)
+		return true;
+	if (strchr(path + 1, '/'))
+		return false;
+	for (size_t i = 0; top[i]; i++) {
+		if (strcmp(path + 1, top[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Validated input in op: look the sandbox up. */
+void afs_start(struct agentfs_op *op)
+{
+	if (op->later_code)
+		return;
+	if (!sandbox_id_ok(op->sandbox_id)) {
+		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		return;
+	}
+	struct afs_sbx *e = *cache_slot(op->fs, op->sandbox_id);
+	int64_t now = mono_ms();
+	if (e && now - e->fetched_ms < AFS_CACHE_TTL_MS) {
+		/* seen running a moment ago: straight to the agent (which answers
+		 * sandbox_not_running itself if it stopped since); activity aside */
+		if (now - e->touched_ms >= AFS_TOUCH_MS) {
+			e->touched_ms = now;
+			const char *params[] = { op->sandbox_id, op->fs->cluster, op->fs->idle_ms };
+			pg_query_send(op->fs->pg, sql_touch, 3, params, touched, NULL);
+		}
+		snprintf(op->container, sizeof(op->container), "%s", e->container);
+		if (e->user) {
+			op->user = strdup(e->user);
+			CHECK(op->user != NULL);
+		}
+		proceed(op);
+		return;
+	}
+	const char *params[] = { op->sandbox_id, op->fs->cluster, op->fs->idle_ms };
+	op->query = pg_query_send(op->fs->pg, sql_lookup, 3, params, looked_up, op);
+}
+
+static void looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct agentfs_op *op = arg;
+	op->query = NULL;
+	if (err != PG_OK) {
+		afs_fail(op, err == PG_ERR_QUERY ? AGENTFS_ERR_INTERNAL : AGENTFS_ERR_UNAVAILABLE,
+			 err == PG_ERR_QUERY ? "internal" : "database_unavailable", "PostgreSQL: %s",
+			 message);
+		return;
+	}
+	if (PQntuples(res) == 0) {
+		afs_fail(op, AGENTFS_ERR_NOT_FOUND, "not_found", "no sandbox with this id");
+		return;
+	}
+	const char *status = PQgetvalue(res, 0, 0);
+	if (strcmp(status, "running") != 0 || PQgetisnull(res, 0, 1)) {
+		afs_fail(op, AGENTFS_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
+		return;
+	}
+	snprintf(op->container, sizeof(op->container), "%s", PQgetvalue(res, 0, 1));
+	if (!PQgetisnull(res, 0, 2) && PQgetvalue(res, 0, 2)[0]) {
+		op->user = strdup(PQgetvalue(res, 0, 2));
+		CHECK(op->user != NULL);
+	}
+	cache_put(op->fs, op->sandbox_id, op->container, op->user);
+	proceed(op);
+}
+
+/* The sandbox is known: the agent request. */
+static void proceed(struct agentfs_op *op)
+{
+	op_set_state(op, AFS_AGENT);
+	op->ch = channels_get(op->fs->chs, op->sandbox_id, op->container);
+	switch (op->kind) {
+	case AFS_READ:
+	case AFS_READ_DOC:
+	case AFS_WRITE:
+		afs_stream_start(op);
+		break;
+	default:
+		send_request(op);
+		break;
+	}
+}
+
+static const struct agent_fs_ops one_ops = { one_entry, NULL, one_done, one_error };
+
+static void send_request(struct agentfs_op *op)
+{
+	struct agent_fs_req r = { .path = op->path, .user = op->user, .flags = op->flags };
+	switch (op->kind) {
+	case AFS_STAT:
+		r.op = AGENT_FS_STAT;
+		break;
+	case AFS_LIST:
+		r.op = AGENT_FS_LIST;
+		r.depth = (uint64_t)op->depth;
+		r.limit = AGENTFS_LIST_LIMIT;
+		op->list = json_object_new_array();
+		break;
+	case AFS_MKDIR:
+		r.op = AGENT_FS_MKDIR;
+		break;
+	case AFS_REMOVE:
+		r.op = AGENT_FS_REMOVE;
+		break;
+	case AFS_MOVE:
+		r.op = AGENT_FS_MOVE;
+		r.path2 = op->path2;
+		break;
+	case AFS_EDIT:
+		r.op = AGENT_FS_EDIT;
+		r.old_text = op->old_text;
+		r.old_len = op->old_len;
+		r.new_text = op->new_text;
+		r.new_len = op->new_len;
+		break;
+	default:
+		CHECK(!"not a one-shot op");
+	}
+	op->afs = agent_fs_op(op->ch, &r, &one_ops, op);
+}
+
+/* ---- JSON ---- */
+
+void afs_time(int64_t ms, char *out, size_t cap)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void add_common(struct json_object *o, const struct agent_fs_entry *e)
+{
+	char mode[8], when[40];
+	snprintf(mode, sizeof(mode), "%04o", e->mode & 07777);
+	afs_time(e->mtime_ms, when, sizeof(when));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)e->size));
+	json_object_object_add(o, "is_dir", json_object_new_boolean(S_ISDIR(e->mode)));
+	json_object_object_add(o, "mode", json_object_new_string(mode));
+	json_object_object_add(o, "modified_at", json_object_new_string(when));
+}
+
+static void one_entry(void *arg, const struct agent_fs_entry *e)
+{
+	struct agentfs_op *op = arg;
+	struct json_object *o = json_object_new_object();
+	if (op->kind == AFS_LIST) {
+		const char *path = e->path ? e->path : "";
+		json_object_object_add(o, "name", json_object_new_string(files_path_base(path)));
+		json_object_object_add(o, "path", json_object_new_string(path));
+		add_common(o, e);
+		json_object_array_add(op->list, o);
+		return;
+	}
+	if (op->kind != AFS_STAT || op->entry) {
+		json_object_put(o);
+		return;
+	}
+	json_object_object_add(o, "exists", json_object_new_boolean(1));
+	json_object_object_add(o, "path", json_object_new_string(op->path));
+	add_common(o, e);
+	json_object_object_add(o, "is_file", json_object_new_boolean(S_ISREG(e->mode)));
+	json_object_object_add(o, "is_symlink", json_object_new_boolean(e->link));
+	json_object_object_add(o, "uid", json_object_new_int64(e->uid));
+	json_object_object_add(o, "gid", json_object_new_int64(e->gid));
+	op->entry = o;
+}
+
+static void one_done(void *arg, const struct agent_fs_done *d)
+{
+	struct agentfs_op *op = arg;
+	op->afs = NULL;
+	struct json_object *o = NULL;
+	switch (op->kind) {
+	case AFS_STAT:
+		o = op->entry;
+		op->entry = NULL;
+		if (!o) {
+			afs_fail(op, AGENTFS_ERR_INTERNAL, "fs_error", "the agent sent no entry");
+			return;
+		}
+		break;
+	case AFS_LIST:
+		o = op->list;
+		op->list = NULL;
+		afs_done_json(op, o, false, d->truncated);
+		return;
+	case AFS_MKDIR:
+		o = json_object_new_object();
+		json_object_object_add(o, "path", json_object_new_string(op->path));
+		json_object_object_add(o, "created", json_object_new_boolean(d->created));
+		afs_done_json(op, o, d->created, false);
+		return;
+	case AFS_REMOVE:
+		o = json_object_new_object();
+		json_object_object_add(o, "path", json_object_new_string(op->path));
+		json_object_object_add(o, "removed", json_object_new_boolean(1));
+		break;
+	case AFS_MOVE:
+		o = json_object_new_object();
+		json_object_object_add(o, "from", json_object_new_string(op->path));
+		json_object_object_add(o, "to", json_object_new_string(op->path2));
+		break;
+	case AFS_EDIT: {
+		if (d->count == 0) {
+			afs_fail(op, AGENTFS_ERR_INVALID, "edit_no_match",
+				 "old_text occurs 0 times in %s; it must occur exactly once", op->path);
+			return;
+		}
+		if (d->count > 1) {
+			afs_fail(op, AGENTFS_ERR_INVALID, "edit_ambiguous",
+				 "old_text occurs %" PRIu64 " times in %s; it must occur exactly once "
+				 "(add surrounding text to make it unique)",
+				 d->count, op->path);
+			return;
+		}
+		char msg[FILES_PATH_MAX + 64];
+		snprintf(msg, sizeof(msg), "replaced 1 occurrence in %s", op->path);
+		o = json_object_new_object();
+		json_object_object_add(o, "path", json_object_new_string(op->path));
+		json_object_object_add(o, "replacements", json_object_new_int(1));
+		json_object_object_add(o, "size", json_object_new_int64((int64_t)d->size));
+		json_object_object_add(o, "message", json_object_new_string(msg));
+		break;
+	}
+	default:
+		CHECK(!"not a one-shot op");
+	}
+	afs_done_json(op, o, false, false);
+}
+
+static void one_error(void *arg, int code, const char *message)
+{
+	struct agentfs_op *op = arg;
+	op->afs = NULL;
+	if (op->kind == AFS_STAT && (code == ENOENT || code == ENOTDIR)) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "exists", json_object_new_boolean(0));
+		json_object_object_add(o, "path", json_object_new_string(op->path));
+		json_object_object_add(o, "size", json_object_new_int(0));
+		json_object_object_add(o, "is_dir", json_object_new_boolean(0));
+		json_object_object_add(o, "is_file", json_object_new_boolean(0));
+		json_object_object_add(o, "is_symlink", json_object_new_boolean(0));
+		json_object_object_add(o, "mode", NULL);
+		json_object_object_add(o, "modified_at", NULL);
+		afs_done_json(op, o, false, false);
+		return;
+	}
+	afs_fail_errno(op, code, message);
+}
+
+/* ---- the one-shot entry points ---- */
+
+struct agentfs_op *agentfs_stat(struct agentfs *fs, const char *sandbox_id, const char *path,
+				agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, AFS_STAT, sandbox_id, arg);
+	op->cb = cb;
+	if (afs_path(op, path, op->path) == 0)
+		afs_start(op);
+	return op;
+}
+
+struct agentfs_op *agentfs_list(struct agentfs *fs, const char *sandbox_id, const char *path, int depth,
+				agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, AFS_LIST, sandbox_id, arg);
+	op->cb = cb;
+	op->depth = depth;
+	if (afs_path(op, path, op->path) != 0)
+		return op;
+	if (depth < 1 || depth > AGENTFS_LIST_DEPTH) {
+		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_depth", "depth must be 1 to 10");
+		return op;
+	}
+	afs_start(op);
+	return op;
+}
+
+struct agentfs_op *agentfs_mkdir(struct agentfs *fs, const char *sandbox_id, const char *path, bool parents,
+				 agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, AFS_MKDIR, sandbox_id, arg);
+	op->cb = cb;
+	op->flags = parents ? AGENT_FS_F_PARENTS : 0;
+	if (afs_path(op, path, op->path) == 0)
+		afs_start(op);
+	return op;
+}
+
+struct agentfs_op *agentfs_remove(struct agentfs *fs, const char *sandbox_id, const char *path,
+				  bool recursive, agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, AFS_REMOVE, sandbox_id, arg);
+	op->cb = cb;
+	op->flags = recursive ? AGENT_FS_F_RECURSIVE : 0;
+	if (afs_path(op, path, op->path) != 0)
+		return op;
+	if (protected_path(op->path)) {
+		afs_fail_later(op, AGENTFS_ERR_FORBIDDEN, "protected_path",
+			       "refusing to remove / or a top-level system directory");
+		return op;
+	}
+	afs_start(op);
+	return op;
+}
+
+struct agentfs_op *agentfs_move(struct agentfs *fs, const char *sandbox_id, const char *from, const char *to,
+				bool overwrite, agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, AFS_MOVE, sandbox_id, arg);
+	op->cb = cb;
+	op->flags = AGENT_FS_F_PARENTS | (overwrite ? AGENT_FS_F_OVERWRITE : 0);
+	if (afs_path(op, from, op->path) != 0 || afs_path(op, to, op->path2) != 0)
+		return op;
+	if (protected_path(op->path) || protected_path(op->path2)) {
+		afs_fail_later(op, AGENTFS_ERR_FORBIDDEN, "protected_path",
+			       "refusing to move / or a top-level system directory");
+		return op;
+	}
+	afs_start(op);
+	return op;
+}
+
+struct agentfs_op *agentfs_edit(struct agentfs *fs, const char *sandbox_id, const char *path,
+				const char *old_text, size_t old_len, const char *new_text, size_t new_len,
+				agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, AFS_EDIT, sandbox_id, arg);
+	op->cb = cb;
+	if (afs_path(op, path, op->path) != 0)
+		return op;
+	if (!old_text || old_len == 0 || !new_text) {
+		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_request",
+			       "old_text (non-empty) and new_text are required");
+		return op;
+	}
+	if (old_len + new_len > AGENT_FRAME_MAX - FILES_PATH_MAX - 1024) {
+		afs_fail_later(op, AGENTFS_ERR_TOO_LARGE, "too_large",
+			       "old_text and new_text together must stay under 1 MiB");
+		return op;
+	}
+	op->old_text = malloc(old_len);
+	op->new_text = malloc(new_len + 1);
+	CHECK(op->old_text && op->new_text);
+	memcpy(op->old_text, old_text, old_len);
+	memcpy(op->new_text, new_text, new_len);
+	op->old_len = old_len;
+	op->new_len = new_len;
+	afs_start(op);
+	return op;
+}
