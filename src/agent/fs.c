@@ -22,28 +22,10 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "fs_internal.h"
 #include "core/check.h"
 #include "core/log.h"
 #include "users.h"
-
-enum fs_kind { FS_K_READ, FS_K_WRITE };
-
-struct fs_stream {
-	struct fs_stream *next;
-	enum fs_kind kind;
-	uint8_t tag[AGENT_TAG_MAX];
-	uint32_t tag_len;
-	int fd; /* -1 once failed (a write that sent its ERROR) */
-	/* read */
-	uint64_t start, pos, end, acked;
-	uint32_t window;
-	/* write */
-	struct user_info user;
-	bool as_user;
-	uint32_t mode;
-	uint64_t written;
-	char *tmp, *dst;
-};
 
 struct fs_job {
 	struct fs_job *next;
@@ -53,25 +35,10 @@ struct fs_job {
 	uint32_t tag_len;
 };
 
-/* Who the agent acts as during one request. */
-struct ident {
-	bool switched;
-	gid_t saved[USERS_GROUPS_MAX];
-	int nsaved;
-};
-
-static int ident_resolve(const struct agent_req *r, struct user_info *u, bool *as_user);
-static int become(struct ident *id, const struct user_info *u, bool as_user);
-static void restore(struct ident *id);
-static char *req_str(const uint8_t *p, uint32_t len);
-static size_t out_pending(const struct conn *c);
-static void msg_tag(struct conn *c, const uint8_t *tag, uint32_t len);
-static void send_error(struct conn *c, const uint8_t *tag, uint32_t tag_len, int code, const char *msg);
 static void send_entry(struct conn *c, const struct agent_req *r, const char *path, const struct stat *st,
 		       bool link);
 static void send_done(struct conn *c, const struct agent_req *r);
 static int mkdirs(char *path, bool last, bool *created);
-static int parent_dirs(const char *path);
 static int op_stat(struct conn *c, const struct agent_req *r, const char *path);
 static int op_list(struct conn *c, const struct agent_req *r, const char *path);
 static int list_dir(struct conn *c, const struct agent_req *r, char *path, uint64_t depth, uint64_t *count,
@@ -81,22 +48,12 @@ static int op_remove(struct agent *a, struct conn *c, const struct agent_req *r,
 		     const struct user_info *u, bool as_user);
 static int op_move(struct conn *c, const struct agent_req *r, const char *from);
 static int op_edit(struct conn *c, const struct agent_req *r, const char *path);
-static int tmp_open(const char *dst, char **tmp_out);
-static int write_all(int fd, const void *p, size_t n);
 static void do_op(struct agent *a, struct conn *c, const struct agent_req *r);
-static void read_open(struct conn *c, const struct agent_req *r);
-static void write_open(struct conn *c, const struct agent_req *r);
-static struct fs_stream *stream_find(struct conn *c, const struct agent_req *r);
-static struct fs_stream *stream_new(struct conn *c, const struct agent_req *r, enum fs_kind kind);
-static void stream_drop(struct conn *c, struct fs_stream *s, bool discard);
-static void write_data(struct conn *c, struct fs_stream *s, const struct agent_req *r);
-static void write_commit(struct conn *c, struct fs_stream *s, const struct agent_req *r);
-static bool read_pump(struct conn *c, struct fs_stream *s);
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw);
 
 /* ---- identity ---- */
 
-static int ident_resolve(const struct agent_req *r, struct user_info *u, bool *as_user)
+int fs_ident_resolve(const struct agent_req *r, struct user_info *u, bool *as_user)
 {
 	*as_user = false;
 	memset(u, 0, sizeof(*u));
@@ -113,7 +70,7 @@ static int ident_resolve(const struct agent_req *r, struct user_info *u, bool *a
 	return 0;
 }
 
-static int become(struct ident *id, const struct user_info *u, bool as_user)
+int fs_become(struct ident *id, const struct user_info *u, bool as_user)
 {
 	id->switched = false;
 	if (!as_user)
@@ -136,7 +93,7 @@ static int become(struct ident *id, const struct user_info *u, bool as_user)
 	return 0;
 }
 
-static void restore(struct ident *id)
+void fs_restore(struct ident *id)
 {
 	if (!id->switched)
 		return;
@@ -150,7 +107,7 @@ static void restore(struct ident *id)
 
 /* ---- answers ---- */
 
-static char *req_str(const uint8_t *p, uint32_t len)
+char *fs_req_str(const uint8_t *p, uint32_t len)
 {
 	char *s = malloc((size_t)len + 1);
 	CHECK(s != NULL);
@@ -159,20 +116,20 @@ static char *req_str(const uint8_t *p, uint32_t len)
 	return s;
 }
 
-static size_t out_pending(const struct conn *c)
+size_t fs_out_pending(const struct conn *c)
 {
 	return c->out.len - c->out_off;
 }
 
-static void msg_tag(struct conn *c, const uint8_t *tag, uint32_t len)
+void fs_msg_tag(struct conn *c, const uint8_t *tag, uint32_t len)
 {
 	agent_msg_bytes(&c->out, AGENT_T_TAG, tag, len);
 }
 
-static void send_error(struct conn *c, const uint8_t *tag, uint32_t tag_len, int code, const char *msg)
+void fs_send_error(struct conn *c, const uint8_t *tag, uint32_t tag_len, int code, const char *msg)
 {
 	agent_msg_begin(&c->out, AGENT_ERROR, 0, 0);
-	msg_tag(c, tag, tag_len);
+	fs_msg_tag(c, tag, tag_len);
 	agent_msg_u64(&c->out, AGENT_T_CODE, (uint64_t)code);
 	agent_msg_str(&c->out, AGENT_T_MESSAGE, msg);
 	CHECK(agent_msg_end(&c->out) == 0);
@@ -182,7 +139,7 @@ static void send_entry(struct conn *c, const struct agent_req *r, const char *pa
 		       bool link)
 {
 	agent_msg_begin(&c->out, AGENT_FS_ENTRY, 0, 0);
-	msg_tag(c, r->tag, r->tag_len);
+	fs_msg_tag(c, r->tag, r->tag_len);
 	if (path)
 		agent_msg_str(&c->out, AGENT_T_PATH, path);
 	agent_msg_u64(&c->out, AGENT_T_SIZE, (uint64_t)st->st_size);
@@ -199,7 +156,7 @@ static void send_entry(struct conn *c, const struct agent_req *r, const char *pa
 static void send_done(struct conn *c, const struct agent_req *r)
 {
 	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
-	msg_tag(c, r->tag, r->tag_len);
+	fs_msg_tag(c, r->tag, r->tag_len);
 	CHECK(agent_msg_end(&c->out) == 0);
 }
 
@@ -234,7 +191,7 @@ static int mkdirs(char *path, bool last, bool *created)
 	return 0;
 }
 
-static int parent_dirs(const char *path)
+int fs_parent_dirs(const char *path)
 {
 	char *copy = strdup(path);
 	CHECK(copy != NULL);
@@ -353,7 +310,7 @@ static int op_list(struct conn *c, const struct agent_req *r, const char *path)
 	if (rc < 0)
 		return -1;
 	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
-	msg_tag(c, r->tag, r->tag_len);
+	fs_msg_tag(c, r->tag, r->tag_len);
 	agent_msg_u64(&c->out, AGENT_T_COUNT, count);
 	agent_msg_u64(&c->out, AGENT_T_TRUNCATED, rc == 1);
 	CHECK(agent_msg_end(&c->out) == 0);
@@ -377,7 +334,7 @@ static int op_mkdir(struct conn *c, const struct agent_req *r, char *path)
 		created = true;
 	}
 	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
-	msg_tag(c, r->tag, r->tag_len);
+	fs_msg_tag(c, r->tag, r->tag_len);
 	agent_msg_u64(&c->out, AGENT_T_CREATED, created);
 	CHECK(agent_msg_end(&c->out) == 0);
 	return 0;
@@ -438,9 +395,9 @@ static int op_remove(struct agent *a, struct conn *c, const struct agent_req *r,
 
 static int op_move(struct conn *c, const struct agent_req *r, const char *from)
 {
-	char *to = req_str(r->path2, r->path2_len);
+	char *to = fs_req_str(r->path2, r->path2_len);
 	int rc = -1;
-	if ((r->flags & AGENT_FS_F_PARENTS) && parent_dirs(to) != 0)
+	if ((r->flags & AGENT_FS_F_PARENTS) && fs_parent_dirs(to) != 0)
 		goto out;
 	if (r->flags & AGENT_FS_F_OVERWRITE) {
 		rc = rename(from, to);
@@ -510,11 +467,11 @@ static int op_edit(struct conn *c, const struct agent_req *r, const char *path)
 	if (count == 1) {
 		size_t pre = (size_t)(at - buf), post = size - pre - r->data_len;
 		new_size = pre + r->data2_len + post;
-		tfd = tmp_open(path, &tmp);
+		tfd = fs_tmp_open(path, &tmp);
 		if (tfd < 0)
 			goto out;
-		if (write_all(tfd, buf, pre) != 0 || write_all(tfd, r->data2, r->data2_len) != 0 ||
-		    write_all(tfd, at + r->data_len, post) != 0 || fchmod(tfd, st.st_mode & 07777) != 0)
+		if (fs_write_all(tfd, buf, pre) != 0 || fs_write_all(tfd, r->data2, r->data2_len) != 0 ||
+		    fs_write_all(tfd, at + r->data_len, post) != 0 || fchmod(tfd, st.st_mode & 07777) != 0)
 			goto out;
 		if (geteuid() == 0 && setfsuid((uid_t)-1) == 0 && fchown(tfd, st.st_uid, st.st_gid) != 0)
 			goto out;
@@ -524,7 +481,7 @@ static int op_edit(struct conn *c, const struct agent_req *r, const char *path)
 		tmp = NULL;
 	}
 	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
-	msg_tag(c, r->tag, r->tag_len);
+	fs_msg_tag(c, r->tag, r->tag_len);
 	agent_msg_u64(&c->out, AGENT_T_COUNT, count);
 	agent_msg_u64(&c->out, AGENT_T_SIZE, new_size);
 	CHECK(agent_msg_end(&c->out) == 0);
@@ -543,7 +500,7 @@ out:;
 }
 
 /* A new temporary beside dst, only ours (0600 until the commit sets the mode). */
-static int tmp_open(const char *dst, char **tmp_out)
+int fs_tmp_open(const char *dst, char **tmp_out)
 {
 	static unsigned counter;
 	const char *slash = strrchr(dst, '/');
@@ -568,7 +525,7 @@ static int tmp_open(const char *dst, char **tmp_out)
 	return -1;
 }
 
-static int write_all(int fd, const void *p, size_t n)
+int fs_write_all(int fd, const void *p, size_t n)
 {
 	const uint8_t *b = p;
 	while (n > 0) {
@@ -588,13 +545,13 @@ static void do_op(struct agent *a, struct conn *c, const struct agent_req *r)
 	struct user_info u;
 	struct ident id;
 	bool as_user;
-	if (ident_resolve(r, &u, &as_user) != 0) {
-		send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+	if (fs_ident_resolve(r, &u, &as_user) != 0) {
+		fs_send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
 		return;
 	}
-	char *path = req_str(r->path, r->path_len);
-	if (become(&id, &u, as_user) != 0) {
-		send_error(c, r->tag, r->tag_len, errno, "cannot act as USER");
+	char *path = fs_req_str(r->path, r->path_len);
+	if (fs_become(&id, &u, as_user) != 0) {
+		fs_send_error(c, r->tag, r->tag_len, errno, "cannot act as USER");
 		free(path);
 		return;
 	}
@@ -623,325 +580,25 @@ static void do_op(struct agent *a, struct conn *c, const struct agent_req *r)
 		break;
 	}
 	int e = errno;
-	restore(&id);
+	fs_restore(&id);
 	if (rc != 0)
-		send_error(c, r->tag, r->tag_len, e, strerror(e));
+		fs_send_error(c, r->tag, r->tag_len, e, strerror(e));
 	free(path);
-}
-
-/* ---- streams ---- */
-
-static struct fs_stream *stream_find(struct conn *c, const struct agent_req *r)
-{
-	for (struct fs_stream *s = c->fs_streams; s; s = s->next) {
-		if (s->tag_len == r->tag_len && memcmp(s->tag, r->tag, r->tag_len) == 0)
-			return s;
-	}
-	return NULL;
-}
-
-static struct fs_stream *stream_new(struct conn *c, const struct agent_req *r, enum fs_kind kind)
-{
-	size_t n = 0;
-	for (struct fs_stream *s = c->fs_streams; s; s = s->next)
-		n++;
-	if (n >= FS_STREAMS_MAX || stream_find(c, r)) {
-		send_error(c, r->tag, r->tag_len, n >= FS_STREAMS_MAX ? EMFILE : EEXIST,
-			   n >= FS_STREAMS_MAX ? "too many file streams" : "TAG already in use");
-		return NULL;
-	}
-	struct fs_stream *s = calloc(1, sizeof(*s));
-	CHECK(s != NULL);
-	s->kind = kind;
-	s->fd = -1;
-	memcpy(s->tag, r->tag, r->tag_len);
-	s->tag_len = r->tag_len;
-	s->next = c->fs_streams;
-	c->fs_streams = s;
-	return s;
-}
-
-/* Unlinks and frees s; a write's temporary goes when discard. */
-static void stream_drop(struct conn *c, struct fs_stream *s, bool discard)
-{
-	for (struct fs_stream **pp = &c->fs_streams; *pp; pp = &(*pp)->next) {
-		if (*pp == s) {
-			*pp = s->next;
-			break;
-		}
-	}
-	if (s->fd >= 0)
-		close(s->fd);
-	if (discard && s->tmp) {
-		struct ident id;
-		if (become(&id, &s->user, s->as_user) == 0) {
-			if (unlink(s->tmp) != 0 && errno != ENOENT)
-				log_warn("cannot remove %s: %s", s->tmp, strerror(errno));
-			restore(&id);
-		}
-	}
-	free(s->tmp);
-	free(s->dst);
-	free(s);
-}
-
-static void read_open(struct conn *c, const struct agent_req *r)
-{
-	struct user_info u;
-	struct ident id;
-	bool as_user;
-	if (ident_resolve(r, &u, &as_user) != 0) {
-		send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
-		return;
-	}
-	struct fs_stream *s = stream_new(c, r, FS_K_READ);
-	if (!s)
-		return;
-	char *path = req_str(r->path, r->path_len);
-	struct stat st;
-	int fd = -1, e = 0;
-	if (become(&id, &u, as_user) != 0) {
-		e = errno;
-	} else {
-		/* O_NONBLOCK: a FIFO must not hang the agent in open */
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-		e = errno;
-		restore(&id);
-	}
-	free(path);
-	if (fd >= 0 && fstat(fd, &st) != 0) {
-		e = errno;
-		close(fd);
-		fd = -1;
-	} else if (fd >= 0 && !S_ISREG(st.st_mode)) {
-		e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-		close(fd);
-		fd = -1;
-	}
-	if (fd < 0) {
-		send_error(c, r->tag, r->tag_len, e, e == EINVAL ? "not a regular file" : strerror(e));
-		stream_drop(c, s, false);
-		return;
-	}
-	s->fd = fd;
-	uint64_t size = (uint64_t)st.st_size, start, len;
-	if (r->flags & AGENT_FS_F_SUFFIX) {
-		len = r->length < size ? r->length : size;
-		start = size - len;
-	} else {
-		start = r->offset;
-		len = start >= size ? 0 : size - start;
-		if (r->has_length && r->length < len)
-			len = r->length;
-	}
-	s->start = s->pos = s->acked = start;
-	s->end = start + len;
-	s->window = r->has_window && r->window ? r->window : AGENT_WINDOW_DEFAULT;
-	uint8_t head[FS_HEAD_BYTES];
-	ssize_t hn = pread(fd, head, sizeof(head), 0);
-	agent_msg_begin(&c->out, AGENT_FS_ENTRY, 0, 0);
-	msg_tag(c, r->tag, r->tag_len);
-	agent_msg_u64(&c->out, AGENT_T_SIZE, size);
-	agent_msg_u64(&c->out, AGENT_T_MODE, (uint64_t)st.st_mode);
-	agent_msg_u64(&c->out, AGENT_T_MTIME,
-		      (uint64_t)((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000));
-	agent_msg_u64(&c->out, AGENT_T_OFFSET, start);
-	agent_msg_u64(&c->out, AGENT_T_LENGTH, len);
-	agent_msg_bytes(&c->out, AGENT_T_DATA, head, hn > 0 ? (size_t)hn : 0);
-	CHECK(agent_msg_end(&c->out) == 0);
-	read_pump(c, s);
-}
-
-/* true when the stream is finished (FS_DONE or ERROR sent, s freed). */
-static bool read_pump(struct conn *c, struct fs_stream *s)
-{
-	static uint8_t buf[FS_READ_CHUNK];
-	while (s->pos < s->end && out_pending(c) < CONN_OUT_HIGH) {
-		uint64_t inflight = s->pos - s->acked;
-		if (inflight >= s->window)
-			return false;
-		uint64_t want = s->end - s->pos;
-		if (want > s->window - inflight)
-			want = s->window - inflight;
-		if (want > sizeof(buf))
-			want = sizeof(buf);
-		ssize_t n = pread(s->fd, buf, (size_t)want, (off_t)s->pos);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			send_error(c, s->tag, s->tag_len, errno, strerror(errno));
-			stream_drop(c, s, false);
-			return true;
-		}
-		if (n == 0) {
-			s->end = s->pos; /* the file shrank: FS_DONE says how much came */
-			break;
-		}
-		agent_msg_begin(&c->out, AGENT_FS_DATA, 0, 0);
-		msg_tag(c, s->tag, s->tag_len);
-		agent_msg_u64(&c->out, AGENT_T_OFFSET, s->pos);
-		agent_msg_bytes(&c->out, AGENT_T_DATA, buf, (size_t)n);
-		CHECK(agent_msg_end(&c->out) == 0);
-		s->pos += (uint64_t)n;
-	}
-	if (s->pos < s->end || out_pending(c) >= CONN_OUT_HIGH)
-		return false;
-	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
-	msg_tag(c, s->tag, s->tag_len);
-	agent_msg_u64(&c->out, AGENT_T_SIZE, s->pos - s->start);
-	CHECK(agent_msg_end(&c->out) == 0);
-	stream_drop(c, s, false);
-	return true;
-}
-
-static void write_open(struct conn *c, const struct agent_req *r)
-{
-	struct user_info u;
-	bool as_user;
-	if (ident_resolve(r, &u, &as_user) != 0) {
-		send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
-		return;
-	}
-	struct fs_stream *s = stream_new(c, r, FS_K_WRITE);
-	if (!s)
-		return;
-	s->user = u;
-	s->as_user = as_user;
-	s->mode = r->has_mode ? r->mode : 0644;
-	s->dst = req_str(r->path, r->path_len);
-	struct ident id;
-	int e = 0;
-	if (become(&id, &u, as_user) != 0) {
-		e = errno;
-	} else {
-		if ((r->flags & AGENT_FS_F_PARENTS) && parent_dirs(s->dst) != 0)
-			e = errno;
-		else if ((s->fd = tmp_open(s->dst, &s->tmp)) < 0)
-			e = errno;
-		restore(&id);
-	}
-	if (e) /* kept (fd -1) until COMMIT or CLOSE, so its FS_DATA is ignored quietly */
-		send_error(c, r->tag, r->tag_len, e, strerror(e));
-}
-
-static void write_data(struct conn *c, struct fs_stream *s, const struct agent_req *r)
-{
-	if (s->fd < 0 || r->data_len == 0)
-		return;
-	if (write_all(s->fd, r->data, r->data_len) != 0) {
-		int e = errno;
-		send_error(c, s->tag, s->tag_len, e, strerror(e));
-		close(s->fd);
-		s->fd = -1;
-		struct ident id;
-		if (become(&id, &s->user, s->as_user) == 0) {
-			unlink(s->tmp);
-			restore(&id);
-		}
-		free(s->tmp);
-		s->tmp = NULL;
-		return;
-	}
-	s->written += r->data_len;
-}
-
-static void write_commit(struct conn *c, struct fs_stream *s, const struct agent_req *r)
-{
-	if (s->fd < 0) { /* its ERROR went out already */
-		stream_drop(c, s, true);
-		return;
-	}
-	struct ident id;
-	struct stat st;
-	bool created = false;
-	int e = 0;
-	if (fchmod(s->fd, s->mode) != 0)
-		e = errno;
-	else if (become(&id, &s->user, s->as_user) != 0)
-		e = errno;
-	else {
-		created = lstat(s->dst, &st) != 0;
-		if (rename(s->tmp, s->dst) != 0)
-			e = errno;
-		restore(&id);
-	}
-	if (e) {
-		send_error(c, s->tag, s->tag_len, e, strerror(e));
-		stream_drop(c, s, true);
-		return;
-	}
-	agent_msg_begin(&c->out, AGENT_FS_DONE, 0, 0);
-	msg_tag(c, r->tag, r->tag_len);
-	agent_msg_u64(&c->out, AGENT_T_SIZE, s->written);
-	agent_msg_u64(&c->out, AGENT_T_CREATED, created);
-	CHECK(agent_msg_end(&c->out) == 0);
-	free(s->tmp);
-	s->tmp = NULL; /* renamed: nothing to discard */
-	stream_drop(c, s, false);
 }
 
 /* ---- entry points ---- */
 
 void fs_handle(struct agent *a, struct conn *c, const struct agent_req *r)
 {
-	struct fs_stream *s = NULL;
-	switch (r->type) {
-	case AGENT_FS:
+	if (r->type == AGENT_FS)
 		do_op(a, c, r);
-		return;
-	case AGENT_FS_READ:
-		read_open(c, r);
-		return;
-	case AGENT_FS_WRITE:
-		write_open(c, r);
-		return;
-	default:
-		break;
-	}
-	s = stream_find(c, r);
-	if (!s) {
-		/* a read may have finished while its ACK or CLOSE was on the way */
-		if (r->type == AGENT_FS_COMMIT)
-			send_error(c, r->tag, r->tag_len, ENOENT, "no such file stream");
-		return;
-	}
-	switch (r->type) {
-	case AGENT_FS_DATA:
-		if (s->kind == FS_K_WRITE)
-			write_data(c, s, r);
-		break;
-	case AGENT_FS_ACK:
-		if (s->kind == FS_K_READ && r->offset > s->acked)
-			s->acked = r->offset < s->pos ? r->offset : s->pos;
-		break;
-	case AGENT_FS_COMMIT:
-		if (s->kind == FS_K_WRITE)
-			write_commit(c, s, r);
-		else
-			send_error(c, r->tag, r->tag_len, EINVAL, "FS_COMMIT on a read");
-		break;
-	case AGENT_FS_CLOSE:
-		stream_drop(c, s, true);
-		break;
-	default:
-		break;
-	}
-}
-
-void fs_pump(struct agent *a, struct conn *c)
-{
-	(void)a;
-	for (struct fs_stream *s = c->fs_streams, *next; s; s = next) {
-		next = s->next;
-		if (s->kind == FS_K_READ)
-			read_pump(c, s);
-	}
+	else
+		fs_stream_request(c, r);
 }
 
 void fs_conn_closed(struct agent *a, struct conn *c)
 {
-	while (c->fs_streams)
-		stream_drop(c, c->fs_streams, true);
+	fs_streams_drop_all(c);
 	for (struct fs_job *j = a->fs_jobs; j; j = j->next) {
 		if (j->conn == c)
 			j->conn = NULL;
@@ -962,7 +619,7 @@ bool fs_reaped(struct agent *a, pid_t pid, int status)
 				agent_msg_bytes(&j->conn->out, AGENT_T_TAG, j->tag, j->tag_len);
 				CHECK(agent_msg_end(&j->conn->out) == 0);
 			} else {
-				send_error(j->conn, j->tag, j->tag_len, code, strerror(code));
+				fs_send_error(j->conn, j->tag, j->tag_len, code, strerror(code));
 			}
 		}
 		free(j);
