@@ -17,6 +17,7 @@ static bool decide_close(const struct http_request *req);
 static bool status_has_body(int status);
 static size_t json_escape(char *out, size_t cap, const char *s);
 static void out_add(struct http_request *req, const void *data, size_t len);
+static void out_extra_headers(struct http_request *req);
 
 const char *response_date(struct http_server *srv)
 {
@@ -59,6 +60,25 @@ static void out_add(struct http_request *req, const void *data, size_t len)
 {
 	evbuffer_add(bufferevent_get_output(req->conn->bev), data, len);
 	req->bytes_sent += len;
+}
+
+/* The headers added with http_response_header, in the order they were added
+ * (they are stored newest first). */
+static void out_extra_headers(struct http_request *req)
+{
+	struct http_kv *rev = NULL;
+	while (req->out_headers) {
+		struct http_kv *kv = req->out_headers;
+		req->out_headers = kv->next;
+		kv->next = rev;
+		rev = kv;
+	}
+	struct evbuffer *out = bufferevent_get_output(req->conn->bev);
+	for (struct http_kv *kv = rev; kv; kv = kv->next) {
+		int m = evbuffer_add_printf(out, "%s: %s\r\n", kv->name, kv->value);
+		if (m > 0)
+			req->bytes_sent += (uint64_t)m;
+	}
 }
 
 void http_response_header(struct http_request *req, const char *name, const char *value)
@@ -130,20 +150,7 @@ void http_response_start(struct http_request *req, int status, const char *conte
 	CHECK(len < sizeof(head));
 	out_add(req, head, len);
 
-	/* Stored newest first; send in the order they were added. */
-	struct http_kv *rev = NULL;
-	while (req->out_headers) {
-		struct http_kv *kv = req->out_headers;
-		req->out_headers = kv->next;
-		kv->next = rev;
-		rev = kv;
-	}
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	for (struct http_kv *kv = rev; kv; kv = kv->next) {
-		int m = evbuffer_add_printf(out, "%s: %s\r\n", kv->name, kv->value);
-		if (m > 0)
-			req->bytes_sent += (uint64_t)m;
-	}
+	out_extra_headers(req);
 	out_add(req, "\r\n", 2);
 }
 
@@ -224,16 +231,7 @@ void http_request_upgrade(struct http_request *req, http_upgraded_fn upgraded, v
 			 req->id);
 	CHECK(n > 0 && (size_t)n < sizeof(head));
 	out_add(req, head, (size_t)n);
-	struct http_kv *rev = NULL;
-	while (req->out_headers) {
-		struct http_kv *kv = req->out_headers;
-		req->out_headers = kv->next;
-		kv->next = rev;
-		rev = kv;
-	}
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	for (struct http_kv *kv = rev; kv; kv = kv->next)
-		evbuffer_add_printf(out, "%s: %s\r\n", kv->name, kv->value);
+	out_extra_headers(req);
 	out_add(req, "\r\n", 2);
 	c->upgraded = upgraded;
 	c->upgraded_arg = arg;
