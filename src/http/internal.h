@@ -21,6 +21,7 @@
 #define HTTP_ARENA_BLOCK     4096
 #define HTTP_INPUT_HIGHWAT   (512 * 1024) /* held unparsed input before reading stops */
 #define HTTP_FEED_MAX	     (256 * 1024) /* body bytes parsed per step */
+#define HTTP_LIBEVENT_READ   4096	  /* libevent 2.1's largest read (EVBUFFER_MAX_READ) */
 #define HTTP_STREAM_BACKLOG  (256 * 1024) /* undrained streamed body before parsing stops */
 #define HTTP_DISCARD_MAX     (256 * 1024) /* unread body we discard to keep the connection */
 #define HTTP_WRITE_LOWAT     (16 * 1024)
@@ -145,6 +146,7 @@ struct http_conn {
 		size_t off, len;
 	} feed_segs[HTTP_FEED_SEGS];
 	int nfeed_segs;
+	bool read_held;		   /* reading stopped while a paused body fills the input */
 	http_upgraded_fn upgraded; /* set by http_request_upgrade */
 	void *upgraded_arg;
 	struct http_request req;

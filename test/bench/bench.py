@@ -7,9 +7,10 @@ Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
 Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20), EXEC_ROUNDS (200),
 EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), FILE_MB (1024: file transfer through the API vs `docker cp`, with
 sandbard's peak RSS growth), FILE_RUNS (3: the best of as many interleaved
-transfers each way), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
+transfers each way; FILE_PERF=1 logs sandbard's syscall counts during each
+transfer, through perf stat), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
 archive API), BENCH_ONLY (exec:
-only the exec rows), BENCH_KEEP_SERVER (seconds to keep the server up after
+only the exec rows; files: only the large file transfer rows), BENCH_KEEP_SERVER (seconds to keep the server up after
 the exec rows, for `perf record -p`).
 The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
 logs the CPU time each process group spent during it (sandbard, postgres,
@@ -50,6 +51,9 @@ BENCH_ONLY = os.environ.get("BENCH_ONLY", "")
 BENCH_KEEP_SERVER = float(os.environ.get("BENCH_KEEP_SERVER", "0"))
 FILE_RUNS = int(os.environ.get("FILE_RUNS", "3"))
 SMALL_FILES = int(os.environ.get("SMALL_FILES", "200"))
+FILE_PERF = os.environ.get("FILE_PERF", "") == "1"
+FILE_PERF_EVENTS = ",".join(f"syscalls:sys_enter_{n}" for n in (
+    "read", "readv", "write", "writev", "sendfile64", "epoll_ctl", "epoll_wait"))
 IMAGE = "sandbar/base:latest"
 SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
 
@@ -416,11 +420,21 @@ def file_transfers(srv, c, table):
         base_url = f"http://{srv.host}:{srv.port}/api/sandboxes/{sid}/files"
 
         def timed(argv):
+            perf = None
+            if FILE_PERF and argv[0] == "curl":
+                # syscall counts of sandbard during this transfer (FILE_PERF=1)
+                perf = subprocess.Popen(["perf", "stat", "-x,", "-e", FILE_PERF_EVENTS, "-p", str(srv.pid)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                time.sleep(0.3)
             t0 = time.perf_counter()
             cpu0 = cpu_seconds(srv.pid)
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             r = subprocess.run(argv, capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
             dt = time.perf_counter() - t0
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                counts = [ln.split(",") for ln in perf.communicate()[1].splitlines() if ln.count(",") > 2]
+                log("  " + ", ".join(f"{c[2].split('_', 2)[-1]} {c[0]}" for c in counts))
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             log(f"{' '.join(argv[:2])}: {dt:.2f}s, client CPU {ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime:.2f}s, sandbard CPU {cpu_seconds(srv.pid) - cpu0:.2f}s")
             if r.returncode != 0:
@@ -568,6 +582,10 @@ def attempt(fn):
         return e
 
 
+class FilesOnlyDone(Exception):
+    """BENCH_ONLY=files: the file rows are in, skip the rest of the run."""
+
+
 def main():
     table = Table()
     run = Session(prefix="sandbar_bench")
@@ -583,6 +601,11 @@ def main():
         time.sleep(1)
         rss_idle = srv.rss_kb()
 
+        if BENCH_ONLY == "files":
+            log(f"files: {FILE_MB} MiB up and down, API vs docker cp")
+            attempt(lambda: file_transfers(srv, c, table))
+            c.close()
+            raise FilesOnlyDone()
         if BENCH_ONLY != "exec":
             # /health: sandbar vs nginx
             log(f"wrk /health ({WRK_SECONDS}s)")
@@ -683,6 +706,8 @@ def main():
             table.add("GET /api/sandboxes with 1,000 rows ms", listed * 1000 if isinstance(listed, float) else listed,
                       fmt="{:.1f}")
         c.close()
+    except FilesOnlyDone:
+        pass
     except Exception as e:
         log(f"aborted: {e}")
         table.failed += 1
