@@ -280,6 +280,12 @@ static void up_found(const char *container, bool running, int status, const char
 	}
 	snprintf(up->container, sizeof(up->container), "%s", container);
 	up->running = running;
+	/* On a stopped sandbox nothing can move a temporary into place, so the
+	 * file is written under its final name: spool it first, so that Docker
+	 * gets it only once it is whole and a client that leaves half way leaves
+	 * nothing behind. */
+	if (!running)
+		up->spool = true;
 	up_set_state(up, UP_BODY);
 	static const struct http_body_stream bcbs = { up_body_data, up_body_end };
 	http_request_stream_body(up->req, &bcbs, up);
@@ -290,6 +296,8 @@ static void up_cancel(void *arg)
 {
 	struct upload *up = arg;
 	up->req = NULL;
+	if (up->spool && up->body_ended)
+		return; /* the whole file is here: it is written, there is just nobody to tell */
 	up_fail(up, 499, "client_gone", "the client went away");
 }
 
@@ -326,7 +334,7 @@ static void up_fail(struct upload *up, int status, const char *code, const char 
 		return;
 	}
 	if (started && !up->running)
-		log_warn("upload to stopped container %.12s failed: %s may hold a partial file",
+		log_warn("upload to stopped container %.12s failed in Docker: %s may hold a partial file",
 			 up->container, up->dst);
 	if (up->state != UP_COMMIT)
 		up_release(up);

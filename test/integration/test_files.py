@@ -347,4 +347,16 @@ def test_files_on_a_stopped_sandbox(client, server):
     assert r.status == 200 and got == b"cold data"
     r = client.get(f"/api/sandboxes/{sid}/files/archive?path=/workspace/c")
     assert r.status == 200
+    # a client that goes away half way leaves nothing under the final name
+    # (uploads to a stopped sandbox are spooled and sent only once whole)
+    head = multipart_head("half.bin")
+    s = socket.create_connection((server.host, server.port))
+    s.sendall((f"POST /api/sandboxes/{sid}/files/upload HTTP/1.1\r\nHost: x\r\n"
+               f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+               f"Content-Length: {len(head) + 900000 + len(TAIL)}\r\n\r\n").encode() + head + b"a" * 400000)
+    time.sleep(1.0)
+    s.close()
+    time.sleep(1.0)
+    r, got, _, _ = download(server, sid, "/workspace/half.bin")
+    assert r.status == 404, (r.status, got[:100])
     assert not docker.running(cid)
