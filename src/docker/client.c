@@ -18,12 +18,12 @@
 #include <http_parser.h>
 #include <json-c/json.h>
 
+#include "core/bev.h"
 #include "core/log.h"
 
 #define DEFAULT_MAX_BODY    (8u << 20)
 #define DRAIN_LOW_WATERMARK (256u << 10)
 #define IO_MAX		    (256u << 10) /* one read or write syscall (libevent: 16 KiB) */
-#define LIBEVENT_READ	    4096	 /* libevent 2.1's largest read (EVBUFFER_MAX_READ) */
 #define PARSE_SLICE	    (256u << 10) /* parse at most this much before yielding to the user */
 
 enum call_kind { CALL_JSON, CALL_STREAM, CALL_UPGRADE, CALL_OP };
@@ -89,7 +89,6 @@ static void call_process_input(struct docker_call *c, struct evbuffer *in);
 static void call_process_eof(struct docker_call *c);
 static void call_flush_body(struct docker_call *c);
 static void call_readcb(struct bufferevent *bev, void *arg);
-static void read_more(struct bufferevent *bev, size_t room);
 static void call_writecb(struct bufferevent *bev, void *arg);
 static void call_eventcb(struct bufferevent *bev, short what, void *arg);
 static int on_headers_complete(http_parser *p);
@@ -471,34 +470,9 @@ static int on_message_complete(http_parser *p)
 
 static void call_readcb(struct bufferevent *bev, void *arg)
 {
-	if (evbuffer_get_length(bufferevent_get_input(bev)) >= LIBEVENT_READ)
-		read_more(bev, IO_MAX);
+	if (evbuffer_get_length(bufferevent_get_input(bev)) >= BEV_LIBEVENT_READ)
+		bev_read_more(bev, IO_MAX);
 	call_process_input(arg, bufferevent_get_input(bev));
-}
-
-/* libevent 2.1 reads at most 4 KiB per readiness (EVBUFFER_MAX_READ), so a
- * full 4 KiB read means the socket may hold more: take it in one readv of up
- * to room bytes. EOF and errors are left for libevent's next read to report. */
-static void read_more(struct bufferevent *bev, size_t room)
-{
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer_iovec v[2];
-	evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
-	int n = evbuffer_reserve_space(in, (ev_ssize_t)room, v, 2);
-	if (n < 1) {
-		evbuffer_freeze(in, 0);
-		return;
-	}
-	ssize_t got = readv(bufferevent_getfd(bev), (struct iovec *)v, n);
-	size_t left = got > 0 ? (size_t)got : 0;
-	int used = 0;
-	for (; used < n && left > 0; used++) {
-		if (v[used].iov_len > left)
-			v[used].iov_len = left;
-		left -= v[used].iov_len;
-	}
-	evbuffer_commit_space(in, v, used);
-	evbuffer_freeze(in, 0);
 }
 
 static void call_writecb(struct bufferevent *bev, void *arg)

@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "core/bev.h"
 #include "core/check.h"
 #include "core/log.h"
 #include "http/server.h"
@@ -39,7 +40,6 @@ static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void kick_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_hand_over(struct http_conn *c);
-static void read_more(struct bufferevent *bev, size_t room);
 
 static const http_parser_settings parser_settings = {
 	.on_message_begin = on_message_begin,
@@ -587,8 +587,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	size_t len = evbuffer_get_length(bufferevent_get_input(bev));
 	/* may pass the high watermark by one read: libevent resumes reading as
 	 * soon as the input is below it, which would otherwise mean 4 KiB reads */
-	if (len >= HTTP_LIBEVENT_READ && len < HTTP_INPUT_HIGHWAT)
-		read_more(bev, HTTP_IO_MAX);
+	if (len >= BEV_LIBEVENT_READ && len < HTTP_INPUT_HIGHWAT)
+		bev_read_more(bev, HTTP_IO_MAX);
 	conn_process(c);
 	/* libevent calls back again and again while a full input stays full
 	 * (bufferevent_inbuf_wm_check): a paused body stops reading instead */
@@ -597,31 +597,6 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		bufferevent_disable(bev, EV_READ);
 		c->read_held = true;
 	}
-}
-
-/* libevent 2.1 reads at most 4 KiB per readiness (EVBUFFER_MAX_READ), so a
- * full 4 KiB read means the socket may hold more: take it in one readv of up
- * to room bytes. EOF and errors are left for libevent's next read to report. */
-static void read_more(struct bufferevent *bev, size_t room)
-{
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer_iovec v[2];
-	evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
-	int n = evbuffer_reserve_space(in, (ev_ssize_t)room, v, 2);
-	if (n < 1) {
-		evbuffer_freeze(in, 0);
-		return;
-	}
-	ssize_t got = readv(bufferevent_getfd(bev), (struct iovec *)v, n);
-	size_t left = got > 0 ? (size_t)got : 0;
-	int used = 0;
-	for (; used < n && left > 0; used++) {
-		if (v[used].iov_len > left)
-			v[used].iov_len = left;
-		left -= v[used].iov_len;
-	}
-	evbuffer_commit_space(in, v, used);
-	evbuffer_freeze(in, 0);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)

@@ -21,7 +21,6 @@
 #define HTTP_ARENA_BLOCK     4096
 #define HTTP_INPUT_HIGHWAT   (512 * 1024) /* held unparsed input before reading stops */
 #define HTTP_FEED_MAX	     (256 * 1024) /* body bytes parsed per step */
-#define HTTP_LIBEVENT_READ   4096	  /* libevent 2.1's largest read (EVBUFFER_MAX_READ) */
 #define HTTP_STREAM_BACKLOG  (256 * 1024) /* undrained streamed body before parsing stops */
 #define HTTP_DISCARD_MAX     (256 * 1024) /* unread body we discard to keep the connection */
 #define HTTP_WRITE_LOWAT     (16 * 1024)
