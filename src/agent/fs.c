@@ -53,21 +53,23 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 /* ---- identity ---- */
 
-int fs_ident_resolve(const struct agent_req *r, struct user_info *u, bool *as_user)
+int fs_ident_resolve(struct conn *c, const struct agent_req *r, struct user_info *u, bool *as_user)
 {
 	*as_user = false;
 	memset(u, 0, sizeof(*u));
 	if (!r->user)
 		return 0;
 	char name[256];
-	if (r->user_len >= sizeof(name))
-		return -1;
-	memcpy(name, r->user, r->user_len);
-	name[r->user_len] = '\0';
-	if (users_resolve(NULL, name, u) != 0)
-		return -1;
-	*as_user = u->uid != 0;
-	return 0;
+	if (r->user_len < sizeof(name)) {
+		memcpy(name, r->user, r->user_len);
+		name[r->user_len] = '\0';
+		if (users_resolve(NULL, name, u) == 0) {
+			*as_user = u->uid != 0;
+			return 0;
+		}
+	}
+	fs_send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+	return -1;
 }
 
 int fs_become(struct ident *id, const struct user_info *u, bool as_user)
@@ -545,10 +547,8 @@ static void do_op(struct agent *a, struct conn *c, const struct agent_req *r)
 	struct user_info u;
 	struct ident id;
 	bool as_user;
-	if (fs_ident_resolve(r, &u, &as_user) != 0) {
-		fs_send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+	if (fs_ident_resolve(c, r, &u, &as_user) != 0)
 		return;
-	}
 	char *path = fs_req_str(r->path, r->path_len);
 	if (fs_become(&id, &u, as_user) != 0) {
 		fs_send_error(c, r->tag, r->tag_len, errno, "cannot act as USER");

@@ -20,7 +20,8 @@ struct ident {
 	int nsaved;
 };
 
-int fs_ident_resolve(const struct agent_req *r, struct user_info *u, bool *as_user);
+/* The requesting user; an unknown one is answered with ERROR ESRCH and -1. */
+int fs_ident_resolve(struct conn *c, const struct agent_req *r, struct user_info *u, bool *as_user);
 int fs_become(struct ident *id, const struct user_info *u, bool as_user);
 void fs_restore(struct ident *id);
 char *fs_req_str(const uint8_t *p, uint32_t len);

@@ -104,10 +104,8 @@ static void read_open(struct conn *c, const struct agent_req *r)
 	struct user_info u;
 	struct ident id;
 	bool as_user;
-	if (fs_ident_resolve(r, &u, &as_user) != 0) {
-		fs_send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+	if (fs_ident_resolve(c, r, &u, &as_user) != 0)
 		return;
-	}
 	struct fs_stream *s = stream_new(c, r, FS_K_READ);
 	if (!s)
 		return;
@@ -212,10 +210,8 @@ static void write_open(struct conn *c, const struct agent_req *r)
 {
 	struct user_info u;
 	bool as_user;
-	if (fs_ident_resolve(r, &u, &as_user) != 0) {
-		fs_send_error(c, r->tag, r->tag_len, ESRCH, "unknown USER");
+	if (fs_ident_resolve(c, r, &u, &as_user) != 0)
 		return;
-	}
 	struct fs_stream *s = stream_new(c, r, FS_K_WRITE);
 	if (!s)
 		return;

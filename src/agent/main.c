@@ -65,20 +65,6 @@ static int run_init(int argc, char **argv);
 static int run_relay(void);
 static int usage(void);
 
-int64_t agent_mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t agent_wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const char *socket_name(void)
 {
 	const char *n = getenv("SANDBAR_AGENT_SOCKET");

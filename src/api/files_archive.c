@@ -232,12 +232,6 @@ static void xf_fail(struct xfer *x, int status, const char *code, const char *fm
 {
 	if (x->state == XF_DONE)
 		return;
-	files_lookup_cancel(x->lookup);
-	x->lookup = NULL;
-	if (x->call) {
-		docker_call_cancel(x->call);
-		x->call = NULL;
-	}
 	if (x->req) {
 		struct http_request *req = x->req;
 		x->req = NULL;

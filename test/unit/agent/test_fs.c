@@ -50,18 +50,6 @@ struct world {
 
 static struct world W;
 
-int64_t agent_mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t agent_wall_ms(void)
-{
-	return agent_mono_ms();
-}
-
 static void take_frames(void)
 {
 	struct world *w = &W;

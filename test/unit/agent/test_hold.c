@@ -58,20 +58,6 @@ static void run_for(struct world *w, int ms);
 static bool run_until_exited(struct world *w, int ms);
 static bool alive(pid_t pid);
 
-int64_t agent_mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t agent_wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void world_init(struct world *w)
 {
 	int sv[2];
