@@ -16,7 +16,6 @@
 #include "core/log.h"
 
 static void op_later_fire(evutil_socket_t fd, short what, void *arg);
-static void run_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void run_spawn(struct command_op *op, const struct sbx_facts *f);
 static void run_cached(struct command_op *op);
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at);
@@ -78,6 +77,7 @@ void commands_free(struct commands *c)
 				free(cmd->command_json);
 				free(cmd);
 			}
+			sbx_lookup_cancel(s);
 			sbx_facts_clear(&s->cached);
 			free(s);
 			s = next;
@@ -124,14 +124,14 @@ struct sbx *sbx_get(struct commands *c, const char *id)
 	struct sbx *s = calloc(1, sizeof(*s));
 	CHECK(s != NULL);
 	snprintf(s->id, sizeof(s->id), "%s", id);
+	s->c = c;
 	s->last_touch_ms = -1000000;
 	s->next = c->buckets[h];
 	c->buckets[h] = s;
 	return s;
 }
 
-/* Whether this call should also write activity (at most once per interval). */
-static bool sbx_touch_due(struct commands *c, struct sbx *s)
+bool sbx_touch_due(struct commands *c, struct sbx *s)
 {
 	int64_t now = commands_mono_ms();
 	if (now - s->last_touch_ms < c->cfg.activity_interval_ms)
@@ -178,6 +178,8 @@ struct command_op *op_new(struct commands *c, enum op_kind kind, const char *san
 
 static void op_free(struct command_op *op)
 {
+	if (op->lookup_wait)
+		sbx_lookup_leave(op);
 	if (op->ticket)
 		op->ticket->op = NULL;
 	if (op->query)
@@ -347,18 +349,6 @@ void command_op_cancel(struct command_op *op)
 /* ---- run ---- */
 
 /* Looks the sandbox up (and records activity when due) in one round trip. */
-static const char sql_lookup[] =
-	"WITH t AS (UPDATE sandboxes SET last_activity = now(), "
-	"  expires_at = now() + $3::bigint * interval '1 millisecond' "
-	"  WHERE id = $1 AND cluster = $2 AND status = 'running' AND $4::bool RETURNING id) "
-	"SELECT s.status, s.container_id, s.env_vars::text, "
-	"  coalesce(s.devcontainer_config->'containerEnv', '{}')::text, "
-	"  coalesce(s.devcontainer_config->'remoteEnv', '{}')::text, "
-	"  coalesce(s.devcontainer_config->>'remoteUser', s.devcontainer_config->>'containerUser'), "
-	"  coalesce(s.devcontainer_config->>'workspaceFolder', s.workspace_mount), "
-	"  (SELECT count(*) FROM t) "
-	"FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
-
 static void spec_copy(struct command_spec *dst, const struct command_spec *src)
 {
 	memset(dst, 0, sizeof(*dst));
@@ -407,18 +397,19 @@ struct command_op *commands_run(struct commands *c, const char *sandbox_id, cons
 	CHECK(spec->argv && spec->argv[0]);
 	spec_copy(&op->spec, spec);
 	struct sbx *s = sbx_get(c, sandbox_id);
-	if (sbx_cached(c, s)) {
-		/* known running a moment ago: spawn on the next loop pass (events
-		 * never come from the caller's stack) */
-		if (!op->later)
-			op->later = evtimer_new(c->base, op_later_fire, op);
-		CHECK(op->later != NULL);
-		event_active(op->later, EV_TIMEOUT, 0);
+	if (!sbx_cached(c, s)) {
+		sbx_lookup(c, s, op);
 		return op;
 	}
-	op->gen = s->gen;
-	const char *params[] = { sandbox_id, c->cfg.cluster, c->idle_ms, sbx_touch_due(c, s) ? "t" : "f" };
-	op->query = pg_query_send(c->pg, sql_lookup, 4, params, run_looked_up, op);
+	/* known running a moment ago: spawn on the next loop pass (events never
+	 * come from the caller's stack); past half its validity the entry is
+	 * read again meanwhile, so a steady stream of runs never waits on it */
+	if (sbx_refresh_due(c, s))
+		sbx_lookup(c, s, NULL);
+	if (!op->later)
+		op->later = evtimer_new(c->base, op_later_fire, op);
+	CHECK(op->later != NULL);
+	event_active(op->later, EV_TIMEOUT, 0);
 	return op;
 }
 
@@ -438,47 +429,18 @@ static void run_cached(struct command_op *op)
 	const struct sbx_facts *f = sbx_cached(op->c, s);
 	if (!f) {
 		/* it went away or went stale since: look it up after all */
-		op->gen = s->gen;
-		const char *params[] = { op->sandbox_id, op->c->cfg.cluster, op->c->idle_ms,
-					 sbx_touch_due(op->c, s) ? "t" : "f" };
-		op->query = pg_query_send(op->c->pg, sql_lookup, 4, params, run_looked_up, op);
+		sbx_lookup(op->c, s, op);
 		return;
 	}
 	/* activity is written apart, throttled, off the run's path */
 	commands_touch(op->c, op->sandbox_id);
-	if (!run_over_limit(op, s))
-		run_spawn(op, f);
+	run_with_facts(op, f);
 }
 
-static void run_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
+void run_with_facts(struct command_op *op, const struct sbx_facts *f)
 {
-	struct command_op *op = arg;
-	op->query = NULL;
-	if (err != PG_OK) {
-		op_fail_pg(op, err, message);
-		return;
-	}
-	struct commands *c = op->c;
-	struct sbx *s = sbx_get(c, op->sandbox_id);
-	uint64_t gen = op->gen;
-	if (PQntuples(res) == 0) {
-		sbx_cache_drop(s);
-		op_fail(op, true, COMMAND_ERR_NOT_FOUND, "not_found", "no sandbox with this id");
-		return;
-	}
-	const char *status = PQgetvalue(res, 0, 0);
-	if (strcmp(status, "running") != 0 || PQgetisnull(res, 0, 1)) {
-		sbx_cache_drop(s);
-		op_fail(op, true, COMMAND_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
-		return;
-	}
-	struct sbx_facts f = { 0 };
-	sbx_facts_from_pg(&f, res);
-	/* op may be gone after either */
-	if (!run_over_limit(op, s))
-		run_spawn(op, &f);
-	sbx_cache_store(c, s, gen, &f);
-	sbx_facts_clear(&f);
+	if (!run_over_limit(op, sbx_get(op->c, op->sandbox_id)))
+		run_spawn(op, f);
 }
 
 static void run_spawn(struct command_op *op, const struct sbx_facts *f)

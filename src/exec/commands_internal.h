@@ -36,14 +36,18 @@ struct sbx_facts {
 
 struct sbx {
 	struct sbx *next;
+	struct commands *c;
 	char id[37];
 	int running; /* commands of this sandbox this instance watches */
 	int64_t last_touch_ms;
 	enum { SBX_UNRECONCILED, SBX_RECONCILING, SBX_RECONCILED } reconcile;
-	struct command_op *waiters; /* ops waiting for the reconcile pass */
-	struct command *cmds;	    /* watched commands */
-	struct sbx_facts cached;    /* container is NULL when nothing is cached */
-	uint64_t gen;		    /* bumped when the sandbox goes away here */
+	struct command_op *waiters;	   /* ops waiting for the reconcile pass */
+	struct command *cmds;		   /* watched commands */
+	struct sbx_facts cached;	   /* container is NULL when nothing is cached */
+	uint64_t gen;			   /* bumped when the sandbox goes away here */
+	struct pg_query *lookup;	   /* the facts' lookup in flight, if any */
+	uint64_t lookup_gen;		   /* gen when it was sent */
+	struct command_op *lookup_waiters; /* runs waiting for it (by wait_next) */
 };
 
 /* A command this instance watches until it exits: it owns the agent
@@ -99,7 +103,7 @@ struct command_op {
 	struct command_op *wait_next; /* among reconcile or flush waiters */
 	uint64_t flush_seq;	      /* OP_FLUSH: the last write it waits for */
 	void (*flush_go)(struct command_op *op);
-	uint64_t gen;		  /* OP_RUN: the sandbox's gen when the lookup was sent */
+	bool lookup_wait;	  /* OP_RUN: among its sandbox's lookup_waiters */
 	struct command *cmd;	  /* OP_RUN */
 	struct command_spec spec; /* OP_RUN: owned copy of what matters */
 	bool detached;
@@ -134,6 +138,10 @@ bool op_emit_output(struct command_op *op, enum agent_stream stream, uint64_t of
 void op_emit_exited(struct command_op *op, const struct command_info *info);
 
 struct sbx *sbx_get(struct commands *c, const char *id);
+/* Whether this call should also write activity (at most once per interval). */
+bool sbx_touch_due(struct commands *c, struct sbx *s);
+/* OP_RUN: the over-limit check, then the spawn with these facts. */
+void run_with_facts(struct command_op *op, const struct sbx_facts *f);
 /* Runs op once the sandbox's running records agree with its agent. */
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
 void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch, const char *id,
@@ -154,6 +162,17 @@ char **sbx_facts_env(const struct sbx_facts *f, char *const *overlay);
 void commands_env_free(char **env);
 /* The cached facts while fresh, else NULL. */
 const struct sbx_facts *sbx_cached(struct commands *c, struct sbx *s);
+/* Whether the cached facts are past half their validity and no lookup is
+ * under way: time to read them again before they run out. */
+bool sbx_refresh_due(struct commands *c, struct sbx *s);
+/* op (in OP_LOOKUP; NULL for a refresh alone) gets the sandbox's facts from
+ * the lookup under way, or from a new one: concurrent runs of one sandbox
+ * share one query. op then spawns (run_with_facts) or fails. */
+void sbx_lookup(struct commands *c, struct sbx *s, struct command_op *op);
+/* op leaves the waiters (it is being freed). */
+void sbx_lookup_leave(struct command_op *op);
+/* Cancels the lookup under way (at shutdown). */
+void sbx_lookup_cancel(struct sbx *s);
 /* Keeps f (taken: f is emptied) unless the sandbox went away since gen. */
 void sbx_cache_store(struct commands *c, struct sbx *s, uint64_t gen, struct sbx_facts *f);
 void sbx_cache_drop(struct sbx *s);

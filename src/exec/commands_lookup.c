@@ -1,7 +1,9 @@
 /* What a run needs to know of its sandbox (container, env, user, workspace),
  * read from PostgreSQL and kept per sandbox for a short while, so that a burst
- * of execs costs one lookup, not one each. Forgotten when the sandbox goes
- * away on this instance; other instances' changes show within the validity. */
+ * of execs costs one lookup, not one each: concurrent runs share the lookup
+ * under way, and a used entry is read again before it runs out. Forgotten
+ * when the sandbox goes away on this instance; other instances' changes show
+ * within the validity. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,20 @@
 static void env_put(char ***list, size_t *n, size_t *cap, const char *key, size_t klen, const char *val);
 static void env_put_json(char ***list, size_t *n, size_t *cap, const char *text);
 static char *dup_or_null(const char *s);
+static void sbx_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg);
+
+/* Touches activity too when due ($4), in the same statement. */
+static const char sql_lookup[] =
+	"WITH t AS (UPDATE sandboxes SET last_activity = now(), "
+	"  expires_at = now() + $3::bigint * interval '1 millisecond' "
+	"  WHERE id = $1 AND cluster = $2 AND status = 'running' AND $4::bool RETURNING id) "
+	"SELECT s.status, s.container_id, s.env_vars::text, "
+	"  coalesce(s.devcontainer_config->'containerEnv', '{}')::text, "
+	"  coalesce(s.devcontainer_config->'remoteEnv', '{}')::text, "
+	"  coalesce(s.devcontainer_config->>'remoteUser', s.devcontainer_config->>'containerUser'), "
+	"  coalesce(s.devcontainer_config->>'workspaceFolder', s.workspace_mount), "
+	"  (SELECT count(*) FROM t) "
+	"FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
 
 int64_t commands_mono_ms(void)
 {
@@ -65,7 +81,7 @@ static char *dup_or_null(const char *s)
 	return d;
 }
 
-/* Columns of the lookup: 1 container, 2 env_vars, 3 containerEnv,
+/* Columns of the lookup: 0 status, 1 container, 2 env_vars, 3 containerEnv,
  * 4 remoteEnv, 5 user (may be NULL), 6 workspace folder. */
 void sbx_facts_from_pg(struct sbx_facts *f, PGresult *res)
 {
@@ -140,6 +156,82 @@ void sbx_cache_store(struct commands *c, struct sbx *s, uint64_t gen, struct sbx
 	s->cached = *f;
 	s->cached.until_ms = commands_mono_ms() + c->cfg.lookup_cache_ms;
 	memset(f, 0, sizeof(*f));
+}
+
+bool sbx_refresh_due(struct commands *c, struct sbx *s)
+{
+	return !s->lookup && s->cached.container &&
+	       commands_mono_ms() >= s->cached.until_ms - c->cfg.lookup_cache_ms / 2;
+}
+
+void sbx_lookup(struct commands *c, struct sbx *s, struct command_op *op)
+{
+	if (op) {
+		CHECK(!op->lookup_wait);
+		op->lookup_wait = true;
+		op->wait_next = s->lookup_waiters;
+		s->lookup_waiters = op;
+	}
+	if (s->lookup)
+		return;
+	s->lookup_gen = s->gen;
+	const char *params[] = { s->id, c->cfg.cluster, c->idle_ms, sbx_touch_due(c, s) ? "t" : "f" };
+	s->lookup = pg_query_send(c->pg, sql_lookup, 4, params, sbx_looked_up, s);
+}
+
+void sbx_lookup_leave(struct command_op *op)
+{
+	struct sbx *s = sbx_find(op->c, op->sandbox_id);
+	for (struct command_op **pp = s ? &s->lookup_waiters : NULL; pp && *pp; pp = &(*pp)->wait_next) {
+		if (*pp == op) {
+			*pp = op->wait_next;
+			break;
+		}
+	}
+	op->lookup_wait = false;
+}
+
+void sbx_lookup_cancel(struct sbx *s)
+{
+	if (s->lookup)
+		pg_query_cancel(s->lookup);
+	s->lookup = NULL;
+}
+
+/* Every waiter spawns or fails with the one answer. A waiter is taken off
+ * the list before it goes on (its failure may free it); a run that joins
+ * meanwhile starts a lookup of its own and is served from this one. */
+static void sbx_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct sbx *s = arg;
+	struct commands *c = s->c;
+	uint64_t gen = s->lookup_gen;
+	s->lookup = NULL;
+	bool found = err == PG_OK && PQntuples(res) > 0;
+	const char *status = found ? PQgetvalue(res, 0, 0) : NULL;
+	bool running = found && strcmp(status, "running") == 0 && !PQgetisnull(res, 0, 1);
+	struct sbx_facts f = { 0 };
+	if (running)
+		sbx_facts_from_pg(&f, res);
+	else if (err == PG_OK)
+		sbx_cache_drop(s);
+	struct command_op *op;
+	while ((op = s->lookup_waiters) != NULL) {
+		s->lookup_waiters = op->wait_next;
+		op->lookup_wait = false;
+		if (err != PG_OK)
+			op_fail_pg(op, err, message);
+		else if (!found)
+			op_fail(op, true, COMMAND_ERR_NOT_FOUND, "not_found", "no sandbox with this id");
+		else if (!running)
+			op_fail(op, true, COMMAND_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s",
+				status);
+		else
+			run_with_facts(op, &f); /* op may be gone after it */
+	}
+	if (running)
+		sbx_cache_store(c, s, gen, &f);
+	sbx_facts_clear(&f);
 }
 
 void sbx_cache_drop(struct sbx *s)

@@ -591,7 +591,7 @@ def main():
     run = Session(prefix="sandbar_bench")
     srv = run.new_server(
         name=f"{run.run_id}_server",
-        env={"SANDBAR_LOG_LEVEL": "warn", "UPLOAD_LIMIT": "4g", "DEVCONTAINERS_PATH": os.path.join(HERE, "templates"), "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
+        env={"SANDBAR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "UPLOAD_LIMIT": "4g", "DEVCONTAINERS_PATH": os.path.join(HERE, "templates"), "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
     )
     nginx = Nginx()
     created, raw = [], []

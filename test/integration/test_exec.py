@@ -214,3 +214,27 @@ def test_concurrent_execs_over_sandboxes(client, server):
     finally:
         for sb in sandboxes:
             client.delete(f"/api/sandboxes/{sb['id']}")
+
+
+def test_concurrent_runs_share_one_answer(client, server):
+    """Runs of one sandbox that arrive together share one lookup of it: every
+    one of them gets its answer, a success or the same failure."""
+    sb = make_sandbox(client)
+
+    def burst(sid):
+        def one(i):
+            c = server.client()
+            r = execute(c, sid, ["echo", str(i)])
+            c.close()
+            return i, r
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            return list(pool.map(one, range(20)))
+
+    for i, r in burst(sb["id"]):
+        assert r.status == 200 and r.json["stdout"] == f"{i}\n", r
+    assert client.delete(f"/api/sandboxes/{sb['id']}").status == 204
+    for _, r in burst(sb["id"]):
+        assert r.status == 409 and r.json["error"]["code"] == "sandbox_not_running", r
+    for _, r in burst("00000000-0000-4000-8000-000000000000"):
+        assert r.status == 404 and r.json["error"]["code"] == "not_found", r
