@@ -66,7 +66,12 @@
  *     MKDIR {MODE, FLAGS(PARENTS)}    A FS_DONE {CREATED}
  *     REMOVE {FLAGS(RECURSIVE)}       A FS_DONE (a recursive remove runs in a
  *                                       child process as USER)
- *     MOVE {PATH2, FLAGS(OVERWRITE, PARENTS)}   A FS_DONE
+ *     MOVE {PATH2, FLAGS(OVERWRITE, PARENTS), SIZE}   A FS_DONE
+ *       SIZE: PATH (a regular file, a link not followed) is cut to SIZE bytes
+ *       first. Across file systems (EXDEV) the tree is copied (modes, owners,
+ *       times, links kept) in a child process as USER, then PATH removed; a
+ *       failed copy removes what it made. An agent that does both announces
+ *       AGENT_FEATURE_FS_MOVE_SIZE; sandbard sends SIZE only to such an agent.
  *     EDIT {DATA = old text, DATA2 = new text}  A FS_DONE {COUNT, SIZE}: the file
  *       is rewritten (temporary + rename, mode kept) only when COUNT is 1
  *   C FS_READ {TAG, PATH, USER, OFFSET, LENGTH, FLAGS(SUFFIX), WINDOW}
@@ -189,7 +194,10 @@ enum agent_tag {
 	AGENT_T_TAG_MAX
 };
 
-enum agent_feature { AGENT_FEATURE_FS = 1 };
+enum agent_feature {
+	AGENT_FEATURE_FS = 1,
+	AGENT_FEATURE_FS_MOVE_SIZE = 2, /* MOVE takes SIZE (and copies across file systems) */
+};
 enum agent_fs_op {
 	AGENT_FS_STAT = 1,
 	AGENT_FS_LIST = 2,

@@ -149,6 +149,9 @@ struct agent_fs_req {
 	uint64_t depth, limit;		 /* LIST */
 	const void *old_text, *new_text; /* EDIT; together under AGENT_FRAME_MAX */
 	size_t old_len, new_len;
+	uint64_t size; /* MOVE: cut PATH to this first (an agent with
+			  AGENT_FEATURE_FS_MOVE_SIZE; an older one: ENOTSUP) */
+	bool has_size;
 };
 
 struct agent_fs *agent_fs_op(struct agent_channel *ch, const struct agent_fs_req *req,

@@ -136,6 +136,15 @@ int agentfs_write_data(struct agentfs_op *op, const void *data, size_t len);
 /* All data given: commit (done follows). */
 void agentfs_write_end(struct agentfs_op *op);
 
+/* An upload's temporary (extracted by Docker's archive API) cut to size and
+ * renamed over dst, or removed, as root, in a container the caller has just
+ * seen running (no lookup). UNSUPPORTED: the agent predates it. */
+struct agentfs_op *agentfs_upload_commit(struct agentfs *fs, const char *sandbox_id, const char *container,
+					 const char *tmp, const char *dst, uint64_t size, agentfs_done_fn cb,
+					 void *arg);
+struct agentfs_op *agentfs_upload_discard(struct agentfs *fs, const char *sandbox_id, const char *container,
+					  const char *tmp, agentfs_done_fn cb, void *arg);
+
 /* The caller goes away: no callback follows; a write's temporary is removed. */
 void agentfs_op_cancel(struct agentfs_op *op);
 

@@ -1,6 +1,6 @@
 /* The few file operations an upload needs inside the sandbox beyond Docker's
- * archive API: put a finished temporary file in place, or throw it away.
- * Today a Docker exec (the sandbox must be running); the seam for the agent. */
+ * archive API (put a finished temporary in place, or throw it away) through a
+ * Docker exec: the fallback when the agent cannot (agentfs_upload_commit). */
 #ifndef SANDBAR_FILES_FSOPS_H
 #define SANDBAR_FILES_FSOPS_H
 

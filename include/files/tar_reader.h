@@ -27,11 +27,13 @@ struct tar_reader_entry {
 	int64_t mtime;
 };
 
-/* entry returns 0 to go on, -1 to fail; data (may be NULL) gets the entry's
- * bytes as they pass and returns 0, 1 to pause after this call, or -1. */
+/* entry returns 0 to go on, -1 to fail. move (may be NULL) gets the entry's
+ * data as it passes: it must take exactly len bytes off the front of in
+ * (evbuffer_remove_buffer to where they go, or evbuffer_drain), and returns
+ * 0, 1 to pause after this call, or -1. */
 struct tar_reader_cbs {
 	int (*entry)(const struct tar_reader_entry *e, void *arg);
-	int (*data)(const char *data, size_t len, void *arg);
+	int (*move)(struct evbuffer *in, size_t len, void *arg);
 };
 
 enum tar_reader_status {
@@ -44,7 +46,8 @@ enum tar_reader_status {
 struct tar_reader *tar_reader_new(const struct tar_reader_cbs *cbs, void *arg);
 void tar_reader_free(struct tar_reader *r);
 /* Consumes from in; when out is not NULL every byte consumed is appended to
- * it, header blocks only once entry accepted them. */
+ * it (header blocks only once entry accepted them) except the data that move
+ * takes. */
 enum tar_reader_status tar_reader_feed(struct tar_reader *r, struct evbuffer *in, struct evbuffer *out);
 /* The input ended: DONE at an entry boundary (end blocks may be missing), else ERROR. */
 enum tar_reader_status tar_reader_finish(struct tar_reader *r);

@@ -17,7 +17,7 @@ struct agent {
 	uint32_t next_id;   /* command ids count up from 1 */
 	struct cmd *cmds;   /* in id order */
 	struct conn *conns;
-	struct fs_job *fs_jobs; /* recursive removes running in children (fs.c) */
+	struct fs_job *fs_jobs; /* removes and moves running in children (fs.c) */
 };
 
 int64_t agent_mono_ms(void);

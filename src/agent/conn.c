@@ -444,7 +444,7 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 		agent_msg_u64(&c->out, AGENT_T_VERSION, AGENT_PROTOCOL_VERSION);
 		agent_msg_u64(&c->out, AGENT_T_PID, (uint64_t)getpid());
 		agent_msg_u64(&c->out, AGENT_T_STARTED_AT, (uint64_t)a->started_at);
-		agent_msg_u64(&c->out, AGENT_T_FEATURES, AGENT_FEATURE_FS);
+		agent_msg_u64(&c->out, AGENT_T_FEATURES, AGENT_FEATURE_FS | AGENT_FEATURE_FS_MOVE_SIZE);
 		CHECK(agent_msg_end(&c->out) == 0);
 		break;
 	case AGENT_SPAWN:

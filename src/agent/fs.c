@@ -3,8 +3,8 @@
  * while fsuid is not 0), so a sandbox user cannot make the agent reach what
  * they could not reach themselves, and what is created is theirs. Work is
  * bounded per request (reads and writes are chunked by frames, a LIST and an
- * EDIT by their caps); only a recursive remove is unbounded, so it runs in a
- * child process. */
+ * EDIT by their caps); a recursive remove and a move across file systems are
+ * not, so they run in a child process (a job). */
 #include "fs.h"
 
 #include <dirent.h>
@@ -46,7 +46,13 @@ static int list_dir(struct conn *c, const struct agent_req *r, char *path, uint6
 static int op_mkdir(struct conn *c, const struct agent_req *r, char *path);
 static int op_remove(struct agent *a, struct conn *c, const struct agent_req *r, const char *path,
 		     const struct user_info *u, bool as_user);
-static int op_move(struct conn *c, const struct agent_req *r, const char *from);
+static int op_move(struct agent *a, struct conn *c, const struct agent_req *r, const char *from,
+		   const struct user_info *u, bool as_user);
+static int cut_to(const char *path, uint64_t size);
+static int job_start(struct agent *a, struct conn *c, const struct agent_req *r, const struct user_info *u,
+		     bool as_user, int (*fn)(void *ctx), void *ctx);
+static int remove_job(void *ctx);
+static int move_job(void *ctx);
 static int op_edit(struct conn *c, const struct agent_req *r, const char *path);
 static void do_op(struct agent *a, struct conn *c, const struct agent_req *r);
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw);
@@ -351,6 +357,42 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return unlink(path) == 0 || errno == ENOENT ? 0 : errno;
 }
 
+int fs_remove_tree(const char *path)
+{
+	int rc = nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	return rc == 0 ? 0 : rc > 0 ? rc : errno;
+}
+
+/* Work of any size: in a child, as the user for good, off the loop; the
+ * answer goes when it is reaped (fs_reaped), its exit status an errno. */
+static int job_start(struct agent *a, struct conn *c, const struct agent_req *r, const struct user_info *u,
+		     bool as_user, int (*fn)(void *ctx), void *ctx)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		if (as_user &&
+		    (setgroups(u->ngroups, u->groups) != 0 || setgid(u->gid) != 0 || setuid(u->uid) != 0))
+			_exit(EPERM);
+		_exit(fn(ctx) & 0xff);
+	}
+	struct fs_job *j = calloc(1, sizeof(*j));
+	CHECK(j != NULL);
+	j->pid = pid;
+	j->conn = c;
+	memcpy(j->tag, r->tag, r->tag_len);
+	j->tag_len = r->tag_len;
+	j->next = a->fs_jobs;
+	a->fs_jobs = j;
+	return 0;
+}
+
+static int remove_job(void *ctx)
+{
+	return fs_remove_tree(ctx);
+}
+
 static int op_remove(struct agent *a, struct conn *c, const struct agent_req *r, const char *path,
 		     const struct user_info *u, bool as_user)
 {
@@ -373,40 +415,61 @@ static int op_remove(struct agent *a, struct conn *c, const struct agent_req *r,
 	}
 	if ((errno != ENOTEMPTY && errno != EEXIST) || !(r->flags & AGENT_FS_F_RECURSIVE))
 		return -1;
-	/* a tree of any size: in a child, as the user for good, off the loop */
-	pid_t pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		if (as_user &&
-		    (setgroups(u->ngroups, u->groups) != 0 || setgid(u->gid) != 0 || setuid(u->uid) != 0))
-			_exit(EPERM);
-		int rc = nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-		_exit(rc == 0 ? 0 : rc > 0 ? (rc & 0xff) : (errno & 0xff));
-	}
-	struct fs_job *j = calloc(1, sizeof(*j));
-	CHECK(j != NULL);
-	j->pid = pid;
-	j->conn = c;
-	memcpy(j->tag, r->tag, r->tag_len);
-	j->tag_len = r->tag_len;
-	j->next = a->fs_jobs;
-	a->fs_jobs = j;
-	return 0;
+	return job_start(a, c, r, u, as_user, remove_job, (void *)path);
 }
 
-static int op_move(struct conn *c, const struct agent_req *r, const char *from)
+/* An upload's temporary holds zeros past its real end (README "Files"):
+ * cut it, never through a link someone put in its place. */
+static int cut_to(const char *path, uint64_t size)
+{
+	int fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	int rc = fstat(fd, &st);
+	if (rc == 0 && !S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		rc = -1;
+	}
+	if (rc == 0 && size > (uint64_t)INT64_MAX) {
+		errno = EFBIG;
+		rc = -1;
+	}
+	if (rc == 0)
+		rc = ftruncate(fd, (off_t)size);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+struct move_ctx {
+	const char *from, *to;
+	bool overwrite;
+};
+
+static int move_job(void *ctx)
+{
+	const struct move_ctx *m = ctx;
+	return fs_move_across(m->from, m->to, m->overwrite);
+}
+
+static int op_move(struct agent *a, struct conn *c, const struct agent_req *r, const char *from,
+		   const struct user_info *u, bool as_user)
 {
 	char *to = fs_req_str(r->path2, r->path2_len);
+	bool overwrite = (r->flags & AGENT_FS_F_OVERWRITE) != 0;
+	struct stat st;
 	int rc = -1;
 	if ((r->flags & AGENT_FS_F_PARENTS) && fs_parent_dirs(to) != 0)
 		goto out;
-	if (r->flags & AGENT_FS_F_OVERWRITE) {
+	if (r->has_size && cut_to(from, r->size) != 0)
+		goto out;
+	if (overwrite) {
 		rc = rename(from, to);
 	} else {
 		rc = renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
 		if (rc != 0 && errno == EINVAL) { /* a file system without it */
-			struct stat st;
 			if (lstat(to, &st) == 0) {
 				errno = EEXIST;
 				goto out;
@@ -414,8 +477,17 @@ static int op_move(struct conn *c, const struct agent_req *r, const char *from)
 			rc = rename(from, to);
 		}
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		send_done(c, r);
+	} else if (errno == EXDEV) {
+		/* the kernel says EXDEV before it looks at the destination */
+		if (!overwrite && lstat(to, &st) == 0) {
+			errno = EEXIST;
+			goto out;
+		}
+		struct move_ctx m = { from, to, overwrite };
+		rc = job_start(a, c, r, u, as_user, move_job, &m);
+	}
 out:
 	free(to);
 	return rc;
@@ -570,7 +642,7 @@ static void do_op(struct agent *a, struct conn *c, const struct agent_req *r)
 		rc = op_remove(a, c, r, path, &u, as_user);
 		break;
 	case AGENT_FS_MOVE:
-		rc = op_move(c, r, path);
+		rc = op_move(a, c, r, path, &u, as_user);
 		break;
 	case AGENT_FS_EDIT:
 		rc = op_edit(c, r, path);

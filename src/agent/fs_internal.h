@@ -1,5 +1,6 @@
 /* What the agent's file modules share: acting as the requesting user, the
- * answers, temporary files (fs.c), and the streams' entry points (fs_stream.c). */
+ * answers, temporary files (fs.c), the streams' entry points (fs_stream.c)
+ * and the copy behind a move across file systems (fs_copy.c). */
 #ifndef SANDBAR_AGENT_FS_INTERNAL_H
 #define SANDBAR_AGENT_FS_INTERNAL_H
 
@@ -31,6 +32,10 @@ void fs_send_error(struct conn *c, const uint8_t *tag, uint32_t tag_len, int cod
 int fs_parent_dirs(const char *path);
 int fs_tmp_open(const char *dst, char **tmp_out);
 int fs_write_all(int fd, const void *p, size_t n);
+/* rm -r without following links or crossing mounts: 0 or an errno. */
+int fs_remove_tree(const char *path);
+/* fs_copy.c, in a job: mv across file systems, 0 or an errno. */
+int fs_move_across(const char *from, const char *to, bool overwrite);
 
 /* FS_READ, FS_WRITE and the requests about an open stream. */
 void fs_stream_request(struct conn *c, const struct agent_req *r);

@@ -129,6 +129,7 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 	case AGENT_T_DEPTH:
 	case AGENT_T_LIMIT:
 	case AGENT_T_LENGTH:
+	case AGENT_T_SIZE:
 		if (field_u64(fld, &v, why) != 0)
 			return -1;
 		break;
@@ -201,6 +202,10 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 	case AGENT_T_LENGTH:
 		r->length = v;
 		r->has_length = true;
+		break;
+	case AGENT_T_SIZE:
+		r->size = v;
+		r->has_size = true;
 		break;
 	}
 	return 0;

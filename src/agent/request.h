@@ -50,7 +50,8 @@ struct agent_req {
 	uint32_t data2_len;
 	uint32_t mode, flags;
 	uint64_t depth, limit, length;
-	bool has_mode, has_length;
+	uint64_t size; /* MOVE: cut PATH to this first */
+	bool has_mode, has_length, has_size;
 };
 
 /* Fills r from f: 0, or -1 with a short reason in *why (an ERROR's MESSAGE). */

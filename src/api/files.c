@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "docker/engine.h"
 #include "docker/tar.h"
+#include "files/agentfs.h"
 #include "files/fsops.h"
 #include "files/multipart.h"
 #include "files/path.h"
@@ -152,6 +153,7 @@ struct upload {
 	struct files_lookup *lookup;
 	struct docker_call *put;
 	struct multipart *mp;
+	char id[40];
 	struct evbuffer *out;
 	int64_t content_length;
 	uint64_t limit;
@@ -195,6 +197,11 @@ static int up_spool_open(struct upload *up);
 static int up_spool_write(struct upload *up, struct evbuffer *in, size_t len);
 static void up_spool_send(struct upload *up);
 static void up_maybe_commit(struct upload *up);
+static void up_agent_committed(const struct agentfs_failure *fail, const struct agentfs_result *res,
+			       void *arg);
+static void up_agent_discarded(const struct agentfs_failure *fail, const struct agentfs_result *res,
+			       void *arg);
+static bool up_agent_missing(const struct agentfs_failure *fail);
 static void up_committed(const char *err, void *arg);
 static void up_discarded(const char *err, void *arg);
 static int put_head(struct docker_call *call, int status, void *arg);
@@ -216,7 +223,7 @@ static void up_set_state(struct upload *up, enum up_state to)
 	static const unsigned legal[UP_STATE_MAX] = {
 		[UP_LOOKUP] = 1u << UP_BODY | 1u << UP_DONE,
 		[UP_BODY] = 1u << UP_COMMIT | 1u << UP_DISCARD | 1u << UP_DONE,
-		[UP_COMMIT] = 1u << UP_DONE,
+		[UP_COMMIT] = 1u << UP_DISCARD | 1u << UP_DONE,
 		[UP_DISCARD] = 1u << UP_DONE,
 		[UP_DONE] = 0,
 	};
@@ -254,6 +261,7 @@ static void upload_route(struct http_request *req, void *arg)
 	up->base = http_request_base(req);
 	up->content_length = cl;
 	up->limit = limit;
+	snprintf(up->id, sizeof(up->id), "%s", id);
 	/* the tar header needs the file's size before its first byte: without a
 	 * Content-Length to bound it, the file is spooled first (see README) */
 	up->spool = cl < 0;
@@ -330,7 +338,7 @@ static void up_fail(struct upload *up, int status, const char *code, const char 
 		/* Docker extracts as it reads: the temporary may hold a prefix */
 		up_set_state(up, UP_DISCARD);
 		up->fs_pending = true;
-		files_fs_discard(up->docker, up->container, up->tmp, up_discarded, up);
+		agentfs_upload_discard(up->api->fs, up->id, up->container, up->tmp, up_agent_discarded, up);
 		return;
 	}
 	if (started && !up->running)
@@ -338,6 +346,26 @@ static void up_fail(struct upload *up, int status, const char *code, const char 
 			 up->container, up->dst);
 	if (up->state != UP_COMMIT)
 		up_release(up);
+}
+
+/* An agent that predates the upload commit, or none reachable: the same
+ * through a Docker exec (tens of milliseconds instead of one). */
+static bool up_agent_missing(const struct agentfs_failure *fail)
+{
+	return fail && (fail->error == AGENTFS_ERR_UNSUPPORTED || fail->error == AGENTFS_ERR_UNAVAILABLE);
+}
+
+static void up_agent_discarded(const struct agentfs_failure *fail, const struct agentfs_result *res,
+			       void *arg)
+{
+	struct upload *up = arg;
+	if (up_agent_missing(fail)) {
+		files_fs_discard(up->docker, up->container, up->tmp, up_discarded, up);
+		return;
+	}
+	if (fail && strcmp(fail->code, "not_found") != 0)
+		log_warn("upload: cannot remove %s: %s", up->tmp, fail->message);
+	up_discarded(NULL, up);
 }
 
 static void up_discarded(const char *err, void *arg)
@@ -724,7 +752,21 @@ static void up_maybe_commit(struct upload *up)
 	}
 	up_set_state(up, UP_COMMIT);
 	up->fs_pending = true;
-	files_fs_commit(up->docker, up->container, up->tmp, up->dst, up->written, up_committed, up);
+	agentfs_upload_commit(up->api->fs, up->id, up->container, up->tmp, up->dst, up->written,
+			      up_agent_committed, up);
+}
+
+static void up_agent_committed(const struct agentfs_failure *fail, const struct agentfs_result *res,
+			       void *arg)
+{
+	struct upload *up = arg;
+	if (up_agent_missing(fail)) {
+		files_fs_commit(up->docker, up->container, up->tmp, up->dst, up->written, up_committed, up);
+		return;
+	}
+	if (fail)
+		log_warn("upload: cannot put %s in place: %s", up->dst, fail->message);
+	up_committed(fail ? fail->message : NULL, up);
 }
 
 static void up_committed(const char *err, void *arg)
@@ -744,6 +786,13 @@ static void up_committed(const char *err, void *arg)
 			json_object_object_add(o, "path", json_object_new_string(up->dst));
 			http_respond_json(req, 200, o);
 		}
+	}
+	if (err && up->running) {
+		/* the temporary is still there (a directory in the way, say) */
+		up_set_state(up, UP_DISCARD);
+		up->fs_pending = true;
+		agentfs_upload_discard(up->api->fs, up->id, up->container, up->tmp, up_agent_discarded, up);
+		return;
 	}
 	up_release(up);
 }

@@ -74,7 +74,7 @@ static int get_head(struct docker_call *call, int status, void *arg);
 static void get_data(struct docker_call *call, struct evbuffer *body, void *arg);
 static void get_done(struct docker_call *call, const char *err, void *arg);
 static int file_entry(const struct tar_reader_entry *e, void *arg);
-static int file_data(const char *data, size_t len, void *arg);
+static int file_move(struct evbuffer *in, size_t len, void *arg);
 static int in_entry(const struct tar_reader_entry *e, void *arg);
 static void in_body_data(struct http_request *req, struct evbuffer *chunk, void *arg);
 static void in_body_end(struct http_request *req, void *arg);
@@ -211,7 +211,7 @@ static void xf_call(struct xfer *x)
 		}
 	} else {
 		static const struct docker_stream_cbs cbs = { get_head, get_data, NULL, get_done };
-		static const struct tar_reader_cbs tcbs = { file_entry, file_data };
+		static const struct tar_reader_cbs tcbs = { file_entry, file_move };
 		if (x->kind == XFER_FILE)
 			x->tr = tar_reader_new(&tcbs, x);
 		x->call = docker_call_stream(x->docker, "GET", path, NULL, 0, &cbs, x);
@@ -464,24 +464,28 @@ static void xf_begin_file(struct xfer *x)
 	}
 }
 
-static int file_data(const char *data, size_t len, void *arg)
+/* The entry's bytes move as buffer chains from Docker's response to the
+ * client's output; only the first ones are copied, to sniff the type. */
+static int file_move(struct evbuffer *in, size_t len, void *arg)
 {
 	struct xfer *x = arg;
 	if (x->state == XF_SNIFF) {
 		size_t n = len < sizeof(x->sniff) - x->sniff_len ? len : sizeof(x->sniff) - x->sniff_len;
-		memcpy(x->sniff + x->sniff_len, data, n);
+		CHECK(evbuffer_remove(in, x->sniff + x->sniff_len, n) == (int)n);
 		x->sniff_len += n;
+		len -= n;
 		if (x->sniff_len < sizeof(x->sniff) && x->sniff_len < x->size)
 			return 0;
 		xf_begin_file(x);
-		data += n;
-		len -= n;
-		if (x->state == XF_DONE)
-			return -1;
 	}
-	if (x->state != XF_STREAM || len == 0)
+	if (x->state != XF_STREAM) {
+		evbuffer_drain(in, len);
 		return x->state == XF_DONE ? -1 : 0;
-	http_response_write_bytes(x->req, data, len);
+	}
+	if (len == 0)
+		return 0;
+	CHECK(evbuffer_remove_buffer(in, x->out, len) == (int)len);
+	http_response_write(x->req, x->out);
 	x->sent += len;
 	if (x->sent == x->size) {
 		http_response_end(x->req);

@@ -24,6 +24,7 @@
 #define DRAIN_LOW_WATERMARK (256u << 10)
 #define IO_MAX		    (256u << 10) /* one read or write syscall (libevent: 16 KiB) */
 #define PARSE_SLICE	    (256u << 10) /* parse at most this much before yielding to the user */
+#define FEED_SEGS	    16		 /* body pieces noted per parse step (chunks of 32 KiB) */
 
 enum call_kind { CALL_JSON, CALL_STREAM, CALL_UPGRADE, CALL_OP };
 
@@ -62,6 +63,12 @@ struct docker_call {
 	bool paused;
 	bool dead; /* cancelled: no callback, free at the next loop pass */
 	struct evbuffer *body;
+	/* a stream's body pieces in the chunk being parsed, moved once it returns */
+	const char *feed_base;
+	struct {
+		size_t off, len;
+	} feed_segs[FEED_SEGS];
+	int nfeed_segs;
 	char *err;
 	docker_json_fn json_cb;
 	struct docker_stream_cbs scbs;
@@ -86,6 +93,7 @@ static void call_deferred_cb(evutil_socket_t fd, short what, void *arg);
 static void call_deliver(struct docker_call *c);
 static void call_process_input(struct docker_call *c, struct evbuffer *in);
 static void call_process_eof(struct docker_call *c);
+static void call_feed_move(struct docker_call *c, struct evbuffer *in, size_t n);
 static void call_flush_body(struct docker_call *c);
 static void call_readcb(struct bufferevent *bev, void *arg);
 static void call_writecb(struct bufferevent *bev, void *arg);
@@ -380,10 +388,13 @@ static void call_process_input(struct docker_call *c, struct evbuffer *in)
 			if (c->req_finished)
 				call_set_state(c, CALL_READING_HEAD);
 		}
+		c->feed_base = v.iov_base;
+		c->nfeed_segs = 0;
 		size_t n = http_parser_execute(&c->parser, &parser_settings, v.iov_base, len);
+		c->feed_base = NULL;
 		if (c->dead)
 			return;
-		evbuffer_drain(in, n);
+		call_feed_move(c, in, n);
 		if (c->upgraded) {
 			call_finish(c, NULL);
 			return;
@@ -395,6 +406,10 @@ static void call_process_input(struct docker_call *c, struct evbuffer *in)
 			return;
 		}
 		enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+		if (e == HPE_PAUSED) { /* the pieces were full */
+			http_parser_pause(&c->parser, 0);
+			e = HPE_OK;
+		}
 		if (e != HPE_OK) {
 			if (!c->err) {
 				char buf[96];
@@ -407,6 +422,20 @@ static void call_process_input(struct docker_call *c, struct evbuffer *in)
 		}
 		call_flush_body(c);
 	}
+}
+
+/* The n parsed bytes leave in: body pieces moved to c->body as chains
+ * (copied only where a piece ends inside one), the framing drained. */
+static void call_feed_move(struct docker_call *c, struct evbuffer *in, size_t n)
+{
+	size_t pos = 0;
+	for (int i = 0; i < c->nfeed_segs; i++) {
+		CHECK(c->feed_segs[i].off >= pos && c->feed_segs[i].off + c->feed_segs[i].len <= n);
+		evbuffer_drain(in, c->feed_segs[i].off - pos);
+		evbuffer_remove_buffer(in, c->body, c->feed_segs[i].len);
+		pos = c->feed_segs[i].off + c->feed_segs[i].len;
+	}
+	evbuffer_drain(in, n - pos);
 }
 
 static void call_process_eof(struct docker_call *c)
@@ -454,6 +483,14 @@ static int on_body(http_parser *p, const char *at, size_t len)
 		if (!c->err)
 			c->err = strdup("response too large");
 		return -1;
+	}
+	if (c->kind == CALL_STREAM && c->feed_base) {
+		/* noted here, moved by call_feed_move when the parser has returned */
+		c->feed_segs[c->nfeed_segs].off = (size_t)(at - c->feed_base);
+		c->feed_segs[c->nfeed_segs].len = len;
+		if (++c->nfeed_segs == FEED_SEGS)
+			http_parser_pause(p, 1);
+		return 0;
 	}
 	evbuffer_add(c->body, at, len);
 	return 0;

@@ -580,9 +580,8 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 			log_msg(LOG_LEVEL_WARN, ch->log_prefix, "the agent restarted: its commands are gone");
 		ch->agent_pid = (int64_t)pid;
 		ch->agent_started_at = (int64_t)started;
-		uint64_t features = 0;
-		agent_frame_u64(f, AGENT_T_FEATURES, &features);
-		ch->agent_fs = (features & AGENT_FEATURE_FS) != 0;
+		ch->agent_features = 0;
+		agent_frame_u64(f, AGENT_T_FEATURES, &ch->agent_features);
 		ch_ready(ch);
 		return 0;
 	}

@@ -71,7 +71,7 @@ struct agent_list_req {
 };
 
 enum fs_req_state {
-	FSR_HELD, /* frames kept in out until the channel is READY with AGENT_FEATURE_FS */
+	FSR_HELD, /* frames kept in out until the channel is READY with the features needed */
 	FSR_SENT, /* on the current stream */
 	FSR_DONE, /* no more callbacks; freed when the channel is not busy */
 	FSR_STATE_MAX
@@ -84,6 +84,7 @@ struct agent_fs {
 	uint64_t tag;
 	bool stream;	      /* a read or write: FS_CLOSE when closed early */
 	bool finished;	      /* a write committed: no FS_CLOSE */
+	uint64_t needs;	      /* AGENT_FEATURE_* the agent must have announced */
 	struct evbuffer *out; /* held frames */
 	int err_code;	      /* >= 0 with err_msg: an error waiting for the deferred pass */
 	char *err_msg;
@@ -122,7 +123,7 @@ struct agent_channel {
 	struct sub_list subs;
 	struct list_req_list lists;
 	struct fs_req_list fsreqs;
-	bool agent_fs; /* the agent's WELCOME announced AGENT_FEATURE_FS */
+	uint64_t agent_features; /* AGENT_FEATURE_* of the agent's WELCOME */
 	uint64_t next_tag;
 	int attempts; /* failed connects since the last READY */
 	int max_attempts;

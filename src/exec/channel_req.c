@@ -305,6 +305,7 @@ static struct agent_fs *fs_new(struct agent_channel *ch, bool stream, const stru
 			       void *arg);
 static void fs_start(struct agent_fs *fs, struct agent_msg *m);
 static void fs_send(struct agent_fs *fs, struct agent_msg *m);
+static bool fs_supported(const struct agent_fs *fs);
 
 static struct agent_fs *fs_new(struct agent_channel *ch, bool stream, const struct agent_fs_ops *ops,
 			       void *arg)
@@ -320,6 +321,7 @@ static struct agent_fs *fs_new(struct agent_channel *ch, bool stream, const stru
 	fs->ops = ops;
 	fs->arg = arg;
 	fs->state = FSR_HELD;
+	fs->needs = AGENT_FEATURE_FS;
 	TAILQ_INSERT_TAIL(&ch->fsreqs, fs, link);
 	return fs;
 }
@@ -354,6 +356,11 @@ void channel_fs_fail(struct agent_fs *fs, int code, const char *msg)
 
 static const char fs_too_old[] = "the sandbox's agent predates the file API: recreate the sandbox";
 
+static bool fs_supported(const struct agent_fs *fs)
+{
+	return (fs->ch->agent_features & fs->needs) == fs->needs;
+}
+
 void channel_fs_ready(struct agent_channel *ch)
 {
 	CHECK(ch->state == CH_READY);
@@ -362,7 +369,7 @@ void channel_fs_ready(struct agent_channel *ch)
 	{
 		if (fs->state != FSR_HELD || fs->err_msg)
 			continue;
-		if (!ch->agent_fs) {
+		if (!fs_supported(fs)) {
 			channel_fs_fail(fs, ENOTSUP, fs_too_old);
 			continue;
 		}
@@ -389,7 +396,7 @@ static void fs_start(struct agent_fs *fs, struct agent_msg *m)
 	}
 	if (ch->state == CH_CLOSED) {
 		channel_fs_fail(fs, ESRCH, "sandbox gone");
-	} else if (ch->state == CH_READY && !ch->agent_fs) {
+	} else if (ch->state == CH_READY && !fs_supported(fs)) {
 		channel_fs_fail(fs, ENOTSUP, fs_too_old);
 	} else if (ch->state == CH_READY) {
 		fs->state = FSR_SENT;
@@ -438,6 +445,10 @@ struct agent_fs *agent_fs_op(struct agent_channel *ch, const struct agent_fs_req
 		agent_msg_bytes(&m, AGENT_T_DATA, req->old_text, req->old_len);
 	if (req->new_text)
 		agent_msg_bytes(&m, AGENT_T_DATA2, req->new_text, req->new_len);
+	if (req->has_size) {
+		agent_msg_u64(&m, AGENT_T_SIZE, req->size);
+		fs->needs |= AGENT_FEATURE_FS_MOVE_SIZE;
+	}
 	fs_start(fs, &m);
 	agent_msg_free(&m);
 	return fs;

@@ -34,6 +34,8 @@ static void cache_put(struct agentfs *fs, const char *id, const char *container,
 static void cache_clear(struct agentfs *fs);
 static void touched(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void proceed(struct agentfs_op *op);
+static struct agentfs_op *upload_op(struct agentfs *fs, enum afs_kind kind, const char *sandbox_id,
+				    const char *container, agentfs_done_fn cb, void *arg);
 
 static const char *const state_names[AFS_STATE_MAX] = { "lookup", "agent", "done" };
 
@@ -471,6 +473,8 @@ static void send_request(struct agentfs_op *op)
 	case AFS_MOVE:
 		r.op = AGENT_FS_MOVE;
 		r.path2 = op->path2;
+		r.size = op->size;
+		r.has_size = op->cut;
 		break;
 	case AFS_EDIT:
 		r.op = AGENT_FS_EDIT;
@@ -714,5 +718,39 @@ struct agentfs_op *agentfs_edit(struct agentfs *fs, const char *sandbox_id, cons
 	op->old_len = old_len;
 	op->new_len = new_len;
 	afs_start(op);
+	return op;
+}
+
+/* ---- upload temporaries (src/api/files.c), as root ---- */
+
+/* The caller has just seen the container running: no lookup, no activity. */
+static struct agentfs_op *upload_op(struct agentfs *fs, enum afs_kind kind, const char *sandbox_id,
+				    const char *container, agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, kind, sandbox_id, arg);
+	op->cb = cb;
+	snprintf(op->container, sizeof(op->container), "%s", container);
+	return op;
+}
+
+struct agentfs_op *agentfs_upload_commit(struct agentfs *fs, const char *sandbox_id, const char *container,
+					 const char *tmp, const char *dst, uint64_t size, agentfs_done_fn cb,
+					 void *arg)
+{
+	struct agentfs_op *op = upload_op(fs, AFS_MOVE, sandbox_id, container, cb, arg);
+	op->flags = AGENT_FS_F_OVERWRITE;
+	op->size = size;
+	op->cut = true;
+	if (afs_path(op, tmp, op->path) == 0 && afs_path(op, dst, op->path2) == 0)
+		proceed(op);
+	return op;
+}
+
+struct agentfs_op *agentfs_upload_discard(struct agentfs *fs, const char *sandbox_id, const char *container,
+					  const char *tmp, agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = upload_op(fs, AFS_REMOVE, sandbox_id, container, cb, arg);
+	if (afs_path(op, tmp, op->path) == 0)
+		proceed(op);
 	return op;
 }

@@ -82,7 +82,8 @@ struct agentfs_op {
 	bool suffix, headed;
 	uint64_t start, expect, got; /* the range as the agent clamped it, bytes received */
 	struct evbuffer *buf;	     /* the document read's bytes */
-	uint64_t size;
+	uint64_t size;		     /* the document read's; MOVE: cut path to it first when cut */
+	bool cut;
 	const char *mime;
 	bool image;
 	/* writes */

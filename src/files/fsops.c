@@ -1,5 +1,6 @@
-/* Commit and discard of upload temporaries through a Docker exec as root,
- * with paths passed as arguments (never spliced into the shell text). */
+/* Commit and discard of upload temporaries through a Docker exec as root, for
+ * a sandbox whose agent cannot do it (it predates AGENT_FEATURE_FS_MOVE_SIZE,
+ * or is unreachable); paths are arguments, never spliced into the shell text. */
 #include "files/fsops.h"
 
 #include <inttypes.h>

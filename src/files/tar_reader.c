@@ -1,6 +1,6 @@
 /* A tar stream read block by block as it arrives: header blocks (and the PAX
  * or GNU records in front of them) are collected, bounded, then handed over;
- * data flows through without being held. */
+ * data flows through without being held or copied (moved as buffer chains). */
 #include "files/tar_reader.h"
 
 #include <stdlib.h>
@@ -360,19 +360,18 @@ enum tar_reader_status tar_reader_feed(struct tar_reader *r, struct evbuffer *in
 		}
 		case TR_DATA: {
 			size_t n = r->left < avail ? (size_t)r->left : avail;
-			if (n > (256u << 10))
-				n = 256u << 10;
 			int rc = 0;
-			if (r->cbs.data) {
-				const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
-				rc = r->cbs.data(p, n, r->arg);
+			if (r->cbs.move) {
+				/* the consumer takes the bytes as chains, no copy here */
+				rc = r->cbs.move(in, n, r->arg);
 				if (rc < 0)
 					return tr_fail(r, "tar data refused");
-			}
-			if (out)
+				CHECK(evbuffer_get_length(in) == avail - n);
+			} else if (out) {
 				evbuffer_remove_buffer(in, out, n);
-			else
+			} else {
 				evbuffer_drain(in, n);
+			}
 			r->left -= n;
 			if (r->left == 0) {
 				r->left = (BLOCK - r->data_size % BLOCK) % BLOCK;

@@ -129,6 +129,35 @@ def test_monza_upload_download_shapes(client, server):
     assert r.json["expires_at"] >= before
 
 
+def test_upload_replaces_a_file_through_the_agent(client, server):
+    sb = make_sandbox(client)
+    sid, cid = sb["id"], sb["container_id"]
+    sh(cid, "sh", "-c", "printf 'an older and longer content' > /workspace/r.txt && chown 1000 /workspace/r.txt"
+                        " && chmod 600 /workspace/r.txt")
+    r = client.get(f"/api/sandboxes/{sid}/files/stat?path=/workspace/r.txt")  # the agent's channel is open
+    assert r.status == 200 and r.json["size"] == 27
+    since = time.time()
+    data = b"new bytes\n"
+    st, body = upload(server, sid, "r.txt", [data], len(data))
+    until = time.time()
+    assert st == 200, body
+    assert json.loads(body) == {"status": "ok", "path": "/workspace/r.txt"}
+    # cut to its exact size (the tar entry was padded), replaced, no temporary left
+    assert sh(cid, "cat", "/workspace/r.txt") == data.decode()
+    assert sh(cid, "stat", "-c", "%s %u %a", "/workspace/r.txt").strip() == f"{len(data)} 1000 644"
+    assert [n for n in ls(cid, "/workspace") if n.startswith(".sandbar")] == []
+    # the commit went through the agent: no Docker exec was made for it (the
+    # one above that wrote the old file shows that execs are counted)
+    assert docker.exec_starts(cid, since - 60, since) >= 1
+    assert docker.exec_starts(cid, since, until) == 0
+    # a directory in the way: refused, and the temporary removed all the same
+    sh(cid, "mkdir", "/workspace/adir")
+    st, body = upload(server, sid, "adir", [data], len(data))
+    assert st == 500 and json.loads(body)["error"]["code"] == "commit_failed", body
+    time.sleep(0.5)
+    assert [n for n in ls(cid, "/workspace") if n.startswith(".sandbar")] == []
+
+
 def test_upload_into_missing_directory_and_path_rules(client, server):
     sb = make_sandbox(client)
     sid, cid = sb["id"], sb["container_id"]

@@ -227,6 +227,48 @@ def test_edit_matches(fsrv, fc, sid):
     assert r.status == 404
 
 
+def tree_listing(fc, sid, root):
+    """Relative path, type, mode, size and mtime of everything under root."""
+    out = sh(fc, sid, f"cd {root} && find . -printf '%p %y %m %s %T@ %l\\n' | sort")
+    assert out["exit_code"] == 0, out
+    return out["stdout"]
+
+
+def test_move_across_file_systems(fsrv, fc, sid):
+    # /workspace is the sandbox's volume, /tmp its container file system: the
+    # kernel refuses the rename (EXDEV), the agent copies then removes
+    base = f"/api/sandboxes/{sid}/files"
+    data = os.urandom(300 * 1024 + 7)
+    assert put(fsrv, sid, "/workspace/xd/tree/sub/data.bin", data, mode="0640")[0] == 201
+    r = sh(fc, sid, "cd /workspace/xd/tree && printf hi > run.sh && chmod 751 run.sh && chmod 750 sub"
+                    " && ln -s sub/data.bin link && touch -d @1600000000 run.sh")
+    assert r["exit_code"] == 0, r
+    before = tree_listing(fc, sid, "/workspace/xd/tree")
+    assert "./run.sh f 751 2 1600000000" in before and "./link l 777" in before, before
+    r = fc.post(base + "/move", json={"from": "/workspace/xd/tree", "to": "/tmp/xd/tree"})
+    assert r.status == 200 and r.json == {"from": "/workspace/xd/tree", "to": "/tmp/xd/tree"}, r
+    assert tree_listing(fc, sid, "/tmp/xd/tree") == before
+    assert fc.get(base + "/stat?path=/workspace/xd/tree").json["exists"] is False
+    _, b = get(fsrv, sid, "/tmp/xd/tree/sub/data.bin")
+    assert b == data
+    # and back, under another name; no copy left beside the destination
+    r = fc.post(base + "/move", json={"from": "/tmp/xd/tree", "to": "/workspace/xd/back"})
+    assert r.status == 200, r
+    assert tree_listing(fc, sid, "/workspace/xd/back") == before
+    assert [e["name"] for e in fc.get(base + "?path=/workspace/xd").json] == ["back"]
+    assert fc.get(base + "/stat?path=/tmp/xd/tree").json["exists"] is False
+    # one file, over an existing one only with overwrite
+    assert put(fsrv, sid, "/tmp/xd/one.txt", b"one", mode="0600")[0] == 201
+    r = fc.post(base + "/move", json={"from": "/tmp/xd/one.txt", "to": "/workspace/xd/back/run.sh"})
+    assert r.status == 409 and r.json["error"]["code"] == "already_exists"
+    r = fc.post(base + "/move", json={"from": "/tmp/xd/one.txt", "to": "/workspace/xd/back/run.sh",
+                                      "overwrite": True})
+    assert r.status == 200, r
+    st = fc.get(base + "/stat?path=/workspace/xd/back/run.sh").json
+    assert (st["size"], st["mode"], st["uid"]) == (3, "0600", 1000)
+    assert get(fsrv, sid, "/workspace/xd/back/run.sh")[1] == b"one"
+    assert fc.get(base + "?path=/tmp/xd").json == []
+
 def test_mkdir_move_delete(fsrv, fc, sid):
     base = f"/api/sandboxes/{sid}/files"
     r = fc.post(base + "/mkdir", json={"path": "/workspace/m/a/b"})

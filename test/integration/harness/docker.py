@@ -22,6 +22,13 @@ def inspect(ref, kind="container"):
     return json.loads(r.stdout)[0]
 
 
+def exec_starts(container, since, until):
+    """How many Docker execs started in the container between two Unix times."""
+    r = _docker("events", "--since", f"{since:.6f}", "--until", f"{until:.6f}", "--filter",
+                f"container={container}", "--filter", "event=exec_start", "--format", "{{.Action}}")
+    return len(r.stdout.splitlines())
+
+
 def exists(container):
     return inspect(container) is not None
 

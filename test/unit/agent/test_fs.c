@@ -1,7 +1,8 @@
 /* The agent's file operations (fs.c) through a connection (conn.c) on a
  * socketpair, in a temporary directory: writes (commit, close, ownership),
- * reads with a window and ranges, stat, list, mkdir, move, edit, remove (the
- * recursive one in a child), and the permission checks as uid 1000. Runs as
+ * reads with a window and ranges, stat, list, mkdir, move (cut to a size, and
+ * across file systems as a copy in a child), edit, remove (the recursive one
+ * in a child), and the permission checks as uid 1000. Runs as
  * root (the tests that switch users are skipped otherwise). */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include "cmd.h"
 #include "conn.h"
 #include "fs.h"
+#include "fs_internal.h"
 
 #define MAX_FRAMES 4096
 
@@ -426,6 +428,116 @@ static void test_stat_list_mkdir_move(void **state)
 	assert_int_equal(last(t)->type, AGENT_FS_DONE);
 }
 
+/* MOVE with SIZE: an upload's temporary cut to its real length, renamed over
+ * the file it replaces; a link in its place is not followed. */
+static void test_move_cut(void **state)
+{
+	(void)state;
+	put_file(p("dst.txt"), "old content", 0644);
+	int fd = open(p(".up"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "hello\0\0", 7), 7);
+	close(fd);
+	struct agent_msg m;
+	uint64_t t = begin(&m, AGENT_FS);
+	agent_msg_u64(&m, AGENT_T_OP, AGENT_FS_MOVE);
+	agent_msg_str(&m, AGENT_T_PATH, p(".up"));
+	agent_msg_str(&m, AGENT_T_PATH2, p("dst.txt"));
+	agent_msg_u64(&m, AGENT_T_FLAGS, AGENT_FS_F_OVERWRITE);
+	agent_msg_u64(&m, AGENT_T_SIZE, 5);
+	send_msg(&m);
+	assert_int_equal(last(t)->type, AGENT_FS_DONE);
+	struct stat st;
+	assert_int_equal(stat(p("dst.txt"), &st), 0);
+	assert_int_equal(st.st_size, 5);
+	assert_string_equal(slurp(p("dst.txt")), "hello");
+	assert_int_equal(access(p(".up"), F_OK), -1);
+	assert_int_equal(symlink(p("dst.txt"), p(".up")), 0);
+	t = begin(&m, AGENT_FS);
+	agent_msg_u64(&m, AGENT_T_OP, AGENT_FS_MOVE);
+	agent_msg_str(&m, AGENT_T_PATH, p(".up"));
+	agent_msg_str(&m, AGENT_T_PATH2, p("other.txt"));
+	agent_msg_u64(&m, AGENT_T_SIZE, 1);
+	send_msg(&m);
+	assert_int_equal(last(t)->code, ELOOP);
+	assert_string_equal(slurp(p("dst.txt")), "hello");
+}
+
+static void make_tree(const char *root)
+{
+	char path[600];
+	assert_int_equal(mkdir(root, 0750), 0);
+	snprintf(path, sizeof(path), "%s/sub", root);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/sub/run.sh", root);
+	put_file(path, "#!/bin/sh\necho hi\n", 0751);
+	struct timespec times[2] = { { 1600000000, 0 }, { 1600000000, 0 } };
+	assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+	snprintf(path, sizeof(path), "%s/link", root);
+	assert_int_equal(symlink("sub/run.sh", path), 0);
+}
+
+static void check_tree(const char *root)
+{
+	char path[600], target[64];
+	struct stat st;
+	assert_int_equal(stat(root, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0750);
+	snprintf(path, sizeof(path), "%s/sub", root);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	snprintf(path, sizeof(path), "%s/sub/run.sh", root);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0751);
+	assert_int_equal(st.st_mtim.tv_sec, 1600000000);
+	assert_string_equal(slurp(path), "#!/bin/sh\necho hi\n");
+	snprintf(path, sizeof(path), "%s/link", root);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	assert_int_equal(n, 10);
+	target[n] = '\0';
+	assert_string_equal(target, "sub/run.sh");
+}
+
+/* The copy behind a move across file systems, called directly (any file
+ * system), then through MOVE when /dev/shm is another one than /tmp. */
+static void test_move_across(void **state)
+{
+	(void)state;
+	make_tree(p("src"));
+	assert_int_equal(fs_move_across(p("src"), p("dst"), false), 0);
+	assert_int_equal(access(p("src"), F_OK), -1);
+	check_tree(p("dst"));
+	put_file(p("f.txt"), "f", 0600);
+	assert_int_equal(fs_move_across(p("f.txt"), p("dst"), false), EEXIST);
+	assert_int_equal(fs_move_across(p("f.txt"), p("dst"), true), EISDIR);
+	assert_string_equal(slurp(p("f.txt")), "f"); /* a failed move keeps the source */
+	assert_int_equal(count_tmp(W.dir), 0);	     /* and leaves no copy behind */
+	assert_int_equal(fs_move_across(p("nothing"), p("x"), false), ENOENT);
+
+	struct stat a, b;
+	assert_int_equal(stat(W.dir, &a), 0);
+	if (stat("/dev/shm", &b) != 0 || a.st_dev == b.st_dev)
+		return;
+	char shm[] = "/dev/shm/sandbar-test-fs-XXXXXX", to[64];
+	assert_non_null(mkdtemp(shm));
+	snprintf(to, sizeof(to), "%s/moved", shm);
+	size_t before = W.nframes;
+	uint64_t t = fs_op(AGENT_FS_MOVE, p("dst"), NULL, AGENT_FS_F_PARENTS, to, NULL, NULL);
+	assert_int_equal(W.nframes, before); /* in a child: answered when reaped */
+	int wst;
+	pid_t pid = waitpid(-1, &wst, 0);
+	assert_true(fs_reaped(&W.a, pid, wst));
+	settle();
+	assert_int_equal(last(t)->type, AGENT_FS_DONE);
+	check_tree(to);
+	assert_int_equal(access(p("dst"), F_OK), -1);
+	t = fs_op(AGENT_FS_MOVE, p("f.txt"), NULL, 0, to, NULL, NULL);
+	assert_int_equal(last(t)->code, EEXIST); /* found before any copy */
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", shm);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_edit_counts(void **state)
 {
 	(void)state;
@@ -548,6 +660,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_close_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_window_and_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stat_list_mkdir_move, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_move_cut, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_move_across, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_edit_counts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_as_user, setup, teardown),

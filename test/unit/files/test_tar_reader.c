@@ -16,6 +16,7 @@ struct rec {
 	char log[20000];
 	size_t len;
 	int calls;
+	struct evbuffer *out;
 };
 
 static void add(struct rec *r, const char *s, size_t n)
@@ -35,14 +36,22 @@ static int on_entry(const struct tar_reader_entry *e, void *arg)
 	return strstr(e->name, "refuse") ? -1 : 0;
 }
 
-static int on_data(const char *d, size_t n, void *arg)
+/* logs the data, and passes it on to out when there is one */
+static int on_move(struct evbuffer *in, size_t n, void *arg)
 {
 	struct rec *r = arg;
-	add(r, d, n);
+	char b[20000];
+	assert_true(n > 0 && n <= sizeof(b) && evbuffer_get_length(in) >= n);
+	evbuffer_copyout(in, b, n);
+	add(r, b, n);
+	if (r->out)
+		assert_int_equal(evbuffer_remove_buffer(in, r->out, n), (int)n);
+	else
+		evbuffer_drain(in, n);
 	return ++r->calls % 2 ? 1 : 0;
 }
 
-static const struct tar_reader_cbs cbs = { on_entry, on_data };
+static const struct tar_reader_cbs cbs = { on_entry, on_move };
 
 static enum tar_reader_status run(struct evbuffer *tar, size_t step, struct rec *r, struct evbuffer *out)
 {
@@ -50,6 +59,7 @@ static enum tar_reader_status run(struct evbuffer *tar, size_t step, struct rec 
 	const char *p = (const char *)evbuffer_pullup(tar, -1);
 	struct tar_reader *tr = tar_reader_new(&cbs, r);
 	struct evbuffer *in = evbuffer_new();
+	r->out = out;
 	enum tar_reader_status st = TAR_READER_MORE;
 	for (size_t off = 0; off < len && st != TAR_READER_ERROR && st != TAR_READER_DONE;) {
 		size_t n = step && step < len - off ? step : len - off;
