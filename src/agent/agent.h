@@ -12,10 +12,12 @@ struct conn;
 struct fs_job;
 
 struct agent {
-	int64_t started_at; /* wall ms */
-	int64_t now;	    /* monotonic ms, cached once per loop pass */
-	uint32_t next_id;   /* command ids count up from 1 */
-	struct cmd *cmds;   /* in id order */
+	int64_t started_at;  /* wall ms */
+	int64_t now;	     /* monotonic ms, cached once per loop pass */
+	uint32_t next_id;    /* command ids count up from 1 */
+	struct cmd *cmds;    /* in id order */
+	size_t exited;	     /* EXITED commands in cmds ... */
+	size_t exited_bytes; /* ... and the memory their output holds */
 	struct conn *conns;
 	struct fs_job *fs_jobs; /* removes and moves running in children (fs.c) */
 };

@@ -46,6 +46,7 @@ static void close_output(struct cmd *c, int fd);
 static void write_stdin(struct cmd *c);
 static void maybe_finish(struct agent *a, struct cmd *c);
 static char *cstr(const uint8_t *p, uint32_t n, char *buf, size_t cap);
+static void cmd_evict(struct agent *a);
 
 static const char *const state_names[CMD_STATE_MAX] = { "running", "draining", "exited" };
 
@@ -201,6 +202,7 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 	bool pty = req->rows > 0 && req->cols > 0;
 	const char *stage = "setup";
 
+	cmd_evict(a);
 	if (req->user) {
 		stage = "user";
 		if (users_resolve(NULL, cstr(req->user, req->user_len, uname, sizeof(uname)), &user) != 0) {
@@ -410,7 +412,28 @@ static void maybe_finish(struct agent *a, struct cmd *c)
 	c->in_buf = NULL;
 	c->in_len = c->in_off = c->in_cap = 0;
 	c->drain_until = 0;
-	(void)a;
+	ring_trim(c->ring);
+	c->kept_bytes = ring_bytes(c->ring);
+	a->exited++;
+	a->exited_bytes += c->kept_bytes;
+}
+
+/* Before a new command starts: the oldest exited commands nobody reads go
+ * while more are kept than the bounds allow (ids count up, so the list's
+ * order is the age). */
+static void cmd_evict(struct agent *a)
+{
+	struct cmd **pp = &a->cmds;
+	while (*pp && (a->exited >= CMD_KEEP_EXITED || a->exited_bytes > CMD_KEEP_EXITED_BYTES)) {
+		struct cmd *c = *pp;
+		if (c->state != CMD_EXITED || c->readers > 0) {
+			pp = &c->next;
+			continue;
+		}
+		log_debug("cmd %u: forgotten (%zu exited kept, %zu bytes)", c->id, a->exited,
+			  a->exited_bytes);
+		cmd_forget(a, c); /* unlinks c: *pp is its successor */
+	}
 }
 
 bool cmd_paused(const struct cmd *c)
@@ -561,6 +584,8 @@ int cmd_resize(struct cmd *c, int rows, int cols)
 void cmd_forget(struct agent *a, struct cmd *c)
 {
 	CHECK(c->state == CMD_EXITED);
+	a->exited--;
+	a->exited_bytes -= c->kept_bytes;
 	for (struct cmd **pp = &a->cmds; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
 			*pp = c->next;

@@ -21,6 +21,11 @@ enum cmd_state { CMD_RUNNING, CMD_DRAINING, CMD_EXITED, CMD_STATE_MAX };
 #define CMD_DRAIN_MS   100	  /* after the leader exited, wait this long for EOF */
 #define CMD_STDIN_MAX  (8u << 20) /* bytes of STDIN queued per command */
 #define CMD_READ_CHUNK (64u * 1024)
+/* Exited commands whose output stays for replay: the newest this many, in at
+ * most this much memory; older ones are forgotten as new ones start (their
+ * records stay in sandbard's database; their logs are gone). */
+#define CMD_KEEP_EXITED	      1024
+#define CMD_KEEP_EXITED_BYTES (32u << 20)
 
 struct ring;
 struct sub;
@@ -49,6 +54,8 @@ struct cmd {
 	unsigned keepers;
 	uint64_t keep_from;
 	struct sub *keep_list; /* conn.c's, linked through the subs */
+	unsigned readers;      /* subscriptions of any kind (conn.c): never forgotten while read */
+	size_t kept_bytes;     /* EXITED: the memory counted in agent.exited_bytes */
 };
 
 /* Starts a command from a decoded SPAWN. On failure -1 with *code (errno) and

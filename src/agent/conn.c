@@ -260,6 +260,7 @@ static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, 
 		CHECK(s != NULL);
 		s->next = c->subs;
 		c->subs = s;
+		cmd->readers++;
 	}
 	s->cmd = cmd;
 	if (tag_len)
@@ -277,6 +278,7 @@ static void sub_remove(struct conn *c, struct sub *s)
 		if (*pp == s) {
 			*pp = s->next;
 			keep_set(s, false); /* a vanished reader holds nothing up */
+			s->cmd->readers--;
 			free(s);
 			return;
 		}

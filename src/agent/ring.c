@@ -1,5 +1,8 @@
 /* The output ring: bytes in one circular buffer, the records that type them in
- * a circular array beside it; both drop from the front when full. */
+ * a circular array beside it; both drop from the front when full. The buffer
+ * starts small and doubles up to the ring's capacity as output comes, and is
+ * cut to what it holds once the command is done (ring_trim): most commands
+ * print little, and a sandbox keeps the output of many. */
 #include "ring.h"
 
 #include <stdlib.h>
@@ -13,9 +16,13 @@ struct rec {
 	uint8_t stream;
 };
 
+/* the first buffer: most commands print less */
+#define RING_FIRST_ALLOC 4096
+
 struct ring {
 	uint8_t *buf;
-	size_t cap;
+	size_t cap;	     /* bytes kept at most */
+	size_t alloc;	     /* the buffer's size now (<= cap); byte off is at buf[off % alloc] */
 	uint64_t start, end; /* absolute offsets; the bytes are buf[off % cap] */
 	struct rec *recs;
 	size_t rcap, rhead, rcount; /* circular array of records */
@@ -26,6 +33,7 @@ static void *xmalloc(size_t n);
 static struct rec *rec_at(const struct ring *r, size_t i);
 static void drop_front(struct ring *r, uint64_t new_start);
 static void recs_push(struct ring *r, uint8_t stream, uint64_t off, uint64_t len);
+static void ring_realloc(struct ring *r, size_t alloc);
 
 static void *xmalloc(size_t n)
 {
@@ -39,8 +47,9 @@ struct ring *ring_new(size_t cap)
 	CHECK(cap > 0);
 	struct ring *r = xmalloc(sizeof(*r));
 	memset(r, 0, sizeof(*r));
-	r->buf = xmalloc(cap);
 	r->cap = cap;
+	r->alloc = cap < RING_FIRST_ALLOC ? cap : RING_FIRST_ALLOC;
+	r->buf = xmalloc(r->alloc);
 	r->rcap = 16;
 	r->recs = xmalloc(r->rcap * sizeof(*r->recs));
 	r->rmax = cap / sizeof(struct rec);
@@ -121,8 +130,13 @@ void ring_write(struct ring *r, uint8_t stream, const void *data, size_t len)
 	}
 	if (r->end + len - r->start > r->cap)
 		drop_front(r, r->end + len - r->cap);
-	size_t pos = (size_t)(r->end % r->cap);
-	size_t first = r->cap - pos < len ? r->cap - pos : len;
+	size_t kept = (size_t)(r->end + len - r->start);
+	if (kept > r->alloc) {
+		size_t n = r->alloc * 2 > kept ? r->alloc * 2 : kept;
+		ring_realloc(r, n < r->cap ? n : r->cap);
+	}
+	size_t pos = (size_t)(r->end % r->alloc);
+	size_t first = r->alloc - pos < len ? r->alloc - pos : len;
 	memcpy(r->buf + pos, p, first);
 	memcpy(r->buf, p + first, len - first);
 	recs_push(r, stream, r->end, len);
@@ -179,10 +193,52 @@ size_t ring_copy(const struct ring *r, uint64_t offset, size_t max, uint8_t *str
 	for (size_t i = lo; i < r->rcount && rec_at(r, i)->stream == s; i++)
 		stop = rec_at(r, i)->off + rec_at(r, i)->len;
 	size_t n = stop - offset < max ? (size_t)(stop - offset) : max;
-	size_t pos = (size_t)(offset % r->cap);
-	size_t first = r->cap - pos < n ? r->cap - pos : n;
+	size_t pos = (size_t)(offset % r->alloc);
+	size_t first = r->alloc - pos < n ? r->alloc - pos : n;
 	memcpy(dst, r->buf + pos, first);
 	memcpy(dst + first, r->buf, n - first);
 	*stream = s;
 	return n;
+}
+
+/* Moves the kept bytes into a buffer of alloc bytes, each to its place there
+ * (offset % alloc), a run at a time: runs end where either buffer wraps. */
+static void ring_realloc(struct ring *r, size_t alloc)
+{
+	CHECK(alloc >= r->end - r->start && alloc > 0);
+	uint8_t *nb = xmalloc(alloc);
+	for (uint64_t off = r->start; off < r->end;) {
+		size_t from = (size_t)(off % r->alloc), to = (size_t)(off % alloc);
+		size_t n = (size_t)(r->end - off);
+		if (n > r->alloc - from)
+			n = r->alloc - from;
+		if (n > alloc - to)
+			n = alloc - to;
+		memcpy(nb + to, r->buf + from, n);
+		off += n;
+	}
+	free(r->buf);
+	r->buf = nb;
+	r->alloc = alloc;
+}
+
+void ring_trim(struct ring *r)
+{
+	size_t kept = (size_t)(r->end - r->start);
+	if (kept < r->alloc)
+		ring_realloc(r, kept > 0 ? kept : 1);
+	if (r->rcount < r->rcap) {
+		struct rec *n = xmalloc((r->rcount > 0 ? r->rcount : 1) * sizeof(*n));
+		for (size_t i = 0; i < r->rcount; i++)
+			n[i] = *rec_at(r, i);
+		free(r->recs);
+		r->recs = n;
+		r->rcap = r->rcount > 0 ? r->rcount : 1;
+		r->rhead = 0;
+	}
+}
+
+size_t ring_bytes(const struct ring *r)
+{
+	return sizeof(*r) + r->alloc + r->rcap * sizeof(struct rec);
 }

@@ -23,6 +23,11 @@ size_t ring_room(const struct ring *r, uint64_t keep);
  * one stream (adjacent records of that stream coalesced): the count, 0 at the
  * end or when offset is out of the ring. *stream gets the stream. */
 size_t ring_copy(const struct ring *r, uint64_t offset, size_t max, uint8_t *stream, uint8_t *dst);
+/* Cuts the buffers to what they hold (the writer is done; a later write
+ * grows them again). */
+void ring_trim(struct ring *r);
+/* Memory the ring holds now, buffers included. */
+size_t ring_bytes(const struct ring *r);
 /* Records currently kept (for tests). */
 size_t ring_records(const struct ring *r);
 

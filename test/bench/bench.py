@@ -361,6 +361,35 @@ def exec_benchmarks(table, srv, c, created):
 
     table.add("agent RSS per sandbox KB (ps inside, PID 1)", attempt(agent_rss))
 
+    # The floor under the concurrent run: the CPU one `echo i` process costs
+    # by itself in the same sandbox (posix_spawn in a loop, children's CPU).
+    # Cores / that is the most execs a second the machine could start with
+    # nothing else running, and concurrency / it the least mean latency
+    # (Little's law) at that concurrency.
+    def spawn_floor():
+        script = (
+            "import os\n"
+            "t = os.times()\n"
+            "for i in range(500):\n"
+            "    pid = os.posix_spawn('/bin/echo', ['echo', str(i)], os.environ,"
+            " file_actions=[(os.POSIX_SPAWN_OPEN, 1, '/dev/null', os.O_WRONLY, 0)])\n"
+            "    os.waitpid(pid, 0)\n"
+            "u = os.times()\n"
+            "print((u.children_user + u.children_system - t.children_user - t.children_system) * 1000 / 500)\n"
+        )
+        r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": ["python3", "-c", script]})
+        if r.status != 200 or r.json.get("exitCode") != 0:
+            raise RuntimeError(f"spawn floor -> {r.status} {r.body[:200]!r}")
+        return float(r.json["stdout"])
+
+    floor = attempt(spawn_floor)
+    table.add("`echo i` process alone in a sandbox, CPU ms (posix_spawn loop)", floor, fmt="{:.2f}")
+    if isinstance(floor, float) and floor > 0:
+        ceiling = os.cpu_count() * 1000 / floor
+        table.add(f"ceiling for the concurrent run: {os.cpu_count()} cores / that, execs/s", ceiling)
+        table.add(f"least mean latency at concurrency {EXEC_CONCURRENCY} (Little's law), ms",
+                  EXEC_CONCURRENCY * 1000 / ceiling, fmt="{:.1f}")
+
 
 # ---------------------------------------------------------------- files
 class RssPeak:

@@ -1,6 +1,7 @@
 """Detached commands: records, logs (replay, follow, resume), stdin, signals
 to the process group, the per-sandbox limit, and a sandbard killed -9 and
 restarted in the middle."""
+import concurrent.futures
 import time
 
 import pytest
@@ -175,3 +176,31 @@ def test_survives_sandbard_kill(server, client, sandbox):
     assert doc["status"] == "exited" and doc["exit_code"] == 9
     rows = pg.psql(f"SELECT status FROM commands WHERE sandbox_id = '{sid}'", url=server.database_url)
     assert sorted(rows.split()) == ["exited", "exited"]
+
+
+def test_agent_keeps_a_bounded_history(client, server, sandbox):
+    """The agent keeps the output of the newest 1,024 exited commands; older
+    ones keep their records (status, exit code) but their logs are gone (410),
+    so a sandbox that runs commands forever does not grow."""
+    sid = sandbox["id"]
+    first = start(client, sid, ["echo", "first"])
+    assert wait_exit(client, sid, first)["exit_code"] == 0
+    assert event_bytes(logs(client, sid, first)) == b"first\n"
+
+    def run(n):
+        c = server.client()
+        for i in range(n):
+            r = execute(c, sid, ["true"])
+            assert r.status == 200 and r.json["exitCode"] == 0, r
+        c.close()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(run, [130] * 8))  # 1,040 more: past the bound
+    last = start(client, sid, ["echo", "last"])
+    wait_exit(client, sid, last)
+
+    doc = client.get(f"/api/sandboxes/{sid}/commands/{first}").json
+    assert doc["status"] == "exited" and doc["exit_code"] == 0
+    r = client.get(f"/api/sandboxes/{sid}/commands/{first}/logs", headers={"Accept": "application/x-ndjson"})
+    assert r.status == 410 and r.json["error"]["code"] == "logs_gone", r
+    assert event_bytes(logs(client, sid, last)) == b"last\n"

@@ -138,6 +138,55 @@ static void test_random_against_model(void **state)
 	ring_free(r);
 }
 
+static void test_grows_and_trims(void **state)
+{
+	(void)state;
+	/* the buffer grows from small as output comes, wrapping at every size on
+	 * the way, and a trim keeps every byte where it was */
+	enum { CAP = 50000, TOTAL = 120000 };
+	static uint8_t all[TOTAL], alls[TOTAL], buf[CAP], streams[CAP];
+	struct ring *r = ring_new(CAP);
+	size_t first = ring_bytes(r);
+	assert_true(first < 8192);
+	uint32_t seed = 777;
+	size_t w = 0;
+	for (int round = 0; w < TOTAL - 1000; round++) {
+		seed = seed * 1103515245u + 12345u;
+		size_t n = (seed >> 16) % 700;
+		uint8_t st = (uint8_t)(1 + (seed >> 8) % 2), tmp[700];
+		for (size_t i = 0; i < n; i++) {
+			tmp[i] = (uint8_t)((w + i) * 7);
+			all[w + i] = tmp[i];
+			alls[w + i] = st;
+		}
+		ring_write(r, st, tmp, n);
+		w += n;
+		if (round % 37 == 0) /* trimmed mid-way, then written again */
+			ring_trim(r);
+		uint64_t from = ring_start(r);
+		size_t got = read_all(r, from, buf, sizeof(buf), streams);
+		assert_int_equal(got, w - from);
+		assert_memory_equal(buf, all + from, got);
+		assert_memory_equal(streams, alls + from, got);
+	}
+	assert_true(ring_bytes(r) > CAP);
+	ring_trim(r);
+	assert_true(ring_bytes(r) < CAP + 8192);
+	assert_int_equal(read_all(r, ring_start(r), buf, sizeof(buf), streams), CAP);
+	assert_memory_equal(buf, all + ring_start(r), CAP);
+	ring_free(r);
+
+	/* a command that printed 3 bytes keeps about 3 bytes */
+	r = ring_new(512 * 1024);
+	ring_write(r, 1, "ok\n", 3);
+	ring_trim(r);
+	assert_true(ring_bytes(r) < 256);
+	uint8_t s3 = 0;
+	assert_int_equal(ring_copy(r, 0, 10, &s3, buf), 3);
+	assert_memory_equal(buf, "ok\n", 3);
+	ring_free(r);
+}
+
 /* The room a lossless reader leaves: nothing at or after its offset is ever
  * dropped by a write that fits. */
 static void test_room_for_a_lossless_reader(void **state)
@@ -177,11 +226,9 @@ static void test_room_for_a_lossless_reader(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_records_and_offsets),
-		cmocka_unit_test(test_overwrite_and_gap),
-		cmocka_unit_test(test_many_tiny_records),
-		cmocka_unit_test(test_random_against_model),
-		cmocka_unit_test(test_room_for_a_lossless_reader),
+		cmocka_unit_test(test_records_and_offsets), cmocka_unit_test(test_overwrite_and_gap),
+		cmocka_unit_test(test_many_tiny_records),   cmocka_unit_test(test_random_against_model),
+		cmocka_unit_test(test_grows_and_trims),	    cmocka_unit_test(test_room_for_a_lossless_reader),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
