@@ -22,6 +22,7 @@ static void rd_data(void *arg, uint64_t offset, const uint8_t *data, size_t len)
 static void rd_done(void *arg, const struct agent_fs_done *d);
 static void rd_error(void *arg, int code, const char *message);
 static void doc_answer(struct agentfs_op *op);
+static void read_ack(struct agentfs_op *op, uint64_t offset);
 static void wr_done(void *arg, const struct agent_fs_done *d);
 static void wr_error(void *arg, int code, const char *message);
 
@@ -118,7 +119,7 @@ static void rd_data(void *arg, uint64_t offset, const uint8_t *data, size_t len)
 			doc_answer(op); /* enough to answer: the rest is not read */
 			return;
 		}
-		agent_fs_ack(op->afs, op->got);
+		read_ack(op, op->got);
 		return;
 	}
 	op->in_cb++;
@@ -130,7 +131,16 @@ static void rd_data(void *arg, uint64_t offset, const uint8_t *data, size_t len)
 void agentfs_read_ack(struct agentfs_op *op, uint64_t consumed)
 {
 	if (op->afs && op->state == AFS_AGENT)
-		agent_fs_ack(op->afs, op->start + consumed);
+		read_ack(op, op->start + consumed);
+}
+
+/* Once every byte of the range is in, the agent sends nothing more whatever
+ * the window: an ACK then would only be one more frame through dockerd, the
+ * shim and the relay (a small file's whole read fits in the first window). */
+static void read_ack(struct agentfs_op *op, uint64_t offset)
+{
+	if (op->got < op->expect)
+		agent_fs_ack(op->afs, offset);
 }
 
 static void rd_done(void *arg, const struct agent_fs_done *d)
