@@ -90,7 +90,6 @@ void agent_stdin(struct agent_channel *ch, uint32_t cmd_id, const void *data, si
 void agent_stdin_close(struct agent_channel *ch, uint32_t cmd_id);
 void agent_signal(struct agent_channel *ch, uint32_t cmd_id, int signo);
 void agent_resize(struct agent_channel *ch, uint32_t cmd_id, int rows, int cols);
-void agent_forget(struct agent_channel *ch, uint32_t cmd_id);
 
 /* Status of every command the agent knows. list is valid during the call;
  * err non-NULL when the channel could not be used. */

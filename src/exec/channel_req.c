@@ -264,15 +264,6 @@ void agent_resize(struct agent_channel *ch, uint32_t cmd_id, int rows, int cols)
 	agent_msg_free(&m);
 }
 
-void agent_forget(struct agent_channel *ch, uint32_t cmd_id)
-{
-	struct agent_msg m;
-	agent_msg_init(&m);
-	agent_msg_begin(&m, AGENT_FORGET, 0, cmd_id);
-	send_simple(ch, AGENT_FORGET, cmd_id, &m);
-	agent_msg_free(&m);
-}
-
 void agent_list(struct agent_channel *ch, agent_list_fn cb, void *arg)
 {
 	struct agent_list_req *l = calloc(1, sizeof(*l));

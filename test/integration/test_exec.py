@@ -10,7 +10,7 @@ import time
 import pytest
 
 from commands_util import event_bytes, execute, field, make_sandbox, parse_ndjson, parse_sse
-from harness import docker
+from harness import docker, pg
 
 EXEC_KEYS = {"output", "exitCode", "truncated", "stdout", "stderr", "exit_code", "duration_ms", "timed_out"}
 
@@ -238,3 +238,31 @@ def test_concurrent_runs_share_one_answer(client, server):
         assert r.status == 409 and r.json["error"]["code"] == "sandbox_not_running", r
     for _, r in burst("00000000-0000-4000-8000-000000000000"):
         assert r.status == 404 and r.json["error"]["code"] == "not_found", r
+
+
+def test_another_instance_change_shows_within_the_validity(server, client):
+    """A steady stream of runs keeps its sandbox's lookup fresh in the
+    background, yet a change made elsewhere (another instance stopping the
+    sandbox: its row) still shows within SANDBAR_EXEC_LOOKUP_CACHE (1s)."""
+    sb = make_sandbox(client)
+    sid = sb["id"]
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # warm: refreshed past half its validity
+            assert execute(client, sid, ["true"]).status == 200
+            time.sleep(0.05)
+        pg.psql(f"UPDATE sandboxes SET status = 'stopped' WHERE id = '{sid}'", url=server.database_url)
+        changed = time.monotonic()
+        while True:
+            r = execute(client, sid, ["true"])
+            if r.status == 409:
+                break
+            assert r.status == 200, r
+            # one validity plus the refresh under way; a generous bound, as
+            # what it catches is a refresh that keeps a stale answer alive
+            assert time.monotonic() - changed < 3, "the change did not show within the validity"
+            time.sleep(0.05)
+        assert r.json["error"]["code"] == "sandbox_not_running"
+    finally:
+        pg.psql(f"UPDATE sandboxes SET status = 'running' WHERE id = '{sid}'", url=server.database_url)
+        client.delete(f"/api/sandboxes/{sid}")

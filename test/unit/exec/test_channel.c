@@ -438,7 +438,6 @@ static void test_list_and_simple_requests(void **state)
 	agent_stdin(P.ch, 5, "abc", 3);
 	agent_stdin_close(P.ch, 5);
 	agent_resize(P.ch, 5, 40, 120);
-	agent_forget(P.ch, 5);
 	f = peer_recv(buf, sizeof(buf));
 	assert_int_equal(f.type, AGENT_STDIN);
 	const uint8_t *d;
@@ -449,7 +448,6 @@ static void test_list_and_simple_requests(void **state)
 	f = peer_recv(buf, sizeof(buf));
 	assert_int_equal(f.type, AGENT_RESIZE);
 	assert_int_equal(u64_of(&f, AGENT_T_PTY_COLS), 120);
-	assert_int_equal(peer_recv(buf, sizeof(buf)).type, AGENT_FORGET);
 
 	struct agent_msg m;
 	agent_msg_init(&m);
