@@ -162,10 +162,14 @@ def agent():
     d = tempfile.mkdtemp(prefix="sbagent")
     path = os.path.join(d, "agent.sock")
     proc = subprocess.Popen([binary, "init"], env={"SANDBAR_AGENT_SOCKET": path, "PATH": "/usr/bin:/bin"})
-    for _ in range(200):
-        if os.path.exists(path):
+    # the path appears at bind(), a moment before listen(): wait until a
+    # connection is taken
+    for _ in range(500):
+        try:
+            Client(path).close()
             break
-        time.sleep(0.01)
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.01)
 
     class A:
         pass
