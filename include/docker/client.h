@@ -57,11 +57,6 @@ struct docker_call *docker_call_stream(struct docker *d, const char *method, con
 				       const char *content_type, int64_t content_length,
 				       const struct docker_stream_cbs *cbs, void *arg);
 void docker_call_write(struct docker_call *call, struct evbuffer *data);
-/* Appends len bytes of the regular file fd from offset to a Content-Length
- * request body without reading them into memory (sendfile as the socket takes
- * them). fd is taken in every case: closed once sent, when the call ends, or
- * at once on error (-1). */
-MUST_USE int docker_call_write_file(struct docker_call *call, int fd, int64_t offset, uint64_t len);
 size_t docker_call_pending(const struct docker_call *call);
 void docker_call_finish(struct docker_call *call); /* end of the request body */
 void docker_call_pause(struct docker_call *call);  /* stop reading the response */

@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "core/config.h"
+#include "core/iojob.h"
 #include "files/agentfs.h"
 #include "http/server.h"
 #include "http/websocket.h"
@@ -25,6 +26,7 @@ struct api *api_new(struct event_base *base, const struct config *cfg, struct sa
 	struct api *api = calloc(1, sizeof(*api));
 	CHECK(api != NULL);
 	api->ws = ws_hub_new(base);
+	api->io = iojob_worker_new(base);
 	api->cfg = cfg;
 	api->svc = svc;
 	api->router = router_new();
@@ -51,6 +53,7 @@ void api_free(struct api *api)
 		return;
 	ws_hub_free(api->ws); /* terminals hang up their shells */
 	agentfs_free(api->fs);
+	iojob_worker_free(api->io); /* spool files of uploads cut short close with it */
 	router_free(api->router);
 	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
 		free(api->tokens[i]);

@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "core/config.h"
+#include "core/iojob.h"
 #include "core/log.h"
 #include "docker/engine.h"
 #include "docker/tar.h"
@@ -24,7 +25,9 @@
 #include "files_internal.h"
 #include "http/server.h"
 
-#define SANDBOX_UID 1000 /* the `sandbox` user of the shipped images */
+#define SANDBOX_UID 1000	 /* the `sandbox` user of the shipped images */
+#define SPOOL_READ  (256u << 10) /* one read of the spool by the worker */
+#define SPOOL_READS 2		 /* reads in flight: the next is ready when Docker drains */
 
 /* ---- lookup ---- */
 
@@ -161,8 +164,11 @@ struct upload {
 	bool running;
 	enum up_part part;
 	bool have_file, file_ended, tail_written, body_ended, put_done, put_ok, fs_pending, freeing;
-	bool spool;   /* chunked body: the file waits in an unlinked host file */
-	int spool_fd; /* -1 when none, or once handed to the Docker call */
+	bool spool;			 /* chunked body: the file waits in an unlinked host file */
+	struct iojob_file *spool_file;	 /* NULL when none, or once sent whole */
+	uint64_t spool_asked, spool_got; /* bytes of it asked of the worker, and sent on */
+	unsigned spool_reads;		 /* reads in flight */
+	char tmpname[96];		 /* from the request id, which the client may take away */
 	char name[FILES_NAME_MAX + 1];
 	char field[FILES_PATH_MAX + 1];
 	size_t field_len;
@@ -195,7 +201,10 @@ static void up_pump(struct upload *up);
 static int up_put_start(struct upload *up);
 static int up_spool_open(struct upload *up);
 static int up_spool_write(struct upload *up, struct evbuffer *in, size_t len);
+static void up_spool_written(int err, struct evbuffer *data, void *arg);
 static void up_spool_send(struct upload *up);
+static bool up_spool_sent(struct upload *up);
+static void up_spool_read(int err, struct evbuffer *data, void *arg);
 static void up_maybe_commit(struct upload *up);
 static void up_agent_committed(const struct agentfs_failure *fail, const struct agentfs_result *res,
 			       void *arg);
@@ -265,7 +274,7 @@ static void upload_route(struct http_request *req, void *arg)
 	/* the tar header needs the file's size before its first byte: without a
 	 * Content-Length to bound it, the file is spooled first (see README) */
 	up->spool = cl < 0;
-	up->spool_fd = -1;
+	snprintf(up->tmpname, sizeof(up->tmpname), ".sandbar-upload-%s", http_request_id(req));
 	up->out = evbuffer_new();
 	CHECK(up->out != NULL);
 	snprintf(up->dir, sizeof(up->dir), "/workspace");
@@ -321,6 +330,8 @@ static void up_fail(struct upload *up, int status, const char *code, const char 
 	va_end(ap);
 	files_lookup_cancel(up->lookup);
 	up->lookup = NULL;
+	iojob_file_close(up->spool_file); /* its writes and reads will not call back */
+	up->spool_file = NULL;
 	bool started = up->put != NULL || up->put_done;
 	if (up->put) {
 		docker_call_cancel(up->put);
@@ -394,8 +405,7 @@ static void up_release(struct upload *up)
 static void up_free_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upload *up = arg;
-	if (up->spool_fd >= 0)
-		close(up->spool_fd);
+	iojob_file_close(up->spool_file);
 	multipart_free(up->mp);
 	evbuffer_free(up->out);
 	free(up);
@@ -435,7 +445,8 @@ static void up_body_end(struct http_request *req, void *arg)
 	}
 	up->body_ended = true;
 	if (up->spool) {
-		up_spool_send(up);
+		if (iojob_file_pending(up->spool_file) == 0)
+			up_spool_send(up); /* else once the last write is done (up_spool_written) */
 		return;
 	}
 	up_maybe_commit(up);
@@ -506,9 +517,7 @@ static int up_put_start(struct upload *up)
 	if (!up->running) {
 		snprintf(up->tmp, sizeof(up->tmp), "%s", up->dst);
 	} else {
-		char tmpname[80];
-		snprintf(tmpname, sizeof(tmpname), ".sandbar-upload-%s", http_request_id(up->req));
-		if (files_path_join(up->dir, tmpname, up->tmp) < 0) {
+		if (files_path_join(up->dir, up->tmpname, up->tmp) < 0) {
 			up_fail(up, 400, "invalid_path", "destination path is too long");
 			return -1;
 		}
@@ -608,17 +617,20 @@ static int up_part_end(void *arg)
 	return 0;
 }
 
-/* Zeros up to the announced size (cut off by the commit), then the tar's end. */
+/* What Docker gets next: the spool's bytes, or zeros up to the announced size
+ * (cut off by the commit); then the tar's end. */
 static void up_pump(struct upload *up)
 {
 	static const char zeros[64 << 10];
-	while (up->put && up->pad_left && docker_call_pending(up->put) < FILES_HIGH_WATERMARK) {
+	if (!up->put || (up->spool && !up_spool_sent(up)))
+		return;
+	while (up->pad_left && docker_call_pending(up->put) < FILES_HIGH_WATERMARK) {
 		size_t n = up->pad_left < sizeof(zeros) ? (size_t)up->pad_left : sizeof(zeros);
 		evbuffer_add(up->out, zeros, n);
 		docker_call_write(up->put, up->out);
 		up->pad_left -= n;
 	}
-	if (up->put && up->file_ended && !up->pad_left && !up->tail_written) {
+	if (up->file_ended && !up->pad_left && !up->tail_written) {
 		up->tail_written = true;
 		tar_write_padding(up->out, up->size);
 		tar_write_end(up->out);
@@ -629,64 +641,96 @@ static void up_pump(struct upload *up)
 
 /* ---- chunked bodies: spooled on the host first ---- */
 
-/* An unlinked file in UPLOAD_SPOOL_DIR: gone with its descriptor, whatever happens. */
+/* An unlinked file in UPLOAD_SPOOL_DIR: gone with its descriptor, whatever
+ * happens. Its writes and reads run in the iojob worker: a disk that lags (or
+ * the kernel throttling a writer of many dirty pages) must not stall the loop. */
 static int up_spool_open(struct upload *up)
 {
 	char path[FILES_PATH_MAX + 64];
 	snprintf(path, sizeof(path), "%s/sandbar-upload-XXXXXX", up->api->cfg->upload_spool_dir);
-	up->spool_fd = mkostemp(path, O_CLOEXEC);
-	if (up->spool_fd < 0) {
+	int fd = mkostemp(path, O_APPEND | O_CLOEXEC);
+	if (fd < 0) {
 		log_warn("upload: cannot spool in %s: %s", up->api->cfg->upload_spool_dir, strerror(errno));
 		up_fail(up, 503, "spool_unavailable", "cannot hold the upload: %s", strerror(errno));
 		return -1;
 	}
 	unlink(path);
+	up->spool_file = iojob_file_new(up->api->io, fd);
 	return 0;
 }
 
-/* A write of a regular file: it blocks the loop only as long as the page
- * cache takes to accept one body piece (at most HTTP_FEED_MAX bytes). */
+/* Body bytes are moved to the worker; the body is read on only while at most
+ * FILES_HIGH_WATERMARK of them wait for the disk. */
 static int up_spool_write(struct upload *up, struct evbuffer *in, size_t len)
 {
-	if (up->written + len > up->limit) {
-		up_fail(up, 413, "too_large", "the file is larger than the limit of %" PRIu64 " bytes",
-			up->limit);
-		return -1;
-	}
-	size_t left = len;
-	while (left > 0) {
-		int n = evbuffer_write_atmost(in, up->spool_fd, (ev_ssize_t)left);
-		if (n <= 0) {
-			log_warn("upload: spool write failed: %s", n < 0 ? strerror(errno) : "no progress");
-			up_fail(up, 507, "spool_full", "cannot hold the upload on the server");
-			return -1;
-		}
-		left -= (size_t)n;
-	}
+	iojob_write(up->spool_file, in, len, up_spool_written, up);
 	up->written += len;
-	return 0;
+	return iojob_file_pending(up->spool_file) > FILES_HIGH_WATERMARK ? 1 : 0;
 }
 
-/* The body is in, the size exact: the archive is sent from the spool with
- * sendfile (the socket takes what it can, so each step reads a little). */
+static void up_spool_written(int err, struct evbuffer *data, void *arg)
+{
+	struct upload *up = arg;
+	if (err) {
+		log_warn("upload: spool write failed: %s", strerror(err));
+		up_fail(up, 507, "spool_full", "cannot hold the upload on the server");
+		return;
+	}
+	size_t pending = iojob_file_pending(up->spool_file);
+	if (up->body_ended) {
+		if (pending == 0)
+			up_spool_send(up);
+		return;
+	}
+	if (up->req && pending <= FILES_HIGH_WATERMARK / 2)
+		http_request_body_resume(up->req);
+}
+
+/* The body is in and on disk, the size exact: the archive goes out with the
+ * spool read back a chunk at a time as Docker takes it (up_pump). */
 static void up_spool_send(struct upload *up)
 {
 	up->size = up->written;
 	if (up_put_start(up) < 0)
 		return;
-	int fd = up->spool_fd;
-	up->spool_fd = -1;
-	if (up->size > 0 && docker_call_write_file(up->put, fd, 0, up->size) < 0) {
+	up_pump(up);
+}
+
+/* Asks the worker for the next chunks while Docker keeps up; true once every
+ * byte has gone on to Docker (the spool is closed then). */
+static bool up_spool_sent(struct upload *up)
+{
+	while (up->spool_reads < SPOOL_READS && up->spool_asked < up->size &&
+	       docker_call_pending(up->put) < FILES_HIGH_WATERMARK) {
+		uint64_t left = up->size - up->spool_asked;
+		size_t n = left < SPOOL_READ ? (size_t)left : SPOOL_READ;
+		iojob_read(up->spool_file, up->spool_asked, n, up_spool_read, up);
+		up->spool_asked += n;
+		up->spool_reads++;
+	}
+	if (up->spool_got < up->size)
+		return false;
+	iojob_file_close(up->spool_file);
+	up->spool_file = NULL;
+	return true;
+}
+
+/* Reads come back in the order asked: each is the next piece of the file. */
+static void up_spool_read(int err, struct evbuffer *data, void *arg)
+{
+	struct upload *up = arg;
+	uint64_t left = up->size - up->spool_got;
+	size_t want = left < SPOOL_READ ? (size_t)left : SPOOL_READ;
+	size_t n = evbuffer_get_length(data);
+	up->spool_reads--;
+	if (err || n != want) {
+		log_warn("upload: spool read failed: %s", err ? strerror(err) : "the file is shorter");
 		up_fail(up, 500, "spool_failed", "cannot send the spooled upload");
 		return;
 	}
-	if (up->size == 0)
-		close(fd);
-	tar_write_padding(up->out, up->size);
-	tar_write_end(up->out);
-	docker_call_write(up->put, up->out);
-	docker_call_finish(up->put);
-	up->tail_written = true;
+	up->spool_got += n;
+	docker_call_write(up->put, data);
+	up_pump(up);
 }
 
 /* ---- the Docker side: tar out ---- */

@@ -9,16 +9,18 @@
 #include "sandbox/service.h"
 
 struct agentfs;
+struct iojob_worker;
 struct ws_hub;
 
 struct api {
 	const struct config *cfg;
 	struct sandbox_service *svc;
 	struct router *router;
-	char **tokens;	       /* NULL-terminated, NULL when auth is off */
-	struct commands *cmds; /* the command service (api_set_commands) */
-	struct ws_hub *ws;     /* live WebSocket connections (terminals) */
-	struct agentfs *fs;    /* the file service through the agent (files_native.c) */
+	char **tokens;		 /* NULL-terminated, NULL when auth is off */
+	struct commands *cmds;	 /* the command service (api_set_commands) */
+	struct ws_hub *ws;	 /* live WebSocket connections (terminals) */
+	struct agentfs *fs;	 /* the file service through the agent (files_native.c) */
+	struct iojob_worker *io; /* the upload spool's file I/O, off the loop (files.c) */
 };
 
 /* The native (monza-compatible) routes. */

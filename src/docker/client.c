@@ -12,7 +12,6 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #include <http_parser.h>
 #include <json-c/json.h>
@@ -631,25 +630,6 @@ void docker_call_write(struct docker_call *c, struct evbuffer *data)
 	} else {
 		evbuffer_add_buffer(out, data);
 	}
-}
-
-int docker_call_write_file(struct docker_call *c, int fd, int64_t offset, uint64_t len)
-{
-	if (!c->bev || c->req_finished || c->state == CALL_DONE || c->content_length < 0) {
-		close(fd);
-		return -1;
-	}
-	/* added straight to the socket's output, the only buffer that sends file
-	 * segments with sendfile; anywhere else libevent would read them in */
-	struct evbuffer_file_segment *seg =
-		evbuffer_file_segment_new(fd, offset, (ev_off_t)len, EVBUF_FS_CLOSE_ON_FREE);
-	if (!seg) {
-		close(fd);
-		return -1;
-	}
-	int rc = evbuffer_add_file_segment(bufferevent_get_output(c->bev), seg, 0, -1);
-	evbuffer_file_segment_free(seg); /* the buffer holds its own reference */
-	return rc;
 }
 
 size_t docker_call_pending(const struct docker_call *c)

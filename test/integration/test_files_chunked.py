@@ -1,13 +1,16 @@
 """Chunked uploads (Transfer-Encoding: chunked, no Content-Length): spooled in
 an unlinked host file until the size is known, then sent to Docker. Round
 trips with sha256, the path field after the file, the limit, an abort, a
-stopped sandbox, and a spool folder that is always left empty."""
+stopped sandbox, a full spool, and a spool folder that is always left empty."""
 import hashlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
+
+import pytest
 
 from harness import docker
 from test_files import (ASAN_SMALL_QUARANTINE, BOUNDARY, TAIL, download, ls, make_sandbox,
@@ -177,3 +180,30 @@ def test_chunked_limit_abort_and_stopped_sandbox(server_factory, tmp_path):
     assert r.status == 200 and got == b"cold data"
     assert not docker.running(cid)
     c.close()
+
+
+def test_chunked_spool_full_is_507_and_leaves_nothing(server_factory, tmp_path):
+    # a 2 MiB tmpfs as the spool: the worker's write fails with ENOSPC while
+    # more body pieces are still queued behind it
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "sandbar-spool", str(spool)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        srv = server_factory(env={"UPLOAD_SPOOL_DIR": str(spool)})
+        c = srv.client()
+        sb = make_sandbox(c)
+        sid, cid = sb["id"], sb["container_id"]
+        st, body = chunked_upload(srv, sid, [multipart_head("full.bin")] + [b"\7" * 65536] * 64 + [TAIL])
+        assert st == 507 and json.loads(body)["error"]["code"] == "spool_full", body
+        assert "full.bin" not in ls(cid, "/workspace")
+        # the spool's space came back: an upload that fits still works
+        st, body = chunked_upload(srv, sid, [multipart_head("fits.bin"), b"\1" * (1 << 20), TAIL])
+        assert st == 200, body
+        r, got, _, _ = download(srv, sid, "/workspace/fits.bin")
+        assert r.status == 200 and got == b"\1" * (1 << 20)
+        assert os.listdir(spool) == []
+        c.close()
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
