@@ -1,6 +1,6 @@
-/* The file routes that stream through Docker's archive API: the sandbox
- * lookup they share, and the monza upload (multipart in, tar out, parsed and
- * framed as the bytes pass; see README "Files" for the size trick). */
+/* The monza upload: multipart in, tar out to Docker's archive API, parsed and
+ * framed as the bytes pass (see README "Files" for the size trick), spooled
+ * first when its size cannot be known. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -28,111 +28,6 @@
 #define SANDBOX_UID 1000	 /* the `sandbox` user of the shipped images */
 #define SPOOL_READ  (256u << 10) /* one read of the spool by the worker */
 #define SPOOL_READS 2		 /* reads in flight: the next is ready when Docker drains */
-
-/* ---- lookup ---- */
-
-struct files_lookup {
-	struct api *api;
-	struct sandbox_call *scall;
-	struct docker_call *dcall;
-	files_lookup_fn cb;
-	void *arg;
-	char id[40];
-	char container[80];
-};
-
-static void lookup_touched(const struct sandbox_result *res, void *arg);
-static void lookup_got(const struct sandbox_result *res, void *arg);
-static void lookup_inspected(struct json_object *info, bool missing, const char *err, void *arg);
-static void lookup_finish(struct files_lookup *l, bool running, int status, const char *code,
-			  const char *msg);
-
-struct files_lookup *files_lookup_start(struct api *api, const char *id, files_lookup_fn cb, void *arg)
-{
-	struct files_lookup *l = calloc(1, sizeof(*l));
-	CHECK(l != NULL);
-	l->api = api;
-	l->cb = cb;
-	l->arg = arg;
-	snprintf(l->id, sizeof(l->id), "%s", id);
-	/* the heartbeat is the activity bump, and tells unknown (404) from gone (409) */
-	l->scall = sandbox_heartbeat(api->svc, l->id, lookup_touched, l);
-	return l;
-}
-
-void files_lookup_cancel(struct files_lookup *l)
-{
-	if (!l)
-		return;
-	sandbox_call_cancel(l->scall);
-	if (l->dcall)
-		docker_call_cancel(l->dcall);
-	free(l);
-}
-
-static void lookup_finish(struct files_lookup *l, bool running, int status, const char *code, const char *msg)
-{
-	files_lookup_fn cb = l->cb;
-	void *arg = l->arg;
-	char container[80];
-	snprintf(container, sizeof(container), "%s", l->container);
-	free(l);
-	cb(status ? NULL : container, running, status, code, msg, arg);
-}
-
-static void lookup_touched(const struct sandbox_result *res, void *arg)
-{
-	struct files_lookup *l = arg;
-	l->scall = NULL;
-	if (res->error != SANDBOX_OK) {
-		lookup_finish(l, false, api_error_status(res->error), res->code, res->message);
-		return;
-	}
-	l->scall = sandbox_get(l->api->svc, l->id, lookup_got, l);
-}
-
-static void lookup_got(const struct sandbox_result *res, void *arg)
-{
-	struct files_lookup *l = arg;
-	l->scall = NULL;
-	if (res->error != SANDBOX_OK) {
-		lookup_finish(l, false, api_error_status(res->error), res->code, res->message);
-		return;
-	}
-	struct json_object *doc = json_tokener_parse(res->doc);
-	struct json_object *cid = NULL;
-	const char *s = NULL;
-	if (doc && json_object_object_get_ex(doc, "container_id", &cid) &&
-	    json_object_is_type(cid, json_type_string))
-		s = json_object_get_string(cid);
-	if (!s || !*s || strlen(s) >= sizeof(l->container)) {
-		json_object_put(doc);
-		lookup_finish(l, false, 409, "sandbox_not_ready", "sandbox has no container yet");
-		return;
-	}
-	snprintf(l->container, sizeof(l->container), "%s", s);
-	json_object_put(doc);
-	l->dcall = docker_container_inspect(sandbox_service_docker(l->api->svc), l->container,
-					    lookup_inspected, l);
-}
-
-static void lookup_inspected(struct json_object *info, bool missing, const char *err, void *arg)
-{
-	struct files_lookup *l = arg;
-	l->dcall = NULL;
-	if (missing) {
-		lookup_finish(l, false, 404, "not_found", "the sandbox's container is gone");
-		return;
-	}
-	if (err) {
-		lookup_finish(l, false, 503, "docker_unavailable", err);
-		return;
-	}
-	struct json_object *state, *running;
-	bool r = json_object_object_get_ex(info, "State", &state) &&
-		 json_object_object_get_ex(state, "Running", &running) && json_object_get_boolean(running);
-	lookup_finish(l, r, 0, NULL, NULL);
-}
 
 /* ---- upload ---- */
 
@@ -646,15 +541,22 @@ static void up_pump(struct upload *up)
  * the kernel throttling a writer of many dirty pages) must not stall the loop. */
 static int up_spool_open(struct upload *up)
 {
-	char path[FILES_PATH_MAX + 64];
-	snprintf(path, sizeof(path), "%s/sandbar-upload-XXXXXX", up->api->cfg->upload_spool_dir);
-	int fd = mkostemp(path, O_APPEND | O_CLOEXEC);
+	const char *dir = up->api->cfg->upload_spool_dir;
+	/* a file without a name from the start; where the file system cannot,
+	 * one named for the moment between its creation and its unlink */
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_APPEND | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		char path[FILES_PATH_MAX + 64];
+		snprintf(path, sizeof(path), "%s/sandbar-upload-XXXXXX", dir);
+		fd = mkostemp(path, O_APPEND | O_CLOEXEC);
+		if (fd >= 0)
+			unlink(path);
+	}
 	if (fd < 0) {
-		log_warn("upload: cannot spool in %s: %s", up->api->cfg->upload_spool_dir, strerror(errno));
+		log_warn("upload: cannot spool in %s: %s", dir, strerror(errno));
 		up_fail(up, 503, "spool_unavailable", "cannot hold the upload: %s", strerror(errno));
 		return -1;
 	}
-	unlink(path);
 	up->spool_file = iojob_file_new(up->api->io, fd);
 	return 0;
 }
