@@ -2,6 +2,7 @@
  * name (so a half-made sandbox is cleaned up as well as a whole one), and the
  * delete operation marks the row first so that no other instance or create
  * resurrects it. */
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,18 @@ struct destroy_op {
 	char err[256];
 	void (*done)(const char *err, void *arg);
 	void *arg;
+	struct event *again; /* the second try, once */
 };
+
+/* A volume still in use after its container was removed: a create that was
+ * under way in dockerd when the instance that sent it died (the reconciler's
+ * orphans) can make the container just after our removal. The whole removal
+ * runs once more, a moment later. */
+#define DESTROY_AGAIN_MS 500
 
 static void destroy_container_removed(const char *err, void *arg);
 static void destroy_volume_removed(const char *err, void *arg);
+static void destroy_start(evutil_socket_t fd, short what, void *arg);
 static void delete_marked(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void delete_destroyed(const char *err, void *arg);
 
@@ -48,10 +57,17 @@ void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(c
 		channels_drop(svc->channels, id);
 	if (svc->gone)
 		svc->gone(id, svc->gone_arg);
+	destroy_start(-1, 0, op);
+}
+
+static void destroy_start(evutil_socket_t fd, short what, void *arg)
+{
+	struct destroy_op *op = arg;
+	op->err[0] = '\0';
 	char name[64];
-	sandbox_container_name(id, name);
+	sandbox_container_name(op->id, name);
 	/* not cancellable: once started, removal runs to the end whoever asked */
-	docker_container_remove(svc->docker, name, destroy_container_removed, op);
+	docker_container_remove(op->svc->docker, name, destroy_container_removed, op);
 }
 
 static void destroy_container_removed(const char *err, void *arg)
@@ -69,6 +85,15 @@ static void destroy_volume_removed(const char *err, void *arg)
 	struct destroy_op *op = arg;
 	if (err && !op->err[0])
 		snprintf(op->err, sizeof(op->err), "volume: %s", err);
+	if (err && !op->again) {
+		op->again = evtimer_new(op->svc->base, destroy_start, op);
+		CHECK(op->again != NULL);
+		struct timeval tv = { 0, DESTROY_AGAIN_MS * 1000 };
+		evtimer_add(op->again, &tv);
+		return;
+	}
+	if (op->again)
+		event_free(op->again);
 	if (op->done)
 		op->done(op->err[0] ? op->err : NULL, op->arg);
 	free(op);
