@@ -412,10 +412,9 @@ static void maybe_finish(struct agent *a, struct cmd *c)
 	c->in_buf = NULL;
 	c->in_len = c->in_off = c->in_cap = 0;
 	c->drain_until = 0;
-	ring_trim(c->ring);
-	c->kept_bytes = ring_bytes(c->ring);
+	ring_trim(c->ring); /* written no more: ring_bytes stays what is counted here */
 	a->exited++;
-	a->exited_bytes += c->kept_bytes;
+	a->exited_bytes += ring_bytes(c->ring);
 }
 
 /* Before a new command starts: the oldest exited commands nobody reads go
@@ -585,7 +584,7 @@ void cmd_forget(struct agent *a, struct cmd *c)
 {
 	CHECK(c->state == CMD_EXITED);
 	a->exited--;
-	a->exited_bytes -= c->kept_bytes;
+	a->exited_bytes -= ring_bytes(c->ring);
 	for (struct cmd **pp = &a->cmds; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
 			*pp = c->next;

@@ -55,7 +55,6 @@ struct cmd {
 	uint64_t keep_from;
 	struct sub *keep_list; /* conn.c's, linked through the subs */
 	unsigned readers;      /* subscriptions of any kind (conn.c): never forgotten while read */
-	size_t kept_bytes;     /* EXITED: the memory counted in agent.exited_bytes */
 };
 
 /* Starts a command from a decoded SPAWN. On failure -1 with *code (errno) and

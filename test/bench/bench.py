@@ -301,15 +301,8 @@ def exec_benchmarks(table, srv, c, created):
         conn.close()
         return ours, base
 
-    both = attempt(rounds)
-    ours, base = both if isinstance(both, tuple) else (both, both)
-    for p in (50, 99):
-        table.add(
-            f"exec `true` round trip p{p} ms (N={EXEC_ROUNDS}; raw docker exec)",
-            percentile(ours, p) * 1000 if isinstance(ours, list) else ours,
-            percentile(base, p) * 1000 if isinstance(base, list) else base,
-            fmt="{:.2f}",
-        )
+    table.add_latencies(f"exec `true` round trip p{{p}} ms (N={EXEC_ROUNDS}; raw docker exec)",
+                        attempt(rounds), (50, 99), "{:.2f}")
 
     log(f"{EXECS} execs over {EXEC_SANDBOXES} sandboxes at concurrency {EXEC_CONCURRENCY}")
 
@@ -540,7 +533,7 @@ class Table:
         self.rows = []
         self.failed = 0
 
-    def add(self, name, ours, base=None, fmt="{:.0f}", higher_better=True):
+    def add(self, name, ours, base=None, fmt="{:.0f}"):
         def cell(v):
             if v is None:
                 return "-"
@@ -553,6 +546,15 @@ class Table:
         if isinstance(ours, (int, float)) and isinstance(base, (int, float)) and base:
             ratio = f"{ours / base:.2f}"
         self.rows.append((name, cell(ours), cell(base), ratio))
+
+    def add_latencies(self, name, timed, ps, fmt):
+        """One row per percentile p of name.format(p=p), in ms: timed is
+        (ours, base) lists of seconds, or the exception that stopped them."""
+        ours, base = timed if isinstance(timed, tuple) else (timed, timed)
+        for p in ps:
+            self.add(name.format(p=p),
+                     percentile(ours, p) * 1000 if isinstance(ours, list) else ours,
+                     percentile(base, p) * 1000 if isinstance(base, list) else base, fmt=fmt)
 
     def print(self):
         head = ("benchmark", "sandbar", "baseline", "ratio")
@@ -605,9 +607,8 @@ def small_files(srv, c, table):
                 base.append(db)
     finally:
         c.delete(f"/api/sandboxes/{sid}")
-    for p in (50, 95):
-        table.add(f"small file (1 KiB) write+read p{p} ms (N={SMALL_FILES}; agent vs archive API)",
-                  percentile(ours, p) * 1000, percentile(base, p) * 1000, fmt="{:.2f}", higher_better=False)
+    table.add_latencies(f"small file (1 KiB) write+read p{{p}} ms (N={SMALL_FILES}; agent vs archive API)",
+                        (ours, base), (50, 95), "{:.2f}")
 
 
 def attempt(fn):
@@ -675,15 +676,8 @@ def main():
                     base.append(dt)
                 return ours, base
 
-            both = attempt(creates)
-            ours, base = both if isinstance(both, tuple) else (both, both)
-            for p in (50, 95):
-                table.add(
-                    f"create+start p{p} ms (N={CREATES}; raw Engine API)",
-                    percentile(ours, p) * 1000 if isinstance(ours, list) else ours,
-                    percentile(base, p) * 1000 if isinstance(base, list) else base,
-                    fmt="{:.1f}",
-                )
+            table.add_latencies(f"create+start p{{p}} ms (N={CREATES}; raw Engine API)", attempt(creates),
+                                (50, 95), "{:.1f}")
             if raw:
                 conn = engine_conn()
                 for i, cid in enumerate(raw):
