@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import docker, pg  # noqa: E402
+from harness.need import need, unprovided_skip  # noqa: E402
 from harness.server import SandbardMissing, ServerError  # noqa: E402
 from harness.session import Session, safe_name  # noqa: E402
 
@@ -71,8 +72,9 @@ def server_factory(run, request):
     errors = []
     for srv in made:
         try:
-            if srv.alive():
-                srv.stop()  # SIGTERM, must exit 0 within 15 s
+            # SIGTERM, must exit 0 within 15 s; a server that died on its own
+            # (a sanitizer abort after the last request) fails the test here
+            srv.stop()
         except ServerError as e:
             errors.append(str(e))
     dbs = [srv.database for srv in made]
@@ -112,7 +114,7 @@ class _Cluster:
 @pytest.fixture
 def pg_cluster():
     if not pg.managed():
-        pytest.skip("PostgreSQL is not the private cluster (DATABASE_URL set from outside)")
+        need("pg-cluster", "PostgreSQL is not the private cluster (DATABASE_URL set from outside)")
     c = _Cluster()
     yield c
     if not c.running():
@@ -128,6 +130,11 @@ def docker_cli():
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.skipped and isinstance(rep.longrepr, tuple):
+        why = unprovided_skip(rep.longrepr[2])
+        if why:
+            rep.outcome = "failed"
+            rep.longrepr = why
     if rep.failed:
         for srv in getattr(item, "_sandbar_servers", []):
             if srv.starts:

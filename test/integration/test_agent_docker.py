@@ -13,6 +13,8 @@ import uuid
 import pytest
 
 from harness import docker
+from harness.need import need
+from harness.wait import until
 from test_agent_host import EXITED, LIST, LIST_END, STARTED, STDOUT, Client, agent_binary, stream_bytes
 
 
@@ -24,10 +26,9 @@ def _docker(*args, timeout=60):
 @pytest.fixture
 def container():
     binary = agent_binary()
-    if not os.path.exists(binary):
-        pytest.skip(f"no agent binary at {binary}")
+    assert os.path.exists(binary), f"no agent binary at {binary}: build it first"
     if _docker("info").returncode != 0:
-        pytest.skip("dockerd does not answer")
+        need("docker", "dockerd does not answer")
     name = "sandbar-agent-test-" + uuid.uuid4().hex[:8]
     r = _docker("create", "--name", name, "--label", docker.MANAGED, "--label", "sandbar.test=agent",
                 "--entrypoint", "/.sandbar/agent", "sandbar/base:latest", "init")
@@ -71,9 +72,16 @@ def test_agent_in_container(container):
     # orphans come back to PID 1 and are reaped: no <defunct> left
     m = c.spawn(["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.1 &); done; true"])
     c.collect(m.id)
-    time.sleep(0.5)
-    r = _docker("exec", container, "ps", "-eo", "pid,stat,comm")
-    assert r.returncode == 0 and "defunct" not in r.stdout and " Z" not in r.stdout, r.stdout
+
+    def settled():
+        r = _docker("exec", container, "ps", "-eo", "pid,stat,comm")
+        assert r.returncode == 0, r.stderr
+        live_sleeps = [l for l in r.stdout.splitlines() if l.split()[1:] and l.split()[-1] == "sleep"
+                       and not l.split()[1].startswith("Z")]
+        return not live_sleeps and r.stdout  # the orphans ended: reaped or zombies
+
+    table = until(settled, what="the orphaned sleeps to end")
+    assert "defunct" not in table and " Z" not in table, table
 
     rss = _docker("exec", container, "sh", "-c", "grep VmRSS /proc/1/status").stdout.strip()
     print(f"agent binary {os.path.getsize(agent_binary())} bytes, PID 1 {rss}")

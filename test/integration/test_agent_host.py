@@ -14,6 +14,7 @@ import time
 import pytest
 
 from harness import paths
+from harness.wait import until
 
 # message types
 HELLO, WELCOME, SPAWN, STARTED, SPAWN_FAILED, OUTPUT, EXITED = 1, 2, 3, 4, 5, 6, 7
@@ -157,8 +158,7 @@ def stream_bytes(out, stream):
 @pytest.fixture
 def agent():
     binary = agent_binary()
-    if not os.path.exists(binary):
-        pytest.skip(f"no agent binary at {binary}")
+    assert os.path.exists(binary), f"no agent binary at {binary}: build it first"
     d = tempfile.mkdtemp(prefix="sbagent")
     path = os.path.join(d, "agent.sock")
     proc = subprocess.Popen([binary, "init"], env={"SANDBAR_AGENT_SOCKET": path, "PATH": "/usr/bin:/bin"})
@@ -275,12 +275,13 @@ def test_pty_size_and_resize(agent):
     _, out, ex = c.run(["stty", "size"], pty_rows=30, pty_cols=100)
     assert out == [(PTY, b"30 100\r\n")] and ex.f["EXIT_CODE"] == 0
     m = c.spawn(["sh", "-c", "stty size; read x; stty size; tty"], pty_rows=24, pty_cols=80)
-    time.sleep(0.2)
+    first = c.expect(OUTPUT)  # the first size is out: the shell went on to its read
+    assert first.id == m.id and first.data == b"24 80\r\n", first
     c.send(RESIZE, m.id, [("PTY_ROWS", 50), ("PTY_COLS", 132)])
     c.send(STDIN, m.id, [("DATA", b"go\n")])
     out, ex, _ = c.collect(m.id)
     text = stream_bytes(out, PTY)
-    assert b"24 80\r\n" in text and b"50 132\r\n" in text and b"/dev/pts/" in text, text
+    assert b"24 80" not in text and b"/dev/pts/" in text.partition(b"50 132\r\n")[2], text
 
 
 def test_timeout_kills_the_tree(agent):
@@ -293,21 +294,24 @@ def test_timeout_kills_the_tree(agent):
     _, ex, _ = c.collect(m.id)
     assert time.time() - t0 < 3
     assert ex.f["TIMED_OUT"] == 1 and ex.f["EXIT_CODE"] == -1 and ex.f["SIGNAL"] == 15
-    time.sleep(0.1)
-    assert pids_of(marker) == []
+    until(lambda: pids_of(marker) == [], timeout=5, what="the timed-out tree to be gone")
 
 
 def test_background_grandchild_does_not_hold_exit(agent):
     c = agent.connect()
     c.hello()
+    marker = "sleep 50.%d" % os.getpid()
     t0 = time.time()
-    m = c.spawn(["sh", "-c", "echo hi; sleep 5 &"])
+    m = c.spawn(["sh", "-c", f"echo hi; {marker} &"])
     out, ex, _ = c.collect(m.id)
     assert time.time() - t0 < 2 and out == [(STDOUT, b"hi\n")] and ex.f["EXIT_CODE"] == 0
     # the group still has a member: SIGNAL reaches it after the leader exited
+    survivor = pids_of(marker)
+    assert len(survivor) == 1 and os.getpgid(int(survivor[0])) == m.f["PID"], survivor
     c.send(SIGNAL, m.id, [("SIGNO", 9)])
     c.send(PING, fields=[("TAG", "x")])
     assert c.expect(PONG).f["TAG"] == b"x"
+    until(lambda: pids_of(marker) == [], timeout=5, what="the survivor to die of the SIGNAL")
 
 
 def test_ring_gap_and_replay(agent):
@@ -315,7 +319,7 @@ def test_ring_gap_and_replay(agent):
     c.hello()
     # 200 KiB through a 64 KiB ring, nobody reading until it ended
     m = c.spawn(["head", "-c", "204800", "/dev/zero"], window=0, ring_bytes=65536)
-    time.sleep(0.5)
+    until(lambda: not ps_alive(m.f["PID"]), timeout=5, what="head to end")
     c.send(SUBSCRIBE, m.id, [("TAG", "late"), ("OFFSET", 0), ("WINDOW", 1 << 20)])
     out, ex, gaps = c.collect(m.id)
     assert gaps == [204800 - 65536]
@@ -419,8 +423,9 @@ def test_sigterm_stops_commands_quickly(agent):
     c = agent.connect()
     c.hello()
     c.spawn(["sleep", "100"], window=0)
-    c.spawn(["sh", "-c", "trap '' TERM; sleep 100"], window=0)
-    time.sleep(0.1)
+    marker = "sleep 101.%d" % os.getpid()
+    c.spawn(["sh", "-c", f"trap '' TERM; {marker}"], window=0)
+    until(lambda: pids_of(marker), timeout=5, what="the shell to ignore TERM and start its sleep")
     t0 = time.time()
     agent.proc.terminate()
     assert agent.proc.wait(timeout=5) == 0

@@ -8,6 +8,7 @@ import pytest
 
 from commands_util import event_bytes, execute, make_sandbox, parse_ndjson, parse_sse
 from harness import pg
+from harness.wait import until
 from sandboxes import RFC3339, UUID
 
 COMMAND_KEYS = {"id", "sandbox_id", "command", "status", "exit_code", "signal", "timed_out", "pid",
@@ -79,8 +80,12 @@ def test_detached_record_and_logs(client, sandbox):
 def test_logs_without_follow_of_a_running_command(client, sandbox):
     sid = sandbox["id"]
     cid = start(client, sid, "echo early; sleep 30")
-    time.sleep(0.5)
-    events = logs(client, sid, cid)
+
+    def early():
+        events = logs(client, sid, cid)
+        return events if event_bytes(events) else None
+
+    events = until(early, what="the early output")
     assert event_bytes(events) == b"early\n" and events[-1]["type"] == "end"
     client.post(f"/api/sandboxes/{sid}/commands/{cid}/signal", json={"signal": "KILL"})
 
@@ -101,22 +106,28 @@ def test_stdin_streamed_and_eof(client, sandbox):
 
 # a non-interactive sh starts background jobs with SIGINT ignored (POSIX), so
 # SIGINT is tried on a foreground child; the others on background children
-@pytest.mark.parametrize("sig,signo,command", [
-    ("SIGINT", 2, "sleep 400; sleep 401"),
-    ("KILL", 9, "sleep 400 & sleep 401 & wait"),
-    ("15", 15, "sleep 400 & sleep 401 & wait"),
+def processes(client, sid):
+    """The command lines of the sandbox's processes."""
+    r = execute(client, sid, ["ps", "-eo", "args"])
+    assert r.status == 200, r
+    return r.json["stdout"].splitlines()
+
+
+@pytest.mark.parametrize("sig,signo,command,children", [
+    ("SIGINT", 2, "sleep 400; sleep 401", ["sleep 400"]),
+    ("KILL", 9, "sleep 400 & sleep 401 & wait", ["sleep 400", "sleep 401"]),
+    ("15", 15, "sleep 400 & sleep 401 & wait", ["sleep 400", "sleep 401"]),
 ])
-def test_signal_reaches_the_group(client, sandbox, sig, signo, command):
+def test_signal_reaches_the_group(client, sandbox, sig, signo, command, children):
     sid = sandbox["id"]
     cid = start(client, sid, command)
-    time.sleep(0.3)
+    until(lambda: all(c in processes(client, sid) for c in children), what=f"{children} to run")
     r = client.post(f"/api/sandboxes/{sid}/commands/{cid}/signal", json={"signal": sig})
     assert r.status == 204, r
     doc = wait_exit(client, sid, cid)
     assert doc["signal"] == signo and doc["exit_code"] == 128 + signo
-    time.sleep(0.2)
-    ps = execute(client, sid, ["ps", "-eo", "args"]).json["stdout"]
-    assert "sleep 40" not in ps, ps
+    until(lambda: not [p for p in processes(client, sid) if p.startswith("sleep 40")],
+          what="every process of the group to be gone")
 
 
 def test_bad_input(client, sandbox):
@@ -153,7 +164,6 @@ def test_per_sandbox_limit(server_factory):
         assert r.status == 429
         client.post(f"/api/sandboxes/{sid}/commands/{cids[0]}/signal", json={"signal": "KILL"})
         wait_exit(client, sid, cids[0])
-        time.sleep(0.1)
         assert execute(client, sid, "true").status == 200
     finally:
         client.delete(f"/api/sandboxes/{sid}")
@@ -164,7 +174,7 @@ def test_survives_sandbard_kill(server, client, sandbox):
     done = start(client, sid, "echo finished-before")
     wait_exit(client, sid, done)
     slow = start(client, sid, "echo start; sleep 2; echo end; exit 9")
-    time.sleep(0.3)
+    until(lambda: event_bytes(logs(client, sid, slow)) == b"start\n", what="the slow command's first line")
     server.restart(kill=True)
     client = server.client()
     listed = client.get(f"/api/sandboxes/{sid}/commands").json

@@ -4,7 +4,9 @@ event streams, bad input and concurrency."""
 import base64
 import concurrent.futures
 import hashlib
+import http.client
 import json
+import socket
 import time
 
 import pytest
@@ -109,41 +111,72 @@ def test_event_stream(client, sandbox, accept):
         assert all(int(e["id"]) == e["offset"] + len(field(e, "data")) for e in out)
 
 
+def slow_post(server, path, body, accept, read=65536, pause=0.01, rcvbuf=65536, timeout=120):
+    """POSTs JSON and reads the answer at most `read` bytes per `pause`
+    seconds through a small receive buffer: a client far slower than the
+    command writes. Returns the body, chunked framing removed."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: no autotuning
+    sock.settimeout(timeout)
+    sock.connect((server.host, server.port))
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
+    conn.sock = sock
+    conn.request("POST", path, body=json.dumps(body), headers={"Accept": accept, "Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200, r.status
+    out = []
+    while True:
+        b = r.read(read)
+        if not b:
+            break
+        out.append(b)
+        time.sleep(pause)
+    conn.close()
+    return b"".join(out)
+
+
+def check_ten_megabytes(events):
+    """Every byte of 10 MB of 'x' in order, offsets contiguous, no gap."""
+    assert events[-1]["type"] == "exit" and events[-1]["exit_code"] == 0
+    assert events[-1]["offset"] == 10_000_000
+    assert [e for e in events if e["type"] == "gap"] == []
+    at = 0
+    digest = hashlib.sha256()
+    for e in events:
+        if e["type"] in ("stdout", "stderr"):
+            assert e["type"] == "stdout" and e["offset"] == at, (e["type"], e["offset"], at)
+            data = field(e, "data")
+            digest.update(data)
+            at += len(data)
+    assert at == 10_000_000
+    assert digest.hexdigest() == hashlib.sha256(b"x" * 10_000_000).hexdigest()
+
+
 def test_ten_megabytes_streamed_flat_memory(server_factory):
     """Every byte arrives, in order and intact, however fast the command
-    writes (the agent holds it while the stream is a ring behind), and the
-    server's memory stays flat: the stream is bounded by the window."""
+    writes and however slowly the client reads (the agent holds it while the
+    stream is a ring behind), and the server's memory stays flat at every
+    instant: the stream is bounded by the window, not by the reader."""
     # ASan's quarantine would hold every freed buffer: keep it small here
     server = server_factory(env={"ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:exitcode=23:"
                                                  "quarantine_size_mb=4:thread_local_quarantine_size_kb=64"})
     client = server.client()
     sandbox = make_sandbox(client)
     sid = sandbox["id"]
+    command = {"command": "head -c 10000000 /dev/zero | tr '\\0' x"}
     client.post(f"/api/sandboxes/{sid}/execute", json={"command": "head -c 1000000 /dev/zero"},
                 headers={"Accept": "text/event-stream"})  # warm up the allocator
-    before = server.rss_kb()
-    want = hashlib.sha256(b"x" * 10_000_000).hexdigest()
-    for accept in ("text/event-stream", "application/x-ndjson"):
-        r = client.post(f"/api/sandboxes/{sid}/execute",
-                        json={"command": "head -c 10000000 /dev/zero | tr '\\0' x"},
-                        headers={"Accept": accept}, timeout=120)
-        events = parse_sse(r.body) if accept == "text/event-stream" else parse_ndjson(r.body)
-        assert events[-1]["type"] == "exit" and events[-1]["exit_code"] == 0
-        assert events[-1]["offset"] == 10_000_000
-        assert [e for e in events if e["type"] == "gap"] == []
-        # offsets are contiguous: each chunk starts where the last ended
-        at = 0
-        digest = hashlib.sha256()
-        for e in events:
-            if e["type"] in ("stdout", "stderr"):
-                assert e["type"] == "stdout" and e["offset"] == at, (e["type"], e["offset"], at)
-                data = field(e, "data")
-                digest.update(data)
-                at += len(data)
-        assert at == 10_000_000
-        assert digest.hexdigest() == want, accept
-    grew = server.rss_kb() - before
-    assert grew < 20_000, f"server grew {grew} kB streaming 20 MB"
+    with server.rss_peak() as peak:
+        # a reader at ~6 MB/s through a 64 KiB socket buffer, then one at full speed
+        body = slow_post(server, f"/api/sandboxes/{sid}/execute", command, "text/event-stream")
+        check_ten_megabytes(parse_sse(body))
+        slow_grew = peak.grew_kb()
+        r = client.post(f"/api/sandboxes/{sid}/execute", json=command,
+                        headers={"Accept": "application/x-ndjson"}, timeout=120)
+        assert r.status == 200, r
+        check_ten_megabytes(parse_ndjson(r.body))
+    assert slow_grew < 20_000, f"server peaked {slow_grew} kB above its start streaming 10 MB to a slow reader"
+    assert peak.grew_kb() < 20_000, f"server peaked {peak.grew_kb()} kB above its start streaming 20 MB"
     client.delete(f"/api/sandboxes/{sid}")
 
 

@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from harness import docker
+from harness.wait import until
 
 BOUNDARY = "sandbarTestBoundary7MA4YWxkTrZu0gW"
 
@@ -98,6 +99,20 @@ def ls(container, d):
     return sorted(sh(container, "ls", "-A", d).splitlines())
 
 
+def temporaries(container, d="/workspace"):
+    """The upload temporaries (`.sandbar-upload-<request id>`) in d."""
+    return [n for n in ls(container, d) if n.startswith(".sandbar")]
+
+
+def temporaries_now(client, sid, d="/workspace"):
+    """The same through the file API (the agent), which works while an upload
+    streams in: dockerd holds the container's lock for a whole archive PUT, so a
+    Docker exec (ls) would wait for the upload to end."""
+    r = client.get(f"/api/sandboxes/{sid}/files?path={d}")
+    assert r.status == 200, r
+    return [e["name"] for e in r.json if e["name"].startswith(".sandbar")]
+
+
 def test_monza_upload_download_shapes(client, server):
     sb = make_sandbox(client)
     sid, cid = sb["id"], sb["container_id"]
@@ -139,23 +154,22 @@ def test_upload_replaces_a_file_through_the_agent(client, server):
     since = time.time()
     data = b"new bytes\n"
     st, body = upload(server, sid, "r.txt", [data], len(data))
-    until = time.time()
+    ended = time.time()
     assert st == 200, body
     assert json.loads(body) == {"status": "ok", "path": "/workspace/r.txt"}
     # cut to its exact size (the tar entry was padded), replaced, no temporary left
     assert sh(cid, "cat", "/workspace/r.txt") == data.decode()
     assert sh(cid, "stat", "-c", "%s %u %a", "/workspace/r.txt").strip() == f"{len(data)} 1000 644"
-    assert [n for n in ls(cid, "/workspace") if n.startswith(".sandbar")] == []
+    assert temporaries(cid) == []
     # the commit went through the agent: no Docker exec was made for it (the
     # one above that wrote the old file shows that execs are counted)
     assert docker.exec_starts(cid, since - 60, since) >= 1
-    assert docker.exec_starts(cid, since, until) == 0
+    assert docker.exec_starts(cid, since, ended) == 0
     # a directory in the way: refused, and the temporary removed all the same
     sh(cid, "mkdir", "/workspace/adir")
     st, body = upload(server, sid, "adir", [data], len(data))
     assert st == 500 and json.loads(body)["error"]["code"] == "commit_failed", body
-    time.sleep(0.5)
-    assert [n for n in ls(cid, "/workspace") if n.startswith(".sandbar")] == []
+    until(lambda: not temporaries(cid), what="the failed upload's temporary to go")
 
 
 def test_upload_into_missing_directory_and_path_rules(client, server):
@@ -186,8 +200,8 @@ def test_upload_into_missing_directory_and_path_rules(client, server):
     r = client.post(f"/api/sandboxes/{sid}/files/upload", body=body,
                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     assert r.status == 400 and r.json["error"]["code"] == "invalid_multipart"
-    time.sleep(0.5)
-    assert "late.txt" not in ls(cid, "/workspace") and not [n for n in ls(cid, "/workspace") if n.startswith(".sandbar")]
+    until(lambda: not temporaries(cid), what="the refused upload's temporary to go")
+    assert "late.txt" not in ls(cid, "/workspace")
     # a field after the file part (not path): the file is still exact
     body = multipart_head("f.txt", path="/workspace") + b"data" + f"\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nyyyyyyyy\r\n--{BOUNDARY}--\r\nepilogue".encode()
     r = client.post(f"/api/sandboxes/{sid}/files/upload", body=body,
@@ -237,15 +251,17 @@ def test_upload_limit_and_abort_leave_nothing(server_factory):
     assert st == 413
     st, body = upload(srv, sid, "ok.bin", [b"\1" * 1000], 1000)
     assert st == 200
-    # a client that goes away half way
+    # a client that goes away half way, once its bytes are landing in the sandbox
     head = multipart_head("aborted.bin")
     s = socket.create_connection((srv.host, srv.port))
     s.sendall((f"POST /api/sandboxes/{sid}/files/upload HTTP/1.1\r\nHost: x\r\n"
                f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
                f"Content-Length: {len(head) + 900000 + len(TAIL)}\r\n\r\n").encode() + head + b"a" * 400000)
-    time.sleep(1.0)
+    until(lambda: temporaries_now(c, sid), what="the upload's temporary in /workspace")
+    mark = srv.log_mark()
     s.close()
-    time.sleep(2.0)
+    assert srv.wait_log(f"POST /api/sandboxes/{sid}/files/upload 499", since=mark)
+    until(lambda: not temporaries(cid), what="the aborted upload's temporary to go")
     names = ls(cid, "/workspace")
     assert "ok.bin" in names and "aborted.bin" not in names, names
     assert not [n for n in names if n.startswith(".sandbar-upload")], names
@@ -274,27 +290,13 @@ def test_big_round_trip_streams_with_flat_rss(server_factory):
             h.update(b)
             yield b
 
-    rss0 = server.rss_kb()
-    peak = [rss0]
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak[0] = max(peak[0], server.rss_kb() or 0)
-            time.sleep(0.05)
-
-    t = threading.Thread(target=watch)
-    t.start()
-    try:
+    with server.rss_peak() as peak:
         st, body = upload(server, sid, "big.bin", chunks(), size)
         assert st == 200, body
         r, _, n, digest = download(server, sid, "/workspace/big.bin", sink=True)
-    finally:
-        stop.set()
-        t.join()
     assert r.status == 200 and n == size and digest == h.hexdigest()
     assert r.getheader("Content-Type") == "application/octet-stream"
-    growth_mb = (peak[0] - rss0) / 1024
+    growth_mb = peak.grew_kb() / 1024
     assert growth_mb < 24, f"sandbard RSS grew {growth_mb:.1f} MiB during a 100 MB transfer"
 
 
@@ -383,9 +385,11 @@ def test_files_on_a_stopped_sandbox(client, server):
     s.sendall((f"POST /api/sandboxes/{sid}/files/upload HTTP/1.1\r\nHost: x\r\n"
                f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
                f"Content-Length: {len(head) + 900000 + len(TAIL)}\r\n\r\n").encode() + head + b"a" * 400000)
-    time.sleep(1.0)
+    until(lambda: server.open_files("/tmp"), what="the upload's spool file")
+    mark = server.log_mark()
     s.close()
-    time.sleep(1.0)
+    assert server.wait_log(f"POST /api/sandboxes/{sid}/files/upload 499", since=mark)
+    until(lambda: not server.open_files("/tmp"), what="the aborted upload's spool file to close")
     r, got, _, _ = download(server, sid, "/workspace/half.bin")
     assert r.status == 404, (r.status, got[:100])
     assert not docker.running(cid)

@@ -14,6 +14,7 @@ import zlib
 import pytest
 
 from harness import docker
+from harness.wait import until
 
 
 def q(path):
@@ -25,10 +26,12 @@ def fsrv(run):
     srv = run.new_server(name=f"{run.run_id}_files_api", env={"UPLOAD_LIMIT": "20m"})
     srv.start()
     yield srv
-    if srv.alive():
-        srv.stop()
-    run.cleanup([srv.database])
-    run.drop_databases([srv.database])
+    try:
+        srv.stop()  # exit 0 on SIGTERM; a server that died on its own fails here
+    finally:
+        left_c, left_v = run.cleanup([srv.database])
+        run.drop_databases([srv.database])
+    assert not left_c and not left_v, f"left behind: containers {left_c}, volumes {left_v}"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,11 @@ def sh(fc, sid, command):
     r = fc.post(f"/api/sandboxes/{sid}/execute", json={"command": command})
     assert r.status == 200, r
     return r.json
+
+
+def temporaries(fc, sid, folder="/workspace"):
+    """The agent's write temporaries (`.sandbar-*`) in folder."""
+    return [n for n in sh(fc, sid, f"ls -A {folder}")["stdout"].split() if n.startswith(".sandbar-")]
 
 
 def put(srv, sid, path, data, mode=None, headers=None):
@@ -359,9 +367,8 @@ def test_put_too_large_writes_nothing(fsrv, fc, sid):
     r = conn.getresponse()
     assert r.status == 413
     conn.close()
-    time.sleep(0.3)
-    out = sh(fc, sid, "ls -a /workspace")
-    assert "huge" not in out["stdout"] and ".sandbar-" not in out["stdout"]
+    until(lambda: not temporaries(fc, sid), what="the refused PUT's temporary to go")
+    assert "huge" not in sh(fc, sid, "ls -a /workspace")["stdout"]
 
 
 def test_aborted_put_leaves_nothing(fsrv, fc, sid):
@@ -374,15 +381,11 @@ def test_aborted_put_leaves_nothing(fsrv, fc, sid):
         ).encode()
     )
     s.sendall(b"z" * (2 << 20))
-    time.sleep(0.5)
+    until(lambda: temporaries(fc, sid), what="the PUT's temporary in /workspace")
+    mark = fsrv.log_mark()
     s.close()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        out = sh(fc, sid, "ls -a /workspace")
-        if ".sandbar-" not in out["stdout"]:
-            break
-        time.sleep(0.2)
-    assert ".sandbar-" not in out["stdout"]
+    assert fsrv.wait_log(f"PUT /api/sandboxes/{sid}/files/content 499", since=mark)
+    until(lambda: not temporaries(fc, sid), what="the aborted PUT's temporary to go")
     _, b = get(fsrv, sid, "/workspace/keep.txt")
     assert b == b"original"
 

@@ -7,12 +7,12 @@ import json
 import os
 import socket
 import subprocess
-import threading
-import time
 
 import pytest
 
 from harness import docker
+from harness.need import need
+from harness.wait import until
 from test_files import (ASAN_SMALL_QUARANTINE, BOUNDARY, TAIL, download, ls, make_sandbox,
                         multipart_head)
 
@@ -117,27 +117,12 @@ def test_chunked_100mb_sha256_flat_rss_and_empty_spool(server_factory, tmp_path)
             spool_seen.extend(os.listdir(spool))
         yield TAIL
 
-    rss0 = server.rss_kb()
-    peak = [rss0]
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak[0] = max(peak[0], server.rss_kb() or 0)
-            time.sleep(0.05)
-
-    t = threading.Thread(target=watch)
-    t.start()
-    try:
+    with server.rss_peak() as peak:
         st, body = chunked_upload(server, sid, pieces())
         assert st == 200, body
-        up_peak = peak[0]
+        growth_mb = peak.grew_kb() / 1024
         r, _, n, digest = download(server, sid, "/workspace/big.bin", sink=True)
-    finally:
-        stop.set()
-        t.join()
     assert r.status == 200 and n == size and digest == h.hexdigest()
-    growth_mb = (up_peak - rss0) / 1024
     assert growth_mb < 24, f"sandbard RSS grew {growth_mb:.1f} MiB during a chunked 100 MB upload"
     # the spool file is unlinked as soon as it is made: never visible, never left
     assert spool_seen == [] and os.listdir(spool) == []
@@ -164,9 +149,11 @@ def test_chunked_limit_abort_and_stopped_sandbox(server_factory, tmp_path):
                "Transfer-Encoding: chunked\r\n\r\n").encode())
     p = multipart_head("aborted.bin") + b"a" * 400000
     s.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
-    time.sleep(1.0)
+    until(lambda: srv.open_files(spool), what="the upload's spool file")
+    mark = srv.log_mark()
     s.close()
-    time.sleep(1.0)
+    assert srv.wait_log(f"POST /api/sandboxes/{sid}/files/upload 499", since=mark)
+    until(lambda: not srv.open_files(spool), what="the aborted upload's spool file to close")
     names = ls(cid, "/workspace")
     assert "max.bin" in names and "big.bin" not in names and "aborted.bin" not in names, names
     assert not [n for n in names if n.startswith(".sandbar-upload")], names
@@ -189,7 +176,7 @@ def test_chunked_spool_full_is_507_and_leaves_nothing(server_factory, tmp_path):
     spool.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "sandbar-spool", str(spool)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+        need("mount", "mount -t tmpfs was refused here")
     try:
         srv = server_factory(env={"UPLOAD_SPOOL_DIR": str(spool)})
         c = srv.client()

@@ -9,41 +9,61 @@ from sandboxes import templates_env
 
 
 def test_kill_during_creates_then_reconcile(server_factory):
+    """Three creates answered, then seven in flight when sandbard is killed:
+    the acknowledged three survive running with their containers, the ones
+    in flight are made `error` by the reconciler with nothing of theirs left."""
     srv = server_factory(env=templates_env())
     c = srv.client()
+    cluster = f"sandbar.cluster={srv.database}"
+    acked = []
+    for i in range(3):
+        r = c.post("/api/sandboxes", json={"template": "plain", "name": f"done{i}"}, timeout=60)
+        assert r.status == 201, r
+        acked.append(r.json["id"])
     answers = []
 
     def create(i):
         try:
-            answers.append(srv.client().post("/api/sandboxes", json={"template": "plain", "name": f"c{i}"},
-                                             timeout=60).status)
+            r = srv.client().post("/api/sandboxes", json={"template": "plain", "name": f"c{i}"}, timeout=60)
+            answers.append((r.status, r.json["id"] if r.status == 201 else None))
         except OSError:
-            answers.append("dropped")
+            answers.append(("dropped", None))
 
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(10)]
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(7)]
     for t in threads:
         t.start()
-    # kill once a few containers exist and others are still on their way
+    # kill once the new creates have rows and at least one has its container
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(docker.ps(f"sandbar.cluster={srv.database}")) < 3:
+    while (len(docker.ps(cluster)) < 4 or
+           pg.psql("SELECT count(*) FROM sandboxes WHERE status = 'creating'", url=srv.database_url).strip() == "0"):
+        assert time.monotonic() < deadline, "no create in flight with a container within 30 s"
         time.sleep(0.02)
     srv.kill()
     for t in threads:
         t.join(60)
+    assert len(answers) == 7, answers
+    # creates were in flight at the kill: rows left in `creating`, answers lost
+    stuck = pg.psql("SELECT id FROM sandboxes WHERE status = 'creating'", url=srv.database_url).split()
+    assert stuck, "no create was in flight when sandbard was killed"
+    assert ("dropped", None) in answers, answers
+    acked += [sid for status, sid in answers if status == 201]
     srv.start()
     out = pg.psql("SELECT status, count(*) FROM sandboxes GROUP BY status", url=srv.database_url)
     counts = dict(l.split("|") for l in out.splitlines() if l)
     assert "creating" not in counts, counts
     live = pg.psql("SELECT id FROM sandboxes WHERE status = 'running'", url=srv.database_url).split()
+    # nothing acknowledged is lost; what was in flight is an error now
+    assert set(acked) <= set(live), (acked, live)
+    failed = pg.psql("SELECT id FROM sandboxes WHERE status = 'error'", url=srv.database_url).split()
+    assert set(stuck) <= set(failed), (stuck, failed)
     # every labelled container belongs to a running row, and every running row has its container
-    cluster = docker.ps(f"sandbar.cluster={srv.database}")
-    owners = sorted(docker.labels(cid)["sandbar.sandbox"] for cid in cluster)
+    owners = sorted(docker.labels(cid)["sandbar.sandbox"] for cid in docker.ps(cluster))
     assert owners == sorted(live), (owners, live, counts)
-    for cid in cluster:
+    for cid in docker.ps(cluster):
         assert docker.running(cid)
-    vols = docker.volumes(f"sandbar.cluster={srv.database}")
+    vols = docker.volumes(cluster)
     assert sorted(docker.volume_labels(v)["sandbar.sandbox"] for v in vols) == sorted(live)
-    assert srv.wait_log("reconcile:")
+    assert srv.wait_log(f"reconcile: {len(stuck)} stale create(s)")
     for sid in live:
         assert c.delete(f"/api/sandboxes/{sid}").status == 204
 

@@ -2,6 +2,7 @@
 shapes, Docker objects really made and really gone, bad input refused with
 nothing left behind."""
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from harness import docker, pg
-from sandboxes import check_shape, templates_env, wait_status
+from sandboxes import TEMPLATES, check_shape, templates_env, wait_status
 
 
 def rows(server):
@@ -189,13 +190,31 @@ def test_bad_json_and_ids(server, client):
     assert rows(server) == []
 
 
-def test_default_template_is_go_and_name_follows_it(server_factory):
-    # without the go image built we only check that the default resolves to the
-    # go template: creating from it would build the toolchain image (minutes)
-    srv = server_factory(env=templates_env())  # the test folder has no `go`
+def test_default_template_is_go_and_name_follows_it(server_factory, tmp_path):
+    # the test folder has no `go`: the default names it in the refusal
+    srv = server_factory(env=templates_env())
     r = srv.client().post("/api/sandboxes", json={})
     assert r.status == 400 and r.json["error"]["code"] == "unknown_template"
     assert "'go'" in r.json["error"]["message"]
+    # a folder whose `go` is the plain test template (the shipped one builds
+    # a toolchain image for minutes): the default creates from it, and the
+    # name follows whichever template was used
+    plain = open(os.path.join(TEMPLATES, "plain", "devcontainer.json")).read()
+    for name in ("go", "plain"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "devcontainer.json").write_text(plain)
+    srv = server_factory(env={"DEVCONTAINERS_PATH": str(tmp_path)})
+    c = srv.client()
+    made = []
+    for body, template, name in (({}, "go", "sandbox-go"), ({"template": "plain"}, "plain", "sandbox-plain"),
+                                 ({"template": "plain", "name": "mine"}, "plain", "mine")):
+        r = c.post("/api/sandboxes", json=body)
+        assert r.status == 201, r
+        made.append(r.json["id"])
+        assert (r.json["template"], r.json["name"]) == (template, name), r.json
+        assert c.get(f"/api/sandboxes/{r.json['id']}").json["name"] == name
+    for sid in made:
+        assert c.delete(f"/api/sandboxes/{sid}").status == 204
 
 
 def test_build_template_builds_once_and_runs(server_factory):

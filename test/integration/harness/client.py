@@ -50,7 +50,11 @@ class Response:
 
 class Client:
     """client.get('/health'); client.post('/api/sandboxes', json={...}).
-    Keeps one connection alive; reconnects when the server closed it."""
+    Keeps one connection alive. A request is sent once, never retried: a
+    kept-alive connection the server has closed (its idle timeout, a
+    restart) is seen before the request goes out and replaced by a new one;
+    a connection lost after that raises, so a dropped request can not hide
+    and a POST is never sent twice."""
 
     def __init__(self, host, port, timeout=30.0, token=None):
         self.host = host
@@ -64,6 +68,24 @@ class Client:
             self._conn.close()
             self._conn = None
 
+    def _closed_by_server(self):
+        """True when the idle kept-alive connection has reached its end of
+        file (or a reset) from the server. Bytes waiting on an idle
+        connection are a server error and raise."""
+        sock = self._conn.sock
+        if sock is None:
+            return False
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            waiting = sock.recv(64, socket.MSG_PEEK)
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        if waiting:
+            raise AssertionError(f"bytes the server sent on an idle connection: {waiting!r}")
+        return True
+
     def request(self, method, path, body=None, json=None, headers=None, timeout=None, fresh=False):
         hdrs = {}
         if self.token:
@@ -74,29 +96,25 @@ class Client:
         if isinstance(body, str):
             body = body.encode()
         hdrs.update(headers or {})
-        if fresh:
+        if fresh or (self._conn is not None and self._closed_by_server()):
             self.close()
-        for attempt in (0, 1):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
-            elif timeout:
-                self._conn.timeout = timeout
-                if self._conn.sock:
-                    self._conn.sock.settimeout(timeout)
-            try:
-                self._conn.request(method, path, body=body, headers=hdrs)
-                r = self._conn.getresponse()
-                data = r.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # a kept-alive connection the server closed: retry once on a new one
-                self.close()
-                if attempt:
-                    raise
-                continue
-            resp = Response(r.status, r.getheaders(), data, r.reason)
-            if r.will_close:
-                self.close()
-            return resp
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+        elif timeout:
+            self._conn.timeout = timeout
+            if self._conn.sock:
+                self._conn.sock.settimeout(timeout)
+        try:
+            self._conn.request(method, path, body=body, headers=hdrs)
+            r = self._conn.getresponse()
+            data = r.read()
+        except BaseException:
+            self.close()
+            raise
+        resp = Response(r.status, r.getheaders(), data, r.reason)
+        if r.will_close:
+            self.close()
+        return resp
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

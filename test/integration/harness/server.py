@@ -1,6 +1,9 @@
 """One sandbard process under test: started on 127.0.0.1 with a free port and
 given environment, waited for on /health, stopped with SIGTERM (expecting
-exit 0) or killed, restarted with the same environment."""
+exit 0) or killed, restarted with the same environment. Every end of the
+process is either caused by the test (stop, kill) or an error: a server
+that died on its own (an ASan abort after the last request) is reported by
+stop(), which the fixtures call at teardown."""
 import os
 import signal
 import socket
@@ -55,6 +58,7 @@ class Server:
         self.proc = None
         self.starts = 0
         self.exit_codes = []
+        self.ended = True  # the current process's end was caused and seen by the test
 
     # ------------------------------------------------------------ process
     @property
@@ -100,8 +104,17 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        self.ended = False
         if wait:
-            self.wait_healthy(timeout)
+            try:
+                self.wait_healthy(timeout)
+            except ServerError:
+                # reported by this raise: teardown need not report it again
+                self.ended = True
+                if self.alive():
+                    self.proc.kill()
+                self.proc.wait()
+                raise
         return self
 
     def wait_healthy(self, timeout=30.0):
@@ -130,9 +143,19 @@ class Server:
 
     def stop(self, timeout=15.0, expect=0):
         """SIGTERM, wait up to timeout, and check the exit status (expect=None:
-        any). Kills it with SIGKILL if it does not exit in time."""
-        if self.proc is None:
+        any). Kills it with SIGKILL if it does not exit in time. A process
+        that had already exited without the test ending it is an error
+        whatever its status: it died on its own."""
+        if self.proc is None or self.ended:
             return None
+        self.ended = True
+        if self.proc.poll() is not None:
+            code = self.proc.returncode
+            self.exit_codes.append(code)
+            raise ServerError(
+                f"{self.name} died on its own with status {code} before the test stopped it; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -155,12 +178,20 @@ class Server:
         return code
 
     def kill(self):
-        """SIGKILL, like a crash: no clean-up runs in the server."""
-        if self.alive():
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait()
+        """SIGKILL, like a crash: no clean-up runs in the server. Killing a
+        process that already died on its own is an error, as in stop()."""
+        if self.proc is None or self.ended:
+            return
+        self.ended = True
+        if not self.alive():
             self.exit_codes.append(self.proc.returncode)
+            raise ServerError(
+                f"{self.name} died on its own with status {self.proc.returncode} before the test "
+                f"killed it; log {self.log_path}:\n{self.log_tail()}"
+            )
+        self.proc.kill()
+        self.proc.wait()
+        self.exit_codes.append(self.proc.returncode)
 
     def signal(self, sig):
         self.proc.send_signal(sig)
@@ -181,12 +212,33 @@ class Server:
     def raw(self, data, **kw):
         return httpc.raw_request(self.host, self.port, data, **kw)
 
-    def rss_kb(self):
+    def rss_kb(self, field="VmRSS"):
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return None
+
+    def open_files(self, folder):
+        """What the process has open under folder (an unlinked file reads
+        `<folder>/#<inode> (deleted)`)."""
+        folder = os.path.realpath(folder).rstrip("/") + "/"
+        found = []
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            if target.startswith(folder):
+                found.append(target)
+        return found
+
+    def rss_peak(self):
+        """with server.rss_peak() as p: ...; then p.grew_kb(): how far the
+        resident memory rose above its level at the start at any instant of
+        the block (the kernel's high-water mark, reset at the start: nothing
+        between two samples is missed)."""
+        return RssPeak(self)
 
     def log_text(self):
         try:
@@ -198,11 +250,35 @@ class Server:
     def log_tail(self, n=60):
         return "\n".join(self.log_text().splitlines()[-n:])
 
-    def wait_log(self, needle, timeout=10.0):
-        """True once needle appears in the log."""
+    def log_mark(self):
+        """Where the log ends now: wait_log(..., since=mark) looks only after it."""
+        return len(self.log_text())
+
+    def wait_log(self, needle, timeout=10.0, since=0):
+        """True once needle appears in the log (after the mark since)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if needle in self.log_text():
+            if needle in self.log_text()[since:]:
                 return True
             time.sleep(0.05)
         return False
+
+
+class RssPeak:
+    def __init__(self, server):
+        self.server = server
+        self.start_kb = None
+
+    def __enter__(self):
+        # 5: reset the peak resident set size (VmHWM) to the current size
+        with open(f"/proc/{self.server.pid}/clear_refs", "w") as f:
+            f.write("5")
+        self.start_kb = self.server.rss_kb()
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def grew_kb(self):
+        """The peak so far above the start; may be called inside the block."""
+        return self.server.rss_kb("VmHWM") - self.start_kb
