@@ -460,6 +460,12 @@ static void call_flush_body(struct docker_call *c)
 static int on_headers_complete(http_parser *p)
 {
 	struct docker_call *c = p->data;
+	if (p->status_code < 100) {
+		/* "HTTP/1.1 000" parses, but status 0 tells callers the transport failed */
+		if (!c->err)
+			c->err = strdup("bad response: status below 100");
+		return -1;
+	}
 	c->status = p->status_code;
 	if (c->kind == CALL_UPGRADE && (c->status == 101 || c->status == 200)) {
 		c->upgraded = true;
