@@ -460,6 +460,12 @@ static void call_flush_body(struct docker_call *c)
 static int on_headers_complete(http_parser *p)
 {
 	struct docker_call *c = p->data;
+	if (p->status_code < 100) {
+		/* "HTTP/1.1 000" parses, but status 0 tells callers the transport failed */
+		if (!c->err)
+			c->err = strdup("bad response: status below 100");
+		return -1;
+	}
 	c->status = p->status_code;
 	if (c->kind == CALL_UPGRADE && (c->status == 101 || c->status == 200)) {
 		c->upgraded = true;
@@ -727,6 +733,7 @@ void docker_url_encode(struct evbuffer *out, const char *s)
 
 static void fuzz_json_cb(int status, struct json_object *body, const char *err, void *arg)
 {
+	CHECK((status != 0 && status < 400) || err != NULL); /* a failure always says why */
 	(void)json_object_to_json_string(body);
 }
 
@@ -744,28 +751,39 @@ static void fuzz_done_cb(struct docker_call *c, const char *err, void *arg)
 {
 }
 
-void docker_response_fuzz(const uint8_t *data, size_t len, size_t split)
+static void fuzz_up_cb(int status, struct bufferevent *bev, const char *err, void *arg)
 {
+	CHECK(bev == NULL && err != NULL); /* the fuzzed call has no connection to hand over */
+}
+
+void docker_response_fuzz(enum docker_fuzz_mode mode, const uint8_t *data, size_t len, size_t split)
+{
+	static const enum call_kind kinds[DOCKER_FUZZ_MODE_MAX] = {
+		[DOCKER_FUZZ_JSON] = CALL_JSON,
+		[DOCKER_FUZZ_STREAM] = CALL_STREAM,
+		[DOCKER_FUZZ_UPGRADE] = CALL_UPGRADE,
+	};
+	CHECK(mode < DOCKER_FUZZ_MODE_MAX);
 	struct event_base *base = event_base_new();
 	struct docker *d = docker_new(base, "unix:///nonexistent/docker.sock");
-	bool stream = len > 0 && (data[0] & 1);
-	struct docker_call *c = call_new(d, stream ? CALL_STREAM : CALL_JSON, NULL);
+	struct docker_call *c = call_new(d, kinds[mode], NULL);
 	docker_set_max_body(d, 4096);
 	c->json_cb = fuzz_json_cb;
 	c->scbs = (struct docker_stream_cbs){ .head = fuzz_head_cb,
 					      .data = fuzz_data_cb,
 					      .done = fuzz_done_cb };
+	c->up_cb = fuzz_up_cb;
 	call_set_state(c, CALL_SENDING);
 	call_set_state(c, CALL_READING_HEAD);
 	struct evbuffer *in = evbuffer_new();
 	size_t off = 0;
-	while (off < len && c->state != CALL_DONE) {
+	while (off < len && c->state != CALL_DONE && c->state != CALL_UPGRADED) {
 		size_t n = split && len - off > split ? split : len - off;
 		evbuffer_add(in, data + off, n);
 		off += n;
 		call_process_input(c, in);
 	}
-	if (c->state != CALL_DONE)
+	if (c->state != CALL_DONE && c->state != CALL_UPGRADED)
 		call_process_eof(c);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	evbuffer_free(in);

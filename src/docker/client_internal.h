@@ -23,8 +23,10 @@ struct event_base *docker_base(struct docker *d);
 /* Appends s percent-encoded for a query string. */
 void docker_url_encode(struct evbuffer *out, const char *s);
 
-/* Fuzzing: parse data as a whole-JSON response, as if it arrived in pieces of
- * split bytes (0: all at once), then EOF. Delivers the result and frees. */
-void docker_response_fuzz(const uint8_t *data, size_t len, size_t split);
+/* Fuzzing: parse data as the response to a call of the given kind, as if it
+ * arrived in pieces of split bytes (0: all at once), then EOF. Delivers the
+ * result and frees. */
+enum docker_fuzz_mode { DOCKER_FUZZ_JSON, DOCKER_FUZZ_STREAM, DOCKER_FUZZ_UPGRADE, DOCKER_FUZZ_MODE_MAX };
+void docker_response_fuzz(enum docker_fuzz_mode mode, const uint8_t *data, size_t len, size_t split);
 
 #endif

@@ -1,6 +1,8 @@
 /* Fuzzes devcontainer.json parsing: arbitrary bytes through template_parse
  * under a strict and a permissive policy, against a folder with a Dockerfile
- * so build templates get as far as hashing their context. */
+ * (and a subfolder with another and a symlink) so build templates get as far
+ * as hashing their context. */
+#include <ftw.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,12 +18,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char dir[64];
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
 static void remove_dir(void)
 {
+	nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void write_file(const char *rel, const char *text)
+{
 	char path[128];
-	snprintf(path, sizeof(path), "%s/Dockerfile", dir);
-	unlink(path);
-	rmdir(dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		abort();
+	fputs(text, f);
+	fclose(f);
 }
 
 static void make_dir(void)
@@ -29,14 +44,16 @@ static void make_dir(void)
 	snprintf(dir, sizeof(dir), "/tmp/sandbar-fuzz-tpl-XXXXXX");
 	if (!mkdtemp(dir))
 		abort();
-	char path[128];
-	snprintf(path, sizeof(path), "%s/Dockerfile", dir);
-	FILE *f = fopen(path, "w");
-	if (!f)
-		abort();
-	fputs("FROM sandbar/base:latest\n", f);
-	fclose(f);
 	atexit(remove_dir);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/sub", dir);
+	if (mkdir(path, 0700) != 0)
+		abort();
+	snprintf(path, sizeof(path), "%s/sub/link", dir);
+	if (symlink("../Dockerfile", path) != 0)
+		abort();
+	write_file("Dockerfile", "FROM sandbar/base:latest\n");
+	write_file("sub/Dockerfile", "FROM sandbar/base:latest\nCOPY . /src\n");
 	log_set_level(LOG_LEVEL_ERROR);
 }
 
@@ -48,8 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		make_dir();
 	for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
 		err[0] = '\0';
-		struct template *t =
-			template_parse("fuzz", dir, (const char *)data, size, &policies[i], err, sizeof(err));
+		struct template *t = template_parse("Fuzz_t.", dir, (const char *)data, size, &policies[i],
+						    err, sizeof(err));
 		if (t) {
 			/* what the rest of the server relies on */
 			if ((t->image == NULL) == (t->build_dockerfile == NULL) || !t->workspace_folder ||

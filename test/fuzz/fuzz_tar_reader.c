@@ -1,5 +1,7 @@
 /* Random bytes through the tar reader, whole and split, with pass-through:
- * both feeds agree, and what passes through is a prefix of the input. */
+ * both feeds agree, and what passes through is a prefix of the input. An
+ * entry named "refuse" is refused, the data of one named "refuse-data" too. */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -12,6 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 struct sum {
 	uint64_t entries, bytes, hash;
 	int calls;
+	bool refuse_data;
 	struct evbuffer *out;
 };
 
@@ -20,7 +23,8 @@ static int on_entry(const struct tar_reader_entry *e, void *arg)
 	struct sum *s = arg;
 	s->entries++;
 	s->hash = s->hash * 31 + strlen(e->name) + strlen(e->linkname) + (unsigned char)e->type;
-	return 0;
+	s->refuse_data = strcmp(e->name, "refuse-data") == 0;
+	return strcmp(e->name, "refuse") == 0 ? -1 : 0;
 }
 
 /* data bytes go on to out, so that out stays the input's prefix */
@@ -28,6 +32,8 @@ static int on_move(struct evbuffer *in, size_t n, void *arg)
 {
 	struct sum *s = arg;
 	CHECK(n > 0 && evbuffer_get_length(in) >= n);
+	if (s->refuse_data)
+		return -1;
 	s->bytes += n;
 	CHECK(evbuffer_remove_buffer(in, s->out, n) == (int)n);
 	return ++s->calls % 2 == 0 ? 1 : 0;
