@@ -2,8 +2,8 @@
  * socketpair, in a temporary directory: writes (commit, close, ownership),
  * reads with a window and ranges, stat, list, mkdir, move (cut to a size, and
  * across file systems as a copy in a child), edit, remove (the recursive one
- * in a child), and the permission checks as uid 1000. Runs as
- * root (the tests that switch users are skipped otherwise). */
+ * in a child), and the permission checks as uid 1000. The user switches need
+ * root (need.h: a failure when tools/test runs as root, else a skip). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -27,6 +27,7 @@
 #include "conn.h"
 #include "fs.h"
 #include "fs_internal.h"
+#include "need.h"
 
 #define MAX_FRAMES 4096
 
@@ -591,8 +592,7 @@ static void test_remove(void **state)
 static void test_as_user(void **state)
 {
 	(void)state;
-	if (geteuid() != 0)
-		skip();
+	need("root", geteuid() == 0, "setfsuid to uid 1000 needs root (euid %d)", (int)geteuid());
 	mkdir(p("open"), 0777);
 	chmod(p("open"), 0777);
 	put_file(p("secret"), "root only", 0600);
@@ -667,5 +667,5 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_as_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return need_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }
