@@ -194,6 +194,17 @@ sb_pg_stop() {
 	fi
 }
 
+# sb_pg_database NAME: creates database NAME in the running private cluster
+# unless it is there. NAME is a plain identifier (letters, digits, _).
+sb_pg_database() {
+	local url
+	url=$(sb_pg_url postgres)
+	if [ "$(psql "$url" -XtAc "SELECT 1 FROM pg_database WHERE datname = '$1'")" != 1 ]; then
+		sb_quiet "$SANDBAR_DATA/log/psql.log" psql "$url" -Xqc "CREATE DATABASE $1" ||
+			sb_die "postgresql: could not create database $1"
+	fi
+}
+
 # Uses DATABASE_URL when set; else starts the private cluster, creates the
 # database `sandbar` and exports DATABASE_URL pointing at it.
 sb_postgres() {
@@ -202,12 +213,7 @@ sb_postgres() {
 		return 0
 	fi
 	sb_pg_start
-	local url
-	url=$(sb_pg_url postgres)
-	if [ "$(psql "$url" -XtAc "SELECT 1 FROM pg_database WHERE datname = 'sandbar'")" != 1 ]; then
-		sb_quiet "$SANDBAR_DATA/log/psql.log" psql "$url" -Xqc 'CREATE DATABASE sandbar' ||
-			sb_die "postgresql: could not create database sandbar"
-	fi
+	sb_pg_database sandbar
 	DATABASE_URL=$(sb_pg_url sandbar)
 	SANDBAR_PG_MANAGED=1
 	export DATABASE_URL SANDBAR_PG_MANAGED

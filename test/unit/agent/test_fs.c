@@ -2,8 +2,8 @@
  * socketpair, in a temporary directory: writes (commit, close, ownership),
  * reads with a window and ranges, stat, list, mkdir, move (cut to a size, and
  * across file systems as a copy in a child), edit, remove (the recursive one
- * in a child), and the permission checks as uid 1000. Runs as
- * root (the tests that switch users are skipped otherwise). */
+ * in a child), and the permission checks as uid 1000. The user switches need
+ * root (need.h: a failure when tools/test runs as root, else a skip). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/fsuid.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -27,6 +28,7 @@
 #include "conn.h"
 #include "fs.h"
 #include "fs_internal.h"
+#include "need.h"
 
 #define MAX_FRAMES 4096
 
@@ -47,6 +49,8 @@ struct world {
 	struct got frames[MAX_FRAMES];
 	size_t nframes;
 	char dir[256];
+	char other[64]; /* a folder on another file system than dir, removed at teardown */
+	bool other_mounted;
 	uint64_t next_tag;
 };
 
@@ -230,9 +234,38 @@ static int teardown(void **state)
 	clear_frames();
 	free(W.in);
 	char cmd[400];
+	if (W.other_mounted)
+		assert_int_equal(umount2(W.other, MNT_DETACH), 0);
+	if (W.other[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", W.other);
+		assert_int_equal(system(cmd), 0);
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", W.dir);
 	assert_int_equal(system(cmd), 0);
 	return 0;
+}
+
+/* A folder on another file system than W.dir: in /dev/shm when that is one,
+ * else a tmpfs mounted for the test (root, and mounts allowed). */
+static const char *other_fs(char *why, size_t cap)
+{
+	struct stat a, b;
+	assert_int_equal(stat(W.dir, &a), 0);
+	if (stat("/dev/shm", &b) == 0 && a.st_dev != b.st_dev) {
+		snprintf(W.other, sizeof(W.other), "/dev/shm/sandbar-test-fs-XXXXXX");
+		assert_non_null(mkdtemp(W.other));
+		return W.other;
+	}
+	snprintf(W.other, sizeof(W.other), "/tmp/sandbar-test-fs-mnt-XXXXXX");
+	assert_non_null(mkdtemp(W.other));
+	if (mount("sandbar-test-fs", W.other, "tmpfs", 0, "size=1m") != 0) {
+		snprintf(why, cap,
+			 "no /dev/shm on another file system than /tmp, and mounting a tmpfs failed: %s",
+			 strerror(errno));
+		return NULL;
+	}
+	W.other_mounted = true;
+	return W.other;
 }
 
 static uint64_t write_open(const char *path, const char *user, uint32_t mode)
@@ -499,7 +532,7 @@ static void check_tree(const char *root)
 }
 
 /* The copy behind a move across file systems, called directly (any file
- * system), then through MOVE when /dev/shm is another one than /tmp. */
+ * system), then through MOVE to another file system (other_fs). */
 static void test_move_across(void **state)
 {
 	(void)state;
@@ -514,13 +547,10 @@ static void test_move_across(void **state)
 	assert_int_equal(count_tmp(W.dir), 0);	     /* and leaves no copy behind */
 	assert_int_equal(fs_move_across(p("nothing"), p("x"), false), ENOENT);
 
-	struct stat a, b;
-	assert_int_equal(stat(W.dir, &a), 0);
-	if (stat("/dev/shm", &b) != 0 || a.st_dev == b.st_dev)
-		return;
-	char shm[] = "/dev/shm/sandbar-test-fs-XXXXXX", to[64];
-	assert_non_null(mkdtemp(shm));
-	snprintf(to, sizeof(to), "%s/moved", shm);
+	char why[256], to[80];
+	const char *other = other_fs(why, sizeof(why));
+	need("mount", other != NULL, "%s", why);
+	snprintf(to, sizeof(to), "%s/moved", other);
 	size_t before = W.nframes;
 	uint64_t t = fs_op(AGENT_FS_MOVE, p("dst"), NULL, AGENT_FS_F_PARENTS, to, NULL, NULL);
 	assert_int_equal(W.nframes, before); /* in a child: answered when reaped */
@@ -533,9 +563,6 @@ static void test_move_across(void **state)
 	assert_int_equal(access(p("dst"), F_OK), -1);
 	t = fs_op(AGENT_FS_MOVE, p("f.txt"), NULL, 0, to, NULL, NULL);
 	assert_int_equal(last(t)->code, EEXIST); /* found before any copy */
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", shm);
-	assert_int_equal(system(cmd), 0);
 }
 
 static void test_edit_counts(void **state)
@@ -591,8 +618,7 @@ static void test_remove(void **state)
 static void test_as_user(void **state)
 {
 	(void)state;
-	if (geteuid() != 0)
-		skip();
+	need("root", geteuid() == 0, "setfsuid to uid 1000 needs root (euid %d)", (int)geteuid());
 	mkdir(p("open"), 0777);
 	chmod(p("open"), 0777);
 	put_file(p("secret"), "root only", 0600);
@@ -667,5 +693,5 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_as_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return need_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

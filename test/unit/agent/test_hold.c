@@ -35,6 +35,8 @@ struct seen {
 	int gaps;
 	bool exited, bad_order, timed_out;
 	uint64_t exit_offset;
+	int pongs;
+	char pong_tag[16]; /* the TAG of the last PONG */
 };
 
 struct world {
@@ -178,8 +180,14 @@ static void client_read(struct world *w)
 			assert_int_equal(agent_frame_u64(&f, AGENT_T_OFFSET, &w->seen.exit_offset), 0);
 			assert_int_equal(agent_frame_u64(&f, AGENT_T_TIMED_OUT, &v), 0);
 			w->seen.timed_out = v != 0;
+		} else if (f.type == AGENT_PONG) {
+			w->seen.pongs++;
+			assert_int_equal(agent_frame_bytes(&f, AGENT_T_TAG, &data, &len), 0);
+			assert_true(len < sizeof(w->seen.pong_tag));
+			memcpy(w->seen.pong_tag, data, len);
+			w->seen.pong_tag[len] = '\0';
 		} else {
-			assert_true(f.type == AGENT_STARTED || f.type == AGENT_PONG);
+			assert_int_equal(f.type, AGENT_STARTED);
 		}
 	}
 	assert_true(used >= 0);
@@ -380,7 +388,8 @@ static void test_timeout_while_paused(void **state)
 	world_free(&w);
 }
 
-/* One held command never stalls another one, nor the connection. */
+/* One held command never stalls another one, nor the connection: a PING
+ * gets its PONG while the command is still held. */
 static void test_others_go_on(void **state)
 {
 	(void)state;
@@ -405,8 +414,13 @@ static void test_others_go_on(void **state)
 	assert_true(cmd_paused(cmd_find(&w.a, held)));
 	agent_msg_init(&m);
 	agent_msg_begin(&m, AGENT_PING, 0, 0);
+	agent_msg_str(&m, AGENT_T_TAG, "ping-1");
 	client_send(&w, &m);
-	loop_once(&w, 10);
+	for (int i = 0; i < 500 && w.seen.pongs == 0; i++)
+		loop_once(&w, 10);
+	assert_int_equal(w.seen.pongs, 1);
+	assert_string_equal(w.seen.pong_tag, "ping-1");
+	assert_true(cmd_paused(cmd_find(&w.a, held)));
 	world_free(&w);
 }
 

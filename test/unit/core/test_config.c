@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 
-/* Every variable named in include/core/config.h. */
+/* Every variable of include/core/config.h; test_help_lists_everything fails
+ * when the help names one that is not here. */
 static const char *const env_names[] = {
 	"DATABASE_URL",
 	"SERVER_ADDR",
@@ -19,17 +21,29 @@ static const char *const env_names[] = {
 	"DOCKER_HOST",
 	"SANDBAR_MIGRATIONS_PATH",
 	"SANDBAR_LOG_LEVEL",
+	"SANDBAR_CLUSTER",
+	"SANDBAR_INSTANCE_ID",
+	"SANDBAR_AGENT_BINARY",
 	"SANDBOX_IDLE_TIMEOUT",
 	"SANDBAR_REAPER_INTERVAL",
 	"SANDBOX_MEMORY_LIMIT",
 	"SANDBOX_CPU_LIMIT",
 	"SANDBOX_PIDS_LIMIT",
 	"SANDBAR_CREATE_TIMEOUT",
+	"SANDBAR_PREBUILD_TEMPLATES",
 	"SANDBAR_ALLOW_PRIVILEGED",
 	"SANDBAR_ALLOW_CAP_ADD",
 	"SANDBAR_ALLOW_BIND_MOUNTS",
+	"SANDBAR_PUBLISH_ADDR",
+	"SANDBAR_MAX_COMMANDS_PER_SANDBOX",
+	"SANDBAR_COMMAND_OUTPUT_BUFFER",
+	"SANDBAR_MAX_OUTPUT_BYTES",
+	"SANDBAR_STREAM_WINDOW",
+	"SANDBAR_EXEC_LOOKUP_CACHE",
 	"SANDBAR_MAX_HEADER_BYTES",
 	"SANDBAR_MAX_BODY_BYTES",
+	"UPLOAD_LIMIT",
+	"UPLOAD_SPOOL_DIR",
 	"SANDBAR_HEADER_TIMEOUT",
 	"SANDBAR_IDLE_CONN_TIMEOUT",
 	"SANDBAR_MAX_CONNECTIONS",
@@ -60,21 +74,42 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg.docker_host, "unix:///var/run/docker.sock");
 	assert_string_equal(cfg.migrations_path, "sql");
 	assert_string_equal(cfg.log_level, "info");
+	assert_string_equal(cfg.cluster, "default");
+	/* derived: the hostname and SERVER_ADDR, and next to the executable */
+	char host[256] = "localhost", exe[4096], want[4400];
+	gethostname(host, sizeof(host) - 1);
+	snprintf(want, sizeof(want), "%s/:8080", host);
+	assert_string_equal(cfg.instance_id, want);
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	assert_true(n > 0);
+	exe[n] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(want, sizeof(want), "%s/agent/sandbar-agent", exe);
+	assert_string_equal(cfg.agent_binary, want);
 	assert_int_equal(cfg.sandbox_idle_timeout_ms, 15 * 60 * 1000);
 	assert_int_equal(cfg.reaper_interval_ms, 60 * 1000);
 	assert_true(cfg.sandbox_memory_limit == 2ull << 30);
 	assert_true(cfg.sandbox_cpu_limit == 2.0);
 	assert_int_equal(cfg.sandbox_pids_limit, 1024);
 	assert_int_equal(cfg.create_timeout_ms, 10 * 60 * 1000);
+	assert_false(cfg.prebuild_templates);
 	assert_false(cfg.allow_privileged);
 	assert_false(cfg.allow_cap_add);
 	assert_false(cfg.allow_bind_mounts);
+	assert_string_equal(cfg.publish_addr, "127.0.0.1");
+	assert_int_equal(cfg.commands_per_sandbox, 64);
+	assert_true(cfg.command_output_buffer == 512 * 1024);
+	assert_true(cfg.max_output_bytes == 16 << 20);
+	assert_true(cfg.stream_window == 256 * 1024);
+	assert_int_equal(cfg.exec_lookup_cache_ms, 1000);
 	assert_true(cfg.http_max_header_bytes == 16 * 1024);
 	assert_true(cfg.http_max_body_bytes == 1 << 20);
 	assert_int_equal(cfg.http_header_timeout_ms, 10000);
 	assert_int_equal(cfg.http_idle_timeout_ms, 75000);
 	assert_int_equal(cfg.http_max_connections, 4096);
 	assert_int_equal(cfg.shutdown_grace_ms, 10000);
+	assert_true(cfg.upload_limit == 100 << 20);
+	assert_string_equal(cfg.upload_spool_dir, "/tmp");
 	assert_null(cfg.api_tokens);
 	assert_int_equal(cfg.pg_pool_size, 4);
 	assert_int_equal(cfg.pg_max_waiters, 1024);
@@ -164,6 +199,23 @@ static void test_help_lists_everything(void **state)
 	fclose(f);
 	for (size_t i = 0; i < ARRAY_LEN(env_names); i++)
 		assert_non_null(strstr(text, env_names[i]));
+	/* and the other way: a setting's line ("  NAME  help") names a listed
+	 * variable, so a new setting cannot miss the defaults' clean environment */
+	size_t settings = 0;
+	for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		if (strncmp(line, "  ", 2) != 0)
+			continue;
+		size_t n = strspn(line + 2, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_");
+		if (n == 0 || line[2 + n] != ' ')
+			continue;
+		bool listed = false;
+		for (size_t i = 0; i < ARRAY_LEN(env_names); i++)
+			listed |= strlen(env_names[i]) == n && strncmp(line + 2, env_names[i], n) == 0;
+		if (!listed)
+			fail_msg("the help names %.*s, missing from env_names", (int)n, line + 2);
+		settings++;
+	}
+	assert_int_equal(settings, ARRAY_LEN(env_names));
 	assert_non_null(strstr(text, "(default: :8080)"));
 	assert_non_null(strstr(text, "(default: 15m)"));
 	free(text);

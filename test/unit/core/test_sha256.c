@@ -1,4 +1,5 @@
-/* SHA-256 against the FIPS 180-4 example vectors, whole and fed in pieces. */
+/* SHA-256 against the FIPS 180-4 example vectors and known digests at the
+ * padding edges (55, 56, 63, 64, 65, 119, 120 bytes), whole and fed in pieces. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,15 +63,38 @@ static void test_million_a(void **state)
 
 static void test_padding_edges(void **state)
 {
-	/* 55, 56 and 64 bytes straddle the one-or-two-block padding decision;
-	 * compare whole-buffer against byte-at-a-time hashing. */
+	/* 55 bytes is the longest message whose padding fits its one block; 56
+	 * needs a second block, 64 a whole block of padding; 119 and 120 are the
+	 * same edges in the second block. Digests of bytes 0, 1, 2... from
+	 * python3 hashlib (and sha256sum), fed whole and in pieces. */
+	static const struct {
+		size_t len;
+		const char *hex;
+	} v[] = {
+		{ 55, "463eb28e72f82e0a96c0a4cc53690c571281131f672aa229e0d45ae59b598b59" },
+		{ 56, "da2ae4d6b36748f2a318f23e7ab1dfdf45acdc9d049bd80e59de82a60895f562" },
+		{ 63, "29af2686fd53374a36b0846694cc342177e428d1647515f078784d69cdb9e488" },
+		{ 64, "fdeab9acf3710362bd2658cdc9a29e8f9c757fcf9811603a8c447cd1d9151108" },
+		{ 65, "4bfd2c8b6f1eec7a2afeb48b934ee4b2694182027e6d0fc075074f2fabb31781" },
+		{ 119, "da18797ed7c3a777f0847f429724a2d8cd5138e6ed2895c3fa1a6d39d18f7ec6" },
+		{ 120, "f52b23db1fbb6ded89ef42a23ce0c8922c45f25c50b568a93bf1c075420bbb7c" },
+	};
 	(void)state;
 	unsigned char buf[130];
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (unsigned char)i;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		size_t chunks[] = { v[i].len, 1, 7, 55, 56, 64 };
+		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			char hex[65];
+			hex_of(buf, v[i].len, chunks[c], hex);
+			assert_string_equal(hex, v[i].hex);
+		}
+	}
+	/* and every length around them: whole against byte at a time */
 	for (size_t len = 50; len <= sizeof(buf); len++) {
 		char a[65], b[65];
-		hex_of(buf, len, len ? len : 1, a);
+		hex_of(buf, len, len, a);
 		hex_of(buf, len, 1, b);
 		assert_string_equal(a, b);
 	}

@@ -1,6 +1,7 @@
-/* The pool and migrations against a real PostgreSQL (SANDBAR_TEST_DATABASE_URL;
- * skipped without it), plus the unreachable-server path, which needs none.
- * Each run works in its own schema (PGOPTIONS search_path) and drops it. */
+/* The pool and migrations against a real PostgreSQL (SANDBAR_TEST_DATABASE_URL,
+ * set by tools/test; without it they fail when postgres is provided, else
+ * skip), plus the unreachable-server path, which needs none. Each run works in
+ * its own schema (PGOPTIONS search_path) and drops it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <event2/event.h>
 
 #include "core/log.h"
+#include "need.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
 
@@ -154,13 +156,7 @@ static void query(struct pg_pool *pool, const char *sql, int nparams, const char
 	loop_until(&r->called, 5000);
 }
 
-#define NEED_DB()                                                                                            \
-	do {                                                                                                 \
-		if (!db_url) {                                                                               \
-			skip();                                                                              \
-			return;                                                                              \
-		}                                                                                            \
-	} while (0)
+#define NEED_DB() need("postgres", db_url != NULL, "SANDBAR_TEST_DATABASE_URL is not set")
 
 static void test_params_and_nulls(void **st)
 {
@@ -590,27 +586,30 @@ static int group_setup(void **st)
 	setenv("PGOPTIONS", opts, 1);
 	struct state_log log = { 0 };
 	struct pg_pool *pool = open_pool(1, 1, &log);
-	char sql[128];
-	snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", schema);
+	char sql[256];
+	/* a run that crashed under this pid left it */
+	snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", schema, schema);
 	struct reply r;
-	query(pool, sql, 0, NULL, &r);
+	memset(&r, 0, sizeof(r));
+	pg_query_send_script(pool, sql, on_reply, &r);
+	loop_until(&r.called, 5000);
 	pg_pool_free(pool);
 	return r.err == PG_OK ? 0 : -1;
 }
 
 static int group_teardown(void **st)
 {
+	struct reply r = { .err = PG_OK };
 	if (db_url) {
 		struct state_log log = { 0 };
 		struct pg_pool *pool = open_pool(1, 1, &log);
 		char sql[128];
 		snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
-		struct reply r;
 		query(pool, sql, 0, NULL, &r);
 		pg_pool_free(pool);
 	}
 	event_base_free(base);
-	return 0;
+	return r.err == PG_OK ? 0 : -1; /* a schema left behind fails the run */
 }
 
 int main(void)
@@ -627,5 +626,5 @@ int main(void)
 		cmocka_unit_test(test_reconnect_after_terminate),
 		cmocka_unit_test(test_migrations),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return need_exit(cmocka_run_group_tests(tests, group_setup, group_teardown));
 }
