@@ -301,8 +301,14 @@ void command_op_ack(struct command_op *op, uint64_t offset)
 	if (op->state == OP_DONE)
 		return;
 	/* an ACK is a frame through dockerd to the agent: send one per quarter
-	 * window, not one per output frame (the agent sends up to a window) */
-	if (offset < op->acked + op->c->cfg.window / 4)
+	 * of what the agent may send unacknowledged, not one per output frame.
+	 * That is the window, or the command's ring when smaller: a lossless
+	 * sub holds the command once the ring is full of unacknowledged bytes,
+	 * so waiting for a quarter of a larger window would never come. */
+	uint64_t span = op->c->cfg.window;
+	if (op->c->cfg.ring_bytes < span)
+		span = op->c->cfg.ring_bytes;
+	if (offset < op->acked + span / 4)
 		return;
 	op->acked = offset;
 	if (op->cmd && op->cmd->sub)

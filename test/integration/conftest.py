@@ -135,6 +135,9 @@ def pytest_runtest_makereport(item, call):
         if why:
             rep.outcome = "failed"
             rep.longrepr = why
+        else:  # listed (-rs) by the test's own place and name, not need()'s
+            path, line, _ = item.location
+            rep.longrepr = (path, line, f"{item.name}: {rep.longrepr[2].removeprefix('Skipped: ')}")
     if rep.failed:
         for srv in getattr(item, "_sandbar_servers", []):
             if srv.starts:
