@@ -220,16 +220,16 @@ class Server:
         return None
 
     def open_files(self, folder):
-        """What the process has open under folder (an unlinked file reads
-        `<folder>/#<inode> (deleted)`)."""
-        folder = os.path.realpath(folder).rstrip("/") + "/"
+        """What the process has open directly in folder, not below it (an
+        unlinked file, as a spool file, reads `<folder>/#<inode> (deleted)`)."""
+        folder = os.path.realpath(folder)
         found = []
         for fd in os.listdir(f"/proc/{self.pid}/fd"):
             try:
                 target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
             except OSError:
                 continue  # closed meanwhile
-            if target.startswith(folder):
+            if target.startswith("/") and os.path.dirname(target) == folder:
                 found.append(target)
         return found
 
