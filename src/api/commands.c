@@ -1,6 +1,6 @@
 /* The native API's command routes: execute (whole answer or an event
  * stream), detached commands, their records, logs, stdin and signals. Thin:
- * parse, call the command service (src/exec/commands.c), write HTTP. */
+ * parse, call the command service (src/commands/commands.c), write HTTP. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 
 #include "api/stream.h"
 #include "core/config.h"
-#include "exec/commands.h"
+#include "commands/commands.h"
 #include "http/server.h"
 #include "internal.h"
 

@@ -5,7 +5,7 @@
 
 #include "api/api.h"
 #include "http/router.h"
-#include "exec/commands.h"
+#include "commands/commands.h"
 #include "sandbox/service.h"
 
 struct agentfs;

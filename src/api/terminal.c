@@ -12,7 +12,7 @@
 
 #include <json-c/json.h>
 
-#include "exec/commands.h"
+#include "commands/commands.h"
 #include "http/server.h"
 #include "http/websocket.h"
 #include "internal.h"

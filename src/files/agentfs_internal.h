@@ -10,7 +10,7 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
-#include "exec/channel.h"
+#include "channel/channel.h"
 #include "files/agentfs.h"
 #include "files/path.h"
 #include "pg/pool.h"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 #include "core/config.h"
-#include "exec/channel.h"
+#include "channel/channel.h"
 #include "sandbox/template.h"
 
 static void add_env_list(struct json_object *env, char **list);

@@ -16,7 +16,7 @@
 #include "core/utf8.h"
 #include "docker/engine.h"
 #include "docker/tar.h"
-#include "exec/channel.h"
+#include "channel/channel.h"
 #include "internal.h"
 #include "sandbox/container_spec.h"
 #include "sandbox/template.h"

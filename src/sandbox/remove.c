@@ -9,7 +9,7 @@
 
 #include "core/log.h"
 #include "docker/engine.h"
-#include "exec/channel.h"
+#include "channel/channel.h"
 #include "internal.h"
 
 struct destroy_op {

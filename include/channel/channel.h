@@ -5,8 +5,8 @@
  * when the stream breaks; subscriptions then resume from the last acknowledged
  * offset, so a stream of output survives a broken channel (and a sandbard
  * restart, through the command records). */
-#ifndef SANDBAR_EXEC_CHANNEL_H
-#define SANDBAR_EXEC_CHANNEL_H
+#ifndef SANDBAR_CHANNEL_CHANNEL_H
+#define SANDBAR_CHANNEL_CHANNEL_H
 
 #include <stdbool.h>
 #include <stddef.h>

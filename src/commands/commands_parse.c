@@ -12,7 +12,7 @@
 #include <json-c/json.h>
 
 #include "core/units.h"
-#include "exec/commands.h"
+#include "commands/commands.h"
 
 static int fail_with(struct command_failure *fail, const char *code, char *msg, size_t cap, const char *fmt,
 		     ...) __attribute__((format(printf, 5, 6)));

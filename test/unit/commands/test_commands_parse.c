@@ -9,7 +9,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "exec/commands.h"
+#include "commands/commands.h"
 
 static void test_signal_names(void **state)
 {

@@ -1,9 +1,9 @@
-/* Private to src/exec: the channel object, its subscriptions and list
+/* Private to src/channel: the channel object, its subscriptions and list
  * requests, shared by the connection state machine (channel.c), the request
  * side (channel_req.c) and the registry (channels.c); and the entry the unit
  * tests use to run a channel over a bufferevent of their own. */
-#ifndef SANDBAR_EXEC_CHANNEL_INTERNAL_H
-#define SANDBAR_EXEC_CHANNEL_INTERNAL_H
+#ifndef SANDBAR_CHANNEL_INTERNAL_H
+#define SANDBAR_CHANNEL_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,7 +14,7 @@
 #include <event2/event.h>
 
 #include "docker/demux.h"
-#include "exec/channel.h"
+#include "channel/channel.h"
 
 #define CHANNEL_QUEUE_MAX	 (4u << 20) /* bytes of requests waiting for READY */
 #define CHANNEL_BACKOFF_MIN_MS	 100

@@ -2,8 +2,8 @@
  * through its agent (attached with typed output events, or detached), their
  * records in PostgreSQL, logs, stdin, signals, limits and activity. No HTTP
  * here: results are JSON text or events, errors a kind + stable code. */
-#ifndef SANDBAR_EXEC_COMMANDS_H
-#define SANDBAR_EXEC_COMMANDS_H
+#ifndef SANDBAR_COMMANDS_COMMANDS_H
+#define SANDBAR_COMMANDS_COMMANDS_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 /* The command service: runs commands through a sandbox's agent, watches each
  * one until it exits (so its record and the per-sandbox count stay right
  * whoever listens), and throttles sandbox activity writes. */
-#include "exec/commands.h"
+#include "commands/commands.h"
 
 #include <stdarg.h>
 #include <stdio.h>

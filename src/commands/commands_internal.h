@@ -1,14 +1,14 @@
 /* What the command service's files share: the service, the per-sandbox
  * entries (running count, activity throttle, reconcile), running commands
  * and the ops callers hold. */
-#ifndef SANDBAR_EXEC_COMMANDS_INTERNAL_H
-#define SANDBAR_EXEC_COMMANDS_INTERNAL_H
+#ifndef SANDBAR_COMMANDS_INTERNAL_H
+#define SANDBAR_COMMANDS_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "exec/channel.h"
-#include "exec/commands.h"
+#include "channel/channel.h"
+#include "commands/commands.h"
 #include "pg/pool.h"
 
 #define SBX_BUCKETS 256
