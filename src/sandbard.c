@@ -264,6 +264,7 @@ static void boot_reconciled(int rc, void *arg)
 		.max_connections = (int)d->cfg.http_max_connections,
 	};
 	d->http = http_server_new(d->base, &limits, api_dispatch, d->api);
+	http_server_set_error_renderer(d->http, api_render_error, d->api);
 	if (http_server_listen(d->http, d->cfg.server_addr) != 0) {
 		fatal(d, "cannot listen on %s: %m", d->cfg.server_addr);
 		return;

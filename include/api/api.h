@@ -22,5 +22,8 @@ void api_shutdown(struct api *api);
 void api_set_commands(struct api *api, struct commands *cmds);
 /* The http_dispatch_fn for http_server_new (arg: the api). */
 void api_dispatch(struct http_request *req, void *arg);
+/* The http_error_render_fn for http_server_set_error_renderer (arg: the api):
+ * errors the HTTP layer raises look like the API's own. */
+void api_render_error(struct http_request *req, int status, const char *code, const char *message, void *arg);
 
 #endif

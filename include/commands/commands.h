@@ -1,7 +1,7 @@
 /* The command service every API dialect adapts: run commands in a sandbox
  * through its agent (attached with typed output events, or detached), their
  * records in PostgreSQL, logs, stdin, signals, limits and activity. No HTTP
- * here: results are JSON text or events, errors a kind + stable code. */
+ * here: results are JSON text or events, errors a core_error. */
 #ifndef SANDBAR_COMMANDS_COMMANDS_H
 #define SANDBAR_COMMANDS_COMMANDS_H
 
@@ -13,6 +13,7 @@
 
 #include "agent/protocol.h"
 #include "core/check.h"
+#include "core/error.h"
 
 struct channels;
 struct commands;
@@ -32,23 +33,6 @@ struct commands_config {
 	int64_t lookup_cache_ms;      /* a sandbox's lookup is reused this long (0: never) */
 };
 
-enum command_error {
-	COMMAND_OK = 0,
-	COMMAND_ERR_INVALID,	 /* bad input: 400 */
-	COMMAND_ERR_NOT_FOUND,	 /* no such sandbox or command: 404 */
-	COMMAND_ERR_CONFLICT,	 /* sandbox not running: 409 */
-	COMMAND_ERR_LIMIT,	 /* too many running commands: 429 */
-	COMMAND_ERR_GONE,	 /* the output is no longer kept: 410 */
-	COMMAND_ERR_UNAVAILABLE, /* PostgreSQL or the agent unreachable: 503 */
-	COMMAND_ERR_INTERNAL,	 /* 500 */
-};
-
-struct command_failure {
-	enum command_error error;
-	const char *code;    /* stable machine code */
-	const char *message; /* one human line */
-};
-
 /* ---- what to run (parsed from the native JSON body; other dialects fill it too) ---- */
 struct command_spec {
 	char **argv;	    /* NULL terminated; a shell string becomes /bin/sh -lc <string> */
@@ -62,10 +46,10 @@ struct command_spec {
 	uint64_t max_output_bytes; /* kept per stream by a collect */
 	int pty_rows, pty_cols;	   /* > 0: on a PTY (the terminal) */
 };
-/* Fills spec from a JSON object; on bad input fills fail (static strings or
- * msg) and returns -1. max_cap bounds max_output_bytes. */
+/* Fills spec from a JSON object; on bad input fills fail and returns -1.
+ * max_cap bounds max_output_bytes. */
 MUST_USE int command_spec_parse(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
-				struct command_failure *fail, char *msg, size_t msgcap);
+				struct core_error *fail);
 void command_spec_free(struct command_spec *spec);
 
 /* A signal by name ("SIGTERM", "term", "KILL") or number ("9", 1..31) among
@@ -99,7 +83,7 @@ struct command_events {
 	/* logs without follow: everything buffered so far was delivered; ends the op */
 	void (*caught_up)(void *arg, uint64_t offset);
 	void (*exited)(void *arg, const struct command_info *info);
-	void (*failed)(void *arg, const struct command_failure *fail);
+	void (*failed)(void *arg, const struct core_error *fail);
 };
 
 struct command_op;
@@ -132,8 +116,7 @@ struct command_result {
 	bool truncated;
 	int64_t duration_ms;
 };
-typedef void (*command_result_fn)(const struct command_failure *fail, const struct command_result *res,
-				  void *arg);
+typedef void (*command_result_fn)(const struct core_error *fail, const struct command_result *res, void *arg);
 struct command_op *commands_execute(struct commands *c, const char *sandbox_id,
 				    const struct command_spec *spec, command_result_fn cb, void *arg);
 /* The caller of commands_execute goes away: no callback follows. */
@@ -153,7 +136,7 @@ struct command_op *commands_logs(struct commands *c, const char *sandbox_id, con
 				 uint64_t offset, bool follow, const struct command_events *ev, void *arg);
 
 /* JSON answers: a command, the list of a sandbox's commands (newest first). */
-typedef void (*command_doc_fn)(const struct command_failure *fail, const char *doc, size_t len, void *arg);
+typedef void (*command_doc_fn)(const struct core_error *fail, const char *doc, size_t len, void *arg);
 struct command_op *commands_get(struct commands *c, const char *sandbox_id, const char *cmd_id,
 				command_doc_fn cb, void *arg);
 struct command_op *commands_list(struct commands *c, const char *sandbox_id, command_doc_fn cb, void *arg);
@@ -165,7 +148,7 @@ struct command_op *commands_signal(struct commands *c, const char *sandbox_id, c
  * then end (eof closes the command's stdin). write returns the bytes queued
  * toward the agent: pause the source above commands_stdin_high_water and
  * retry on the ready callback. */
-typedef void (*command_ready_fn)(const struct command_failure *fail, void *arg);
+typedef void (*command_ready_fn)(const struct core_error *fail, void *arg);
 struct command_op *commands_stdin_open(struct commands *c, const char *sandbox_id, const char *cmd_id,
 				       command_ready_fn cb, void *arg);
 /* 0, or -1 (nothing taken) while the channel is above its high-water mark:

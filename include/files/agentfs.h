@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "core/check.h"
+#include "core/error.h"
 
 struct agentfs;
 struct agentfs_op;
@@ -41,27 +42,6 @@ struct agentfs *agentfs_new(struct event_base *base, struct pg_pool *pg, struct 
 			    const struct agentfs_config *cfg);
 void agentfs_free(struct agentfs *fs);
 
-enum agentfs_error {
-	AGENTFS_OK = 0,
-	AGENTFS_ERR_INVALID,	 /* 400 */
-	AGENTFS_ERR_FORBIDDEN,	 /* permission denied, protected path: 403 */
-	AGENTFS_ERR_NOT_FOUND,	 /* sandbox or file: 404 */
-	AGENTFS_ERR_CONFLICT,	 /* not running, exists, not empty: 409 */
-	AGENTFS_ERR_TOO_LARGE,	 /* 413 */
-	AGENTFS_ERR_RANGE,	 /* unsatisfiable range: 416 */
-	AGENTFS_ERR_UNSUPPORTED, /* the sandbox's agent predates the file API: 501 */
-	AGENTFS_ERR_UNAVAILABLE, /* PostgreSQL or the agent unreachable: 503 */
-	AGENTFS_ERR_NO_SPACE,	 /* 507 */
-	AGENTFS_ERR_INTERNAL,	 /* 500 */
-};
-
-struct agentfs_failure {
-	enum agentfs_error error;
-	const char *code; /* stable: invalid_path, not_found, not_a_directory, ... */
-	const char *message;
-	uint64_t size; /* RANGE: the file's size */
-};
-
 struct agentfs_result {
 	const char *doc; /* JSON text */
 	size_t len;
@@ -70,8 +50,7 @@ struct agentfs_result {
 };
 
 /* fail NULL on success, res NULL on failure. */
-typedef void (*agentfs_done_fn)(const struct agentfs_failure *fail, const struct agentfs_result *res,
-				void *arg);
+typedef void (*agentfs_done_fn)(const struct core_error *fail, const struct agentfs_result *res, void *arg);
 
 /* {exists, path, size, is_dir, is_file, is_symlink, mode, modified_at, uid, gid};
  * a missing path is {"exists": false, ...}, not a failure. */
@@ -112,10 +91,10 @@ struct agentfs_read_events {
 	void (*data)(void *arg, const uint8_t *data, size_t len);
 	void (*end)(void *arg);
 	/* before head, or after it when the file changed under the read */
-	void (*failed)(void *arg, const struct agentfs_failure *fail);
+	void (*failed)(void *arg, const struct core_error *fail);
 };
 /* length UINT64_MAX: to the end; suffix: the last length bytes. An empty or
- * unsatisfiable range of a non-empty file fails with AGENTFS_ERR_RANGE. */
+ * unsatisfiable range of a non-empty file fails with CORE_LIMIT. */
 struct agentfs_op *agentfs_read(struct agentfs *fs, const char *sandbox_id, const char *path, uint64_t offset,
 				uint64_t length, bool suffix, const struct agentfs_read_events *ev,
 				void *arg);

@@ -37,6 +37,12 @@ struct http_server_limits {
 
 struct http_server *http_server_new(struct event_base *base, const struct http_server_limits *limits,
 				    http_dispatch_fn dispatch, void *arg);
+/* How error answers look: the dialect's renderer, called by http_respond_error
+ * for the errors the server raises itself (413, 431, 408, bad JSON) as for
+ * the routes' own. Without one: {"error":{"code":...,"message":...}}. */
+typedef void (*http_error_render_fn)(struct http_request *req, int status, const char *code,
+				     const char *message, void *arg);
+void http_server_set_error_renderer(struct http_server *srv, http_error_render_fn fn, void *arg);
 /* addr is ":8080", "127.0.0.1:8080" or "[::1]:8080". 0 or -1 (with errno). */
 MUST_USE int http_server_listen(struct http_server *srv, const char *addr);
 /* The port actually bound (useful with ":0"). */
@@ -119,7 +125,7 @@ void http_request_upgrade(struct http_request *req, http_upgraded_fn upgraded, v
 /* Whole responses. */
 void http_respond_json(struct http_request *req, int status, struct json_object *body); /* takes body */
 void http_respond_empty(struct http_request *req, int status);
-/* {"error":{"code":code,"message":...}} with status. */
+/* An error answer through the server's error renderer. */
 void http_respond_error(struct http_request *req, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 

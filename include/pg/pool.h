@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #include "core/check.h"
+#include "core/error.h"
 
 struct pg_pool;
 struct pg_query;
@@ -60,5 +61,8 @@ struct pg_query *pg_query_send(struct pg_pool *pool, const char *sql, int nparam
 struct pg_query *pg_query_send_script(struct pg_pool *pool, const char *sql, pg_result_fn cb, void *arg);
 /* The callback will not be called. The query may still run on the server. */
 void pg_query_cancel(struct pg_query *q);
+/* A failed query as a core error: unavailable (503) when PostgreSQL cannot be
+ * reached or is saturated, else internal with the server's message. */
+void pg_core_error(struct core_error *e, enum pg_error err, const char *message);
 
 #endif

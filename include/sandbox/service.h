@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "core/check.h"
+#include "core/error.h"
 
 struct channels;
 struct config;
@@ -20,20 +21,9 @@ struct pg_pool;
 struct sandbox_service;
 struct template_set;
 
-enum sandbox_error {
-	SANDBOX_OK = 0,
-	SANDBOX_ERR_INVALID,	 /* bad input: 400 */
-	SANDBOX_ERR_NOT_FOUND,	 /* no such sandbox (or template): 404 */
-	SANDBOX_ERR_CONFLICT,	 /* wrong status for the operation: 409 */
-	SANDBOX_ERR_UNAVAILABLE, /* PostgreSQL or Docker unreachable or saturated: 503 */
-	SANDBOX_ERR_INTERNAL,	 /* anything else: 500 */
-};
-
 struct sandbox_result {
-	enum sandbox_error error;
-	const char *code;    /* stable machine code, e.g. "not_found", "invalid_template" */
-	const char *message; /* one human line */
-	const char *doc;     /* JSON text (a sandbox or an array), NULL when none */
+	struct core_error err; /* kind CORE_OK on success */
+	const char *doc;       /* JSON text (a sandbox or an array), NULL when none */
 	size_t doc_len;
 	bool pending; /* create: answered before the sandbox was ready (wait=false) */
 };

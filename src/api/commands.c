@@ -48,11 +48,11 @@ static void on_output(void *arg, enum agent_stream stream, uint64_t offset, cons
 		      bool gap);
 static void on_caught_up(void *arg, uint64_t offset);
 static void on_exited(void *arg, const struct command_info *info);
-static void on_failed(void *arg, const struct command_failure *fail);
+static void on_failed(void *arg, const struct core_error *fail);
 static void on_drain(void *arg);
-static void collected(const struct command_failure *fail, const struct command_result *res, void *arg);
-static void doc_answer(const struct command_failure *fail, const char *doc, size_t len, void *arg);
-static void stdin_ready(const struct command_failure *fail, void *arg);
+static void collected(const struct core_error *fail, const struct command_result *res, void *arg);
+static void doc_answer(const struct core_error *fail, const char *doc, size_t len, void *arg);
+static void stdin_ready(const struct core_error *fail, void *arg);
 static void stdin_data(struct http_request *req, struct evbuffer *chunk, void *arg);
 static void stdin_end(struct http_request *req, void *arg);
 
@@ -81,29 +81,6 @@ int api_command_routes(struct api *api)
 	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/signal", signal_route, api) != 0)
 		return -1;
 	return 0;
-}
-
-int api_command_status(enum command_error err)
-{
-	static const int codes[] = {
-		[COMMAND_OK] = 200,
-		[COMMAND_ERR_INVALID] = 400,
-		[COMMAND_ERR_NOT_FOUND] = 404,
-		[COMMAND_ERR_CONFLICT] = 409,
-		[COMMAND_ERR_LIMIT] = 429,
-		[COMMAND_ERR_GONE] = 410,
-		[COMMAND_ERR_UNAVAILABLE] = 503,
-		[COMMAND_ERR_INTERNAL] = 500,
-	};
-	return (size_t)err < ARRAY_LEN(codes) && codes[err] ? codes[err] : 500;
-}
-
-void api_respond_command_failure(struct http_request *req, const struct command_failure *fail)
-{
-	int status = api_command_status(fail->error);
-	if (status == 503 || status == 429)
-		http_response_header(req, "Retry-After", "1");
-	http_respond_error(req, status, fail->code, "%s", fail->message);
 }
 
 /* RFC 3339 in UTC with microseconds, as the records render it. */
@@ -175,11 +152,9 @@ static void stream_head(struct api_stream *st)
 static bool parse_spec(struct http_request *req, struct api *api, struct json_object *body,
 		       struct command_spec *spec)
 {
-	struct command_failure fail;
-	char msg[256];
-	if (command_spec_parse(body, commands_max_output_cap(api->cmds), spec, &fail, msg, sizeof(msg)) !=
-	    0) {
-		api_respond_command_failure(req, &fail);
+	struct core_error fail;
+	if (command_spec_parse(body, commands_max_output_cap(api->cmds), spec, &fail) != 0) {
+		api_respond_error(req, &fail);
 		return false;
 	}
 	return true;
@@ -216,12 +191,12 @@ static void add_bytes(struct json_object *o, const char *key, const uint8_t *dat
 				       json_object_new_string_len(len ? (const char *)data : "", (int)len));
 }
 
-static void collected(const struct command_failure *fail, const struct command_result *res, void *arg)
+static void collected(const struct core_error *fail, const struct command_result *res, void *arg)
 {
 	struct api_stream *st = arg;
 	stream_done(st);
 	if (fail) {
-		api_respond_command_failure(st->req, fail);
+		api_respond_error(st->req, fail);
 		return;
 	}
 	/* one encoding for the three fields, so they stay comparable */
@@ -320,12 +295,12 @@ static void on_exited(void *arg, const struct command_info *info)
 	http_response_end(st->req);
 }
 
-static void on_failed(void *arg, const struct command_failure *fail)
+static void on_failed(void *arg, const struct core_error *fail)
 {
 	struct api_stream *st = arg;
 	stream_done(st);
 	if (!st->started) {
-		api_respond_command_failure(st->req, fail);
+		api_respond_error(st->req, fail);
 		return;
 	}
 	struct json_object *d = json_object_new_object();
@@ -355,12 +330,12 @@ static void detached_body(struct http_request *req, struct json_object *body, vo
 	command_spec_free(&spec);
 }
 
-static void doc_answer(const struct command_failure *fail, const char *doc, size_t len, void *arg)
+static void doc_answer(const struct core_error *fail, const char *doc, size_t len, void *arg)
 {
 	struct api_stream *st = arg;
 	stream_done(st);
 	if (fail) {
-		api_respond_command_failure(st->req, fail);
+		api_respond_error(st->req, fail);
 		return;
 	}
 	if (!doc) {
@@ -441,12 +416,12 @@ static void stdin_route(struct http_request *req, void *arg)
 
 static const struct http_body_stream stdin_body = { .data = stdin_data, .end = stdin_end };
 
-static void stdin_ready(const struct command_failure *fail, void *arg)
+static void stdin_ready(const struct core_error *fail, void *arg)
 {
 	struct api_stream *st = arg;
 	if (fail) {
 		stream_done(st);
-		api_respond_command_failure(st->req, fail);
+		api_respond_error(st->req, fail);
 		return;
 	}
 	if (!st->body_streaming) {

@@ -169,25 +169,6 @@ static char **split_tokens(const char *list)
 
 /* ---- pending core calls ---- */
 
-int api_error_status(enum sandbox_error err)
-{
-	switch (err) {
-	case SANDBOX_OK:
-		return 200;
-	case SANDBOX_ERR_INVALID:
-		return 400;
-	case SANDBOX_ERR_NOT_FOUND:
-		return 404;
-	case SANDBOX_ERR_CONFLICT:
-		return 409;
-	case SANDBOX_ERR_UNAVAILABLE:
-		return 503;
-	case SANDBOX_ERR_INTERNAL:
-	default:
-		return 500;
-	}
-}
-
 struct api_pending *api_pending_new(struct http_request *req, int ok_status)
 {
 	struct api_pending *p = http_request_alloc(req, sizeof(*p));
@@ -210,11 +191,8 @@ void api_pending_reply(const struct sandbox_result *res, void *arg)
 	struct http_request *req = p->req;
 	p->call = NULL;
 	http_request_set_cancel(req, NULL, NULL);
-	if (res->error != SANDBOX_OK) {
-		int status = api_error_status(res->error);
-		if (status == 503)
-			http_response_header(req, "Retry-After", "1");
-		http_respond_error(req, status, res->code, "%s", res->message);
+	if (res->err.kind != CORE_OK) {
+		api_respond_error(req, &res->err);
 		return;
 	}
 	if (!res->doc) {

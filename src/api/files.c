@@ -101,11 +101,9 @@ static void up_spool_send(struct upload *up);
 static bool up_spool_sent(struct upload *up);
 static void up_spool_read(int err, struct evbuffer *data, void *arg);
 static void up_maybe_commit(struct upload *up);
-static void up_agent_committed(const struct agentfs_failure *fail, const struct agentfs_result *res,
-			       void *arg);
-static void up_agent_discarded(const struct agentfs_failure *fail, const struct agentfs_result *res,
-			       void *arg);
-static bool up_agent_missing(const struct agentfs_failure *fail);
+static void up_agent_committed(const struct core_error *fail, const struct agentfs_result *res, void *arg);
+static void up_agent_discarded(const struct core_error *fail, const struct agentfs_result *res, void *arg);
+static bool up_agent_missing(const struct core_error *fail);
 static void up_committed(const char *err, void *arg);
 static void up_discarded(const char *err, void *arg);
 static int put_head(struct docker_call *call, int status, void *arg);
@@ -256,13 +254,12 @@ static void up_fail(struct upload *up, int status, const char *code, const char 
 
 /* An agent that predates the upload commit, or none reachable: the same
  * through a Docker exec (tens of milliseconds instead of one). */
-static bool up_agent_missing(const struct agentfs_failure *fail)
+static bool up_agent_missing(const struct core_error *fail)
 {
-	return fail && (fail->error == AGENTFS_ERR_UNSUPPORTED || fail->error == AGENTFS_ERR_UNAVAILABLE);
+	return fail && (fail->kind == CORE_UNSUPPORTED || fail->kind == CORE_UNAVAILABLE);
 }
 
-static void up_agent_discarded(const struct agentfs_failure *fail, const struct agentfs_result *res,
-			       void *arg)
+static void up_agent_discarded(const struct core_error *fail, const struct agentfs_result *res, void *arg)
 {
 	struct upload *up = arg;
 	if (up_agent_missing(fail)) {
@@ -702,8 +699,7 @@ static void up_maybe_commit(struct upload *up)
 			      up_agent_committed, up);
 }
 
-static void up_agent_committed(const struct agentfs_failure *fail, const struct agentfs_result *res,
-			       void *arg)
+static void up_agent_committed(const struct core_error *fail, const struct agentfs_result *res, void *arg)
 {
 	struct upload *up = arg;
 	if (up_agent_missing(fail)) {

@@ -63,8 +63,8 @@ static void lookup_touched(const struct sandbox_result *res, void *arg)
 {
 	struct files_lookup *l = arg;
 	l->scall = NULL;
-	if (res->error != SANDBOX_OK) {
-		lookup_finish(l, false, api_error_status(res->error), res->code, res->message);
+	if (res->err.kind != CORE_OK) {
+		lookup_finish(l, false, api_error_status(&res->err), res->err.code, res->err.message);
 		return;
 	}
 	l->scall = sandbox_get(l->api->svc, l->id, lookup_got, l);
@@ -74,8 +74,8 @@ static void lookup_got(const struct sandbox_result *res, void *arg)
 {
 	struct files_lookup *l = arg;
 	l->scall = NULL;
-	if (res->error != SANDBOX_OK) {
-		lookup_finish(l, false, api_error_status(res->error), res->code, res->message);
+	if (res->err.kind != CORE_OK) {
+		lookup_finish(l, false, api_error_status(&res->err), res->err.code, res->err.message);
 		return;
 	}
 	struct json_object *doc = json_tokener_parse(res->doc);

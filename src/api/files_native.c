@@ -33,9 +33,7 @@ struct fcall {
 
 static struct fcall *fcall_new(struct http_request *req, struct api *api, int ok_status);
 static void fcall_cancel(void *arg);
-static int error_status(enum agentfs_error err);
-static void respond_failure(struct http_request *req, const struct agentfs_failure *fail);
-static void doc_done(const struct agentfs_failure *fail, const struct agentfs_result *res, void *arg);
+static void doc_done(const struct core_error *fail, const struct agentfs_result *res, void *arg);
 static bool id_ok(struct http_request *req);
 static bool bool_param(const char *v, bool dflt, bool *out);
 static void list_route(struct http_request *req, void *arg);
@@ -49,7 +47,7 @@ static void rd_head(void *arg, const struct agentfs_head *h);
 static void rd_data(void *arg, const uint8_t *data, size_t len);
 static void rd_drain(void *arg);
 static void rd_end(void *arg);
-static void rd_failed(void *arg, const struct agentfs_failure *fail);
+static void rd_failed(void *arg, const struct core_error *fail);
 static void put_content_route(struct http_request *req, void *arg);
 static void wr_ready(void *arg);
 static void wr_body_data(struct http_request *req, struct evbuffer *chunk, void *arg);
@@ -96,56 +94,14 @@ static void fcall_cancel(void *arg)
 	fc->op = NULL;
 }
 
-static int error_status(enum agentfs_error err)
-{
-	switch (err) {
-	case AGENTFS_OK:
-		return 200;
-	case AGENTFS_ERR_INVALID:
-		return 400;
-	case AGENTFS_ERR_FORBIDDEN:
-		return 403;
-	case AGENTFS_ERR_NOT_FOUND:
-		return 404;
-	case AGENTFS_ERR_CONFLICT:
-		return 409;
-	case AGENTFS_ERR_TOO_LARGE:
-		return 413;
-	case AGENTFS_ERR_RANGE:
-		return 416;
-	case AGENTFS_ERR_UNSUPPORTED:
-		return 501;
-	case AGENTFS_ERR_UNAVAILABLE:
-		return 503;
-	case AGENTFS_ERR_NO_SPACE:
-		return 507;
-	case AGENTFS_ERR_INTERNAL:
-	default:
-		return 500;
-	}
-}
-
-static void respond_failure(struct http_request *req, const struct agentfs_failure *fail)
-{
-	int status = error_status(fail->error);
-	if (status == 503)
-		http_response_header(req, "Retry-After", "1");
-	if (status == 416) {
-		char cr[48];
-		snprintf(cr, sizeof(cr), "bytes */%" PRIu64, fail->size);
-		http_response_header(req, "Content-Range", cr);
-	}
-	http_respond_error(req, status, fail->code, "%s", fail->message);
-}
-
-static void doc_done(const struct agentfs_failure *fail, const struct agentfs_result *res, void *arg)
+static void doc_done(const struct core_error *fail, const struct agentfs_result *res, void *arg)
 {
 	struct fcall *fc = arg;
 	struct http_request *req = fc->req;
 	fc->op = NULL;
 	http_request_set_cancel(req, NULL, NULL);
 	if (fail) {
-		respond_failure(req, fail);
+		api_respond_error(req, fail);
 		return;
 	}
 	if (res->truncated)
@@ -410,7 +366,7 @@ static void rd_end(void *arg)
 	http_response_end(fc->req);
 }
 
-static void rd_failed(void *arg, const struct agentfs_failure *fail)
+static void rd_failed(void *arg, const struct core_error *fail)
 {
 	struct fcall *fc = arg;
 	fc->op = NULL;
@@ -421,7 +377,7 @@ static void rd_failed(void *arg, const struct agentfs_failure *fail)
 		http_response_end(fc->req);
 		return;
 	}
-	respond_failure(fc->req, fail);
+	api_respond_error(fc->req, fail);
 }
 
 /* ---- content in: PUT ---- */

@@ -29,9 +29,6 @@ MUST_USE int api_native_routes(struct api *api);
 MUST_USE int api_command_routes(struct api *api);
 /* The interactive terminal over a WebSocket (src/api/terminal.c). */
 MUST_USE int api_terminal_routes(struct api *api);
-/* A command-core failure as an HTTP error (status, code, Retry-After). */
-int api_command_status(enum command_error err);
-void api_respond_command_failure(struct http_request *req, const struct command_failure *fail);
 
 /* The file routes (files.c, files_archive.c). */
 MUST_USE int api_files_routes(struct api *api);
@@ -47,7 +44,10 @@ struct api_pending {
 struct api_pending *api_pending_new(struct http_request *req, int ok_status);
 /* The sandbox_result_fn that answers p->req (arg: the api_pending). */
 void api_pending_reply(const struct sandbox_result *res, void *arg);
-/* HTTP status for a core error. */
-int api_error_status(enum sandbox_error err);
+/* errors.c: the one table from a core error to HTTP, and the native error body. */
+int api_error_status(const struct core_error *e);
+void api_respond_error(struct http_request *req, const struct core_error *e);
+/* Answers body (taken) compactly, '/' unescaped. */
+void api_respond_json(struct http_request *req, int status, struct json_object *body);
 
 #endif

@@ -46,7 +46,7 @@ static void term_started(void *arg, const struct command_info *info);
 static void term_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
 			bool gap);
 static void term_exited(void *arg, const struct command_info *info);
-static void term_failed(void *arg, const struct command_failure *fail);
+static void term_failed(void *arg, const struct core_error *fail);
 static void ws_message(struct ws_conn *ws, bool binary, const uint8_t *data, size_t len, void *arg);
 static void ws_drain(struct ws_conn *ws, void *arg);
 static void ws_closed(struct ws_conn *ws, void *arg);
@@ -231,14 +231,14 @@ static void term_exited(void *arg, const struct command_info *info)
 	term_maybe_free(t);
 }
 
-static void term_failed(void *arg, const struct command_failure *fail)
+static void term_failed(void *arg, const struct core_error *fail)
 {
 	struct terminal *t = arg;
 	t->op = NULL;
 	if (t->state == TERM_STARTING) {
 		if (t->req) {
 			http_request_set_cancel(t->req, NULL, NULL);
-			api_respond_command_failure(t->req, fail);
+			api_respond_error(t->req, fail);
 			t->req = NULL;
 		}
 		term_set_state(t, TERM_CLOSING);

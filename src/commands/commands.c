@@ -217,13 +217,12 @@ static void op_deliver_failure(struct command_op *op)
 	op_finish(op);
 }
 
-void op_fail(struct command_op *op, bool now, enum command_error err, const char *code, const char *fmt, ...)
+void op_fail(struct command_op *op, bool now, enum core_err err, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(op->msg, sizeof(op->msg), fmt, ap);
+	core_error_vset(&op->fail, err, code, fmt, ap);
 	va_end(ap);
-	op->fail = (struct command_failure){ .error = err, .code = code, .message = op->msg };
 	if (op->cmd && op->cmd->op == op)
 		op->cmd->op = NULL;
 	op->cmd = NULL;
@@ -240,7 +239,7 @@ void op_fail(struct command_op *op, bool now, enum command_error err, const char
 static void op_later_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct command_op *op = arg;
-	if (op->fail.error != COMMAND_OK) {
+	if (op->fail.kind != CORE_OK) {
 		op_deliver_failure(op);
 		return;
 	}
@@ -260,12 +259,9 @@ static void op_later_fire(evutil_socket_t fd, short what, void *arg)
 
 void op_fail_pg(struct command_op *op, enum pg_error err, const char *message)
 {
-	if (err == PG_ERR_UNAVAILABLE || err == PG_ERR_BUSY || err == PG_ERR_CONNECTION)
-		op_fail(op, true, COMMAND_ERR_UNAVAILABLE, "database_unavailable",
-			"the database is not reachable right now; retry shortly");
-	else
-		op_fail(op, true, COMMAND_ERR_INTERNAL, "database_error", "%s",
-			message ? message : "database error");
+	struct core_error e;
+	pg_core_error(&e, err, message);
+	op_fail(op, true, e.kind, e.code, "%s", e.message);
 }
 
 bool op_emit_output(struct command_op *op, enum agent_stream stream, uint64_t offset, const uint8_t *data,
@@ -397,7 +393,7 @@ struct command_op *commands_run(struct commands *c, const char *sandbox_id, cons
 	op->ev = ev;
 	op->detached = detached;
 	if (!commands_uuid_valid(sandbox_id)) {
-		op_fail(op, false, COMMAND_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		op_fail(op, false, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return op;
 	}
 	CHECK(spec->argv && spec->argv[0]);
@@ -424,7 +420,7 @@ static bool run_over_limit(struct command_op *op, struct sbx *s)
 {
 	if (s->running < op->c->cfg.max_per_sandbox)
 		return false;
-	op_fail(op, true, COMMAND_ERR_LIMIT, "too_many_commands",
+	op_fail(op, true, CORE_LIMIT, "too_many_commands",
 		"this sandbox already runs %d commands (the limit); wait for some to finish", s->running);
 	return true;
 }
@@ -609,7 +605,7 @@ static void cmd_error(void *arg, int code, const char *message)
 		if (code <= 0)
 			sbx_cache_drop(cmd->sbx); /* the container may be gone: look again */
 		if (op)
-			op_fail(op, true, code > 0 ? COMMAND_ERR_INVALID : COMMAND_ERR_UNAVAILABLE,
+			op_fail(op, true, code > 0 ? CORE_INVALID : CORE_UNAVAILABLE,
 				code > 0 ? "spawn_failed" : "agent_unavailable", "%s",
 				message ? message : "spawn failed");
 	} else {
@@ -621,7 +617,7 @@ static void cmd_error(void *arg, int code, const char *message)
 					     record_logged, NULL);
 		cmd->sbx->reconcile = SBX_UNRECONCILED;
 		if (op)
-			op_fail(op, true, COMMAND_ERR_UNAVAILABLE, "agent_unavailable", "%s",
+			op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "%s",
 				message ? message : "the agent went away");
 	}
 	cmd_free(cmd);

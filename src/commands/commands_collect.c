@@ -23,7 +23,7 @@ static void collect_started(void *arg, const struct command_info *info);
 static void collect_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data,
 			   size_t len, bool gap);
 static void collect_exited(void *arg, const struct command_info *info);
-static void collect_failed(void *arg, const struct command_failure *fail);
+static void collect_failed(void *arg, const struct core_error *fail);
 static void collector_free(struct collector *col);
 
 static const struct command_events collect_events = {
@@ -122,7 +122,7 @@ static void collect_exited(void *arg, const struct command_info *info)
 	collector_free(col);
 }
 
-static void collect_failed(void *arg, const struct command_failure *fail)
+static void collect_failed(void *arg, const struct core_error *fail)
 {
 	struct collector *col = arg;
 	col->run->priv = NULL;

@@ -117,8 +117,7 @@ struct command_op {
 	int signo;
 	int in_cb;   /* events on the stack */
 	bool closed; /* the caller is gone */
-	struct command_failure fail;
-	char msg[256];
+	struct core_error fail;
 	struct command_info info;
 	struct record_ticket *ticket;
 	void *priv; /* OP_EXECUTE: the collector */
@@ -127,7 +126,7 @@ struct command_op {
 void op_set_state(struct command_op *op, enum op_state next);
 struct command_op *op_new(struct commands *c, enum op_kind kind, const char *sandbox_id, void *arg);
 /* Fails op on the next loop pass (or now, from a callback: now=true). */
-void op_fail(struct command_op *op, bool now, enum command_error err, const char *code, const char *fmt, ...)
+void op_fail(struct command_op *op, bool now, enum core_err err, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 void op_fail_pg(struct command_op *op, enum pg_error err, const char *message);
 /* Ends op (state DONE) and frees it unless an event of it is on the stack. */

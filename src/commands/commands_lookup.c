@@ -222,10 +222,9 @@ static void sbx_looked_up(enum pg_error err, PGresult *res, const char *message,
 		if (err != PG_OK)
 			op_fail_pg(op, err, message);
 		else if (!found)
-			op_fail(op, true, COMMAND_ERR_NOT_FOUND, "not_found", "no sandbox with this id");
+			op_fail(op, true, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
 		else if (!running)
-			op_fail(op, true, COMMAND_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s",
-				status);
+			op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
 		else
 			run_with_facts(op, &f); /* op may be gone after it */
 	}

@@ -14,24 +14,18 @@
 #include "core/units.h"
 #include "commands/commands.h"
 
-static int fail_with(struct command_failure *fail, const char *code, char *msg, size_t cap, const char *fmt,
-		     ...) __attribute__((format(printf, 5, 6)));
-static int parse_command(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
-			 char *msg, size_t cap);
-static int parse_env(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
-		     char *msg, size_t cap);
+static int fail_with(struct core_error *fail, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int parse_command(struct json_object *v, struct command_spec *spec, struct core_error *fail);
+static int parse_env(struct json_object *v, struct command_spec *spec, struct core_error *fail);
 static char **strv_new(size_t n);
 
-static int fail_with(struct command_failure *fail, const char *code, char *msg, size_t cap, const char *fmt,
-		     ...)
+static int fail_with(struct core_error *fail, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, cap, fmt, ap);
+	core_error_vset(fail, CORE_INVALID, code, fmt, ap);
 	va_end(ap);
-	fail->error = COMMAND_ERR_INVALID;
-	fail->code = code;
-	fail->message = msg;
 	return -1;
 }
 
@@ -49,18 +43,17 @@ static void strv_free(char **v)
 	free(v);
 }
 
-static int parse_command(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
-			 char *msg, size_t cap)
+static int parse_command(struct json_object *v, struct command_spec *spec, struct core_error *fail)
 {
 	if (!v || json_object_is_type(v, json_type_null))
-		return fail_with(fail, "invalid_command", msg, cap, "'command' is required");
+		return fail_with(fail, "invalid_command", "'command' is required");
 	if (json_object_is_type(v, json_type_string)) {
 		const char *s = json_object_get_string(v);
 		size_t len = (size_t)json_object_get_string_len(v);
 		if (len == 0 || strspn(s, " \t\r\n") == len)
-			return fail_with(fail, "invalid_command", msg, cap, "'command' is empty");
+			return fail_with(fail, "invalid_command", "'command' is empty");
 		if (strlen(s) != len)
-			return fail_with(fail, "invalid_command", msg, cap, "'command' contains a NUL byte");
+			return fail_with(fail, "invalid_command", "'command' contains a NUL byte");
 		spec->argv = strv_new(3);
 		spec->argv[0] = strdup("/bin/sh");
 		spec->argv[1] = strdup("-lc");
@@ -68,52 +61,47 @@ static int parse_command(struct json_object *v, struct command_spec *spec, struc
 	} else if (json_object_is_type(v, json_type_array)) {
 		size_t n = json_object_array_length(v);
 		if (n == 0)
-			return fail_with(fail, "invalid_command", msg, cap, "'command' is an empty array");
+			return fail_with(fail, "invalid_command", "'command' is an empty array");
 		if (n > 4096)
-			return fail_with(fail, "invalid_command", msg, cap,
-					 "'command' has too many arguments");
+			return fail_with(fail, "invalid_command", "'command' has too many arguments");
 		spec->argv = strv_new(n);
 		for (size_t i = 0; i < n; i++) {
 			struct json_object *a = json_object_array_get_idx(v, i);
 			if (!json_object_is_type(a, json_type_string))
-				return fail_with(fail, "invalid_command", msg, cap,
+				return fail_with(fail, "invalid_command",
 						 "'command' argument %zu is not a string", i);
 			const char *s = json_object_get_string(a);
 			if (strlen(s) != (size_t)json_object_get_string_len(a))
-				return fail_with(fail, "invalid_command", msg, cap,
+				return fail_with(fail, "invalid_command",
 						 "'command' argument %zu contains a NUL byte", i);
 			if (i == 0 && !*s)
-				return fail_with(fail, "invalid_command", msg, cap,
-						 "'command' program is empty");
+				return fail_with(fail, "invalid_command", "'command' program is empty");
 			spec->argv[i] = strdup(s);
 		}
 	} else {
-		return fail_with(fail, "invalid_command", msg, cap,
+		return fail_with(fail, "invalid_command",
 				 "'command' must be a string or an array of strings");
 	}
 	spec->command_json = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 	return 0;
 }
 
-static int parse_env(struct json_object *v, struct command_spec *spec, struct command_failure *fail,
-		     char *msg, size_t cap)
+static int parse_env(struct json_object *v, struct command_spec *spec, struct core_error *fail)
 {
 	if (!json_object_is_type(v, json_type_object))
-		return fail_with(fail, "invalid_env", msg, cap, "'env' must be an object of strings");
+		return fail_with(fail, "invalid_env", "'env' must be an object of strings");
 	spec->env = strv_new((size_t)json_object_object_length(v));
 	size_t k = 0;
 	json_object_object_foreach(v, key, val)
 	{
 		if (!*key || strchr(key, '=') || strlen(key) > 256)
-			return fail_with(fail, "invalid_env", msg, cap,
+			return fail_with(fail, "invalid_env",
 					 "env var name '%.64s' is empty, too long or has '='", key);
 		if (!json_object_is_type(val, json_type_string))
-			return fail_with(fail, "invalid_env", msg, cap, "env var '%.64s' must be a string",
-					 key);
+			return fail_with(fail, "invalid_env", "env var '%.64s' must be a string", key);
 		const char *s = json_object_get_string(val);
 		if (strlen(s) != (size_t)json_object_get_string_len(val))
-			return fail_with(fail, "invalid_env", msg, cap, "env var '%.64s' contains a NUL byte",
-					 key);
+			return fail_with(fail, "invalid_env", "env var '%.64s' contains a NUL byte", key);
 		char *kv;
 		CHECK(asprintf(&kv, "%s=%s", key, s) >= 0);
 		spec->env[k++] = kv;
@@ -123,48 +111,46 @@ static int parse_env(struct json_object *v, struct command_spec *spec, struct co
 
 /* A member that must be a string when present (null = absent). */
 static int opt_string(struct json_object *body, const char *key, const char *code, char **out,
-		      struct command_failure *fail, char *msg, size_t cap)
+		      struct core_error *fail)
 {
 	struct json_object *v;
 	if (!json_object_object_get_ex(body, key, &v) || json_object_is_type(v, json_type_null))
 		return 0;
 	if (!json_object_is_type(v, json_type_string))
-		return fail_with(fail, code, msg, cap, "'%s' must be a string", key);
+		return fail_with(fail, code, "'%s' must be a string", key);
 	const char *s = json_object_get_string(v);
 	if (!*s || strlen(s) != (size_t)json_object_get_string_len(v) || strlen(s) > 4096)
-		return fail_with(fail, code, msg, cap, "'%s' must be a non-empty string without NUL", key);
+		return fail_with(fail, code, "'%s' must be a non-empty string without NUL", key);
 	*out = strdup(s);
 	return 0;
 }
 
 int command_spec_parse(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
-		       struct command_failure *fail, char *msg, size_t msgcap)
+		       struct core_error *fail)
 {
 	struct json_object *v;
 	memset(spec, 0, sizeof(*spec));
 	spec->max_output_bytes = 65536 < max_cap ? 65536 : max_cap;
 	if (!body || !json_object_is_type(body, json_type_object)) {
-		fail_with(fail, "invalid_body", msg, msgcap, "the body must be a JSON object");
+		fail_with(fail, "invalid_body", "the body must be a JSON object");
 		goto fail;
 	}
-	if (parse_command(json_object_object_get_ex(body, "command", &v) ? v : NULL, spec, fail, msg, msgcap))
+	if (parse_command(json_object_object_get_ex(body, "command", &v) ? v : NULL, spec, fail))
 		goto fail;
 	if (json_object_object_get_ex(body, "env", &v) && !json_object_is_type(v, json_type_null) &&
-	    parse_env(v, spec, fail, msg, msgcap))
+	    parse_env(v, spec, fail))
 		goto fail;
-	if (opt_string(body, "cwd", "invalid_cwd", &spec->cwd, fail, msg, msgcap) ||
-	    opt_string(body, "user", "invalid_user", &spec->user, fail, msg, msgcap))
+	if (opt_string(body, "cwd", "invalid_cwd", &spec->cwd, fail) ||
+	    opt_string(body, "user", "invalid_user", &spec->user, fail))
 		goto fail;
 	if (json_object_object_get_ex(body, "timeout", &v) && !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) {
-			fail_with(fail, "invalid_timeout", msg, msgcap,
-				  "'timeout' must be a number of seconds");
+			fail_with(fail, "invalid_timeout", "'timeout' must be a number of seconds");
 			goto fail;
 		}
 		double t = json_object_get_double(v);
 		if (!isfinite(t) || t < 0 || t > 7 * 86400.0) {
-			fail_with(fail, "invalid_timeout", msg, msgcap,
-				  "'timeout' must be between 0 and 604800 seconds");
+			fail_with(fail, "invalid_timeout", "'timeout' must be between 0 and 604800 seconds");
 			goto fail;
 		}
 		spec->timeout_ms = (int64_t)(t * 1000.0 + 0.5);
@@ -172,13 +158,13 @@ int command_spec_parse(struct json_object *body, uint64_t max_cap, struct comman
 	if (json_object_object_get_ex(body, "max_output_bytes", &v) &&
 	    !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
-			fail_with(fail, "invalid_max_output_bytes", msg, msgcap,
+			fail_with(fail, "invalid_max_output_bytes",
 				  "'max_output_bytes' must be a non-negative integer");
 			goto fail;
 		}
 		uint64_t m = (uint64_t)json_object_get_int64(v);
 		if (m > max_cap) {
-			fail_with(fail, "invalid_max_output_bytes", msg, msgcap,
+			fail_with(fail, "invalid_max_output_bytes",
 				  "'max_output_bytes' is above the limit of %llu",
 				  (unsigned long long)max_cap);
 			goto fail;
@@ -187,7 +173,7 @@ int command_spec_parse(struct json_object *body, uint64_t max_cap, struct comman
 	}
 	if (json_object_object_get_ex(body, "stdin", &v) && !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_string)) {
-			fail_with(fail, "invalid_stdin", msg, msgcap, "'stdin' must be a string");
+			fail_with(fail, "invalid_stdin", "'stdin' must be a string");
 			goto fail;
 		}
 		spec->stdin_len = (size_t)json_object_get_string_len(v);

@@ -273,11 +273,11 @@ static struct command_op *query_new(struct commands *c, enum op_kind kind, const
 static void query_start(struct command_op *op, bool needs_cmd)
 {
 	if (!commands_uuid_valid(op->sandbox_id)) {
-		op_fail(op, false, COMMAND_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		op_fail(op, false, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return;
 	}
 	if (needs_cmd && !commands_uuid_valid(op->cmd_id)) {
-		op_fail(op, false, COMMAND_ERR_NOT_FOUND, "not_found", "no command with this id");
+		op_fail(op, false, CORE_NOT_FOUND, "not_found", "no command with this id");
 		return;
 	}
 	commands_touch(op->c, op->sandbox_id);
@@ -299,7 +299,7 @@ static void doc_done(enum pg_error err, PGresult *res, const char *message, void
 		return;
 	}
 	if (PQntuples(res) == 0) {
-		op_fail(op, true, COMMAND_ERR_NOT_FOUND, "not_found",
+		op_fail(op, true, CORE_NOT_FOUND, "not_found",
 			op->kind == OP_LIST ? "no sandbox with this id" : "no command with this id");
 		return;
 	}
@@ -368,22 +368,21 @@ static void record_found(enum pg_error err, PGresult *res, const char *message, 
 		return;
 	}
 	if (PQntuples(res) == 0) {
-		op_fail(op, true, COMMAND_ERR_NOT_FOUND, "not_found", "no command with this id");
+		op_fail(op, true, CORE_NOT_FOUND, "not_found", "no command with this id");
 		return;
 	}
 	op->agent_id = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
 	const char *cstatus = PQgetvalue(res, 0, 1), *sstatus = PQgetvalue(res, 0, 2);
 	if (strcmp(sstatus, "running") != 0 || PQgetisnull(res, 0, 3)) {
-		op_fail(op, true, COMMAND_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s", sstatus);
+		op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s", sstatus);
 		return;
 	}
 	if (op->kind != OP_LOGS && strcmp(cstatus, "running") != 0) {
-		op_fail(op, true, COMMAND_ERR_CONFLICT, "command_not_running", "command is %s", cstatus);
+		op_fail(op, true, CORE_CONFLICT, "command_not_running", "command is %s", cstatus);
 		return;
 	}
 	if (op->kind == OP_LOGS && strcmp(cstatus, "lost") == 0) {
-		op_fail(op, true, COMMAND_ERR_GONE, "logs_gone",
-			"the command was lost with its sandbox's agent");
+		op_fail(op, true, CORE_GONE, "logs_gone", "the command was lost with its sandbox's agent");
 		return;
 	}
 	snprintf(op->container, sizeof(op->container), "%s", PQgetvalue(res, 0, 3));
@@ -428,7 +427,7 @@ static void logs_listed(const struct agent_status *list, size_t n, const char *e
 		return;
 	}
 	if (err) {
-		op_fail(op, true, COMMAND_ERR_UNAVAILABLE, "agent_unavailable", "%s", err);
+		op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "%s", err);
 		return;
 	}
 	const struct agent_status *st = NULL;
@@ -436,7 +435,7 @@ static void logs_listed(const struct agent_status *list, size_t n, const char *e
 		if (list[i].id == op->agent_id)
 			st = &list[i];
 	if (!st) {
-		op_fail(op, true, COMMAND_ERR_GONE, "logs_gone", "the agent no longer keeps this command");
+		op_fail(op, true, CORE_GONE, "logs_gone", "the agent no longer keeps this command");
 		return;
 	}
 	if (st->running) {
@@ -499,7 +498,7 @@ static void logs_error(void *arg, int code, const char *message)
 {
 	struct command_op *op = arg;
 	op->sub = NULL;
-	op_fail(op, true, COMMAND_ERR_GONE, "logs_gone", "%s", message ? message : "output not available");
+	op_fail(op, true, CORE_GONE, "logs_gone", "%s", message ? message : "output not available");
 }
 
 /* ---- stdin ---- */

@@ -190,7 +190,7 @@ void agentfs_op_cancel(struct agentfs_op *op)
 }
 
 /* The op's end: the callback (unless cancelled), then it is freed. */
-void afs_finish(struct agentfs_op *op, const struct agentfs_failure *fail, const struct agentfs_result *res)
+void afs_finish(struct agentfs_op *op, const struct core_error *fail, const struct agentfs_result *res)
 {
 	if (op->state == AFS_DONE)
 		return;
@@ -223,14 +223,13 @@ void afs_finish(struct agentfs_op *op, const struct agentfs_failure *fail, const
 		op->cancelled = true; /* freed by the callback frame that holds it */
 }
 
-void afs_fail(struct agentfs_op *op, enum agentfs_error err, const char *code, const char *fmt, ...)
+void afs_fail(struct agentfs_op *op, enum core_err err, const char *code, const char *fmt, ...)
 {
-	char msg[512];
+	struct core_error f;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	core_error_vset(&f, err, code, fmt, ap);
 	va_end(ap);
-	struct agentfs_failure f = { .error = err, .code = code, .message = msg };
 	afs_finish(op, &f, NULL);
 }
 
@@ -244,7 +243,7 @@ void afs_done_json(struct agentfs_op *op, struct json_object *o, bool created, b
 }
 
 /* An early failure (bad input) goes out from the loop, never on the caller's stack. */
-void afs_fail_later(struct agentfs_op *op, enum agentfs_error err, const char *code, const char *msg)
+void afs_fail_later(struct agentfs_op *op, enum core_err err, const char *code, const char *msg)
 {
 	op->later_err = err;
 	op->later_code = code;
@@ -269,45 +268,45 @@ void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
 	const char *p = op->path;
 	switch (code) {
 	case ENOENT:
-		afs_fail(op, AGENTFS_ERR_NOT_FOUND, "not_found", "%s: no such file or directory", p);
+		afs_fail(op, CORE_NOT_FOUND, "not_found", "%s: no such file or directory", p);
 		return;
 	case EACCES:
 	case EPERM:
-		afs_fail(op, AGENTFS_ERR_FORBIDDEN, "permission_denied", "%s: permission denied", p);
+		afs_fail(op, CORE_FORBIDDEN, "permission_denied", "%s: permission denied", p);
 		return;
 	case ENOTDIR:
-		afs_fail(op, AGENTFS_ERR_INVALID, "not_a_directory", "%s: not a directory", p);
+		afs_fail(op, CORE_INVALID, "not_a_directory", "%s: not a directory", p);
 		return;
 	case EISDIR:
-		afs_fail(op, AGENTFS_ERR_INVALID, "is_a_directory", "%s: is a directory", p);
+		afs_fail(op, CORE_INVALID, "is_a_directory", "%s: is a directory", p);
 		return;
 	case EEXIST:
-		afs_fail(op, AGENTFS_ERR_CONFLICT, "already_exists", "%s: already exists",
+		afs_fail(op, CORE_CONFLICT, "already_exists", "%s: already exists",
 			 op->kind == AFS_MOVE ? op->path2 : p);
 		return;
 	case ENOTEMPTY:
-		afs_fail(op, AGENTFS_ERR_CONFLICT, "directory_not_empty",
+		afs_fail(op, CORE_CONFLICT, "directory_not_empty",
 			 "%s: directory not empty (set recursive=true to remove it and its contents)", p);
 		return;
 	case EXDEV:
-		afs_fail(op, AGENTFS_ERR_CONFLICT, "cross_device", "cannot move across file systems");
+		afs_fail(op, CORE_CONFLICT, "cross_device", "cannot move across file systems");
 		return;
 	case EFBIG:
-		afs_fail(op, AGENTFS_ERR_TOO_LARGE, "too_large", "%s: file too large for this operation", p);
+		afs_fail(op, CORE_LIMIT, "too_large", "%s: file too large for this operation", p);
 		return;
 	case ENOSPC:
 	case EDQUOT:
-		afs_fail(op, AGENTFS_ERR_NO_SPACE, "no_space", "no space left in the sandbox");
+		afs_fail(op, CORE_LIMIT, "no_space", "no space left in the sandbox");
 		return;
 	case ENAMETOOLONG:
 	case ELOOP:
-		afs_fail(op, AGENTFS_ERR_INVALID, "invalid_path", "%s: %s", p, message);
+		afs_fail(op, CORE_INVALID, "invalid_path", "%s: %s", p, message);
 		return;
 	case EINVAL:
-		afs_fail(op, AGENTFS_ERR_INVALID, "invalid_request", "%s: %s", p, message);
+		afs_fail(op, CORE_INVALID, "invalid_request", "%s: %s", p, message);
 		return;
 	case ENOTSUP:
-		afs_fail(op, AGENTFS_ERR_UNSUPPORTED, "agent_outdated", "%s", message);
+		afs_fail(op, CORE_UNSUPPORTED, "agent_outdated", "%s", message);
 		return;
 	case ESRCH:
 	case ECONNREFUSED:
@@ -317,15 +316,14 @@ void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
 		if (*pp)
 			(*pp)->fetched_ms = INT64_MIN / 2;
 		if (strstr(message, "container unavailable")) {
-			afs_fail(op, AGENTFS_ERR_CONFLICT, "sandbox_not_running",
-				 "the sandbox is not running");
+			afs_fail(op, CORE_CONFLICT, "sandbox_not_running", "the sandbox is not running");
 			return;
 		}
-		afs_fail(op, AGENTFS_ERR_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", message);
+		afs_fail(op, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", message);
 		return;
 	}
 	default:
-		afs_fail(op, AGENTFS_ERR_INTERNAL, "fs_error", "%s: %s", p, message);
+		afs_fail(op, CORE_INTERNAL, "fs_error", "%s: %s", p, message);
 		return;
 	}
 }
@@ -337,7 +335,7 @@ int afs_path(struct agentfs_op *op, const char *in, char *out)
 	if (!in || files_path_normalize(in, strlen(in), out, &why) != 0) {
 		char msg[200];
 		snprintf(msg, sizeof(msg), "path: %s", in ? why : "required");
-		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_path", msg);
+		afs_fail_later(op, CORE_INVALID, "invalid_path", msg);
 		return -1;
 	}
 	return 0;
@@ -379,7 +377,7 @@ void afs_start(struct agentfs_op *op)
 	if (op->later_code)
 		return;
 	if (!sandbox_id_ok(op->sandbox_id)) {
-		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		afs_fail_later(op, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return;
 	}
 	struct afs_sbx *e = *cache_slot(op->fs, op->sandbox_id);
@@ -409,18 +407,18 @@ static void looked_up(enum pg_error err, PGresult *res, const char *message, voi
 	struct agentfs_op *op = arg;
 	op->query = NULL;
 	if (err != PG_OK) {
-		afs_fail(op, err == PG_ERR_QUERY ? AGENTFS_ERR_INTERNAL : AGENTFS_ERR_UNAVAILABLE,
+		afs_fail(op, err == PG_ERR_QUERY ? CORE_INTERNAL : CORE_UNAVAILABLE,
 			 err == PG_ERR_QUERY ? "internal" : "database_unavailable", "PostgreSQL: %s",
 			 message);
 		return;
 	}
 	if (PQntuples(res) == 0) {
-		afs_fail(op, AGENTFS_ERR_NOT_FOUND, "not_found", "no sandbox with this id");
+		afs_fail(op, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
 		return;
 	}
 	const char *status = PQgetvalue(res, 0, 0);
 	if (strcmp(status, "running") != 0 || PQgetisnull(res, 0, 1)) {
-		afs_fail(op, AGENTFS_ERR_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
+		afs_fail(op, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
 		return;
 	}
 	snprintf(op->container, sizeof(op->container), "%s", PQgetvalue(res, 0, 1));
@@ -546,7 +544,7 @@ static void one_done(void *arg, const struct agent_fs_done *d)
 		o = op->entry;
 		op->entry = NULL;
 		if (!o) {
-			afs_fail(op, AGENTFS_ERR_INTERNAL, "fs_error", "the agent sent no entry");
+			afs_fail(op, CORE_INTERNAL, "fs_error", "the agent sent no entry");
 			return;
 		}
 		break;
@@ -573,12 +571,12 @@ static void one_done(void *arg, const struct agent_fs_done *d)
 		break;
 	case AFS_EDIT: {
 		if (d->count == 0) {
-			afs_fail(op, AGENTFS_ERR_INVALID, "edit_no_match",
+			afs_fail(op, CORE_INVALID, "edit_no_match",
 				 "old_text occurs 0 times in %s; it must occur exactly once", op->path);
 			return;
 		}
 		if (d->count > 1) {
-			afs_fail(op, AGENTFS_ERR_INVALID, "edit_ambiguous",
+			afs_fail(op, CORE_INVALID, "edit_ambiguous",
 				 "old_text occurs %" PRIu64 " times in %s; it must occur exactly once "
 				 "(add surrounding text to make it unique)",
 				 d->count, op->path);
@@ -640,7 +638,7 @@ struct agentfs_op *agentfs_list(struct agentfs *fs, const char *sandbox_id, cons
 	if (afs_path(op, path, op->path) != 0)
 		return op;
 	if (depth < 1 || depth > AGENTFS_LIST_DEPTH) {
-		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_depth", "depth must be 1 to 10");
+		afs_fail_later(op, CORE_INVALID, "invalid_depth", "depth must be 1 to 10");
 		return op;
 	}
 	afs_start(op);
@@ -667,7 +665,7 @@ struct agentfs_op *agentfs_remove(struct agentfs *fs, const char *sandbox_id, co
 	if (afs_path(op, path, op->path) != 0)
 		return op;
 	if (protected_path(op->path)) {
-		afs_fail_later(op, AGENTFS_ERR_FORBIDDEN, "protected_path",
+		afs_fail_later(op, CORE_FORBIDDEN, "protected_path",
 			       "refusing to remove / or a top-level system directory");
 		return op;
 	}
@@ -684,7 +682,7 @@ struct agentfs_op *agentfs_move(struct agentfs *fs, const char *sandbox_id, cons
 	if (afs_path(op, from, op->path) != 0 || afs_path(op, to, op->path2) != 0)
 		return op;
 	if (protected_path(op->path) || protected_path(op->path2)) {
-		afs_fail_later(op, AGENTFS_ERR_FORBIDDEN, "protected_path",
+		afs_fail_later(op, CORE_FORBIDDEN, "protected_path",
 			       "refusing to move / or a top-level system directory");
 		return op;
 	}
@@ -701,12 +699,12 @@ struct agentfs_op *agentfs_edit(struct agentfs *fs, const char *sandbox_id, cons
 	if (afs_path(op, path, op->path) != 0)
 		return op;
 	if (!old_text || old_len == 0 || !new_text) {
-		afs_fail_later(op, AGENTFS_ERR_INVALID, "invalid_request",
+		afs_fail_later(op, CORE_INVALID, "invalid_request",
 			       "old_text (non-empty) and new_text are required");
 		return op;
 	}
 	if (old_len + new_len > AGENT_FRAME_MAX - FILES_PATH_MAX - 1024) {
-		afs_fail_later(op, AGENTFS_ERR_TOO_LARGE, "too_large",
+		afs_fail_later(op, CORE_LIMIT, "too_large",
 			       "old_text and new_text together must stay under 1 MiB");
 		return op;
 	}

@@ -97,7 +97,7 @@ struct agentfs_op {
 	int in_cb;
 	bool cancelled;
 	struct event *later; /* early failures, write drain polling */
-	enum agentfs_error later_err;
+	enum core_err later_err;
 	const char *later_code;
 	char later_msg[200];
 };
@@ -105,10 +105,10 @@ struct agentfs_op {
 struct agentfs_op *afs_op_new(struct agentfs *fs, enum afs_kind kind, const char *sandbox_id, void *arg);
 int afs_path(struct agentfs_op *op, const char *in, char *out);
 void afs_start(struct agentfs_op *op);
-void afs_finish(struct agentfs_op *op, const struct agentfs_failure *fail, const struct agentfs_result *res);
-void afs_fail(struct agentfs_op *op, enum agentfs_error err, const char *code, const char *fmt, ...)
+void afs_finish(struct agentfs_op *op, const struct core_error *fail, const struct agentfs_result *res);
+void afs_fail(struct agentfs_op *op, enum core_err err, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-void afs_fail_later(struct agentfs_op *op, enum agentfs_error err, const char *code, const char *msg);
+void afs_fail_later(struct agentfs_op *op, enum core_err err, const char *code, const char *msg);
 void afs_fail_errno(struct agentfs_op *op, int code, const char *message);
 void afs_done_json(struct agentfs_op *op, struct json_object *o, bool created, bool truncated);
 void afs_time(int64_t ms, char *out, size_t cap);

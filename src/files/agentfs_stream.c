@@ -80,15 +80,16 @@ static void rd_entry(void *arg, const struct agent_fs_entry *e)
 	op->image = strncmp(op->mime, "image/", 6) == 0 && strcmp(op->mime, "image/svg+xml") != 0;
 	if (op->kind == AFS_READ_DOC) {
 		if (op->image && e->size > AGENTFS_IMAGE_MAX) {
-			afs_fail(op, AGENTFS_ERR_TOO_LARGE, "too_large",
+			afs_fail(op, CORE_LIMIT, "too_large",
 				 "%s: the image is %" PRIu64 " bytes, more than the %u bytes read returns",
 				 op->path, e->size, AGENTFS_IMAGE_MAX);
 		}
 		return;
 	}
 	if (e->length == 0 && e->size > 0 && !(op->offset == 0 && op->length == UINT64_MAX && !op->suffix)) {
-		struct agentfs_failure f = { AGENTFS_ERR_RANGE, "range_not_satisfiable",
-					     "the range is outside the file", e->size };
+		struct core_error f;
+		core_error_set(&f, CORE_LIMIT, "range_not_satisfiable", "the range is outside the file");
+		f.size = e->size;
 		afs_finish(op, &f, NULL);
 		return;
 	}
@@ -109,7 +110,7 @@ static void rd_data(void *arg, uint64_t offset, const uint8_t *data, size_t len)
 {
 	struct agentfs_op *op = arg;
 	if (offset != op->start + op->got) {
-		afs_fail(op, AGENTFS_ERR_INTERNAL, "fs_error", "the agent sent bytes out of order");
+		afs_fail(op, CORE_INTERNAL, "fs_error", "the agent sent bytes out of order");
 		return;
 	}
 	op->got += len;
@@ -152,7 +153,7 @@ static void rd_done(void *arg, const struct agent_fs_done *d)
 		return;
 	}
 	if (op->got != op->expect) {
-		afs_fail(op, AGENTFS_ERR_INTERNAL, "file_changed",
+		afs_fail(op, CORE_INTERNAL, "file_changed",
 			 "%s changed during the read: %" PRIu64 " of %" PRIu64 " bytes", op->path, op->got,
 			 op->expect);
 		return;
@@ -248,7 +249,7 @@ struct agentfs_op *agentfs_write(struct agentfs *fs, const char *sandbox_id, con
 	if (afs_path(op, path, op->path) != 0)
 		return op;
 	if (strcmp(op->path, "/") == 0) {
-		afs_fail_later(op, AGENTFS_ERR_INVALID, "is_a_directory", "/: is a directory");
+		afs_fail_later(op, CORE_INVALID, "is_a_directory", "/: is a directory");
 		return op;
 	}
 	afs_start(op);
@@ -284,7 +285,7 @@ int agentfs_write_data(struct agentfs_op *op, const void *data, size_t len)
 		op->ended = true;
 		agent_fs_close(op->afs); /* the temporary goes now, the destination stays */
 		op->afs = NULL;
-		afs_fail_later(op, AGENTFS_ERR_TOO_LARGE, "too_large", msg);
+		afs_fail_later(op, CORE_LIMIT, "too_large", msg);
 		return -1;
 	}
 	agent_fs_write_data(op->afs, data, len);

@@ -158,6 +158,8 @@ struct http_server {
 	struct http_server_limits lim;
 	http_dispatch_fn dispatch;
 	void *arg;
+	http_error_render_fn render_error;
+	void *render_arg;
 	struct evconnlistener *listener;
 	int port;
 	struct http_conn_list conns;

@@ -244,7 +244,8 @@ void http_request_upgrade(struct http_request *req, http_upgraded_fn upgraded, v
 void http_respond_json(struct http_request *req, int status, struct json_object *body)
 {
 	size_t len = 0;
-	const char *s = json_object_to_json_string_length(body, JSON_C_TO_STRING_PLAIN, &len);
+	const char *s = json_object_to_json_string_length(
+		body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	http_response_start(req, status, "application/json", (int64_t)len);
 	http_response_write_bytes(req, s, len);
 	http_response_end(req);
@@ -288,6 +289,11 @@ void http_respond_error(struct http_request *req, int status, const char *code, 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	const struct http_server *srv = req->conn->srv;
+	if (srv->render_error) {
+		srv->render_error(req, status, code, msg, srv->render_arg);
+		return;
+	}
 	json_escape(emsg, sizeof(emsg), msg);
 	json_escape(ecode, sizeof(ecode), code);
 	int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", ecode, emsg);

@@ -21,6 +21,12 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void done_cb(evutil_socket_t fd, short what, void *arg);
 static int split_addr(const char *addr, char *host, size_t hostcap, char *port, size_t portcap);
 
+void http_server_set_error_renderer(struct http_server *srv, http_error_render_fn fn, void *arg)
+{
+	srv->render_error = fn;
+	srv->render_arg = arg;
+}
+
 struct http_server *http_server_new(struct event_base *base, const struct http_server_limits *limits,
 				    http_dispatch_fn dispatch, void *arg)
 {

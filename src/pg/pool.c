@@ -421,3 +421,13 @@ static void conn_done(struct pg_conn *c, enum pg_error err, PGresult *res, const
 	}
 	query_finish(q, err, res, message);
 }
+
+void pg_core_error(struct core_error *e, enum pg_error err, const char *message)
+{
+	if (err == PG_ERR_UNAVAILABLE || err == PG_ERR_BUSY || err == PG_ERR_CONNECTION)
+		core_error_set(e, CORE_UNAVAILABLE, "database_unavailable",
+			       "the database is not reachable right now; retry shortly");
+	else
+		core_error_set(e, CORE_INTERNAL, "database_error", "%s",
+			       message ? message : "database error");
+}

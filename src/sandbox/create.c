@@ -129,18 +129,17 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 	struct sandbox_call *call = call_new(svc, cb, arg);
 	const char *tname = p->template_name ? p->template_name : "go";
 	if (!template_name_valid(tname)) {
-		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_template",
+		call_fail_later(call, CORE_INVALID, "invalid_template",
 				"template must be a plain name ([A-Za-z0-9._-], no '/' or '..')");
 		return call;
 	}
 	const struct template *tpl = template_set_find(svc->templates, tname);
 	if (!tpl) {
-		call_fail_later(call, SANDBOX_ERR_INVALID, "unknown_template", "no template named '%s'",
-				tname);
+		call_fail_later(call, CORE_INVALID, "unknown_template", "no template named '%s'", tname);
 		return call;
 	}
 	if (p->name && (strlen(p->name) == 0 || strlen(p->name) > NAME_MAX_LEN)) {
-		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_name", "name must be 1 to %d bytes",
+		call_fail_later(call, CORE_INVALID, "invalid_name", "name must be 1 to %d bytes",
 				NAME_MAX_LEN);
 		return call;
 	}
@@ -201,9 +200,8 @@ static void step_inserted(enum pg_error err, PGresult *res, const char *message,
 	op->query = NULL;
 	if (err != PG_OK) {
 		struct sandbox_result r = { 0 };
-		result_from_pg(&r, err, message);
-		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s",
-			message ? message : r.code);
+		pg_core_error(&r.err, err, message);
+		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s", r.err.message);
 		if (op->call)
 			call_finish(op->call, &r);
 		create_set_state(op, CREATE_DONE);
@@ -530,7 +528,7 @@ static void step_cleaned(const char *err, void *arg)
 	if (op->row_gone) {
 		create_set_state(op, CREATE_DONE);
 		if (op->call)
-			call_fail(op->call, SANDBOX_ERR_CONFLICT, "sandbox_deleted",
+			call_fail(op->call, CORE_CONFLICT, "sandbox_deleted",
 				  "the sandbox was deleted while being created");
 		create_free(op);
 		return;
@@ -556,7 +554,7 @@ static void step_marked_error(enum pg_error err, PGresult *res, const char *mess
 	if (op->call) {
 		char msg[640];
 		snprintf(msg, sizeof(msg), "sandbox %s failed: %s", op->id, op->reason);
-		call_fail(op->call, SANDBOX_ERR_INTERNAL, "sandbox_create_failed", msg);
+		call_fail(op->call, CORE_INTERNAL, "sandbox_create_failed", msg);
 	}
 	create_free(op);
 }
@@ -587,7 +585,7 @@ static void create_free(struct create_op *op)
 	CHECK(!op->dcall && !op->query && !op->iwait && !op->sub);
 	if (op->call) {
 		op->call->owner = NULL;
-		call_fail(op->call, SANDBOX_ERR_INTERNAL, "internal", "create ended without an answer");
+		call_fail(op->call, CORE_INTERNAL, "internal", "create ended without an answer");
 	}
 	event_free(op->timeout);
 	json_object_put(op->env_vars);

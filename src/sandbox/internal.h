@@ -41,19 +41,16 @@ struct sandbox_call {
 	struct event *deferred;
 	struct sandbox_call **owner;
 	bool pending; /* the doc answers a create that is still going on */
-	struct sandbox_result deferred_res;
-	char deferred_msg[256];
+	struct core_error deferred_err;
 };
 
 struct sandbox_call *call_new(struct sandbox_service *svc, sandbox_result_fn cb, void *arg);
 /* Delivers res (if anyone still listens) and frees the call. */
 void call_finish(struct sandbox_call *call, const struct sandbox_result *res);
 /* Delivers an error on the next loop pass (the public functions never call back on the caller's stack). */
-void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt,
-		     ...) __attribute__((format(printf, 4, 5)));
-/* Builds the result for a failed query. */
-void result_from_pg(struct sandbox_result *res, enum pg_error err, const char *message);
-void call_fail(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *message);
+void call_fail_later(struct sandbox_call *call, enum core_err err, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void call_fail(struct sandbox_call *call, enum core_err err, const char *code, const char *message);
 /* Sends "SELECT doc FROM sandbox_docs WHERE id = $1" and finishes call with it. */
 void call_reply_doc(struct sandbox_call *call, const char *id, bool pending);
 

@@ -112,7 +112,7 @@ struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id,
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
 	if (!sandbox_id_valid(id)) {
-		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		call_fail_later(call, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return call;
 	}
 	struct delete_op *op = calloc(1, sizeof(*op));
@@ -134,13 +134,10 @@ static void delete_marked(enum pg_error err, PGresult *res, const char *message,
 	struct delete_op *op = arg;
 	struct sandbox_result r = { 0 };
 	if (err != PG_OK || PQntuples(res) == 0) {
-		if (err != PG_OK) {
-			result_from_pg(&r, err, message);
-		} else {
-			r.error = SANDBOX_ERR_NOT_FOUND;
-			r.code = "not_found";
-			r.message = "no live sandbox with this id";
-		}
+		if (err != PG_OK)
+			pg_core_error(&r.err, err, message);
+		else
+			core_error_set(&r.err, CORE_NOT_FOUND, "not_found", "no live sandbox with this id");
 		if (op->call)
 			call_finish(op->call, &r);
 		free(op);

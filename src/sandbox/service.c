@@ -168,21 +168,19 @@ void sandbox_call_cancel(struct sandbox_call *call)
 	free(call);
 }
 
-void call_fail(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *message)
+void call_fail(struct sandbox_call *call, enum core_err err, const char *code, const char *message)
 {
-	struct sandbox_result res = { .error = err, .code = code, .message = message };
+	struct sandbox_result res = { 0 };
+	core_error_set(&res.err, err, code, "%s", message);
 	call_finish(call, &res);
 }
 
-void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const char *code, const char *fmt,
-		     ...)
+void call_fail_later(struct sandbox_call *call, enum core_err err, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(call->deferred_msg, sizeof(call->deferred_msg), fmt, ap);
+	core_error_vset(&call->deferred_err, err, code, fmt, ap);
 	va_end(ap);
-	call->deferred_res =
-		(struct sandbox_result){ .error = err, .code = code, .message = call->deferred_msg };
 	call->deferred = evtimer_new(call->svc->base, deferred_fire, call);
 	CHECK(call->deferred != NULL);
 	event_active(call->deferred, EV_TIMEOUT, 0);
@@ -191,29 +189,8 @@ void call_fail_later(struct sandbox_call *call, enum sandbox_error err, const ch
 static void deferred_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct sandbox_call *call = arg;
-	struct sandbox_result res = call->deferred_res;
-	char msg[sizeof(call->deferred_msg)];
-	memcpy(msg, call->deferred_msg, sizeof(msg));
-	res.message = msg;
+	struct sandbox_result res = { .err = call->deferred_err };
 	call_finish(call, &res);
-}
-
-void result_from_pg(struct sandbox_result *res, enum pg_error err, const char *message)
-{
-	switch (err) {
-	case PG_ERR_UNAVAILABLE:
-	case PG_ERR_BUSY:
-	case PG_ERR_CONNECTION:
-		res->error = SANDBOX_ERR_UNAVAILABLE;
-		res->code = "database_unavailable";
-		res->message = "the database is not reachable right now; retry shortly";
-		break;
-	default:
-		res->error = SANDBOX_ERR_INTERNAL;
-		res->code = "database_error";
-		res->message = message ? message : "database error";
-		break;
-	}
 }
 
 /* ---- get ---- */
@@ -233,11 +210,9 @@ static void doc_done(enum pg_error err, PGresult *res, const char *message, void
 	call->query = NULL;
 	struct sandbox_result r = { .pending = call->pending };
 	if (err != PG_OK) {
-		result_from_pg(&r, err, message);
+		pg_core_error(&r.err, err, message);
 	} else if (PQntuples(res) == 0) {
-		r.error = SANDBOX_ERR_NOT_FOUND;
-		r.code = "not_found";
-		r.message = "no sandbox with this id";
+		core_error_set(&r.err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
 	} else {
 		r.doc = PQgetvalue(res, 0, 0);
 		r.doc_len = (size_t)PQgetlength(res, 0, 0);
@@ -249,7 +224,7 @@ struct sandbox_call *sandbox_get(struct sandbox_service *svc, const char *id, sa
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
 	if (!sandbox_id_valid(id)) {
-		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		call_fail_later(call, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return call;
 	}
 	call_reply_doc(call, id, false);
@@ -276,7 +251,7 @@ static void list_done(enum pg_error err, PGresult *res, const char *message, voi
 	call->query = NULL;
 	struct sandbox_result r = { 0 };
 	if (err != PG_OK) {
-		result_from_pg(&r, err, message);
+		pg_core_error(&r.err, err, message);
 	} else {
 		r.doc = PQgetvalue(res, 0, 0);
 		r.doc_len = (size_t)PQgetlength(res, 0, 0);
@@ -298,7 +273,7 @@ struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
 	if (!sandbox_id_valid(id)) {
-		call_fail_later(call, SANDBOX_ERR_INVALID, "invalid_id", "sandbox id must be a UUID");
+		call_fail_later(call, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return call;
 	}
 	const char *params[] = { id, svc->cluster, svc->idle_ms };
@@ -311,18 +286,13 @@ static void heartbeat_done(enum pg_error err, PGresult *res, const char *message
 	struct sandbox_call *call = arg;
 	call->query = NULL;
 	struct sandbox_result r = { 0 };
-	char msg[128];
 	if (err != PG_OK) {
-		result_from_pg(&r, err, message);
+		pg_core_error(&r.err, err, message);
 	} else if (PQgetisnull(res, 0, 1)) {
-		r.error = SANDBOX_ERR_NOT_FOUND;
-		r.code = "not_found";
-		r.message = "no sandbox with this id";
+		core_error_set(&r.err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
 	} else if (PQgetisnull(res, 0, 0)) {
-		snprintf(msg, sizeof(msg), "sandbox is %s", PQgetvalue(res, 0, 1));
-		r.error = SANDBOX_ERR_CONFLICT;
-		r.code = "sandbox_not_live";
-		r.message = msg;
+		core_error_set(&r.err, CORE_CONFLICT, "sandbox_not_live", "sandbox is %s",
+			       PQgetvalue(res, 0, 1));
 	} else {
 		reaper_note_deadline(call->svc->reaper, call->svc->cfg->sandbox_idle_timeout_ms);
 	}

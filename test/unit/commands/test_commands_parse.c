@@ -39,11 +39,10 @@ static void test_signal_bad(void **state)
 	assert_int_equal(command_signal_parse(NULL), -1);
 }
 
-static int parse(const char *json, struct command_spec *spec, struct command_failure *fail)
+static int parse(const char *json, struct command_spec *spec, struct core_error *fail)
 {
-	char msg[256];
 	struct json_object *body = json_tokener_parse(json);
-	int rc = command_spec_parse(body, 1 << 20, spec, fail, msg, sizeof(msg));
+	int rc = command_spec_parse(body, 1 << 20, spec, fail);
 	json_object_put(body);
 	return rc;
 }
@@ -51,7 +50,7 @@ static int parse(const char *json, struct command_spec *spec, struct command_fai
 static void test_spec_shell_and_argv(void **state)
 {
 	struct command_spec spec;
-	struct command_failure fail;
+	struct core_error fail;
 	assert_int_equal(parse("{\"command\":\"echo hi; exit 3\"}", &spec, &fail), 0);
 	assert_string_equal(spec.argv[0], "/bin/sh");
 	assert_string_equal(spec.argv[1], "-lc");
@@ -104,9 +103,9 @@ static void test_spec_bad(void **state)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct command_spec spec;
-		struct command_failure fail = { 0 };
+		struct core_error fail = { 0 };
 		assert_int_equal(parse(cases[i].json, &spec, &fail), -1);
-		assert_int_equal(fail.error, COMMAND_ERR_INVALID);
+		assert_int_equal(fail.kind, CORE_INVALID);
 		assert_string_equal(fail.code, cases[i].code);
 		assert_null(spec.argv);
 	}

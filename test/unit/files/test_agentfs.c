@@ -17,17 +17,17 @@
 
 struct seen {
 	int calls;
-	enum agentfs_error err;
+	enum core_err err;
 	char code[64];
 };
 
-static void done(const struct agentfs_failure *fail, const struct agentfs_result *res, void *arg)
+static void done(const struct core_error *fail, const struct agentfs_result *res, void *arg)
 {
 	struct seen *s = arg;
 	s->calls++;
 	assert_non_null(fail);
 	assert_null(res);
-	s->err = fail->error;
+	s->err = fail->kind;
 	snprintf(s->code, sizeof(s->code), "%s", fail->code);
 }
 
@@ -51,7 +51,7 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void expect(struct seen *s, enum agentfs_error err, const char *code)
+static void expect(struct seen *s, enum core_err err, const char *code)
 {
 	assert_int_equal(s->calls, 0); /* not on the caller's stack */
 	event_base_loop(base, EVLOOP_NONBLOCK);
@@ -67,14 +67,14 @@ static void test_paths(void **state)
 	for (size_t i = 0; bad[i]; i++) {
 		struct seen s = { 0 };
 		agentfs_stat(fs, SID, bad[i], done, &s);
-		expect(&s, AGENTFS_ERR_INVALID, "invalid_path");
+		expect(&s, CORE_INVALID, "invalid_path");
 	}
 	struct seen s = { 0 };
 	agentfs_read_doc(fs, SID, NULL, done, &s);
-	expect(&s, AGENTFS_ERR_INVALID, "invalid_path");
+	expect(&s, CORE_INVALID, "invalid_path");
 	memset(&s, 0, sizeof(s));
 	agentfs_move(fs, SID, "/workspace/a", "b", false, done, &s);
-	expect(&s, AGENTFS_ERR_INVALID, "invalid_path");
+	expect(&s, CORE_INVALID, "invalid_path");
 }
 
 static void test_ids_depth_edit(void **state)
@@ -82,16 +82,16 @@ static void test_ids_depth_edit(void **state)
 	(void)state;
 	struct seen s = { 0 };
 	agentfs_stat(fs, "not-a-uuid", "/workspace", done, &s);
-	expect(&s, AGENTFS_ERR_INVALID, "invalid_id");
+	expect(&s, CORE_INVALID, "invalid_id");
 	memset(&s, 0, sizeof(s));
 	agentfs_list(fs, SID, "/workspace", 11, done, &s);
-	expect(&s, AGENTFS_ERR_INVALID, "invalid_depth");
+	expect(&s, CORE_INVALID, "invalid_depth");
 	memset(&s, 0, sizeof(s));
 	agentfs_edit(fs, SID, "/workspace/f", "", 0, "x", 1, done, &s);
-	expect(&s, AGENTFS_ERR_INVALID, "invalid_request");
+	expect(&s, CORE_INVALID, "invalid_request");
 	memset(&s, 0, sizeof(s));
 	agentfs_edit(fs, SID, "/workspace/f", "a", 1, NULL, 0, done, &s);
-	expect(&s, AGENTFS_ERR_INVALID, "invalid_request");
+	expect(&s, CORE_INVALID, "invalid_request");
 }
 
 static void test_protected(void **state)
@@ -101,11 +101,11 @@ static void test_protected(void **state)
 	for (size_t i = 0; paths[i]; i++) {
 		struct seen s = { 0 };
 		agentfs_remove(fs, SID, paths[i], true, done, &s);
-		expect(&s, AGENTFS_ERR_FORBIDDEN, "protected_path");
+		expect(&s, CORE_FORBIDDEN, "protected_path");
 	}
 	struct seen s = { 0 };
 	agentfs_move(fs, SID, "/etc", "/workspace/etc", false, done, &s);
-	expect(&s, AGENTFS_ERR_FORBIDDEN, "protected_path");
+	expect(&s, CORE_FORBIDDEN, "protected_path");
 }
 
 static void test_cancel_calls_nothing(void **state)
