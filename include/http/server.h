@@ -123,7 +123,8 @@ typedef void (*http_upgraded_fn)(struct bufferevent *bev, void *arg);
 void http_request_upgrade(struct http_request *req, http_upgraded_fn upgraded, void *arg);
 
 /* Whole responses. */
-void http_respond_json(struct http_request *req, int status, struct json_object *body); /* takes body */
+/* body (taken) as compact JSON, '/' unescaped */
+void http_respond_json(struct http_request *req, int status, struct json_object *body);
 void http_respond_empty(struct http_request *req, int status);
 /* An error answer through the server's error renderer. */
 void http_respond_error(struct http_request *req, int status, const char *code, const char *fmt, ...)

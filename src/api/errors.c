@@ -53,7 +53,7 @@ void api_respond_error(struct http_request *req, const struct core_error *e)
 		json_object_object_add(err, "status", json_object_new_string(e->status));
 	struct json_object *body = json_object_new_object();
 	json_object_object_add(body, "error", err);
-	api_respond_json(req, status, body);
+	http_respond_json(req, status, body);
 }
 
 void api_render_error(struct http_request *req, int status, const char *code, const char *message, void *arg)
@@ -63,16 +63,5 @@ void api_render_error(struct http_request *req, int status, const char *code, co
 	json_object_object_add(err, "message", json_object_new_string(message));
 	struct json_object *body = json_object_new_object();
 	json_object_object_add(body, "error", err);
-	api_respond_json(req, status, body);
-}
-
-void api_respond_json(struct http_request *req, int status, struct json_object *body)
-{
-	size_t len = 0;
-	const char *s = json_object_to_json_string_length(
-		body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-	http_response_start(req, status, "application/json", (int64_t)len);
-	http_response_write_bytes(req, s, len);
-	http_response_end(req);
-	json_object_put(body);
+	http_respond_json(req, status, body);
 }

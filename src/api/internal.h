@@ -47,7 +47,5 @@ void api_pending_reply(const struct sandbox_result *res, void *arg);
 /* errors.c: the one table from a core error to HTTP, and the native error body. */
 int api_error_status(const struct core_error *e);
 void api_respond_error(struct http_request *req, const struct core_error *e);
-/* Answers body (taken) compactly, '/' unescaped. */
-void api_respond_json(struct http_request *req, int status, struct json_object *body);
 
 #endif
