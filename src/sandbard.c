@@ -20,6 +20,7 @@
 #include "http/server.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
+#include "sandbox/registry.h"
 #include "sandbox/service.h"
 #include "sandbox/template.h"
 
@@ -44,6 +45,7 @@ struct sandbard {
 	struct channels *channels;
 	void *agent_bin; /* installed into every sandbox */
 	size_t agent_len;
+	struct registry *reg;
 	struct sandbox_service *svc;
 	struct commands *commands;
 	struct api *api;
@@ -62,7 +64,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg);
 static void shutdown_done(void *arg);
 static void fatal(struct sandbard *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int agent_binary_load(const char *path, void **out, size_t *len);
-static void forget_sandbox(const char *id, void *arg);
 
 static void boot_set_state(struct sandbard *d, enum boot_state next)
 {
@@ -152,25 +153,28 @@ int main(int argc, char **argv)
 	};
 	d.pg = pg_pool_new(d.base, &pgc);
 	d.channels = channels_new(d.base, d.docker);
-	d.svc = sandbox_service_new(d.base, &d.cfg, d.pg, d.docker, d.templates, d.channels, d.agent_bin,
-				    d.agent_len);
-	d.api = api_new(d.base, &d.cfg, d.svc);
-	CHECK(d.api != NULL);
-	struct commands_config ccfg = {
+	struct registry_config rcfg = {
 		.cluster = d.cfg.cluster,
 		.instance = d.cfg.instance_id,
+		.conninfo = d.cfg.database_url,
 		.idle_timeout_ms = d.cfg.sandbox_idle_timeout_ms,
+		.cache_ms = d.cfg.exec_lookup_cache_ms,
+		.activity_ms = 1000,
+	};
+	d.reg = registry_new(d.base, &rcfg, d.pg, d.channels);
+	d.svc = sandbox_service_new(d.base, &d.cfg, d.reg, d.docker, d.templates, d.agent_bin, d.agent_len);
+	d.api = api_new(d.base, &d.cfg, d.svc, d.reg);
+	CHECK(d.api != NULL);
+	struct commands_config ccfg = {
+		.instance = d.cfg.instance_id,
 		.max_per_sandbox = (int)d.cfg.commands_per_sandbox,
 		.ring_bytes = d.cfg.command_output_buffer,
 		.max_output_cap = d.cfg.max_output_bytes,
 		.window = (uint32_t)(d.cfg.stream_window > (64u << 20) ? (64u << 20) : d.cfg.stream_window),
-		.lookup_cache_ms = d.cfg.exec_lookup_cache_ms,
 		.grace_ms = 2000,
-		.activity_interval_ms = 1000,
 	};
-	d.commands = commands_new(d.base, &ccfg, d.pg, d.channels);
+	d.commands = commands_new(d.base, &ccfg, d.reg);
 	api_set_commands(d.api, d.commands);
-	sandbox_service_on_gone(d.svc, forget_sandbox, d.commands);
 
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -188,9 +192,9 @@ int main(int argc, char **argv)
 	if (d.http)
 		http_server_free(d.http);
 	api_free(d.api);
-	sandbox_service_on_gone(d.svc, NULL, NULL);
 	commands_free(d.commands);
 	sandbox_service_free(d.svc);
+	registry_free(d.reg);
 	channels_free(d.channels);
 	free(d.agent_bin);
 	pg_pool_free(d.pg);
@@ -248,6 +252,7 @@ static void boot_migrated(int rc, const char *message, void *arg)
 		return;
 	}
 	boot_set_state(d, BOOT_RECONCILE);
+	registry_start(d->reg);
 	sandbox_service_start(d->svc, boot_reconciled, d);
 }
 
@@ -343,10 +348,4 @@ fail:
 	free(buf);
 	fclose(f);
 	return -1;
-}
-
-/* A sandbox gone here: the command service forgets what it cached of it. */
-static void forget_sandbox(const char *id, void *arg)
-{
-	commands_forget(arg, id);
 }

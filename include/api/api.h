@@ -12,9 +12,11 @@ struct api;
 struct commands;
 struct config;
 struct http_request;
+struct registry;
 struct sandbox_service;
 
-struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc);
+struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
+		    struct registry *reg);
 void api_free(struct api *api);
 /* SIGTERM: WebSocket clients are told the server is going away (1001). */
 void api_shutdown(struct api *api);

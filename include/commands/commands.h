@@ -1,7 +1,7 @@
 /* The command service every API dialect adapts: run commands in a sandbox
  * through its agent (attached with typed output events, or detached), their
  * records in PostgreSQL, logs, stdin, signals, limits and activity. No HTTP
- * here: results are JSON text or events, errors a core_error. */
+ * here: results are structs or events, errors a core_error. */
 #ifndef SANDBAR_COMMANDS_COMMANDS_H
 #define SANDBAR_COMMANDS_COMMANDS_H
 
@@ -19,18 +19,15 @@ struct channels;
 struct commands;
 struct json_object;
 struct pg_pool;
+struct registry;
 
 struct commands_config {
-	const char *cluster;	      /* SANDBAR_CLUSTER */
-	const char *instance;	      /* SANDBAR_INSTANCE_ID */
-	int64_t idle_timeout_ms;      /* SANDBOX_IDLE_TIMEOUT: activity pushes expiry this far */
-	int max_per_sandbox;	      /* running commands per sandbox */
-	uint64_t ring_bytes;	      /* output kept per command by the agent */
-	uint64_t max_output_cap;      /* largest max_output_bytes a request may ask for */
-	uint32_t window;	      /* unacknowledged output bytes per subscription */
-	int64_t grace_ms;	      /* SIGTERM -> SIGKILL after a timeout */
-	int64_t activity_interval_ms; /* activity written at most this often per sandbox */
-	int64_t lookup_cache_ms;      /* a sandbox's lookup is reused this long (0: never) */
+	const char *instance;	 /* SANDBAR_INSTANCE_ID: records say who watched them */
+	int max_per_sandbox;	 /* running commands per sandbox */
+	uint64_t ring_bytes;	 /* output kept per command by the agent */
+	uint64_t max_output_cap; /* largest max_output_bytes a request may ask for */
+	uint32_t window;	 /* unacknowledged output bytes per subscription */
+	int64_t grace_ms;	 /* SIGTERM -> SIGKILL after a timeout */
 };
 
 /* ---- what to run (parsed from the native JSON body; other dialects fill it too) ---- */
@@ -60,6 +57,8 @@ const char *command_signal_name(int signo);
 /* ---- a command as the API sees it ---- */
 enum command_status { COMMAND_RUNNING, COMMAND_EXITED, COMMAND_FAILED, COMMAND_LOST, COMMAND_STATUS_MAX };
 const char *command_status_name(enum command_status s);
+/* A recorded status; an unknown one reads as lost. */
+enum command_status command_status_parse(const char *name);
 
 struct command_info {
 	char id[37];
@@ -67,7 +66,7 @@ struct command_info {
 	uint32_t agent_id;
 	int pid;
 	enum command_status status;
-	int exit_code; /* shell style: 128 + signal when killed */
+	int exit_code; /* shell style: 128 + signal when killed; known once exited */
 	int signal;    /* 0 when it exited */
 	bool timed_out;
 	int64_t started_at, ended_at; /* Unix ms, ended_at 0 while running */
@@ -88,8 +87,9 @@ struct command_events {
 
 struct command_op;
 
-struct commands *commands_new(struct event_base *base, const struct commands_config *cfg, struct pg_pool *pg,
-			      struct channels *chs);
+/* Sandboxes come from the registry (their handles, activity, channels). */
+struct commands *commands_new(struct event_base *base, const struct commands_config *cfg,
+			      struct registry *reg);
 void commands_free(struct commands *c);
 /* The largest max_output_bytes a request may ask for. */
 uint64_t commands_max_output_cap(const struct commands *c);
@@ -135,20 +135,27 @@ void command_op_signal(struct command_op *op, int signo);
 struct command_op *commands_logs(struct commands *c, const char *sandbox_id, const char *cmd_id,
 				 uint64_t offset, bool follow, const struct command_events *ev, void *arg);
 
-/* JSON answers: a command, the list of a sandbox's commands (newest first). */
-typedef void (*command_doc_fn)(const struct core_error *fail, const char *doc, size_t len, void *arg);
+/* A command's record: its info and the command as given (JSON text). */
+struct command_record {
+	struct command_info info;
+	const char *command;
+};
+/* Records: one command (n = 1), or a sandbox's commands newest first. */
+typedef void (*command_records_fn)(const struct core_error *fail, const struct command_record *recs, size_t n,
+				   void *arg);
 struct command_op *commands_get(struct commands *c, const char *sandbox_id, const char *cmd_id,
-				command_doc_fn cb, void *arg);
-struct command_op *commands_list(struct commands *c, const char *sandbox_id, command_doc_fn cb, void *arg);
+				command_records_fn cb, void *arg);
+struct command_op *commands_list(struct commands *c, const char *sandbox_id, command_records_fn cb,
+				 void *arg);
 /* Signal to the command's process group; cb(NULL, ...) once sent. */
+typedef void (*command_ready_fn)(const struct core_error *fail, void *arg);
 struct command_op *commands_signal(struct commands *c, const char *sandbox_id, const char *cmd_id, int signo,
-				   command_doc_fn cb, void *arg);
+				   command_ready_fn cb, void *arg);
 
 /* Streamed stdin: open (cb once the command is found), write as data comes,
  * then end (eof closes the command's stdin). write returns the bytes queued
  * toward the agent: pause the source above commands_stdin_high_water and
  * retry on the ready callback. */
-typedef void (*command_ready_fn)(const struct core_error *fail, void *arg);
 struct command_op *commands_stdin_open(struct commands *c, const char *sandbox_id, const char *cmd_id,
 				       command_ready_fn cb, void *arg);
 /* 0, or -1 (nothing taken) while the channel is above its high-water mark:
@@ -158,12 +165,5 @@ void command_stdin_end(struct command_op *op, bool eof);
 
 /* Cancels a get/list/signal/stdin op or closes a run/logs op: no callback follows. */
 void command_op_cancel(struct command_op *op);
-
-/* Exec counts as activity: push the sandbox's expiry (throttled). */
-void commands_touch(struct commands *c, const char *sandbox_id);
-
-/* The sandbox went away (deleted, expired, failed) on this instance: forget
- * what was cached of it, so the next run looks it up again. */
-void commands_forget(struct commands *c, const char *sandbox_id);
 
 #endif

@@ -1,7 +1,7 @@
-/* The sandbox core every API dialect adapts: create, get, list, delete and
- * heartbeat sandboxes. Results come back as the rendered sandbox document (the
- * JSON text of sandbox_docs) or as a typed error that each dialect maps onto
- * its own wire format (HTTP status + error code, Hermes envelope). */
+/* The sandbox lifecycle every API dialect adapts: create, get, list, delete
+ * and heartbeat sandboxes, the reaper and the start-up reconciler. Results are
+ * the core's structs (struct sandbox, see sandbox/registry.h) or a core
+ * error; each dialect renders both in its own wire format. */
 #ifndef SANDBAR_SANDBOX_SERVICE_H
 #define SANDBAR_SANDBOX_SERVICE_H
 
@@ -12,19 +12,19 @@
 
 #include "core/check.h"
 #include "core/error.h"
+#include "sandbox/registry.h"
 
-struct channels;
 struct config;
 struct docker;
 struct json_object;
-struct pg_pool;
 struct sandbox_service;
 struct template_set;
 
 struct sandbox_result {
-	struct core_error err; /* kind CORE_OK on success */
-	const char *doc;       /* JSON text (a sandbox or an array), NULL when none */
-	size_t doc_len;
+	struct core_error err;		   /* kind CORE_OK on success */
+	const struct sandbox *sb;	   /* the sandbox (create, get), NULL when none (delete, heartbeat) */
+	const struct sandbox *const *list; /* list: n sandboxes, newest first */
+	size_t n;
 	bool pending; /* create: answered before the sandbox was ready (wait=false) */
 };
 
@@ -33,15 +33,12 @@ typedef void (*sandbox_result_fn)(const struct sandbox_result *res, void *arg);
 
 struct sandbox_call; /* a pending call; cancel it when the caller goes away */
 
-/* channels and the agent binary (agent_len bytes, kept by the caller) outlive the service. */
+/* The agent binary (agent_len bytes, kept by the caller) outlives the service. */
 struct sandbox_service *sandbox_service_new(struct event_base *base, const struct config *cfg,
-					    struct pg_pool *pg, struct docker *docker,
-					    struct template_set *templates, struct channels *channels,
-					    const void *agent_bin, size_t agent_len);
+					    struct registry *reg, struct docker *docker,
+					    struct template_set *templates, const void *agent_bin,
+					    size_t agent_len);
 void sandbox_service_free(struct sandbox_service *svc);
-/* gone(id, arg) when a sandbox goes away on this instance (deleted, expired,
- * failed), as its agent channel is dropped: for caches of other services. */
-void sandbox_service_on_gone(struct sandbox_service *svc, void (*gone)(const char *id, void *arg), void *arg);
 /* Starts the reconciler once, then the reaper. done(rc) after the reconcile pass. */
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
 
@@ -50,6 +47,7 @@ struct sandbox_create_params {
 	const char *template_name;    /* NULL: "go" */
 	struct json_object *env_vars; /* object of strings, may be NULL (borrowed) */
 	bool wait;		      /* false: answer as soon as the row exists */
+	const char *actor;	      /* who asks (a request id), for the sandbox's events */
 };
 
 struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sandbox_create_params *p,
@@ -57,20 +55,14 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 struct sandbox_call *sandbox_get(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
 				 void *arg);
 struct sandbox_call *sandbox_list(struct sandbox_service *svc, sandbox_result_fn cb, void *arg);
-struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
-				    void *arg);
+struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, const char *actor,
+				    sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
 				       void *arg);
-/* The callback will not be called. Work already started (a create) goes on. */
+/* The callback will not be called. Work already started (a create, a delete) goes on. */
 void sandbox_call_cancel(struct sandbox_call *call);
 
 /* The Docker client the service uses (for the file API's archive streams). */
 struct docker *sandbox_service_docker(const struct sandbox_service *svc);
-/* Its PostgreSQL pool and agent channels (for the file API through the agent). */
-struct pg_pool *sandbox_service_pg(const struct sandbox_service *svc);
-struct channels *sandbox_service_channels(const struct sandbox_service *svc);
-
-/* A canonical lowercase UUID? */
-bool sandbox_id_valid(const char *id);
 
 #endif

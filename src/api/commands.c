@@ -51,7 +51,9 @@ static void on_exited(void *arg, const struct command_info *info);
 static void on_failed(void *arg, const struct core_error *fail);
 static void on_drain(void *arg);
 static void collected(const struct core_error *fail, const struct command_result *res, void *arg);
-static void doc_answer(const struct core_error *fail, const char *doc, size_t len, void *arg);
+static void records_answer(const struct core_error *fail, const struct command_record *recs, size_t n,
+			   void *arg);
+static void signal_sent(const struct core_error *fail, void *arg);
 static void stdin_ready(const struct core_error *fail, void *arg);
 static void stdin_data(struct http_request *req, struct evbuffer *chunk, void *arg);
 static void stdin_end(struct http_request *req, void *arg);
@@ -84,19 +86,6 @@ int api_command_routes(struct api *api)
 }
 
 /* RFC 3339 in UTC with microseconds, as the records render it. */
-static struct json_object *time_json(int64_t ms)
-{
-	if (ms <= 0)
-		return NULL;
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	char buf[40];
-	gmtime_r(&t, &tm);
-	size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%06dZ", (int)(ms % 1000) * 1000);
-	return json_object_new_string(buf);
-}
-
 static struct api_stream *stream_new(struct http_request *req, struct api *api)
 {
 	struct api_stream *st = http_request_alloc(req, sizeof(*st));
@@ -224,7 +213,7 @@ static void on_started(void *arg, const struct command_info *info)
 	struct json_object *d = json_object_new_object();
 	json_object_object_add(d, "id", json_object_new_string(info->id));
 	json_object_object_add(d, "pid", json_object_new_int(info->pid));
-	json_object_object_add(d, "started_at", time_json(info->started_at));
+	json_object_object_add(d, "started_at", api_time_json(1000 * info->started_at));
 	if (st->detached) {
 		stream_done(st);
 		http_respond_json(st->req, 201, d);
@@ -289,7 +278,7 @@ static void on_exited(void *arg, const struct command_info *info)
 	json_object_object_add(d, "signal", info->signal ? json_object_new_int(info->signal) : NULL);
 	json_object_object_add(d, "timed_out", json_object_new_boolean(info->timed_out));
 	json_object_object_add(d, "duration_ms", json_object_new_int64(info->ended_at - info->started_at));
-	json_object_object_add(d, "ended_at", time_json(info->ended_at));
+	json_object_object_add(d, "ended_at", api_time_json(1000 * info->ended_at));
 	json_object_object_add(d, "offset", json_object_new_int64((int64_t)info->offset));
 	stream_write_event(st, "exit", (int64_t)info->offset, d);
 	http_response_end(st->req);
@@ -330,28 +319,41 @@ static void detached_body(struct http_request *req, struct json_object *body, vo
 	command_spec_free(&spec);
 }
 
-static void doc_answer(const struct core_error *fail, const char *doc, size_t len, void *arg)
+static void records_answer(const struct core_error *fail, const struct command_record *recs, size_t n,
+			   void *arg)
 {
 	struct api_stream *st = arg;
+	bool one = http_request_param(st->req, "cid") != NULL; /* GET .../commands/{cid} */
 	stream_done(st);
 	if (fail) {
 		api_respond_error(st->req, fail);
 		return;
 	}
-	if (!doc) {
-		http_respond_empty(st->req, 204);
+	if (one) {
+		http_respond_json(st->req, 200, api_command_json(&recs[0]));
 		return;
 	}
-	http_response_start(st->req, 200, "application/json", (int64_t)len);
-	http_response_write_bytes(st->req, doc, len);
-	http_response_end(st->req);
+	struct json_object *a = json_object_new_array_ext((int)n);
+	for (size_t i = 0; i < n; i++)
+		json_object_array_add(a, api_command_json(&recs[i]));
+	http_respond_json(st->req, 200, a);
+}
+
+static void signal_sent(const struct core_error *fail, void *arg)
+{
+	struct api_stream *st = arg;
+	stream_done(st);
+	if (fail)
+		api_respond_error(st->req, fail);
+	else
+		http_respond_empty(st->req, 204);
 }
 
 static void list_route(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	struct api_stream *st = stream_new(req, api);
-	st->op = commands_list(api->cmds, http_request_param(req, "id"), doc_answer, st);
+	st->op = commands_list(api->cmds, http_request_param(req, "id"), records_answer, st);
 }
 
 static void get_route(struct http_request *req, void *arg)
@@ -359,7 +361,7 @@ static void get_route(struct http_request *req, void *arg)
 	struct api *api = arg;
 	struct api_stream *st = stream_new(req, api);
 	st->op = commands_get(api->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
-			      doc_answer, st);
+			      records_answer, st);
 }
 
 /* ---- logs ---- */
@@ -483,5 +485,5 @@ static void signal_body(struct http_request *req, struct json_object *body, void
 	}
 	struct api_stream *st = stream_new(req, api);
 	st->op = commands_signal(api->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
-				 signo, doc_answer, st);
+				 signo, signal_sent, st);
 }

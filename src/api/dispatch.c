@@ -21,10 +21,12 @@ static bool authorized(const struct api *api, struct http_request *req);
 static char **split_tokens(const char *list);
 static void pending_cancel(void *arg);
 
-struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc)
+struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
+		    struct registry *reg)
 {
 	struct api *api = calloc(1, sizeof(*api));
 	CHECK(api != NULL);
+	api->reg = reg;
 	api->ws = ws_hub_new(base);
 	api->io = iojob_worker_new(base);
 	api->cfg = cfg;
@@ -195,12 +197,16 @@ void api_pending_reply(const struct sandbox_result *res, void *arg)
 		api_respond_error(req, &res->err);
 		return;
 	}
-	if (!res->doc) {
-		http_respond_empty(req, 204);
+	if (res->sb) {
+		http_respond_json(req, res->pending ? 202 : p->ok_status, api_sandbox_json(res->sb));
 		return;
 	}
-	http_response_start(req, res->pending ? 202 : p->ok_status, "application/json",
-			    (int64_t)res->doc_len);
-	http_response_write_bytes(req, res->doc, res->doc_len);
-	http_response_end(req);
+	if (res->list) {
+		struct json_object *a = json_object_new_array_ext((int)res->n);
+		for (size_t i = 0; i < res->n; i++)
+			json_object_array_add(a, api_sandbox_json(res->list[i]));
+		http_respond_json(req, p->ok_status, a);
+		return;
+	}
+	http_respond_empty(req, 204);
 }

@@ -60,7 +60,7 @@ int api_files_native_routes(struct api *api, struct event_base *base)
 		.idle_timeout_ms = api->cfg->sandbox_idle_timeout_ms,
 		.upload_limit = api->cfg->upload_limit,
 	};
-	api->fs = agentfs_new(base, sandbox_service_pg(api->svc), sandbox_service_channels(api->svc), &cfg);
+	api->fs = agentfs_new(base, registry_pg(api->reg), registry_channels(api->reg), &cfg);
 	struct router *r = api->router;
 	if (router_add(r, "GET", "/api/sandboxes/{id}/files", list_route, api) != 0 ||
 	    router_add(r, "DELETE", "/api/sandboxes/{id}/files", delete_route, api) != 0 ||

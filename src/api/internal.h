@@ -15,6 +15,7 @@ struct ws_hub;
 struct api {
 	const struct config *cfg;
 	struct sandbox_service *svc;
+	struct registry *reg; /* the sandboxes, for lookups and handles */
 	struct router *router;
 	char **tokens;		 /* NULL-terminated, NULL when auth is off */
 	struct commands *cmds;	 /* the command service (api_set_commands) */
@@ -34,6 +35,12 @@ MUST_USE int api_terminal_routes(struct api *api);
 MUST_USE int api_files_routes(struct api *api);
 /* The native file API through the agent (files_native.c); api_free frees api->fs. */
 MUST_USE int api_files_native_routes(struct api *api, struct event_base *base);
+
+/* render.c: the native JSON of the core's structs. */
+struct json_object *api_sandbox_json(const struct sandbox *sb);
+struct json_object *api_command_json(const struct command_record *rec);
+/* RFC 3339, UTC, microseconds; NULL (JSON null) for 0. */
+struct json_object *api_time_json(int64_t us);
 
 /* A request waiting on the core: cancelled if the client goes away. */
 struct api_pending {

@@ -106,6 +106,7 @@ static void sandboxes_create_body(struct http_request *req, struct json_object *
 		}
 		params.wait = json_object_get_boolean(v);
 	}
+	params.actor = http_request_id(req);
 	struct api_pending *p = api_pending_new(req, 201);
 	p->call = sandbox_create(api->svc, &params, api_pending_reply, p);
 }
@@ -121,7 +122,8 @@ static void sandbox_delete_route(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	struct api_pending *p = api_pending_new(req, 204);
-	p->call = sandbox_delete(api->svc, http_request_param(req, "id"), api_pending_reply, p);
+	p->call = sandbox_delete(api->svc, http_request_param(req, "id"), http_request_id(req),
+				 api_pending_reply, p);
 }
 
 static void sandbox_heartbeat_route(struct http_request *req, void *arg)

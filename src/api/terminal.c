@@ -259,7 +259,7 @@ static void ws_message(struct ws_conn *ws, bool binary, const uint8_t *data, siz
 	struct terminal *t = arg;
 	if (!t->op)
 		return;
-	commands_touch(t->api->cmds, t->sandbox_id);
+	registry_touch(t->api->reg, t->sandbox_id);
 	if (binary) {
 		command_op_input(t->op, data, len);
 		return;

@@ -13,11 +13,13 @@
 #include <uuid/uuid.h>
 
 #include "commands_internal.h"
+#include "core/env.h"
 #include "core/log.h"
 
 static void op_later_fire(evutil_socket_t fd, short what, void *arg);
-static void run_spawn(struct command_op *op, const struct sbx_facts *f);
-static void run_cached(struct command_op *op);
+static void run_acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg);
+static void run_spawn(struct command_op *op);
+static char **command_env_overlay(char *const *base, char *const *overlay);
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at);
 static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
 		       bool gap);
@@ -41,16 +43,16 @@ int64_t commands_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct commands *commands_new(struct event_base *base, const struct commands_config *cfg, struct pg_pool *pg,
-			      struct channels *chs)
+struct commands *commands_new(struct event_base *base, const struct commands_config *cfg,
+			      struct registry *reg)
 {
 	struct commands *c = calloc(1, sizeof(*c));
 	CHECK(c != NULL);
 	c->base = base;
 	c->cfg = *cfg;
-	c->pg = pg;
-	c->chs = chs;
-	snprintf(c->idle_ms, sizeof(c->idle_ms), "%lld", (long long)cfg->idle_timeout_ms);
+	c->reg = reg;
+	c->pg = registry_pg(reg);
+	c->chs = registry_channels(reg);
 	c->records = records_new(c);
 	return c;
 }
@@ -77,8 +79,6 @@ void commands_free(struct commands *c)
 				free(cmd->command_json);
 				free(cmd);
 			}
-			sbx_lookup_cancel(s);
-			sbx_facts_clear(&s->cached);
 			free(s);
 			s = next;
 		}
@@ -125,34 +125,9 @@ struct sbx *sbx_get(struct commands *c, const char *id)
 	CHECK(s != NULL);
 	snprintf(s->id, sizeof(s->id), "%s", id);
 	s->c = c;
-	s->last_touch_ms = -1000000;
 	s->next = c->buckets[h];
 	c->buckets[h] = s;
 	return s;
-}
-
-bool sbx_touch_due(struct commands *c, struct sbx *s)
-{
-	int64_t now = commands_mono_ms();
-	if (now - s->last_touch_ms < c->cfg.activity_interval_ms)
-		return false;
-	s->last_touch_ms = now;
-	return true;
-}
-
-static const char sql_touch[] = "UPDATE sandboxes SET last_activity = now(), "
-				"expires_at = now() + $3::bigint * interval '1 millisecond' "
-				"WHERE id = $1 AND cluster = $2 AND status = 'running'";
-
-void commands_touch(struct commands *c, const char *sandbox_id)
-{
-	if (!commands_uuid_valid(sandbox_id))
-		return;
-	struct sbx *s = sbx_get(c, sandbox_id);
-	if (!sbx_touch_due(c, s))
-		return;
-	const char *params[] = { sandbox_id, c->cfg.cluster, c->idle_ms };
-	pg_query_send(c->pg, sql_touch, 3, params, record_logged, NULL);
 }
 
 /* ---- ops ---- */
@@ -178,8 +153,8 @@ struct command_op *op_new(struct commands *c, enum op_kind kind, const char *san
 
 static void op_free(struct command_op *op)
 {
-	if (op->lookup_wait)
-		sbx_lookup_leave(op);
+	registry_wait_cancel(op->rwait);
+	sandbox_ref_put(op->ref);
 	if (op->ticket)
 		op->ticket->op = NULL;
 	if (op->query)
@@ -207,8 +182,8 @@ static void op_deliver_failure(struct command_op *op)
 		return;
 	}
 	op->in_cb++;
-	if (op->doc_cb)
-		op->doc_cb(&op->fail, NULL, 0, op->arg);
+	if (op->records_cb)
+		op->records_cb(&op->fail, NULL, 0, op->arg);
 	else if (op->ready_cb)
 		op->ready_cb(&op->fail, op->arg);
 	else if (op->ev && op->ev->failed)
@@ -236,15 +211,21 @@ void op_fail(struct command_op *op, bool now, enum core_err err, const char *cod
 	event_active(op->later, EV_TIMEOUT, 0);
 }
 
+/* Fails op now (from a callback) with err as it is (its status included). */
+void op_fail_with(struct command_op *op, const struct core_error *err)
+{
+	op->fail = *err;
+	if (op->cmd && op->cmd->op == op)
+		op->cmd->op = NULL;
+	op->cmd = NULL;
+	op_deliver_failure(op);
+}
+
 static void op_later_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct command_op *op = arg;
 	if (op->fail.kind != CORE_OK) {
 		op_deliver_failure(op);
-		return;
-	}
-	if (op->kind == OP_RUN && op->state == OP_LOOKUP) {
-		run_cached(op);
 		return;
 	}
 	/* stdin: the channel drained */
@@ -350,6 +331,20 @@ void command_op_cancel(struct command_op *op)
 
 /* ---- run ---- */
 
+/* The sandbox's env overlaid by the command's own; NULL when there is no
+ * overlay (use base as it is). Free with env_list_free. */
+static char **command_env_overlay(char *const *base, char *const *overlay)
+{
+	if (!overlay || !overlay[0])
+		return NULL;
+	struct env_list env = { 0 };
+	for (size_t i = 0; base && base[i]; i++)
+		env_list_set_kv(&env, base[i]);
+	for (size_t i = 0; overlay[i]; i++)
+		env_list_set_kv(&env, overlay[i]);
+	return env.v;
+}
+
 /* Looks the sandbox up (and records activity when due) in one round trip. */
 static void spec_copy(struct command_spec *dst, const struct command_spec *src)
 {
@@ -392,60 +387,35 @@ struct command_op *commands_run(struct commands *c, const char *sandbox_id, cons
 	struct command_op *op = op_new(c, OP_RUN, sandbox_id, arg);
 	op->ev = ev;
 	op->detached = detached;
-	if (!commands_uuid_valid(sandbox_id)) {
-		op_fail(op, false, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
-		return op;
-	}
 	CHECK(spec->argv && spec->argv[0]);
 	spec_copy(&op->spec, spec);
-	struct sbx *s = sbx_get(c, sandbox_id);
-	if (!sbx_cached(c, s)) {
-		sbx_lookup(c, s, op);
-		return op;
-	}
-	/* known running a moment ago: spawn on the next loop pass (events never
-	 * come from the caller's stack); past half its validity the entry is
-	 * read again meanwhile, so a steady stream of runs never waits on it */
-	if (sbx_refresh_due(c, s))
-		sbx_lookup(c, s, NULL);
-	if (!op->later)
-		op->later = evtimer_new(c->base, op_later_fire, op);
-	CHECK(op->later != NULL);
-	event_active(op->later, EV_TIMEOUT, 0);
+	/* the registry answers from its cache (or one lookup however many runs
+	 * wait), always from the loop: events never come from the caller's stack */
+	op->rwait = registry_acquire(c->reg, sandbox_id, REGISTRY_RUNNING | REGISTRY_TOUCH, run_acquired, op);
 	return op;
 }
 
-/* The per-sandbox cap, checked when the spawn is due, cached facts or not. */
-static bool run_over_limit(struct command_op *op, struct sbx *s)
+static void run_acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg)
 {
-	if (s->running < op->c->cfg.max_per_sandbox)
-		return false;
-	op_fail(op, true, CORE_LIMIT, "too_many_commands",
-		"this sandbox already runs %d commands (the limit); wait for some to finish", s->running);
-	return true;
-}
-
-static void run_cached(struct command_op *op)
-{
-	struct sbx *s = sbx_get(op->c, op->sandbox_id);
-	const struct sbx_facts *f = sbx_cached(op->c, s);
-	if (!f) {
-		/* it went away or went stale since: look it up after all */
-		sbx_lookup(op->c, s, op);
+	struct command_op *op = arg;
+	op->rwait = NULL;
+	if (err) {
+		op_fail_with(op, err);
 		return;
 	}
-	/* activity is written apart, throttled, off the run's path */
-	commands_touch(op->c, op->sandbox_id);
-	run_with_facts(op, f);
+	op->ref = ref;
+	struct sbx *s = sbx_get(op->c, op->sandbox_id);
+	if (s->running >= op->c->cfg.max_per_sandbox) {
+		op_fail(op, true, CORE_LIMIT, "too_many_commands",
+			"this sandbox already runs %d commands (the limit); wait for some to finish",
+			s->running);
+		return;
+	}
+	run_spawn(op);
 }
 
-void run_with_facts(struct command_op *op, const struct sbx_facts *f)
-{
-	if (!run_over_limit(op, sbx_get(op->c, op->sandbox_id)))
-		run_spawn(op, f);
-}
-
-static void run_spawn(struct command_op *op, const struct sbx_facts *f)
+/* The per-sandbox cap, checked when the spawn is due, cached facts or not. */
+static void run_spawn(struct command_op *op)
 {
 	struct commands *c = op->c;
 	struct command *cmd = calloc(1, sizeof(*cmd));
@@ -468,13 +438,14 @@ static void run_spawn(struct command_op *op, const struct sbx_facts *f)
 	cmd->stdin_close = !op->spec.stdin_open;
 	op->cmd = cmd;
 
-	char **env = sbx_facts_env(f, op->spec.env);
-	const char *cwd = op->spec.cwd ? op->spec.cwd : f->cwd;
+	const struct sandbox *sb = sandbox_ref_get(op->ref);
+	char **env = command_env_overlay(sb->run_env, op->spec.env);
+	const char *cwd = op->spec.cwd ? op->spec.cwd : sb->run_cwd;
 	struct agent_spawn_req req = {
 		.argv = (const char *const *)op->spec.argv,
-		.env = (const char *const *)(env ? env : f->env),
+		.env = (const char *const *)(env ? env : sb->run_env),
 		.cwd = cwd && *cwd ? cwd : NULL,
-		.user = op->spec.user ? op->spec.user : f->user,
+		.user = op->spec.user ? op->spec.user : sb->run_user,
 		.pty_rows = op->spec.pty_rows,
 		.pty_cols = op->spec.pty_cols,
 		.stdin_open = cmd->stdin_data != NULL || op->spec.stdin_open,
@@ -486,11 +457,11 @@ static void run_spawn(struct command_op *op, const struct sbx_facts *f)
 	};
 	/* nothing to close when stdin was never opened */
 	cmd->stdin_close = cmd->stdin_close && req.stdin_open;
-	snprintf(cmd->container, sizeof(cmd->container), "%s", f->container);
-	cmd->ch = channels_get(c->chs, op->sandbox_id, cmd->container);
+	snprintf(cmd->container, sizeof(cmd->container), "%s", sb->container_id);
+	cmd->ch = sandbox_ref_channel(op->ref);
 	op_set_state(op, OP_AGENT);
 	cmd->sub = agent_spawn(cmd->ch, &req, &cmd_sub_ops, cmd);
-	commands_env_free(env);
+	env_list_free(env);
 }
 
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
@@ -602,8 +573,6 @@ static void cmd_error(void *arg, int code, const char *message)
 	cmd->sub = NULL;
 	struct command_op *op = cmd->op;
 	if (cmd->info.pid <= 0) {
-		if (code <= 0)
-			sbx_cache_drop(cmd->sbx); /* the container may be gone: look again */
 		if (op)
 			op_fail(op, true, code > 0 ? CORE_INVALID : CORE_UNAVAILABLE,
 				code > 0 ? "spawn_failed" : "agent_unavailable", "%s",

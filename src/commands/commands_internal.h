@@ -10,6 +10,7 @@
 #include "channel/channel.h"
 #include "commands/commands.h"
 #include "pg/pool.h"
+#include "sandbox/registry.h"
 
 #define SBX_BUCKETS 256
 
@@ -19,35 +20,22 @@ struct commands {
 	struct event_base *base;
 	struct commands_config cfg;
 	struct pg_pool *pg;
+	struct registry *reg;
 	struct channels *chs;
 	struct sbx *buckets[SBX_BUCKETS];
-	char idle_ms[24];
 	struct records *records; /* batched record writes (commands_records.c) */
 };
 
-/* What a run needs of a running sandbox (commands_lookup.c). */
-struct sbx_facts {
-	char *container;
-	char **env; /* PATH, containerEnv, remoteEnv, env_vars as "K=V", NULL terminated */
-	size_t n_env;
-	char *user, *cwd; /* NULL: the agent's default, the container's */
-	int64_t until_ms; /* cached: valid until (monotonic) */
-};
-
+/* What the service keeps per sandbox: the commands it watches and whether
+ * their records were settled against the agent since sandbard started. */
 struct sbx {
 	struct sbx *next;
 	struct commands *c;
 	char id[37];
 	int running; /* commands of this sandbox this instance watches */
-	int64_t last_touch_ms;
 	enum { SBX_UNRECONCILED, SBX_RECONCILING, SBX_RECONCILED } reconcile;
-	struct command_op *waiters;	   /* ops waiting for the reconcile pass */
-	struct command *cmds;		   /* watched commands */
-	struct sbx_facts cached;	   /* container is NULL when nothing is cached */
-	uint64_t gen;			   /* bumped when the sandbox goes away here */
-	struct pg_query *lookup;	   /* the facts' lookup in flight, if any */
-	uint64_t lookup_gen;		   /* gen when it was sent */
-	struct command_op *lookup_waiters; /* runs waiting for it (by wait_next) */
+	struct command_op *waiters; /* ops waiting for the reconcile pass */
+	struct command *cmds;	    /* watched commands */
 };
 
 /* A command this instance watches until it exits: it owns the agent
@@ -93,7 +81,7 @@ struct command_op {
 	enum op_kind kind;
 	enum op_state state;
 	const struct command_events *ev;
-	command_doc_fn doc_cb;
+	command_records_fn records_cb;
 	command_ready_fn ready_cb;
 	void *arg;
 	char sandbox_id[37];
@@ -103,9 +91,10 @@ struct command_op {
 	struct command_op *wait_next; /* among reconcile or flush waiters */
 	uint64_t flush_seq;	      /* OP_FLUSH: the last write it waits for */
 	void (*flush_go)(struct command_op *op);
-	bool lookup_wait;	  /* OP_RUN: among its sandbox's lookup_waiters */
-	struct command *cmd;	  /* OP_RUN */
-	struct command_spec spec; /* OP_RUN: owned copy of what matters */
+	struct registry_wait *rwait; /* OP_LOOKUP: the sandbox's handle on its way */
+	struct sandbox_ref *ref;     /* the sandbox, once looked up */
+	struct command *cmd;	     /* OP_RUN */
+	struct command_spec spec;    /* OP_RUN: owned copy of what matters */
 	bool detached;
 	struct agent_channel *ch; /* valid during the pass that set it only */
 	char container[80];	  /* to find the channel again (stdin) */
@@ -129,6 +118,8 @@ struct command_op *op_new(struct commands *c, enum op_kind kind, const char *san
 void op_fail(struct command_op *op, bool now, enum core_err err, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 void op_fail_pg(struct command_op *op, enum pg_error err, const char *message);
+/* Fails op now (from a callback) with err as it is. */
+void op_fail_with(struct command_op *op, const struct core_error *err);
 /* Ends op (state DONE) and frees it unless an event of it is on the stack. */
 void op_finish(struct command_op *op);
 /* false when op is gone (closed from inside the event) */
@@ -137,10 +128,6 @@ bool op_emit_output(struct command_op *op, enum agent_stream stream, uint64_t of
 void op_emit_exited(struct command_op *op, const struct command_info *info);
 
 struct sbx *sbx_get(struct commands *c, const char *id);
-/* Whether this call should also write activity (at most once per interval). */
-bool sbx_touch_due(struct commands *c, struct sbx *s);
-/* OP_RUN: the over-limit check, then the spawn with these facts. */
-void run_with_facts(struct command_op *op, const struct sbx_facts *f);
 /* Runs op once the sandbox's running records agree with its agent. */
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
 void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch, const char *id,
@@ -154,32 +141,10 @@ void records_free(struct records *r);
 /* Runs go(op) once every record write queued before now was answered. */
 void records_after_flush(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
 
-/* commands_lookup.c */
-void sbx_facts_from_pg(struct sbx_facts *f, PGresult *res);
-void sbx_facts_clear(struct sbx_facts *f);
-char **sbx_facts_env(const struct sbx_facts *f, char *const *overlay);
-void commands_env_free(char **env);
-/* The cached facts while fresh, else NULL. */
-const struct sbx_facts *sbx_cached(struct commands *c, struct sbx *s);
-/* Whether the cached facts are past half their validity and no lookup is
- * under way: time to read them again before they run out. */
-bool sbx_refresh_due(struct commands *c, struct sbx *s);
-/* op (in OP_LOOKUP; NULL for a refresh alone) gets the sandbox's facts from
- * the lookup under way, or from a new one: concurrent runs of one sandbox
- * share one query. op then spawns (run_with_facts) or fails. */
-void sbx_lookup(struct commands *c, struct sbx *s, struct command_op *op);
-/* op leaves the waiters (it is being freed). */
-void sbx_lookup_leave(struct command_op *op);
-/* Cancels the lookup under way (at shutdown). */
-void sbx_lookup_cancel(struct sbx *s);
-/* Keeps f (taken: f is emptied) unless the sandbox went away since gen. */
-void sbx_cache_store(struct commands *c, struct sbx *s, uint64_t gen, struct sbx_facts *f);
-void sbx_cache_drop(struct sbx *s);
 struct sbx *sbx_find(struct commands *c, const char *id);
 
 void info_from_exit(struct command_info *info, const struct agent_exit *x);
 int64_t commands_now_ms(void);
-int64_t commands_mono_ms(void);
 bool commands_uuid_valid(const char *id);
 
 /* commands_query.c: entry of reconcile ops waiting */

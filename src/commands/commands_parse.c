@@ -245,3 +245,11 @@ const char *command_status_name(enum command_status s)
 	CHECK(s < COMMAND_STATUS_MAX);
 	return names[s];
 }
+
+enum command_status command_status_parse(const char *name)
+{
+	for (int s = 0; s < COMMAND_STATUS_MAX; s++)
+		if (strcmp(name, command_status_name((enum command_status)s)) == 0)
+			return (enum command_status)s;
+	return COMMAND_LOST;
+}

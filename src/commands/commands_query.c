@@ -14,12 +14,13 @@
 #define STDIN_LOW_WATER	 (256u << 10)
 
 struct reconcile;
-static void reconcile_start(struct commands *c, struct sbx *s);
+static void reconcile_start(struct commands *c, struct sbx *s, struct sandbox_ref *ref);
 static void reconcile_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void reconcile_listed(const struct agent_status *list, size_t n, const char *err, void *arg);
 static void reconcile_written(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void reconcile_done(struct reconcile *r);
-static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void records_read(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void query_acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static void record_found(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void logs_listed(const struct agent_status *list, size_t n, const char *err, void *arg);
 static void logs_subscribe(struct command_op *op);
@@ -33,6 +34,7 @@ static void query_after_records(struct command_op *op);
 struct reconcile {
 	struct commands *c;
 	struct sbx *s;
+	struct sandbox_ref *ref; /* the sandbox as the first op waiting found it */
 	struct agent_channel *ch;
 	struct json_object *records; /* [{id, agent_id, command, pid, started_at}] */
 };
@@ -56,26 +58,25 @@ void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(s
 	op->wait_next = s->waiters;
 	s->waiters = op;
 	if (s->reconcile == SBX_UNRECONCILED)
-		reconcile_start(c, s);
+		reconcile_start(c, s, op->ref);
 }
 
 static const char sql_reconcile[] =
-	"SELECT s.status, s.container_id, coalesce(json_agg(json_build_object('id', c.id, "
+	"SELECT coalesce(json_agg(json_build_object('id', c.id, "
 	"  'agent_id', c.agent_id, 'command', c.command, 'pid', c.pid, "
-	"  'started_at', (extract(epoch FROM c.started_at) * 1000)::bigint)) "
-	"  FILTER (WHERE c.id IS NOT NULL), '[]')::text "
-	"FROM sandboxes s LEFT JOIN commands c ON c.sandbox_id = s.id AND c.status = 'running' "
-	"WHERE s.id = $1 AND s.cluster = $2 GROUP BY s.status, s.container_id";
+	"  'started_at', (extract(epoch FROM c.started_at) * 1000)::bigint)), '[]')::text "
+	"FROM commands c WHERE c.sandbox_id = $1 AND c.status = 'running'";
 
-static void reconcile_start(struct commands *c, struct sbx *s)
+static void reconcile_start(struct commands *c, struct sbx *s, struct sandbox_ref *ref)
 {
 	s->reconcile = SBX_RECONCILING;
 	struct reconcile *r = calloc(1, sizeof(*r));
 	CHECK(r != NULL);
 	r->c = c;
 	r->s = s;
-	const char *params[] = { s->id, c->cfg.cluster };
-	pg_query_send(c->pg, sql_reconcile, 2, params, reconcile_looked_up, r);
+	r->ref = sandbox_ref_hold(ref);
+	const char *params[] = { s->id };
+	pg_query_send(c->pg, sql_reconcile, 1, params, reconcile_looked_up, r);
 }
 
 static bool watched(struct sbx *s, const char *id)
@@ -110,15 +111,16 @@ static void reconcile_settle(struct reconcile *r, struct json_object *updates)
 static void reconcile_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct reconcile *r = arg;
-	if (err != PG_OK || PQntuples(res) == 0) {
+	if (err != PG_OK) {
 		if (err != PG_OK)
 			log_warn("sandbox %s: reconcile commands: %s", r->s->id, message ? message : "?");
 		reconcile_done(r);
 		return;
 	}
-	r->records = json_tokener_parse(PQgetvalue(res, 0, 2));
+	r->records = json_tokener_parse(PQgetvalue(res, 0, 0));
 	struct json_object *updates = json_object_new_array();
-	bool live = strcmp(PQgetvalue(res, 0, 0), "running") == 0 && !PQgetisnull(res, 0, 1);
+	const struct sandbox *sb = sandbox_ref_get(r->ref);
+	bool live = sb->status == SANDBOX_RUNNING && *sb->container_id;
 	size_t n = r->records ? json_object_array_length(r->records) : 0;
 	if (n == 0) {
 		reconcile_settle(r, updates);
@@ -137,7 +139,7 @@ static void reconcile_looked_up(enum pg_error err, PGresult *res, const char *me
 		return;
 	}
 	json_object_put(updates);
-	r->ch = channels_get(r->c->chs, r->s->id, PQgetvalue(res, 0, 1));
+	r->ch = sandbox_ref_channel(r->ref);
 	agent_list(r->ch, reconcile_listed, r);
 }
 
@@ -207,6 +209,7 @@ static void reconcile_done(struct reconcile *r)
 	struct sbx *s = r->s;
 	s->reconcile = SBX_RECONCILED;
 	json_object_put(r->records);
+	sandbox_ref_put(r->ref);
 	free(r);
 	/* the waiters, oldest first */
 	struct command_op *list = NULL;
@@ -231,31 +234,34 @@ static void reconcile_done(struct reconcile *r)
 
 /* ---- get, list ---- */
 
-static const char sql_get[] = "SELECT d.doc FROM command_docs d JOIN sandboxes s ON s.id = d.sandbox_id "
-			      "WHERE d.id = $1 AND d.sandbox_id = $2 AND s.cluster = $3";
-static const char sql_list[] =
-	"SELECT (SELECT coalesce(json_agg(d.doc ORDER BY d.started_at DESC, d.id), '[]'::json) "
-	"  FROM command_docs d WHERE d.sandbox_id = $1) FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
+/* A record's columns, in the order records_read reads them. */
+#define RECORD_COLUMNS                                                                                       \
+	"c.id, c.sandbox_id, c.agent_id, c.command::text, c.status, c.exit_code, c.signal, c.timed_out, "    \
+	"c.pid, (extract(epoch FROM c.started_at) * 1000)::bigint, "                                         \
+	"(extract(epoch FROM c.ended_at) * 1000)::bigint, c.output_bytes"
+static const char sql_get[] =
+	"SELECT " RECORD_COLUMNS " FROM commands c WHERE c.id = $1 AND c.sandbox_id = $2";
+static const char sql_list[] = "SELECT " RECORD_COLUMNS " FROM commands c WHERE c.sandbox_id = $1 "
+			       "ORDER BY c.started_at DESC, c.id";
 static const char sql_record[] =
-	"SELECT c.agent_id, c.status, s.status, s.container_id FROM commands c "
-	"JOIN sandboxes s ON s.id = c.sandbox_id WHERE c.id = $1 AND c.sandbox_id = $2 AND s.cluster = $3";
+	"SELECT c.agent_id, c.status FROM commands c WHERE c.id = $1 AND c.sandbox_id = $2";
 
 void query_go(struct command_op *op)
 {
 	struct commands *c = op->c;
-	const char *p3[] = { op->cmd_id, op->sandbox_id, c->cfg.cluster };
-	const char *p2[] = { op->sandbox_id, c->cfg.cluster };
+	const char *p2[] = { op->cmd_id, op->sandbox_id };
+	const char *p1[] = { op->sandbox_id };
 	switch (op->kind) {
 	case OP_GET:
-		op->query = pg_query_send(c->pg, sql_get, 3, p3, doc_done, op);
+		op->query = pg_query_send(c->pg, sql_get, 2, p2, records_read, op);
 		break;
 	case OP_LIST:
-		op->query = pg_query_send(c->pg, sql_list, 2, p2, doc_done, op);
+		op->query = pg_query_send(c->pg, sql_list, 1, p1, records_read, op);
 		break;
 	case OP_LOGS:
 	case OP_SIGNAL:
 	case OP_STDIN:
-		op->query = pg_query_send(c->pg, sql_record, 3, p3, record_found, op);
+		op->query = pg_query_send(c->pg, sql_record, 2, p2, record_found, op);
 		break;
 	default:
 		CHECK(!"query_go: not a query op");
@@ -272,15 +278,25 @@ static struct command_op *query_new(struct commands *c, enum op_kind kind, const
 
 static void query_start(struct command_op *op, bool needs_cmd)
 {
-	if (!commands_uuid_valid(op->sandbox_id)) {
-		op_fail(op, false, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
-		return;
-	}
-	if (needs_cmd && !commands_uuid_valid(op->cmd_id)) {
+	if (needs_cmd && commands_uuid_valid(op->sandbox_id) && !commands_uuid_valid(op->cmd_id)) {
 		op_fail(op, false, CORE_NOT_FOUND, "not_found", "no command with this id");
 		return;
 	}
-	commands_touch(op->c, op->sandbox_id);
+	/* logs, signals and stdin go to the sandbox's agent: it must run */
+	unsigned flags = REGISTRY_TOUCH | (needs_cmd && op->kind != OP_GET ? REGISTRY_RUNNING : 0);
+	op->rwait = registry_acquire(op->c->reg, op->sandbox_id, flags, query_acquired, op);
+}
+
+static void query_acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg)
+{
+	struct command_op *op = arg;
+	op->rwait = NULL;
+	if (err) {
+		op_fail_with(op, err);
+		return;
+	}
+	op->ref = ref;
+	snprintf(op->container, sizeof(op->container), "%s", sandbox_ref_get(ref)->container_id);
 	sbx_after_reconcile(op->c, op, query_after_records);
 }
 
@@ -290,7 +306,7 @@ static void query_after_records(struct command_op *op)
 	records_after_flush(op->c, op, query_go);
 }
 
-static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void records_read(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct command_op *op = arg;
 	op->query = NULL;
@@ -298,41 +314,59 @@ static void doc_done(enum pg_error err, PGresult *res, const char *message, void
 		op_fail_pg(op, err, message);
 		return;
 	}
-	if (PQntuples(res) == 0) {
-		op_fail(op, true, CORE_NOT_FOUND, "not_found",
-			op->kind == OP_LIST ? "no sandbox with this id" : "no command with this id");
+	int n = PQntuples(res);
+	if (n == 0 && op->kind == OP_GET) {
+		op_fail(op, true, CORE_NOT_FOUND, "not_found", "no command with this id");
 		return;
+	}
+	struct command_record *recs = calloc((size_t)n + 1, sizeof(*recs));
+	CHECK(recs != NULL);
+	for (int i = 0; i < n; i++) {
+		struct command_info *info = &recs[i].info;
+		snprintf(info->id, sizeof(info->id), "%s", PQgetvalue(res, i, 0));
+		snprintf(info->sandbox_id, sizeof(info->sandbox_id), "%s", PQgetvalue(res, i, 1));
+		info->agent_id = (uint32_t)strtoul(PQgetvalue(res, i, 2), NULL, 10);
+		recs[i].command = PQgetvalue(res, i, 3);
+		info->status = command_status_parse(PQgetvalue(res, i, 4));
+		info->exit_code = PQgetisnull(res, i, 5) ? 0 : atoi(PQgetvalue(res, i, 5));
+		info->signal = PQgetisnull(res, i, 6) ? 0 : atoi(PQgetvalue(res, i, 6));
+		info->timed_out = PQgetvalue(res, i, 7)[0] == 't';
+		info->pid = PQgetisnull(res, i, 8) ? 0 : atoi(PQgetvalue(res, i, 8));
+		info->started_at = strtoll(PQgetvalue(res, i, 9), NULL, 10);
+		info->ended_at = PQgetisnull(res, i, 10) ? 0 : strtoll(PQgetvalue(res, i, 10), NULL, 10);
+		info->offset = strtoull(PQgetvalue(res, i, 11), NULL, 10);
 	}
 	if (!op->closed) {
 		op->in_cb++;
-		op->doc_cb(NULL, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), op->arg);
+		op->records_cb(NULL, recs, (size_t)n, op->arg);
 		op->in_cb--;
 	}
+	free(recs);
 	op_finish(op);
 }
 
 struct command_op *commands_get(struct commands *c, const char *sandbox_id, const char *cmd_id,
-				command_doc_fn cb, void *arg)
+				command_records_fn cb, void *arg)
 {
 	struct command_op *op = query_new(c, OP_GET, sandbox_id, cmd_id, arg);
-	op->doc_cb = cb;
+	op->records_cb = cb;
 	query_start(op, true);
 	return op;
 }
 
-struct command_op *commands_list(struct commands *c, const char *sandbox_id, command_doc_fn cb, void *arg)
+struct command_op *commands_list(struct commands *c, const char *sandbox_id, command_records_fn cb, void *arg)
 {
 	struct command_op *op = query_new(c, OP_LIST, sandbox_id, NULL, arg);
-	op->doc_cb = cb;
+	op->records_cb = cb;
 	query_start(op, false);
 	return op;
 }
 
 struct command_op *commands_signal(struct commands *c, const char *sandbox_id, const char *cmd_id, int signo,
-				   command_doc_fn cb, void *arg)
+				   command_ready_fn cb, void *arg)
 {
 	struct command_op *op = query_new(c, OP_SIGNAL, sandbox_id, cmd_id, arg);
-	op->doc_cb = cb;
+	op->ready_cb = cb;
 	op->signo = signo;
 	query_start(op, true);
 	return op;
@@ -372,11 +406,7 @@ static void record_found(enum pg_error err, PGresult *res, const char *message, 
 		return;
 	}
 	op->agent_id = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
-	const char *cstatus = PQgetvalue(res, 0, 1), *sstatus = PQgetvalue(res, 0, 2);
-	if (strcmp(sstatus, "running") != 0 || PQgetisnull(res, 0, 3)) {
-		op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s", sstatus);
-		return;
-	}
+	const char *cstatus = PQgetvalue(res, 0, 1);
 	if (op->kind != OP_LOGS && strcmp(cstatus, "running") != 0) {
 		op_fail(op, true, CORE_CONFLICT, "command_not_running", "command is %s", cstatus);
 		return;
@@ -385,14 +415,13 @@ static void record_found(enum pg_error err, PGresult *res, const char *message, 
 		op_fail(op, true, CORE_GONE, "logs_gone", "the command was lost with its sandbox's agent");
 		return;
 	}
-	snprintf(op->container, sizeof(op->container), "%s", PQgetvalue(res, 0, 3));
-	op->ch = channels_get(op->c->chs, op->sandbox_id, op->container);
+	op->ch = sandbox_ref_channel(op->ref);
 	switch (op->kind) {
 	case OP_SIGNAL:
 		agent_signal(op->ch, op->agent_id, op->signo);
 		if (!op->closed) {
 			op->in_cb++;
-			op->doc_cb(NULL, NULL, 0, op->arg);
+			op->ready_cb(NULL, op->arg);
 			op->in_cb--;
 		}
 		op_finish(op);

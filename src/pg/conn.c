@@ -48,6 +48,7 @@ static void conn_arm_timer(struct pg_conn *c, int64_t ms);
 static void one_line(char *dst, size_t cap, const char *src);
 static bool admin_shutdown(const PGresult *r);
 static void conn_notice(void *arg, const char *message);
+static void conn_notifies(struct pg_conn *c);
 
 static const char *const state_names[PG_CONN_STATE_MAX] = {
 	[PG_CONN_NEW] = "new",	     [PG_CONN_CONNECTING] = "connecting", [PG_CONN_IDLE] = "idle",
@@ -347,9 +348,18 @@ static void conn_idle_read(struct pg_conn *c)
 		conn_break(c, msg[0] ? msg : "server closed the connection");
 		return;
 	}
+	conn_notifies(c);
+}
+
+/* Notifications arrive with any input, idle or not. */
+static void conn_notifies(struct pg_conn *c)
+{
 	PGnotify *n;
-	while ((n = PQnotifies(c->pg)) != NULL)
+	while ((n = PQnotifies(c->pg)) != NULL) {
+		if (c->hooks->notified)
+			c->hooks->notified(c, n->relname, n->extra, c->arg);
 		PQfreemem(n);
+	}
 }
 
 /* Writes what is left, reads what arrived, and finishes the query once libpq
@@ -361,6 +371,7 @@ static void conn_pump(struct pg_conn *c, short what)
 			conn_break(c, PQerrorMessage(c->pg));
 			return;
 		}
+		conn_notifies(c);
 	}
 	if (c->flushing || (what & EV_WRITE)) {
 		int r = PQflush(c->pg);

@@ -38,6 +38,8 @@ struct pg_conn_hooks {
 	void (*changed)(struct pg_conn *c, enum pg_conn_state from, enum pg_conn_state to, void *arg);
 	/* The job finished; res (may be NULL) is handed over to the callee. */
 	void (*done)(struct pg_conn *c, enum pg_error err, PGresult *res, const char *message, void *arg);
+	/* A NOTIFY on a channel this connection LISTENs to (may be NULL: dropped). */
+	void (*notified)(struct pg_conn *c, const char *channel, const char *payload, void *arg);
 };
 
 struct pg_conn_config {

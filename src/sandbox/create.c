@@ -68,18 +68,19 @@ struct create_op {
 	int *host_ports;	       /* parallel to tpl->ports */
 
 	struct docker_call *dcall;
-	struct pg_query *query;
+	struct registry_wait *wait;
 	struct image_wait *iwait;
 	struct event *timeout;
 	bool timed_out;
 	bool row_gone; /* deleted while we were creating */
 	char reason[512];
+	char actor[64];
 };
 
 static void create_set_state(struct create_op *op, enum create_state next);
 static void create_fail(struct create_op *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void create_free(struct create_op *op);
-static void step_inserted(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void step_inserted(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_image(const char *err, void *arg);
 static void step_image_inspected(struct json_object *info, bool missing, const char *err, void *arg);
 static void create_container(struct create_op *op);
@@ -92,9 +93,9 @@ static void setup_output(void *arg, enum agent_stream stream, uint64_t offset, c
 			 size_t len, bool gap);
 static void setup_exited(void *arg, const struct agent_exit *e);
 static void setup_error(void *arg, int code, const char *message);
-static void step_marked_running(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void step_marked_running(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_cleaned(const char *err, void *arg);
-static void step_marked_error(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void step_marked_error(const struct core_error *err, const struct sandbox *after, void *arg);
 static void create_timed_out(evutil_socket_t fd, short what, void *arg);
 static struct json_object *setup_commands(const struct template *t);
 static struct json_object *setup_env(const struct create_op *op);
@@ -153,6 +154,7 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 	uuid_generate_random(u);
 	uuid_unparse_lower(u, op->id);
 	snprintf(op->log_prefix, sizeof(op->log_prefix), "sandbox=%s", op->id);
+	snprintf(op->actor, sizeof(op->actor), "%s", p->actor ? p->actor : "create");
 	if (p->name)
 		snprintf(op->name, sizeof(op->name), "%s", p->name);
 	else
@@ -172,38 +174,29 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 			      .tv_usec = (suseconds_t)(svc->cfg->create_timeout_ms % 1000) * 1000 };
 	evtimer_add(op->timeout, &tv);
 
-	static const char sql[] = "INSERT INTO sandboxes (id, name, template, status, image, "
-				  "workspace_mount, devcontainer_config, "
-				  "env_vars, cluster, owner_instance, expires_at) VALUES ($1, $2, $3, "
-				  "'creating', $4, $5, $6::jsonb, "
-				  "$7::jsonb, $8, $9, now() + $10::bigint * interval '1 millisecond')";
-	const char *params[] = {
-		op->id,
-		op->name,
-		tpl->name,
-		template_image(tpl),
-		tpl->workspace_folder,
-		json_object_to_json_string_ext(tpl->config, JSON_C_TO_STRING_PLAIN),
-		json_object_to_json_string_ext(op->env_vars, JSON_C_TO_STRING_PLAIN),
-		svc->cluster,
-		svc->instance,
-		svc->idle_ms,
+	struct sandbox_insert ins = {
+		.id = op->id,
+		.name = op->name,
+		.template_name = tpl->name,
+		.image = template_image(tpl),
+		.workspace_mount = tpl->workspace_folder,
+		.config = tpl->config,
+		.env_vars = op->env_vars,
+		.actor = op->actor,
 	};
 	log_msg(LOG_LEVEL_INFO, op->log_prefix, "create name=%s template=%s", op->name, tpl->name);
-	op->query = pg_query_send(svc->pg, sql, 10, params, step_inserted, op);
+	op->wait = registry_insert(svc->reg, &ins, step_inserted, op);
 	return call;
 }
 
-static void step_inserted(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void step_inserted(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct create_op *op = arg;
-	op->query = NULL;
-	if (err != PG_OK) {
-		struct sandbox_result r = { 0 };
-		pg_core_error(&r.err, err, message);
-		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s", r.err.message);
+	op->wait = NULL;
+	if (err) {
+		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s", err->message);
 		if (op->call)
-			call_finish(op->call, &r);
+			call_fail(op->call, err);
 		create_set_state(op, CREATE_DONE);
 		create_free(op);
 		return;
@@ -213,7 +206,8 @@ static void step_inserted(enum pg_error err, PGresult *res, const char *message,
 		struct sandbox_call *call = op->call;
 		op->call = NULL;
 		call->owner = NULL;
-		call_reply_doc(call, op->id, true);
+		struct sandbox_result r = { .sb = after, .pending = true };
+		call_finish(call, &r);
 	}
 	create_set_state(op, CREATE_IMAGE);
 	if (op->timed_out) {
@@ -384,31 +378,20 @@ static void setup_next(struct create_op *op)
 	}
 	if (op->setup_next >= json_object_array_length(op->setup)) {
 		create_set_state(op, CREATE_MARK_RUNNING);
-		char cports[512] = "{", hports[512] = "{";
-		size_t cl = 1, hl = 1;
-		for (size_t i = 0; i < op->tpl->nports; i++) {
-			cl += (size_t)snprintf(cports + cl, sizeof(cports) - cl, "%s%d", i ? "," : "",
-					       op->tpl->ports[i]);
-			hl += (size_t)snprintf(hports + hl, sizeof(hports) - hl, "%s%d", i ? "," : "",
-					       op->host_ports[i]);
-		}
-		snprintf(cports + cl, sizeof(cports) - cl, "}");
-		snprintf(hports + hl, sizeof(hports) - hl, "}");
-		static const char sql[] =
-			"WITH u AS (UPDATE sandboxes SET status = 'running', container_id = $3, setup_output "
-			"= $4, "
-			"  last_activity = now(), expires_at = now() + $5::bigint * interval '1 millisecond' "
-			"  WHERE id = $1 AND cluster = $2 AND status = 'creating' RETURNING id), "
-			"p AS (INSERT INTO port_mappings (id, sandbox_id, host_port, container_port) "
-			"  SELECT gen_random_uuid(), u.id, x.h, x.c FROM u, unnest($6::int[], $7::int[]) AS "
-			"x(h, c) "
-			"  RETURNING 1) "
-			"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM p)";
 		char *out = setup_output_text(op);
-		const char *params[] = { op->id, op->svc->cluster, op->container_id,
-					 out,	 op->svc->idle_ms, hports,
-					 cports };
-		op->query = pg_query_send(op->svc->pg, sql, 7, params, step_marked_running, op);
+		struct sandbox_transition t = {
+			.id = op->id,
+			.from = SANDBOX_CREATING,
+			.to = SANDBOX_RUNNING,
+			.actor = op->actor,
+			.container_id = op->container_id,
+			.setup_output = out,
+			.host_ports = op->host_ports,
+			.container_ports = op->tpl->ports,
+			.nports = op->tpl->nports,
+			.touch = true,
+		};
+		op->wait = registry_transition(op->svc->reg, &t, step_marked_running, op);
 		free(out);
 		return;
 	}
@@ -482,18 +465,18 @@ static void setup_exited(void *arg, const struct agent_exit *e)
 	setup_next(op);
 }
 
-static void step_marked_running(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void step_marked_running(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct create_op *op = arg;
-	op->query = NULL;
-	if (err != PG_OK) {
-		create_fail(op, "recording the running sandbox: %s",
-			    message ? message : "database unavailable");
+	op->wait = NULL;
+	if (err && err->kind == CORE_CONFLICT) {
+		op->row_gone = true; /* deleted (or failed by another instance) meanwhile */
+		create_fail(op, "the sandbox went %s while being created",
+			    err->status ? err->status : "away");
 		return;
 	}
-	if (atoi(PQgetvalue(res, 0, 0)) == 0) {
-		op->row_gone = true;
-		create_fail(op, "deleted while being created");
+	if (err) {
+		create_fail(op, "recording the running sandbox: %s", err->message);
 		return;
 	}
 	create_set_state(op, CREATE_DONE);
@@ -503,7 +486,8 @@ static void step_marked_running(enum pg_error err, PGresult *res, const char *me
 		struct sandbox_call *call = op->call;
 		op->call = NULL;
 		call->owner = NULL;
-		call_reply_doc(call, op->id, false);
+		struct sandbox_result r = { .sb = after };
+		call_finish(call, &r);
 	}
 	create_free(op);
 }
@@ -527,34 +511,42 @@ static void step_cleaned(const char *err, void *arg)
 		log_msg(LOG_LEVEL_WARN, op->log_prefix, "cleanup after failed create: %s", err);
 	if (op->row_gone) {
 		create_set_state(op, CREATE_DONE);
-		if (op->call)
-			call_fail(op->call, CORE_CONFLICT, "sandbox_deleted",
-				  "the sandbox was deleted while being created");
+		if (op->call) {
+			struct core_error e;
+			core_error_set(&e, CORE_CONFLICT, "sandbox_deleted",
+				       "the sandbox was deleted while being created");
+			call_fail(op->call, &e);
+		}
 		create_free(op);
 		return;
 	}
 	create_set_state(op, CREATE_MARK_ERROR);
-	static const char sql[] =
-		"UPDATE sandboxes SET status = 'error', status_reason = $3, setup_output = $4 "
-		"WHERE id = $1 AND cluster = $2 AND status = 'creating'";
 	char *out = setup_output_text(op);
-	const char *params[] = { op->id, op->svc->cluster, op->reason, out };
-	op->query = pg_query_send(op->svc->pg, sql, 4, params, step_marked_error, op);
+	struct sandbox_transition t = {
+		.id = op->id,
+		.from = SANDBOX_CREATING,
+		.to = SANDBOX_ERROR,
+		.reason = op->reason,
+		.actor = op->actor,
+		.setup_output = out,
+	};
+	op->wait = registry_transition(op->svc->reg, &t, step_marked_error, op);
 	free(out);
 }
 
-static void step_marked_error(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void step_marked_error(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct create_op *op = arg;
-	op->query = NULL;
-	if (err != PG_OK)
+	op->wait = NULL;
+	if (err)
 		log_msg(LOG_LEVEL_ERROR, op->log_prefix, "could not record the failed create: %s",
-			message ? message : "database unavailable");
+			err->message);
 	create_set_state(op, CREATE_DONE);
 	if (op->call) {
-		char msg[640];
-		snprintf(msg, sizeof(msg), "sandbox %s failed: %s", op->id, op->reason);
-		call_fail(op->call, CORE_INTERNAL, "sandbox_create_failed", msg);
+		struct core_error e;
+		core_error_set(&e, CORE_INTERNAL, "sandbox_create_failed", "sandbox %s failed: %s", op->id,
+			       op->reason);
+		call_fail(op->call, &e);
 	}
 	create_free(op);
 }
@@ -563,7 +555,7 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 {
 	struct create_op *op = arg;
 	op->timed_out = true;
-	/* a query in flight finishes first (its step checks timed_out); Docker steps stop now */
+	/* a write in flight finishes first (its step checks timed_out); Docker steps stop now */
 	if (op->iwait) {
 		image_wait_cancel(op->iwait);
 		op->iwait = NULL;
@@ -582,10 +574,12 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 static void create_free(struct create_op *op)
 {
 	CHECK(op->state == CREATE_DONE);
-	CHECK(!op->dcall && !op->query && !op->iwait && !op->sub);
+	CHECK(!op->dcall && !op->wait && !op->iwait && !op->sub);
 	if (op->call) {
 		op->call->owner = NULL;
-		call_fail(op->call, CORE_INTERNAL, "internal", "create ended without an answer");
+		struct core_error e;
+		core_error_set(&e, CORE_INTERNAL, "internal", "create ended without an answer");
+		call_fail(op->call, &e);
 	}
 	event_free(op->timeout);
 	json_object_put(op->env_vars);

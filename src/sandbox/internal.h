@@ -15,32 +15,31 @@ struct reaper;
 struct sandbox_service {
 	struct event_base *base;
 	const struct config *cfg;
+	struct registry *reg;
 	struct pg_pool *pg;
 	struct docker *docker;
 	struct template_set *templates;
 	struct reaper *reaper;
 	struct image_builds *builds;
-	struct channels *channels;		 /* to each sandbox's agent */
-	void (*gone)(const char *id, void *arg); /* sandbox_service_on_gone */
-	void *gone_arg;
-	const void *agent_bin; /* the agent binary installed into every sandbox */
+	struct channels *channels; /* to each sandbox's agent */
+	const void *agent_bin;	   /* the agent binary installed into every sandbox */
 	size_t agent_len;
 	char cluster[64];
 	char instance[128];
-	char idle_ms[24]; /* SANDBOX_IDLE_TIMEOUT as a query parameter */
 };
 
 /* A pending call of the public API: the caller's callback, and whatever async
  * step it is waiting on, so that cancel can stop it. An op that outlives its
- * call (a create) points back through owner and forgets the call on cancel. */
+ * call (a create, a delete) points back through owner and forgets the call on
+ * cancel. */
 struct sandbox_call {
 	struct sandbox_service *svc;
 	sandbox_result_fn cb;
 	void *arg;
-	struct pg_query *query;
+	struct registry_wait *wait;
 	struct event *deferred;
 	struct sandbox_call **owner;
-	bool pending; /* the doc answers a create that is still going on */
+	bool pending; /* the sandbox answers a create that is still going on */
 	struct core_error deferred_err;
 };
 
@@ -50,9 +49,9 @@ void call_finish(struct sandbox_call *call, const struct sandbox_result *res);
 /* Delivers an error on the next loop pass (the public functions never call back on the caller's stack). */
 void call_fail_later(struct sandbox_call *call, enum core_err err, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-void call_fail(struct sandbox_call *call, enum core_err err, const char *code, const char *message);
-/* Sends "SELECT doc FROM sandbox_docs WHERE id = $1" and finishes call with it. */
-void call_reply_doc(struct sandbox_call *call, const char *id, bool pending);
+void call_fail(struct sandbox_call *call, const struct core_error *err);
+/* Reads the sandbox again and finishes call with it. */
+void call_reply_sandbox(struct sandbox_call *call, const char *id, bool pending);
 
 /* Removes the container and the workspace volume of sandbox id (by their
  * names, so it works whatever was recorded); done(err) once both are gone. */

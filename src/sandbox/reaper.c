@@ -1,8 +1,9 @@
 /* The reaper: one timer, armed for the earliest expiry among running
  * sandboxes, and never further out than the reaper interval (so deadlines set
- * by other instances sharing the database are seen within it). Expired rows
- * are claimed with FOR UPDATE SKIP LOCKED, so two instances never reap the
- * same sandbox, then their containers and volumes are removed. */
+ * by other instances sharing the database are seen within it). Each expired
+ * sandbox moves running -> expired through the registry (a compare-and-set:
+ * two instances never reap the same sandbox), then its container and volume
+ * are removed. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -27,7 +28,8 @@ struct reaper {
 };
 
 static void reaper_fire(evutil_socket_t fd, short what, void *arg);
-static void reaper_claimed(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void reaper_found(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void reaper_claimed(const struct core_error *err, const struct sandbox *after, void *arg);
 static void reaper_destroyed(const char *err, void *arg);
 static void reaper_next(struct reaper *r);
 static void reaper_next_done(enum pg_error err, PGresult *res, const char *message, void *arg);
@@ -108,19 +110,15 @@ static void reaper_fire(evutil_socket_t fd, short what, void *arg)
 	struct reaper *r = arg;
 	r->armed = false;
 	reaper_set_state(r, REAPER_CLAIMING);
-	static const char sql[] =
-		"UPDATE sandboxes SET status = 'expired', deleted_at = now(), "
-		"  status_reason = 'idle for longer than ' || ($2::bigint / 1000) || 's' "
-		"WHERE id IN (SELECT id FROM sandboxes WHERE status = 'running' AND cluster = $1 "
-		"  AND expires_at <= now() ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
-		"RETURNING id";
+	static const char sql[] = "SELECT id FROM sandboxes WHERE status = 'running' AND cluster = $1 "
+				  "AND expires_at <= now() ORDER BY expires_at LIMIT $2";
 	char batch[16];
 	snprintf(batch, sizeof(batch), "%d", REAP_BATCH);
-	const char *params[] = { r->svc->cluster, r->svc->idle_ms, batch };
-	pg_query_send(r->svc->pg, sql, 3, params, reaper_claimed, r);
+	const char *params[] = { r->svc->cluster, batch };
+	pg_query_send(r->svc->pg, sql, 2, params, reaper_found, r);
 }
 
-static void reaper_claimed(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void reaper_found(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct reaper *r = arg;
 	if (err != PG_OK) {
@@ -137,11 +135,34 @@ static void reaper_claimed(enum pg_error err, PGresult *res, const char *message
 		return;
 	}
 	reaper_set_state(r, REAPER_DESTROYING);
-	r->destroying = n;
+	/* one extra count, so that the pass cannot end while claims are still sent */
+	r->destroying = n + 1;
+	char reason[64];
+	snprintf(reason, sizeof(reason), "idle for longer than %llds",
+		 (long long)(r->svc->cfg->sandbox_idle_timeout_ms / 1000));
 	for (int i = 0; i < n; i++) {
-		log_info("sandbox=%s expired (idle)", PQgetvalue(res, i, 0));
-		sandbox_destroy(r->svc, PQgetvalue(res, i, 0), reaper_destroyed, r);
+		struct sandbox_transition t = {
+			.id = PQgetvalue(res, i, 0),
+			.from = SANDBOX_RUNNING,
+			.to = SANDBOX_EXPIRED,
+			.reason = reason,
+			.actor = "reaper",
+		};
+		registry_transition(r->svc->reg, &t, reaper_claimed, r);
 	}
+	reaper_destroyed(NULL, r);
+}
+
+/* Claimed (or another instance or operation moved it first). */
+static void reaper_claimed(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct reaper *r = arg;
+	if (err) {
+		reaper_destroyed(NULL, r);
+		return;
+	}
+	log_info("sandbox=%s expired (idle)", after->id);
+	sandbox_destroy(r->svc, after->id, reaper_destroyed, r);
 }
 
 static void reaper_destroyed(const char *err, void *arg)

@@ -1,8 +1,9 @@
 /* Start-up reconciliation: converge Docker to the database. Our own rows
  * stuck in `creating` (this instance died mid-create) become `error`;
- * `running` rows whose container is gone or stopped become `error`; labelled
- * containers and volumes with no live row are removed. Only this cluster's
- * objects (label sandbar.cluster) are touched. */
+ * `running` rows whose container is gone become `error`, those whose
+ * container stopped become `stopped`; labelled containers and volumes with no
+ * live row are removed. Every status moves through the registry. Only this
+ * cluster's objects (label sandbar.cluster) are touched. */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +14,13 @@
 #include "internal.h"
 
 enum reconcile_state {
-	RECONCILE_STALE_CREATES, /* our `creating` rows -> error */
+	RECONCILE_STALE_READ,	 /* our `creating` rows */
+	RECONCILE_STALE_CREATES, /* ... -> error */
 	RECONCILE_LIVE_ROWS,	 /* which sandboxes should exist */
 	RECONCILE_CONTAINERS,	 /* what Docker has */
-	RECONCILE_LOST_ROWS,	 /* running rows without a running container -> error */
-	RECONCILE_VOLUMES,	 /* volumes without a live row */
-	RECONCILE_REMOVING,	 /* orphans being removed */
+	RECONCILE_LOST_ROWS, /* running rows without a container -> error, with a stopped one -> stopped */
+	RECONCILE_VOLUMES,   /* volumes without a live row */
+	RECONCILE_REMOVING,  /* orphans being removed */
 	RECONCILE_DONE,
 	RECONCILE_STATE_MAX
 };
@@ -30,17 +32,22 @@ struct reconcile {
 	void *arg;
 	struct json_object *live;    /* id -> status of rows that should have a container */
 	struct json_object *healthy; /* ids of running rows with a running container */
+	struct json_object *stopped; /* ids of running rows whose container stopped */
 	struct json_object *orphans; /* ids whose Docker objects must go */
 	int removing;
+	int moving; /* transitions in flight */
 	int stale, lost, removed;
 	int rc;
 };
 
 static void rc_set_state(struct reconcile *rc, enum reconcile_state next);
-static void rc_stale_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void rc_stale_read(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void rc_stale_moved(const struct core_error *err, const struct sandbox *after, void *arg);
+static void rc_stale_done(struct reconcile *rc);
 static void rc_live_done(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void rc_containers_done(struct json_object *list, const char *err, void *arg);
-static void rc_lost_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void rc_lost_moved(const struct core_error *err, const struct sandbox *after, void *arg);
+static void rc_lost_done(struct reconcile *rc);
 static void rc_volumes_done(struct json_object *volumes, const char *err, void *arg);
 static void rc_removed(const char *err, void *arg);
 static void rc_finish(struct reconcile *rc);
@@ -63,30 +70,55 @@ void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg),
 	rc->arg = arg;
 	rc->live = json_object_new_object();
 	rc->healthy = json_object_new_object();
+	rc->stopped = json_object_new_object();
 	rc->orphans = json_object_new_object();
-	rc->state = RECONCILE_STALE_CREATES;
-	static const char sql[] =
-		"UPDATE sandboxes SET status = 'error', "
-		"  status_reason = 'the control plane restarted while the sandbox was being created' "
-		"WHERE status = 'creating' AND cluster = $1 AND owner_instance = $2 RETURNING id";
+	rc->state = RECONCILE_STALE_READ;
+	static const char sql[] = "SELECT id FROM sandboxes WHERE status = 'creating' AND cluster = $1 "
+				  "AND owner_instance = $2";
 	const char *params[] = { svc->cluster, svc->instance };
-	pg_query_send(svc->pg, sql, 2, params, rc_stale_done, rc);
+	pg_query_send(svc->pg, sql, 2, params, rc_stale_read, rc);
 }
 
-static void rc_stale_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void rc_stale_read(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct reconcile *rc = arg;
 	if (err != PG_OK) {
 		rc_give_up(rc, message ? message : "database unavailable");
 		return;
 	}
-	rc->stale = PQntuples(res);
-	for (int i = 0; i < rc->stale; i++)
-		log_info("reconcile: sandbox=%s was being created when we stopped: now error",
-			 PQgetvalue(res, i, 0));
+	rc_set_state(rc, RECONCILE_STALE_CREATES);
+	rc->moving = 1;
+	for (int i = 0; i < PQntuples(res); i++) {
+		struct sandbox_transition t = {
+			.id = PQgetvalue(res, i, 0),
+			.from = SANDBOX_CREATING,
+			.to = SANDBOX_ERROR,
+			.reason = "the control plane restarted while the sandbox was being created",
+			.actor = "reconciler",
+		};
+		rc->moving++;
+		registry_transition(rc->svc->reg, &t, rc_stale_moved, rc);
+	}
+	rc_stale_moved(NULL, NULL, rc);
+}
+
+static void rc_stale_moved(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct reconcile *rc = arg;
+	if (after && !err) {
+		rc->stale++;
+		log_info("reconcile: sandbox=%s was being created when we stopped: now error", after->id);
+	}
+	if (--rc->moving == 0)
+		rc_stale_done(rc);
+}
+
+static void rc_stale_done(struct reconcile *rc)
+{
 	rc_set_state(rc, RECONCILE_LIVE_ROWS);
-	static const char sql[] = "SELECT id, status FROM sandboxes WHERE cluster = $1 "
-				  "AND status IN ('creating', 'running', 'stopped')";
+	static const char sql[] =
+		"SELECT id, status FROM sandboxes WHERE cluster = $1 "
+		"AND status IN ('creating', 'starting', 'running', 'stopping', 'stopped', 'warm')";
 	const char *params[] = { rc->svc->cluster };
 	pg_query_send(rc->svc->pg, sql, 1, params, rc_live_done, rc);
 }
@@ -126,46 +158,55 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 			json_object_object_add(rc->orphans, id, NULL);
 			continue;
 		}
-		if (strcmp(json_object_get_string(status), "running") == 0 && strcmp(st, "running") == 0)
+		if (strcmp(json_object_get_string(status), "running") != 0)
+			continue;
+		if (strcmp(st, "running") == 0)
 			json_object_object_add(rc->healthy, id, NULL);
+		else
+			json_object_object_add(rc->stopped, id, NULL);
 	}
-	/* running rows without a running container */
-	struct json_object *lost = json_object_new_array();
+	rc_set_state(rc, RECONCILE_LOST_ROWS);
+	/* running rows without a running container: stopped, or gone (error) */
+	rc->moving = 1;
 	json_object_object_foreach(rc->live, id, status)
 	{
-		if (strcmp(json_object_get_string(status), "running") == 0 &&
-		    !json_object_object_get_ex(rc->healthy, id, NULL)) {
-			json_object_array_add(lost, json_object_new_string(id));
+		if (strcmp(json_object_get_string(status), "running") != 0 ||
+		    json_object_object_get_ex(rc->healthy, id, NULL))
+			continue;
+		bool stopped = json_object_object_get_ex(rc->stopped, id, NULL);
+		struct sandbox_transition t = {
+			.id = id,
+			.from = SANDBOX_RUNNING,
+			.to = stopped ? SANDBOX_STOPPED : SANDBOX_ERROR,
+			.reason = stopped ? "the container stopped while sandbard was away"
+					  : "the container disappeared",
+			.actor = "reconciler",
+		};
+		if (!stopped)
 			json_object_object_add(rc->orphans, id, NULL);
-		}
+		rc->moving++;
+		registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
 	}
-	rc->lost = (int)json_object_array_length(lost);
-	rc_set_state(rc, RECONCILE_LOST_ROWS);
-	/* {a,b,c} as a uuid[] literal */
-	struct evbuffer *arr = evbuffer_new();
-	evbuffer_add(arr, "{", 1);
-	for (size_t i = 0; i < json_object_array_length(lost); i++)
-		evbuffer_add_printf(arr, "%s%s", i ? "," : "",
-				    json_object_get_string(json_object_array_get_idx(lost, i)));
-	evbuffer_add(arr, "}", 2);
-	static const char sql[] = "UPDATE sandboxes SET status = 'error', "
-				  "  status_reason = 'the container disappeared or stopped' "
-				  "WHERE cluster = $1 AND status = 'running' AND id = ANY($2::uuid[])";
-	const char *params[] = { rc->svc->cluster, (const char *)evbuffer_pullup(arr, -1) };
-	pg_query_send(rc->svc->pg, sql, 2, params, rc_lost_done, rc);
-	evbuffer_free(arr);
-	json_object_put(lost);
+	rc_lost_moved(NULL, NULL, rc);
 }
 
-static void rc_lost_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void rc_lost_moved(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct reconcile *rc = arg;
-	if (err != PG_OK) {
-		log_error("reconcile: %s", message ? message : "database unavailable");
+	if (err && err->kind != CORE_CONFLICT) {
+		log_error("reconcile: %s", err->message);
 		rc->rc = -1;
-	} else if (rc->lost) {
-		log_info("reconcile: %d running sandbox(es) lost their container: now error", rc->lost);
+	} else if (after && !err) {
+		rc->lost++;
 	}
+	if (--rc->moving == 0)
+		rc_lost_done(rc);
+}
+
+static void rc_lost_done(struct reconcile *rc)
+{
+	if (rc->lost)
+		log_info("reconcile: %d running sandbox(es) lost or stopped their container", rc->lost);
 	rc_set_state(rc, RECONCILE_VOLUMES);
 	char label[128];
 	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
@@ -227,6 +268,7 @@ static void rc_finish(struct reconcile *rc)
 		 rc->lost, rc->removed, rc->rc ? " (incomplete)" : "");
 	json_object_put(rc->live);
 	json_object_put(rc->healthy);
+	json_object_put(rc->stopped);
 	json_object_put(rc->orphans);
 	void (*done)(int, void *) = rc->done;
 	void *arg = rc->arg;

@@ -30,8 +30,6 @@ struct destroy_op {
 static void destroy_container_removed(const char *err, void *arg);
 static void destroy_volume_removed(const char *err, void *arg);
 static void destroy_start(evutil_socket_t fd, short what, void *arg);
-static void delete_marked(enum pg_error err, PGresult *res, const char *message, void *arg);
-static void delete_destroyed(const char *err, void *arg);
 
 void sandbox_container_name(const char *id, char out[64])
 {
@@ -53,10 +51,7 @@ void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(c
 	op->done = done;
 	op->arg = arg;
 	/* deleted, expired or failed: its agent channel goes with it */
-	if (svc->channels)
-		channels_drop(svc->channels, id);
-	if (svc->gone)
-		svc->gone(id, svc->gone_arg);
+	channels_drop(svc->channels, id);
 	destroy_start(-1, 0, op);
 }
 
@@ -101,61 +96,102 @@ static void destroy_volume_removed(const char *err, void *arg)
 
 /* ---- DELETE ---- */
 
+/* Tries this many moves to `deleted` when another operation moved the
+ * sandbox between our read and our write. */
+#define DELETE_TRIES 3
+
 struct delete_op {
 	struct sandbox_call *call; /* NULL once the caller went away */
 	struct sandbox_service *svc;
+	struct registry_wait *wait;
 	char id[37];
+	char actor[64];
+	int tries;
 };
 
-struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
-				    void *arg)
+static void delete_read(struct sandbox_ref *ref, const struct core_error *err, void *arg);
+static void delete_marked(const struct core_error *err, const struct sandbox *after, void *arg);
+static void delete_destroyed(const char *err, void *arg);
+static void delete_end(struct delete_op *op, const struct core_error *err);
+
+struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, const char *actor,
+				    sandbox_result_fn cb, void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
-	if (!sandbox_id_valid(id)) {
-		call_fail_later(call, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
-		return call;
-	}
 	struct delete_op *op = calloc(1, sizeof(*op));
 	CHECK(op != NULL);
 	op->svc = svc;
 	op->call = call;
 	call->owner = &op->call;
 	snprintf(op->id, sizeof(op->id), "%s", id);
-	static const char sql[] = "UPDATE sandboxes SET status = 'deleted', deleted_at = now() "
-				  "WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING id";
-	const char *params[] = { id, svc->cluster };
-	/* the query is the op's, not the call's: a caller that goes away does not stop the delete */
-	pg_query_send(svc->pg, sql, 2, params, delete_marked, op);
+	snprintf(op->actor, sizeof(op->actor), "%s", actor ? actor : "delete");
+	/* the op's, not the call's: a caller that goes away does not stop the delete */
+	op->wait = registry_acquire(svc->reg, id, REGISTRY_FRESH | REGISTRY_LIVE, delete_read, op);
 	return call;
 }
 
-static void delete_marked(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void delete_read(struct sandbox_ref *ref, const struct core_error *err, void *arg)
 {
 	struct delete_op *op = arg;
-	struct sandbox_result r = { 0 };
-	if (err != PG_OK || PQntuples(res) == 0) {
-		if (err != PG_OK)
-			pg_core_error(&r.err, err, message);
-		else
-			core_error_set(&r.err, CORE_NOT_FOUND, "not_found", "no live sandbox with this id");
-		if (op->call)
-			call_finish(op->call, &r);
-		free(op);
+	op->wait = NULL;
+	if (err) {
+		struct core_error e = *err;
+		if (e.code && strcmp(e.code, "sandbox_not_live") == 0)
+			core_error_set(&e, CORE_NOT_FOUND, "not_found", "no live sandbox with this id");
+		delete_end(op, &e);
 		return;
 	}
-	log_msg(LOG_LEVEL_INFO, NULL, "sandbox=%s deleted", op->id);
+	struct sandbox_transition t = {
+		.id = op->id,
+		.from = sandbox_ref_get(ref)->status,
+		.to = SANDBOX_DELETED,
+		.actor = op->actor,
+	};
+	sandbox_ref_put(ref);
+	op->tries++;
+	op->wait = registry_transition(op->svc->reg, &t, delete_marked, op);
+}
+
+static void delete_marked(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct delete_op *op = arg;
+	op->wait = NULL;
+	if (err && err->kind == CORE_CONFLICT && after && !sandbox_status_final(after->status) &&
+	    op->tries < DELETE_TRIES) {
+		/* it moved between our read and our write: once more from where it is now */
+		op->wait = registry_acquire(op->svc->reg, op->id, REGISTRY_FRESH | REGISTRY_LIVE, delete_read,
+					    op);
+		return;
+	}
+	if (err) {
+		struct core_error e = *err;
+		if (after && sandbox_status_final(after->status))
+			core_error_set(&e, CORE_NOT_FOUND, "not_found", "no live sandbox with this id");
+		delete_end(op, &e);
+		return;
+	}
 	sandbox_destroy(op->svc, op->id, delete_destroyed, op);
 }
 
 static void delete_destroyed(const char *err, void *arg)
 {
 	struct delete_op *op = arg;
-	struct sandbox_result r = { 0 };
 	if (err) {
 		/* the row says deleted; the reconciler removes what is left at the next start */
 		log_msg(LOG_LEVEL_WARN, NULL, "sandbox=%s delete: %s", op->id, err);
 	}
-	if (op->call)
-		call_finish(op->call, &r);
+	delete_end(op, NULL);
+}
+
+static void delete_end(struct delete_op *op, const struct core_error *err)
+{
+	if (op->call) {
+		if (err) {
+			call_fail(op->call, err);
+		} else {
+			struct sandbox_result r = { 0 };
+			call_finish(op->call, &r);
+		}
+	}
 	free(op);
 }

@@ -1,23 +1,23 @@
 /* The sandbox service object, the pending-call plumbing every operation
- * shares, and the operations that are a single query: get, list, heartbeat. */
+ * shares, and the operations the registry answers alone: get, list,
+ * heartbeat. */
 #include "sandbox/service.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "channel/channel.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "internal.h"
 #include "sandbox/template.h"
 
 static void deferred_fire(evutil_socket_t fd, short what, void *arg);
-static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg);
-static void list_done(enum pg_error err, PGresult *res, const char *message, void *arg);
-static void heartbeat_done(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void got(struct sandbox_ref *ref, const struct core_error *err, void *arg);
+static void listed(const struct core_error *err, const struct sandbox *const *list, size_t n, void *arg);
+static void beaten(const struct core_error *err, const struct sandbox *after, void *arg);
 static void start_reconciled(int rc, void *arg);
 
 struct start_ctx {
@@ -27,32 +27,26 @@ struct start_ctx {
 };
 
 struct sandbox_service *sandbox_service_new(struct event_base *base, const struct config *cfg,
-					    struct pg_pool *pg, struct docker *docker,
-					    struct template_set *templates, struct channels *channels,
-					    const void *agent_bin, size_t agent_len)
+					    struct registry *reg, struct docker *docker,
+					    struct template_set *templates, const void *agent_bin,
+					    size_t agent_len)
 {
 	struct sandbox_service *svc = calloc(1, sizeof(*svc));
 	CHECK(svc != NULL);
 	svc->base = base;
 	svc->cfg = cfg;
-	svc->pg = pg;
+	svc->reg = reg;
+	svc->pg = registry_pg(reg);
 	svc->docker = docker;
 	svc->templates = templates;
-	svc->channels = channels;
+	svc->channels = registry_channels(reg);
 	svc->agent_bin = agent_bin;
 	svc->agent_len = agent_len;
 	snprintf(svc->cluster, sizeof(svc->cluster), "%s", cfg->cluster);
 	snprintf(svc->instance, sizeof(svc->instance), "%s", cfg->instance_id);
-	snprintf(svc->idle_ms, sizeof(svc->idle_ms), "%lld", (long long)cfg->sandbox_idle_timeout_ms);
 	svc->reaper = reaper_new(svc);
 	svc->builds = image_builds_new(svc);
 	return svc;
-}
-
-void sandbox_service_on_gone(struct sandbox_service *svc, void (*gone)(const char *id, void *arg), void *arg)
-{
-	svc->gone = gone;
-	svc->gone_arg = arg;
 }
 
 void sandbox_service_free(struct sandbox_service *svc)
@@ -67,16 +61,6 @@ void sandbox_service_free(struct sandbox_service *svc)
 struct docker *sandbox_service_docker(const struct sandbox_service *svc)
 {
 	return svc->docker;
-}
-
-struct pg_pool *sandbox_service_pg(const struct sandbox_service *svc)
-{
-	return svc->pg;
-}
-
-struct channels *sandbox_service_channels(const struct sandbox_service *svc)
-{
-	return svc->channels;
 }
 
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
@@ -113,23 +97,6 @@ static void start_reconciled(int rc, void *arg)
 	free(ctx);
 }
 
-bool sandbox_id_valid(const char *id)
-{
-	static const int dash[] = { 8, 13, 18, 23 };
-	if (!id || strlen(id) != 36)
-		return false;
-	for (int i = 0, d = 0; i < 36; i++) {
-		if (d < 4 && i == dash[d]) {
-			if (id[i] != '-')
-				return false;
-			d++;
-		} else if (!isxdigit((unsigned char)id[i])) {
-			return false;
-		}
-	}
-	return true;
-}
-
 /* ---- pending calls ---- */
 
 struct sandbox_call *call_new(struct sandbox_service *svc, sandbox_result_fn cb, void *arg)
@@ -159,8 +126,7 @@ void sandbox_call_cancel(struct sandbox_call *call)
 {
 	if (!call)
 		return;
-	if (call->query)
-		pg_query_cancel(call->query);
+	registry_wait_cancel(call->wait);
 	if (call->owner)
 		*call->owner = NULL;
 	if (call->deferred)
@@ -168,10 +134,9 @@ void sandbox_call_cancel(struct sandbox_call *call)
 	free(call);
 }
 
-void call_fail(struct sandbox_call *call, enum core_err err, const char *code, const char *message)
+void call_fail(struct sandbox_call *call, const struct core_error *err)
 {
-	struct sandbox_result res = { 0 };
-	core_error_set(&res.err, err, code, "%s", message);
+	struct sandbox_result res = { .err = *err };
 	call_finish(call, &res);
 }
 
@@ -189,112 +154,78 @@ void call_fail_later(struct sandbox_call *call, enum core_err err, const char *c
 static void deferred_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct sandbox_call *call = arg;
-	struct sandbox_result res = { .err = call->deferred_err };
-	call_finish(call, &res);
+	struct core_error err = call->deferred_err;
+	call_fail(call, &err);
 }
 
 /* ---- get ---- */
 
-static const char sql_doc[] = "SELECT doc FROM sandbox_docs WHERE id = $1 AND cluster = $2";
-
-void call_reply_doc(struct sandbox_call *call, const char *id, bool pending)
+void call_reply_sandbox(struct sandbox_call *call, const char *id, bool pending)
 {
-	const char *params[] = { id, call->svc->cluster };
 	call->pending = pending;
-	call->query = pg_query_send(call->svc->pg, sql_doc, 2, params, doc_done, call);
-}
-
-static void doc_done(enum pg_error err, PGresult *res, const char *message, void *arg)
-{
-	struct sandbox_call *call = arg;
-	call->query = NULL;
-	struct sandbox_result r = { .pending = call->pending };
-	if (err != PG_OK) {
-		pg_core_error(&r.err, err, message);
-	} else if (PQntuples(res) == 0) {
-		core_error_set(&r.err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
-	} else {
-		r.doc = PQgetvalue(res, 0, 0);
-		r.doc_len = (size_t)PQgetlength(res, 0, 0);
-	}
-	call_finish(call, &r);
+	call->wait = registry_acquire(call->svc->reg, id, REGISTRY_FRESH, got, call);
 }
 
 struct sandbox_call *sandbox_get(struct sandbox_service *svc, const char *id, sandbox_result_fn cb, void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
-	if (!sandbox_id_valid(id)) {
-		call_fail_later(call, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
-		return call;
-	}
-	call_reply_doc(call, id, false);
+	call->wait = registry_acquire(svc->reg, id, 0, got, call);
 	return call;
+}
+
+static void got(struct sandbox_ref *ref, const struct core_error *err, void *arg)
+{
+	struct sandbox_call *call = arg;
+	call->wait = NULL;
+	if (err) {
+		call_fail(call, err);
+		return;
+	}
+	struct sandbox_result r = { .sb = sandbox_ref_get(ref), .pending = call->pending };
+	call_finish(call, &r);
+	sandbox_ref_put(ref);
 }
 
 /* ---- list ---- */
 
-static const char sql_list[] =
-	"SELECT coalesce(json_agg(doc ORDER BY created_at DESC, id), '[]'::json) FROM sandbox_docs "
-	"WHERE cluster = $1 AND deleted_at IS NULL";
-
 struct sandbox_call *sandbox_list(struct sandbox_service *svc, sandbox_result_fn cb, void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
-	const char *params[] = { svc->cluster };
-	call->query = pg_query_send(svc->pg, sql_list, 1, params, list_done, call);
+	call->wait = registry_list(svc->reg, listed, call);
 	return call;
 }
 
-static void list_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void listed(const struct core_error *err, const struct sandbox *const *list, size_t n, void *arg)
 {
 	struct sandbox_call *call = arg;
-	call->query = NULL;
-	struct sandbox_result r = { 0 };
-	if (err != PG_OK) {
-		pg_core_error(&r.err, err, message);
-	} else {
-		r.doc = PQgetvalue(res, 0, 0);
-		r.doc_len = (size_t)PQgetlength(res, 0, 0);
+	call->wait = NULL;
+	if (err) {
+		call_fail(call, err);
+		return;
 	}
+	struct sandbox_result r = { .list = list, .n = n };
 	call_finish(call, &r);
 }
 
 /* ---- heartbeat ---- */
 
-/* Pushes the expiry of a live sandbox out; tells apart unknown from not live. */
-static const char sql_heartbeat[] =
-	"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
-	"  expires_at = now() + $3::bigint * interval '1 millisecond' "
-	"  WHERE id = $1 AND cluster = $2 AND status IN ('creating', 'running', 'stopped') RETURNING status) "
-	"SELECT (SELECT status FROM u), (SELECT status FROM sandboxes WHERE id = $1 AND cluster = $2)";
-
 struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
 				       void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
-	if (!sandbox_id_valid(id)) {
-		call_fail_later(call, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
-		return call;
-	}
-	const char *params[] = { id, svc->cluster, svc->idle_ms };
-	call->query = pg_query_send(svc->pg, sql_heartbeat, 3, params, heartbeat_done, call);
+	call->wait = registry_heartbeat(svc->reg, id, beaten, call);
 	return call;
 }
 
-static void heartbeat_done(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void beaten(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct sandbox_call *call = arg;
-	call->query = NULL;
-	struct sandbox_result r = { 0 };
-	if (err != PG_OK) {
-		pg_core_error(&r.err, err, message);
-	} else if (PQgetisnull(res, 0, 1)) {
-		core_error_set(&r.err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
-	} else if (PQgetisnull(res, 0, 0)) {
-		core_error_set(&r.err, CORE_CONFLICT, "sandbox_not_live", "sandbox is %s",
-			       PQgetvalue(res, 0, 1));
-	} else {
-		reaper_note_deadline(call->svc->reaper, call->svc->cfg->sandbox_idle_timeout_ms);
+	call->wait = NULL;
+	if (err) {
+		call_fail(call, err);
+		return;
 	}
+	reaper_note_deadline(call->svc->reaper, call->svc->cfg->sandbox_idle_timeout_ms);
+	struct sandbox_result r = { 0 };
 	call_finish(call, &r);
 }

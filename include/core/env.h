@@ -1,0 +1,20 @@
+/* Environment lists: "K=V" strings, NULL terminated, in which setting a key
+ * again replaces its earlier value in place (as the agent passes env to a
+ * command exactly as given, and of two equal keys the first would win). */
+#ifndef SANDBAR_CORE_ENV_H
+#define SANDBAR_CORE_ENV_H
+
+#include <stddef.h>
+
+struct env_list {
+	char **v; /* NULL until the first set; then NULL terminated */
+	size_t n, cap;
+};
+
+void env_list_set(struct env_list *l, const char *key, size_t klen, const char *val);
+/* kv: "K=V" */
+void env_list_set_kv(struct env_list *l, const char *kv);
+/* Frees a list's strings and the list (l->v, or any char ** made here). */
+void env_list_free(char **v);
+
+#endif

@@ -1,0 +1,174 @@
+/* The sandbox registry: the one owner of a sandbox's row. One enum of
+ * statuses and one transition function (a legality table, a compare-and-set
+ * on the old status in PostgreSQL, every move recorded in sandbox_events),
+ * the only writer of status; the one writer of activity (at most one write a
+ * second per sandbox); and the one lookup and cache of sandboxes for the whole
+ * server, handing out reference-counted handles. The cache is kept true
+ * across instances sharing the database by LISTEN/NOTIFY on every write; while
+ * not listening, an entry is trusted for SANDBAR_EXEC_LOOKUP_CACHE only. */
+#ifndef SANDBAR_SANDBOX_REGISTRY_H
+#define SANDBAR_SANDBOX_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "core/check.h"
+#include "core/error.h"
+
+struct agent_channel;
+struct channels;
+struct json_object;
+struct pg_pool;
+struct registry;
+
+enum sandbox_status {
+	SANDBOX_CREATING,
+	SANDBOX_STARTING,
+	SANDBOX_RUNNING,
+	SANDBOX_STOPPING,
+	SANDBOX_STOPPED,
+	SANDBOX_EXPIRED, /* removed for idleness or its lifetime: final */
+	SANDBOX_DELETED, /* removed on request: final */
+	SANDBOX_ERROR,
+	SANDBOX_WARM, /* a started pool member nobody claimed yet: never listed, never reaped for idleness */
+	SANDBOX_STATUS_MAX
+};
+
+const char *sandbox_status_name(enum sandbox_status s);
+/* 0, or -1 for a name that is no status. */
+MUST_USE int sandbox_status_parse(const char *name, enum sandbox_status *out);
+/* The legality table: may a sandbox go from `from` to `to`? */
+bool sandbox_status_can(enum sandbox_status from, enum sandbox_status to);
+/* Expired and deleted: nothing of it is left but the row. */
+bool sandbox_status_final(enum sandbox_status s);
+
+struct sandbox_port {
+	char id[37];
+	int container_port, host_port;
+};
+
+/* One sandbox as the core knows it. Times are Unix microseconds, 0 for none. */
+struct sandbox {
+	char id[37];
+	char *name;
+	char *template_name;
+	enum sandbox_status status;
+	char *status_reason; /* NULL when none */
+	char *container_id;  /* "" until it has one */
+	char *image;
+	char *workspace_mount;
+	struct json_object *config;   /* the template's devcontainer.json */
+	struct json_object *env_vars; /* object of strings */
+	struct sandbox_port *ports;
+	size_t nports;
+	char *setup_output; /* NULL when none */
+	int64_t last_activity_us, created_at_us, expires_at_us, deleted_at_us;
+	/* what a command in it starts with (derived): PATH, containerEnv,
+	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
+	 * else containerUser; NULL: the agent's root) and folder to run in */
+	char **run_env;
+	char *run_user, *run_cwd;
+};
+
+/* ---- the registry ---- */
+
+struct registry_config {
+	const char *cluster;	 /* SANDBAR_CLUSTER: only its rows are seen */
+	const char *instance;	 /* SANDBAR_INSTANCE_ID: our own notifications are ours */
+	const char *conninfo;	 /* for the LISTEN connection (NULL: no LISTEN, validity only) */
+	int64_t idle_timeout_ms; /* SANDBOX_IDLE_TIMEOUT: activity pushes expiry this far */
+	int64_t cache_ms;	 /* SANDBAR_EXEC_LOOKUP_CACHE: trust without LISTEN (0: never) */
+	int64_t activity_ms;	 /* activity is written at most this often per sandbox */
+};
+
+struct registry *registry_new(struct event_base *base, const struct registry_config *cfg, struct pg_pool *pg,
+			      struct channels *chs);
+/* Starts listening for other instances' changes (after migrations). */
+void registry_start(struct registry *reg);
+void registry_free(struct registry *reg);
+struct channels *registry_channels(const struct registry *reg);
+struct pg_pool *registry_pg(const struct registry *reg);
+const char *registry_cluster(const struct registry *reg);
+
+/* ---- handles ---- */
+
+struct sandbox_ref; /* a counted hold on a cached sandbox */
+
+enum {
+	REGISTRY_RUNNING = 1 << 0, /* fail CONFLICT (code sandbox_not_running) unless running */
+	REGISTRY_LIVE = 1 << 1,	   /* fail CONFLICT (code sandbox_not_live) once expired or deleted */
+	REGISTRY_TOUCH = 1 << 2,   /* counts as activity (a running sandbox's expiry moves) */
+	REGISTRY_FRESH = 1 << 3,   /* read from PostgreSQL, whatever is cached */
+};
+
+struct registry_wait;
+/* ref: held for the callee (put it when done), NULL on failure. */
+typedef void (*registry_ref_fn)(struct sandbox_ref *ref, const struct core_error *err, void *arg);
+/* Looks a sandbox up (cached, or one query however many wait for it) and
+ * calls back from the loop, never on the caller's stack. An id that is no
+ * UUID fails INVALID (invalid_id); an unknown one NOT_FOUND. */
+struct registry_wait *registry_acquire(struct registry *reg, const char *id, unsigned flags,
+				       registry_ref_fn cb, void *arg);
+/* No callback follows. */
+void registry_wait_cancel(struct registry_wait *w);
+
+const struct sandbox *sandbox_ref_get(const struct sandbox_ref *ref);
+/* The sandbox's agent channel (made on first use). Valid while the ref is held
+ * and the sandbox runs. */
+struct agent_channel *sandbox_ref_channel(struct sandbox_ref *ref);
+struct sandbox_ref *sandbox_ref_hold(struct sandbox_ref *ref);
+void sandbox_ref_put(struct sandbox_ref *ref);
+
+/* Activity of a running sandbox: last_activity and expires_at move, written
+ * at most once per activity_ms per sandbox, batched. */
+void registry_touch(struct registry *reg, const char *id);
+
+/* ---- transitions: the only writer of status ---- */
+
+struct sandbox_transition {
+	const char *id;
+	enum sandbox_status from, to;
+	const char *reason; /* status_reason; NULL clears it */
+	const char *actor;  /* a request id, or "reaper", "reconciler", ... */
+	/* written with it when set */
+	const char *container_id;
+	const char *setup_output;
+	const int *host_ports, *container_ports;
+	size_t nports;
+	bool touch; /* last_activity = now, expires_at = now + idle timeout */
+};
+/* after: the sandbox as it is now (the same on failure when known). A move
+ * the table refuses, or one whose old status no longer holds (another
+ * instance or operation moved first), fails CONFLICT with code invalid_state
+ * and err->status the current one. */
+typedef void (*registry_moved_fn)(const struct core_error *err, const struct sandbox *after, void *arg);
+struct registry_wait *registry_transition(struct registry *reg, const struct sandbox_transition *t,
+					  registry_moved_fn cb, void *arg);
+/* The row of a new sandbox, in `creating` (or `warm`), recorded as a first event. */
+struct sandbox_insert {
+	const char *id, *name, *template_name, *image, *workspace_mount;
+	struct json_object *config, *env_vars;
+	const char *actor;
+};
+struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
+				      registry_moved_fn cb, void *arg);
+
+/* A heartbeat: activity of a sandbox that is not final, written now (not
+ * batched). Fails NOT_FOUND, or CONFLICT sandbox_not_live with its status. */
+struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, registry_moved_fn cb,
+					 void *arg);
+
+/* ---- lists ---- */
+
+typedef void (*registry_list_fn)(const struct core_error *err, const struct sandbox *const *list, size_t n,
+				 void *arg);
+/* Every sandbox not deleted or expired, newest first (warm pool members excluded). */
+struct registry_wait *registry_list(struct registry *reg, registry_list_fn cb, void *arg);
+
+/* A canonical lowercase UUID? */
+bool sandbox_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,840 @@
+/* The sandbox registry: the cache of sandboxes and the handles it hands out,
+ * the activity writer, and the writes of a sandbox's row (insert, the status
+ * transitions, heartbeats), each of which tells the other instances sharing
+ * the database through NOTIFY. A cached sandbox is an immutable snapshot
+ * shared by its holders; a change makes a new one. */
+#include "sandbox/registry.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <json-c/json.h>
+
+#include "channel/channel.h"
+#include "core/log.h"
+#include "pg/listen.h"
+#include "pg/pool.h"
+#include "row.h"
+
+#define BUCKETS 1024
+/* Even while listening, a cached sandbox is read again after this long, so a
+ * change written behind sandbard's back (psql) shows eventually. */
+#define TRUST_MAX_MS   30000
+#define NOTIFY_CHANNEL "sandbar_sandbox"
+
+/* An immutable sandbox; sandbox_ref is this. */
+struct sandbox_ref {
+	int refs;
+	struct registry *reg;
+	struct sandbox sb;
+};
+
+/* The cache's slot of one sandbox id. */
+struct entry {
+	struct entry *next;
+	char id[37];
+	struct sandbox_ref *cur; /* the latest known, NULL when none is trusted */
+	uint64_t epoch;		 /* reg->epoch when cur was read */
+	int64_t loaded_ms;	 /* monotonic */
+	uint64_t gen;		 /* bumped by every invalidation */
+	struct pg_query *load;	 /* the lookup in flight */
+	uint64_t load_gen;
+	struct registry_wait *waiters; /* acquires waiting for the load */
+	int64_t touched_ms;	       /* activity written or queued */
+};
+
+enum wait_kind { WAIT_ACQUIRE, WAIT_MOVE, WAIT_LIST };
+
+/* A pending call: an acquire, a write (insert, transition, heartbeat) or a list. */
+struct registry_wait {
+	struct registry *reg;
+	enum wait_kind kind;
+	struct registry_wait *next; /* among an entry's waiters */
+	struct entry *entry;
+	unsigned flags;
+	registry_ref_fn ref_cb;
+	registry_moved_fn moved_cb;
+	registry_list_fn list_cb;
+	void *arg;
+	struct event *later; /* delivery from the loop */
+	struct pg_query *query;
+	struct sandbox_ref *ref; /* to deliver */
+	struct core_error err;
+	bool failed;
+	/* a write */
+	char id[37];
+	uint64_t gen; /* the entry's when the write was answered */
+	enum sandbox_status from, to;
+	bool drop_channel; /* it left running: its channel goes */
+};
+
+struct registry {
+	struct event_base *base;
+	struct pg_pool *pg;
+	struct channels *chs;
+	struct pg_listener *listener;
+	char cluster[64];
+	char instance[128];
+	char idle_ms[24];
+	int64_t cache_ms, activity_ms;
+	uint64_t epoch; /* bumped when the listener starts or stops listening */
+	struct entry *buckets[BUCKETS];
+	/* activity: ids queued for the next batched write */
+	char (*touch_ids)[37];
+	size_t ntouch, touch_cap;
+	struct event *touch_ev;
+	bool touch_in_flight;
+};
+
+static void wait_fire(evutil_socket_t fd, short what, void *arg);
+static void wait_later(struct registry_wait *w);
+static void wait_free(struct registry_wait *w);
+static void entry_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref);
+static void load_start(struct registry *reg, struct entry *e);
+static void touch_flush(evutil_socket_t fd, short what, void *arg);
+static void touch_written(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void moved(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void listed(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void on_notified(const char *payload, void *arg);
+static void on_reset(void *arg);
+static void on_lost(void *arg);
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t real_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+bool sandbox_id_valid(const char *id)
+{
+	static const int dash[] = { 8, 13, 18, 23 };
+	if (!id || strlen(id) != 36)
+		return false;
+	for (int i = 0, d = 0; i < 36; i++) {
+		if (d < 4 && i == dash[d]) {
+			if (id[i] != '-')
+				return false;
+			d++;
+		} else if (!isxdigit((unsigned char)id[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---- the registry ---- */
+
+struct registry *registry_new(struct event_base *base, const struct registry_config *cfg, struct pg_pool *pg,
+			      struct channels *chs)
+{
+	struct registry *reg = calloc(1, sizeof(*reg));
+	CHECK(reg != NULL);
+	reg->base = base;
+	reg->pg = pg;
+	reg->chs = chs;
+	snprintf(reg->cluster, sizeof(reg->cluster), "%s", cfg->cluster);
+	snprintf(reg->instance, sizeof(reg->instance), "%s", cfg->instance);
+	snprintf(reg->idle_ms, sizeof(reg->idle_ms), "%" PRId64, cfg->idle_timeout_ms);
+	reg->cache_ms = cfg->cache_ms;
+	reg->activity_ms = cfg->activity_ms;
+	reg->touch_ev = evtimer_new(base, touch_flush, reg);
+	CHECK(reg->touch_ev != NULL);
+	if (cfg->conninfo) {
+		static const struct pg_listener_ops ops = { on_notified, on_reset, on_lost };
+		reg->listener = pg_listener_new(base, cfg->conninfo, NOTIFY_CHANNEL, &ops, reg);
+	}
+	return reg;
+}
+
+void registry_start(struct registry *reg)
+{
+	if (reg->listener)
+		pg_listener_start(reg->listener);
+}
+
+static void ref_free(struct sandbox_ref *ref)
+{
+	sandbox_clear(&ref->sb);
+	free(ref);
+}
+
+void registry_free(struct registry *reg)
+{
+	if (!reg)
+		return;
+	pg_listener_free(reg->listener);
+	for (size_t i = 0; i < BUCKETS; i++) {
+		while (reg->buckets[i]) {
+			struct entry *e = reg->buckets[i];
+			reg->buckets[i] = e->next;
+			CHECK(e->waiters == NULL);
+			if (e->load)
+				pg_query_cancel(e->load);
+			if (e->cur)
+				sandbox_ref_put(e->cur);
+			free(e);
+		}
+	}
+	event_free(reg->touch_ev);
+	free(reg->touch_ids);
+	free(reg);
+}
+
+struct channels *registry_channels(const struct registry *reg)
+{
+	return reg->chs;
+}
+
+struct pg_pool *registry_pg(const struct registry *reg)
+{
+	return reg->pg;
+}
+
+const char *registry_cluster(const struct registry *reg)
+{
+	return reg->cluster;
+}
+
+/* ---- the cache ---- */
+
+static unsigned bucket_of(const char *id)
+{
+	unsigned h = 2166136261u;
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h % BUCKETS;
+}
+
+static struct entry *entry_find(struct registry *reg, const char *id)
+{
+	for (struct entry *e = reg->buckets[bucket_of(id)]; e; e = e->next)
+		if (strcmp(e->id, id) == 0)
+			return e;
+	return NULL;
+}
+
+static struct entry *entry_get(struct registry *reg, const char *id)
+{
+	struct entry *e = entry_find(reg, id);
+	if (e)
+		return e;
+	e = calloc(1, sizeof(*e));
+	CHECK(e != NULL);
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	e->touched_ms = INT64_MIN / 2;
+	unsigned b = bucket_of(id);
+	e->next = reg->buckets[b];
+	reg->buckets[b] = e;
+	return e;
+}
+
+/* Forgets what is cached of it (another instance changed it). */
+static void entry_invalidate(struct entry *e)
+{
+	e->gen++;
+	if (e->cur) {
+		sandbox_ref_put(e->cur);
+		e->cur = NULL;
+	}
+}
+
+static bool entry_trusted(const struct registry *reg, const struct entry *e)
+{
+	if (!e->cur)
+		return false;
+	int64_t age = mono_ms() - e->loaded_ms;
+	if (reg->listener && pg_listener_listening(reg->listener) && e->epoch == reg->epoch)
+		return age < TRUST_MAX_MS;
+	return age < reg->cache_ms;
+}
+
+/* The newest row of it, from a load or a write: cached unless the sandbox is
+ * final (nothing acquires it any more) or changed meanwhile elsewhere. */
+static void entry_store(struct registry *reg, struct entry *e, struct sandbox_ref *ref, uint64_t gen)
+{
+	if (gen != e->gen)
+		return;
+	if (e->cur)
+		sandbox_ref_put(e->cur);
+	e->cur = NULL;
+	if (sandbox_status_final(ref->sb.status))
+		return;
+	e->cur = sandbox_ref_hold(ref);
+	e->epoch = reg->epoch;
+	e->loaded_ms = mono_ms();
+}
+
+static struct sandbox_ref *ref_from_row(struct registry *reg, PGresult *res, int row)
+{
+	struct sandbox_ref *ref = calloc(1, sizeof(*ref));
+	CHECK(ref != NULL);
+	ref->refs = 1;
+	ref->reg = reg;
+	if (sandbox_from_row(&ref->sb, res, row) != 0) {
+		log_error("sandbox=%s: unreadable row (status %s)", PQgetvalue(res, row, 0),
+			  PQgetvalue(res, row, 3));
+		ref_free(ref);
+		return NULL;
+	}
+	return ref;
+}
+
+const struct sandbox *sandbox_ref_get(const struct sandbox_ref *ref)
+{
+	return &ref->sb;
+}
+
+struct sandbox_ref *sandbox_ref_hold(struct sandbox_ref *ref)
+{
+	CHECK(ref->refs > 0);
+	ref->refs++;
+	return ref;
+}
+
+void sandbox_ref_put(struct sandbox_ref *ref)
+{
+	if (!ref)
+		return;
+	CHECK(ref->refs > 0);
+	if (--ref->refs == 0)
+		ref_free(ref);
+}
+
+struct agent_channel *sandbox_ref_channel(struct sandbox_ref *ref)
+{
+	return channels_get(ref->reg->chs, ref->sb.id, ref->sb.container_id);
+}
+
+/* ---- pending calls ---- */
+
+static struct registry_wait *wait_new(struct registry *reg, enum wait_kind kind, void *arg)
+{
+	struct registry_wait *w = calloc(1, sizeof(*w));
+	CHECK(w != NULL);
+	w->reg = reg;
+	w->kind = kind;
+	w->arg = arg;
+	return w;
+}
+
+static void wait_later(struct registry_wait *w)
+{
+	if (!w->later)
+		w->later = evtimer_new(w->reg->base, wait_fire, w);
+	CHECK(w->later != NULL);
+	event_active(w->later, EV_TIMEOUT, 0);
+}
+
+static void wait_fail_later(struct registry_wait *w, enum core_err kind, const char *code, const char *msg)
+{
+	w->failed = true;
+	core_error_set(&w->err, kind, code, "%s", msg);
+	wait_later(w);
+}
+
+static void wait_free(struct registry_wait *w)
+{
+	if (w->later)
+		event_free(w->later);
+	sandbox_ref_put(w->ref);
+	free(w);
+}
+
+void registry_wait_cancel(struct registry_wait *w)
+{
+	if (!w)
+		return;
+	if (w->entry) {
+		struct registry_wait **pp = &w->entry->waiters;
+		while (*pp && *pp != w)
+			pp = &(*pp)->next;
+		if (*pp)
+			*pp = w->next;
+	}
+	if (w->query) {
+		/* a write goes on (it may already be committed): only its callback goes */
+		if (w->kind == WAIT_MOVE) {
+			w->moved_cb = NULL;
+			return;
+		}
+		pg_query_cancel(w->query);
+	}
+	wait_free(w);
+}
+
+/* The answer of an acquire whose sandbox was cached, or of an early failure. */
+static void wait_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct registry_wait *w = arg;
+	if (w->failed) {
+		if (w->kind == WAIT_ACQUIRE)
+			w->ref_cb(NULL, &w->err, w->arg);
+		else if (w->kind == WAIT_LIST)
+			w->list_cb(&w->err, NULL, 0, w->arg);
+		else if (w->moved_cb)
+			w->moved_cb(&w->err, w->ref ? &w->ref->sb : NULL, w->arg);
+		wait_free(w);
+		return;
+	}
+	struct sandbox_ref *ref = w->ref;
+	w->ref = NULL;
+	deliver_ref(w, ref);
+}
+
+/* Applies the acquire's flags, then hands ref over (or fails); frees w. */
+static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref)
+{
+	const struct sandbox *sb = &ref->sb;
+	struct core_error err;
+	if ((w->flags & REGISTRY_RUNNING) && sb->status != SANDBOX_RUNNING) {
+		core_error_set(&err, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s",
+			       sandbox_status_name(sb->status));
+		err.status = sandbox_status_name(sb->status);
+	} else if ((w->flags & REGISTRY_LIVE) && sandbox_status_final(sb->status)) {
+		core_error_set(&err, CORE_CONFLICT, "sandbox_not_live", "sandbox is %s",
+			       sandbox_status_name(sb->status));
+		err.status = sandbox_status_name(sb->status);
+	} else {
+		if ((w->flags & REGISTRY_TOUCH) && sb->status == SANDBOX_RUNNING)
+			registry_touch(w->reg, sb->id);
+		registry_ref_fn cb = w->ref_cb;
+		void *arg = w->arg;
+		wait_free(w);
+		cb(ref, NULL, arg);
+		return;
+	}
+	sandbox_ref_put(ref);
+	registry_ref_fn cb = w->ref_cb;
+	void *arg = w->arg;
+	wait_free(w);
+	cb(NULL, &err, arg);
+}
+
+/* ---- acquire ---- */
+
+struct registry_wait *registry_acquire(struct registry *reg, const char *id, unsigned flags,
+				       registry_ref_fn cb, void *arg)
+{
+	struct registry_wait *w = wait_new(reg, WAIT_ACQUIRE, arg);
+	w->ref_cb = cb;
+	w->flags = flags;
+	if (!sandbox_id_valid(id)) {
+		wait_fail_later(w, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
+		return w;
+	}
+	struct entry *e = entry_get(reg, id);
+	if (!(flags & REGISTRY_FRESH) && entry_trusted(reg, e)) {
+		w->ref = sandbox_ref_hold(e->cur);
+		wait_later(w);
+		return w;
+	}
+	w->entry = e;
+	w->next = e->waiters;
+	e->waiters = w;
+	if (!e->load)
+		load_start(reg, e);
+	return w;
+}
+
+static void load_start(struct registry *reg, struct entry *e)
+{
+	static char sql[1024];
+	if (!sql[0])
+		snprintf(sql, sizeof(sql), "SELECT %s FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2",
+			 sandbox_row_columns);
+	const char *params[] = { e->id, reg->cluster };
+	e->load_gen = e->gen;
+	e->load = pg_query_send(reg->pg, sql, 2, params, entry_loaded, e);
+}
+
+static void entry_loaded(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct entry *e = arg;
+	e->load = NULL;
+	struct registry *reg = NULL;
+	struct registry_wait *list = e->waiters;
+	e->waiters = NULL;
+	CHECK(list != NULL);
+	reg = list->reg;
+	struct sandbox_ref *ref = NULL;
+	struct core_error fail = { 0 };
+	if (err != PG_OK) {
+		pg_core_error(&fail, err, message);
+	} else if (PQntuples(res) == 0) {
+		core_error_set(&fail, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
+	} else if (!(ref = ref_from_row(reg, res, 0))) {
+		core_error_set(&fail, CORE_INTERNAL, "internal", "the sandbox's row cannot be read");
+	} else {
+		entry_store(reg, e, ref, e->load_gen);
+	}
+	/* every waiter gets the one answer (a waiter's callback may acquire again) */
+	while (list) {
+		struct registry_wait *w = list;
+		list = w->next;
+		w->entry = NULL;
+		if (ref) {
+			deliver_ref(w, sandbox_ref_hold(ref));
+		} else {
+			registry_ref_fn cb = w->ref_cb;
+			void *warg = w->arg;
+			wait_free(w);
+			cb(NULL, &fail, warg);
+		}
+	}
+	sandbox_ref_put(ref);
+}
+
+/* ---- notifications ---- */
+
+/* payload: "<instance> <sandbox id>" */
+static void on_notified(const char *payload, void *arg)
+{
+	struct registry *reg = arg;
+	const char *sp = strrchr(payload, ' ');
+	if (!sp)
+		return;
+	size_t ilen = (size_t)(sp - payload);
+	if (ilen == strlen(reg->instance) && strncmp(payload, reg->instance, ilen) == 0)
+		return; /* our own write: the cache already has it */
+	struct entry *e = entry_find(reg, sp + 1);
+	if (e)
+		entry_invalidate(e);
+}
+
+static void on_reset(void *arg)
+{
+	struct registry *reg = arg;
+	reg->epoch++; /* what was read while not listening is trusted for its validity only */
+}
+
+static void on_lost(void *arg)
+{
+	struct registry *reg = arg;
+	reg->epoch++;
+}
+
+/* ---- activity ---- */
+
+void registry_touch(struct registry *reg, const char *id)
+{
+	if (!sandbox_id_valid(id))
+		return;
+	struct entry *e = entry_get(reg, id);
+	int64_t now = mono_ms();
+	if (now - e->touched_ms < reg->activity_ms)
+		return;
+	e->touched_ms = now;
+	if (e->cur && e->cur->sb.status == SANDBOX_RUNNING) {
+		/* what the write will say, until its answer says it exactly */
+		int64_t us = real_us();
+		e->cur->sb.last_activity_us = us;
+		e->cur->sb.expires_at_us = us + strtoll(reg->idle_ms, NULL, 10) * 1000;
+	}
+	if (reg->ntouch == reg->touch_cap) {
+		reg->touch_cap = reg->touch_cap ? reg->touch_cap * 2 : 32;
+		reg->touch_ids = realloc(reg->touch_ids, reg->touch_cap * sizeof(*reg->touch_ids));
+		CHECK(reg->touch_ids != NULL);
+	}
+	memcpy(reg->touch_ids[reg->ntouch++], e->id, 37);
+	if (!reg->touch_in_flight)
+		event_active(reg->touch_ev, EV_TIMEOUT, 0);
+}
+
+static void touch_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct registry *reg = arg;
+	if (reg->ntouch == 0 || reg->touch_in_flight)
+		return;
+	struct evbuffer *ids = evbuffer_new();
+	CHECK(ids != NULL);
+	evbuffer_add(ids, "{", 1);
+	for (size_t i = 0; i < reg->ntouch; i++)
+		evbuffer_add_printf(ids, "%s%s", i ? "," : "", reg->touch_ids[i]);
+	evbuffer_add(ids, "}", 2);
+	reg->ntouch = 0;
+	static const char sql[] = "WITH u AS (UPDATE sandboxes SET last_activity = now(), "
+				  "  expires_at = now() + $3::bigint * interval '1 millisecond' "
+				  "  WHERE cluster = $1 AND id = ANY($2::uuid[]) AND status = 'running' "
+				  "  RETURNING id, sandbar_us(last_activity), sandbar_us(expires_at)), "
+				  "n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
+				  "SELECT u.*, (SELECT count(*) FROM n) FROM u";
+	const char *params[] = { reg->cluster, (const char *)evbuffer_pullup(ids, -1), reg->idle_ms,
+				 reg->instance };
+	reg->touch_in_flight = true;
+	pg_query_send(reg->pg, sql, 4, params, touch_written, reg);
+	evbuffer_free(ids);
+}
+
+static void touch_written(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct registry *reg = arg;
+	reg->touch_in_flight = false;
+	if (err != PG_OK) {
+		log_warn("activity not recorded: %s", message ? message : "database unavailable");
+	} else {
+		for (int i = 0; i < PQntuples(res); i++) {
+			struct entry *e = entry_find(reg, PQgetvalue(res, i, 0));
+			if (e && e->cur) {
+				e->cur->sb.last_activity_us = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+				e->cur->sb.expires_at_us = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+			}
+		}
+	}
+	if (reg->ntouch)
+		event_active(reg->touch_ev, EV_TIMEOUT, 0);
+}
+
+/* ---- writes: insert, transitions, heartbeats ---- */
+
+/* After a write: the row as it is now, cached, and the caller told. */
+static void move_reload(struct registry_wait *w)
+{
+	static char sql[1024];
+	if (!sql[0])
+		snprintf(sql, sizeof(sql), "SELECT %s FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2",
+			 sandbox_row_columns);
+	const char *params[] = { w->id, w->reg->cluster };
+	struct entry *e = entry_get(w->reg, w->id);
+	/* what was cached is older than this write */
+	entry_invalidate(e);
+	w->gen = e->gen;
+	w->query = pg_query_send(w->reg->pg, sql, 2, params, moved_loaded, w);
+}
+
+static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct registry_wait *w = arg;
+	struct registry *reg = w->reg;
+	w->query = NULL;
+	struct sandbox_ref *ref = NULL;
+	if (err == PG_OK && PQntuples(res) > 0 && (ref = ref_from_row(reg, res, 0)) != NULL)
+		entry_store(reg, entry_get(reg, w->id), ref, w->gen);
+	if (w->drop_channel)
+		channels_drop(reg->chs, w->id); /* every holder's subscriptions hear of it at once */
+	if (!ref && err == PG_OK) {
+		w->failed = true;
+		core_error_set(&w->err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
+	} else if (!ref && !w->failed) {
+		w->failed = true;
+		pg_core_error(&w->err, err, message);
+	} else if (w->failed && ref) {
+		/* the write found another status: say which */
+		const char *now = sandbox_status_name(ref->sb.status);
+		w->err.status = now;
+		if (strcmp(w->err.code, "invalid_state") == 0)
+			snprintf(w->err.message, sizeof(w->err.message), "sandbox is %s, not %s", now,
+				 sandbox_status_name(w->from));
+		else
+			snprintf(w->err.message, sizeof(w->err.message), "sandbox is %s", now);
+	}
+	if (w->moved_cb)
+		w->moved_cb(w->failed ? &w->err : NULL, ref ? &ref->sb : NULL, w->arg);
+	sandbox_ref_put(ref);
+	wait_free(w);
+}
+
+/* The write's answer: column 0 counts the rows it changed. */
+static void moved(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct registry_wait *w = arg;
+	w->query = NULL;
+	if (err != PG_OK) {
+		struct core_error e;
+		pg_core_error(&e, err, message);
+		if (w->moved_cb)
+			w->moved_cb(&e, NULL, w->arg);
+		wait_free(w);
+		return;
+	}
+	if (atoi(PQgetvalue(res, 0, 0)) == 0) {
+		w->failed = true;
+		if (w->kind == WAIT_MOVE && w->from != w->to)
+			core_error_set(&w->err, CORE_CONFLICT, "invalid_state",
+				       "the sandbox moved meanwhile");
+		else
+			core_error_set(&w->err, CORE_CONFLICT, "sandbox_not_live", "the sandbox is not live");
+		w->drop_channel = false;
+	}
+	move_reload(w);
+}
+
+struct registry_wait *registry_transition(struct registry *reg, const struct sandbox_transition *t,
+					  registry_moved_fn cb, void *arg)
+{
+	struct registry_wait *w = wait_new(reg, WAIT_MOVE, arg);
+	w->moved_cb = cb;
+	snprintf(w->id, sizeof(w->id), "%s", t->id);
+	w->from = t->from;
+	w->to = t->to;
+	if (!sandbox_status_can(t->from, t->to)) {
+		w->failed = true;
+		core_error_set(&w->err, CORE_CONFLICT, "invalid_state", "a sandbox cannot go from %s to %s",
+			       sandbox_status_name(t->from), sandbox_status_name(t->to));
+		w->err.status = sandbox_status_name(t->from);
+		wait_later(w);
+		return w;
+	}
+	w->drop_channel = t->from == SANDBOX_RUNNING;
+	log_info("sandbox=%s %s -> %s%s%s (%s)", t->id, sandbox_status_name(t->from),
+		 sandbox_status_name(t->to), t->reason ? ": " : "", t->reason ? t->reason : "",
+		 t->actor ? t->actor : "?");
+	char hports[512] = "{", cports[512] = "{";
+	size_t hl = 1, cl = 1;
+	for (size_t i = 0; i < t->nports && hl < sizeof(hports) - 16 && cl < sizeof(cports) - 16; i++) {
+		hl += (size_t)snprintf(hports + hl, sizeof(hports) - hl, "%s%d", i ? "," : "",
+				       t->host_ports[i]);
+		cl += (size_t)snprintf(cports + cl, sizeof(cports) - cl, "%s%d", i ? "," : "",
+				       t->container_ports[i]);
+	}
+	snprintf(hports + hl, sizeof(hports) - hl, "}");
+	snprintf(cports + cl, sizeof(cports) - cl, "}");
+	static const char sql[] =
+		"WITH u AS (UPDATE sandboxes SET status = $3, status_reason = $4, "
+		"  deleted_at = CASE WHEN $3 IN ('deleted', 'expired') THEN now() ELSE deleted_at END, "
+		"  container_id = coalesce($6, container_id), setup_output = coalesce($7, setup_output), "
+		"  last_activity = CASE WHEN $8::bool THEN now() ELSE last_activity END, "
+		"  expires_at = CASE WHEN $8::bool THEN now() + $9::bigint * interval '1 millisecond' "
+		"    ELSE expires_at END "
+		"  WHERE id = $1 AND cluster = $10 AND status = $2 RETURNING id), "
+		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
+		"  SELECT id, $2, $3, $4, $5 FROM u), "
+		"p AS (INSERT INTO port_mappings (id, sandbox_id, host_port, container_port) "
+		"  SELECT gen_random_uuid(), u.id, x.h, x.c FROM u, unnest($11::int[], $12::int[]) AS x(h, "
+		"c)), "
+		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
+		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+	const char *params[] = {
+		t->id,
+		sandbox_status_name(t->from),
+		sandbox_status_name(t->to),
+		t->reason,
+		t->actor,
+		t->container_id,
+		t->setup_output,
+		t->touch ? "t" : "f",
+		reg->idle_ms,
+		reg->cluster,
+		hports,
+		cports,
+		reg->instance,
+	};
+	w->query = pg_query_send(reg->pg, sql, 13, params, moved, w);
+	return w;
+}
+
+struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
+				      registry_moved_fn cb, void *arg)
+{
+	struct registry_wait *w = wait_new(reg, WAIT_MOVE, arg);
+	w->moved_cb = cb;
+	snprintf(w->id, sizeof(w->id), "%s", ins->id);
+	w->from = w->to = SANDBOX_CREATING;
+	static const char sql[] =
+		"WITH i AS (INSERT INTO sandboxes (id, name, template, status, image, workspace_mount, "
+		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at) "
+		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
+		"  now() + $10::bigint * interval '1 millisecond') RETURNING id), "
+		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
+		"FROM i) "
+		"SELECT count(*) FROM i";
+	const char *params[] = {
+		ins->id,
+		ins->name,
+		ins->template_name,
+		ins->image,
+		ins->workspace_mount,
+		json_object_to_json_string_ext(ins->config, JSON_C_TO_STRING_PLAIN),
+		json_object_to_json_string_ext(ins->env_vars, JSON_C_TO_STRING_PLAIN),
+		reg->cluster,
+		reg->instance,
+		reg->idle_ms,
+		ins->actor,
+	};
+	w->query = pg_query_send(reg->pg, sql, 11, params, moved, w);
+	return w;
+}
+
+struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, registry_moved_fn cb,
+					 void *arg)
+{
+	struct registry_wait *w = wait_new(reg, WAIT_MOVE, arg);
+	w->moved_cb = cb;
+	if (!sandbox_id_valid(id)) {
+		wait_fail_later(w, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
+		return w;
+	}
+	snprintf(w->id, sizeof(w->id), "%s", id);
+	static const char sql[] = "WITH u AS (UPDATE sandboxes SET last_activity = now(), "
+				  "  expires_at = now() + $3::bigint * interval '1 millisecond' "
+				  "  WHERE id = $1 AND cluster = $2 AND status IN ('creating', 'starting', "
+				  "'running', 'stopping', "
+				  "  'stopped') RETURNING id), "
+				  "n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
+				  "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+	const char *params[] = { id, reg->cluster, reg->idle_ms, reg->instance };
+	w->query = pg_query_send(reg->pg, sql, 4, params, moved, w);
+	return w;
+}
+
+/* ---- lists ---- */
+
+struct registry_wait *registry_list(struct registry *reg, registry_list_fn cb, void *arg)
+{
+	struct registry_wait *w = wait_new(reg, WAIT_LIST, arg);
+	w->list_cb = cb;
+	static char sql[1200];
+	if (!sql[0])
+		snprintf(sql, sizeof(sql),
+			 "SELECT %s FROM sandboxes s WHERE s.cluster = $1 AND s.deleted_at IS NULL "
+			 "AND s.status <> 'warm' ORDER BY s.created_at DESC, s.id",
+			 sandbox_row_columns);
+	const char *params[] = { reg->cluster };
+	w->query = pg_query_send(reg->pg, sql, 1, params, listed, w);
+	return w;
+}
+
+static void listed(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct registry_wait *w = arg;
+	w->query = NULL;
+	if (err != PG_OK) {
+		struct core_error e;
+		pg_core_error(&e, err, message);
+		w->list_cb(&e, NULL, 0, w->arg);
+		wait_free(w);
+		return;
+	}
+	int n = PQntuples(res);
+	struct sandbox_ref **refs = calloc((size_t)n + 1, sizeof(*refs));
+	const struct sandbox **list = calloc((size_t)n + 1, sizeof(*list));
+	CHECK(refs != NULL && list != NULL);
+	size_t k = 0;
+	for (int i = 0; i < n; i++) {
+		refs[k] = ref_from_row(w->reg, res, i);
+		if (refs[k]) {
+			list[k] = &refs[k]->sb;
+			k++;
+		}
+	}
+	w->list_cb(NULL, list, k, w->arg);
+	for (size_t i = 0; i < k; i++)
+		sandbox_ref_put(refs[i]);
+	free(refs);
+	free(list);
+	wait_free(w);
+}
