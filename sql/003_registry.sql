@@ -22,4 +22,7 @@ CREATE FUNCTION sandbar_us(t timestamptz) RETURNS bigint
 	LANGUAGE sql IMMUTABLE
 	AS $$ SELECT (extract(epoch FROM t) * 1000000)::bigint $$;
 
+-- the dialects render the core's structs: no JSON is made here any more
 DROP VIEW sandbox_docs;
+DROP VIEW command_docs;
+DROP FUNCTION sandbar_time(timestamptz);

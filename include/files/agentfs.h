@@ -20,8 +20,7 @@
 
 struct agentfs;
 struct agentfs_op;
-struct channels;
-struct pg_pool;
+struct registry;
 
 #define AGENTFS_TEXT_MAX       (200u * 1024) /* read: text in full up to this, else truncated */
 #define AGENTFS_IMAGE_MAX      (5u << 20)    /* read: larger images are refused (too_large) */
@@ -32,14 +31,8 @@ struct pg_pool;
 #define AGENTFS_HIGH_WATERMARK (1u << 20) /* writes: wait for ready above this */
 #define AGENTFS_LOW_WATERMARK  (256u * 1024)
 
-struct agentfs_config {
-	const char *cluster;
-	int64_t idle_timeout_ms; /* activity pushes expiry this far */
-	uint64_t upload_limit;	 /* bytes of one written file */
-};
-
-struct agentfs *agentfs_new(struct event_base *base, struct pg_pool *pg, struct channels *chs,
-			    const struct agentfs_config *cfg);
+/* Sandboxes come from the registry. upload_limit: bytes of one written file. */
+struct agentfs *agentfs_new(struct event_base *base, struct registry *reg, uint64_t upload_limit);
 void agentfs_free(struct agentfs *fs);
 
 struct agentfs_result {

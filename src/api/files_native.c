@@ -55,12 +55,7 @@ static void wr_body_end(struct http_request *req, void *arg);
 
 int api_files_native_routes(struct api *api, struct event_base *base)
 {
-	struct agentfs_config cfg = {
-		.cluster = api->cfg->cluster,
-		.idle_timeout_ms = api->cfg->sandbox_idle_timeout_ms,
-		.upload_limit = api->cfg->upload_limit,
-	};
-	api->fs = agentfs_new(base, registry_pg(api->reg), registry_channels(api->reg), &cfg);
+	api->fs = agentfs_new(base, api->reg, api->cfg->upload_limit);
 	struct router *r = api->router;
 	if (router_add(r, "GET", "/api/sandboxes/{id}/files", list_route, api) != 0 ||
 	    router_add(r, "DELETE", "/api/sandboxes/{id}/files", delete_route, api) != 0 ||

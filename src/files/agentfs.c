@@ -1,7 +1,7 @@
-/* The file service through the agent: each op looks its sandbox up in one
- * query (status, container, default user; activity at most once a second),
- * then sends one agent request and turns the answer into JSON, a stream, or a
- * typed failure. The document read and the streams are in agentfs_stream.c. */
+/* The file service through the agent: each op takes its sandbox's handle
+ * from the registry (running, container, default user; activity), then sends
+ * one agent request and turns the answer into JSON, a stream, or a typed
+ * failure. The document read and the streams are in agentfs_stream.c. */
 #include "agentfs_internal.h"
 
 #include <errno.h>
@@ -21,49 +21,25 @@
 static void op_set_state(struct agentfs_op *op, enum afs_state to);
 static void op_free(struct agentfs_op *op);
 static void op_later_cb(evutil_socket_t fd, short what, void *arg);
-static void looked_up(enum pg_error err, PGresult *res, const char *message, void *arg);
-static bool sandbox_id_ok(const char *id);
+static void acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static bool protected_path(const char *path);
 static void one_entry(void *arg, const struct agent_fs_entry *e);
 static void one_done(void *arg, const struct agent_fs_done *d);
 static void one_error(void *arg, int code, const char *message);
 static void send_request(struct agentfs_op *op);
-static int64_t mono_ms(void);
-static struct afs_sbx **cache_slot(struct agentfs *fs, const char *id);
-static void cache_put(struct agentfs *fs, const char *id, const char *container, const char *user);
-static void cache_clear(struct agentfs *fs);
-static void touched(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void proceed(struct agentfs_op *op);
 static struct agentfs_op *upload_op(struct agentfs *fs, enum afs_kind kind, const char *sandbox_id,
 				    const char *container, agentfs_done_fn cb, void *arg);
 
 static const char *const state_names[AFS_STATE_MAX] = { "lookup", "agent", "done" };
 
-/* The sandbox, its default user, and activity (only when a second old). */
-static const char sql_lookup[] =
-	"WITH t AS (UPDATE sandboxes SET last_activity = now(), "
-	"  expires_at = now() + $3::bigint * interval '1 millisecond' "
-	"  WHERE id = $1 AND cluster = $2 AND status = 'running' "
-	"  AND last_activity < now() - interval '1 second' RETURNING id) "
-	"SELECT s.status, s.container_id, "
-	"  coalesce(s.devcontainer_config->>'remoteUser', s.devcontainer_config->>'containerUser'), "
-	"  (SELECT count(*) FROM t) "
-	"FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
-static const char sql_touch[] = "UPDATE sandboxes SET last_activity = now(), "
-				"expires_at = now() + $3::bigint * interval '1 millisecond' "
-				"WHERE id = $1 AND cluster = $2 AND status = 'running'";
-
-struct agentfs *agentfs_new(struct event_base *base, struct pg_pool *pg, struct channels *chs,
-			    const struct agentfs_config *cfg)
+struct agentfs *agentfs_new(struct event_base *base, struct registry *reg, uint64_t upload_limit)
 {
 	struct agentfs *fs = calloc(1, sizeof(*fs));
 	CHECK(fs != NULL);
 	fs->base = base;
-	fs->pg = pg;
-	fs->chs = chs;
-	snprintf(fs->cluster, sizeof(fs->cluster), "%s", cfg->cluster ? cfg->cluster : "default");
-	snprintf(fs->idle_ms, sizeof(fs->idle_ms), "%" PRId64, cfg->idle_timeout_ms);
-	fs->upload_limit = cfg->upload_limit;
+	fs->reg = reg;
+	fs->upload_limit = upload_limit;
 	return fs;
 }
 
@@ -71,68 +47,7 @@ void agentfs_free(struct agentfs *fs)
 {
 	if (!fs)
 		return;
-	cache_clear(fs);
 	free(fs);
-}
-
-/* ---- the lookup cache: a file op right after another skips PostgreSQL ---- */
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct afs_sbx **cache_slot(struct agentfs *fs, const char *id)
-{
-	unsigned h = 2166136261u;
-	for (const char *p = id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	struct afs_sbx **pp = &fs->cache[h % AFS_CACHE_BUCKETS];
-	while (*pp && strcmp((*pp)->id, id) != 0)
-		pp = &(*pp)->next;
-	return pp;
-}
-
-static void cache_put(struct agentfs *fs, const char *id, const char *container, const char *user)
-{
-	if (fs->cached >= AFS_CACHE_MAX)
-		cache_clear(fs);
-	struct afs_sbx **pp = cache_slot(fs, id);
-	struct afs_sbx *e = *pp;
-	if (!e) {
-		e = calloc(1, sizeof(*e));
-		CHECK(e != NULL);
-		snprintf(e->id, sizeof(e->id), "%s", id);
-		*pp = e;
-		fs->cached++;
-	}
-	snprintf(e->container, sizeof(e->container), "%s", container);
-	free(e->user);
-	e->user = user ? strdup(user) : NULL;
-	e->fetched_ms = e->touched_ms = mono_ms(); /* the lookup touched it */
-}
-
-static void cache_clear(struct agentfs *fs)
-{
-	for (size_t i = 0; i < AFS_CACHE_BUCKETS; i++) {
-		while (fs->cache[i]) {
-			struct afs_sbx *e = fs->cache[i];
-			fs->cache[i] = e->next;
-			free(e->user);
-			free(e);
-		}
-	}
-	fs->cached = 0;
-}
-
-static void touched(enum pg_error err, PGresult *res, const char *message, void *arg)
-{
-	(void)res;
-	(void)arg;
-	if (err != PG_OK)
-		log_warn("file activity not recorded: %s", message);
 }
 
 /* ---- ops ---- */
@@ -166,8 +81,7 @@ struct agentfs_op *afs_op_new(struct agentfs *fs, enum afs_kind kind, const char
 
 static void op_free(struct agentfs_op *op)
 {
-	if (op->query)
-		pg_query_cancel(op->query);
+	registry_wait_cancel(op->rwait);
 	if (op->afs)
 		agent_fs_close(op->afs);
 	event_free(op->later);
@@ -199,9 +113,9 @@ void afs_finish(struct agentfs_op *op, const struct core_error *fail, const stru
 		agent_fs_close(op->afs); /* a no-op once done or failed */
 		op->afs = NULL;
 	}
-	if (op->query) {
-		pg_query_cancel(op->query);
-		op->query = NULL;
+	if (op->rwait) {
+		registry_wait_cancel(op->rwait);
+		op->rwait = NULL;
 	}
 	if (!op->cancelled) {
 		op->in_cb++;
@@ -311,10 +225,6 @@ void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
 	case ESRCH:
 	case ECONNREFUSED:
 	case EPIPE: {
-		/* the next op asks PostgreSQL again */
-		struct afs_sbx **pp = cache_slot(op->fs, op->sandbox_id);
-		if (*pp)
-			(*pp)->fetched_ms = INT64_MIN / 2;
 		if (strstr(message, "container unavailable")) {
 			afs_fail(op, CORE_CONFLICT, "sandbox_not_running", "the sandbox is not running");
 			return;
@@ -341,19 +251,6 @@ int afs_path(struct agentfs_op *op, const char *in, char *out)
 	return 0;
 }
 
-static bool sandbox_id_ok(const char *id)
-{
-	if (strlen(id) != 36)
-		return false;
-	for (int i = 0; i < 36; i++) {
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		char ch = id[i];
-		if (dash ? ch != '-' : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-			return false;
-	}
-	return true;
-}
-
 /* "/" and the top-level directories a system needs. */
 static bool protected_path(const char *path)
 {
@@ -376,57 +273,25 @@ void afs_start(struct agentfs_op *op)
 {
 	if (op->later_code)
 		return;
-	if (!sandbox_id_ok(op->sandbox_id)) {
-		afs_fail_later(op, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
-		return;
-	}
-	struct afs_sbx *e = *cache_slot(op->fs, op->sandbox_id);
-	int64_t now = mono_ms();
-	if (e && now - e->fetched_ms < AFS_CACHE_TTL_MS) {
-		/* seen running a moment ago: straight to the agent (which answers
-		 * sandbox_not_running itself if it stopped since); activity aside */
-		if (now - e->touched_ms >= AFS_TOUCH_MS) {
-			e->touched_ms = now;
-			const char *params[] = { op->sandbox_id, op->fs->cluster, op->fs->idle_ms };
-			pg_query_send(op->fs->pg, sql_touch, 3, params, touched, NULL);
-		}
-		snprintf(op->container, sizeof(op->container), "%s", e->container);
-		if (e->user) {
-			op->user = strdup(e->user);
-			CHECK(op->user != NULL);
-		}
-		proceed(op);
-		return;
-	}
-	const char *params[] = { op->sandbox_id, op->fs->cluster, op->fs->idle_ms };
-	op->query = pg_query_send(op->fs->pg, sql_lookup, 3, params, looked_up, op);
+	op->rwait = registry_acquire(op->fs->reg, op->sandbox_id, REGISTRY_RUNNING | REGISTRY_TOUCH, acquired,
+				     op);
 }
 
-static void looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg)
 {
 	struct agentfs_op *op = arg;
-	op->query = NULL;
-	if (err != PG_OK) {
-		afs_fail(op, err == PG_ERR_QUERY ? CORE_INTERNAL : CORE_UNAVAILABLE,
-			 err == PG_ERR_QUERY ? "internal" : "database_unavailable", "PostgreSQL: %s",
-			 message);
+	op->rwait = NULL;
+	if (err) {
+		afs_finish(op, err, NULL);
 		return;
 	}
-	if (PQntuples(res) == 0) {
-		afs_fail(op, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
-		return;
-	}
-	const char *status = PQgetvalue(res, 0, 0);
-	if (strcmp(status, "running") != 0 || PQgetisnull(res, 0, 1)) {
-		afs_fail(op, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s", status);
-		return;
-	}
-	snprintf(op->container, sizeof(op->container), "%s", PQgetvalue(res, 0, 1));
-	if (!PQgetisnull(res, 0, 2) && PQgetvalue(res, 0, 2)[0]) {
-		op->user = strdup(PQgetvalue(res, 0, 2));
+	const struct sandbox *sb = sandbox_ref_get(ref);
+	snprintf(op->container, sizeof(op->container), "%s", sb->container_id);
+	if (sb->run_user) {
+		op->user = strdup(sb->run_user);
 		CHECK(op->user != NULL);
 	}
-	cache_put(op->fs, op->sandbox_id, op->container, op->user);
+	sandbox_ref_put(ref);
 	proceed(op);
 }
 
@@ -434,7 +299,7 @@ static void looked_up(enum pg_error err, PGresult *res, const char *message, voi
 static void proceed(struct agentfs_op *op)
 {
 	op_set_state(op, AFS_AGENT);
-	op->ch = channels_get(op->fs->chs, op->sandbox_id, op->container);
+	op->ch = channels_get(registry_channels(op->fs->reg), op->sandbox_id, op->container);
 	switch (op->kind) {
 	case AFS_READ:
 	case AFS_READ_DOC:

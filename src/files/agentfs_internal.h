@@ -8,38 +8,18 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <libpq-fe.h>
 
 #include "channel/channel.h"
 #include "files/agentfs.h"
 #include "files/path.h"
-#include "pg/pool.h"
+#include "sandbox/registry.h"
 
 struct json_object;
 
-#define AFS_CACHE_BUCKETS 256
-#define AFS_CACHE_MAX	  4096 /* entries; over it the cache starts afresh */
-#define AFS_CACHE_TTL_MS  1000 /* a looked-up sandbox is trusted this long */
-#define AFS_TOUCH_MS	  1000 /* activity written at most this often */
-
-/* A sandbox looked up lately: its container and default user. */
-struct afs_sbx {
-	struct afs_sbx *next;
-	char id[40];
-	char container[80];
-	char *user;
-	int64_t fetched_ms, touched_ms; /* monotonic */
-};
-
 struct agentfs {
 	struct event_base *base;
-	struct pg_pool *pg;
-	struct channels *chs;
-	char cluster[128];
-	char idle_ms[24];
+	struct registry *reg;
 	uint64_t upload_limit;
-	struct afs_sbx *cache[AFS_CACHE_BUCKETS];
-	size_t cached;
 };
 
 enum afs_kind {
@@ -55,7 +35,7 @@ enum afs_kind {
 };
 
 enum afs_state {
-	AFS_LOOKUP, /* the sandbox row */
+	AFS_LOOKUP, /* the sandbox's handle */
 	AFS_AGENT,  /* the agent request (or stream) is on */
 	AFS_DONE,   /* the last callback ran or is running */
 	AFS_STATE_MAX
@@ -73,8 +53,8 @@ struct agentfs_op {
 	int depth;
 	char *old_text, *new_text;
 	size_t old_len, new_len;
-	struct pg_query *query;
-	struct agent_channel *ch; /* valid while the sandbox is not dropped; used in this pass only */
+	struct registry_wait *rwait; /* the sandbox's handle on its way */
+	struct agent_channel *ch;    /* valid while the sandbox is not dropped; used in this pass only */
 	struct agent_fs *afs;
 	struct json_object *list, *entry;
 	/* reads */

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "files/agentfs.h"
+#include "sandbox/registry.h"
 
 #define SID "0c6a1d2e-5b7f-4c1a-9a3e-2f1d6c8b7a90"
 
@@ -32,14 +33,17 @@ static void done(const struct core_error *fail, const struct agentfs_result *res
 }
 
 static struct event_base *base;
+static struct registry *reg;
 static struct agentfs *fs;
 
 static int setup(void **state)
 {
 	(void)state;
 	base = event_base_new();
-	struct agentfs_config cfg = { .cluster = "t", .idle_timeout_ms = 1000, .upload_limit = 10 };
-	fs = agentfs_new(base, NULL, NULL, &cfg); /* nothing here reaches PostgreSQL or an agent */
+	/* nothing here reaches PostgreSQL or an agent: no pool, no channels */
+	struct registry_config cfg = { .cluster = "t", .instance = "i", .idle_timeout_ms = 1000 };
+	reg = registry_new(base, &cfg, NULL, NULL);
+	fs = agentfs_new(base, reg, 10);
 	return 0;
 }
 
@@ -47,6 +51,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	agentfs_free(fs);
+	registry_free(reg);
 	event_base_free(base);
 	return 0;
 }
