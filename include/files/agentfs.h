@@ -3,9 +3,9 @@
  * streamed reads and writes of one file. Each call looks the sandbox up once
  * (running, container, default user = the template's remoteUser or
  * containerUser, as commands use) and counts as activity; the agent then acts
- * as that user. No HTTP here: results are JSON text, byte streams, or a typed
- * failure with a stable code. Callbacks come from the loop, never on the
- * caller's stack; after the last one the op is freed. */
+ * as that user. No HTTP here: results are structs (each dialect renders
+ * them), byte streams, or a core error. Callbacks come from the loop, never
+ * on the caller's stack; after the last one the op is freed. */
 #ifndef SANDBAR_FILES_AGENTFS_H
 #define SANDBAR_FILES_AGENTFS_H
 
@@ -35,40 +35,72 @@ struct registry;
 struct agentfs *agentfs_new(struct event_base *base, struct registry *reg, uint64_t upload_limit);
 void agentfs_free(struct agentfs *fs);
 
+/* A file as the agent saw it (stat, list). */
+struct agentfs_entry {
+	const char *path; /* absolute */
+	uint64_t size;
+	uint32_t mode; /* st_mode: type and permission bits */
+	int64_t mtime_ms;
+	uint32_t uid, gid;
+	bool link; /* a symbolic link (stat does not follow it) */
+};
+
+enum agentfs_call {
+	AGENTFS_STAT,
+	AGENTFS_LIST,
+	AGENTFS_MKDIR,
+	AGENTFS_REMOVE,
+	AGENTFS_MOVE,
+	AGENTFS_EDIT,
+	AGENTFS_READ_DOC,
+	AGENTFS_WRITE,
+};
+
+enum agentfs_doc { AGENTFS_DOC_TEXT, AGENTFS_DOC_IMAGE, AGENTFS_DOC_BINARY };
+
+/* What a call did; which members are set depends on the call. */
 struct agentfs_result {
-	const char *doc; /* JSON text */
-	size_t len;
-	bool created;	/* mkdir, write: the path did not exist */
-	bool truncated; /* list: the entry cap was hit */
+	enum agentfs_call call;
+	const char *path;		     /* the path acted on; MOVE: its source */
+	const char *path2;		     /* MOVE: its destination */
+	bool exists;			     /* STAT: else only path is set */
+	struct agentfs_entry entry;	     /* STAT */
+	const struct agentfs_entry *entries; /* LIST, depth-first, sorted by name */
+	size_t nentries;
+	bool created;	/* MKDIR, WRITE: the path did not exist */
+	bool truncated; /* LIST: the entry cap was hit; READ_DOC: the bytes are the file's start */
+	uint64_t size;	/* EDIT: the new size; WRITE: bytes written; READ_DOC: the file's */
+	/* READ_DOC: text (valid UTF-8, cut at a character), or an image's or
+	 * other file's raw bytes; mime of the file */
+	enum agentfs_doc doc;
+	const char *mime;
+	const uint8_t *data;
+	size_t data_len;
 };
 
 /* fail NULL on success, res NULL on failure. */
 typedef void (*agentfs_done_fn)(const struct core_error *fail, const struct agentfs_result *res, void *arg);
 
-/* {exists, path, size, is_dir, is_file, is_symlink, mode, modified_at, uid, gid};
- * a missing path is {"exists": false, ...}, not a failure. */
+/* A missing path is exists = false, not a failure. */
 struct agentfs_op *agentfs_stat(struct agentfs *fs, const char *sandbox_id, const char *path,
 				agentfs_done_fn cb, void *arg);
-/* [{name, path, size, is_dir, mode, modified_at}], depth 1..AGENTFS_LIST_DEPTH. */
+/* depth 1..AGENTFS_LIST_DEPTH; at most AGENTFS_LIST_LIMIT entries. */
 struct agentfs_op *agentfs_list(struct agentfs *fs, const char *sandbox_id, const char *path, int depth,
 				agentfs_done_fn cb, void *arg);
-/* {path, created} */
 struct agentfs_op *agentfs_mkdir(struct agentfs *fs, const char *sandbox_id, const char *path, bool parents,
 				 agentfs_done_fn cb, void *arg);
-/* {path, removed: true}; "/" and the top-level system directories are refused. */
+/* "/" and the top-level system directories are refused. */
 struct agentfs_op *agentfs_remove(struct agentfs *fs, const char *sandbox_id, const char *path,
 				  bool recursive, agentfs_done_fn cb, void *arg);
-/* {from, to} */
 struct agentfs_op *agentfs_move(struct agentfs *fs, const char *sandbox_id, const char *from, const char *to,
 				bool overwrite, agentfs_done_fn cb, void *arg);
-/* {path, replacements: 1, size, message}; old_text must occur exactly once
- * (edit_no_match / edit_ambiguous with the count otherwise). */
+/* old_text must occur exactly once (edit_no_match / edit_ambiguous with the
+ * count otherwise). */
 struct agentfs_op *agentfs_edit(struct agentfs *fs, const char *sandbox_id, const char *path,
 				const char *old_text, size_t old_len, const char *new_text, size_t new_len,
 				agentfs_done_fn cb, void *arg);
-/* {type: "text", content, truncated, mime_type, size} |
- * {type: "image", mime_type, data (base64), size} |
- * {type: "binary", mime_type, data (base64 of up to AGENTFS_TEXT_MAX bytes), truncated, size} */
+/* Text in full up to AGENTFS_TEXT_MAX; an image whole up to AGENTFS_IMAGE_MAX;
+ * anything else its first AGENTFS_TEXT_MAX bytes. */
 struct agentfs_op *agentfs_read_doc(struct agentfs *fs, const char *sandbox_id, const char *path,
 				    agentfs_done_fn cb, void *arg);
 
@@ -96,8 +128,7 @@ void agentfs_read_ack(struct agentfs_op *op, uint64_t consumed);
 
 struct agentfs_write_events {
 	void (*ready)(void *arg); /* data may be written: first, and after each pause */
-	/* res->doc {path, size}; res->created */
-	agentfs_done_fn done;
+	agentfs_done_fn done;	  /* res: path, size, created */
 };
 /* mode: permission bits (default 0644 when 0 is not wanted: pass 0644). */
 struct agentfs_op *agentfs_write(struct agentfs *fs, const char *sandbox_id, const char *path, uint32_t mode,

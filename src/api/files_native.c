@@ -99,11 +99,9 @@ static void doc_done(const struct core_error *fail, const struct agentfs_result 
 		api_respond_error(req, fail);
 		return;
 	}
-	if (res->truncated)
+	if (res->truncated && res->call == AGENTFS_LIST)
 		http_response_header(req, "X-Sandbar-Truncated", "true");
-	http_response_start(req, res->created ? 201 : fc->ok_status, "application/json", (int64_t)res->len);
-	http_response_write_bytes(req, res->doc, res->len);
-	http_response_end(req);
+	http_respond_json(req, res->created ? 201 : fc->ok_status, api_file_json(res));
 }
 
 static bool id_ok(struct http_request *req)

@@ -39,6 +39,9 @@ MUST_USE int api_files_native_routes(struct api *api, struct event_base *base);
 /* render.c: the native JSON of the core's structs. */
 struct json_object *api_sandbox_json(const struct sandbox *sb);
 struct json_object *api_command_json(const struct command_record *rec);
+struct agentfs_result;
+/* The file API's answers (stat, list, mkdir, remove, move, edit, read, write). */
+struct json_object *api_file_json(const struct agentfs_result *r);
 /* RFC 3339, UTC, microseconds; NULL (JSON null) for 0. */
 struct json_object *api_time_json(int64_t us);
 

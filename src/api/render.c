@@ -2,10 +2,15 @@
  * object (plus status_reason, template and setup_output), times as RFC 3339
  * in UTC with microseconds, as Go's time.Time marshals them. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <json-c/json.h>
 
+#include "core/base64.h"
+#include "files/agentfs.h"
+#include "files/path.h"
 #include "internal.h"
 
 struct json_object *api_time_json(int64_t us)
@@ -74,5 +79,137 @@ struct json_object *api_command_json(const struct command_record *rec)
 	json_object_object_add(o, "pid", i->pid ? json_object_new_int(i->pid) : NULL);
 	json_object_object_add(o, "started_at", api_time_json(1000 * i->started_at));
 	json_object_object_add(o, "ended_at", ended ? api_time_json(1000 * i->ended_at) : NULL);
+	return o;
+}
+
+/* ---- the file API ---- */
+
+/* A file's time: RFC 3339 in UTC, whole seconds. */
+static struct json_object *file_time_json(int64_t ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char buf[40];
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return json_object_new_string(buf);
+}
+
+static void add_file(struct json_object *o, const struct agentfs_entry *e)
+{
+	char mode[8];
+	snprintf(mode, sizeof(mode), "%04o", e->mode & 07777);
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)e->size));
+	json_object_object_add(o, "is_dir", json_object_new_boolean(S_ISDIR(e->mode)));
+	json_object_object_add(o, "mode", json_object_new_string(mode));
+	json_object_object_add(o, "modified_at", file_time_json(e->mtime_ms));
+}
+
+static struct json_object *base64_json(const uint8_t *data, size_t len)
+{
+	char *enc = malloc(base64_encoded_size(len));
+	CHECK(enc != NULL);
+	size_t elen = base64_encode(data, len, enc);
+	struct json_object *s = json_object_new_string_len(enc, (int)elen);
+	free(enc);
+	return s;
+}
+
+static struct json_object *stat_json(const struct agentfs_result *r)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "exists", json_object_new_boolean(r->exists));
+	json_object_object_add(o, "path", json_object_new_string(r->path));
+	if (!r->exists) {
+		json_object_object_add(o, "size", json_object_new_int(0));
+		json_object_object_add(o, "is_dir", json_object_new_boolean(0));
+		json_object_object_add(o, "is_file", json_object_new_boolean(0));
+		json_object_object_add(o, "is_symlink", json_object_new_boolean(0));
+		json_object_object_add(o, "mode", NULL);
+		json_object_object_add(o, "modified_at", NULL);
+		return o;
+	}
+	add_file(o, &r->entry);
+	json_object_object_add(o, "is_file", json_object_new_boolean(S_ISREG(r->entry.mode)));
+	json_object_object_add(o, "is_symlink", json_object_new_boolean(r->entry.link));
+	json_object_object_add(o, "uid", json_object_new_int64(r->entry.uid));
+	json_object_object_add(o, "gid", json_object_new_int64(r->entry.gid));
+	return o;
+}
+
+static struct json_object *doc_json(const struct agentfs_result *r)
+{
+	static const char *const types[] = {
+		[AGENTFS_DOC_TEXT] = "text", [AGENTFS_DOC_IMAGE] = "image", [AGENTFS_DOC_BINARY] = "binary"
+	};
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string(types[r->doc]));
+	if (r->doc == AGENTFS_DOC_TEXT) {
+		json_object_object_add(o, "content",
+				       json_object_new_string_len((const char *)r->data, (int)r->data_len));
+		json_object_object_add(o, "truncated", json_object_new_boolean(r->truncated));
+		json_object_object_add(o, "mime_type", json_object_new_string(r->mime));
+	} else {
+		json_object_object_add(o, "mime_type", json_object_new_string(r->mime));
+		json_object_object_add(o, "data", base64_json(r->data, r->data_len));
+		if (r->doc == AGENTFS_DOC_BINARY)
+			json_object_object_add(o, "truncated", json_object_new_boolean(r->truncated));
+	}
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)r->size));
+	return o;
+}
+
+struct json_object *api_file_json(const struct agentfs_result *r)
+{
+	struct json_object *o;
+	switch (r->call) {
+	case AGENTFS_STAT:
+		return stat_json(r);
+	case AGENTFS_LIST:
+		o = json_object_new_array_ext((int)r->nentries);
+		for (size_t i = 0; i < r->nentries; i++) {
+			struct json_object *e = json_object_new_object();
+			json_object_object_add(e, "name",
+					       json_object_new_string(files_path_base(r->entries[i].path)));
+			json_object_object_add(e, "path", json_object_new_string(r->entries[i].path));
+			add_file(e, &r->entries[i]);
+			json_object_array_add(o, e);
+		}
+		return o;
+	case AGENTFS_READ_DOC:
+		return doc_json(r);
+	default:
+		break;
+	}
+	o = json_object_new_object();
+	switch (r->call) {
+	case AGENTFS_MKDIR:
+		json_object_object_add(o, "path", json_object_new_string(r->path));
+		json_object_object_add(o, "created", json_object_new_boolean(r->created));
+		break;
+	case AGENTFS_REMOVE:
+		json_object_object_add(o, "path", json_object_new_string(r->path));
+		json_object_object_add(o, "removed", json_object_new_boolean(1));
+		break;
+	case AGENTFS_MOVE:
+		json_object_object_add(o, "from", json_object_new_string(r->path));
+		json_object_object_add(o, "to", json_object_new_string(r->path2));
+		break;
+	case AGENTFS_EDIT: {
+		char msg[FILES_PATH_MAX + 64];
+		snprintf(msg, sizeof(msg), "replaced 1 occurrence in %s", r->path);
+		json_object_object_add(o, "path", json_object_new_string(r->path));
+		json_object_object_add(o, "replacements", json_object_new_int(1));
+		json_object_object_add(o, "size", json_object_new_int64((int64_t)r->size));
+		json_object_object_add(o, "message", json_object_new_string(msg));
+		break;
+	}
+	case AGENTFS_WRITE:
+		json_object_object_add(o, "path", json_object_new_string(r->path));
+		json_object_object_add(o, "size", json_object_new_int64((int64_t)r->size));
+		break;
+	default:
+		break;
+	}
 	return o;
 }

@@ -13,8 +13,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include <json-c/json.h>
-
 #include "core/log.h"
 #include "files/path.h"
 
@@ -90,7 +88,9 @@ static void op_free(struct agentfs_op *op)
 	free(op->new_text);
 	if (op->buf)
 		evbuffer_free(op->buf);
-	json_object_put(op->list);
+	for (size_t i = 0; i < op->nentries; i++)
+		free((char *)op->entries[i].path);
+	free(op->entries);
 	free(op);
 }
 
@@ -147,13 +147,15 @@ void afs_fail(struct agentfs_op *op, enum core_err err, const char *code, const 
 	afs_finish(op, &f, NULL);
 }
 
-void afs_done_json(struct agentfs_op *op, struct json_object *o, bool created, bool truncated)
+void afs_done(struct agentfs_op *op, struct agentfs_result *r)
 {
-	size_t len;
-	const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
-	struct agentfs_result r = { .doc = s, .len = len, .created = created, .truncated = truncated };
-	afs_finish(op, NULL, &r);
-	json_object_put(o);
+	static const enum agentfs_call calls[] = {
+		[AFS_STAT] = AGENTFS_STAT,	   [AFS_LIST] = AGENTFS_LIST,	[AFS_MKDIR] = AGENTFS_MKDIR,
+		[AFS_REMOVE] = AGENTFS_REMOVE,	   [AFS_MOVE] = AGENTFS_MOVE,	[AFS_EDIT] = AGENTFS_EDIT,
+		[AFS_READ_DOC] = AGENTFS_READ_DOC, [AFS_WRITE] = AGENTFS_WRITE, [AFS_READ] = AGENTFS_READ_DOC,
+	};
+	r->call = calls[op->kind];
+	afs_finish(op, NULL, r);
 }
 
 /* An early failure (bad input) goes out from the loop, never on the caller's stack. */
@@ -325,7 +327,6 @@ static void send_request(struct agentfs_op *op)
 		r.op = AGENT_FS_LIST;
 		r.depth = (uint64_t)op->depth;
 		r.limit = AGENTFS_LIST_LIMIT;
-		op->list = json_object_new_array();
 		break;
 	case AFS_MKDIR:
 		r.op = AGENT_FS_MKDIR;
@@ -352,89 +353,69 @@ static void send_request(struct agentfs_op *op)
 	op->afs = agent_fs_op(op->ch, &r, &one_ops, op);
 }
 
-/* ---- JSON ---- */
+/* ---- answers ---- */
 
-void afs_time(int64_t ms, char *out, size_t cap)
+static void entry_from(struct agentfs_entry *out, const struct agent_fs_entry *e, const char *path)
 {
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void add_common(struct json_object *o, const struct agent_fs_entry *e)
-{
-	char mode[8], when[40];
-	snprintf(mode, sizeof(mode), "%04o", e->mode & 07777);
-	afs_time(e->mtime_ms, when, sizeof(when));
-	json_object_object_add(o, "size", json_object_new_int64((int64_t)e->size));
-	json_object_object_add(o, "is_dir", json_object_new_boolean(S_ISDIR(e->mode)));
-	json_object_object_add(o, "mode", json_object_new_string(mode));
-	json_object_object_add(o, "modified_at", json_object_new_string(when));
+	*out = (struct agentfs_entry){
+		.path = path,
+		.size = e->size,
+		.mode = e->mode,
+		.mtime_ms = e->mtime_ms,
+		.uid = e->uid,
+		.gid = e->gid,
+		.link = e->link,
+	};
 }
 
 static void one_entry(void *arg, const struct agent_fs_entry *e)
 {
 	struct agentfs_op *op = arg;
-	struct json_object *o = json_object_new_object();
 	if (op->kind == AFS_LIST) {
-		const char *path = e->path ? e->path : "";
-		json_object_object_add(o, "name", json_object_new_string(files_path_base(path)));
-		json_object_object_add(o, "path", json_object_new_string(path));
-		add_common(o, e);
-		json_object_array_add(op->list, o);
+		if (op->nentries == op->cap_entries) {
+			op->cap_entries = op->cap_entries ? op->cap_entries * 2 : 64;
+			op->entries = realloc(op->entries, op->cap_entries * sizeof(*op->entries));
+			CHECK(op->entries != NULL);
+		}
+		char *path = strdup(e->path ? e->path : "");
+		CHECK(path != NULL);
+		entry_from(&op->entries[op->nentries++], e, path);
 		return;
 	}
-	if (op->kind != AFS_STAT || op->entry) {
-		json_object_put(o);
+	if (op->kind != AFS_STAT || op->have_stat)
 		return;
-	}
-	json_object_object_add(o, "exists", json_object_new_boolean(1));
-	json_object_object_add(o, "path", json_object_new_string(op->path));
-	add_common(o, e);
-	json_object_object_add(o, "is_file", json_object_new_boolean(S_ISREG(e->mode)));
-	json_object_object_add(o, "is_symlink", json_object_new_boolean(e->link));
-	json_object_object_add(o, "uid", json_object_new_int64(e->uid));
-	json_object_object_add(o, "gid", json_object_new_int64(e->gid));
-	op->entry = o;
+	entry_from(&op->stat, e, op->path);
+	op->have_stat = true;
 }
 
 static void one_done(void *arg, const struct agent_fs_done *d)
 {
 	struct agentfs_op *op = arg;
 	op->afs = NULL;
-	struct json_object *o = NULL;
+	struct agentfs_result r = { .path = op->path };
 	switch (op->kind) {
 	case AFS_STAT:
-		o = op->entry;
-		op->entry = NULL;
-		if (!o) {
+		if (!op->have_stat) {
 			afs_fail(op, CORE_INTERNAL, "fs_error", "the agent sent no entry");
 			return;
 		}
+		r.exists = true;
+		r.entry = op->stat;
 		break;
 	case AFS_LIST:
-		o = op->list;
-		op->list = NULL;
-		afs_done_json(op, o, false, d->truncated);
-		return;
+		r.entries = op->entries;
+		r.nentries = op->nentries;
+		r.truncated = d->truncated;
+		break;
 	case AFS_MKDIR:
-		o = json_object_new_object();
-		json_object_object_add(o, "path", json_object_new_string(op->path));
-		json_object_object_add(o, "created", json_object_new_boolean(d->created));
-		afs_done_json(op, o, d->created, false);
-		return;
+		r.created = d->created;
+		break;
 	case AFS_REMOVE:
-		o = json_object_new_object();
-		json_object_object_add(o, "path", json_object_new_string(op->path));
-		json_object_object_add(o, "removed", json_object_new_boolean(1));
 		break;
 	case AFS_MOVE:
-		o = json_object_new_object();
-		json_object_object_add(o, "from", json_object_new_string(op->path));
-		json_object_object_add(o, "to", json_object_new_string(op->path2));
+		r.path2 = op->path2;
 		break;
-	case AFS_EDIT: {
+	case AFS_EDIT:
 		if (d->count == 0) {
 			afs_fail(op, CORE_INVALID, "edit_no_match",
 				 "old_text occurs 0 times in %s; it must occur exactly once", op->path);
@@ -447,19 +428,12 @@ static void one_done(void *arg, const struct agent_fs_done *d)
 				 d->count, op->path);
 			return;
 		}
-		char msg[FILES_PATH_MAX + 64];
-		snprintf(msg, sizeof(msg), "replaced 1 occurrence in %s", op->path);
-		o = json_object_new_object();
-		json_object_object_add(o, "path", json_object_new_string(op->path));
-		json_object_object_add(o, "replacements", json_object_new_int(1));
-		json_object_object_add(o, "size", json_object_new_int64((int64_t)d->size));
-		json_object_object_add(o, "message", json_object_new_string(msg));
+		r.size = d->size;
 		break;
-	}
 	default:
 		CHECK(!"not a one-shot op");
 	}
-	afs_done_json(op, o, false, false);
+	afs_done(op, &r);
 }
 
 static void one_error(void *arg, int code, const char *message)
@@ -467,16 +441,8 @@ static void one_error(void *arg, int code, const char *message)
 	struct agentfs_op *op = arg;
 	op->afs = NULL;
 	if (op->kind == AFS_STAT && (code == ENOENT || code == ENOTDIR)) {
-		struct json_object *o = json_object_new_object();
-		json_object_object_add(o, "exists", json_object_new_boolean(0));
-		json_object_object_add(o, "path", json_object_new_string(op->path));
-		json_object_object_add(o, "size", json_object_new_int(0));
-		json_object_object_add(o, "is_dir", json_object_new_boolean(0));
-		json_object_object_add(o, "is_file", json_object_new_boolean(0));
-		json_object_object_add(o, "is_symlink", json_object_new_boolean(0));
-		json_object_object_add(o, "mode", NULL);
-		json_object_object_add(o, "modified_at", NULL);
-		afs_done_json(op, o, false, false);
+		struct agentfs_result r = { .path = op->path, .exists = false };
+		afs_done(op, &r);
 		return;
 	}
 	afs_fail_errno(op, code, message);

@@ -14,8 +14,6 @@
 #include "files/path.h"
 #include "sandbox/registry.h"
 
-struct json_object;
-
 struct agentfs {
 	struct event_base *base;
 	struct registry *reg;
@@ -56,7 +54,10 @@ struct agentfs_op {
 	struct registry_wait *rwait; /* the sandbox's handle on its way */
 	struct agent_channel *ch;    /* valid while the sandbox is not dropped; used in this pass only */
 	struct agent_fs *afs;
-	struct json_object *list, *entry;
+	struct agentfs_entry *entries; /* LIST: paths owned */
+	size_t nentries, cap_entries;
+	struct agentfs_entry stat; /* STAT */
+	bool have_stat;
 	/* reads */
 	uint64_t offset, length;
 	bool suffix, headed;
@@ -90,8 +91,8 @@ void afs_fail(struct agentfs_op *op, enum core_err err, const char *code, const 
 	__attribute__((format(printf, 4, 5)));
 void afs_fail_later(struct agentfs_op *op, enum core_err err, const char *code, const char *msg);
 void afs_fail_errno(struct agentfs_op *op, int code, const char *message);
-void afs_done_json(struct agentfs_op *op, struct json_object *o, bool created, bool truncated);
-void afs_time(int64_t ms, char *out, size_t cap);
+/* The op's success: r's call is set from the op. */
+void afs_done(struct agentfs_op *op, struct agentfs_result *r);
 /* agentfs_stream.c: the lookup found the sandbox, start the agent side. */
 void afs_stream_start(struct agentfs_op *op);
 /* The write's drain poll. */

@@ -10,9 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
-#include "core/base64.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "files/sniff.h"
@@ -169,50 +166,33 @@ static void rd_error(void *arg, int code, const char *message)
 }
 
 /* Text (valid UTF-8, no NUL) in full or cut at a character boundary; an image
- * whole, base64; anything else the same prefix as base64. */
+ * whole; anything else its first bytes. */
 static void doc_answer(struct agentfs_op *op)
 {
 	size_t n = evbuffer_get_length(op->buf);
-	const char *b = (const char *)evbuffer_pullup(op->buf, -1);
-	struct json_object *o = json_object_new_object();
+	const uint8_t *b = evbuffer_pullup(op->buf, -1);
+	struct agentfs_result r = { .path = op->path, .size = op->size, .mime = op->mime, .data = b };
 	if (op->image) {
-		char *enc = malloc(base64_encoded_size(n));
-		CHECK(enc != NULL);
-		size_t elen = base64_encode(b, n, enc);
-		json_object_object_add(o, "type", json_object_new_string("image"));
-		json_object_object_add(o, "mime_type", json_object_new_string(op->mime));
-		json_object_object_add(o, "data", json_object_new_string_len(enc, (int)elen));
-		json_object_object_add(o, "size", json_object_new_int64((int64_t)op->size));
-		free(enc);
-		afs_done_json(op, o, false, false);
+		r.doc = AGENTFS_DOC_IMAGE;
+		r.data_len = n;
+		afs_done(op, &r);
 		return;
 	}
-	bool truncated = op->size > AGENTFS_TEXT_MAX || n > AGENTFS_TEXT_MAX;
+	r.truncated = op->size > AGENTFS_TEXT_MAX || n > AGENTFS_TEXT_MAX;
 	size_t keep = n > AGENTFS_TEXT_MAX ? AGENTFS_TEXT_MAX : n;
-	size_t valid = utf8_valid_prefix(b, n);
+	size_t valid = utf8_valid_prefix((const char *)b, n);
 	/* text when every byte read is valid, but for a character cut by the read */
 	bool text = valid == n || (n > AGENTFS_TEXT_MAX && valid + 4 > n) || (op->size > n && valid + 4 > n);
 	if (text) {
-		size_t cut = utf8_valid_prefix(b, keep); /* never splits a character */
-		json_object_object_add(o, "type", json_object_new_string("text"));
-		json_object_object_add(o, "content", json_object_new_string_len(b, (int)cut));
-		json_object_object_add(o, "truncated", json_object_new_boolean(truncated));
-		json_object_object_add(o, "mime_type", json_object_new_string(op->mime));
+		r.doc = AGENTFS_DOC_TEXT;
+		r.data_len = utf8_valid_prefix((const char *)b, keep); /* never splits a character */
 	} else {
-		char *enc = malloc(base64_encoded_size(keep));
-		CHECK(enc != NULL);
-		size_t elen = base64_encode(b, keep, enc);
-		json_object_object_add(o, "type", json_object_new_string("binary"));
-		json_object_object_add(o, "mime_type",
-				       json_object_new_string(strncmp(op->mime, "text/", 5) == 0
-								      ? "application/octet-stream"
-								      : op->mime));
-		json_object_object_add(o, "data", json_object_new_string_len(enc, (int)elen));
-		json_object_object_add(o, "truncated", json_object_new_boolean(truncated));
-		free(enc);
+		r.doc = AGENTFS_DOC_BINARY;
+		r.data_len = keep;
+		if (strncmp(op->mime, "text/", 5) == 0)
+			r.mime = "application/octet-stream";
 	}
-	json_object_object_add(o, "size", json_object_new_int64((int64_t)op->size));
-	afs_done_json(op, o, false, false);
+	afs_done(op, &r);
 }
 
 struct agentfs_op *agentfs_read_doc(struct agentfs *fs, const char *sandbox_id, const char *path,
@@ -311,10 +291,8 @@ static void wr_done(void *arg, const struct agent_fs_done *d)
 {
 	struct agentfs_op *op = arg;
 	op->afs = NULL;
-	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "path", json_object_new_string(op->path));
-	json_object_object_add(o, "size", json_object_new_int64((int64_t)d->size));
-	afs_done_json(op, o, d->created, false);
+	struct agentfs_result r = { .path = op->path, .size = d->size, .created = d->created };
+	afs_done(op, &r);
 }
 
 static void wr_error(void *arg, int code, const char *message)
