@@ -8,7 +8,7 @@
 
 #include <json-c/json.h>
 
-#include "core/base64.h"
+#include "api/stream.h"
 #include "files/agentfs.h"
 #include "files/path.h"
 #include "internal.h"
@@ -105,16 +105,6 @@ static void add_file(struct json_object *o, const struct agentfs_entry *e)
 	json_object_object_add(o, "modified_at", file_time_json(e->mtime_ms));
 }
 
-static struct json_object *base64_json(const uint8_t *data, size_t len)
-{
-	char *enc = malloc(base64_encoded_size(len));
-	CHECK(enc != NULL);
-	size_t elen = base64_encode(data, len, enc);
-	struct json_object *s = json_object_new_string_len(enc, (int)elen);
-	free(enc);
-	return s;
-}
-
 static struct json_object *stat_json(const struct agentfs_result *r)
 {
 	struct json_object *o = json_object_new_object();
@@ -151,7 +141,7 @@ static struct json_object *doc_json(const struct agentfs_result *r)
 		json_object_object_add(o, "mime_type", json_object_new_string(r->mime));
 	} else {
 		json_object_object_add(o, "mime_type", json_object_new_string(r->mime));
-		json_object_object_add(o, "data", base64_json(r->data, r->data_len));
+		json_object_object_add(o, "data", stream_base64_string(r->data, r->data_len));
 		if (r->doc == AGENTFS_DOC_BINARY)
 			json_object_object_add(o, "truncated", json_object_new_boolean(r->truncated));
 	}
