@@ -163,8 +163,6 @@ int main(int argc, char **argv)
 	};
 	d.reg = registry_new(d.base, &rcfg, d.pg, d.channels);
 	d.svc = sandbox_service_new(d.base, &d.cfg, d.reg, d.docker, d.templates, d.agent_bin, d.agent_len);
-	d.api = api_new(d.base, &d.cfg, d.svc, d.reg);
-	CHECK(d.api != NULL);
 	struct commands_config ccfg = {
 		.instance = d.cfg.instance_id,
 		.max_per_sandbox = (int)d.cfg.commands_per_sandbox,
@@ -174,7 +172,8 @@ int main(int argc, char **argv)
 		.grace_ms = 2000,
 	};
 	d.commands = commands_new(d.base, &ccfg, d.reg);
-	api_set_commands(d.api, d.commands);
+	d.api = api_new(d.base, &d.cfg, d.svc, d.reg, d.commands);
+	CHECK(d.api != NULL);
 
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);

@@ -1,6 +1,6 @@
 /* The HTTP front of sandbard: authentication, routing, and the open routes
  * (/health, /hello, /openapi.json). Each API dialect registers its routes
- * here and adapts the sandbox core's results to its own wire format. */
+ * here and renders the core's results in its own wire format. */
 #ifndef SANDBAR_API_API_H
 #define SANDBAR_API_API_H
 
@@ -16,12 +16,10 @@ struct registry;
 struct sandbox_service;
 
 struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
-		    struct registry *reg);
+		    struct registry *reg, struct commands *cmds);
 void api_free(struct api *api);
 /* SIGTERM: WebSocket clients are told the server is going away (1001). */
 void api_shutdown(struct api *api);
-/* The command service behind the command routes (set before serving). */
-void api_set_commands(struct api *api, struct commands *cmds);
 /* The http_dispatch_fn for http_server_new (arg: the api). */
 void api_dispatch(struct http_request *req, void *arg);
 /* The http_error_render_fn for http_server_set_error_renderer (arg: the api):

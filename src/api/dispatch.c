@@ -1,43 +1,43 @@
-/* Front of the API: open routes, bearer-token authentication for /api, route
- * lookup, and the one way every dialect turns a core result into HTTP. */
+/* The front door: open routes (/health, /hello, /openapi.json), bearer-token
+ * authentication for /api, route lookup, and the dialects behind it (the
+ * native one today), each of which registers its routes on the router. */
+#include "api/api.h"
+
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
+#include "core/check.h"
 #include "core/config.h"
-#include "core/iojob.h"
-#include "files/agentfs.h"
+#include "http/router.h"
 #include "http/server.h"
-#include "http/websocket.h"
-#include "internal.h"
+#include "native/native.h"
 #include "openapi_json.h"
+
+struct api {
+	struct router *router;
+	char **tokens; /* NULL-terminated, NULL when auth is off */
+	struct native *native;
+};
 
 static void route_health(struct http_request *req, void *arg);
 static void route_hello(struct http_request *req, void *arg);
 static void route_openapi(struct http_request *req, void *arg);
 static bool authorized(const struct api *api, struct http_request *req);
 static char **split_tokens(const char *list);
-static void pending_cancel(void *arg);
 
 struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
-		    struct registry *reg)
+		    struct registry *reg, struct commands *cmds)
 {
 	struct api *api = calloc(1, sizeof(*api));
 	CHECK(api != NULL);
-	api->reg = reg;
-	api->ws = ws_hub_new(base);
-	api->io = iojob_worker_new(base);
-	api->cfg = cfg;
-	api->svc = svc;
 	api->router = router_new();
 	api->tokens = split_tokens(cfg->api_tokens);
 	if (router_add(api->router, "GET", "/health", route_health, api) != 0 ||
 	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
 	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 ||
-	    api_native_routes(api) != 0 || api_command_routes(api) != 0 || api_terminal_routes(api) != 0 ||
-	    api_files_routes(api) != 0 || api_files_native_routes(api, base) != 0) {
+	    !(api->native = native_new(base, cfg, svc, reg, cmds, api->router))) {
 		api_free(api);
 		return NULL;
 	}
@@ -46,16 +46,14 @@ struct api *api_new(struct event_base *base, const struct config *cfg, struct sa
 
 void api_shutdown(struct api *api)
 {
-	ws_hub_close_all(api->ws, 1001, "server shutting down");
+	native_shutdown(api->native);
 }
 
 void api_free(struct api *api)
 {
 	if (!api)
 		return;
-	ws_hub_free(api->ws); /* terminals hang up their shells */
-	agentfs_free(api->fs);
-	iojob_worker_free(api->io); /* spool files of uploads cut short close with it */
+	native_free(api->native);
 	router_free(api->router);
 	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
 		free(api->tokens[i]);
@@ -169,44 +167,10 @@ static char **split_tokens(const char *list)
 	return tokens;
 }
 
-/* ---- pending core calls ---- */
-
-struct api_pending *api_pending_new(struct http_request *req, int ok_status)
+/* Errors the HTTP layer raises itself look like the dialect's own: the
+ * native one's today (a request's dialect is known from its path once there
+ * is more than one). */
+void api_render_error(struct http_request *req, int status, const char *code, const char *message, void *arg)
 {
-	struct api_pending *p = http_request_alloc(req, sizeof(*p));
-	p->req = req;
-	p->ok_status = ok_status;
-	http_request_set_cancel(req, pending_cancel, p);
-	return p;
-}
-
-static void pending_cancel(void *arg)
-{
-	struct api_pending *p = arg;
-	sandbox_call_cancel(p->call);
-	p->call = NULL;
-}
-
-void api_pending_reply(const struct sandbox_result *res, void *arg)
-{
-	struct api_pending *p = arg;
-	struct http_request *req = p->req;
-	p->call = NULL;
-	http_request_set_cancel(req, NULL, NULL);
-	if (res->err.kind != CORE_OK) {
-		api_respond_error(req, &res->err);
-		return;
-	}
-	if (res->sb) {
-		http_respond_json(req, res->pending ? 202 : p->ok_status, api_sandbox_json(res->sb));
-		return;
-	}
-	if (res->list) {
-		struct json_object *a = json_object_new_array_ext((int)res->n);
-		for (size_t i = 0; i < res->n; i++)
-			json_object_array_add(a, api_sandbox_json(res->list[i]));
-		http_respond_json(req, p->ok_status, a);
-		return;
-	}
-	http_respond_empty(req, 204);
+	native_render_error(req, status, code, message, arg);
 }

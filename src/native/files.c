@@ -19,7 +19,7 @@
 
 /* One request waiting on the core. */
 struct fcall {
-	struct api *api;
+	struct native *nat;
 	struct http_request *req;
 	struct agentfs_op *op;
 	int ok_status;
@@ -31,7 +31,7 @@ struct fcall {
 	uint32_t mode;
 };
 
-static struct fcall *fcall_new(struct http_request *req, struct api *api, int ok_status);
+static struct fcall *fcall_new(struct http_request *req, struct native *nat, int ok_status);
 static void fcall_cancel(void *arg);
 static void doc_done(const struct core_error *fail, const struct agentfs_result *res, void *arg);
 static bool id_ok(struct http_request *req);
@@ -53,29 +53,28 @@ static void wr_ready(void *arg);
 static void wr_body_data(struct http_request *req, struct evbuffer *chunk, void *arg);
 static void wr_body_end(struct http_request *req, void *arg);
 
-int api_files_native_routes(struct api *api, struct event_base *base)
+int native_file_routes(struct native *nat)
 {
-	api->fs = agentfs_new(base, api->reg, api->cfg->upload_limit);
-	struct router *r = api->router;
-	if (router_add(r, "GET", "/api/sandboxes/{id}/files", list_route, api) != 0 ||
-	    router_add(r, "DELETE", "/api/sandboxes/{id}/files", delete_route, api) != 0 ||
-	    router_add(r, "GET", "/api/sandboxes/{id}/files/stat", stat_route, api) != 0 ||
-	    router_add(r, "GET", "/api/sandboxes/{id}/files/content", get_content_route, api) != 0 ||
-	    router_add(r, "PUT", "/api/sandboxes/{id}/files/content", put_content_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/files/read", json_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/files/edit", json_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/files/mkdir", json_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/files/move", json_route, api) != 0)
+	struct router *r = nat->router;
+	if (router_add(r, "GET", "/api/sandboxes/{id}/files", list_route, nat) != 0 ||
+	    router_add(r, "DELETE", "/api/sandboxes/{id}/files", delete_route, nat) != 0 ||
+	    router_add(r, "GET", "/api/sandboxes/{id}/files/stat", stat_route, nat) != 0 ||
+	    router_add(r, "GET", "/api/sandboxes/{id}/files/content", get_content_route, nat) != 0 ||
+	    router_add(r, "PUT", "/api/sandboxes/{id}/files/content", put_content_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/files/read", json_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/files/edit", json_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/files/mkdir", json_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/files/move", json_route, nat) != 0)
 		return -1;
 	return 0;
 }
 
 /* ---- plumbing ---- */
 
-static struct fcall *fcall_new(struct http_request *req, struct api *api, int ok_status)
+static struct fcall *fcall_new(struct http_request *req, struct native *nat, int ok_status)
 {
 	struct fcall *fc = http_request_alloc(req, sizeof(*fc));
-	fc->api = api;
+	fc->nat = nat;
 	fc->req = req;
 	fc->ok_status = ok_status;
 	http_request_set_cancel(req, fcall_cancel, fc);
@@ -96,12 +95,12 @@ static void doc_done(const struct core_error *fail, const struct agentfs_result 
 	fc->op = NULL;
 	http_request_set_cancel(req, NULL, NULL);
 	if (fail) {
-		api_respond_error(req, fail);
+		native_respond_error(req, fail);
 		return;
 	}
 	if (res->truncated && res->call == AGENTFS_LIST)
 		http_response_header(req, "X-Sandbar-Truncated", "true");
-	http_respond_json(req, res->created ? 201 : fc->ok_status, api_file_json(res));
+	http_respond_json(req, res->created ? 201 : fc->ok_status, native_file_json(res));
 }
 
 static bool id_ok(struct http_request *req)
@@ -133,7 +132,7 @@ static bool bool_param(const char *v, bool dflt, bool *out)
 
 static void list_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	if (!id_ok(req))
 		return;
 	const char *d = http_request_query(req, "depth");
@@ -147,24 +146,24 @@ static void list_route(struct http_request *req, void *arg)
 			return;
 		}
 	}
-	struct fcall *fc = fcall_new(req, api, 200);
-	fc->op = agentfs_list(api->fs, http_request_param(req, "id"), http_request_query(req, "path"),
+	struct fcall *fc = fcall_new(req, nat, 200);
+	fc->op = agentfs_list(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"),
 			      (int)depth, doc_done, fc);
 }
 
 static void stat_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	if (!id_ok(req))
 		return;
-	struct fcall *fc = fcall_new(req, api, 200);
-	fc->op = agentfs_stat(api->fs, http_request_param(req, "id"), http_request_query(req, "path"),
+	struct fcall *fc = fcall_new(req, nat, 200);
+	fc->op = agentfs_stat(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"),
 			      doc_done, fc);
 }
 
 static void delete_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	bool recursive;
 	if (!id_ok(req))
 		return;
@@ -172,8 +171,8 @@ static void delete_route(struct http_request *req, void *arg)
 		http_respond_error(req, 400, "invalid_request", "recursive must be true or false");
 		return;
 	}
-	struct fcall *fc = fcall_new(req, api, 200);
-	fc->op = agentfs_remove(api->fs, http_request_param(req, "id"), http_request_query(req, "path"),
+	struct fcall *fc = fcall_new(req, nat, 200);
+	fc->op = agentfs_remove(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"),
 				recursive, doc_done, fc);
 }
 
@@ -211,7 +210,7 @@ static int member_bool(struct json_object *body, const char *name, bool dflt, bo
 
 static void json_body(struct http_request *req, struct json_object *body, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	const char *id = http_request_param(req, "id");
 	const char *route = strrchr(http_request_path(req), '/') + 1;
 	size_t plen, olen, nlen, tlen;
@@ -224,13 +223,13 @@ static void json_body(struct http_request *req, struct json_object *body, void *
 		http_respond_error(req, 400, "invalid_path", "path: NUL byte");
 		return;
 	}
-	struct fcall *fc = fcall_new(req, api, 200);
+	struct fcall *fc = fcall_new(req, nat, 200);
 	if (strcmp(route, "read") == 0) {
-		fc->op = agentfs_read_doc(api->fs, id, path, doc_done, fc);
+		fc->op = agentfs_read_doc(nat->fs, id, path, doc_done, fc);
 	} else if (strcmp(route, "edit") == 0) {
 		const char *old = member(body, "old_text", &olen);
 		const char *new = member(body, "new_text", &nlen);
-		fc->op = agentfs_edit(api->fs, id, path, old, olen, new, nlen, doc_done, fc);
+		fc->op = agentfs_edit(nat->fs, id, path, old, olen, new, nlen, doc_done, fc);
 	} else if (strcmp(route, "mkdir") == 0) {
 		bool parents;
 		if (member_bool(body, "parents", true, &parents) != 0) {
@@ -238,7 +237,7 @@ static void json_body(struct http_request *req, struct json_object *body, void *
 			http_respond_error(req, 400, "invalid_request", "parents must be a boolean");
 			return;
 		}
-		fc->op = agentfs_mkdir(api->fs, id, path, parents, doc_done, fc);
+		fc->op = agentfs_mkdir(nat->fs, id, path, parents, doc_done, fc);
 	} else {
 		bool overwrite;
 		const char *from = member(body, "from", &plen);
@@ -250,7 +249,7 @@ static void json_body(struct http_request *req, struct json_object *body, void *
 					   "from and to must be paths, overwrite a boolean");
 			return;
 		}
-		fc->op = agentfs_move(api->fs, id, from, to, overwrite, doc_done, fc);
+		fc->op = agentfs_move(nat->fs, id, from, to, overwrite, doc_done, fc);
 	}
 }
 
@@ -301,14 +300,14 @@ static const struct agentfs_read_events read_events = { rd_head, rd_data, rd_end
 
 static void get_content_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	uint64_t offset = 0, length = UINT64_MAX;
 	bool suffix = false;
 	if (!id_ok(req))
 		return;
-	struct fcall *fc = fcall_new(req, api, 200);
+	struct fcall *fc = fcall_new(req, nat, 200);
 	fc->ranged = parse_range(http_request_header(req, "Range"), &offset, &length, &suffix) == 1;
-	fc->op = agentfs_read(api->fs, http_request_param(req, "id"), http_request_query(req, "path"), offset,
+	fc->op = agentfs_read(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"), offset,
 			      length, suffix, &read_events, fc);
 }
 
@@ -370,7 +369,7 @@ static void rd_failed(void *arg, const struct core_error *fail)
 		http_response_end(fc->req);
 		return;
 	}
-	api_respond_error(fc->req, fail);
+	native_respond_error(fc->req, fail);
 }
 
 /* ---- content in: PUT ---- */
@@ -380,7 +379,7 @@ static const struct http_body_stream body_cbs = { wr_body_data, wr_body_end };
 
 static void put_content_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	if (!id_ok(req))
 		return;
 	uint32_t mode = 0644;
@@ -396,15 +395,15 @@ static void put_content_route(struct http_request *req, void *arg)
 		mode = (uint32_t)v;
 	}
 	int64_t cl = http_request_content_length(req);
-	if (cl >= 0 && (uint64_t)cl > api->cfg->upload_limit) {
+	if (cl >= 0 && (uint64_t)cl > nat->cfg->upload_limit) {
 		http_respond_error(req, 413, "too_large",
 				   "the file is larger than the limit of %" PRIu64 " bytes",
-				   api->cfg->upload_limit);
+				   nat->cfg->upload_limit);
 		return;
 	}
-	struct fcall *fc = fcall_new(req, api, 200);
+	struct fcall *fc = fcall_new(req, nat, 200);
 	fc->mode = mode;
-	fc->op = agentfs_write(api->fs, http_request_param(req, "id"), http_request_query(req, "path"), mode,
+	fc->op = agentfs_write(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"), mode,
 			       &write_events, fc);
 }
 

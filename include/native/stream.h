@@ -1,8 +1,8 @@
 /* Event streams out of the API, for every dialect: Server-Sent Events
  * (`id:`, `event:`, `data:` lines) or NDJSON (one JSON object per line with a
  * "type"), and the output bytes of a command as JSON text or base64. */
-#ifndef SANDBAR_API_STREAM_H
-#define SANDBAR_API_STREAM_H
+#ifndef SANDBAR_NATIVE_STREAM_H
+#define SANDBAR_NATIVE_STREAM_H
 
 #include <stdbool.h>
 #include <stddef.h>

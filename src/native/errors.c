@@ -2,7 +2,7 @@
  * status, a few stable codes refine it (a size limit is 413, not 429), and
  * the answer is {"error":{"code","message"}}, plus "status" when the conflict
  * is a sandbox's status. Errors the HTTP layer raises itself (413, 431, bad
- * JSON) are rendered by the same function (api_render_error). */
+ * JSON) are rendered by the same function (native_render_error). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,7 +28,7 @@ static const struct {
 	{ "spool_full", 507 },
 };
 
-int api_error_status(const struct core_error *e)
+int native_error_status(const struct core_error *e)
 {
 	for (size_t i = 0; i < ARRAY_LEN(code_status); i++)
 		if (e->code && strcmp(e->code, code_status[i].code) == 0)
@@ -36,9 +36,9 @@ int api_error_status(const struct core_error *e)
 	return (unsigned)e->kind < CORE_ERR_MAX && kind_status[e->kind] ? kind_status[e->kind] : 500;
 }
 
-void api_respond_error(struct http_request *req, const struct core_error *e)
+void native_respond_error(struct http_request *req, const struct core_error *e)
 {
-	int status = api_error_status(e);
+	int status = native_error_status(e);
 	if (status == 503 || status == 429)
 		http_response_header(req, "Retry-After", "1");
 	if (status == 416) {
@@ -56,7 +56,8 @@ void api_respond_error(struct http_request *req, const struct core_error *e)
 	http_respond_json(req, status, body);
 }
 
-void api_render_error(struct http_request *req, int status, const char *code, const char *message, void *arg)
+void native_render_error(struct http_request *req, int status, const char *code, const char *message,
+			 void *arg)
 {
 	struct json_object *err = json_object_new_object();
 	json_object_object_add(err, "code", json_object_new_string(code));

@@ -30,7 +30,7 @@ enum term_state {
 };
 
 struct terminal {
-	struct api *api;
+	struct native *nat;
 	enum term_state state;
 	struct http_request *req; /* until the upgrade (or the client leaves) */
 	struct ws_conn *ws;
@@ -100,7 +100,7 @@ static bool dim_param(struct http_request *req, const char *name, int def, int *
 
 static void terminal_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	if (!ws_is_handshake(req)) {
 		ws_refuse(req);
 		return;
@@ -116,7 +116,7 @@ static void terminal_route(struct http_request *req, void *arg)
 	}
 	struct terminal *t = calloc(1, sizeof(*t));
 	CHECK(t != NULL);
-	t->api = api;
+	t->nat = nat;
 	t->req = req;
 	t->state = TERM_STARTING;
 	snprintf(t->sandbox_id, sizeof(t->sandbox_id), "%s", http_request_param(req, "id"));
@@ -131,7 +131,7 @@ static void terminal_route(struct http_request *req, void *arg)
 		.pty_cols = cols,
 	};
 	http_request_set_cancel(req, term_cancel, t);
-	t->op = commands_run(api->cmds, t->sandbox_id, &spec, false, &term_events, t);
+	t->op = commands_run(nat->cmds, t->sandbox_id, &spec, false, &term_events, t);
 }
 
 /* The client left before the upgrade: the shell (once started) is hung up. */
@@ -152,7 +152,7 @@ static void term_started(void *arg, const struct command_info *info)
 	struct http_request *req = t->req;
 	t->req = NULL;
 	http_request_set_cancel(req, NULL, NULL);
-	t->ws = ws_accept(t->api->ws, req, &term_ws_ops, t);
+	t->ws = ws_accept(t->nat->ws, req, &term_ws_ops, t);
 	if (!t->ws) { /* checked before starting; cannot happen */
 		term_hang_up(t);
 		return;
@@ -238,7 +238,7 @@ static void term_failed(void *arg, const struct core_error *fail)
 	if (t->state == TERM_STARTING) {
 		if (t->req) {
 			http_request_set_cancel(t->req, NULL, NULL);
-			api_respond_error(t->req, fail);
+			native_respond_error(t->req, fail);
 			t->req = NULL;
 		}
 		term_set_state(t, TERM_CLOSING);
@@ -259,7 +259,7 @@ static void ws_message(struct ws_conn *ws, bool binary, const uint8_t *data, siz
 	struct terminal *t = arg;
 	if (!t->op)
 		return;
-	registry_touch(t->api->reg, t->sandbox_id);
+	registry_touch(t->nat->reg, t->sandbox_id);
 	if (binary) {
 		command_op_input(t->op, data, len);
 		return;
@@ -317,7 +317,7 @@ static void term_maybe_free(struct terminal *t)
 		free(t);
 }
 
-int api_terminal_routes(struct api *api)
+int native_terminal_routes(struct native *nat)
 {
-	return router_add(api->router, "GET", "/api/sandboxes/{id}/terminal", terminal_route, api);
+	return router_add(nat->router, "GET", "/api/sandboxes/{id}/terminal", terminal_route, nat);
 }

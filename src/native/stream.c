@@ -1,6 +1,6 @@
 /* SSE and NDJSON event framing, and the JSON form of output bytes, shared by
  * the API dialects: text when it is UTF-8, base64 when it is not. */
-#include "api/stream.h"
+#include "native/stream.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -8,12 +8,12 @@
 
 #include <json-c/json.h>
 
-#include "api/stream.h"
+#include "native/stream.h"
 #include "files/agentfs.h"
 #include "files/path.h"
 #include "internal.h"
 
-struct json_object *api_time_json(int64_t us)
+struct json_object *native_time_json(int64_t us)
 {
 	if (us <= 0)
 		return NULL;
@@ -31,7 +31,7 @@ static struct json_object *str_or_null(const char *s)
 	return s ? json_object_new_string(s) : NULL;
 }
 
-struct json_object *api_sandbox_json(const struct sandbox *sb)
+struct json_object *native_sandbox_json(const struct sandbox *sb)
 {
 	struct json_object *o = json_object_new_object();
 	json_object_object_add(o, "id", json_object_new_string(sb->id));
@@ -55,15 +55,15 @@ struct json_object *api_sandbox_json(const struct sandbox *sb)
 	}
 	json_object_object_add(o, "port_mappings", ports);
 	json_object_object_add(o, "setup_output", str_or_null(sb->setup_output));
-	json_object_object_add(o, "last_activity", api_time_json(sb->last_activity_us));
-	json_object_object_add(o, "created_at", api_time_json(sb->created_at_us));
-	json_object_object_add(o, "expires_at", api_time_json(sb->expires_at_us));
-	json_object_object_add(o, "deleted_at", api_time_json(sb->deleted_at_us));
+	json_object_object_add(o, "last_activity", native_time_json(sb->last_activity_us));
+	json_object_object_add(o, "created_at", native_time_json(sb->created_at_us));
+	json_object_object_add(o, "expires_at", native_time_json(sb->expires_at_us));
+	json_object_object_add(o, "deleted_at", native_time_json(sb->deleted_at_us));
 	return o;
 }
 
 /* A command record: its status, how it ended, the command as given. */
-struct json_object *api_command_json(const struct command_record *rec)
+struct json_object *native_command_json(const struct command_record *rec)
 {
 	const struct command_info *i = &rec->info;
 	bool ended = i->status != COMMAND_RUNNING;
@@ -77,8 +77,8 @@ struct json_object *api_command_json(const struct command_record *rec)
 	json_object_object_add(o, "signal", ended && i->signal > 0 ? json_object_new_int(i->signal) : NULL);
 	json_object_object_add(o, "timed_out", json_object_new_boolean(i->timed_out));
 	json_object_object_add(o, "pid", i->pid ? json_object_new_int(i->pid) : NULL);
-	json_object_object_add(o, "started_at", api_time_json(1000 * i->started_at));
-	json_object_object_add(o, "ended_at", ended ? api_time_json(1000 * i->ended_at) : NULL);
+	json_object_object_add(o, "started_at", native_time_json(1000 * i->started_at));
+	json_object_object_add(o, "ended_at", ended ? native_time_json(1000 * i->ended_at) : NULL);
 	return o;
 }
 
@@ -149,7 +149,7 @@ static struct json_object *doc_json(const struct agentfs_result *r)
 	return o;
 }
 
-struct json_object *api_file_json(const struct agentfs_result *r)
+struct json_object *native_file_json(const struct agentfs_result *r)
 {
 	struct json_object *o;
 	switch (r->call) {

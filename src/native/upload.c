@@ -22,7 +22,7 @@
 #include "files/fsops.h"
 #include "files/multipart.h"
 #include "files/path.h"
-#include "files_internal.h"
+#include "transfer.h"
 #include "http/server.h"
 
 #define SANDBOX_UID 1000	 /* the `sandbox` user of the shipped images */
@@ -44,11 +44,11 @@ enum up_part { PART_OTHER, PART_PATH, PART_FILE };
 
 struct upload {
 	enum up_state state;
-	struct api *api;
+	struct native *nat;
 	struct docker *docker;
 	struct event_base *base;
 	struct http_request *req; /* NULL once answered or gone */
-	struct files_lookup *lookup;
+	struct transfer_lookup *lookup;
 	struct docker_call *put;
 	struct multipart *mp;
 	char id[40];
@@ -113,11 +113,11 @@ static void put_done(struct docker_call *call, const char *err, void *arg);
 
 static const char *up_state_names[UP_STATE_MAX] = { "lookup", "body", "commit", "discard", "done" };
 
-int api_files_routes(struct api *api)
+int native_upload_routes(struct native *nat)
 {
-	if (router_add(api->router, "POST", "/api/sandboxes/{id}/files/upload", upload_route, api) != 0)
+	if (router_add(nat->router, "POST", "/api/sandboxes/{id}/files/upload", upload_route, nat) != 0)
 		return -1;
-	return api_files_archive_routes(api);
+	return native_archive_routes(nat);
 }
 
 static void up_set_state(struct upload *up, enum up_state to)
@@ -136,7 +136,7 @@ static void up_set_state(struct upload *up, enum up_state to)
 
 static void upload_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	const char *id = http_request_param(req, "id");
 	char boundary[MULTIPART_BOUNDARY_MAX + 1];
 	if (!sandbox_id_valid(id)) {
@@ -149,7 +149,7 @@ static void upload_route(struct http_request *req, void *arg)
 		return;
 	}
 	int64_t cl = http_request_content_length(req);
-	uint64_t limit = api->cfg->upload_limit;
+	uint64_t limit = nat->cfg->upload_limit;
 	if (cl >= 0 && (uint64_t)cl > limit + (1u << 20)) {
 		http_respond_error(req, 413, "too_large",
 				   "the upload is larger than the limit of %" PRIu64 " bytes", limit);
@@ -157,8 +157,8 @@ static void upload_route(struct http_request *req, void *arg)
 	}
 	struct upload *up = calloc(1, sizeof(*up));
 	CHECK(up != NULL);
-	up->api = api;
-	up->docker = sandbox_service_docker(api->svc);
+	up->nat = nat;
+	up->docker = sandbox_service_docker(nat->svc);
 	up->req = req;
 	up->base = http_request_base(req);
 	up->content_length = cl;
@@ -176,7 +176,7 @@ static void upload_route(struct http_request *req, void *arg)
 						  .part_move = up_part_move };
 	up->mp = multipart_new(boundary, &cbs, up);
 	http_request_set_cancel(req, up_cancel, up);
-	up->lookup = files_lookup_start(api, id, up_found, up);
+	up->lookup = transfer_lookup_start(nat, id, up_found, up);
 }
 
 static void up_found(const char *container, bool running, int status, const char *code, const char *message,
@@ -221,7 +221,7 @@ static void up_fail(struct upload *up, int status, const char *code, const char 
 	va_start(ap, fmt);
 	vsnprintf(up->err_msg, sizeof(up->err_msg), fmt, ap);
 	va_end(ap);
-	files_lookup_cancel(up->lookup);
+	transfer_lookup_cancel(up->lookup);
 	up->lookup = NULL;
 	iojob_file_close(up->spool_file); /* its writes and reads will not call back */
 	up->spool_file = NULL;
@@ -242,7 +242,7 @@ static void up_fail(struct upload *up, int status, const char *code, const char 
 		/* Docker extracts as it reads: the temporary may hold a prefix */
 		up_set_state(up, UP_DISCARD);
 		up->fs_pending = true;
-		agentfs_upload_discard(up->api->fs, up->id, up->container, up->tmp, up_agent_discarded, up);
+		agentfs_upload_discard(up->nat->fs, up->id, up->container, up->tmp, up_agent_discarded, up);
 		return;
 	}
 	if (started && !up->running)
@@ -538,7 +538,7 @@ static void up_pump(struct upload *up)
  * the kernel throttling a writer of many dirty pages) must not stall the loop. */
 static int up_spool_open(struct upload *up)
 {
-	const char *dir = up->api->cfg->upload_spool_dir;
+	const char *dir = up->nat->cfg->upload_spool_dir;
 	/* a file without a name from the start; where the file system cannot,
 	 * one named for the moment between its creation and its unlink */
 	int fd = open(dir, O_TMPFILE | O_RDWR | O_APPEND | O_CLOEXEC, 0600);
@@ -554,7 +554,7 @@ static int up_spool_open(struct upload *up)
 		up_fail(up, 503, "spool_unavailable", "cannot hold the upload: %s", strerror(errno));
 		return -1;
 	}
-	up->spool_file = iojob_file_new(up->api->io, fd);
+	up->spool_file = iojob_file_new(up->nat->io, fd);
 	return 0;
 }
 
@@ -695,7 +695,7 @@ static void up_maybe_commit(struct upload *up)
 	}
 	up_set_state(up, UP_COMMIT);
 	up->fs_pending = true;
-	agentfs_upload_commit(up->api->fs, up->id, up->container, up->tmp, up->dst, up->written,
+	agentfs_upload_commit(up->nat->fs, up->id, up->container, up->tmp, up->dst, up->written,
 			      up_agent_committed, up);
 }
 
@@ -733,7 +733,7 @@ static void up_committed(const char *err, void *arg)
 		/* the temporary is still there (a directory in the way, say) */
 		up_set_state(up, UP_DISCARD);
 		up->fs_pending = true;
-		agentfs_upload_discard(up->api->fs, up->id, up->container, up->tmp, up_agent_discarded, up);
+		agentfs_upload_discard(up->nat->fs, up->id, up->container, up->tmp, up_agent_discarded, up);
 		return;
 	}
 	up_release(up);

@@ -8,7 +8,7 @@
 
 #include <json-c/json.h>
 
-#include "api/stream.h"
+#include "native/stream.h"
 #include "core/config.h"
 #include "commands/commands.h"
 #include "http/server.h"
@@ -18,9 +18,9 @@
  * client drains: the command then waits, not our memory. */
 #define STREAM_HIGH_WATER (64u * 1024)
 
-struct api_stream {
+struct cmd_stream {
 	struct http_request *req;
-	struct api *api;
+	struct native *nat;
 	struct command_op *op;
 	enum stream_format fmt;
 	bool started;	     /* response head sent */
@@ -66,31 +66,26 @@ static const struct command_events stream_events = {
 	.failed = on_failed,
 };
 
-void api_set_commands(struct api *api, struct commands *cmds)
+int native_command_routes(struct native *nat)
 {
-	api->cmds = cmds;
-}
-
-int api_command_routes(struct api *api)
-{
-	struct router *r = api->router;
-	if (router_add(r, "POST", "/api/sandboxes/{id}/execute", execute_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/commands", detached_route, api) != 0 ||
-	    router_add(r, "GET", "/api/sandboxes/{id}/commands", list_route, api) != 0 ||
-	    router_add(r, "GET", "/api/sandboxes/{id}/commands/{cid}", get_route, api) != 0 ||
-	    router_add(r, "GET", "/api/sandboxes/{id}/commands/{cid}/logs", logs_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/stdin", stdin_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/signal", signal_route, api) != 0)
+	struct router *r = nat->router;
+	if (router_add(r, "POST", "/api/sandboxes/{id}/execute", execute_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/commands", detached_route, nat) != 0 ||
+	    router_add(r, "GET", "/api/sandboxes/{id}/commands", list_route, nat) != 0 ||
+	    router_add(r, "GET", "/api/sandboxes/{id}/commands/{cid}", get_route, nat) != 0 ||
+	    router_add(r, "GET", "/api/sandboxes/{id}/commands/{cid}/logs", logs_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/stdin", stdin_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/signal", signal_route, nat) != 0)
 		return -1;
 	return 0;
 }
 
 /* RFC 3339 in UTC with microseconds, as the records render it. */
-static struct api_stream *stream_new(struct http_request *req, struct api *api)
+static struct cmd_stream *stream_new(struct http_request *req, struct native *nat)
 {
-	struct api_stream *st = http_request_alloc(req, sizeof(*st));
+	struct cmd_stream *st = http_request_alloc(req, sizeof(*st));
 	st->req = req;
-	st->api = api;
+	st->nat = nat;
 	st->fmt = stream_format_from_accept(http_request_header(req, "Accept"));
 	http_request_set_cancel(req, stream_cancel, st);
 	return st;
@@ -98,7 +93,7 @@ static struct api_stream *stream_new(struct http_request *req, struct api *api)
 
 static void stream_cancel(void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	struct command_op *op = st->op;
 	st->op = NULL;
 	if (!op)
@@ -110,13 +105,13 @@ static void stream_cancel(void *arg)
 }
 
 /* The request is answered: no cancel, no more op. */
-static void stream_done(struct api_stream *st)
+static void stream_done(struct cmd_stream *st)
 {
 	st->op = NULL;
 	http_request_set_cancel(st->req, NULL, NULL);
 }
 
-static void stream_write_event(struct api_stream *st, const char *type, int64_t id, struct json_object *data)
+static void stream_write_event(struct cmd_stream *st, const char *type, int64_t id, struct json_object *data)
 {
 	struct evbuffer *b = evbuffer_new();
 	CHECK(b != NULL);
@@ -126,7 +121,7 @@ static void stream_write_event(struct api_stream *st, const char *type, int64_t 
 	json_object_put(data);
 }
 
-static void stream_head(struct api_stream *st)
+static void stream_head(struct cmd_stream *st)
 {
 	if (st->started)
 		return;
@@ -138,12 +133,12 @@ static void stream_head(struct api_stream *st)
 
 /* ---- execute ---- */
 
-static bool parse_spec(struct http_request *req, struct api *api, struct json_object *body,
+static bool parse_spec(struct http_request *req, struct native *nat, struct json_object *body,
 		       struct command_spec *spec)
 {
 	struct core_error fail;
-	if (command_spec_parse(body, commands_max_output_cap(api->cmds), spec, &fail) != 0) {
-		api_respond_error(req, &fail);
+	if (command_spec_parse(body, commands_max_output_cap(nat->cmds), spec, &fail) != 0) {
+		native_respond_error(req, &fail);
 		return false;
 	}
 	return true;
@@ -156,17 +151,17 @@ static void execute_route(struct http_request *req, void *arg)
 
 static void execute_body(struct http_request *req, struct json_object *body, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	struct command_spec spec;
-	if (!parse_spec(req, api, body, &spec))
+	if (!parse_spec(req, nat, body, &spec))
 		return;
-	struct api_stream *st = stream_new(req, api);
+	struct cmd_stream *st = stream_new(req, nat);
 	const char *id = http_request_param(req, "id");
 	if (st->fmt == STREAM_NONE) {
 		st->collect = true;
-		st->op = commands_execute(api->cmds, id, &spec, collected, st);
+		st->op = commands_execute(nat->cmds, id, &spec, collected, st);
 	} else {
-		st->op = commands_run(api->cmds, id, &spec, false, &stream_events, st);
+		st->op = commands_run(nat->cmds, id, &spec, false, &stream_events, st);
 	}
 	command_spec_free(&spec);
 }
@@ -182,10 +177,10 @@ static void add_bytes(struct json_object *o, const char *key, const uint8_t *dat
 
 static void collected(const struct core_error *fail, const struct command_result *res, void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	stream_done(st);
 	if (fail) {
-		api_respond_error(st->req, fail);
+		native_respond_error(st->req, fail);
 		return;
 	}
 	/* one encoding for the three fields, so they stay comparable */
@@ -209,11 +204,11 @@ static void collected(const struct core_error *fail, const struct command_result
 
 static void on_started(void *arg, const struct command_info *info)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	struct json_object *d = json_object_new_object();
 	json_object_object_add(d, "id", json_object_new_string(info->id));
 	json_object_object_add(d, "pid", json_object_new_int(info->pid));
-	json_object_object_add(d, "started_at", api_time_json(1000 * info->started_at));
+	json_object_object_add(d, "started_at", native_time_json(1000 * info->started_at));
 	if (st->detached) {
 		stream_done(st);
 		http_respond_json(st->req, 201, d);
@@ -226,7 +221,7 @@ static void on_started(void *arg, const struct command_info *info)
 static void on_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
 		      bool gap)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	stream_head(st);
 	struct json_object *d = json_object_new_object();
 	json_object_object_add(d, "offset", json_object_new_int64((int64_t)offset));
@@ -250,7 +245,7 @@ static void on_output(void *arg, enum agent_stream stream, uint64_t offset, cons
 
 static void on_drain(void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	st->waiting_drain = false;
 	http_response_on_drain(st->req, NULL, NULL);
 	if (st->op)
@@ -259,7 +254,7 @@ static void on_drain(void *arg)
 
 static void on_caught_up(void *arg, uint64_t offset)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	stream_done(st);
 	stream_head(st);
 	struct json_object *d = json_object_new_object();
@@ -270,7 +265,7 @@ static void on_caught_up(void *arg, uint64_t offset)
 
 static void on_exited(void *arg, const struct command_info *info)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	stream_done(st);
 	stream_head(st);
 	struct json_object *d = json_object_new_object();
@@ -278,7 +273,7 @@ static void on_exited(void *arg, const struct command_info *info)
 	json_object_object_add(d, "signal", info->signal ? json_object_new_int(info->signal) : NULL);
 	json_object_object_add(d, "timed_out", json_object_new_boolean(info->timed_out));
 	json_object_object_add(d, "duration_ms", json_object_new_int64(info->ended_at - info->started_at));
-	json_object_object_add(d, "ended_at", api_time_json(1000 * info->ended_at));
+	json_object_object_add(d, "ended_at", native_time_json(1000 * info->ended_at));
 	json_object_object_add(d, "offset", json_object_new_int64((int64_t)info->offset));
 	stream_write_event(st, "exit", (int64_t)info->offset, d);
 	http_response_end(st->req);
@@ -286,10 +281,10 @@ static void on_exited(void *arg, const struct command_info *info)
 
 static void on_failed(void *arg, const struct core_error *fail)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	stream_done(st);
 	if (!st->started) {
-		api_respond_error(st->req, fail);
+		native_respond_error(st->req, fail);
 		return;
 	}
 	struct json_object *d = json_object_new_object();
@@ -308,59 +303,59 @@ static void detached_route(struct http_request *req, void *arg)
 
 static void detached_body(struct http_request *req, struct json_object *body, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	struct command_spec spec;
-	if (!parse_spec(req, api, body, &spec))
+	if (!parse_spec(req, nat, body, &spec))
 		return;
 	spec.stdin_open = spec.stdin_data == NULL; /* fed through .../stdin */
-	struct api_stream *st = stream_new(req, api);
+	struct cmd_stream *st = stream_new(req, nat);
 	st->detached = true;
-	st->op = commands_run(api->cmds, http_request_param(req, "id"), &spec, true, &stream_events, st);
+	st->op = commands_run(nat->cmds, http_request_param(req, "id"), &spec, true, &stream_events, st);
 	command_spec_free(&spec);
 }
 
 static void records_answer(const struct core_error *fail, const struct command_record *recs, size_t n,
 			   void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	bool one = http_request_param(st->req, "cid") != NULL; /* GET .../commands/{cid} */
 	stream_done(st);
 	if (fail) {
-		api_respond_error(st->req, fail);
+		native_respond_error(st->req, fail);
 		return;
 	}
 	if (one) {
-		http_respond_json(st->req, 200, api_command_json(&recs[0]));
+		http_respond_json(st->req, 200, native_command_json(&recs[0]));
 		return;
 	}
 	struct json_object *a = json_object_new_array_ext((int)n);
 	for (size_t i = 0; i < n; i++)
-		json_object_array_add(a, api_command_json(&recs[i]));
+		json_object_array_add(a, native_command_json(&recs[i]));
 	http_respond_json(st->req, 200, a);
 }
 
 static void signal_sent(const struct core_error *fail, void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	stream_done(st);
 	if (fail)
-		api_respond_error(st->req, fail);
+		native_respond_error(st->req, fail);
 	else
 		http_respond_empty(st->req, 204);
 }
 
 static void list_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
-	struct api_stream *st = stream_new(req, api);
-	st->op = commands_list(api->cmds, http_request_param(req, "id"), records_answer, st);
+	struct native *nat = arg;
+	struct cmd_stream *st = stream_new(req, nat);
+	st->op = commands_list(nat->cmds, http_request_param(req, "id"), records_answer, st);
 }
 
 static void get_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
-	struct api_stream *st = stream_new(req, api);
-	st->op = commands_get(api->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
+	struct native *nat = arg;
+	struct cmd_stream *st = stream_new(req, nat);
+	st->op = commands_get(nat->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
 			      records_answer, st);
 }
 
@@ -386,7 +381,7 @@ static bool query_flag(struct http_request *req, const char *name)
 
 static void logs_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	uint64_t offset = 0;
 	const char *q = http_request_query(req, "offset");
 	const char *last = http_request_header(req, "Last-Event-ID");
@@ -398,10 +393,10 @@ static void logs_route(struct http_request *req, void *arg)
 		http_respond_error(req, 400, "invalid_offset", "Last-Event-ID must be an output offset");
 		return;
 	}
-	struct api_stream *st = stream_new(req, api);
+	struct cmd_stream *st = stream_new(req, nat);
 	if (st->fmt == STREAM_NONE)
 		st->fmt = STREAM_NDJSON;
-	st->op = commands_logs(api->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
+	st->op = commands_logs(nat->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
 			       offset, query_flag(req, "follow"), &stream_events, st);
 }
 
@@ -409,10 +404,10 @@ static void logs_route(struct http_request *req, void *arg)
 
 static void stdin_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
-	struct api_stream *st = stream_new(req, api);
+	struct native *nat = arg;
+	struct cmd_stream *st = stream_new(req, nat);
 	st->eof = query_flag(req, "eof");
-	st->op = commands_stdin_open(api->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
+	st->op = commands_stdin_open(nat->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
 				     stdin_ready, st);
 }
 
@@ -420,10 +415,10 @@ static const struct http_body_stream stdin_body = { .data = stdin_data, .end = s
 
 static void stdin_ready(const struct core_error *fail, void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	if (fail) {
 		stream_done(st);
-		api_respond_error(st->req, fail);
+		native_respond_error(st->req, fail);
 		return;
 	}
 	if (!st->body_streaming) {
@@ -436,7 +431,7 @@ static void stdin_ready(const struct core_error *fail, void *arg)
 
 static void stdin_data(struct http_request *req, struct evbuffer *chunk, void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	while (evbuffer_get_length(chunk) > 0) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(chunk, -1, NULL, &v, 1) < 1)
@@ -451,7 +446,7 @@ static void stdin_data(struct http_request *req, struct evbuffer *chunk, void *a
 
 static void stdin_end(struct http_request *req, void *arg)
 {
-	struct api_stream *st = arg;
+	struct cmd_stream *st = arg;
 	struct command_op *op = st->op;
 	stream_done(st);
 	command_stdin_end(op, st->eof);
@@ -467,7 +462,7 @@ static void signal_route(struct http_request *req, void *arg)
 
 static void signal_body(struct http_request *req, struct json_object *body, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	struct json_object *v;
 	int signo = -1;
 	if (body && json_object_is_type(body, json_type_object) &&
@@ -483,7 +478,7 @@ static void signal_body(struct http_request *req, struct json_object *body, void
 				   "'signal' must be a signal name (SIGTERM, INT, ...) or a number 1..31");
 		return;
 	}
-	struct api_stream *st = stream_new(req, api);
-	st->op = commands_signal(api->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
+	struct cmd_stream *st = stream_new(req, nat);
+	st->op = commands_signal(nat->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
 				 signo, signal_sent, st);
 }

@@ -9,34 +9,35 @@
 #include <json-c/json.h>
 
 #include "docker/engine.h"
-#include "files_internal.h"
+#include "transfer.h"
 
-struct files_lookup {
-	struct api *api;
+struct transfer_lookup {
+	struct native *nat;
 	struct registry_wait *wait;
 	struct docker_call *dcall;
-	files_lookup_fn cb;
+	transfer_lookup_fn cb;
 	void *arg;
 	char container[80];
 };
 
 static void lookup_got(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static void lookup_inspected(struct json_object *info, bool missing, const char *err, void *arg);
-static void lookup_finish(struct files_lookup *l, bool running, int status, const char *code,
+static void lookup_finish(struct transfer_lookup *l, bool running, int status, const char *code,
 			  const char *msg);
 
-struct files_lookup *files_lookup_start(struct api *api, const char *id, files_lookup_fn cb, void *arg)
+struct transfer_lookup *transfer_lookup_start(struct native *nat, const char *id, transfer_lookup_fn cb,
+					      void *arg)
 {
-	struct files_lookup *l = calloc(1, sizeof(*l));
+	struct transfer_lookup *l = calloc(1, sizeof(*l));
 	CHECK(l != NULL);
-	l->api = api;
+	l->nat = nat;
 	l->cb = cb;
 	l->arg = arg;
-	l->wait = registry_acquire(api->reg, id, REGISTRY_LIVE | REGISTRY_TOUCH, lookup_got, l);
+	l->wait = registry_acquire(nat->reg, id, REGISTRY_LIVE | REGISTRY_TOUCH, lookup_got, l);
 	return l;
 }
 
-void files_lookup_cancel(struct files_lookup *l)
+void transfer_lookup_cancel(struct transfer_lookup *l)
 {
 	if (!l)
 		return;
@@ -46,9 +47,10 @@ void files_lookup_cancel(struct files_lookup *l)
 	free(l);
 }
 
-static void lookup_finish(struct files_lookup *l, bool running, int status, const char *code, const char *msg)
+static void lookup_finish(struct transfer_lookup *l, bool running, int status, const char *code,
+			  const char *msg)
 {
-	files_lookup_fn cb = l->cb;
+	transfer_lookup_fn cb = l->cb;
 	void *arg = l->arg;
 	char container[80];
 	snprintf(container, sizeof(container), "%s", l->container);
@@ -58,10 +60,10 @@ static void lookup_finish(struct files_lookup *l, bool running, int status, cons
 
 static void lookup_got(struct sandbox_ref *ref, const struct core_error *err, void *arg)
 {
-	struct files_lookup *l = arg;
+	struct transfer_lookup *l = arg;
 	l->wait = NULL;
 	if (err) {
-		lookup_finish(l, false, api_error_status(err), err->code, err->message);
+		lookup_finish(l, false, native_error_status(err), err->code, err->message);
 		return;
 	}
 	const char *s = sandbox_ref_get(ref)->container_id;
@@ -72,13 +74,13 @@ static void lookup_got(struct sandbox_ref *ref, const struct core_error *err, vo
 	}
 	snprintf(l->container, sizeof(l->container), "%s", s);
 	sandbox_ref_put(ref);
-	l->dcall = docker_container_inspect(sandbox_service_docker(l->api->svc), l->container,
+	l->dcall = docker_container_inspect(sandbox_service_docker(l->nat->svc), l->container,
 					    lookup_inspected, l);
 }
 
 static void lookup_inspected(struct json_object *info, bool missing, const char *err, void *arg)
 {
-	struct files_lookup *l = arg;
+	struct transfer_lookup *l = arg;
 	l->dcall = NULL;
 	if (missing) {
 		lookup_finish(l, false, 404, "not_found", "the sandbox's container is gone");

@@ -14,23 +14,23 @@ static void sandbox_get_route(struct http_request *req, void *arg);
 static void sandbox_delete_route(struct http_request *req, void *arg);
 static void sandbox_heartbeat_route(struct http_request *req, void *arg);
 
-int api_native_routes(struct api *api)
+int native_sandbox_routes(struct native *nat)
 {
-	struct router *r = api->router;
-	if (router_add(r, "GET", "/api/sandboxes", sandboxes_list, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes", sandboxes_create, api) != 0 ||
-	    router_add(r, "GET", "/api/sandboxes/{id}", sandbox_get_route, api) != 0 ||
-	    router_add(r, "DELETE", "/api/sandboxes/{id}", sandbox_delete_route, api) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/heartbeat", sandbox_heartbeat_route, api) != 0)
+	struct router *r = nat->router;
+	if (router_add(r, "GET", "/api/sandboxes", sandboxes_list, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes", sandboxes_create, nat) != 0 ||
+	    router_add(r, "GET", "/api/sandboxes/{id}", sandbox_get_route, nat) != 0 ||
+	    router_add(r, "DELETE", "/api/sandboxes/{id}", sandbox_delete_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/heartbeat", sandbox_heartbeat_route, nat) != 0)
 		return -1;
 	return 0;
 }
 
 static void sandboxes_list(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
-	struct api_pending *p = api_pending_new(req, 200);
-	p->call = sandbox_list(api->svc, api_pending_reply, p);
+	struct native *nat = arg;
+	struct native_pending *p = native_pending_new(req, 200);
+	p->call = sandbox_list(nat->svc, native_pending_reply, p);
 }
 
 static void sandboxes_create(struct http_request *req, void *arg)
@@ -78,7 +78,7 @@ static bool valid_env_vars(struct http_request *req, struct json_object *env)
 
 static void sandboxes_create_body(struct http_request *req, struct json_object *body, void *arg)
 {
-	struct api *api = arg;
+	struct native *nat = arg;
 	struct sandbox_create_params params = { .wait = true };
 	struct json_object *v;
 	if (body && !json_object_is_type(body, json_type_object)) {
@@ -107,28 +107,28 @@ static void sandboxes_create_body(struct http_request *req, struct json_object *
 		params.wait = json_object_get_boolean(v);
 	}
 	params.actor = http_request_id(req);
-	struct api_pending *p = api_pending_new(req, 201);
-	p->call = sandbox_create(api->svc, &params, api_pending_reply, p);
+	struct native_pending *p = native_pending_new(req, 201);
+	p->call = sandbox_create(nat->svc, &params, native_pending_reply, p);
 }
 
 static void sandbox_get_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
-	struct api_pending *p = api_pending_new(req, 200);
-	p->call = sandbox_get(api->svc, http_request_param(req, "id"), api_pending_reply, p);
+	struct native *nat = arg;
+	struct native_pending *p = native_pending_new(req, 200);
+	p->call = sandbox_get(nat->svc, http_request_param(req, "id"), native_pending_reply, p);
 }
 
 static void sandbox_delete_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
-	struct api_pending *p = api_pending_new(req, 204);
-	p->call = sandbox_delete(api->svc, http_request_param(req, "id"), http_request_id(req),
-				 api_pending_reply, p);
+	struct native *nat = arg;
+	struct native_pending *p = native_pending_new(req, 204);
+	p->call = sandbox_delete(nat->svc, http_request_param(req, "id"), http_request_id(req),
+				 native_pending_reply, p);
 }
 
 static void sandbox_heartbeat_route(struct http_request *req, void *arg)
 {
-	struct api *api = arg;
-	struct api_pending *p = api_pending_new(req, 204);
-	p->call = sandbox_heartbeat(api->svc, http_request_param(req, "id"), api_pending_reply, p);
+	struct native *nat = arg;
+	struct native_pending *p = native_pending_new(req, 204);
+	p->call = sandbox_heartbeat(nat->svc, http_request_param(req, "id"), native_pending_reply, p);
 }

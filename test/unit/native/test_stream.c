@@ -10,7 +10,7 @@
 #include <event2/buffer.h>
 #include <json-c/json.h>
 
-#include "api/stream.h"
+#include "native/stream.h"
 
 static char *drain(struct evbuffer *b)
 {

@@ -16,7 +16,7 @@
 #include "files/path.h"
 #include "files/sniff.h"
 #include "files/tar_reader.h"
-#include "files_internal.h"
+#include "transfer.h"
 #include "http/server.h"
 
 #define MAX_LINK_HOPS 8
@@ -35,11 +35,11 @@ enum xfer_state {
 struct xfer {
 	enum xfer_state state;
 	enum xfer_kind kind;
-	struct api *api;
+	struct native *nat;
 	struct docker *docker;
 	struct event_base *base;
 	struct http_request *req;
-	struct files_lookup *lookup;
+	struct transfer_lookup *lookup;
 	struct docker_call *call;
 	struct tar_reader *tr;
 	struct evbuffer *out;
@@ -57,7 +57,7 @@ struct xfer {
 static void download_route(struct http_request *req, void *arg);
 static void archive_get_route(struct http_request *req, void *arg);
 static void archive_put_route(struct http_request *req, void *arg);
-static void xf_start(struct http_request *req, struct api *api, enum xfer_kind kind);
+static void xf_start(struct http_request *req, struct native *nat, enum xfer_kind kind);
 static void xf_set_state(struct xfer *x, enum xfer_state to);
 static void xf_found(const char *container, bool running, int status, const char *code, const char *message,
 		     void *arg);
@@ -82,12 +82,12 @@ static void in_drain(struct docker_call *call, void *arg);
 
 static const char *xf_state_names[XF_STATE_MAX] = { "lookup", "docker", "sniff", "stream", "done" };
 
-int api_files_archive_routes(struct api *api)
+int native_archive_routes(struct native *nat)
 {
-	struct router *r = api->router;
-	if (router_add(r, "GET", "/api/sandboxes/{id}/files/download", download_route, api) != 0 ||
-	    router_add(r, "GET", "/api/sandboxes/{id}/files/archive", archive_get_route, api) != 0 ||
-	    router_add(r, "PUT", "/api/sandboxes/{id}/files/archive", archive_put_route, api) != 0)
+	struct router *r = nat->router;
+	if (router_add(r, "GET", "/api/sandboxes/{id}/files/download", download_route, nat) != 0 ||
+	    router_add(r, "GET", "/api/sandboxes/{id}/files/archive", archive_get_route, nat) != 0 ||
+	    router_add(r, "PUT", "/api/sandboxes/{id}/files/archive", archive_put_route, nat) != 0)
 		return -1;
 	return 0;
 }
@@ -126,7 +126,7 @@ static void archive_put_route(struct http_request *req, void *arg)
 	xf_start(req, arg, XFER_TAR_IN);
 }
 
-static void xf_start(struct http_request *req, struct api *api, enum xfer_kind kind)
+static void xf_start(struct http_request *req, struct native *nat, enum xfer_kind kind)
 {
 	const char *id = http_request_param(req, "id");
 	if (!sandbox_id_valid(id)) {
@@ -143,22 +143,22 @@ static void xf_start(struct http_request *req, struct api *api, enum xfer_kind k
 		return;
 	}
 	if (kind == XFER_TAR_IN && http_request_content_length(req) > 0 &&
-	    (uint64_t)http_request_content_length(req) > api->cfg->upload_limit) {
+	    (uint64_t)http_request_content_length(req) > nat->cfg->upload_limit) {
 		free(x);
 		http_respond_error(req, 413, "too_large",
 				   "the archive is larger than the limit of %" PRIu64 " bytes",
-				   api->cfg->upload_limit);
+				   nat->cfg->upload_limit);
 		return;
 	}
 	x->kind = kind;
-	x->api = api;
-	x->docker = sandbox_service_docker(api->svc);
+	x->nat = nat;
+	x->docker = sandbox_service_docker(nat->svc);
 	x->base = http_request_base(req);
 	x->req = req;
 	x->out = evbuffer_new();
 	CHECK(x->out != NULL);
 	http_request_set_cancel(req, xf_cancel, x);
-	x->lookup = files_lookup_start(api, id, xf_found, x);
+	x->lookup = transfer_lookup_start(nat, id, xf_found, x);
 }
 
 static void xf_found(const char *container, bool running, int status, const char *code, const char *message,
@@ -261,7 +261,7 @@ static void xf_release(struct xfer *x)
 	x->freeing = true;
 	if (x->state != XF_DONE)
 		xf_set_state(x, XF_DONE);
-	files_lookup_cancel(x->lookup);
+	transfer_lookup_cancel(x->lookup);
 	x->lookup = NULL;
 	if (x->call) {
 		/* safe from inside its own callbacks: the client frees it later */
@@ -529,9 +529,9 @@ static void in_body_data(struct http_request *req, struct evbuffer *chunk, void 
 		return;
 	}
 	x->received += evbuffer_get_length(chunk);
-	if (x->received > x->api->cfg->upload_limit) {
+	if (x->received > x->nat->cfg->upload_limit) {
 		xf_fail(x, 413, "too_large", "the archive is larger than the limit of %" PRIu64 " bytes",
-			x->api->cfg->upload_limit);
+			x->nat->cfg->upload_limit);
 		return;
 	}
 	enum tar_reader_status st = tar_reader_feed(x->tr, chunk, x->out);

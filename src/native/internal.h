@@ -1,0 +1,55 @@
+/* What the native dialect's files share: its object, route registration, the
+ * plumbing from a pending core call to an HTTP answer, the renderers. */
+#ifndef SANDBAR_NATIVE_INTERNAL_H
+#define SANDBAR_NATIVE_INTERNAL_H
+
+#include "commands/commands.h"
+#include "http/router.h"
+#include "native/native.h"
+#include "sandbox/service.h"
+
+struct agentfs;
+struct iojob_worker;
+struct ws_hub;
+
+struct native {
+	const struct config *cfg;
+	struct sandbox_service *svc;
+	struct registry *reg;	 /* the sandboxes, for lookups and handles */
+	struct commands *cmds;	 /* the command service */
+	struct router *router;	 /* the front's: routes are registered on it */
+	struct ws_hub *ws;	 /* live WebSocket connections (terminals) */
+	struct agentfs *fs;	 /* the file service through the agent (files.c) */
+	struct iojob_worker *io; /* the upload spool's file I/O, off the loop (upload.c) */
+};
+
+/* Each file's routes. */
+MUST_USE int native_sandbox_routes(struct native *nat);	 /* sandboxes.c: monza's, and ours */
+MUST_USE int native_command_routes(struct native *nat);	 /* commands.c */
+MUST_USE int native_terminal_routes(struct native *nat); /* terminal.c */
+MUST_USE int native_upload_routes(struct native *nat);	 /* upload.c, then archive.c */
+MUST_USE int native_file_routes(struct native *nat);	 /* files.c: the file API through the agent */
+
+/* render.c: the native JSON of the core's structs. */
+struct json_object *native_sandbox_json(const struct sandbox *sb);
+struct json_object *native_command_json(const struct command_record *rec);
+struct agentfs_result;
+/* The file API's answers (stat, list, mkdir, remove, move, edit, read, write). */
+struct json_object *native_file_json(const struct agentfs_result *r);
+/* RFC 3339, UTC, microseconds; NULL (JSON null) for 0. */
+struct json_object *native_time_json(int64_t us);
+
+/* A request waiting on the core: cancelled if the client goes away. */
+struct native_pending {
+	struct http_request *req;
+	struct sandbox_call *call;
+	int ok_status; /* status of a successful answer with a doc; 204 without */
+};
+struct native_pending *native_pending_new(struct http_request *req, int ok_status);
+/* The sandbox_result_fn that answers p->req (arg: the native_pending). */
+void native_pending_reply(const struct sandbox_result *res, void *arg);
+/* errors.c: the one table from a core error to HTTP, and the native error body. */
+int native_error_status(const struct core_error *e);
+void native_respond_error(struct http_request *req, const struct core_error *e);
+
+#endif

@@ -1,0 +1,95 @@
+/* The native dialect's object: its routes registered on the front's router,
+ * what it owns (terminals, the file service, the spool worker), and the
+ * plumbing from a pending sandbox call to an HTTP answer. */
+#include <stdlib.h>
+
+#include <json-c/json.h>
+
+#include "core/check.h"
+#include "core/config.h"
+#include "core/iojob.h"
+#include "files/agentfs.h"
+#include "http/server.h"
+#include "http/websocket.h"
+#include "internal.h"
+
+static void pending_cancel(void *arg);
+
+struct native *native_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
+			  struct registry *reg, struct commands *cmds, struct router *router)
+{
+	struct native *nat = calloc(1, sizeof(*nat));
+	CHECK(nat != NULL);
+	nat->cfg = cfg;
+	nat->svc = svc;
+	nat->reg = reg;
+	nat->cmds = cmds;
+	nat->router = router;
+	nat->ws = ws_hub_new(base);
+	nat->io = iojob_worker_new(base);
+	nat->fs = agentfs_new(base, reg, cfg->upload_limit);
+	if (native_sandbox_routes(nat) != 0 || native_command_routes(nat) != 0 ||
+	    native_terminal_routes(nat) != 0 || native_upload_routes(nat) != 0 ||
+	    native_file_routes(nat) != 0) {
+		native_free(nat);
+		return NULL;
+	}
+	return nat;
+}
+
+void native_shutdown(struct native *nat)
+{
+	ws_hub_close_all(nat->ws, 1001, "server shutting down");
+}
+
+void native_free(struct native *nat)
+{
+	if (!nat)
+		return;
+	ws_hub_free(nat->ws); /* terminals hang up their shells */
+	agentfs_free(nat->fs);
+	iojob_worker_free(nat->io); /* spool files of uploads cut short close with it */
+	free(nat);
+}
+
+/* ---- pending sandbox calls ---- */
+
+struct native_pending *native_pending_new(struct http_request *req, int ok_status)
+{
+	struct native_pending *p = http_request_alloc(req, sizeof(*p));
+	p->req = req;
+	p->ok_status = ok_status;
+	http_request_set_cancel(req, pending_cancel, p);
+	return p;
+}
+
+static void pending_cancel(void *arg)
+{
+	struct native_pending *p = arg;
+	sandbox_call_cancel(p->call);
+	p->call = NULL;
+}
+
+void native_pending_reply(const struct sandbox_result *res, void *arg)
+{
+	struct native_pending *p = arg;
+	struct http_request *req = p->req;
+	p->call = NULL;
+	http_request_set_cancel(req, NULL, NULL);
+	if (res->err.kind != CORE_OK) {
+		native_respond_error(req, &res->err);
+		return;
+	}
+	if (res->sb) {
+		http_respond_json(req, res->pending ? 202 : p->ok_status, native_sandbox_json(res->sb));
+		return;
+	}
+	if (res->list) {
+		struct json_object *a = json_object_new_array_ext((int)res->n);
+		for (size_t i = 0; i < res->n; i++)
+			json_object_array_add(a, native_sandbox_json(res->list[i]));
+		http_respond_json(req, p->ok_status, a);
+		return;
+	}
+	http_respond_empty(req, 204);
+}
