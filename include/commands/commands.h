@@ -30,7 +30,7 @@ struct commands_config {
 	int64_t grace_ms;	 /* SIGTERM -> SIGKILL after a timeout */
 };
 
-/* ---- what to run (parsed from the native JSON body; other dialects fill it too) ---- */
+/* ---- what to run (each dialect fills it from its own request) ---- */
 struct command_spec {
 	char **argv;	    /* NULL terminated; a shell string becomes /bin/sh -lc <string> */
 	char *command_json; /* the command as given, JSON text (for the record) */
@@ -43,10 +43,6 @@ struct command_spec {
 	uint64_t max_output_bytes; /* kept per stream by a collect */
 	int pty_rows, pty_cols;	   /* > 0: on a PTY (the terminal) */
 };
-/* Fills spec from a JSON object; on bad input fills fail and returns -1.
- * max_cap bounds max_output_bytes. */
-MUST_USE int command_spec_parse(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
-				struct core_error *fail);
 void command_spec_free(struct command_spec *spec);
 
 /* A signal by name ("SIGTERM", "term", "KILL") or number ("9", 1..31) among

@@ -137,7 +137,7 @@ static bool parse_spec(struct http_request *req, struct native *nat, struct json
 		       struct command_spec *spec)
 {
 	struct core_error fail;
-	if (command_spec_parse(body, commands_max_output_cap(nat->cmds), spec, &fail) != 0) {
+	if (native_command_spec(body, commands_max_output_cap(nat->cmds), spec, &fail) != 0) {
 		native_respond_error(req, &fail);
 		return false;
 	}

@@ -30,6 +30,11 @@ MUST_USE int native_terminal_routes(struct native *nat); /* terminal.c */
 MUST_USE int native_upload_routes(struct native *nat);	 /* upload.c, then archive.c */
 MUST_USE int native_file_routes(struct native *nat);	 /* files.c: the file API through the agent */
 
+/* command_spec.c: a command request's JSON body; on bad input fills fail and
+ * returns -1. max_cap bounds max_output_bytes. */
+MUST_USE int native_command_spec(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
+				 struct core_error *fail);
+
 /* render.c: the native JSON of the core's structs. */
 struct json_object *native_sandbox_json(const struct sandbox *sb);
 struct json_object *native_command_json(const struct command_record *rec);

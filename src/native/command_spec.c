@@ -1,18 +1,16 @@
-/* What a command request means: the JSON body as a command_spec (with the
- * stable error codes of bad input), signal names, and the service settings. */
-#include <ctype.h>
-#include <errno.h>
+/* A native command request's JSON body as the command service's spec, with
+ * the stable error codes of bad input (the other dialects parse their own). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <json-c/json.h>
 
 #include "core/units.h"
 #include "commands/commands.h"
+#include "internal.h"
 
 static int fail_with(struct core_error *fail, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -34,13 +32,6 @@ static char **strv_new(size_t n)
 	char **v = calloc(n + 1, sizeof(char *));
 	CHECK(v != NULL);
 	return v;
-}
-
-static void strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
 }
 
 static int parse_command(struct json_object *v, struct command_spec *spec, struct core_error *fail)
@@ -125,8 +116,8 @@ static int opt_string(struct json_object *body, const char *key, const char *cod
 	return 0;
 }
 
-int command_spec_parse(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
-		       struct core_error *fail)
+int native_command_spec(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
+			struct core_error *fail)
 {
 	struct json_object *v;
 	memset(spec, 0, sizeof(*spec));
@@ -185,71 +176,4 @@ int command_spec_parse(struct json_object *body, uint64_t max_cap, struct comman
 fail:
 	command_spec_free(spec);
 	return -1;
-}
-
-void command_spec_free(struct command_spec *spec)
-{
-	strv_free(spec->argv);
-	strv_free(spec->env);
-	free(spec->command_json);
-	free(spec->cwd);
-	free(spec->user);
-	free(spec->stdin_data);
-	memset(spec, 0, sizeof(*spec));
-}
-
-/* ---- signals: the ones a client may send ---- */
-
-static const struct {
-	const char *name;
-	int signo;
-} signals[] = {
-	{ "HUP", 1 },	{ "INT", 2 },	{ "QUIT", 3 },	{ "KILL", 9 },	{ "USR1", 10 },
-	{ "USR2", 12 }, { "TERM", 15 }, { "CONT", 18 }, { "STOP", 19 },
-};
-
-int command_signal_parse(const char *s)
-{
-	if (!s || !*s)
-		return -1;
-	if (isdigit((unsigned char)s[0])) {
-		char *end;
-		errno = 0;
-		long n = strtol(s, &end, 10);
-		if (errno || *end || n < 1 || n > 31 || (s[0] == '0'))
-			return -1;
-		return (int)n;
-	}
-	if (strncasecmp(s, "SIG", 3) == 0)
-		s += 3;
-	for (size_t i = 0; i < ARRAY_LEN(signals); i++)
-		if (strcasecmp(s, signals[i].name) == 0)
-			return signals[i].signo;
-	return -1;
-}
-
-const char *command_signal_name(int signo)
-{
-	static const char *const names[] = {
-		[1] = "SIGHUP",	  [2] = "SIGINT",   [3] = "SIGQUIT",  [9] = "SIGKILL", [10] = "SIGUSR1",
-		[12] = "SIGUSR2", [15] = "SIGTERM", [18] = "SIGCONT", [19] = "SIGSTOP"
-	};
-	if (signo <= 0 || (size_t)signo >= ARRAY_LEN(names) || !names[signo])
-		return NULL;
-	return names[signo];
-}
-
-const char *command_status_name(enum command_status s)
-{
-	static const char *const names[COMMAND_STATUS_MAX] = { "running", "exited", "failed", "lost" };
-	CHECK(s < COMMAND_STATUS_MAX);
-	return names[s];
-}
-
-enum command_status command_status_parse(const char *name)
-{
-	for (int s = 0; s < COMMAND_STATUS_MAX; s++)
-		if (strcmp(name, command_status_name((enum command_status)s)) == 0)
-			return (enum command_status)s;
-	return COMMAND_LOST;
 }

@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 
 #include "commands/commands.h"
+#include "internal.h" /* native_command_spec */
 
 static void test_signal_names(void **state)
 {
@@ -42,7 +43,7 @@ static void test_signal_bad(void **state)
 static int parse(const char *json, struct command_spec *spec, struct core_error *fail)
 {
 	struct json_object *body = json_tokener_parse(json);
-	int rc = command_spec_parse(body, 1 << 20, spec, fail);
+	int rc = native_command_spec(body, 1 << 20, spec, fail);
 	json_object_put(body);
 	return rc;
 }
