@@ -13,18 +13,15 @@
 
 #include "core/config.h"
 #include "core/log.h"
-#include "core/utf8.h"
 #include "docker/engine.h"
 #include "docker/tar.h"
 #include "channel/channel.h"
 #include "internal.h"
 #include "sandbox/container_spec.h"
 #include "sandbox/template.h"
+#include "setup.h"
 
-/* Output kept from setup commands (postCreateCommand, postStartCommand). */
-#define SETUP_OUTPUT_CAP (64 * 1024)
-#define SETUP_WINDOW	 (64 * 1024) /* output in flight from the agent per setup command */
-#define NAME_MAX_LEN	 128
+#define NAME_MAX_LEN 128
 
 enum create_state {
 	CREATE_INSERT,	     /* writing the `creating` row */
@@ -56,15 +53,11 @@ struct create_op {
 	char name[NAME_MAX_LEN + 1];
 	char container_id[80];
 	char volume[64];
-	struct json_object *env_vars; /* owned */
-	struct json_object *setup;    /* array of {"argv":[...], "user":...} still to run */
-	size_t setup_next;
-	struct evbuffer *setup_out;
-	bool setup_truncated;
+	struct json_object *env_vars;  /* owned */
+	struct setup_run *setup;       /* the setup commands running through the agent */
 	struct json_object *image_cmd; /* the image's Entrypoint + Cmd, for the agent to start */
 	char image_user[128];	       /* the image's USER, "" when none */
 	struct json_object *base_env;  /* the container's Env (image + template + env_vars) */
-	struct agent_sub *sub;	       /* the setup command running through the agent */
 	int *host_ports;	       /* parallel to tpl->ports */
 
 	struct docker_call *dcall;
@@ -88,17 +81,12 @@ static void step_container(const char *id, const char *err, void *arg);
 static void step_agent_installed(const char *err, void *arg);
 static void step_started(const char *err, void *arg);
 static void step_inspected(struct json_object *info, bool missing, const char *err, void *arg);
-static void setup_next(struct create_op *op);
-static void setup_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data,
-			 size_t len, bool gap);
-static void setup_exited(void *arg, const struct agent_exit *e);
-static void setup_error(void *arg, int code, const char *message);
+static void step_setup_done(const char *failure, void *arg);
+static void mark_running(struct create_op *op);
 static void step_marked_running(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_cleaned(const char *err, void *arg);
 static void step_marked_error(const struct core_error *err, const struct sandbox *after, void *arg);
 static void create_timed_out(evutil_socket_t fd, short what, void *arg);
-static struct json_object *setup_commands(const struct template *t);
-static struct json_object *setup_env(const struct create_op *op);
 static char *setup_output_text(struct create_op *op);
 
 /* Legal moves: forward one step, or to cleanup from anything that may have made Docker objects. */
@@ -161,10 +149,8 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 		snprintf(op->name, sizeof(op->name), "sandbox-%s", tname);
 	sandbox_volume_name(op->id, op->volume);
 	op->env_vars = p->env_vars ? json_object_get(p->env_vars) : json_object_new_object();
-	op->setup = setup_commands(tpl);
-	op->setup_out = evbuffer_new();
 	op->host_ports = calloc(tpl->nports ? tpl->nports : 1, sizeof(int));
-	CHECK(op->setup_out != NULL && op->host_ports != NULL);
+	CHECK(op->host_ports != NULL);
 
 	op->call = call;
 	call->owner = &op->call;
@@ -367,102 +353,47 @@ static void step_inspected(struct json_object *info, bool missing, const char *e
 		op->host_ports[i] = atoi(json_object_get_string(hp));
 	}
 	create_set_state(op, CREATE_SETUP);
-	setup_next(op);
+	struct agent_channel *ch = channels_get(op->svc->channels, op->id, op->container_id);
+	op->setup =
+		setup_run_start(ch, setup_commands(op->tpl->config, op->tpl->workspace_folder, SETUP_CREATE),
+				setup_env(op->base_env, op->tpl->config, op->env_vars),
+				op->tpl->workspace_folder, step_setup_done, op);
+	if (!op->setup)
+		mark_running(op);
 }
 
-static void setup_next(struct create_op *op)
+static void step_setup_done(const char *failure, void *arg)
 {
+	struct create_op *op = arg;
+	if (failure) {
+		create_fail(op, "%s", failure);
+		return;
+	}
 	if (op->timed_out) {
 		create_fail(op, "timed out");
 		return;
 	}
-	if (op->setup_next >= json_object_array_length(op->setup)) {
-		create_set_state(op, CREATE_MARK_RUNNING);
-		char *out = setup_output_text(op);
-		struct sandbox_transition t = {
-			.id = op->id,
-			.from = SANDBOX_CREATING,
-			.to = SANDBOX_RUNNING,
-			.actor = op->actor,
-			.container_id = op->container_id,
-			.setup_output = out,
-			.host_ports = op->host_ports,
-			.container_ports = op->tpl->ports,
-			.nports = op->tpl->nports,
-			.touch = true,
-		};
-		op->wait = registry_transition(op->svc->reg, &t, step_marked_running, op);
-		free(out);
-		return;
-	}
-	struct json_object *cmd = json_object_array_get_idx(op->setup, op->setup_next++);
-	struct json_object *argv_j, *user;
-	json_object_object_get_ex(cmd, "argv", &argv_j);
-	json_object_object_get_ex(cmd, "user", &user);
-	struct json_object *env_j = setup_env(op);
-	size_t argc = json_object_array_length(argv_j), envc = json_object_array_length(env_j);
-	const char **argv = calloc(argc + 1, sizeof(*argv));
-	const char **env = calloc(envc + 1, sizeof(*env));
-	CHECK(argv != NULL && env != NULL);
-	for (size_t i = 0; i < argc; i++)
-		argv[i] = json_object_get_string(json_object_array_get_idx(argv_j, i));
-	for (size_t i = 0; i < envc; i++)
-		env[i] = json_object_get_string(json_object_array_get_idx(env_j, i));
-	struct agent_spawn_req req = {
-		.argv = argv,
-		.env = env,
-		.cwd = op->tpl->workspace_folder,
-		.user = user ? json_object_get_string(user) : NULL,
-		.window = SETUP_WINDOW,
+	mark_running(op);
+}
+
+static void mark_running(struct create_op *op)
+{
+	create_set_state(op, CREATE_MARK_RUNNING);
+	char *out = setup_output_text(op);
+	struct sandbox_transition t = {
+		.id = op->id,
+		.from = SANDBOX_CREATING,
+		.to = SANDBOX_RUNNING,
+		.actor = op->actor,
+		.container_id = op->container_id,
+		.setup_output = out,
+		.host_ports = op->host_ports,
+		.container_ports = op->tpl->ports,
+		.nports = op->tpl->nports,
+		.touch = true,
 	};
-	static const struct agent_sub_ops ops = {
-		.output = setup_output,
-		.exited = setup_exited,
-		.error = setup_error,
-	};
-	op->setup_truncated = false;
-	struct agent_channel *ch = channels_get(op->svc->channels, op->id, op->container_id);
-	op->sub = agent_spawn(ch, &req, &ops, op);
-	free(argv);
-	free(env);
-	json_object_put(env_j);
-}
-
-static void setup_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data,
-			 size_t len, bool gap)
-{
-	struct create_op *op = arg;
-	size_t room = SETUP_OUTPUT_CAP - evbuffer_get_length(op->setup_out);
-	evbuffer_add(op->setup_out, data, len < room ? len : room);
-	if (len > room || gap)
-		op->setup_truncated = true;
-	agent_sub_ack(op->sub, offset + len);
-}
-
-static void setup_error(void *arg, int code, const char *message)
-{
-	struct create_op *op = arg;
-	op->sub = NULL;
-	create_fail(op, "setup command: %s", message);
-}
-
-static void setup_exited(void *arg, const struct agent_exit *e)
-{
-	struct create_op *op = arg;
-	op->sub = NULL;
-	if (e->exit_code != 0 || e->signal != 0) {
-		struct json_object *cmd = json_object_array_get_idx(op->setup, op->setup_next - 1);
-		struct json_object *label;
-		json_object_object_get_ex(cmd, "label", &label);
-		if (e->signal)
-			create_fail(op, "%s was killed by signal %d%s", json_object_get_string(label),
-				    e->signal, op->setup_truncated ? " (output truncated)" : "");
-		else
-			create_fail(op, "%s exited with code %d%s", json_object_get_string(label),
-				    e->exit_code, op->setup_truncated ? " (output truncated)" : "");
-		return;
-	}
-	setup_next(op);
+	op->wait = registry_transition(op->svc->reg, &t, step_marked_running, op);
+	free(out);
 }
 
 static void step_marked_running(const struct core_error *err, const struct sandbox *after, void *arg)
@@ -564,9 +495,8 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 		docker_call_cancel(op->dcall);
 		op->dcall = NULL;
 		create_fail(op, "timed out in %s", create_state_names[op->state]);
-	} else if (op->sub) {
-		agent_sub_close(op->sub);
-		op->sub = NULL;
+	} else if (op->state == CREATE_SETUP && op->setup) {
+		setup_run_stop(op->setup); /* its output stays, for the error's record */
 		create_fail(op, "timed out in %s", create_state_names[op->state]);
 	}
 }
@@ -574,7 +504,7 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 static void create_free(struct create_op *op)
 {
 	CHECK(op->state == CREATE_DONE);
-	CHECK(!op->dcall && !op->wait && !op->iwait && !op->sub);
+	CHECK(!op->dcall && !op->wait && !op->iwait);
 	if (op->call) {
 		op->call->owner = NULL;
 		struct core_error e;
@@ -583,109 +513,18 @@ static void create_free(struct create_op *op)
 	}
 	event_free(op->timeout);
 	json_object_put(op->env_vars);
-	json_object_put(op->setup);
+	setup_run_free(op->setup);
 	json_object_put(op->image_cmd);
 	json_object_put(op->base_env);
-	evbuffer_free(op->setup_out);
 	free(op->host_ports);
 	free(op);
 }
 
-/* ---- setup commands ---- */
-
-static void add_setup(struct json_object *list, const char *label, struct json_object *cmd, const char *user)
-{
-	struct json_object *argv;
-	if (json_object_is_type(cmd, json_type_string)) {
-		argv = json_object_new_array();
-		json_object_array_add(argv, json_object_new_string("/bin/sh"));
-		json_object_array_add(argv, json_object_new_string("-c"));
-		json_object_array_add(argv, json_object_get(cmd));
-	} else if (json_object_is_type(cmd, json_type_array)) {
-		argv = json_object_get(cmd);
-	} else if (json_object_is_type(cmd, json_type_object)) {
-		/* named commands, run one after the other in document order */
-		json_object_object_foreach(cmd, name, sub)
-		{
-			char sublabel[160];
-			snprintf(sublabel, sizeof(sublabel), "%s '%s'", label, name);
-			add_setup(list, sublabel, sub, user);
-		}
-		return;
-	} else {
-		return;
-	}
-	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "label", json_object_new_string(label));
-	json_object_object_add(o, "argv", argv);
-	if (user)
-		json_object_object_add(o, "user", json_object_new_string(user));
-	json_object_array_add(list, o);
-}
-
-static struct json_object *setup_commands(const struct template *t)
-{
-	struct json_object *list = json_object_new_array();
-	const char *user = t->remote_user ? t->remote_user : t->container_user;
-	if (user && strcmp(user, "root") != 0) {
-		/* a fresh volume is root's: hand the workspace to the sandbox user */
-		char owner[160];
-		snprintf(owner, sizeof(owner), "%s:", user);
-		struct json_object *argv = json_object_new_array();
-		json_object_array_add(argv, json_object_new_string("chown"));
-		json_object_array_add(argv, json_object_new_string(owner));
-		json_object_array_add(argv, json_object_new_string(t->workspace_folder));
-		add_setup(list, "workspace ownership", argv, "root");
-		json_object_put(argv);
-	}
-	if (t->post_create)
-		add_setup(list, "postCreateCommand", t->post_create, user);
-	if (t->post_start)
-		add_setup(list, "postStartCommand", t->post_start, user);
-	return list;
-}
-
-/* Adds "K=V", replacing an earlier K: the agent passes env as given, and of
- * two equal keys the first would win in the command. */
-static void env_set(struct json_object *env, const char *kv)
-{
-	const char *eq = strchr(kv, '=');
-	size_t klen = eq ? (size_t)(eq - kv) + 1 : strlen(kv);
-	for (size_t i = 0; i < json_object_array_length(env); i++) {
-		const char *old = json_object_get_string(json_object_array_get_idx(env, i));
-		if (strncmp(old, kv, klen) == 0) {
-			json_object_array_put_idx(env, i, json_object_new_string(kv));
-			return;
-		}
-	}
-	json_object_array_add(env, json_object_new_string(kv));
-}
-
-/* The container's env (image, containerEnv, env_vars), then remoteEnv, then env_vars on top. */
-static struct json_object *setup_env(const struct create_op *op)
-{
-	struct json_object *env = json_object_new_array();
-	for (size_t i = 0; op->base_env && i < json_object_array_length(op->base_env); i++)
-		env_set(env, json_object_get_string(json_object_array_get_idx(op->base_env, i)));
-	for (size_t i = 0; op->tpl->remote_env && op->tpl->remote_env[i]; i++)
-		env_set(env, op->tpl->remote_env[i]);
-	json_object_object_foreach(op->env_vars, key, val)
-	{
-		char kv[8192];
-		snprintf(kv, sizeof(kv), "%s=%s", key, json_object_get_string(val));
-		env_set(env, kv);
-	}
-	return env;
-}
-
 /* NUL-terminated copy of the setup output as valid UTF-8 (it goes into a text column). */
+/* What the setup commands printed (valid UTF-8), or "" when none ran. */
 static char *setup_output_text(struct create_op *op)
 {
-	size_t len = evbuffer_get_length(op->setup_out);
-	char *raw = malloc(len + 1);
-	CHECK(raw != NULL);
-	evbuffer_copyout(op->setup_out, raw, len);
-	char *out = utf8_sanitize(raw, len);
-	free(raw);
+	char *out = op->setup ? setup_run_output(op->setup) : strdup("");
+	CHECK(out != NULL);
 	return out;
 }
