@@ -29,6 +29,7 @@ struct config {
 	double sandbox_cpu_limit;	 /* SANDBOX_CPU_LIMIT cpus, default 2 */
 	int64_t sandbox_pids_limit;	 /* SANDBOX_PIDS_LIMIT, default 1024 */
 	int64_t create_timeout_ms;	 /* SANDBAR_CREATE_TIMEOUT, default 10m (includes image build) */
+	int64_t stop_grace_ms;		 /* SANDBAR_STOP_GRACE, default 10s (SIGTERM -> SIGKILL at a stop) */
 	bool prebuild_templates; /* SANDBAR_PREBUILD_TEMPLATES: build template images at start, default false
 				  */
 	bool allow_privileged;	 /* SANDBAR_ALLOW_PRIVILEGED, default false */

@@ -59,6 +59,16 @@ struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id,
 				    sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
 				       void *arg);
+/* A running sandbox stopped (its container stopped, the workspace kept), a
+ * stopped one started (postStartCommand again), or both. Answers the sandbox
+ * as it is after; a sandbox in another status fails CONFLICT invalid_state
+ * (err.status says which), and of two racing the second fails so too. */
+struct sandbox_call *sandbox_stop(struct sandbox_service *svc, const char *id, const char *actor,
+				  sandbox_result_fn cb, void *arg);
+struct sandbox_call *sandbox_start(struct sandbox_service *svc, const char *id, const char *actor,
+				   sandbox_result_fn cb, void *arg);
+struct sandbox_call *sandbox_restart(struct sandbox_service *svc, const char *id, const char *actor,
+				     sandbox_result_fn cb, void *arg);
 /* The callback will not be called. Work already started (a create, a delete) goes on. */
 void sandbox_call_cancel(struct sandbox_call *call);
 

@@ -72,6 +72,8 @@ static const struct cfg_setting settings[] = {
 	{ "SANDBOX_PIDS_LIMIT", CFG_INT, "1024", 1, AT(sandbox_pids_limit), "process limit per sandbox" },
 	{ "SANDBAR_CREATE_TIMEOUT", CFG_DURATION, "10m", 1000, AT(create_timeout_ms),
 	  "longest a create may take, image build included" },
+	{ "SANDBAR_STOP_GRACE", CFG_DURATION, "10s", 0, AT(stop_grace_ms),
+	  "a stop gives a sandbox's processes this long after SIGTERM before SIGKILL" },
 	{ "SANDBAR_PREBUILD_TEMPLATES", CFG_BOOL, "false", 0, AT(prebuild_templates),
 	  "build every template's image in the background at start-up (tools/run sets it)" },
 	{ "SANDBAR_ALLOW_PRIVILEGED", CFG_BOOL, "false", 0, AT(allow_privileged),
@@ -92,7 +94,8 @@ static const struct cfg_setting settings[] = {
 	{ "SANDBAR_STREAM_WINDOW", CFG_SIZE, "256k", 4096, AT(stream_window),
 	  "output bytes in flight per stream between the agent and sandbard" },
 	{ "SANDBAR_EXEC_LOOKUP_CACHE", CFG_DURATION, "1s", 0, AT(exec_lookup_cache_ms),
-	  "how long a run reuses its sandbox's details (0: look up every time)" },
+	  "how long a cached sandbox is trusted while not listening for other instances' changes (0: always "
+	  "look up)" },
 	{ "SANDBAR_MAX_HEADER_BYTES", CFG_SIZE, "16k", 1024, AT(http_max_header_bytes),
 	  "largest request head (request line and headers)" },
 	{ "SANDBAR_MAX_BODY_BYTES", CFG_SIZE, "1m", 1024, AT(http_max_body_bytes),

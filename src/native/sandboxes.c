@@ -13,6 +13,7 @@ static void sandboxes_create_body(struct http_request *req, struct json_object *
 static void sandbox_get_route(struct http_request *req, void *arg);
 static void sandbox_delete_route(struct http_request *req, void *arg);
 static void sandbox_heartbeat_route(struct http_request *req, void *arg);
+static void sandbox_power_route(struct http_request *req, void *arg);
 
 int native_sandbox_routes(struct native *nat)
 {
@@ -21,7 +22,10 @@ int native_sandbox_routes(struct native *nat)
 	    router_add(r, "POST", "/api/sandboxes", sandboxes_create, nat) != 0 ||
 	    router_add(r, "GET", "/api/sandboxes/{id}", sandbox_get_route, nat) != 0 ||
 	    router_add(r, "DELETE", "/api/sandboxes/{id}", sandbox_delete_route, nat) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/heartbeat", sandbox_heartbeat_route, nat) != 0)
+	    router_add(r, "POST", "/api/sandboxes/{id}/heartbeat", sandbox_heartbeat_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/stop", sandbox_power_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/start", sandbox_power_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/restart", sandbox_power_route, nat) != 0)
 		return -1;
 	return 0;
 }
@@ -131,4 +135,20 @@ static void sandbox_heartbeat_route(struct http_request *req, void *arg)
 	struct native *nat = arg;
 	struct native_pending *p = native_pending_new(req, 204);
 	p->call = sandbox_heartbeat(nat->svc, http_request_param(req, "id"), native_pending_reply, p);
+}
+
+/* POST .../stop, .../start, .../restart: the sandbox as it is after. */
+static void sandbox_power_route(struct http_request *req, void *arg)
+{
+	struct native *nat = arg;
+	const char *path = http_request_path(req);
+	const char *verb = strrchr(path, '/') + 1;
+	const char *id = http_request_param(req, "id");
+	struct native_pending *p = native_pending_new(req, 200);
+	if (strcmp(verb, "stop") == 0)
+		p->call = sandbox_stop(nat->svc, id, http_request_id(req), native_pending_reply, p);
+	else if (strcmp(verb, "start") == 0)
+		p->call = sandbox_start(nat->svc, id, http_request_id(req), native_pending_reply, p);
+	else
+		p->call = sandbox_restart(nat->svc, id, http_request_id(req), native_pending_reply, p);
 }

@@ -1,14 +1,17 @@
 /* Start-up reconciliation: converge Docker to the database. Our own rows
  * stuck in `creating` (this instance died mid-create) become `error`;
- * `running` rows whose container is gone become `error`, those whose
- * container stopped become `stopped`; labelled containers and volumes with no
- * live row are removed. Every status moves through the registry. Only this
- * cluster's objects (label sandbar.cluster) are touched. */
+ * `running` rows take their container's state (stopped, or `error` when it is
+ * gone); a stop or start that was under way (`stopping`, `starting`) is
+ * settled as stopped, its container stopped (Docker may still be carrying out
+ * the request), so nothing stays half-way; labelled containers and volumes
+ * with no live row are removed. Every status moves through the registry.
+ * Only this cluster's objects (label sandbar.cluster) are touched. */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
 #include "internal.h"
@@ -18,9 +21,9 @@ enum reconcile_state {
 	RECONCILE_STALE_CREATES, /* ... -> error */
 	RECONCILE_LIVE_ROWS,	 /* which sandboxes should exist */
 	RECONCILE_CONTAINERS,	 /* what Docker has */
-	RECONCILE_LOST_ROWS, /* running rows without a container -> error, with a stopped one -> stopped */
-	RECONCILE_VOLUMES,   /* volumes without a live row */
-	RECONCILE_REMOVING,  /* orphans being removed */
+	RECONCILE_LOST_ROWS,	 /* running, starting, stopping rows -> their container's state */
+	RECONCILE_VOLUMES,	 /* volumes without a live row */
+	RECONCILE_REMOVING,	 /* orphans being removed */
 	RECONCILE_DONE,
 	RECONCILE_STATE_MAX
 };
@@ -31,13 +34,20 @@ struct reconcile {
 	void (*done)(int rc, void *arg);
 	void *arg;
 	struct json_object *live;    /* id -> status of rows that should have a container */
-	struct json_object *healthy; /* ids of running rows with a running container */
-	struct json_object *stopped; /* ids of running rows whose container stopped */
+	struct json_object *running; /* ids of live rows whose container runs */
+	struct json_object *stopped; /* ids of live rows whose container exists, stopped */
 	struct json_object *orphans; /* ids whose Docker objects must go */
 	int removing;
 	int moving; /* transitions in flight */
 	int stale, lost, removed;
 	int rc;
+};
+
+/* A stop or start that was under way, its container now stopped. */
+struct half {
+	struct reconcile *rc;
+	enum sandbox_status from;
+	char id[37];
 };
 
 static void rc_set_state(struct reconcile *rc, enum reconcile_state next);
@@ -47,6 +57,7 @@ static void rc_stale_done(struct reconcile *rc);
 static void rc_live_done(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void rc_containers_done(struct json_object *list, const char *err, void *arg);
 static void rc_lost_moved(const struct core_error *err, const struct sandbox *after, void *arg);
+static void rc_half_stopped(const char *err, void *arg);
 static void rc_lost_done(struct reconcile *rc);
 static void rc_volumes_done(struct json_object *volumes, const char *err, void *arg);
 static void rc_removed(const char *err, void *arg);
@@ -69,7 +80,7 @@ void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg),
 	rc->done = done;
 	rc->arg = arg;
 	rc->live = json_object_new_object();
-	rc->healthy = json_object_new_object();
+	rc->running = json_object_new_object();
 	rc->stopped = json_object_new_object();
 	rc->orphans = json_object_new_object();
 	rc->state = RECONCILE_STALE_READ;
@@ -148,46 +159,77 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 	}
 	size_t n = json_object_array_length(list);
 	for (size_t i = 0; i < n; i++) {
-		struct json_object *c = json_object_array_get_idx(list, i), *state, *status;
+		struct json_object *c = json_object_array_get_idx(list, i), *state;
 		const char *id = label_of(c, "sandbar.sandbox");
 		if (!id || !sandbox_id_valid(id))
 			continue;
-		const char *st =
-			json_object_object_get_ex(c, "State", &state) ? json_object_get_string(state) : "";
-		if (!json_object_object_get_ex(rc->live, id, &status)) {
+		if (!json_object_object_get_ex(rc->live, id, NULL)) {
 			json_object_object_add(rc->orphans, id, NULL);
 			continue;
 		}
-		if (strcmp(json_object_get_string(status), "running") != 0)
-			continue;
-		if (strcmp(st, "running") == 0)
-			json_object_object_add(rc->healthy, id, NULL);
-		else
-			json_object_object_add(rc->stopped, id, NULL);
+		const char *st =
+			json_object_object_get_ex(c, "State", &state) ? json_object_get_string(state) : "";
+		json_object_object_add(strcmp(st, "running") == 0 ? rc->running : rc->stopped, id, NULL);
 	}
 	rc_set_state(rc, RECONCILE_LOST_ROWS);
-	/* running rows without a running container: stopped, or gone (error) */
 	rc->moving = 1;
 	json_object_object_foreach(rc->live, id, status)
 	{
-		if (strcmp(json_object_get_string(status), "running") != 0 ||
-		    json_object_object_get_ex(rc->healthy, id, NULL))
+		enum sandbox_status from;
+		if (sandbox_status_parse(json_object_get_string(status), &from) != 0 ||
+		    (from != SANDBOX_RUNNING && from != SANDBOX_STARTING && from != SANDBOX_STOPPING))
 			continue;
+		bool runs = json_object_object_get_ex(rc->running, id, NULL);
 		bool stopped = json_object_object_get_ex(rc->stopped, id, NULL);
-		struct sandbox_transition t = {
-			.id = id,
-			.from = SANDBOX_RUNNING,
-			.to = stopped ? SANDBOX_STOPPED : SANDBOX_ERROR,
-			.reason = stopped ? "the container stopped while sandbard was away"
-					  : "the container disappeared",
-			.actor = "reconciler",
-		};
-		if (!stopped)
+		struct sandbox_transition t = { .id = id, .from = from, .actor = "reconciler" };
+		if (from != SANDBOX_RUNNING && (runs || stopped)) {
+			/* half-way: stopped for good, then recorded (rc_half_stopped) */
+			struct half *h = calloc(1, sizeof(*h));
+			CHECK(h != NULL);
+			h->rc = rc;
+			h->from = from;
+			snprintf(h->id, sizeof(h->id), "%s", id);
+			char name[64];
+			sandbox_container_name(id, name);
+			rc->moving++;
+			int grace = (int)((rc->svc->cfg->stop_grace_ms + 999) / 1000);
+			docker_container_stop(rc->svc->docker, name, grace, rc_half_stopped, h);
+			continue;
+		}
+		if (runs)
+			continue;
+		if (stopped) {
+			t.to = SANDBOX_STOPPED;
+			t.reason = "the container stopped while sandbard was away";
+		} else {
+			t.to = SANDBOX_ERROR;
+			t.reason = "the container disappeared";
 			json_object_object_add(rc->orphans, id, NULL);
+		}
 		rc->moving++;
 		registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
 	}
 	rc_lost_moved(NULL, NULL, rc);
+}
+
+static void rc_half_stopped(const char *err, void *arg)
+{
+	struct half *h = arg;
+	struct reconcile *rc = h->rc;
+	if (err) {
+		log_warn("reconcile: sandbox=%s: stopping its container: %s", h->id, err);
+		rc->rc = -1;
+	}
+	struct sandbox_transition t = {
+		.id = h->id,
+		.from = h->from,
+		.to = SANDBOX_STOPPED,
+		.actor = "reconciler",
+		.reason = h->from == SANDBOX_STARTING ? "the control plane restarted during a start"
+						      : "the control plane restarted during a stop",
+	};
+	registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
+	free(h);
 }
 
 static void rc_lost_moved(const struct core_error *err, const struct sandbox *after, void *arg)
@@ -206,7 +248,7 @@ static void rc_lost_moved(const struct core_error *err, const struct sandbox *af
 static void rc_lost_done(struct reconcile *rc)
 {
 	if (rc->lost)
-		log_info("reconcile: %d running sandbox(es) lost or stopped their container", rc->lost);
+		log_info("reconcile: %d sandbox(es) took their container's state", rc->lost);
 	rc_set_state(rc, RECONCILE_VOLUMES);
 	char label[128];
 	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
@@ -267,7 +309,7 @@ static void rc_finish(struct reconcile *rc)
 	log_info("reconcile: %d stale create(s), %d lost container(s), %d orphan(s) removed%s", rc->stale,
 		 rc->lost, rc->removed, rc->rc ? " (incomplete)" : "");
 	json_object_put(rc->live);
-	json_object_put(rc->healthy);
+	json_object_put(rc->running);
 	json_object_put(rc->stopped);
 	json_object_put(rc->orphans);
 	void (*done)(int, void *) = rc->done;

@@ -715,7 +715,8 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		"  SELECT id, $2, $3, $4, $5 FROM u), "
 		"p AS (INSERT INTO port_mappings (id, sandbox_id, host_port, container_port) "
 		"  SELECT gen_random_uuid(), u.id, x.h, x.c FROM u, unnest($11::int[], $12::int[]) AS x(h, "
-		"c)), "
+		"c) "
+		"  ON CONFLICT (sandbox_id, container_port) DO UPDATE SET host_port = excluded.host_port), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
 		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
 	const char *params[] = {

@@ -13,13 +13,14 @@ static const char *const names[SANDBOX_STATUS_MAX] = {
 /* legal[from]: the statuses a sandbox may move to from it. Docker's word
  * (a container gone or dead behind our back) may stop or fail it from any
  * live status; a delete removes it from any; expiry (idleness, lifetime)
- * comes to running and stopped ones. */
+ * comes to running and stopped ones. A stop or start that Docker refused
+ * goes back (stopping -> running, starting -> stopped). */
 static const unsigned legal[SANDBOX_STATUS_MAX] = {
 	[SANDBOX_CREATING] = S(SANDBOX_RUNNING) | S(SANDBOX_WARM) | S(SANDBOX_ERROR) | S(SANDBOX_DELETED),
 	[SANDBOX_WARM] = S(SANDBOX_RUNNING) | S(SANDBOX_ERROR) | S(SANDBOX_DELETED),
 	[SANDBOX_RUNNING] = S(SANDBOX_STOPPING) | S(SANDBOX_STOPPED) | S(SANDBOX_EXPIRED) | S(SANDBOX_ERROR) |
 			    S(SANDBOX_DELETED),
-	[SANDBOX_STOPPING] = S(SANDBOX_STOPPED) | S(SANDBOX_ERROR) | S(SANDBOX_DELETED),
+	[SANDBOX_STOPPING] = S(SANDBOX_STOPPED) | S(SANDBOX_RUNNING) | S(SANDBOX_ERROR) | S(SANDBOX_DELETED),
 	[SANDBOX_STOPPED] = S(SANDBOX_STARTING) | S(SANDBOX_EXPIRED) | S(SANDBOX_ERROR) | S(SANDBOX_DELETED),
 	[SANDBOX_STARTING] = S(SANDBOX_RUNNING) | S(SANDBOX_STOPPED) | S(SANDBOX_ERROR) | S(SANDBOX_DELETED),
 	[SANDBOX_ERROR] = S(SANDBOX_DELETED) | S(SANDBOX_EXPIRED),

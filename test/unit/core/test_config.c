@@ -30,6 +30,7 @@ static const char *const env_names[] = {
 	"SANDBOX_CPU_LIMIT",
 	"SANDBOX_PIDS_LIMIT",
 	"SANDBAR_CREATE_TIMEOUT",
+	"SANDBAR_STOP_GRACE",
 	"SANDBAR_PREBUILD_TEMPLATES",
 	"SANDBAR_ALLOW_PRIVILEGED",
 	"SANDBAR_ALLOW_CAP_ADD",
@@ -92,6 +93,7 @@ static void test_defaults(void **state)
 	assert_true(cfg.sandbox_cpu_limit == 2.0);
 	assert_int_equal(cfg.sandbox_pids_limit, 1024);
 	assert_int_equal(cfg.create_timeout_ms, 10 * 60 * 1000);
+	assert_int_equal(cfg.stop_grace_ms, 10 * 1000);
 	assert_false(cfg.prebuild_templates);
 	assert_false(cfg.allow_privileged);
 	assert_false(cfg.allow_cap_add);

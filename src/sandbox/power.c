@@ -1,0 +1,425 @@
+/* Stopping, starting and restarting a sandbox: a small state machine per
+ * request that moves the sandbox through the registry (running -> stopping ->
+ * stopped, stopped -> starting -> running) around Docker's stop and start.
+ * The container and its workspace volume stay; a start publishes its ports
+ * again (Docker may give new host ports) and runs postStartCommand. Like a
+ * create, it outlives the request that asked for it. */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "channel/channel.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "docker/engine.h"
+#include "internal.h"
+#include "setup.h"
+
+enum power_kind { POWER_STOP, POWER_START, POWER_RESTART };
+
+enum power_state {
+	POWER_READ,	     /* the sandbox as it is now */
+	POWER_MARK_STOPPING, /* running -> stopping */
+	POWER_STOPPING,	     /* Docker stops the container (the agent ends every command first) */
+	POWER_MARK_STOPPED,  /* stopping -> stopped */
+	POWER_MARK_STARTING, /* stopped -> starting */
+	POWER_STARTING,	     /* Docker starts it */
+	POWER_INSPECT,	     /* published ports and env read back */
+	POWER_SETUP,	     /* postStartCommand */
+	POWER_MARK_RUNNING,  /* starting -> running */
+	POWER_UNDO,	     /* after a failure: the status Docker's state says */
+	POWER_DONE,
+	POWER_STATE_MAX
+};
+
+static const char *const state_names[POWER_STATE_MAX] = {
+	"read",	   "mark_stopping", "stopping",	    "mark_stopped", "mark_starting", "starting",
+	"inspect", "setup",	    "mark_running", "undo",	    "done",
+};
+
+struct power_op {
+	struct sandbox_service *svc;
+	struct sandbox_call *call; /* NULL once the caller went away */
+	enum power_kind kind;
+	enum power_state state;
+	char id[37];
+	char actor[64];
+	char container[80];
+	struct sandbox_ref *ref; /* the sandbox as read at the start */
+	struct registry_wait *wait;
+	struct docker_call *dcall;
+	struct setup_run *setup;
+	int *host_ports, *container_ports;
+	size_t nports;
+	struct json_object *container_env;
+	char reason[320];      /* a postStartCommand that failed: the sandbox runs, and says so */
+	struct core_error err; /* the answer, when it failed */
+	bool failed;
+	enum sandbox_status undo_from; /* where the failed Docker step left the sandbox */
+};
+
+static void power_set_state(struct power_op *op, enum power_state next);
+static void power_read(struct sandbox_ref *ref, const struct core_error *err, void *arg);
+static void power_stop(struct power_op *op);
+static void power_marked_stopping(const struct core_error *err, const struct sandbox *after, void *arg);
+static void power_docker_stopped(const char *err, void *arg);
+static void power_marked_stopped(const struct core_error *err, const struct sandbox *after, void *arg);
+static void power_start(struct power_op *op);
+static void power_marked_starting(const struct core_error *err, const struct sandbox *after, void *arg);
+static void power_docker_started(const char *err, void *arg);
+static void power_inspected(struct json_object *info, bool missing, const char *err, void *arg);
+static void power_setup_done(const char *failure, void *arg);
+static void power_mark_running(struct power_op *op);
+static void power_marked_running(const struct core_error *err, const struct sandbox *after, void *arg);
+static void power_undo(struct power_op *op, const char *docker_err);
+static void power_undo_inspected(struct json_object *info, bool missing, const char *err, void *arg);
+static void power_undone(const struct core_error *err, const struct sandbox *after, void *arg);
+static void power_finish(struct power_op *op, const struct sandbox *after);
+
+/* Forward one step, or to undo from a Docker step, or done from anywhere. */
+static bool power_transition_legal(enum power_state from, enum power_state to)
+{
+	if (to == POWER_DONE)
+		return true;
+	if (to == POWER_UNDO)
+		return from == POWER_STOPPING || from == POWER_STARTING || from == POWER_INSPECT;
+	if (from == POWER_READ)
+		return to == POWER_MARK_STOPPING || to == POWER_MARK_STARTING;
+	if (from == POWER_MARK_STOPPED)
+		return to == POWER_MARK_STARTING; /* a restart goes on */
+	return to == from + 1;
+}
+
+static void power_set_state(struct power_op *op, enum power_state next)
+{
+	CHECK(next < POWER_STATE_MAX && power_transition_legal(op->state, next));
+	log_debug("sandbox=%s power %s -> %s", op->id, state_names[op->state], state_names[next]);
+	op->state = next;
+}
+
+static struct sandbox_call *power_begin(struct sandbox_service *svc, enum power_kind kind, const char *id,
+					const char *actor, sandbox_result_fn cb, void *arg)
+{
+	struct sandbox_call *call = call_new(svc, cb, arg);
+	struct power_op *op = calloc(1, sizeof(*op));
+	CHECK(op != NULL);
+	op->svc = svc;
+	op->kind = kind;
+	op->call = call;
+	call->owner = &op->call;
+	snprintf(op->id, sizeof(op->id), "%s", id);
+	snprintf(op->actor, sizeof(op->actor), "%s", actor ? actor : "power");
+	op->wait = registry_acquire(svc->reg, id, REGISTRY_FRESH | REGISTRY_LIVE, power_read, op);
+	return call;
+}
+
+struct sandbox_call *sandbox_stop(struct sandbox_service *svc, const char *id, const char *actor,
+				  sandbox_result_fn cb, void *arg)
+{
+	return power_begin(svc, POWER_STOP, id, actor, cb, arg);
+}
+
+struct sandbox_call *sandbox_start(struct sandbox_service *svc, const char *id, const char *actor,
+				   sandbox_result_fn cb, void *arg)
+{
+	return power_begin(svc, POWER_START, id, actor, cb, arg);
+}
+
+struct sandbox_call *sandbox_restart(struct sandbox_service *svc, const char *id, const char *actor,
+				     sandbox_result_fn cb, void *arg)
+{
+	return power_begin(svc, POWER_RESTART, id, actor, cb, arg);
+}
+
+static void fail_state(struct power_op *op, const struct sandbox *sb, const char *want)
+{
+	op->failed = true;
+	core_error_set(&op->err, CORE_CONFLICT, "invalid_state", "sandbox is %s, not %s",
+		       sandbox_status_name(sb->status), want);
+	op->err.status = sandbox_status_name(sb->status);
+}
+
+static void power_read(struct sandbox_ref *ref, const struct core_error *err, void *arg)
+{
+	struct power_op *op = arg;
+	op->wait = NULL;
+	if (err) {
+		op->failed = true;
+		op->err = *err;
+		power_finish(op, NULL);
+		return;
+	}
+	op->ref = ref;
+	const struct sandbox *sb = sandbox_ref_get(ref);
+	snprintf(op->container, sizeof(op->container), "%s", sb->container_id);
+	enum sandbox_status need = op->kind == POWER_START ? SANDBOX_STOPPED : SANDBOX_RUNNING;
+	if (sb->status != need || !*sb->container_id) {
+		fail_state(op, sb, sandbox_status_name(need));
+		power_finish(op, sb);
+		return;
+	}
+	if (op->kind == POWER_START)
+		power_start(op);
+	else
+		power_stop(op);
+}
+
+/* ---- stop ---- */
+
+static void power_stop(struct power_op *op)
+{
+	power_set_state(op, POWER_MARK_STOPPING);
+	struct sandbox_transition t = {
+		.id = op->id,
+		.from = SANDBOX_RUNNING,
+		.to = SANDBOX_STOPPING,
+		.actor = op->actor,
+	};
+	op->wait = registry_transition(op->svc->reg, &t, power_marked_stopping, op);
+}
+
+static void power_marked_stopping(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct power_op *op = arg;
+	op->wait = NULL;
+	if (err) {
+		/* another request or instance moved it first: one wins, the other hears 409 */
+		op->failed = true;
+		op->err = *err;
+		power_finish(op, after);
+		return;
+	}
+	power_set_state(op, POWER_STOPPING);
+	/* the agent, PID 1, hears SIGTERM and ends every command group */
+	int grace = (int)((op->svc->cfg->stop_grace_ms + 999) / 1000);
+	op->dcall = docker_container_stop(op->svc->docker, op->container, grace, power_docker_stopped, op);
+}
+
+static void power_docker_stopped(const char *err, void *arg)
+{
+	struct power_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		power_undo(op, err);
+		return;
+	}
+	power_set_state(op, POWER_MARK_STOPPED);
+	struct sandbox_transition t = {
+		.id = op->id,
+		.from = SANDBOX_STOPPING,
+		.to = SANDBOX_STOPPED,
+		.actor = op->actor,
+		.reason = op->kind == POWER_RESTART ? "restarting" : NULL,
+	};
+	op->wait = registry_transition(op->svc->reg, &t, power_marked_stopped, op);
+}
+
+static void power_marked_stopped(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct power_op *op = arg;
+	op->wait = NULL;
+	if (err || op->kind == POWER_STOP) {
+		if (err) {
+			op->failed = true;
+			op->err = *err;
+		}
+		power_finish(op, after);
+		return;
+	}
+	power_start(op);
+}
+
+/* ---- start ---- */
+
+static void power_start(struct power_op *op)
+{
+	power_set_state(op, POWER_MARK_STARTING);
+	struct sandbox_transition t = {
+		.id = op->id,
+		.from = SANDBOX_STOPPED,
+		.to = SANDBOX_STARTING,
+		.actor = op->actor,
+	};
+	op->wait = registry_transition(op->svc->reg, &t, power_marked_starting, op);
+}
+
+static void power_marked_starting(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct power_op *op = arg;
+	op->wait = NULL;
+	if (err) {
+		op->failed = true;
+		op->err = *err;
+		power_finish(op, after);
+		return;
+	}
+	power_set_state(op, POWER_STARTING);
+	op->dcall = docker_container_start(op->svc->docker, op->container, power_docker_started, op);
+}
+
+static void power_docker_started(const char *err, void *arg)
+{
+	struct power_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		power_undo(op, err);
+		return;
+	}
+	power_set_state(op, POWER_INSPECT);
+	op->dcall = docker_container_inspect(op->svc->docker, op->container, power_inspected, op);
+}
+
+/* The published ports (Docker may have picked new host ports) and the env the
+ * setup commands start with. */
+static void power_inspected(struct json_object *info, bool missing, const char *err, void *arg)
+{
+	struct power_op *op = arg;
+	op->dcall = NULL;
+	if (err || missing) {
+		power_undo(op, err ? err : "the container disappeared");
+		return;
+	}
+	const struct sandbox *sb = sandbox_ref_get(op->ref);
+	struct json_object *config, *env, *ns, *ports;
+	if (json_object_object_get_ex(info, "Config", &config) &&
+	    json_object_object_get_ex(config, "Env", &env))
+		op->container_env = json_object_get(env);
+	op->host_ports = calloc(sb->nports + 1, sizeof(int));
+	op->container_ports = calloc(sb->nports + 1, sizeof(int));
+	CHECK(op->host_ports != NULL && op->container_ports != NULL);
+	if (json_object_object_get_ex(info, "NetworkSettings", &ns) &&
+	    json_object_object_get_ex(ns, "Ports", &ports)) {
+		for (size_t i = 0; i < sb->nports; i++) {
+			char key[16];
+			struct json_object *list, *hp;
+			snprintf(key, sizeof(key), "%d/tcp", sb->ports[i].container_port);
+			if (!json_object_object_get_ex(ports, key, &list) ||
+			    !json_object_is_type(list, json_type_array) ||
+			    json_object_array_length(list) == 0 ||
+			    !json_object_object_get_ex(json_object_array_get_idx(list, 0), "HostPort", &hp))
+				continue;
+			op->container_ports[op->nports] = sb->ports[i].container_port;
+			op->host_ports[op->nports++] = atoi(json_object_get_string(hp));
+		}
+	}
+	power_set_state(op, POWER_SETUP);
+	struct agent_channel *ch = sandbox_ref_channel(op->ref);
+	op->setup = setup_run_start(ch, setup_commands(sb->config, sb->workspace_mount, SETUP_START),
+				    setup_env(op->container_env, sb->config, sb->env_vars),
+				    sb->workspace_mount, power_setup_done, op);
+	if (!op->setup)
+		power_mark_running(op);
+}
+
+/* A postStartCommand that fails leaves the sandbox running (its workspace is
+ * what matters), with the reason in status_reason and the output kept. */
+static void power_setup_done(const char *failure, void *arg)
+{
+	struct power_op *op = arg;
+	if (failure) {
+		log_warn("sandbox=%s start: %s", op->id, failure);
+		snprintf(op->reason, sizeof(op->reason), "%s", failure);
+	}
+	power_mark_running(op);
+}
+
+static void power_mark_running(struct power_op *op)
+{
+	power_set_state(op, POWER_MARK_RUNNING);
+	char *out = op->setup ? setup_run_output(op->setup) : NULL;
+	struct sandbox_transition t = {
+		.id = op->id,
+		.from = SANDBOX_STARTING,
+		.to = SANDBOX_RUNNING,
+		.actor = op->actor,
+		.reason = op->reason[0] ? op->reason : NULL,
+		.setup_output = out,
+		.host_ports = op->host_ports,
+		.container_ports = op->container_ports,
+		.nports = op->nports,
+		.touch = true,
+	};
+	op->wait = registry_transition(op->svc->reg, &t, power_marked_running, op);
+	free(out);
+}
+
+static void power_marked_running(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct power_op *op = arg;
+	op->wait = NULL;
+	if (err) {
+		op->failed = true;
+		op->err = *err;
+	} else {
+		reaper_note_deadline(op->svc->reaper, op->svc->cfg->sandbox_idle_timeout_ms);
+	}
+	power_finish(op, after);
+}
+
+/* ---- a Docker step failed: the status follows what Docker says now ---- */
+
+static void power_undo(struct power_op *op, const char *docker_err)
+{
+	log_warn("sandbox=%s %s failed: %s", op->id, state_names[op->state], docker_err);
+	op->undo_from = op->state == POWER_STOPPING ? SANDBOX_STOPPING : SANDBOX_STARTING;
+	power_set_state(op, POWER_UNDO);
+	op->failed = true;
+	core_error_set(&op->err, CORE_UNAVAILABLE, "docker_unavailable", "Docker: %s", docker_err);
+	op->dcall = docker_container_inspect(op->svc->docker, op->container, power_undo_inspected, op);
+}
+
+static void power_undo_inspected(struct json_object *info, bool missing, const char *err, void *arg)
+{
+	struct power_op *op = arg;
+	op->dcall = NULL;
+	struct json_object *state, *running;
+	bool runs = !err && !missing && json_object_object_get_ex(info, "State", &state) &&
+		    json_object_object_get_ex(state, "Running", &running) && json_object_get_boolean(running);
+	enum sandbox_status from = op->undo_from;
+	struct sandbox_transition t = { .id = op->id, .from = from, .actor = op->actor };
+	if (missing) {
+		t.to = SANDBOX_ERROR;
+		t.reason = "the container disappeared";
+		core_error_set(&op->err, CORE_CONFLICT, "container_gone", "the sandbox's container is gone");
+	} else if (err) {
+		/* Docker cannot say: leave the sandbox as it was asked to be, the
+		 * events stream or the reconciler settles it */
+		t.to = from == SANDBOX_STARTING ? SANDBOX_STOPPED : SANDBOX_RUNNING;
+		t.reason = "Docker did not answer";
+	} else {
+		t.to = runs ? SANDBOX_RUNNING : SANDBOX_STOPPED;
+		t.reason = runs ? "the stop failed" : "the start failed";
+	}
+	op->wait = registry_transition(op->svc->reg, &t, power_undone, op);
+}
+
+static void power_undone(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct power_op *op = arg;
+	op->wait = NULL;
+	if (err)
+		log_error("sandbox=%s: recording the failed %s: %s", op->id,
+			  op->kind == POWER_STOP ? "stop" : "start", err->message);
+	power_finish(op, after);
+}
+
+static void power_finish(struct power_op *op, const struct sandbox *after)
+{
+	if (op->state != POWER_DONE)
+		power_set_state(op, POWER_DONE);
+	if (op->call) {
+		if (op->failed) {
+			call_fail(op->call, &op->err);
+		} else {
+			struct sandbox_result r = { .sb = after };
+			call_finish(op->call, &r);
+		}
+	}
+	sandbox_ref_put(op->ref);
+	setup_run_free(op->setup);
+	json_object_put(op->container_env);
+	free(op->host_ports);
+	free(op->container_ports);
+	free(op);
+}
