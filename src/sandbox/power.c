@@ -165,31 +165,42 @@ static void power_read(struct sandbox_ref *ref, const struct core_error *err, vo
 		power_stop(op);
 }
 
+/* Enters state and sends the registry's move from -> to; cb follows. */
+static void power_mark(struct power_op *op, enum power_state state, enum sandbox_status from,
+		       enum sandbox_status to, const char *reason, registry_moved_fn cb)
+{
+	power_set_state(op, state);
+	struct sandbox_transition t = {
+		.id = op->id, .from = from, .to = to, .actor = op->actor, .reason = reason
+	};
+	op->wait = registry_transition(op->svc->reg, &t, cb, op);
+}
+
+/* A move that failed (another request or instance moved first: one wins, the
+ * other hears 409) ends the op with that answer. */
+static bool power_move_failed(struct power_op *op, const struct core_error *err, const struct sandbox *after)
+{
+	op->wait = NULL;
+	if (!err)
+		return false;
+	op->failed = true;
+	op->err = *err;
+	power_finish(op, after);
+	return true;
+}
+
 /* ---- stop ---- */
 
 static void power_stop(struct power_op *op)
 {
-	power_set_state(op, POWER_MARK_STOPPING);
-	struct sandbox_transition t = {
-		.id = op->id,
-		.from = SANDBOX_RUNNING,
-		.to = SANDBOX_STOPPING,
-		.actor = op->actor,
-	};
-	op->wait = registry_transition(op->svc->reg, &t, power_marked_stopping, op);
+	power_mark(op, POWER_MARK_STOPPING, SANDBOX_RUNNING, SANDBOX_STOPPING, NULL, power_marked_stopping);
 }
 
 static void power_marked_stopping(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct power_op *op = arg;
-	op->wait = NULL;
-	if (err) {
-		/* another request or instance moved it first: one wins, the other hears 409 */
-		op->failed = true;
-		op->err = *err;
-		power_finish(op, after);
+	if (power_move_failed(op, err, after))
 		return;
-	}
 	power_set_state(op, POWER_STOPPING);
 	/* the agent, PID 1, hears SIGTERM and ends every command group */
 	int grace = (int)((op->svc->cfg->stop_grace_ms + 999) / 1000);
@@ -204,56 +215,33 @@ static void power_docker_stopped(const char *err, void *arg)
 		power_undo(op, err);
 		return;
 	}
-	power_set_state(op, POWER_MARK_STOPPED);
-	struct sandbox_transition t = {
-		.id = op->id,
-		.from = SANDBOX_STOPPING,
-		.to = SANDBOX_STOPPED,
-		.actor = op->actor,
-		.reason = op->kind == POWER_RESTART ? "restarting" : NULL,
-	};
-	op->wait = registry_transition(op->svc->reg, &t, power_marked_stopped, op);
+	power_mark(op, POWER_MARK_STOPPED, SANDBOX_STOPPING, SANDBOX_STOPPED,
+		   op->kind == POWER_RESTART ? "restarting" : NULL, power_marked_stopped);
 }
 
 static void power_marked_stopped(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct power_op *op = arg;
-	op->wait = NULL;
-	if (err || op->kind == POWER_STOP) {
-		if (err) {
-			op->failed = true;
-			op->err = *err;
-		}
-		power_finish(op, after);
+	if (power_move_failed(op, err, after))
 		return;
-	}
-	power_start(op);
+	if (op->kind == POWER_STOP)
+		power_finish(op, after);
+	else
+		power_start(op);
 }
 
 /* ---- start ---- */
 
 static void power_start(struct power_op *op)
 {
-	power_set_state(op, POWER_MARK_STARTING);
-	struct sandbox_transition t = {
-		.id = op->id,
-		.from = SANDBOX_STOPPED,
-		.to = SANDBOX_STARTING,
-		.actor = op->actor,
-	};
-	op->wait = registry_transition(op->svc->reg, &t, power_marked_starting, op);
+	power_mark(op, POWER_MARK_STARTING, SANDBOX_STOPPED, SANDBOX_STARTING, NULL, power_marked_starting);
 }
 
 static void power_marked_starting(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct power_op *op = arg;
-	op->wait = NULL;
-	if (err) {
-		op->failed = true;
-		op->err = *err;
-		power_finish(op, after);
+	if (power_move_failed(op, err, after))
 		return;
-	}
 	power_set_state(op, POWER_STARTING);
 	op->dcall = docker_container_start(op->svc->docker, op->container, power_docker_started, op);
 }
@@ -347,13 +335,9 @@ static void power_mark_running(struct power_op *op)
 static void power_marked_running(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct power_op *op = arg;
-	op->wait = NULL;
-	if (err) {
-		op->failed = true;
-		op->err = *err;
-	} else {
-		reaper_note_deadline(op->svc->reaper, op->svc->cfg->sandbox_idle_timeout_ms);
-	}
+	if (power_move_failed(op, err, after))
+		return;
+	reaper_note_deadline(op->svc->reaper, op->svc->cfg->sandbox_idle_timeout_ms);
 	power_finish(op, after);
 }
 
