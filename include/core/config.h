@@ -28,6 +28,10 @@ struct config {
 	uint64_t sandbox_memory_limit;	 /* SANDBOX_MEMORY_LIMIT bytes, default 2g */
 	double sandbox_cpu_limit;	 /* SANDBOX_CPU_LIMIT cpus, default 2 */
 	int64_t sandbox_pids_limit;	 /* SANDBOX_PIDS_LIMIT, default 1024 */
+	double max_cpu;			 /* SANDBAR_MAX_CPU: most a create or update asks for, default 8 */
+	uint64_t max_memory;		 /* SANDBAR_MAX_MEMORY bytes, default 16g */
+	int64_t max_ports;		 /* SANDBAR_MAX_PORTS published per sandbox, default 32 */
+	int64_t max_keepalive_ms;	 /* SANDBAR_MAX_KEEPALIVE, default 24h */
 	int64_t create_timeout_ms;	 /* SANDBAR_CREATE_TIMEOUT, default 10m (includes image build) */
 	int64_t stop_grace_ms;		 /* SANDBAR_STOP_GRACE, default 10s (SIGTERM -> SIGKILL at a stop) */
 	bool prebuild_templates; /* SANDBAR_PREBUILD_TEMPLATES: build template images at start, default false

@@ -28,6 +28,11 @@ struct docker_call *docker_container_start(struct docker *d, const char *id, doc
 /* timeout_s: seconds before SIGKILL. A stopped container is not an error. */
 struct docker_call *docker_container_stop(struct docker *d, const char *id, int timeout_s, docker_done_fn cb,
 					  void *arg);
+/* POST /containers/{id}/update: memory (bytes, swap the same) and CPUs
+ * (nano_cpus) as they are; 0 leaves one as it is. Works on a stopped
+ * container too; the limits stay across stop and start. */
+struct docker_call *docker_container_update(struct docker *d, const char *id, uint64_t memory,
+					    int64_t nano_cpus, docker_done_fn cb, void *arg);
 /* Force-removes with its anonymous volumes. A missing container is not an error. */
 struct docker_call *docker_container_remove(struct docker *d, const char *id, docker_done_fn cb, void *arg);
 /* GET /containers/{id}/json. info is Docker's JSON (valid during the callback);

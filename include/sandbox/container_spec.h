@@ -3,6 +3,9 @@
 #ifndef SANDBAR_SANDBOX_CONTAINER_SPEC_H
 #define SANDBAR_SANDBOX_CONTAINER_SPEC_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 struct config;
 struct json_object;
 struct template;
@@ -22,8 +25,17 @@ struct container_spec_input {
 	 * the agent, as init, starts it unless the template overrides the command */
 	struct json_object *image_cmd;
 	const char *image_user; /* the image's USER (may be NULL or ""): its command runs as it */
+	/* 0 / NULL: the template's hostRequirements, else the server's default limits */
+	uint64_t memory;
+	double cpus;
+	/* the ports to publish (the template's and extra ones); NULL: the template's */
+	const int *ports;
+	size_t nports;
 };
 
+/* The memory (bytes) and CPUs the sandbox gets. */
+uint64_t container_spec_memory(const struct container_spec_input *in);
+double container_spec_cpus(const struct container_spec_input *in);
 /* A new JSON object for POST /containers/create. */
 struct json_object *container_spec_build(const struct container_spec_input *in);
 

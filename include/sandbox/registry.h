@@ -45,6 +45,16 @@ bool sandbox_status_can(enum sandbox_status from, enum sandbox_status to);
 /* Expired and deleted: nothing of it is left but the row. */
 bool sandbox_status_final(enum sandbox_status s);
 
+/* What the reaper does to a sandbox idle past its timeout. */
+enum sandbox_idle_action {
+	SANDBOX_IDLE_EXPIRE, /* removed, container and workspace: monza's behaviour, the default */
+	SANDBOX_IDLE_STOP,   /* stopped, the workspace kept, to be started (woken) again */
+	SANDBOX_IDLE_NONE,   /* always on */
+	SANDBOX_IDLE_ACTION_MAX
+};
+const char *sandbox_idle_action_name(enum sandbox_idle_action a);
+MUST_USE int sandbox_idle_action_parse(const char *name, enum sandbox_idle_action *out);
+
 struct sandbox_port {
 	char id[37];
 	int container_port, host_port;
@@ -66,6 +76,13 @@ struct sandbox {
 	size_t nports;
 	char *setup_output; /* NULL when none */
 	int64_t last_activity_us, created_at_us, expires_at_us, deleted_at_us;
+	struct json_object *labels; /* object of strings */
+	/* resources and policies, as asked at create (or PATCH since); 0 for a
+	 * sandbox made before they were recorded */
+	int64_t cpu_millis, memory_bytes, idle_timeout_ms;
+	enum sandbox_idle_action idle_action;
+	int64_t ends_at_us;	    /* hard lifetime end, 0: none */
+	int64_t keepalive_until_us; /* no idle action before, 0: none */
 	/* what a command in it starts with (derived): PATH, containerEnv,
 	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
 	 * else containerUser; NULL: the agent's root) and folder to run in */
@@ -150,10 +167,30 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 /* The row of a new sandbox, in `creating` (or `warm`), recorded as a first event. */
 struct sandbox_insert {
 	const char *id, *name, *template_name, *image, *workspace_mount;
-	struct json_object *config, *env_vars;
+	struct json_object *config, *env_vars, *labels;	   /* labels may be NULL */
+	int64_t cpu_millis, memory_bytes, idle_timeout_ms; /* idle 0: the registry's default */
+	enum sandbox_idle_action idle_action;
+	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
 	const char *actor;
 };
 struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
+				      registry_moved_fn cb, void *arg);
+
+/* Settings of a live sandbox (not final) and its deadlines, written as one
+ * statement; what is unset stays as it is. */
+struct sandbox_settings {
+	const char *name;
+	struct json_object *labels;			   /* replaces them */
+	struct json_object *env_vars;			   /* merged over them */
+	int64_t cpu_millis, memory_bytes, idle_timeout_ms; /* 0: unchanged; a new idle timeout
+							    * moves expires_at to last activity + it */
+	enum sandbox_idle_action idle_action;
+	bool set_idle_action;
+	int64_t keepalive_ms; /* > 0: no idle action before now + it */
+	int64_t extend_ms;    /* > 0: the hard lifetime ends this much later (from now if it has none) */
+	const char *actor;
+};
+struct registry_wait *registry_settle(struct registry *reg, const char *id, const struct sandbox_settings *s,
 				      registry_moved_fn cb, void *arg);
 
 /* A heartbeat: activity of a sandbox that is not final, written now (not
@@ -163,10 +200,18 @@ struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, r
 
 /* ---- lists ---- */
 
+/* total: how many match, whatever the limit and offset. */
 typedef void (*registry_list_fn)(const struct core_error *err, const struct sandbox *const *list, size_t n,
-				 void *arg);
-/* Every sandbox not deleted or expired, newest first (warm pool members excluded). */
-struct registry_wait *registry_list(struct registry *reg, registry_list_fn cb, void *arg);
+				 size_t total, void *arg);
+struct sandbox_filter {
+	unsigned statuses;	    /* bits (1u << status); 0: every one but expired, deleted and warm */
+	struct json_object *labels; /* each of these labels (an object of strings), may be NULL */
+	size_t limit, offset;	    /* limit 0: no limit */
+};
+/* Sandboxes matching f (NULL: none), newest first. Warm pool members are
+ * never listed. */
+struct registry_wait *registry_list(struct registry *reg, const struct sandbox_filter *f, registry_list_fn cb,
+				    void *arg);
 
 /* A canonical lowercase UUID? */
 bool sandbox_id_valid(const char *id);

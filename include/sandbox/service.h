@@ -24,8 +24,8 @@ struct sandbox_result {
 	struct core_error err;		   /* kind CORE_OK on success */
 	const struct sandbox *sb;	   /* the sandbox (create, get), NULL when none (delete, heartbeat) */
 	const struct sandbox *const *list; /* list: n sandboxes, newest first */
-	size_t n;
-	bool pending; /* create: answered before the sandbox was ready (wait=false) */
+	size_t n, total;		   /* list: total matching, whatever the page */
+	bool pending;			   /* create: answered before the sandbox was ready (wait=false) */
 };
 
 /* Called once, from the loop; the result is valid during the call only. */
@@ -42,23 +42,56 @@ void sandbox_service_free(struct sandbox_service *svc);
 /* Starts the reconciler once, then the reaper. done(rc) after the reconcile pass. */
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
 
+#define SANDBOX_NAME_MAX 128 /* bytes of a sandbox's name */
+
 struct sandbox_create_params {
 	const char *name;	      /* NULL: "sandbox-" + template */
 	const char *template_name;    /* NULL: "go" */
 	struct json_object *env_vars; /* object of strings, may be NULL (borrowed) */
-	bool wait;		      /* false: answer as soon as the row exists */
-	const char *actor;	      /* who asks (a request id), for the sandbox's events */
+	struct json_object *labels;   /* object of strings, may be NULL (borrowed) */
+	double cpus;		      /* 0: the template's, else SANDBOX_CPU_LIMIT; at most SANDBAR_MAX_CPU */
+	uint64_t memory;	      /* bytes; 0: as cpus; at most SANDBAR_MAX_MEMORY */
+	int64_t idle_timeout_ms;      /* 0: SANDBOX_IDLE_TIMEOUT */
+	enum sandbox_idle_action idle_action;
+	int64_t ttl_ms;	  /* > 0: removed this long after the create, whatever its activity */
+	const int *ports; /* container ports to publish beside the template's */
+	size_t nports;
+	bool wait;	   /* false: answer as soon as the row exists */
+	const char *actor; /* who asks (a request id), for the sandbox's events */
 };
 
 struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sandbox_create_params *p,
 				    sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_get(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
 				 void *arg);
-struct sandbox_call *sandbox_list(struct sandbox_service *svc, sandbox_result_fn cb, void *arg);
+/* f NULL: every sandbox not deleted or expired. */
+struct sandbox_call *sandbox_list(struct sandbox_service *svc, const struct sandbox_filter *f,
+				  sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_delete(struct sandbox_service *svc, const char *id, const char *actor,
 				    sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_heartbeat(struct sandbox_service *svc, const char *id, sandbox_result_fn cb,
 				       void *arg);
+/* What a PATCH changes; what is unset stays. */
+struct sandbox_changes {
+	const char *name;
+	struct json_object *labels;   /* replace them (borrowed) */
+	struct json_object *env_vars; /* merged over them: new commands see them (borrowed) */
+	double cpus;		      /* 0: unchanged; applied to the container at once */
+	uint64_t memory;	      /* 0: unchanged; idem */
+	int64_t idle_timeout_ms;      /* 0: unchanged; expires_at follows (last activity + it) */
+	enum sandbox_idle_action idle_action;
+	bool set_idle_action;
+};
+struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
+				    const struct sandbox_changes *c, const char *actor, sandbox_result_fn cb,
+				    void *arg);
+/* No idle action before now + ms (at most SANDBAR_MAX_KEEPALIVE). */
+struct sandbox_call *sandbox_keepalive(struct sandbox_service *svc, const char *id, int64_t ms,
+				       const char *actor, sandbox_result_fn cb, void *arg);
+/* The hard lifetime ends ms later (from now when it has none). */
+struct sandbox_call *sandbox_extend(struct sandbox_service *svc, const char *id, int64_t ms,
+				    const char *actor, sandbox_result_fn cb, void *arg);
+
 /* A running sandbox stopped (its container stopped, the workspace kept), a
  * stopped one started (postStartCommand again), or both. Answers the sandbox
  * as it is after; a sandbox in another status fails CONFLICT invalid_state

@@ -179,6 +179,22 @@ struct docker_call *docker_container_stop(struct docker *d, const char *id, int 
 	return engine_call(d, "POST", p, NULL, done_cb, (union engine_cb){ .done = cb }, arg, 304, 0);
 }
 
+struct docker_call *docker_container_update(struct docker *d, const char *id, uint64_t memory,
+					    int64_t nano_cpus, docker_done_fn cb, void *arg)
+{
+	struct evbuffer *p = evbuffer_new();
+	if (p)
+		evbuffer_add_printf(p, "/containers/%s/update", id);
+	struct json_object *body = json_object_new_object();
+	if (memory) {
+		json_object_object_add(body, "Memory", json_object_new_int64((int64_t)memory));
+		json_object_object_add(body, "MemorySwap", json_object_new_int64((int64_t)memory));
+	}
+	if (nano_cpus > 0)
+		json_object_object_add(body, "NanoCpus", json_object_new_int64(nano_cpus));
+	return engine_call(d, "POST", p, body, done_cb, (union engine_cb){ .done = cb }, arg, 0, 0);
+}
+
 struct docker_call *docker_container_remove(struct docker *d, const char *id, docker_done_fn cb, void *arg)
 {
 	struct evbuffer *p = evbuffer_new();

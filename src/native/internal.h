@@ -35,6 +35,13 @@ MUST_USE int native_file_routes(struct native *nat);	 /* files.c: the file API t
 MUST_USE int native_command_spec(struct json_object *body, uint64_t max_cap, struct command_spec *spec,
 				 struct core_error *fail);
 
+/* sandbox_body.c: create's and PATCH's bodies, and {"seconds"}; on bad input
+ * fill e and return -1. ports: the create's extra ports (free it after). */
+MUST_USE int native_create_params(struct json_object *body, struct sandbox_create_params *p, int **ports,
+				  struct core_error *e);
+MUST_USE int native_update_params(struct json_object *body, struct sandbox_changes *c, struct core_error *e);
+MUST_USE int native_seconds(struct json_object *body, int64_t *out_ms, struct core_error *e);
+
 /* render.c: the native JSON of the core's structs. */
 struct json_object *native_sandbox_json(const struct sandbox *sb);
 struct json_object *native_command_json(const struct command_record *rec);

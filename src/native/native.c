@@ -1,6 +1,7 @@
 /* The native dialect's object: its routes registered on the front's router,
  * what it owns (terminals, the file service, the spool worker), and the
  * plumbing from a pending sandbox call to an HTTP answer. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <json-c/json.h>
@@ -85,6 +86,9 @@ void native_pending_reply(const struct sandbox_result *res, void *arg)
 		return;
 	}
 	if (res->list) {
+		char total[24];
+		snprintf(total, sizeof(total), "%zu", res->total);
+		http_response_header(req, "X-Total-Count", total);
 		struct json_object *a = json_object_new_array_ext((int)res->n);
 		for (size_t i = 0; i < res->n; i++)
 			json_object_array_add(a, native_sandbox_json(res->list[i]));

@@ -59,6 +59,19 @@ struct json_object *native_sandbox_json(const struct sandbox *sb)
 	json_object_object_add(o, "created_at", native_time_json(sb->created_at_us));
 	json_object_object_add(o, "expires_at", native_time_json(sb->expires_at_us));
 	json_object_object_add(o, "deleted_at", native_time_json(sb->deleted_at_us));
+	/* ours: what it asked for at create or PATCH, and its policies */
+	json_object_object_add(o, "labels", json_object_get(sb->labels));
+	json_object_object_add(o, "cpu",
+			       sb->cpu_millis ? json_object_new_double(sb->cpu_millis / 1000.0) : NULL);
+	json_object_object_add(o, "memory",
+			       sb->memory_bytes ? json_object_new_int64(sb->memory_bytes) : NULL);
+	json_object_object_add(o, "idle_timeout",
+			       sb->idle_timeout_ms ? json_object_new_int64(sb->idle_timeout_ms / 1000)
+						   : NULL);
+	json_object_object_add(o, "idle_action",
+			       json_object_new_string(sandbox_idle_action_name(sb->idle_action)));
+	json_object_object_add(o, "ends_at", native_time_json(sb->ends_at_us));
+	json_object_object_add(o, "keepalive_until", native_time_json(sb->keepalive_until_us));
 	return o;
 }
 

@@ -23,6 +23,20 @@ const char *const container_spec_caps[] = {
 	"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE", NULL,
 };
 
+uint64_t container_spec_memory(const struct container_spec_input *in)
+{
+	if (in->memory)
+		return in->memory;
+	return in->tpl->host_memory ? in->tpl->host_memory : in->cfg->sandbox_memory_limit;
+}
+
+double container_spec_cpus(const struct container_spec_input *in)
+{
+	if (in->cpus > 0)
+		return in->cpus;
+	return in->tpl->host_cpus > 0 ? in->tpl->host_cpus : in->cfg->sandbox_cpu_limit;
+}
+
 struct json_object *container_spec_build(const struct container_spec_input *in)
 {
 	const struct template *t = in->tpl;
@@ -65,9 +79,11 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 
 	struct json_object *exposed = json_object_new_object();
 	struct json_object *bindings = json_object_new_object();
-	for (size_t i = 0; i < t->nports; i++) {
+	const int *ports = in->ports ? in->ports : t->ports;
+	size_t nports = in->ports ? in->nports : t->nports;
+	for (size_t i = 0; i < nports; i++) {
 		char key[16];
-		snprintf(key, sizeof(key), "%d/tcp", t->ports[i]);
+		snprintf(key, sizeof(key), "%d/tcp", ports[i]);
 		json_object_object_add(exposed, key, json_object_new_object());
 		struct json_object *b = json_object_new_object();
 		json_object_object_add(b, "HostIp", json_object_new_string(cfg->publish_addr));
@@ -81,8 +97,8 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 
 	json_object_object_add(host, "Mounts", build_mounts(in));
 
-	uint64_t memory = t->host_memory ? t->host_memory : cfg->sandbox_memory_limit;
-	double cpus = t->host_cpus > 0 ? t->host_cpus : cfg->sandbox_cpu_limit;
+	uint64_t memory = container_spec_memory(in);
+	double cpus = container_spec_cpus(in);
 	json_object_object_add(host, "Memory", json_object_new_int64((int64_t)memory));
 	json_object_object_add(host, "MemorySwap", json_object_new_int64((int64_t)memory));
 	json_object_object_add(host, "NanoCpus", json_object_new_int64((int64_t)(cpus * 1e9)));

@@ -3,6 +3,7 @@
  * `running`, and on any failure removes what it made and records `error`.
  * It outlives the request that started it: a client that goes away (or asked
  * not to wait) does not stop a create half way. */
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,8 +21,6 @@
 #include "sandbox/container_spec.h"
 #include "sandbox/template.h"
 #include "setup.h"
-
-#define NAME_MAX_LEN 128
 
 enum create_state {
 	CREATE_INSERT,	     /* writing the `creating` row */
@@ -50,7 +49,7 @@ struct create_op {
 	const struct template *tpl;
 	char id[37];
 	char log_prefix[48];
-	char name[NAME_MAX_LEN + 1];
+	char name[SANDBOX_NAME_MAX + 1];
 	char container_id[80];
 	char volume[64];
 	struct json_object *env_vars;  /* owned */
@@ -58,7 +57,13 @@ struct create_op {
 	struct json_object *image_cmd; /* the image's Entrypoint + Cmd, for the agent to start */
 	char image_user[128];	       /* the image's USER, "" when none */
 	struct json_object *base_env;  /* the container's Env (image + template + env_vars) */
-	int *host_ports;	       /* parallel to tpl->ports */
+	int *ports, *host_ports;       /* published: the template's, then the create's */
+	size_t nports;
+	struct json_object *labels; /* owned, may be NULL */
+	double cpus;		    /* as the container gets them */
+	uint64_t memory;
+	int64_t idle_timeout_ms, ttl_ms;
+	enum sandbox_idle_action idle_action;
 
 	struct docker_call *dcall;
 	struct registry_wait *wait;
@@ -127,10 +132,22 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 		call_fail_later(call, CORE_INVALID, "unknown_template", "no template named '%s'", tname);
 		return call;
 	}
-	if (p->name && (strlen(p->name) == 0 || strlen(p->name) > NAME_MAX_LEN)) {
-		call_fail_later(call, CORE_INVALID, "invalid_name", "name must be 1 to %d bytes",
-				NAME_MAX_LEN);
+	const struct config *cfg = svc->cfg;
+	struct core_error asks;
+	if (sandbox_check_asks(cfg, p->name, p->cpus, p->memory, &asks) != 0) {
+		call_fail_later_with(call, &asks);
 		return call;
+	}
+	if (tpl->nports + p->nports > (size_t)cfg->max_ports) {
+		call_fail_later(call, CORE_INVALID, "invalid_ports", "at most %lld ports per sandbox",
+				(long long)cfg->max_ports);
+		return call;
+	}
+	for (size_t i = 0; i < p->nports; i++) {
+		if (p->ports[i] < 1 || p->ports[i] > 65535) {
+			call_fail_later(call, CORE_INVALID, "invalid_ports", "a port must be 1 to 65535");
+			return call;
+		}
 	}
 
 	struct create_op *op = calloc(1, sizeof(*op));
@@ -149,8 +166,24 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 		snprintf(op->name, sizeof(op->name), "sandbox-%s", tname);
 	sandbox_volume_name(op->id, op->volume);
 	op->env_vars = p->env_vars ? json_object_get(p->env_vars) : json_object_new_object();
-	op->host_ports = calloc(tpl->nports ? tpl->nports : 1, sizeof(int));
-	CHECK(op->host_ports != NULL);
+	/* the template's ports, then the create's, each once */
+	op->ports = calloc(tpl->nports + p->nports + 1, sizeof(int));
+	op->host_ports = calloc(tpl->nports + p->nports + 1, sizeof(int));
+	CHECK(op->ports != NULL && op->host_ports != NULL);
+	for (size_t i = 0; i < tpl->nports + p->nports; i++) {
+		int port = i < tpl->nports ? tpl->ports[i] : p->ports[i - tpl->nports];
+		bool seen = false;
+		for (size_t k = 0; k < op->nports; k++)
+			seen |= op->ports[k] == port;
+		if (!seen)
+			op->ports[op->nports++] = port;
+	}
+	op->labels = p->labels ? json_object_get(p->labels) : NULL;
+	op->cpus = p->cpus;
+	op->memory = p->memory;
+	op->idle_timeout_ms = p->idle_timeout_ms;
+	op->idle_action = p->idle_action;
+	op->ttl_ms = p->ttl_ms;
 
 	op->call = call;
 	call->owner = &op->call;
@@ -160,6 +193,12 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 			      .tv_usec = (suseconds_t)(svc->cfg->create_timeout_ms % 1000) * 1000 };
 	evtimer_add(op->timeout, &tv);
 
+	/* the limits it gets, recorded as they are (a PATCH changes them later) */
+	struct container_spec_input limits = {
+		.tpl = tpl, .cfg = cfg, .memory = op->memory, .cpus = op->cpus
+	};
+	op->memory = container_spec_memory(&limits);
+	op->cpus = container_spec_cpus(&limits);
 	struct sandbox_insert ins = {
 		.id = op->id,
 		.name = op->name,
@@ -168,6 +207,12 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 		.workspace_mount = tpl->workspace_folder,
 		.config = tpl->config,
 		.env_vars = op->env_vars,
+		.labels = op->labels,
+		.cpu_millis = (int64_t)(op->cpus * 1000 + 0.5),
+		.memory_bytes = (int64_t)op->memory,
+		.idle_timeout_ms = op->idle_timeout_ms,
+		.idle_action = op->idle_action,
+		.ttl_ms = op->ttl_ms,
 		.actor = op->actor,
 	};
 	log_msg(LOG_LEVEL_INFO, op->log_prefix, "create name=%s template=%s", op->name, tpl->name);
@@ -260,6 +305,10 @@ static void create_container(struct create_op *op)
 		.env_vars = op->env_vars,
 		.image_cmd = op->image_cmd,
 		.image_user = op->image_user,
+		.memory = op->memory,
+		.cpus = op->cpus,
+		.ports = op->ports,
+		.nports = op->nports,
 	};
 	char cname[64];
 	sandbox_container_name(op->id, cname);
@@ -339,15 +388,15 @@ static void step_inspected(struct json_object *info, bool missing, const char *e
 		create_fail(op, "inspect: no NetworkSettings.Ports");
 		return;
 	}
-	for (size_t i = 0; i < op->tpl->nports; i++) {
+	for (size_t i = 0; i < op->nports; i++) {
 		char key[16];
 		struct json_object *list, *first, *hp;
-		snprintf(key, sizeof(key), "%d/tcp", op->tpl->ports[i]);
+		snprintf(key, sizeof(key), "%d/tcp", op->ports[i]);
 		if (!json_object_object_get_ex(ports, key, &list) ||
 		    !json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0 ||
 		    !(first = json_object_array_get_idx(list, 0)) ||
 		    !json_object_object_get_ex(first, "HostPort", &hp)) {
-			create_fail(op, "inspect: port %d was not published", op->tpl->ports[i]);
+			create_fail(op, "inspect: port %d was not published", op->ports[i]);
 			return;
 		}
 		op->host_ports[i] = atoi(json_object_get_string(hp));
@@ -388,8 +437,8 @@ static void mark_running(struct create_op *op)
 		.container_id = op->container_id,
 		.setup_output = out,
 		.host_ports = op->host_ports,
-		.container_ports = op->tpl->ports,
-		.nports = op->tpl->nports,
+		.container_ports = op->ports,
+		.nports = op->nports,
 		.touch = true,
 	};
 	op->wait = registry_transition(op->svc->reg, &t, step_marked_running, op);
@@ -412,7 +461,7 @@ static void step_marked_running(const struct core_error *err, const struct sandb
 	}
 	create_set_state(op, CREATE_DONE);
 	log_msg(LOG_LEVEL_INFO, op->log_prefix, "running container=%.12s", op->container_id);
-	reaper_note_deadline(op->svc->reaper, op->svc->cfg->sandbox_idle_timeout_ms);
+	reaper_note_sandbox(op->svc->reaper, after);
 	if (op->call) {
 		struct sandbox_call *call = op->call;
 		op->call = NULL;
@@ -517,6 +566,8 @@ static void create_free(struct create_op *op)
 	json_object_put(op->image_cmd);
 	json_object_put(op->base_env);
 	free(op->host_ports);
+	free(op->ports);
+	json_object_put(op->labels);
 	free(op);
 }
 

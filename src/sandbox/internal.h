@@ -50,6 +50,11 @@ void call_finish(struct sandbox_call *call, const struct sandbox_result *res);
 void call_fail_later(struct sandbox_call *call, enum core_err err, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void call_fail(struct sandbox_call *call, const struct core_error *err);
+void call_fail_later_with(struct sandbox_call *call, const struct core_error *err);
+/* What a create or an update asks for (name, cpus, memory; 0/NULL: not
+ * asked) against the server's maxima; fills e and returns -1 when over. */
+int sandbox_check_asks(const struct config *cfg, const char *name, double cpus, uint64_t memory,
+		       struct core_error *e);
 /* Reads the sandbox again and finishes call with it. */
 void call_reply_sandbox(struct sandbox_call *call, const char *id, bool pending);
 
@@ -60,11 +65,17 @@ void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(c
 void sandbox_container_name(const char *id, char out[64]);
 void sandbox_volume_name(const char *id, char out[64]);
 
+/* A stop with its reason (the reaper's, for an idle sandbox). */
+struct sandbox_call *sandbox_stop_for(struct sandbox_service *svc, const char *id, const char *actor,
+				      const char *reason, sandbox_result_fn cb, void *arg);
+
 /* The reaper: one timer armed for the earliest expiry. */
 struct reaper *reaper_new(struct sandbox_service *svc);
 void reaper_start(struct reaper *r);
 /* A deadline delay_ms from now exists: look then at the latest. */
 void reaper_note_deadline(struct reaper *r, int64_t delay_ms);
+/* The deadlines of sb (idleness, keepalive, lifetime), as it is now. */
+void reaper_note_sandbox(struct reaper *r, const struct sandbox *sb);
 void reaper_free(struct reaper *r);
 
 /* Start-up reconciliation of Docker with the database. */

@@ -99,7 +99,8 @@ static void power_set_state(struct power_op *op, enum power_state next)
 }
 
 static struct sandbox_call *power_begin(struct sandbox_service *svc, enum power_kind kind, const char *id,
-					const char *actor, sandbox_result_fn cb, void *arg)
+					const char *actor, const char *reason, sandbox_result_fn cb,
+					void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
 	struct power_op *op = calloc(1, sizeof(*op));
@@ -110,6 +111,8 @@ static struct sandbox_call *power_begin(struct sandbox_service *svc, enum power_
 	call->owner = &op->call;
 	snprintf(op->id, sizeof(op->id), "%s", id);
 	snprintf(op->actor, sizeof(op->actor), "%s", actor ? actor : "power");
+	if (reason)
+		snprintf(op->reason, sizeof(op->reason), "%s", reason);
 	op->wait = registry_acquire(svc->reg, id, REGISTRY_FRESH | REGISTRY_LIVE, power_read, op);
 	return call;
 }
@@ -117,19 +120,25 @@ static struct sandbox_call *power_begin(struct sandbox_service *svc, enum power_
 struct sandbox_call *sandbox_stop(struct sandbox_service *svc, const char *id, const char *actor,
 				  sandbox_result_fn cb, void *arg)
 {
-	return power_begin(svc, POWER_STOP, id, actor, cb, arg);
+	return power_begin(svc, POWER_STOP, id, actor, NULL, cb, arg);
+}
+
+struct sandbox_call *sandbox_stop_for(struct sandbox_service *svc, const char *id, const char *actor,
+				      const char *reason, sandbox_result_fn cb, void *arg)
+{
+	return power_begin(svc, POWER_STOP, id, actor, reason, cb, arg);
 }
 
 struct sandbox_call *sandbox_start(struct sandbox_service *svc, const char *id, const char *actor,
 				   sandbox_result_fn cb, void *arg)
 {
-	return power_begin(svc, POWER_START, id, actor, cb, arg);
+	return power_begin(svc, POWER_START, id, actor, NULL, cb, arg);
 }
 
 struct sandbox_call *sandbox_restart(struct sandbox_service *svc, const char *id, const char *actor,
 				     sandbox_result_fn cb, void *arg)
 {
-	return power_begin(svc, POWER_RESTART, id, actor, cb, arg);
+	return power_begin(svc, POWER_RESTART, id, actor, NULL, cb, arg);
 }
 
 static void fail_state(struct power_op *op, const struct sandbox *sb, const char *want)
@@ -215,8 +224,8 @@ static void power_docker_stopped(const char *err, void *arg)
 		power_undo(op, err);
 		return;
 	}
-	power_mark(op, POWER_MARK_STOPPED, SANDBOX_STOPPING, SANDBOX_STOPPED,
-		   op->kind == POWER_RESTART ? "restarting" : NULL, power_marked_stopped);
+	const char *why = op->kind == POWER_RESTART ? "restarting" : op->reason[0] ? op->reason : NULL;
+	power_mark(op, POWER_MARK_STOPPED, SANDBOX_STOPPING, SANDBOX_STOPPED, why, power_marked_stopped);
 }
 
 static void power_marked_stopped(const struct core_error *err, const struct sandbox *after, void *arg)
@@ -234,6 +243,7 @@ static void power_marked_stopped(const struct core_error *err, const struct sand
 
 static void power_start(struct power_op *op)
 {
+	op->reason[0] = '\0'; /* a start's reason is its postStartCommand's only */
 	power_mark(op, POWER_MARK_STARTING, SANDBOX_STOPPED, SANDBOX_STARTING, NULL, power_marked_starting);
 }
 
@@ -337,7 +347,7 @@ static void power_marked_running(const struct core_error *err, const struct sand
 	struct power_op *op = arg;
 	if (power_move_failed(op, err, after))
 		return;
-	reaper_note_deadline(op->svc->reaper, op->svc->cfg->sandbox_idle_timeout_ms);
+	reaper_note_sandbox(op->svc->reaper, after);
 	power_finish(op, after);
 }
 

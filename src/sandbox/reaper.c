@@ -1,11 +1,15 @@
-/* The reaper: one timer, armed for the earliest expiry among running
- * sandboxes, and never further out than the reaper interval (so deadlines set
- * by other instances sharing the database are seen within it). Each expired
- * sandbox moves running -> expired through the registry (a compare-and-set:
- * two instances never reap the same sandbox), then its container and volume
- * are removed. */
+/* The reaper: one timer, armed for the earliest deadline among this
+ * cluster's sandboxes, and never further out than the reaper interval (so
+ * deadlines set by other instances sharing the database are seen within it).
+ * Two deadlines: idleness (expires_at, monza's last activity + idle timeout,
+ * held off by a keepalive) applies the sandbox's idle action: `expire`
+ * removes it, `stop` stops it (the workspace kept), `none` never comes here;
+ * the hard lifetime (ends_at) removes it whatever its activity or status.
+ * Every status moves through the registry (a compare-and-set: two instances
+ * never reap the same sandbox). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -30,6 +34,7 @@ struct reaper {
 static void reaper_fire(evutil_socket_t fd, short what, void *arg);
 static void reaper_found(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void reaper_claimed(const struct core_error *err, const struct sandbox *after, void *arg);
+static void reaper_stopped(const struct sandbox_result *res, void *arg);
 static void reaper_destroyed(const char *err, void *arg);
 static void reaper_next(struct reaper *r);
 static void reaper_next_done(enum pg_error err, PGresult *res, const char *message, void *arg);
@@ -88,6 +93,22 @@ static void reaper_arm(struct reaper *r, int64_t delay_ms)
 	evtimer_add(r->timer, &tv);
 }
 
+void reaper_note_sandbox(struct reaper *r, const struct sandbox *sb)
+{
+	if (!sb)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	int64_t at = INT64_MAX;
+	if (sb->status == SANDBOX_RUNNING && sb->idle_action != SANDBOX_IDLE_NONE)
+		at = sb->expires_at_us > sb->keepalive_until_us ? sb->expires_at_us : sb->keepalive_until_us;
+	if (sb->ends_at_us && sb->ends_at_us < at)
+		at = sb->ends_at_us;
+	if (at != INT64_MAX)
+		reaper_note_deadline(r, at > now_us ? (at - now_us + 999) / 1000 : 0);
+}
+
 void reaper_note_deadline(struct reaper *r, int64_t delay_ms)
 {
 	if (r->state != REAPER_IDLE) {
@@ -110,12 +131,18 @@ static void reaper_fire(evutil_socket_t fd, short what, void *arg)
 	struct reaper *r = arg;
 	r->armed = false;
 	reaper_set_state(r, REAPER_CLAIMING);
-	static const char sql[] = "SELECT id FROM sandboxes WHERE status = 'running' AND cluster = $1 "
-				  "AND expires_at <= now() ORDER BY expires_at LIMIT $2";
-	char batch[16];
+	static const char sql[] =
+		"SELECT id, status, idle_action, coalesce(ends_at <= now(), false), "
+		"  coalesce(idle_timeout_ms, $3::bigint) / 1000 FROM sandboxes WHERE cluster = $1 AND ("
+		"  (status = 'running' AND idle_action <> 'none' AND expires_at <= now() "
+		"   AND (keepalive_until IS NULL OR keepalive_until <= now())) "
+		"  OR (ends_at <= now() AND status IN ('running', 'stopped', 'error'))) "
+		"ORDER BY least(expires_at, ends_at) LIMIT $2";
+	char batch[16], idle[24];
 	snprintf(batch, sizeof(batch), "%d", REAP_BATCH);
-	const char *params[] = { r->svc->cluster, batch };
-	pg_query_send(r->svc->pg, sql, 2, params, reaper_found, r);
+	snprintf(idle, sizeof(idle), "%lld", (long long)r->svc->cfg->sandbox_idle_timeout_ms);
+	const char *params[] = { r->svc->cluster, batch, idle };
+	pg_query_send(r->svc->pg, sql, 3, params, reaper_found, r);
 }
 
 static void reaper_found(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -137,13 +164,29 @@ static void reaper_found(enum pg_error err, PGresult *res, const char *message, 
 	reaper_set_state(r, REAPER_DESTROYING);
 	/* one extra count, so that the pass cannot end while claims are still sent */
 	r->destroying = n + 1;
-	char reason[64];
-	snprintf(reason, sizeof(reason), "idle for longer than %llds",
-		 (long long)(r->svc->cfg->sandbox_idle_timeout_ms / 1000));
 	for (int i = 0; i < n; i++) {
+		const char *id = PQgetvalue(res, i, 0);
+		enum sandbox_status from;
+		enum sandbox_idle_action action;
+		bool ended = PQgetvalue(res, i, 3)[0] == 't';
+		char reason[80];
+		if (sandbox_status_parse(PQgetvalue(res, i, 1), &from) != 0 ||
+		    sandbox_idle_action_parse(PQgetvalue(res, i, 2), &action) != 0) {
+			reaper_destroyed(NULL, r);
+			continue;
+		}
+		if (ended)
+			snprintf(reason, sizeof(reason), "its lifetime ended");
+		else
+			snprintf(reason, sizeof(reason), "idle for longer than %ss", PQgetvalue(res, i, 4));
+		if (!ended && action == SANDBOX_IDLE_STOP) {
+			log_info("sandbox=%s stopping (idle)", id);
+			sandbox_stop_for(r->svc, id, "reaper", reason, reaper_stopped, r);
+			continue;
+		}
 		struct sandbox_transition t = {
-			.id = PQgetvalue(res, i, 0),
-			.from = SANDBOX_RUNNING,
+			.id = id,
+			.from = from,
 			.to = SANDBOX_EXPIRED,
 			.reason = reason,
 			.actor = "reaper",
@@ -161,8 +204,17 @@ static void reaper_claimed(const struct core_error *err, const struct sandbox *a
 		reaper_destroyed(NULL, r);
 		return;
 	}
-	log_info("sandbox=%s expired (idle)", after->id);
+	log_info("sandbox=%s expired (%s)", after->id, after->status_reason ? after->status_reason : "?");
 	sandbox_destroy(r->svc, after->id, reaper_destroyed, r);
+}
+
+/* An idle sandbox stopped (or another request moved it first). */
+static void reaper_stopped(const struct sandbox_result *res, void *arg)
+{
+	struct reaper *r = arg;
+	if (res->err.kind != CORE_OK && res->err.kind != CORE_CONFLICT)
+		log_warn("reaper: stopping an idle sandbox: %s", res->err.message);
+	reaper_destroyed(NULL, r);
 }
 
 static void reaper_destroyed(const char *err, void *arg)
@@ -179,8 +231,11 @@ static void reaper_destroyed(const char *err, void *arg)
 static void reaper_next(struct reaper *r)
 {
 	static const char sql[] =
-		"SELECT greatest(0, ceil(extract(epoch FROM min(expires_at) - now()) * 1000))::bigint "
-		"FROM sandboxes WHERE status = 'running' AND cluster = $1";
+		"SELECT greatest(0, ceil(extract(epoch FROM least("
+		"  (SELECT min(greatest(expires_at, coalesce(keepalive_until, expires_at))) FROM sandboxes "
+		"   WHERE status = 'running' AND idle_action <> 'none' AND cluster = $1), "
+		"  (SELECT min(ends_at) FROM sandboxes WHERE ends_at IS NOT NULL AND cluster = $1 "
+		"   AND status IN ('running', 'stopped', 'error'))) - now()) * 1000))::bigint";
 	const char *params[] = { r->svc->cluster };
 	pg_query_send(r->svc->pg, sql, 1, params, reaper_next_done, r);
 }

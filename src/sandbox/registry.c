@@ -81,7 +81,7 @@ struct registry {
 	char cluster[64];
 	char instance[128];
 	char idle_ms[24];
-	int64_t cache_ms, activity_ms;
+	int64_t idle_default_ms, cache_ms, activity_ms;
 	uint64_t epoch; /* bumped when the listener starts or stops listening */
 	struct entry *buckets[BUCKETS];
 	/* activity: ids queued for the next batched write */
@@ -150,6 +150,7 @@ struct registry *registry_new(struct event_base *base, const struct registry_con
 	snprintf(reg->cluster, sizeof(reg->cluster), "%s", cfg->cluster);
 	snprintf(reg->instance, sizeof(reg->instance), "%s", cfg->instance);
 	snprintf(reg->idle_ms, sizeof(reg->idle_ms), "%" PRId64, cfg->idle_timeout_ms);
+	reg->idle_default_ms = cfg->idle_timeout_ms;
 	reg->cache_ms = cfg->cache_ms;
 	reg->activity_ms = cfg->activity_ms;
 	reg->touch_ev = evtimer_new(base, touch_flush, reg);
@@ -385,7 +386,7 @@ static void wait_fire(evutil_socket_t fd, short what, void *arg)
 		if (w->kind == WAIT_ACQUIRE)
 			w->ref_cb(NULL, &w->err, w->arg);
 		else if (w->kind == WAIT_LIST)
-			w->list_cb(&w->err, NULL, 0, w->arg);
+			w->list_cb(&w->err, NULL, 0, 0, w->arg);
 		else if (w->moved_cb)
 			w->moved_cb(&w->err, w->ref ? &w->ref->sb : NULL, w->arg);
 		wait_free(w);
@@ -541,9 +542,9 @@ void registry_touch(struct registry *reg, const char *id)
 	e->touched_ms = now;
 	if (e->cur && e->cur->sb.status == SANDBOX_RUNNING) {
 		/* what the write will say, until its answer says it exactly */
-		int64_t us = real_us();
+		int64_t us = real_us(), idle = e->cur->sb.idle_timeout_ms;
 		e->cur->sb.last_activity_us = us;
-		e->cur->sb.expires_at_us = us + strtoll(reg->idle_ms, NULL, 10) * 1000;
+		e->cur->sb.expires_at_us = us + (idle > 0 ? idle : reg->idle_default_ms) * 1000;
 	}
 	if (reg->ntouch == reg->touch_cap) {
 		reg->touch_cap = reg->touch_cap ? reg->touch_cap * 2 : 32;
@@ -567,12 +568,13 @@ static void touch_flush(evutil_socket_t fd, short what, void *arg)
 		evbuffer_add_printf(ids, "%s%s", i ? "," : "", reg->touch_ids[i]);
 	evbuffer_add(ids, "}", 2);
 	reg->ntouch = 0;
-	static const char sql[] = "WITH u AS (UPDATE sandboxes SET last_activity = now(), "
-				  "  expires_at = now() + $3::bigint * interval '1 millisecond' "
-				  "  WHERE cluster = $1 AND id = ANY($2::uuid[]) AND status = 'running' "
-				  "  RETURNING id, sandbar_us(last_activity), sandbar_us(expires_at)), "
-				  "n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
-				  "SELECT u.*, (SELECT count(*) FROM n) FROM u";
+	static const char sql[] =
+		"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
+		"  expires_at = now() + coalesce(idle_timeout_ms, $3::bigint) * interval '1 millisecond' "
+		"  WHERE cluster = $1 AND id = ANY($2::uuid[]) AND status = 'running' "
+		"  RETURNING id, sandbar_us(last_activity), sandbar_us(expires_at)), "
+		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	const char *params[] = { reg->cluster, (const char *)evbuffer_pullup(ids, -1), reg->idle_ms,
 				 reg->instance };
 	reg->touch_in_flight = true;
@@ -708,8 +710,8 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		"  deleted_at = CASE WHEN $3 IN ('deleted', 'expired') THEN now() ELSE deleted_at END, "
 		"  container_id = coalesce($6, container_id), setup_output = coalesce($7, setup_output), "
 		"  last_activity = CASE WHEN $8::bool THEN now() ELSE last_activity END, "
-		"  expires_at = CASE WHEN $8::bool THEN now() + $9::bigint * interval '1 millisecond' "
-		"    ELSE expires_at END "
+		"  expires_at = CASE WHEN $8::bool THEN now() + coalesce(idle_timeout_ms, $9::bigint) * "
+		"    interval '1 millisecond' ELSE expires_at END "
 		"  WHERE id = $1 AND cluster = $10 AND status = $2 RETURNING id), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, $2, $3, $4, $5 FROM u), "
@@ -747,12 +749,21 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 	w->from = w->to = SANDBOX_CREATING;
 	static const char sql[] =
 		"WITH i AS (INSERT INTO sandboxes (id, name, template, status, image, workspace_mount, "
-		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at) "
+		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
+		"  memory_bytes, idle_timeout_ms, idle_action, ends_at) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
-		"  now() + $10::bigint * interval '1 millisecond') RETURNING id), "
+		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
+		"$10, $15, "
+		"  now() + $16::bigint * interval '1 millisecond') RETURNING id), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
 		"SELECT count(*) FROM i";
+	char idle[24], cpu[24], mem[24], ttl[24];
+	snprintf(idle, sizeof(idle), "%" PRId64,
+		 ins->idle_timeout_ms > 0 ? ins->idle_timeout_ms : reg->idle_default_ms);
+	snprintf(cpu, sizeof(cpu), "%" PRId64, ins->cpu_millis);
+	snprintf(mem, sizeof(mem), "%" PRId64, ins->memory_bytes);
+	snprintf(ttl, sizeof(ttl), "%" PRId64, ins->ttl_ms);
 	const char *params[] = {
 		ins->id,
 		ins->name,
@@ -763,49 +774,139 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		json_object_to_json_string_ext(ins->env_vars, JSON_C_TO_STRING_PLAIN),
 		reg->cluster,
 		reg->instance,
-		reg->idle_ms,
+		idle,
 		ins->actor,
+		ins->labels ? json_object_to_json_string_ext(ins->labels, JSON_C_TO_STRING_PLAIN) : NULL,
+		ins->cpu_millis > 0 ? cpu : NULL,
+		ins->memory_bytes > 0 ? mem : NULL,
+		sandbox_idle_action_name(ins->idle_action),
+		ins->ttl_ms > 0 ? ttl : NULL,
 	};
-	w->query = pg_query_send(reg->pg, sql, 11, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 16, params, moved, w);
+	return w;
+}
+
+/* A write of sandbox id's row; an id that is no UUID fails it at once (from the loop). */
+static struct registry_wait *write_wait_new(struct registry *reg, const char *id, registry_moved_fn cb,
+					    void *arg)
+{
+	struct registry_wait *w = wait_new(reg, WAIT_MOVE, arg);
+	w->moved_cb = cb;
+	if (!sandbox_id_valid(id))
+		wait_fail_later(w, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
+	else
+		snprintf(w->id, sizeof(w->id), "%s", id);
 	return w;
 }
 
 struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, registry_moved_fn cb,
 					 void *arg)
 {
-	struct registry_wait *w = wait_new(reg, WAIT_MOVE, arg);
-	w->moved_cb = cb;
-	if (!sandbox_id_valid(id)) {
-		wait_fail_later(w, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
+	struct registry_wait *w = write_wait_new(reg, id, cb, arg);
+	if (w->failed)
 		return w;
-	}
-	snprintf(w->id, sizeof(w->id), "%s", id);
-	static const char sql[] = "WITH u AS (UPDATE sandboxes SET last_activity = now(), "
-				  "  expires_at = now() + $3::bigint * interval '1 millisecond' "
-				  "  WHERE id = $1 AND cluster = $2 AND status IN ('creating', 'starting', "
-				  "'running', 'stopping', "
-				  "  'stopped') RETURNING id), "
-				  "n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
-				  "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+	static const char sql[] =
+		"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
+		"  expires_at = now() + coalesce(idle_timeout_ms, $3::bigint) * interval '1 millisecond' "
+		"  WHERE id = $1 AND cluster = $2 AND status IN ('creating', 'starting', "
+		"'running', 'stopping', "
+		"  'stopped') RETURNING id), "
+		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
+		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
 	const char *params[] = { id, reg->cluster, reg->idle_ms, reg->instance };
 	w->query = pg_query_send(reg->pg, sql, 4, params, moved, w);
 	return w;
 }
 
+struct registry_wait *registry_settle(struct registry *reg, const char *id, const struct sandbox_settings *st,
+				      registry_moved_fn cb, void *arg)
+{
+	struct registry_wait *w = write_wait_new(reg, id, cb, arg);
+	if (w->failed)
+		return w;
+	static const char sql[] =
+		"WITH u AS (UPDATE sandboxes SET name = coalesce($3, name), "
+		"  labels = coalesce($4::jsonb, labels), env_vars = env_vars || coalesce($5::jsonb, '{}'), "
+		"  cpu_millis = coalesce($6::int, cpu_millis), memory_bytes = coalesce($7::bigint, "
+		"memory_bytes), "
+		"  idle_timeout_ms = coalesce($8::bigint, idle_timeout_ms), "
+		"  expires_at = CASE WHEN $8::bigint IS NULL THEN expires_at "
+		"    ELSE last_activity + $8::bigint * interval '1 millisecond' END, "
+		"  idle_action = coalesce($9, idle_action), "
+		"  keepalive_until = CASE WHEN $10::bigint IS NULL THEN keepalive_until "
+		"    ELSE now() + $10::bigint * interval '1 millisecond' END, "
+		"  ends_at = CASE WHEN $11::bigint IS NULL THEN ends_at "
+		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
+		"END "
+		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING id), "
+		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
+		"  SELECT s.id, s.status, s.status, 'settings', $13 FROM sandboxes s, u WHERE s.id = u.id), "
+		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $12 || ' ' || id) FROM u) "
+		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+	char cpu[24], mem[24], idle[24], keep[24], ext[24];
+	snprintf(cpu, sizeof(cpu), "%" PRId64, st->cpu_millis);
+	snprintf(mem, sizeof(mem), "%" PRId64, st->memory_bytes);
+	snprintf(idle, sizeof(idle), "%" PRId64, st->idle_timeout_ms);
+	snprintf(keep, sizeof(keep), "%" PRId64, st->keepalive_ms);
+	snprintf(ext, sizeof(ext), "%" PRId64, st->extend_ms);
+	const char *params[] = {
+		id,
+		reg->cluster,
+		st->name,
+		st->labels ? json_object_to_json_string_ext(st->labels, JSON_C_TO_STRING_PLAIN) : NULL,
+		st->env_vars ? json_object_to_json_string_ext(st->env_vars, JSON_C_TO_STRING_PLAIN) : NULL,
+		st->cpu_millis > 0 ? cpu : NULL,
+		st->memory_bytes > 0 ? mem : NULL,
+		st->idle_timeout_ms > 0 ? idle : NULL,
+		st->set_idle_action ? sandbox_idle_action_name(st->idle_action) : NULL,
+		st->keepalive_ms > 0 ? keep : NULL,
+		st->extend_ms > 0 ? ext : NULL,
+		reg->instance,
+		st->actor,
+	};
+	w->query = pg_query_send(reg->pg, sql, 13, params, moved, w);
+	return w;
+}
+
 /* ---- lists ---- */
 
-struct registry_wait *registry_list(struct registry *reg, registry_list_fn cb, void *arg)
+struct registry_wait *registry_list(struct registry *reg, const struct sandbox_filter *f, registry_list_fn cb,
+				    void *arg)
 {
 	struct registry_wait *w = wait_new(reg, WAIT_LIST, arg);
 	w->list_cb = cb;
-	static char sql[1200];
+	static char sql[1600];
 	if (!sql[0])
 		snprintf(sql, sizeof(sql),
-			 "SELECT %s FROM sandboxes s WHERE s.cluster = $1 AND s.deleted_at IS NULL "
-			 "AND s.status <> 'warm' ORDER BY s.created_at DESC, s.id",
+			 "WITH f AS (SELECT %s, s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
+			 "  AND s.status <> 'warm' AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS "
+			 "NULL "
+			 "  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
+			 "page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "
+			 "SELECT page.*, (SELECT count(*) FROM f) FROM (SELECT 1) one LEFT JOIN page ON true "
+			 "ORDER BY page.at DESC, 1",
 			 sandbox_row_columns);
-	const char *params[] = { reg->cluster };
-	w->query = pg_query_send(reg->pg, sql, 1, params, listed, w);
+	char statuses[256] = "", limit[24], offset[24];
+	if (f && f->statuses) {
+		size_t n = 0;
+		statuses[n++] = '{';
+		for (int st = 0; st < SANDBOX_STATUS_MAX; st++)
+			if (f->statuses & (1u << st))
+				n += (size_t)snprintf(statuses + n, sizeof(statuses) - n, "%s%s",
+						      n > 1 ? "," : "",
+						      sandbox_status_name((enum sandbox_status)st));
+		snprintf(statuses + n, sizeof(statuses) - n, "}");
+	}
+	snprintf(limit, sizeof(limit), "%zu", f ? f->limit : 0);
+	snprintf(offset, sizeof(offset), "%zu", f ? f->offset : 0);
+	const char *params[] = {
+		reg->cluster,
+		statuses[0] ? statuses : NULL,
+		f && f->labels ? json_object_to_json_string_ext(f->labels, JSON_C_TO_STRING_PLAIN) : NULL,
+		f && f->limit ? limit : NULL,
+		offset,
+	};
+	w->query = pg_query_send(reg->pg, sql, 5, params, listed, w);
 	return w;
 }
 
@@ -816,7 +917,7 @@ static void listed(enum pg_error err, PGresult *res, const char *message, void *
 	if (err != PG_OK) {
 		struct core_error e;
 		pg_core_error(&e, err, message);
-		w->list_cb(&e, NULL, 0, w->arg);
+		w->list_cb(&e, NULL, 0, 0, w->arg);
 		wait_free(w);
 		return;
 	}
@@ -826,13 +927,16 @@ static void listed(enum pg_error err, PGresult *res, const char *message, void *
 	CHECK(refs != NULL && list != NULL);
 	size_t k = 0;
 	for (int i = 0; i < n; i++) {
+		if (PQgetisnull(res, i, 0))
+			continue; /* the one row of an empty page, for the total */
 		refs[k] = ref_from_row(w->reg, res, i);
 		if (refs[k]) {
 			list[k] = &refs[k]->sb;
 			k++;
 		}
 	}
-	w->list_cb(NULL, list, k, w->arg);
+	size_t total = n ? strtoull(PQgetvalue(res, 0, PQnfields(res) - 1), NULL, 10) : 0;
+	w->list_cb(NULL, list, k, total, w->arg);
 	for (size_t i = 0; i < k; i++)
 		sandbox_ref_put(refs[i]);
 	free(refs);

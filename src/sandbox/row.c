@@ -18,7 +18,9 @@ const char sandbox_row_columns[] =
 	"s.setup_output, sandbar_us(s.last_activity), sandbar_us(s.created_at), sandbar_us(s.expires_at), "
 	"sandbar_us(s.deleted_at), coalesce((SELECT json_agg(json_build_object('id', p.id, "
 	"'c', p.container_port, 'h', p.host_port) ORDER BY p.container_port) "
-	"FROM port_mappings p WHERE p.sandbox_id = s.id), '[]')::text";
+	"FROM port_mappings p WHERE p.sandbox_id = s.id), '[]')::text, s.labels::text, "
+	"coalesce(s.cpu_millis, 0), coalesce(s.memory_bytes, 0), coalesce(s.idle_timeout_ms, 0), "
+	"s.idle_action, sandbar_us(s.ends_at), sandbar_us(s.keepalive_until)";
 
 enum {
 	COL_ID,
@@ -37,6 +39,13 @@ enum {
 	COL_EXPIRES,
 	COL_DELETED,
 	COL_PORTS,
+	COL_LABELS,
+	COL_CPU,
+	COL_MEMORY,
+	COL_IDLE_TIMEOUT,
+	COL_IDLE_ACTION,
+	COL_ENDS,
+	COL_KEEPALIVE,
 	COL_COUNT
 };
 
@@ -49,7 +58,8 @@ static char *text_of(PGresult *res, int row, int col)
 	return s;
 }
 
-static int64_t us_of(PGresult *res, int row, int col)
+/* An integer column (microseconds, or any count); 0 for NULL. */
+static int64_t int_of(PGresult *res, int row, int col)
 {
 	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
@@ -124,10 +134,10 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 	sb->config = json_of(res, row, COL_CONFIG);
 	sb->env_vars = json_of(res, row, COL_ENV);
 	sb->setup_output = text_of(res, row, COL_SETUP);
-	sb->last_activity_us = us_of(res, row, COL_ACTIVITY);
-	sb->created_at_us = us_of(res, row, COL_CREATED);
-	sb->expires_at_us = us_of(res, row, COL_EXPIRES);
-	sb->deleted_at_us = us_of(res, row, COL_DELETED);
+	sb->last_activity_us = int_of(res, row, COL_ACTIVITY);
+	sb->created_at_us = int_of(res, row, COL_CREATED);
+	sb->expires_at_us = int_of(res, row, COL_EXPIRES);
+	sb->deleted_at_us = int_of(res, row, COL_DELETED);
 	struct json_object *ports = json_tokener_parse(PQgetvalue(res, row, COL_PORTS));
 	size_t n = ports && json_object_is_type(ports, json_type_array) ? json_object_array_length(ports) : 0;
 	sb->ports = calloc(n ? n : 1, sizeof(*sb->ports));
@@ -143,6 +153,14 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 		sb->nports++;
 	}
 	json_object_put(ports);
+	sb->labels = json_of(res, row, COL_LABELS);
+	sb->cpu_millis = int_of(res, row, COL_CPU);
+	sb->memory_bytes = int_of(res, row, COL_MEMORY);
+	sb->idle_timeout_ms = int_of(res, row, COL_IDLE_TIMEOUT);
+	if (sandbox_idle_action_parse(PQgetvalue(res, row, COL_IDLE_ACTION), &sb->idle_action) != 0)
+		sb->idle_action = SANDBOX_IDLE_EXPIRE;
+	sb->ends_at_us = int_of(res, row, COL_ENDS);
+	sb->keepalive_until_us = int_of(res, row, COL_KEEPALIVE);
 	derive_run(sb);
 	return 0;
 }
@@ -157,6 +175,7 @@ void sandbox_clear(struct sandbox *sb)
 	free(sb->workspace_mount);
 	json_object_put(sb->config);
 	json_object_put(sb->env_vars);
+	json_object_put(sb->labels);
 	free(sb->ports);
 	free(sb->setup_output);
 	env_list_free(sb->run_env);

@@ -3,6 +3,7 @@
  * heartbeat. */
 #include "sandbox/service.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,8 @@
 
 static void deferred_fire(evutil_socket_t fd, short what, void *arg);
 static void got(struct sandbox_ref *ref, const struct core_error *err, void *arg);
-static void listed(const struct core_error *err, const struct sandbox *const *list, size_t n, void *arg);
+static void listed(const struct core_error *err, const struct sandbox *const *list, size_t n, size_t total,
+		   void *arg);
 static void beaten(const struct core_error *err, const struct sandbox *after, void *arg);
 static void start_reconciled(int rc, void *arg);
 
@@ -97,6 +99,29 @@ static void start_reconciled(int rc, void *arg)
 	free(ctx);
 }
 
+/* What a create or an update asks for, against the server's maxima. */
+int sandbox_check_asks(const struct config *cfg, const char *name, double cpus, uint64_t memory,
+		       struct core_error *e)
+{
+	if (name && (!*name || strlen(name) > SANDBOX_NAME_MAX)) {
+		core_error_set(e, CORE_INVALID, "invalid_name", "name must be 1 to %d bytes",
+			       SANDBOX_NAME_MAX);
+		return -1;
+	}
+	if (cpus < 0 || cpus > cfg->max_cpu) {
+		core_error_set(e, CORE_INVALID, "invalid_cpu",
+			       "cpu must be more than 0 and at most %g (SANDBAR_MAX_CPU)", cfg->max_cpu);
+		return -1;
+	}
+	if (memory && (memory < (6u << 20) || memory > cfg->max_memory)) {
+		core_error_set(e, CORE_INVALID, "invalid_memory",
+			       "memory must be 6 MiB to %" PRIu64 " bytes (SANDBAR_MAX_MEMORY)",
+			       cfg->max_memory);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- pending calls ---- */
 
 struct sandbox_call *call_new(struct sandbox_service *svc, sandbox_result_fn cb, void *arg)
@@ -138,6 +163,14 @@ void call_fail(struct sandbox_call *call, const struct core_error *err)
 {
 	struct sandbox_result res = { .err = *err };
 	call_finish(call, &res);
+}
+
+void call_fail_later_with(struct sandbox_call *call, const struct core_error *err)
+{
+	call->deferred_err = *err;
+	call->deferred = evtimer_new(call->svc->base, deferred_fire, call);
+	CHECK(call->deferred != NULL);
+	event_active(call->deferred, EV_TIMEOUT, 0);
 }
 
 void call_fail_later(struct sandbox_call *call, enum core_err err, const char *code, const char *fmt, ...)
@@ -188,14 +221,16 @@ static void got(struct sandbox_ref *ref, const struct core_error *err, void *arg
 
 /* ---- list ---- */
 
-struct sandbox_call *sandbox_list(struct sandbox_service *svc, sandbox_result_fn cb, void *arg)
+struct sandbox_call *sandbox_list(struct sandbox_service *svc, const struct sandbox_filter *f,
+				  sandbox_result_fn cb, void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
-	call->wait = registry_list(svc->reg, listed, call);
+	call->wait = registry_list(svc->reg, f, listed, call);
 	return call;
 }
 
-static void listed(const struct core_error *err, const struct sandbox *const *list, size_t n, void *arg)
+static void listed(const struct core_error *err, const struct sandbox *const *list, size_t n, size_t total,
+		   void *arg)
 {
 	struct sandbox_call *call = arg;
 	call->wait = NULL;
@@ -203,7 +238,7 @@ static void listed(const struct core_error *err, const struct sandbox *const *li
 		call_fail(call, err);
 		return;
 	}
-	struct sandbox_result r = { .list = list, .n = n };
+	struct sandbox_result r = { .list = list, .n = n, .total = total };
 	call_finish(call, &r);
 }
 
@@ -225,7 +260,7 @@ static void beaten(const struct core_error *err, const struct sandbox *after, vo
 		call_fail(call, err);
 		return;
 	}
-	reaper_note_deadline(call->svc->reaper, call->svc->cfg->sandbox_idle_timeout_ms);
+	reaper_note_sandbox(call->svc->reaper, after);
 	struct sandbox_result r = { 0 };
 	call_finish(call, &r);
 }

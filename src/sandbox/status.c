@@ -51,6 +51,23 @@ bool sandbox_status_can(enum sandbox_status from, enum sandbox_status to)
 	       (legal[from] & (1u << to)) != 0;
 }
 
+const char *sandbox_idle_action_name(enum sandbox_idle_action a)
+{
+	static const char *const actions[SANDBOX_IDLE_ACTION_MAX] = { "expire", "stop", "none" };
+	return (unsigned)a < SANDBOX_IDLE_ACTION_MAX ? actions[a] : "expire";
+}
+
+int sandbox_idle_action_parse(const char *name, enum sandbox_idle_action *out)
+{
+	for (int a = 0; a < SANDBOX_IDLE_ACTION_MAX; a++) {
+		if (name && strcmp(name, sandbox_idle_action_name((enum sandbox_idle_action)a)) == 0) {
+			*out = (enum sandbox_idle_action)a;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 bool sandbox_status_final(enum sandbox_status s)
 {
 	return s == SANDBOX_EXPIRED || s == SANDBOX_DELETED;

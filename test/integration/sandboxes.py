@@ -7,9 +7,12 @@ import time
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 SANDBOX_KEYS = {
-    "id", "name", "template", "status", "status_reason", "container_id", "image",
-    "workspace_mount", "devcontainer_config", "env_vars", "port_mappings", "setup_output",
-    "last_activity", "created_at", "expires_at", "deleted_at",
+    # monza's
+    "id", "name", "status", "container_id", "image", "workspace_mount", "devcontainer_config", "env_vars",
+    "port_mappings", "last_activity", "created_at", "expires_at", "deleted_at",
+    # ours
+    "template", "status_reason", "setup_output", "labels", "cpu", "memory", "idle_timeout", "idle_action",
+    "ends_at", "keepalive_until",
 }
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

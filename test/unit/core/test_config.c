@@ -29,6 +29,10 @@ static const char *const env_names[] = {
 	"SANDBOX_MEMORY_LIMIT",
 	"SANDBOX_CPU_LIMIT",
 	"SANDBOX_PIDS_LIMIT",
+	"SANDBAR_MAX_CPU",
+	"SANDBAR_MAX_MEMORY",
+	"SANDBAR_MAX_PORTS",
+	"SANDBAR_MAX_KEEPALIVE",
 	"SANDBAR_CREATE_TIMEOUT",
 	"SANDBAR_STOP_GRACE",
 	"SANDBAR_PREBUILD_TEMPLATES",
@@ -94,6 +98,10 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.sandbox_pids_limit, 1024);
 	assert_int_equal(cfg.create_timeout_ms, 10 * 60 * 1000);
 	assert_int_equal(cfg.stop_grace_ms, 10 * 1000);
+	assert_true(cfg.max_cpu == 8.0);
+	assert_int_equal(cfg.max_memory, 16ull << 30);
+	assert_int_equal(cfg.max_ports, 32);
+	assert_int_equal(cfg.max_keepalive_ms, 24 * 3600 * 1000);
 	assert_false(cfg.prebuild_templates);
 	assert_false(cfg.allow_privileged);
 	assert_false(cfg.allow_cap_add);

@@ -1,0 +1,253 @@
+/* The native sandbox request bodies: create's and PATCH's members parsed into
+ * the core's parameters. Each bad member fails with a stable code naming it
+ * (invalid_cpu, invalid_memory, ...); ranges against the server's maxima are
+ * the core's to check. Numbers of seconds or duration strings ("15m") for
+ * times, bytes or size strings ("512m") for memory. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "core/units.h"
+#include "internal.h"
+
+#define LABEL_KEY_MAX	63
+#define LABEL_VALUE_MAX 256
+#define LABELS_MAX	64
+
+static int bad(struct core_error *e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int bad(struct core_error *e, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	core_error_vset(e, CORE_INVALID, code, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* The member, or NULL when absent or null. */
+static struct json_object *member(struct json_object *body, const char *key)
+{
+	struct json_object *v;
+	if (!body || !json_object_object_get_ex(body, key, &v) || json_object_is_type(v, json_type_null))
+		return NULL;
+	return v;
+}
+
+static bool is_number(struct json_object *v)
+{
+	return json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double);
+}
+
+static int parse_cpu(struct json_object *v, double *out, struct core_error *e)
+{
+	double d = is_number(v) ? json_object_get_double(v) : NAN;
+	if (!isfinite(d) || d <= 0)
+		return bad(e, "invalid_cpu", "'cpu' must be a number of CPUs above 0, such as 1.5");
+	*out = d;
+	return 0;
+}
+
+static int parse_memory(struct json_object *v, uint64_t *out, struct core_error *e)
+{
+	if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0) {
+		*out = (uint64_t)json_object_get_int64(v);
+		return 0;
+	}
+	if (json_object_is_type(v, json_type_string) && size_parse(json_object_get_string(v), out) == 0 &&
+	    *out > 0)
+		return 0;
+	return bad(e, "invalid_memory",
+		   "'memory' must be bytes above 0 or a size such as \"512m\" or \"2g\"");
+}
+
+/* Whole seconds (a number) or a duration string, above 0. */
+static int parse_duration(struct json_object *v, const char *key, const char *code, int64_t *out_ms,
+			  struct core_error *e)
+{
+	if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0 &&
+	    json_object_get_int64(v) < INT64_MAX / 1000) {
+		*out_ms = json_object_get_int64(v) * 1000;
+		return 0;
+	}
+	if (json_object_is_type(v, json_type_string) &&
+	    duration_parse(json_object_get_string(v), out_ms) == 0 && *out_ms > 0)
+		return 0;
+	return bad(e, code, "'%s' must be seconds above 0 or a duration such as \"15m\"", key);
+}
+
+static int parse_labels(struct json_object *v, struct json_object **out, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) > LABELS_MAX)
+		return bad(e, "invalid_labels", "'labels' must be an object of at most %d strings",
+			   LABELS_MAX);
+	json_object_object_foreach(v, key, val)
+	{
+		size_t n = strlen(key);
+		if (n == 0 || n > LABEL_KEY_MAX ||
+		    strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != n)
+			return bad(e, "invalid_labels", "label name '%s' must be 1 to %d of [A-Za-z0-9._/-]",
+				   key, LABEL_KEY_MAX);
+		if (!json_object_is_type(val, json_type_string) ||
+		    json_object_get_string_len(val) > LABEL_VALUE_MAX)
+			return bad(e, "invalid_labels", "label '%s' must be a string of at most %d bytes",
+				   key, LABEL_VALUE_MAX);
+	}
+	*out = v;
+	return 0;
+}
+
+/* env_vars: an object of string values with keys a shell accepts in `K=V`. */
+static int parse_env(struct json_object *v, struct json_object **out, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_object))
+		return bad(e, "invalid_env", "'env_vars' must be an object of strings");
+	json_object_object_foreach(v, key, val)
+	{
+		if (!*key || strchr(key, '=') || strlen(key) > 256)
+			return bad(e, "invalid_env", "env var name '%s' is empty, too long or has '='", key);
+		if (!json_object_is_type(val, json_type_string))
+			return bad(e, "invalid_env", "env var '%s' must be a string", key);
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_string(struct json_object *v, const char *key, const char *code, const char **out,
+			struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_string))
+		return bad(e, code, "'%s' must be a string", key);
+	*out = json_object_get_string(v);
+	return 0;
+}
+
+static int parse_idle_action(struct json_object *v, enum sandbox_idle_action *out, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_string) ||
+	    sandbox_idle_action_parse(json_object_get_string(v), out) != 0)
+		return bad(e, "invalid_idle_action",
+			   "'idle_action' must be \"expire\", \"stop\" or \"none\"");
+	return 0;
+}
+
+/* ports: an array of container ports (kept in scratch, freed by the caller). */
+static int parse_ports(struct json_object *v, int **out, size_t *n, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > 1024)
+		return bad(e, "invalid_ports", "'ports' must be an array of port numbers");
+	size_t len = json_object_array_length(v);
+	int *ports = calloc(len + 1, sizeof(int));
+	if (!ports)
+		return bad(e, "invalid_ports", "'ports' is too long");
+	for (size_t i = 0; i < len; i++) {
+		struct json_object *p = json_object_array_get_idx(v, i);
+		int64_t port = json_object_is_type(p, json_type_int) ? json_object_get_int64(p) : 0;
+		if (port < 1 || port > 65535) {
+			free(ports);
+			return bad(e, "invalid_ports", "'ports' must hold port numbers 1 to 65535");
+		}
+		ports[i] = (int)port;
+	}
+	*out = ports;
+	*n = len;
+	return 0;
+}
+
+int native_create_params(struct json_object *body, struct sandbox_create_params *p, int **ports,
+			 struct core_error *e)
+{
+	struct json_object *v;
+	*ports = NULL;
+	if (body && !json_object_is_type(body, json_type_object))
+		return bad(e, "invalid_body", "the body must be a JSON object");
+	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_body", &p->name, e))
+		return -1;
+	if ((v = member(body, "template")) &&
+	    parse_string(v, "template", "invalid_body", &p->template_name, e))
+		return -1;
+	/* monza clients send "" for "not given" */
+	if (p->name && !*p->name)
+		p->name = NULL;
+	if (p->template_name && !*p->template_name)
+		p->template_name = NULL;
+	if ((v = member(body, "env_vars")) && parse_env(v, &p->env_vars, e))
+		return -1;
+	if ((v = member(body, "labels")) && parse_labels(v, &p->labels, e))
+		return -1;
+	if ((v = member(body, "cpu")) && parse_cpu(v, &p->cpus, e))
+		return -1;
+	if ((v = member(body, "memory")) && parse_memory(v, &p->memory, e))
+		return -1;
+	if ((v = member(body, "idle_timeout")) &&
+	    parse_duration(v, "idle_timeout", "invalid_idle_timeout", &p->idle_timeout_ms, e))
+		return -1;
+	if ((v = member(body, "idle_action")) && parse_idle_action(v, &p->idle_action, e))
+		return -1;
+	if ((v = member(body, "ttl")) && parse_duration(v, "ttl", "invalid_ttl", &p->ttl_ms, e))
+		return -1;
+	if ((v = member(body, "ports")) && parse_ports(v, ports, &p->nports, e))
+		return -1;
+	p->ports = *ports;
+	if ((v = member(body, "wait"))) {
+		if (!json_object_is_type(v, json_type_boolean))
+			return bad(e, "invalid_body", "'wait' must be a boolean");
+		p->wait = json_object_get_boolean(v);
+	}
+	return 0;
+}
+
+int native_update_params(struct json_object *body, struct sandbox_changes *c, struct core_error *e)
+{
+	struct json_object *v;
+	if (!body || !json_object_is_type(body, json_type_object))
+		return bad(e, "invalid_body", "the body must be a JSON object");
+	json_object_object_foreach(body, key, unused)
+	{
+		(void)unused;
+		static const char *const known[] = { "name",   "labels",       "env_vars",    "cpu",
+						     "memory", "idle_timeout", "idle_action", NULL };
+		bool ok = false;
+		for (size_t i = 0; known[i]; i++)
+			ok |= strcmp(key, known[i]) == 0;
+		if (!ok)
+			return bad(e, "invalid_body",
+				   "'%s' cannot be changed (name, labels, env_vars, cpu, memory, "
+				   "idle_timeout and idle_action can)",
+				   key);
+	}
+	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_name", &c->name, e))
+		return -1;
+	if ((v = member(body, "labels")) && parse_labels(v, &c->labels, e))
+		return -1;
+	if ((v = member(body, "env_vars")) && parse_env(v, &c->env_vars, e))
+		return -1;
+	if ((v = member(body, "cpu")) && parse_cpu(v, &c->cpus, e))
+		return -1;
+	if ((v = member(body, "memory")) && parse_memory(v, &c->memory, e))
+		return -1;
+	if ((v = member(body, "idle_timeout")) &&
+	    parse_duration(v, "idle_timeout", "invalid_idle_timeout", &c->idle_timeout_ms, e))
+		return -1;
+	if ((v = member(body, "idle_action"))) {
+		if (parse_idle_action(v, &c->idle_action, e))
+			return -1;
+		c->set_idle_action = true;
+	}
+	return 0;
+}
+
+/* {"seconds": N}: N whole seconds above 0. */
+int native_seconds(struct json_object *body, int64_t *out_ms, struct core_error *e)
+{
+	struct json_object *v = member(body, "seconds");
+	if (!v || !json_object_is_type(v, json_type_int) || json_object_get_int64(v) <= 0 ||
+	    json_object_get_int64(v) > 10LL * 365 * 86400)
+		return bad(e, "invalid_seconds", "'seconds' must be a whole number of seconds above 0");
+	*out_ms = json_object_get_int64(v) * 1000;
+	return 0;
+}
