@@ -61,6 +61,12 @@ struct docker_call *docker_image_exists(struct docker *d, const char *name, dock
  * ...) like docker_container_inspect; missing when there is no such image. */
 struct docker_call *docker_image_inspect(struct docker *d, const char *name, docker_inspect_fn cb, void *arg);
 
+/* GET /images/json filtered by label (like docker_container_list). */
+struct docker_call *docker_image_list(struct docker *d, const char *label, docker_list_fn cb, void *arg);
+/* DELETE /images/{name} (not forced: an image a container uses is refused
+ * with a conflict). Removing a missing one is not an error. */
+struct docker_call *docker_image_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg);
+
 /* PUT /containers/{id}/archive?path=: extracts the tar (drained from tar) under
  * path in the container, which may be created and not yet started. */
 struct docker_call *docker_container_put_archive(struct docker *d, const char *id, const char *path,

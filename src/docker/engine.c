@@ -314,6 +314,22 @@ struct docker_call *docker_image_inspect(struct docker *d, const char *name, doc
 	return engine_call(d, "GET", p, NULL, inspect_cb, (union engine_cb){ .inspect = cb }, arg, 0, 0);
 }
 
+struct docker_call *docker_image_list(struct docker *d, const char *label, docker_list_fn cb, void *arg)
+{
+	return engine_call(d, "GET", label_filter_path("/images/json", label), NULL, list_cb,
+			   (union engine_cb){ .list = cb }, arg, 0, 0);
+}
+
+struct docker_call *docker_image_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg)
+{
+	struct evbuffer *p = evbuffer_new();
+	if (p) {
+		evbuffer_add_printf(p, "/images/");
+		docker_url_encode(p, name);
+	}
+	return engine_call(d, "DELETE", p, NULL, done_cb, (union engine_cb){ .done = cb }, arg, 404, 0);
+}
+
 struct put_ctx {
 	docker_done_fn cb;
 	void *arg;

@@ -15,7 +15,6 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
-#include "docker/tar.h"
 #include "channel/channel.h"
 #include "internal.h"
 #include "sandbox/container_spec.h"
@@ -26,7 +25,6 @@ enum create_state {
 	CREATE_INSERT,	     /* writing the `creating` row */
 	CREATE_IMAGE,	     /* image present, or built */
 	CREATE_CONTAINER,    /* container created (not started), with its workspace volume */
-	CREATE_AGENT,	     /* the agent copied in (archive PUT) before the first start */
 	CREATE_START,	     /* container started */
 	CREATE_INSPECT,	     /* published ports read back */
 	CREATE_SETUP,	     /* workspace ownership, postCreateCommand, postStartCommand */
@@ -38,7 +36,7 @@ enum create_state {
 };
 
 static const char *const create_state_names[CREATE_STATE_MAX] = {
-	"insert", "image",	  "container", "agent",	     "start", "inspect",
+	"insert", "image",	  "container", "start",	     "inspect",
 	"setup",  "mark_running", "cleanup",   "mark_error", "done",
 };
 
@@ -54,6 +52,7 @@ struct create_op {
 	char volume[64];
 	struct json_object *env_vars;  /* owned */
 	struct setup_run *setup;       /* the setup commands running through the agent */
+	char run_image[96];	       /* the template's image with the agent baked in */
 	struct json_object *image_cmd; /* the image's Entrypoint + Cmd, for the agent to start */
 	char image_user[128];	       /* the image's USER, "" when none */
 	struct json_object *base_env;  /* the container's Env (image + template + env_vars) */
@@ -79,11 +78,9 @@ static void create_set_state(struct create_op *op, enum create_state next);
 static void create_fail(struct create_op *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void create_free(struct create_op *op);
 static void step_inserted(const struct core_error *err, const struct sandbox *after, void *arg);
-static void step_image(const char *err, void *arg);
-static void step_image_inspected(struct json_object *info, bool missing, const char *err, void *arg);
+static void step_image(const char *err, const struct run_image *img, void *arg);
 static void create_container(struct create_op *op);
 static void step_container(const char *id, const char *err, void *arg);
-static void step_agent_installed(const char *err, void *arg);
 static void step_started(const char *err, void *arg);
 static void step_inspected(struct json_object *info, bool missing, const char *err, void *arg);
 static void step_setup_done(const char *failure, void *arg);
@@ -248,7 +245,7 @@ static void step_inserted(const struct core_error *err, const struct sandbox *af
 	op->iwait = image_ensure(op->svc, op->tpl, step_image, op);
 }
 
-static void step_image(const char *err, void *arg)
+static void step_image(const char *err, const struct run_image *img, void *arg)
 {
 	struct create_op *op = arg;
 	op->iwait = NULL;
@@ -256,38 +253,10 @@ static void step_image(const char *err, void *arg)
 		create_fail(op, "image: %s", err);
 		return;
 	}
-	if (op->tpl->override_command) {
-		create_container(op);
-		return;
-	}
+	snprintf(op->run_image, sizeof(op->run_image), "%s", img->tag);
+	snprintf(op->image_user, sizeof(op->image_user), "%s", img->user);
 	/* the agent becomes the entrypoint and starts the image's own command */
-	op->dcall = docker_image_inspect(op->svc->docker, template_image(op->tpl), step_image_inspected, op);
-}
-
-static void step_image_inspected(struct json_object *info, bool missing, const char *err, void *arg)
-{
-	struct create_op *op = arg;
-	op->dcall = NULL;
-	if (err || missing) {
-		create_fail(op, "image inspect: %s", err ? err : "image vanished");
-		return;
-	}
-	struct json_object *config, *part;
-	op->image_cmd = json_object_new_array();
-	if (json_object_object_get_ex(info, "Config", &config)) {
-		if (json_object_object_get_ex(config, "User", &part) &&
-		    json_object_is_type(part, json_type_string))
-			snprintf(op->image_user, sizeof(op->image_user), "%s", json_object_get_string(part));
-		const char *keys[] = { "Entrypoint", "Cmd" };
-		for (size_t k = 0; k < ARRAY_LEN(keys); k++) {
-			if (!json_object_object_get_ex(config, keys[k], &part) ||
-			    !json_object_is_type(part, json_type_array))
-				continue;
-			for (size_t i = 0; i < json_object_array_length(part); i++)
-				json_object_array_add(op->image_cmd,
-						      json_object_get(json_object_array_get_idx(part, i)));
-		}
-	}
+	op->image_cmd = op->tpl->override_command ? NULL : json_object_get(img->cmd);
 	create_container(op);
 }
 
@@ -300,7 +269,7 @@ static void create_container(struct create_op *op)
 		.cfg = op->svc->cfg,
 		.sandbox_id = op->id,
 		.cluster = op->svc->cluster,
-		.image = template_image(op->tpl),
+		.image = op->run_image,
 		.volume = op->volume,
 		.env_vars = op->env_vars,
 		.image_cmd = op->image_cmd,
@@ -325,35 +294,6 @@ static void step_container(const char *id, const char *err, void *arg)
 		return;
 	}
 	snprintf(op->container_id, sizeof(op->container_id), "%s", id);
-	/* the agent is the container's init: it must be in place before the first start */
-	create_set_state(op, CREATE_AGENT);
-	struct evbuffer *tar = evbuffer_new();
-	CHECK(tar != NULL);
-	struct tar_entry dir = { .name = ".sandbar/", .type = TAR_DIR, .mode = 0755, .mtime = time(NULL) };
-	struct tar_entry bin = { .name = ".sandbar/agent",
-				 .type = TAR_FILE,
-				 .size = op->svc->agent_len,
-				 .mode = 0755,
-				 .mtime = dir.mtime };
-	CHECK(tar_write_header(tar, &dir) == 0 && tar_write_header(tar, &bin) == 0);
-	evbuffer_add(tar, op->svc->agent_bin, op->svc->agent_len);
-	tar_write_padding(tar, op->svc->agent_len);
-	tar_write_end(tar);
-	op->dcall = docker_container_put_archive(op->svc->docker, op->container_id, "/", tar,
-						 step_agent_installed, op);
-	evbuffer_free(tar);
-	if (!op->dcall)
-		create_fail(op, "agent: cannot upload");
-}
-
-static void step_agent_installed(const char *err, void *arg)
-{
-	struct create_op *op = arg;
-	op->dcall = NULL;
-	if (err) {
-		create_fail(op, "installing the agent: %s", err);
-		return;
-	}
 	create_set_state(op, CREATE_START);
 	op->dcall = docker_container_start(op->svc->docker, op->container_id, step_started, op);
 }

@@ -81,13 +81,25 @@ void reaper_free(struct reaper *r);
 /* Start-up reconciliation of Docker with the database. */
 void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
 
-/* Images for templates: present, or built once however many creates wait. */
+/* Images for templates (images.c): present, or built once however many
+ * creates wait, with the agent baked in. */
 struct image_builds;
 struct template;
 struct image_builds *image_builds_new(struct sandbox_service *svc);
 void image_builds_free(struct image_builds *b);
+/* The agent binary's sha256 (hex): derived images carry it as a label. */
+const char *image_builds_agent_hash(const struct image_builds *b);
+/* Removes derived images of other agents (after the reconciler, at start). */
+void image_builds_prune(struct image_builds *b);
 struct image_wait;
-typedef void (*image_ready_fn)(const char *err, void *arg);
+/* What a sandbox of a template runs: the derived image, and the template
+ * image's own command (Entrypoint + Cmd) and USER for the agent to start. */
+struct run_image {
+	const char *tag;
+	struct json_object *cmd; /* valid during the callback: hold it to keep it */
+	const char *user;	 /* "" when none */
+};
+typedef void (*image_ready_fn)(const char *err, const struct run_image *img, void *arg);
 struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb,
 				void *arg);
 void image_wait_cancel(struct image_wait *w);

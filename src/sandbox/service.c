@@ -75,7 +75,7 @@ void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, voi
 	reconcile_run(svc, start_reconciled, ctx);
 }
 
-static void prebuilt(const char *err, void *arg)
+static void prebuilt(const char *err, const struct run_image *img, void *arg)
 {
 	const struct template *t = arg;
 	if (err)
@@ -88,6 +88,7 @@ static void start_reconciled(int rc, void *arg)
 {
 	struct start_ctx *ctx = arg;
 	reaper_start(ctx->svc->reaper);
+	image_builds_prune(ctx->svc->builds);
 	if (ctx->svc->cfg->prebuild_templates) {
 		/* the first create of each template then finds its image ready */
 		const struct template *t;

@@ -241,7 +241,7 @@ def test_build_template_builds_once_and_runs(server_factory):
     finally:
         for r in results:
             if r.status == 201:
-                subprocess.run(["docker", "rmi", "-f", r.json["image"]], capture_output=True, timeout=60)
+                docker.remove_image(r.json["image"])
                 break
 
 
@@ -275,4 +275,4 @@ def test_image_command_runs_under_the_agent_as_the_image_user(server_factory):
         assert c.delete(f"/api/sandboxes/{r.json['id']}").status == 204
     finally:
         if r.status == 201:
-            subprocess.run(["docker", "rmi", "-f", r.json["image"]], capture_output=True, timeout=60)
+            docker.remove_image(r.json["image"])

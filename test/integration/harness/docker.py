@@ -79,3 +79,23 @@ def exec_(container, *cmd):
     """Runs cmd in the container; returns (exit code, stdout)."""
     r = _docker("exec", container, *cmd, check=False)
     return r.returncode, r.stdout
+
+
+def images(*labels):
+    """Image ids carrying every label given."""
+    args = ["images", "-q", "--no-trunc"]
+    for l in labels:
+        args += ["--filter", "label=" + l]
+    return sorted(set(_docker(*args).stdout.split()))
+
+
+def remove_image(ref):
+    """Removes an image a test built and the images sandbard derived from it
+    (the agent baked in, labelled sandbar.base=<its id>)."""
+    d = inspect(ref, kind="image")
+    if d is None:
+        return
+    derived = images("sandbar.base=" + d["Id"])
+    if derived:
+        _docker("rmi", "-f", *derived, check=False)
+    _docker("rmi", "-f", ref, check=False)
