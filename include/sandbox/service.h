@@ -39,7 +39,9 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 					    struct template_set *templates, const void *agent_bin,
 					    size_t agent_len);
 void sandbox_service_free(struct sandbox_service *svc);
-/* Starts the reconciler once, then the reaper. done(rc) after the reconcile pass. */
+/* Starts the reconciler once, then the reaper and the watch on Docker's events
+ * (a container that died or was removed behind our back moves its sandbox).
+ * done(rc) after the reconcile pass. */
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
 
 #define SANDBOX_NAME_MAX 128 /* bytes of a sandbox's name */

@@ -10,6 +10,7 @@
 #include "pg/pool.h"
 #include "sandbox/service.h"
 
+struct events_watcher;
 struct reaper;
 
 struct sandbox_service {
@@ -20,6 +21,8 @@ struct sandbox_service {
 	struct docker *docker;
 	struct template_set *templates;
 	struct reaper *reaper;
+	struct events_watcher *events; /* Docker's event stream, after the reconciler */
+	int64_t started_ns;	       /* Unix ns when the service started: the stream replays from then */
 	struct image_builds *builds;
 	struct channels *channels; /* to each sandbox's agent */
 	const void *agent_bin;	   /* the agent binary installed into every sandbox */
@@ -77,6 +80,12 @@ void reaper_note_deadline(struct reaper *r, int64_t delay_ms);
 /* The deadlines of sb (idleness, keepalive, lifetime), as it is now. */
 void reaper_note_sandbox(struct reaper *r, const struct sandbox *sb);
 void reaper_free(struct reaper *r);
+
+/* Docker's events mapped to transitions (events.c): the stream opens at
+ * start, replaying from since_ns (Unix ns). */
+struct events_watcher *events_watcher_new(struct sandbox_service *svc);
+void events_watcher_start(struct events_watcher *w, int64_t since_ns);
+void events_watcher_free(struct events_watcher *w);
 
 /* Start-up reconciliation of Docker with the database. */
 void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);

@@ -1,6 +1,6 @@
-/* The sandbox service object, the pending-call plumbing every operation
- * shares, and the operations the registry answers alone: get, list,
- * heartbeat. */
+/* The sandbox service object (its start: the reconciler, then the reaper and
+ * Docker's event stream), the pending-call plumbing every operation shares,
+ * and the operations the registry answers alone: get, list, heartbeat. */
 #include "sandbox/service.h"
 
 #include <inttypes.h>
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "channel/channel.h"
 #include "core/config.h"
@@ -47,6 +48,7 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	snprintf(svc->cluster, sizeof(svc->cluster), "%s", cfg->cluster);
 	snprintf(svc->instance, sizeof(svc->instance), "%s", cfg->instance_id);
 	svc->reaper = reaper_new(svc);
+	svc->events = events_watcher_new(svc);
 	svc->builds = image_builds_new(svc);
 	return svc;
 }
@@ -56,6 +58,7 @@ void sandbox_service_free(struct sandbox_service *svc)
 	if (!svc)
 		return;
 	reaper_free(svc->reaper);
+	events_watcher_free(svc->events);
 	image_builds_free(svc->builds);
 	free(svc);
 }
@@ -72,6 +75,9 @@ void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, voi
 	ctx->svc = svc;
 	ctx->done = done;
 	ctx->arg = arg;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	svc->started_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 	reconcile_run(svc, start_reconciled, ctx);
 }
 
@@ -89,6 +95,8 @@ static void start_reconciled(int rc, void *arg)
 	struct start_ctx *ctx = arg;
 	reaper_start(ctx->svc->reaper);
 	image_builds_prune(ctx->svc->builds);
+	/* from before the reconciler looked: what changed since is replayed */
+	events_watcher_start(ctx->svc->events, ctx->svc->started_ns);
 	if (ctx->svc->cfg->prebuild_templates) {
 		/* the first create of each template then finds its image ready */
 		const struct template *t;

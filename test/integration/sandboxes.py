@@ -1,8 +1,11 @@
 """Shared helpers of the sandbox tests: the test templates folder, the exact
-key set of a sandbox object, and waiting for a status."""
+key set of a sandbox object, waiting for a status, and the moves recorded
+in sandbox_events."""
 import os
 import re
 import time
+
+from harness import pg
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
@@ -45,3 +48,10 @@ def templates_env(**extra):
     env = {"DEVCONTAINERS_PATH": TEMPLATES}
     env.update(extra)
     return env
+
+
+def transitions(srv, sid):
+    """The sandbox's recorded moves, oldest first: (from or '-', to, actor or '-', reason or '-')."""
+    out = pg.psql(f"SELECT coalesce(from_status, '-'), to_status, coalesce(actor, '-'), coalesce(reason, '-') "
+                  f"FROM sandbox_events WHERE sandbox_id = '{sid}' ORDER BY id", url=srv.database_url)
+    return [tuple(line.split("|")) for line in out.splitlines() if line]

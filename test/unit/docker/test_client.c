@@ -7,9 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/listener.h>
@@ -17,6 +14,7 @@
 
 #include "docker/client.h"
 #include "docker/demux.h"
+#include "unix_peer.h"
 
 struct peer {
 	const char *response;
@@ -39,10 +37,9 @@ struct result {
 };
 
 static struct event_base *base;
-static struct evconnlistener *listener;
+static struct unix_peer sock;
 static struct docker *docker;
 static struct peer peer;
-static char sock_path[108];
 
 static void peer_writecb(struct bufferevent *bev, void *arg)
 {
@@ -84,17 +81,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 static int setup(void **state)
 {
 	base = event_base_new();
-	snprintf(sock_path, sizeof(sock_path), "/tmp/sandbar-docker-test-%d.sock", (int)getpid());
-	unlink(sock_path);
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	memcpy(sun.sun_path, sock_path, strlen(sock_path) + 1);
-	listener = evconnlistener_new_bind(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE, 16,
-					   (struct sockaddr *)&sun, sizeof(sun));
-	assert_non_null(listener);
-	char host[128];
-	snprintf(host, sizeof(host), "unix://%s", sock_path);
-	docker = docker_new(base, host);
-	assert_non_null(docker);
+	unix_peer_open(&sock, base, "docker-test", accept_cb);
+	docker = sock.docker;
 	memset(&peer, 0, sizeof(peer));
 	peer.request = evbuffer_new();
 	return 0;
@@ -105,10 +93,8 @@ static int teardown(void **state)
 	if (peer.bev)
 		bufferevent_free(peer.bev);
 	evbuffer_free(peer.request);
-	docker_free(docker);
-	evconnlistener_free(listener);
+	unix_peer_close(&sock);
 	event_base_free(base);
-	unlink(sock_path);
 	return 0;
 }
 

@@ -1,0 +1,145 @@
+"""Docker's word, live, against the real dockerd: a sandbox's container
+killed, OOM-killed or removed behind sandbard's back moves its status within
+moments (Docker's event stream, actor docker-events), exec then answers 409
+and /start brings a stopped one back; our own stop and restart move nothing
+twice; two instances watching the same containers record one move. (A break
+of the stream and its resume with `since` are unit-tested against a scripted
+peer, test/unit/docker/test_events.c: the shared dockerd is not restarted.)"""
+import time
+
+from commands_util import execute
+from harness import docker
+from harness.wait import until
+from sandboxes import templates_env, transitions
+
+# A status change is expected within about a second; the bound is loose so a
+# loaded two-core machine cannot make it flake, and the delay is printed.
+BOUND_S = 5.0
+
+
+def create(c, template="plain"):
+    r = c.post("/api/sandboxes", json={"template": template}, timeout=120)
+    assert r.status == 201, r
+    return r.json
+
+
+def wait_for(c, sid, status, t0=None, timeout=BOUND_S):
+    """The sandbox once it shows status, and how long that took from t0
+    (monotonic; default now)."""
+    t0 = time.monotonic() if t0 is None else t0
+
+    def shows():
+        sb = c.get(f"/api/sandboxes/{sid}").json
+        return sb if sb["status"] == status else None
+
+    sb = until(shows, timeout=timeout, interval=0.02, what=f"sandbox {sid} to show {status}")
+    return sb, time.monotonic() - t0
+
+
+def test_kill_behind_our_back_stops_the_sandbox(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sb = create(c)
+    sid, cid = sb["id"], sb["container_id"]
+    t0 = time.monotonic()
+    docker._docker("kill", cid)  # SIGKILL to the agent, PID 1: exit code 137
+    got, delay = wait_for(c, sid, "stopped", t0)
+    print(f"docker kill -> stopped in {delay * 1000:.0f} ms (from before the docker CLI ran)")
+    assert got["status_reason"] == "exited with code 137", got
+    assert not docker.running(cid)
+    r = execute(c, sid, "true")
+    assert r.status == 409 and r.json["error"]["code"] == "sandbox_not_running", r
+    r = c.post(f"/api/sandboxes/{sid}/start")
+    assert r.status == 200 and r.json["status"] == "running", r
+    assert r.json["status_reason"] is None
+    r = execute(c, sid, "echo back")
+    assert r.status == 200 and r.json["stdout"] == "back\n", r
+    moves = transitions(srv, sid)
+    assert [m[:2] for m in moves] == [("-", "creating"), ("creating", "running"), ("running", "stopped"),
+                                      ("stopped", "starting"), ("starting", "running")], moves
+    assert moves[2][2:] == ("docker-events", "exited with code 137"), moves
+    assert c.delete(f"/api/sandboxes/{sid}").status == 204
+
+
+def test_oom_kill_says_so(server_factory):
+    srv = server_factory(env=templates_env(SANDBOX_MEMORY_LIMIT="64m"))
+    c = srv.client()
+    sb = create(c)
+    sid, cid = sb["id"], sb["container_id"]
+    # The kernel kills the process of the memory cgroup with the highest
+    # score: the agent's (PID 1) is raised so that it is the one, and the
+    # container dies with it; five allocators of 20 MiB each pass 64 MiB.
+    t0 = time.monotonic()
+    r = c.post(f"/api/sandboxes/{sid}/commands", json={
+        "command": "echo 1000 > /proc/1/oom_score_adj; "
+                   "for i in 1 2 3 4 5; do (head -c 20m /dev/zero | tail > /dev/null) & done; wait"})
+    assert r.status == 201, r
+    got, delay = wait_for(c, sid, "stopped", t0, timeout=30)
+    print(f"allocating command -> OOM kill -> stopped in {delay * 1000:.0f} ms")
+    assert "oom" in got["status_reason"].lower(), got
+    assert docker.inspect(cid)["State"]["OOMKilled"] is True
+    assert transitions(srv, sid)[-1][:3] == ("running", "stopped", "docker-events")
+    assert c.delete(f"/api/sandboxes/{sid}").status == 204
+
+
+def test_container_removed_behind_our_back_is_an_error(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    running, stopped = create(c), create(c)
+    assert c.post(f"/api/sandboxes/{stopped['id']}/stop").status == 200
+    for what, sb in (("running", running), ("stopped", stopped)):
+        t0 = time.monotonic()
+        docker.remove_containers([sb["container_id"]])
+        got, delay = wait_for(c, sb["id"], "error", t0)
+        print(f"docker rm -f of a {what} sandbox -> error in {delay * 1000:.0f} ms")
+        assert got["status_reason"] == "the container was removed", got
+        # a running one may be seen dying first (-> stopped), then removed
+        last = transitions(srv, sb["id"])[-1]
+        assert last[1:] == ("error", "docker-events", "the container was removed"), last
+        assert last[0] in ("running", "stopped"), last
+        assert c.delete(f"/api/sandboxes/{sb['id']}").status == 204
+        assert docker.volumes(f"sandbar.sandbox={sb['id']}") == []
+
+
+def test_our_own_stop_and_restart_move_nothing_twice(server_factory):
+    srv = server_factory(env=templates_env(SANDBAR_LOG_LEVEL="debug"))
+    c = srv.client()
+    sid = create(c)["id"]
+    mark = srv.log_mark()
+    assert c.post(f"/api/sandboxes/{sid}/stop").json["status"] == "stopped"
+    # the die was seen and left to the stop that made it
+    assert srv.wait_log(f"sandbox={sid} docker events: die left alone: the sandbox is stopp", since=mark)
+    assert [t[:2] for t in transitions(srv, sid)] == [
+        ("-", "creating"), ("creating", "running"), ("running", "stopping"), ("stopping", "stopped")]
+    assert c.post(f"/api/sandboxes/{sid}/start").json["status"] == "running"
+    mark = srv.log_mark()
+    r = c.post(f"/api/sandboxes/{sid}/restart")
+    assert r.status == 200 and r.json["status"] == "running", r
+    # its die is handled once the stop moved: left alone, or found running again
+
+    def handled():
+        log = srv.log_text()[mark:]
+        return f"sandbox={sid} docker events: die left alone" in log or \
+            f"sandbox={sid} docker events: the container runs again" in log
+
+    until(handled, what="the restart's die handled")
+    assert c.get(f"/api/sandboxes/{sid}").json["status"] == "running"
+    assert [t[1] for t in transitions(srv, sid)][4:] == ["starting", "running", "stopping", "stopped", "starting",
+                                                         "running"]
+    assert all(t[2] != "docker-events" for t in transitions(srv, sid))
+    assert c.delete(f"/api/sandboxes/{sid}").status == 204
+
+
+def test_two_instances_record_one_move(server_factory):
+    a = server_factory(env=templates_env())
+    b = server_factory(env=templates_env(DATABASE_URL=a.database_url, SANDBAR_CLUSTER=a.database))
+    ca, cb = a.client(), b.client()
+    sb = create(ca)
+    sid = sb["id"]
+    docker._docker("kill", sb["container_id"])
+    wait_for(ca, sid, "stopped")
+    wait_for(cb, sid, "stopped")
+    # both watch; the compare-and-set let one of them move
+    moves = [t for t in transitions(a, sid) if t[1] == "stopped"]
+    assert moves == [("running", "stopped", "docker-events", "exited with code 137")], moves
+    assert ca.delete(f"/api/sandboxes/{sid}").status == 204
