@@ -254,7 +254,7 @@ static void watch_inspected(struct json_object *info, bool missing, const char *
 		log_warn("sandbox=%s docker events: inspect: %s", w->id, err);
 	}
 	if (w->oom)
-		snprintf(w->reason, sizeof(w->reason), "killed by the OOM killer");
+		snprintf(w->reason, sizeof(w->reason), "oom");
 	else if (w->exit_code >= 0)
 		snprintf(w->reason, sizeof(w->reason), "exited with code %d", w->exit_code);
 	else

@@ -71,6 +71,7 @@ struct registry_wait {
 	uint64_t gen; /* the entry's when the write was answered */
 	enum sandbox_status from, to;
 	bool drop_channel; /* it left running: its channel goes */
+	char note[200];	   /* a move's reason and actor, logged once it happened */
 };
 
 struct registry {
@@ -671,6 +672,9 @@ static void moved(enum pg_error err, PGresult *res, const char *message, void *a
 		else
 			core_error_set(&w->err, CORE_CONFLICT, "sandbox_not_live", "the sandbox is not live");
 		w->drop_channel = false;
+	} else if (w->kind == WAIT_MOVE && w->from != w->to) {
+		log_info("sandbox=%s %s -> %s%s", w->id, sandbox_status_name(w->from),
+			 sandbox_status_name(w->to), w->note);
 	}
 	move_reload(w);
 }
@@ -692,8 +696,7 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		return w;
 	}
 	w->drop_channel = t->from == SANDBOX_RUNNING;
-	log_info("sandbox=%s %s -> %s%s%s (%s)", t->id, sandbox_status_name(t->from),
-		 sandbox_status_name(t->to), t->reason ? ": " : "", t->reason ? t->reason : "",
+	snprintf(w->note, sizeof(w->note), "%s%s (%s)", t->reason ? ": " : "", t->reason ? t->reason : "",
 		 t->actor ? t->actor : "?");
 	char hports[512] = "{", cports[512] = "{";
 	size_t hl = 1, cl = 1;
