@@ -123,6 +123,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_info("%zu template(s) from %s", template_set_count(d.templates), d.cfg.devcontainers_path);
+	if (sandbox_pool_check(d.cfg.warm_pool, d.templates, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbard: %s\n", err);
+		return 1;
+	}
 	if (migration_set_load(d.cfg.migrations_path, &d.migrations, err, sizeof(err)) != 0) {
 		fprintf(stderr, "sandbard: migrations: %s\n", err);
 		return 1;
@@ -306,10 +310,17 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	http_server_shutdown(d->http, d->cfg.shutdown_grace_ms, shutdown_done, d);
 }
 
-static void shutdown_done(void *arg)
+static void shutdown_drained(void *arg)
 {
 	struct sandbard *d = arg;
 	event_base_loopbreak(d->base);
+}
+
+/* Requests answered: then background work (creates, the warm pool's) ends. */
+static void shutdown_done(void *arg)
+{
+	struct sandbard *d = arg;
+	sandbox_service_drain(d->svc, d->cfg.shutdown_grace_ms, shutdown_drained, d);
 }
 
 /* Start-up, before the loop: a blocking read is fine here. */

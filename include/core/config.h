@@ -40,6 +40,9 @@ struct config {
 	bool allow_cap_add;	 /* SANDBAR_ALLOW_CAP_ADD, default false */
 	bool allow_bind_mounts;	 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
 	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
+	char *warm_pool;    /* SANDBAR_WARM_POOL "template=count,...", default none */
+	int64_t warm_pool_concurrency; /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */
+	int64_t warm_pool_check_ms;    /* SANDBAR_WARM_POOL_CHECK, default 10s */
 
 	/* commands */
 	int64_t commands_per_sandbox;	/* SANDBAR_MAX_COMMANDS_PER_SANDBOX, default 64 */

@@ -155,7 +155,8 @@ struct sandbox_transition {
 	const char *setup_output;
 	const int *host_ports, *container_ports;
 	size_t nports;
-	bool touch; /* last_activity = now, expires_at = now + idle timeout */
+	bool touch;	       /* last_activity = now, expires_at = now + idle timeout */
+	const char *run_image; /* the image its container runs */
 };
 /* after: the sandbox as it is now (the same on failure when known). A move
  * the table refuses, or one whose old status no longer holds (another
@@ -172,6 +173,7 @@ struct sandbox_insert {
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
 	const char *actor;
+	bool in_pool; /* a warm pool member: never listed until claimed */
 };
 struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
 				      registry_moved_fn cb, void *arg);
@@ -197,6 +199,26 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
  * batched). Fails NOT_FOUND, or CONFLICT sandbox_not_live with its status. */
 struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, registry_moved_fn cb,
 					 void *arg);
+
+/* ---- the warm pool ---- */
+
+/* A create served by a warm member: what it asked for, written as the member
+ * moves warm -> running (created_at and activity now). */
+struct sandbox_claim {
+	const char *template_name;
+	const char *prefer_image; /* a member running this image first (the newest), may be NULL */
+	const char *name;
+	struct json_object *env_vars, *labels;		   /* may be NULL */
+	int64_t cpu_millis, memory_bytes, idle_timeout_ms; /* 0: the member's; idle: the default */
+	enum sandbox_idle_action idle_action;
+	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
+	const char *actor;
+};
+/* Claims the oldest warm member of the template (FOR UPDATE SKIP LOCKED: two
+ * claims never get one); fails NOT_FOUND with code pool_empty when there is
+ * none. after: the claimed sandbox, running. */
+struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_claim *c,
+				     registry_moved_fn cb, void *arg);
 
 /* ---- lists ---- */
 

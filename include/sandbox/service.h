@@ -20,8 +20,11 @@ struct json_object;
 struct sandbox_service;
 struct template_set;
 
+struct pool_status;
+
 struct sandbox_result {
 	struct core_error err;		   /* kind CORE_OK on success */
+	const struct pool_status *pool;	   /* the pool's routes */
 	const struct sandbox *sb;	   /* the sandbox (create, get), NULL when none (delete, heartbeat) */
 	const struct sandbox *const *list; /* list: n sandboxes, newest first */
 	size_t n, total;		   /* list: total matching, whatever the page */
@@ -104,6 +107,70 @@ struct sandbox_call *sandbox_start(struct sandbox_service *svc, const char *id, 
 				   sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_restart(struct sandbox_service *svc, const char *id, const char *actor,
 				     sandbox_result_fn cb, void *arg);
+/* ---- the warm pool (SANDBAR_WARM_POOL) ----
+ * Started sandboxes kept ready per template (status `warm`, never listed);
+ * a create the pool can serve claims one. A rollout replaces members of an
+ * older image, one at a time: it starts by itself when a template's image
+ * changes, or when asked (to the template's image or another present one). */
+
+enum pool_rollout_phase {
+	POOL_ROLLOUT_IDLE,	/* none yet */
+	POOL_ROLLOUT_RUNNING,	/* members being replaced */
+	POOL_ROLLOUT_DONE,	/* every member runs the image */
+	POOL_ROLLOUT_CANCELLED, /* cancelled, or its image could not be had (error says why) */
+	POOL_ROLLOUT_PHASE_MAX
+};
+const char *pool_rollout_phase_name(enum pool_rollout_phase p);
+
+struct pool_rollout {
+	char id[37]; /* "" before the first */
+	enum pool_rollout_phase phase;
+	const char *image;   /* the image rolled to */
+	const char *trigger; /* "image changed" or who asked */
+	int total, replaced; /* members of an older image at its start, and replaced so far */
+	int64_t started_at_us, completed_at_us;
+	const char *error; /* NULL when none */
+};
+
+struct pool_template_status {
+	const char *template_name;
+	int target;
+	int warm;		/* ready members (outdated ones included) */
+	int outdated;		/* ... of an older image */
+	int creating;		/* members being made (the whole cluster's) */
+	const char *image;	/* what new members are made from */
+	const char *run_image;	/* ... with the agent baked in; NULL until known */
+	const char *last_error; /* the last member create that failed, NULL when none since */
+	int64_t last_fill_at_us, last_claim_at_us;
+	struct pool_rollout rollout;
+};
+
+struct pool_status {
+	const struct pool_template_status *templates;
+	size_t n;
+};
+
+/* SANDBAR_WARM_POOL ("base=4,python=2"): 0, or -1 with the reason in err
+ * (syntax, an unknown template, a target out of range). */
+MUST_USE int sandbox_pool_check(const char *spec, const struct template_set *templates, char *err,
+				size_t errcap);
+/* Each pooled template's counts and rollout, from the database now. */
+struct sandbox_call *sandbox_pool_status(struct sandbox_service *svc, sandbox_result_fn cb, void *arg);
+/* Starts a rollout of template's members to image (NULL: the template's own);
+ * answers the status. A template without a pool fails NOT_FOUND; one rollout
+ * running fails CONFLICT rollout_running. */
+struct sandbox_call *sandbox_pool_rollout(struct sandbox_service *svc, const char *template_name,
+					  const char *image, const char *actor, sandbox_result_fn cb,
+					  void *arg);
+/* Cancels the running rollout of template (NULL: every one); members not
+ * replaced yet stay. None running fails CONFLICT no_rollout. */
+struct sandbox_call *sandbox_pool_cancel(struct sandbox_service *svc, const char *template_name,
+					 sandbox_result_fn cb, void *arg);
+
+/* SIGTERM: no new background work (pool members), and done once the creates
+ * and removals in flight ended, or after grace_ms. */
+void sandbox_service_drain(struct sandbox_service *svc, int64_t grace_ms, void (*done)(void *arg), void *arg);
+
 /* The callback will not be called. Work already started (a create, a delete) goes on. */
 void sandbox_call_cancel(struct sandbox_call *call);
 

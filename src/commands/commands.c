@@ -1,6 +1,7 @@
 /* The command service: runs commands through a sandbox's agent, watches each
  * one until it exits (so its record and the per-sandbox count stay right
  * whoever listens), and throttles sandbox activity writes. */
+#include "core/clock.h"
 #include "commands/commands.h"
 
 #include <stdarg.h>
@@ -38,9 +39,7 @@ static const struct agent_sub_ops cmd_sub_ops = {
 
 int64_t commands_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return clock_real_ms();
 }
 
 struct commands *commands_new(struct event_base *base, const struct commands_config *cfg,

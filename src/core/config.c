@@ -89,6 +89,12 @@ static const struct cfg_setting settings[] = {
 	  "let templates add capabilities (capAdd)" },
 	{ "SANDBAR_ALLOW_BIND_MOUNTS", CFG_BOOL, "false", 0, AT(allow_bind_mounts),
 	  "let templates bind-mount host paths" },
+	{ "SANDBAR_WARM_POOL", CFG_STRING, NULL, 0, AT(warm_pool),
+	  "started sandboxes kept ready per template, e.g. base=4,python=2 (a create claims one)" },
+	{ "SANDBAR_WARM_POOL_CONCURRENCY", CFG_INT, "2", 1, AT(warm_pool_concurrency),
+	  "pool members made at once (none while other creates run)" },
+	{ "SANDBAR_WARM_POOL_CHECK", CFG_DURATION, "10s", 100, AT(warm_pool_check_ms),
+	  "how often the pool looks at its templates' images (a change starts a rollout) and counts" },
 	{ "SANDBAR_PUBLISH_ADDR", CFG_STRING, "127.0.0.1", 0, AT(publish_addr),
 	  "host address sandbox ports are published on (0.0.0.0 exposes them to the network)" },
 

@@ -1,6 +1,7 @@
 /* Docker's event stream: the line reader (one JSON object per line, bounded)
  * and the watch that keeps one GET /events open, resuming with `since` after
  * a break so that nothing in between is missed. */
+#include "core/clock.h"
 #include "docker/events.h"
 #include "client_internal.h"
 
@@ -180,13 +181,6 @@ const char *docker_events_state_name(enum docker_events_state s)
 	return (unsigned)s < DOCKER_EVENTS_STATE_MAX ? state_names[s] : "unknown";
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void events_set_state(struct docker_events *w, enum docker_events_state next, const char *why)
 {
 	static const unsigned legal[DOCKER_EVENTS_STATE_MAX] = {
@@ -348,7 +342,7 @@ static void events_break(struct docker_events *w, const char *why)
 	}
 	docker_event_reader_reset(&w->reader);
 	/* a stream that lived longer than the longest wait was healthy: start over */
-	if (w->state == DOCKER_EVENTS_STREAMING && mono_ms() - w->streaming_ms >= w->backoff_max_ms)
+	if (w->state == DOCKER_EVENTS_STREAMING && clock_mono_ms() - w->streaming_ms >= w->backoff_max_ms)
 		w->delay_ms = w->backoff_min_ms;
 	int delay = w->delay_ms;
 	w->delay_ms = delay > w->backoff_max_ms / 2 ? w->backoff_max_ms : delay * 2;
@@ -396,7 +390,7 @@ static int stream_head(struct docker_call *call, int status, void *arg)
 	w->status = status;
 	if (status != 200)
 		return 0; /* the body says why; done reports it */
-	w->streaming_ms = mono_ms();
+	w->streaming_ms = clock_mono_ms();
 	log_info("docker events: streaming (since %" PRId64 ")", w->last_nano ? w->last_nano : w->since_nano);
 	events_set_state(w, DOCKER_EVENTS_STREAMING, NULL);
 	return 0;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/bev.h"
 #include "core/check.h"
 #include "core/log.h"
@@ -68,9 +69,7 @@ static const unsigned legal[CONN_STATE_MAX] = {
 
 int64_t http_now_us(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return clock_mono_us();
 }
 
 struct http_conn *conn_new(struct http_server *srv, int fd, bool over_cap)

@@ -29,6 +29,7 @@ MUST_USE int native_command_routes(struct native *nat);	 /* commands.c */
 MUST_USE int native_terminal_routes(struct native *nat); /* terminal.c */
 MUST_USE int native_upload_routes(struct native *nat);	 /* upload.c, then archive.c */
 MUST_USE int native_file_routes(struct native *nat);	 /* files.c: the file API through the agent */
+MUST_USE int native_pool_routes(struct native *nat);	 /* pool.c: the warm pool and its rollouts */
 
 /* command_spec.c: a command request's JSON body; on bad input fills fail and
  * returns -1. max_cap bounds max_output_bytes. */
@@ -45,6 +46,7 @@ MUST_USE int native_seconds(struct json_object *body, int64_t *out_ms, struct co
 /* render.c: the native JSON of the core's structs. */
 struct json_object *native_sandbox_json(const struct sandbox *sb);
 struct json_object *native_command_json(const struct command_record *rec);
+struct json_object *native_pool_json(const struct pool_status *st);
 struct agentfs_result;
 /* The file API's answers (stat, list, mkdir, remove, move, edit, read, write). */
 struct json_object *native_file_json(const struct agentfs_result *r);

@@ -31,7 +31,7 @@ struct native *native_new(struct event_base *base, const struct config *cfg, str
 	nat->fs = agentfs_new(base, reg, cfg->upload_limit);
 	if (native_sandbox_routes(nat) != 0 || native_command_routes(nat) != 0 ||
 	    native_terminal_routes(nat) != 0 || native_upload_routes(nat) != 0 ||
-	    native_file_routes(nat) != 0) {
+	    native_file_routes(nat) != 0 || native_pool_routes(nat) != 0) {
 		native_free(nat);
 		return NULL;
 	}
@@ -83,6 +83,10 @@ void native_pending_reply(const struct sandbox_result *res, void *arg)
 	}
 	if (res->sb) {
 		http_respond_json(req, res->pending ? 202 : p->ok_status, native_sandbox_json(res->sb));
+		return;
+	}
+	if (res->pool) {
+		http_respond_json(req, p->ok_status, native_pool_json(res->pool));
 		return;
 	}
 	if (res->list) {

@@ -76,6 +76,49 @@ struct json_object *native_sandbox_json(const struct sandbox *sb)
 }
 
 /* A command record: its status, how it ended, the command as given. */
+static struct json_object *rollout_json(const struct pool_rollout *ro)
+{
+	struct json_object *o = json_object_new_object();
+	double progress = ro->phase == POOL_ROLLOUT_DONE ? 1.0
+			  : ro->total > 0		 ? (double)ro->replaced / ro->total
+							 : 0.0;
+	json_object_object_add(o, "id", str_or_null(ro->id[0] ? ro->id : NULL));
+	json_object_object_add(o, "phase", json_object_new_string(pool_rollout_phase_name(ro->phase)));
+	json_object_object_add(o, "image", str_or_null(ro->image));
+	json_object_object_add(o, "trigger", str_or_null(ro->trigger));
+	json_object_object_add(o, "total", json_object_new_int(ro->total));
+	json_object_object_add(o, "replaced", json_object_new_int(ro->replaced));
+	json_object_object_add(o, "progress", json_object_new_double(progress));
+	json_object_object_add(o, "started_at", native_time_json(ro->started_at_us));
+	json_object_object_add(o, "completed_at", native_time_json(ro->completed_at_us));
+	json_object_object_add(o, "error", str_or_null(ro->error));
+	return o;
+}
+
+struct json_object *native_pool_json(const struct pool_status *st)
+{
+	struct json_object *list = json_object_new_array_ext((int)st->n);
+	for (size_t i = 0; i < st->n; i++) {
+		const struct pool_template_status *t = &st->templates[i];
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "template", json_object_new_string(t->template_name));
+		json_object_object_add(o, "target", json_object_new_int(t->target));
+		json_object_object_add(o, "warm", json_object_new_int(t->warm));
+		json_object_object_add(o, "outdated", json_object_new_int(t->outdated));
+		json_object_object_add(o, "creating", json_object_new_int(t->creating));
+		json_object_object_add(o, "image", json_object_new_string(t->image));
+		json_object_object_add(o, "run_image", str_or_null(t->run_image));
+		json_object_object_add(o, "last_error", str_or_null(t->last_error));
+		json_object_object_add(o, "last_fill_at", native_time_json(t->last_fill_at_us));
+		json_object_object_add(o, "last_claim_at", native_time_json(t->last_claim_at_us));
+		json_object_object_add(o, "rollout", rollout_json(&t->rollout));
+		json_object_array_add(list, o);
+	}
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "templates", list);
+	return o;
+}
+
 struct json_object *native_command_json(const struct command_record *rec)
 {
 	const struct command_info *i = &rec->info;

@@ -1,8 +1,11 @@
-/* Creating a sandbox: a small state machine that walks from the database row
- * through image, container (with its volume), start, ports and setup commands to
- * `running`, and on any failure removes what it made and records `error`.
- * It outlives the request that started it: a client that goes away (or asked
- * not to wait) does not stop a create half way. */
+/* Creating a sandbox: a small state machine. A create a warm pool member can
+ * serve claims one (and sets its cpu and memory through Docker's update when
+ * asked); otherwise, or when the pool is empty, it walks from the database row
+ * through image, container (with its volume), start, ports and setup commands
+ * to `running` (`warm` for a pool member, whose agent channel is then open
+ * for the first command), and on any failure removes what it made and
+ * records `error`. It outlives the request that started it: a client that
+ * goes away (or asked not to wait) does not stop a create half way. */
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdarg.h>
@@ -22,22 +25,25 @@
 #include "setup.h"
 
 enum create_state {
-	CREATE_INSERT,	     /* writing the `creating` row */
-	CREATE_IMAGE,	     /* image present, or built */
-	CREATE_CONTAINER,    /* container created (not started), with its workspace volume */
-	CREATE_START,	     /* container started */
-	CREATE_INSPECT,	     /* published ports read back */
-	CREATE_SETUP,	     /* workspace ownership, postCreateCommand, postStartCommand */
-	CREATE_MARK_RUNNING, /* row -> running, port mappings */
-	CREATE_CLEANUP,	     /* after a failure: container and volume removed */
-	CREATE_MARK_ERROR,   /* row -> error with the reason */
+	CREATE_CLAIM,	   /* a warm pool member claimed for it */
+	CREATE_RESIZE,	   /* ... given the cpu and memory asked */
+	CREATE_INSERT,	   /* writing the `creating` row */
+	CREATE_IMAGE,	   /* image present, or built */
+	CREATE_CONTAINER,  /* container created (not started), with its workspace volume */
+	CREATE_START,	   /* container started */
+	CREATE_INSPECT,	   /* published ports read back */
+	CREATE_SETUP,	   /* workspace ownership, postCreateCommand, postStartCommand */
+	CREATE_PROBE,	   /* a pool member: its agent answers, the channel stays open */
+	CREATE_MARK_READY, /* row -> running (warm), port mappings */
+	CREATE_CLEANUP,	   /* after a failure: container and volume removed */
+	CREATE_MARK_ERROR, /* row -> error with the reason */
 	CREATE_DONE,
 	CREATE_STATE_MAX
 };
 
 static const char *const create_state_names[CREATE_STATE_MAX] = {
-	"insert", "image",	  "container", "start",	     "inspect",
-	"setup",  "mark_running", "cleanup",   "mark_error", "done",
+	"claim", "resize", "insert",	 "image",   "container",  "start", "inspect",
+	"setup", "probe",  "mark_ready", "cleanup", "mark_error", "done",
 };
 
 struct create_op {
@@ -45,7 +51,11 @@ struct create_op {
 	enum create_state state;
 	struct sandbox_call *call; /* the waiting caller, NULL once answered or gone */
 	const struct template *tpl;
+	bool for_pool;	 /* a warm pool member: `warm` when ready, never listed until claimed */
+	char image[256]; /* what it is made from: the template's image, or a pool rollout's */
 	char id[37];
+	char claimed[37]; /* the pool member it got */
+	bool resize;	  /* cpu or memory asked: a claimed member gets them through Docker */
 	char log_prefix[48];
 	char name[SANDBOX_NAME_MAX + 1];
 	char container_id[80];
@@ -84,21 +94,31 @@ static void step_container(const char *id, const char *err, void *arg);
 static void step_started(const char *err, void *arg);
 static void step_inspected(struct json_object *info, bool missing, const char *err, void *arg);
 static void step_setup_done(const char *failure, void *arg);
-static void mark_running(struct create_op *op);
-static void step_marked_running(const struct core_error *err, const struct sandbox *after, void *arg);
+static void mark_ready(struct create_op *op);
+static void step_marked_ready(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_cleaned(const char *err, void *arg);
 static void step_marked_error(const struct core_error *err, const struct sandbox *after, void *arg);
 static void create_timed_out(evutil_socket_t fd, short what, void *arg);
+static void create_insert(struct create_op *op);
+static void step_claimed(const struct core_error *err, const struct sandbox *after, void *arg);
+static void step_resized(const char *err, void *arg);
+static void step_probed(const struct agent_status *list, size_t n, const char *err, void *arg);
 static char *setup_output_text(struct create_op *op);
+static void create_answer(struct create_op *op, const struct sandbox *sb);
 
-/* Legal moves: forward one step, or to cleanup from anything that may have made Docker objects. */
+/* Legal moves: forward one step, or to cleanup from anything that may have
+ * made Docker objects; a claim ends, or falls back to a create of its own. */
 static bool create_transition_legal(enum create_state from, enum create_state to)
 {
 	if (to == CREATE_CLEANUP)
-		return from >= CREATE_IMAGE && from <= CREATE_MARK_RUNNING;
+		return from >= CREATE_IMAGE && from <= CREATE_MARK_READY;
+	if (from == CREATE_CLAIM || from == CREATE_RESIZE)
+		return to == CREATE_RESIZE || to == CREATE_INSERT || to == CREATE_DONE;
 	if (from == CREATE_INSERT)
 		return to == CREATE_IMAGE || to == CREATE_DONE;
-	if (from == CREATE_MARK_RUNNING)
+	if (from == CREATE_SETUP)
+		return to == CREATE_PROBE || to == CREATE_MARK_READY;
+	if (from == CREATE_MARK_READY)
 		return to == CREATE_DONE;
 	if (from == CREATE_CLEANUP)
 		return to == CREATE_MARK_ERROR || to == CREATE_DONE;
@@ -114,8 +134,9 @@ static void create_set_state(struct create_op *op, enum create_state next)
 	op->state = next;
 }
 
-struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sandbox_create_params *p,
-				    sandbox_result_fn cb, void *arg)
+/* for_pool: a warm pool member of image (NULL: the template's). */
+static struct sandbox_call *create_begin(struct sandbox_service *svc, const struct sandbox_create_params *p,
+					 bool for_pool, const char *image, sandbox_result_fn cb, void *arg)
 {
 	struct sandbox_call *call = call_new(svc, cb, arg);
 	const char *tname = p->template_name ? p->template_name : "go";
@@ -150,8 +171,9 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 	struct create_op *op = calloc(1, sizeof(*op));
 	CHECK(op != NULL);
 	op->svc = svc;
-	op->state = CREATE_INSERT;
 	op->tpl = tpl;
+	op->for_pool = for_pool;
+	snprintf(op->image, sizeof(op->image), "%s", image ? image : template_image(tpl));
 	uuid_t u;
 	uuid_generate_random(u);
 	uuid_unparse_lower(u, op->id);
@@ -176,11 +198,13 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 			op->ports[op->nports++] = port;
 	}
 	op->labels = p->labels ? json_object_get(p->labels) : NULL;
-	op->cpus = p->cpus;
-	op->memory = p->memory;
 	op->idle_timeout_ms = p->idle_timeout_ms;
 	op->idle_action = p->idle_action;
 	op->ttl_ms = p->ttl_ms;
+	/* the limits it gets, recorded as they are (a PATCH changes them later) */
+	struct container_spec_input limits = { .tpl = tpl, .cfg = cfg, .memory = p->memory, .cpus = p->cpus };
+	op->memory = container_spec_memory(&limits);
+	op->cpus = container_spec_cpus(&limits);
 
 	op->call = call;
 	call->owner = &op->call;
@@ -189,20 +213,112 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 	struct timeval tv = { .tv_sec = (time_t)(svc->cfg->create_timeout_ms / 1000),
 			      .tv_usec = (suseconds_t)(svc->cfg->create_timeout_ms % 1000) * 1000 };
 	evtimer_add(op->timeout, &tv);
+	if (!for_pool)
+		svc->creates++;
 
-	/* the limits it gets, recorded as they are (a PATCH changes them later) */
-	struct container_spec_input limits = {
-		.tpl = tpl, .cfg = cfg, .memory = op->memory, .cpus = op->cpus
-	};
-	op->memory = container_spec_memory(&limits);
-	op->cpus = container_spec_cpus(&limits);
+	if (!for_pool && p->nports == 0 && pool_serves(svc->pool, tpl)) {
+		/* a warm member, if there is one: what the create asks for is written as it is claimed */
+		op->state = CREATE_CLAIM;
+		op->resize = p->cpus > 0 || p->memory > 0;
+		struct sandbox_claim c = {
+			.template_name = tpl->name,
+			.prefer_image = pool_run_image(svc->pool, tpl),
+			.name = op->name,
+			.env_vars = op->env_vars,
+			.labels = op->labels,
+			.cpu_millis = op->resize ? (int64_t)(op->cpus * 1000 + 0.5) : 0,
+			.memory_bytes = op->resize ? (int64_t)op->memory : 0,
+			.idle_timeout_ms = op->idle_timeout_ms,
+			.idle_action = op->idle_action,
+			.ttl_ms = op->ttl_ms,
+			.actor = op->actor,
+		};
+		op->wait = registry_claim(svc->reg, &c, step_claimed, op);
+		return call;
+	}
+	op->state = CREATE_INSERT;
+	create_insert(op);
+	return call;
+}
+
+struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sandbox_create_params *p,
+				    sandbox_result_fn cb, void *arg)
+{
+	return create_begin(svc, p, false, NULL, cb, arg);
+}
+
+struct sandbox_call *pool_member_create(struct sandbox_service *svc, const char *template_name,
+					const char *image, sandbox_result_fn cb, void *arg)
+{
+	struct sandbox_create_params p = { .template_name = template_name, .wait = true, .actor = "pool" };
+	return create_begin(svc, &p, true, image, cb, arg);
+}
+
+static void step_claimed(const struct core_error *err, const struct sandbox *after, void *arg)
+{
+	struct create_op *op = arg;
+	op->wait = NULL;
+	if (err && err->kind == CORE_NOT_FOUND && strcmp(err->code, "pool_empty") == 0) {
+		pool_note_claim(op->svc->pool, op->tpl, false);
+		log_msg(LOG_LEVEL_DEBUG, op->log_prefix, "create: no warm %s sandbox, creating one",
+			op->tpl->name);
+		create_set_state(op, CREATE_INSERT);
+		create_insert(op);
+		return;
+	}
+	if (err) {
+		if (op->call)
+			call_fail(op->call, err);
+		create_set_state(op, CREATE_DONE);
+		create_free(op);
+		return;
+	}
+	pool_note_claim(op->svc->pool, op->tpl, true);
+	snprintf(op->claimed, sizeof(op->claimed), "%s", after->id);
+	reaper_note_sandbox(op->svc->reaper, after);
+	if (op->resize) {
+		create_set_state(op, CREATE_RESIZE);
+		op->dcall =
+			docker_container_update(op->svc->docker, after->container_id, op->memory,
+						(int64_t)(op->cpus * 1000 + 0.5) * 1000000, step_resized, op);
+		return;
+	}
+	create_set_state(op, CREATE_DONE);
+	create_answer(op, after);
+}
+
+static void step_resized(const char *err, void *arg)
+{
+	struct create_op *op = arg;
+	op->dcall = NULL;
+	if (err) {
+		/* the member cannot take these limits: it goes, and the create makes its own */
+		log_msg(LOG_LEVEL_WARN, op->log_prefix,
+			"create: the claimed sandbox=%s refused cpu/memory (%s)", op->claimed, err);
+		sandbox_call_cancel(sandbox_delete(op->svc, op->claimed, "pool: resize failed", NULL, NULL));
+		create_set_state(op, CREATE_INSERT);
+		create_insert(op);
+		return;
+	}
+	create_set_state(op, CREATE_DONE);
+	if (op->call) {
+		struct sandbox_call *call = op->call;
+		op->call = NULL;
+		call->owner = NULL;
+		call_reply_sandbox(call, op->claimed, false);
+	}
+	create_free(op);
+}
+
+static void create_insert(struct create_op *op)
+{
 	struct sandbox_insert ins = {
 		.id = op->id,
 		.name = op->name,
-		.template_name = tpl->name,
-		.image = template_image(tpl),
-		.workspace_mount = tpl->workspace_folder,
-		.config = tpl->config,
+		.template_name = op->tpl->name,
+		.image = op->image,
+		.workspace_mount = op->tpl->workspace_folder,
+		.config = op->tpl->config,
 		.env_vars = op->env_vars,
 		.labels = op->labels,
 		.cpu_millis = (int64_t)(op->cpus * 1000 + 0.5),
@@ -211,10 +327,11 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 		.idle_action = op->idle_action,
 		.ttl_ms = op->ttl_ms,
 		.actor = op->actor,
+		.in_pool = op->for_pool,
 	};
-	log_msg(LOG_LEVEL_INFO, op->log_prefix, "create name=%s template=%s", op->name, tpl->name);
-	op->wait = registry_insert(svc->reg, &ins, step_inserted, op);
-	return call;
+	log_msg(LOG_LEVEL_INFO, op->log_prefix, "create name=%s template=%s%s", op->name, op->tpl->name,
+		op->for_pool ? " (warm pool)" : "");
+	op->wait = registry_insert(op->svc->reg, &ins, step_inserted, op);
 }
 
 static void step_inserted(const struct core_error *err, const struct sandbox *after, void *arg)
@@ -242,7 +359,7 @@ static void step_inserted(const struct core_error *err, const struct sandbox *af
 		create_fail(op, "timed out");
 		return;
 	}
-	op->iwait = image_ensure(op->svc, op->tpl, step_image, op);
+	op->iwait = image_ensure(op->svc, op->tpl, op->image, step_image, op);
 }
 
 static void step_image(const char *err, const struct run_image *img, void *arg)
@@ -348,7 +465,7 @@ static void step_inspected(struct json_object *info, bool missing, const char *e
 				setup_env(op->base_env, op->tpl->config, op->env_vars),
 				op->tpl->workspace_folder, step_setup_done, op);
 	if (!op->setup)
-		mark_running(op);
+		step_setup_done(NULL, op);
 }
 
 static void step_setup_done(const char *failure, void *arg)
@@ -362,30 +479,49 @@ static void step_setup_done(const char *failure, void *arg)
 		create_fail(op, "timed out");
 		return;
 	}
-	mark_running(op);
+	if (op->for_pool) {
+		/* the first command of whoever claims it then finds the channel open */
+		create_set_state(op, CREATE_PROBE);
+		agent_list(channels_get(op->svc->channels, op->id, op->container_id), step_probed, op);
+		return;
+	}
+	mark_ready(op);
 }
 
-static void mark_running(struct create_op *op)
+static void step_probed(const struct agent_status *list, size_t n, const char *err, void *arg)
 {
-	create_set_state(op, CREATE_MARK_RUNNING);
+	struct create_op *op = arg;
+	(void)list;
+	(void)n;
+	if (err) {
+		create_fail(op, "the agent does not answer: %s", err);
+		return;
+	}
+	mark_ready(op);
+}
+
+static void mark_ready(struct create_op *op)
+{
+	create_set_state(op, CREATE_MARK_READY);
 	char *out = setup_output_text(op);
 	struct sandbox_transition t = {
 		.id = op->id,
 		.from = SANDBOX_CREATING,
-		.to = SANDBOX_RUNNING,
+		.to = op->for_pool ? SANDBOX_WARM : SANDBOX_RUNNING,
 		.actor = op->actor,
 		.container_id = op->container_id,
 		.setup_output = out,
 		.host_ports = op->host_ports,
 		.container_ports = op->ports,
 		.nports = op->nports,
-		.touch = true,
+		.touch = !op->for_pool,
+		.run_image = op->run_image,
 	};
-	op->wait = registry_transition(op->svc->reg, &t, step_marked_running, op);
+	op->wait = registry_transition(op->svc->reg, &t, step_marked_ready, op);
 	free(out);
 }
 
-static void step_marked_running(const struct core_error *err, const struct sandbox *after, void *arg)
+static void step_marked_ready(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct create_op *op = arg;
 	op->wait = NULL;
@@ -400,16 +536,11 @@ static void step_marked_running(const struct core_error *err, const struct sandb
 		return;
 	}
 	create_set_state(op, CREATE_DONE);
-	log_msg(LOG_LEVEL_INFO, op->log_prefix, "running container=%.12s", op->container_id);
-	reaper_note_sandbox(op->svc->reaper, after);
-	if (op->call) {
-		struct sandbox_call *call = op->call;
-		op->call = NULL;
-		call->owner = NULL;
-		struct sandbox_result r = { .sb = after };
-		call_finish(call, &r);
-	}
-	create_free(op);
+	log_msg(LOG_LEVEL_INFO, op->log_prefix, "%s container=%.12s", sandbox_status_name(after->status),
+		op->container_id);
+	if (!op->for_pool)
+		reaper_note_sandbox(op->svc->reaper, after);
+	create_answer(op, after);
 }
 
 static void create_fail(struct create_op *op, const char *fmt, ...)
@@ -490,6 +621,19 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Done: the caller (if still there) gets the sandbox, and the op goes. */
+static void create_answer(struct create_op *op, const struct sandbox *sb)
+{
+	if (op->call) {
+		struct sandbox_call *call = op->call;
+		op->call = NULL;
+		call->owner = NULL;
+		struct sandbox_result r = { .sb = sb };
+		call_finish(call, &r);
+	}
+	create_free(op);
+}
+
 static void create_free(struct create_op *op)
 {
 	CHECK(op->state == CREATE_DONE);
@@ -501,6 +645,9 @@ static void create_free(struct create_op *op)
 		call_fail(op->call, &e);
 	}
 	event_free(op->timeout);
+	if (!op->for_pool && --op->svc->creates == 0)
+		pool_kick(op->svc->pool); /* members wait while creates run */
+	service_drain_check(op->svc);
 	json_object_put(op->env_vars);
 	setup_run_free(op->setup);
 	json_object_put(op->image_cmd);

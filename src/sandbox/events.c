@@ -211,6 +211,14 @@ static void watch_read_done(struct sandbox_ref *ref, const struct core_error *er
 		watch_done(w);
 		return;
 	}
+	if (status == SANDBOX_WARM) {
+		/* a pool member nobody claimed: it fails, and the pool removes and replaces it */
+		snprintf(w->reason, sizeof(w->reason), "%s",
+			 w->kind == WATCH_DIE ? "the pool member's container stopped"
+					      : "the pool member's container was removed");
+		watch_move(w, status, SANDBOX_ERROR);
+		return;
+	}
 	if (w->kind == WATCH_DIE && status == SANDBOX_RUNNING) {
 		watch_set_state(w, WATCH_INSPECTING);
 		w->dcall = docker_container_inspect(w->svc->docker, w->container, watch_inspected, w);
@@ -284,6 +292,8 @@ static void watch_moved(const struct core_error *err, const struct sandbox *afte
 		log_debug("sandbox=%s docker events: %s", w->id, err->message);
 	else if (err)
 		log_warn("sandbox=%s docker events: %s", w->id, err->message);
+	else if (after && after->status == SANDBOX_ERROR)
+		pool_kick(w->svc->pool); /* a failed member is replaced now */
 	watch_done(w);
 }
 

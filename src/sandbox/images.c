@@ -54,6 +54,7 @@ struct image_known {
 struct image_job {
 	struct image_builds *owner;
 	const struct template *tpl;
+	char *image; /* the image checked: the template's, or another a pool rollout asks for */
 	enum job_state state;
 	struct image_known *known;
 	struct docker_call *dcall;
@@ -270,26 +271,30 @@ static struct image_known *known_for(struct image_builds *b, const char *name)
 	return k;
 }
 
-struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb,
-				void *arg)
+struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, const char *image,
+				image_ready_fn cb, void *arg)
 {
 	struct image_builds *b = svc->builds;
 	struct image_job *job;
+	if (!image)
+		image = template_image(t);
 	for (job = b->jobs; job; job = job->next) {
-		if (strcmp(template_image(job->tpl), template_image(t)) == 0)
+		if (strcmp(job->image, image) == 0)
 			break;
 	}
 	if (!job) {
-		/* even when known, the template's image is looked at again (one
-		 * quick call): a rebuilt or re-imported image has a new id */
+		/* even when known, the image is looked at again (one quick
+		 * call): a rebuilt or re-imported image has a new id */
 		job = calloc(1, sizeof(*job));
 		CHECK(job != NULL);
 		job->owner = b;
 		job->tpl = t;
-		job->known = known_for(b, template_image(t));
+		job->image = strdup(image);
+		CHECK(job->image != NULL);
+		job->known = known_for(b, image);
 		job->next = b->jobs;
 		b->jobs = job;
-		job->dcall = docker_image_inspect(svc->docker, template_image(t), job_inspected, job);
+		job->dcall = docker_image_inspect(svc->docker, image, job_inspected, job);
 	}
 	struct image_wait *w = calloc(1, sizeof(*w));
 	CHECK(w != NULL);
@@ -322,12 +327,12 @@ static void job_inspected(struct json_object *info, bool missing, const char *er
 		return;
 	}
 	if (missing) {
-		if (!t->build_tag || job->built) {
+		if (!t->build_tag || job->built || strcmp(job->image, t->build_tag) != 0) {
 			char msg[512];
 			snprintf(msg, sizeof(msg),
 				 "image %s is not present on the Docker host (no registry is used; "
 				 "build or import it first)",
-				 template_image(t));
+				 job->image);
 			job_finish(job, msg);
 			return;
 		}
@@ -410,8 +415,7 @@ static void job_built(const char *err, const char *log, void *arg)
 	log_info("template %s: built %s", job->tpl->name, job->tpl->build_tag);
 	job->built = true;
 	job_set_state(job, JOB_INSPECT);
-	job->dcall =
-		docker_image_inspect(job->owner->svc->docker, template_image(job->tpl), job_inspected, job);
+	job->dcall = docker_image_inspect(job->owner->svc->docker, job->image, job_inspected, job);
 }
 
 static void job_derived_exists(bool exists, const char *err, void *arg)
@@ -434,7 +438,7 @@ static void job_derived_exists(bool exists, const char *err, void *arg)
 		return;
 	}
 	job_set_state(job, JOB_BUILD_DERIVED);
-	log_info("image %s: baking the agent in (%s)", template_image(job->tpl), job->known->derived);
+	log_info("image %s: baking the agent in (%s)", job->image, job->known->derived);
 	struct json_object *args = json_object_new_object();
 	json_object_object_add(args, "BASE", json_object_new_string(job->known->id));
 	struct json_object *labels = json_object_new_object();
@@ -455,11 +459,9 @@ static void job_derived_built(const char *err, const char *log, void *arg)
 	struct image_job *job = arg;
 	job->dcall = NULL;
 	if (err) {
-		log_warn("image %s: baking the agent in failed: %s\n%s", template_image(job->tpl), err,
-			 log ? log : "");
+		log_warn("image %s: baking the agent in failed: %s\n%s", job->image, err, log ? log : "");
 		char msg[512];
-		snprintf(msg, sizeof(msg), "baking the agent into %s failed: %s", template_image(job->tpl),
-			 err);
+		snprintf(msg, sizeof(msg), "baking the agent into %s failed: %s", job->image, err);
 		job_finish(job, msg);
 		return;
 	}
@@ -477,6 +479,7 @@ static void job_finish(struct image_job *job, const char *err)
 	/* waiters may start new jobs from their callbacks: the list is detached first */
 	struct image_wait *w = job->waiters;
 	struct image_known *k = job->known;
+	free(job->image);
 	free(job);
 	struct run_image img = { .tag = k->derived, .cmd = k->cmd, .user = k->user };
 	while (w) {

@@ -11,6 +11,7 @@
 #include "sandbox/service.h"
 
 struct events_watcher;
+struct pool;
 struct reaper;
 
 struct sandbox_service {
@@ -24,8 +25,11 @@ struct sandbox_service {
 	struct events_watcher *events; /* Docker's event stream, after the reconciler */
 	int64_t started_ns;	       /* Unix ns when the service started: the stream replays from then */
 	struct image_builds *builds;
-	struct channels *channels; /* to each sandbox's agent */
-	const void *agent_bin;	   /* the agent binary installed into every sandbox */
+	struct pool *pool;	     /* the warm pool (SANDBAR_WARM_POOL) */
+	int creates;		     /* creates in flight, claims included (pool members wait for none) */
+	struct service_drain *drain; /* SIGTERM: waiting for background work to end */
+	struct channels *channels;   /* to each sandbox's agent */
+	const void *agent_bin;	     /* the agent binary installed into every sandbox */
 	size_t agent_len;
 	char cluster[64];
 	char instance[128];
@@ -87,6 +91,29 @@ struct events_watcher *events_watcher_new(struct sandbox_service *svc);
 void events_watcher_start(struct events_watcher *w, int64_t since_ns);
 void events_watcher_free(struct events_watcher *w);
 
+/* The warm pool (pool.c): members made per template in the background,
+ * claimed by creates, replaced by rollouts. */
+struct template;
+struct pool *pool_new(struct sandbox_service *svc);
+void pool_start(struct pool *pool);
+void pool_free(struct pool *pool);
+/* Might a create of t be served by a member? (It has a pool.) */
+bool pool_serves(const struct pool *pool, const struct template *t);
+/* The image new members of t run (claims prefer them), NULL until known. */
+const char *pool_run_image(const struct pool *pool, const struct template *t);
+/* A create claimed a member of t (or found none): the pool refills. */
+void pool_note_claim(struct pool *pool, const struct template *t, bool got);
+/* Something the pool waits on changed (the last create in flight ended). */
+void pool_kick(struct pool *pool);
+/* Shutdown: no new work; idle once no pass or job of it goes on. */
+void pool_drain(struct pool *pool);
+bool pool_idle(const struct pool *pool);
+/* Background work ended: a drain waiting for it may finish. */
+void service_drain_check(struct sandbox_service *svc);
+/* A member's create (create.c): `warm` when ready, never listed until claimed. */
+struct sandbox_call *pool_member_create(struct sandbox_service *svc, const char *template_name,
+					const char *image, sandbox_result_fn cb, void *arg);
+
 /* Start-up reconciliation of Docker with the database. */
 void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
 
@@ -109,8 +136,10 @@ struct run_image {
 	const char *user;	 /* "" when none */
 };
 typedef void (*image_ready_fn)(const char *err, const struct run_image *img, void *arg);
-struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, image_ready_fn cb,
-				void *arg);
+/* image: NULL for the template's own (built when it is a `build` template's
+ * and missing), or another present image (a pool rollout's). */
+struct image_wait *image_ensure(struct sandbox_service *svc, const struct template *t, const char *image,
+				image_ready_fn cb, void *arg);
 void image_wait_cancel(struct image_wait *w);
 /* The image a sandbox of t runs. */
 const char *template_image(const struct template *t);

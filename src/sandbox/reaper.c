@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "internal.h"
@@ -97,9 +98,7 @@ void reaper_note_sandbox(struct reaper *r, const struct sandbox *sb)
 {
 	if (!sb)
 		return;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	int64_t now_us = clock_real_us();
 	int64_t at = INT64_MAX;
 	if (sb->status == SANDBOX_RUNNING && sb->idle_action != SANDBOX_IDLE_NONE)
 		at = sb->expires_at_us > sb->keepalive_until_us ? sb->expires_at_us : sb->keepalive_until_us;

@@ -1,11 +1,10 @@
 /* Start-up reconciliation: converge Docker to the database. Our own rows
  * stuck in `creating` (this instance died mid-create) become `error`;
  * `running` rows take their container's state (stopped, or `error` when it is
- * gone); a stop or start that was under way (`stopping`, `starting`) is
- * settled as stopped, its container stopped (Docker may still be carrying out
- * the request), so nothing stays half-way; labelled containers and volumes
- * with no live row are removed. Every status moves through the registry.
- * Only this cluster's objects (label sandbar.cluster) are touched. */
+ * gone); warm pool members whose container does not run fail (and go); a stop or start that was under way
+ * (`stopping`, `starting`) is settled as stopped, its container stopped (Docker may still be carrying out the
+ * request), so nothing stays half-way; labelled containers and volumes with no live row are removed. Every
+ * status moves through the registry. Only this cluster's objects (label sandbar.cluster) are touched. */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,11 +176,23 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 	{
 		enum sandbox_status from;
 		if (sandbox_status_parse(json_object_get_string(status), &from) != 0 ||
-		    (from != SANDBOX_RUNNING && from != SANDBOX_STARTING && from != SANDBOX_STOPPING))
+		    (from != SANDBOX_RUNNING && from != SANDBOX_STARTING && from != SANDBOX_STOPPING &&
+		     from != SANDBOX_WARM))
 			continue;
 		bool runs = json_object_object_get_ex(rc->running, id, NULL);
 		bool stopped = json_object_object_get_ex(rc->stopped, id, NULL);
 		struct sandbox_transition t = { .id = id, .from = from, .actor = "reconciler" };
+		if (from == SANDBOX_WARM) {
+			if (runs)
+				continue;
+			/* a pool member that does not run is of no use: it fails, its objects go */
+			t.to = SANDBOX_ERROR;
+			t.reason = "the pool member's container does not run";
+			json_object_object_add(rc->orphans, id, NULL);
+			rc->moving++;
+			registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
+			continue;
+		}
 		if (from != SANDBOX_RUNNING && (runs || stopped)) {
 			/* half-way: stopped for good, then recorded (rc_half_stopped) */
 			struct half *h = calloc(1, sizeof(*h));

@@ -3,6 +3,7 @@
  * transitions, heartbeats), each of which tells the other instances sharing
  * the database through NOTIFY. A cached sandbox is an immutable snapshot
  * shared by its holders; a change makes a new one. */
+#include "core/clock.h"
 #include "sandbox/registry.h"
 
 #include <ctype.h>
@@ -106,20 +107,6 @@ static void listed(enum pg_error err, PGresult *res, const char *message, void *
 static void on_notified(const char *payload, void *arg);
 static void on_reset(void *arg);
 static void on_lost(void *arg);
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t real_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 bool sandbox_id_valid(const char *id)
 {
@@ -259,7 +246,7 @@ static bool entry_trusted(const struct registry *reg, const struct entry *e)
 {
 	if (!e->cur)
 		return false;
-	int64_t age = mono_ms() - e->loaded_ms;
+	int64_t age = clock_mono_ms() - e->loaded_ms;
 	if (reg->listener && pg_listener_listening(reg->listener) && e->epoch == reg->epoch)
 		return age < TRUST_MAX_MS;
 	return age < reg->cache_ms;
@@ -278,7 +265,7 @@ static void entry_store(struct registry *reg, struct entry *e, struct sandbox_re
 		return;
 	e->cur = sandbox_ref_hold(ref);
 	e->epoch = reg->epoch;
-	e->loaded_ms = mono_ms();
+	e->loaded_ms = clock_mono_ms();
 }
 
 static struct sandbox_ref *ref_from_row(struct registry *reg, PGresult *res, int row)
@@ -537,13 +524,13 @@ void registry_touch(struct registry *reg, const char *id)
 	if (!sandbox_id_valid(id))
 		return;
 	struct entry *e = entry_get(reg, id);
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 	if (now - e->touched_ms < reg->activity_ms)
 		return;
 	e->touched_ms = now;
 	if (e->cur && e->cur->sb.status == SANDBOX_RUNNING) {
 		/* what the write will say, until its answer says it exactly */
-		int64_t us = real_us(), idle = e->cur->sb.idle_timeout_ms;
+		int64_t us = clock_real_us(), idle = e->cur->sb.idle_timeout_ms;
 		e->cur->sb.last_activity_us = us;
 		e->cur->sb.expires_at_us = us + (idle > 0 ? idle : reg->idle_default_ms) * 1000;
 	}
@@ -712,6 +699,7 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		"WITH u AS (UPDATE sandboxes SET status = $3, status_reason = $4, "
 		"  deleted_at = CASE WHEN $3 IN ('deleted', 'expired') THEN now() ELSE deleted_at END, "
 		"  container_id = coalesce($6, container_id), setup_output = coalesce($7, setup_output), "
+		"  run_image = coalesce($14, run_image), "
 		"  last_activity = CASE WHEN $8::bool THEN now() ELSE last_activity END, "
 		"  expires_at = CASE WHEN $8::bool THEN now() + coalesce(idle_timeout_ms, $9::bigint) * "
 		"    interval '1 millisecond' ELSE expires_at END "
@@ -738,8 +726,9 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		hports,
 		cports,
 		reg->instance,
+		t->run_image,
 	};
-	w->query = pg_query_send(reg->pg, sql, 13, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 14, params, moved, w);
 	return w;
 }
 
@@ -753,11 +742,11 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 	static const char sql[] =
 		"WITH i AS (INSERT INTO sandboxes (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
-		"  memory_bytes, idle_timeout_ms, idle_action, ends_at) "
+		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
-		"  now() + $16::bigint * interval '1 millisecond') RETURNING id), "
+		"  now() + $16::bigint * interval '1 millisecond', $17) RETURNING id), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
 		"SELECT count(*) FROM i";
@@ -784,8 +773,9 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		ins->memory_bytes > 0 ? mem : NULL,
 		sandbox_idle_action_name(ins->idle_action),
 		ins->ttl_ms > 0 ? ttl : NULL,
+		ins->in_pool ? "t" : "f",
 	};
-	w->query = pg_query_send(reg->pg, sql, 16, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 17, params, moved, w);
 	return w;
 }
 
@@ -871,6 +861,83 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 	return w;
 }
 
+/* ---- the warm pool ---- */
+
+/* The answer of a claim: the member's id, or none. */
+static void claimed(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct registry_wait *w = arg;
+	w->query = NULL;
+	if (err != PG_OK) {
+		struct core_error e;
+		pg_core_error(&e, err, message);
+		w->moved_cb(&e, NULL, w->arg);
+		wait_free(w);
+		return;
+	}
+	if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+		struct core_error e;
+		core_error_set(&e, CORE_NOT_FOUND, "pool_empty", "no warm sandbox of this template");
+		w->moved_cb(&e, NULL, w->arg);
+		wait_free(w);
+		return;
+	}
+	snprintf(w->id, sizeof(w->id), "%s", PQgetvalue(res, 0, 0));
+	log_info("sandbox=%s warm -> running%s", w->id, w->note);
+	move_reload(w);
+}
+
+struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_claim *c,
+				     registry_moved_fn cb, void *arg)
+{
+	struct registry_wait *w = wait_new(reg, WAIT_MOVE, arg);
+	w->moved_cb = cb;
+	w->from = SANDBOX_WARM;
+	w->to = SANDBOX_RUNNING;
+	snprintf(w->note, sizeof(w->note), " (%s)", c->actor ? c->actor : "?");
+	/* the oldest member of the newest image; a locked one is someone else's */
+	static const char sql[] =
+		"WITH c AS (SELECT id FROM sandboxes WHERE cluster = $1 AND template = $2 AND in_pool "
+		"  AND status = 'warm' ORDER BY run_image IS NOT DISTINCT FROM $3 DESC, created_at, id "
+		"  LIMIT 1 FOR UPDATE SKIP LOCKED), "
+		"u AS (UPDATE sandboxes s SET status = 'running', in_pool = false, status_reason = NULL, "
+		"  name = $4, env_vars = coalesce($5::jsonb, '{}'), labels = coalesce($6::jsonb, '{}'), "
+		"  cpu_millis = coalesce($7::int, s.cpu_millis), "
+		"  memory_bytes = coalesce($8::bigint, s.memory_bytes), "
+		"  idle_timeout_ms = coalesce($9::bigint, $10::bigint), idle_action = $11, "
+		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
+		"  created_at = now(), last_activity = now(), "
+		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
+		"  owner_instance = $13 FROM c WHERE s.id = c.id RETURNING s.id), "
+		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
+		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
+		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
+		"SELECT (SELECT id FROM u), (SELECT count(*) FROM n)";
+	char cpu[24], mem[24], idle[24], ttl[24];
+	snprintf(cpu, sizeof(cpu), "%" PRId64, c->cpu_millis);
+	snprintf(mem, sizeof(mem), "%" PRId64, c->memory_bytes);
+	snprintf(idle, sizeof(idle), "%" PRId64, c->idle_timeout_ms);
+	snprintf(ttl, sizeof(ttl), "%" PRId64, c->ttl_ms);
+	const char *params[] = {
+		reg->cluster,
+		c->template_name,
+		c->prefer_image,
+		c->name,
+		c->env_vars ? json_object_to_json_string_ext(c->env_vars, JSON_C_TO_STRING_PLAIN) : NULL,
+		c->labels ? json_object_to_json_string_ext(c->labels, JSON_C_TO_STRING_PLAIN) : NULL,
+		c->cpu_millis > 0 ? cpu : NULL,
+		c->memory_bytes > 0 ? mem : NULL,
+		c->idle_timeout_ms > 0 ? idle : NULL,
+		reg->idle_ms,
+		sandbox_idle_action_name(c->idle_action),
+		c->ttl_ms > 0 ? ttl : NULL,
+		reg->instance,
+		c->actor,
+	};
+	w->query = pg_query_send(reg->pg, sql, 14, params, claimed, w);
+	return w;
+}
+
 /* ---- lists ---- */
 
 struct registry_wait *registry_list(struct registry *reg, const struct sandbox_filter *f, registry_list_fn cb,
@@ -882,7 +949,7 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 	if (!sql[0])
 		snprintf(sql, sizeof(sql),
 			 "WITH f AS (SELECT %s, s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
-			 "  AND s.status <> 'warm' AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS "
+			 "  AND NOT s.in_pool AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS "
 			 "NULL "
 			 "  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
 			 "page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "

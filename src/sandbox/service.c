@@ -1,6 +1,7 @@
 /* The sandbox service object (its start: the reconciler, then the reaper and
  * Docker's event stream), the pending-call plumbing every operation shares,
  * and the operations the registry answers alone: get, list, heartbeat. */
+#include "core/clock.h"
 #include "sandbox/service.h"
 
 #include <inttypes.h>
@@ -22,6 +23,13 @@ static void listed(const struct core_error *err, const struct sandbox *const *li
 		   void *arg);
 static void beaten(const struct core_error *err, const struct sandbox *after, void *arg);
 static void start_reconciled(int rc, void *arg);
+
+/* SIGTERM's wait for background work. */
+struct service_drain {
+	void (*done)(void *arg);
+	void *arg;
+	struct event *timer;
+};
 
 struct start_ctx {
 	struct sandbox_service *svc;
@@ -50,6 +58,7 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	svc->reaper = reaper_new(svc);
 	svc->events = events_watcher_new(svc);
 	svc->builds = image_builds_new(svc);
+	svc->pool = pool_new(svc);
 	return svc;
 }
 
@@ -57,6 +66,11 @@ void sandbox_service_free(struct sandbox_service *svc)
 {
 	if (!svc)
 		return;
+	if (svc->drain) {
+		event_free(svc->drain->timer);
+		free(svc->drain);
+	}
+	pool_free(svc->pool);
 	reaper_free(svc->reaper);
 	events_watcher_free(svc->events);
 	image_builds_free(svc->builds);
@@ -75,9 +89,7 @@ void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, voi
 	ctx->svc = svc;
 	ctx->done = done;
 	ctx->arg = arg;
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	svc->started_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	svc->started_ns = clock_ns(CLOCK_REALTIME);
 	reconcile_run(svc, start_reconciled, ctx);
 }
 
@@ -95,13 +107,14 @@ static void start_reconciled(int rc, void *arg)
 	struct start_ctx *ctx = arg;
 	reaper_start(ctx->svc->reaper);
 	image_builds_prune(ctx->svc->builds);
+	pool_start(ctx->svc->pool);
 	/* from before the reconciler looked: what changed since is replayed */
 	events_watcher_start(ctx->svc->events, ctx->svc->started_ns);
 	if (ctx->svc->cfg->prebuild_templates) {
 		/* the first create of each template then finds its image ready */
 		const struct template *t;
 		for (size_t i = 0; (t = template_set_at(ctx->svc->templates, i)) != NULL; i++)
-			image_ensure(ctx->svc, t, prebuilt, (void *)t);
+			image_ensure(ctx->svc, t, NULL, prebuilt, (void *)t);
 	}
 	if (ctx->done)
 		ctx->done(rc, ctx->arg);
@@ -272,4 +285,49 @@ static void beaten(const struct core_error *err, const struct sandbox *after, vo
 	reaper_note_sandbox(call->svc->reaper, after);
 	struct sandbox_result r = { 0 };
 	call_finish(call, &r);
+}
+
+/* ---- draining (SIGTERM) ---- */
+
+static void drain_finish(struct sandbox_service *svc)
+{
+	struct service_drain *d = svc->drain;
+	svc->drain = NULL;
+	event_free(d->timer);
+	void (*done)(void *) = d->done;
+	void *arg = d->arg;
+	free(d);
+	done(arg);
+}
+
+static void drain_timed_out(evutil_socket_t fd, short what, void *arg)
+{
+	struct sandbox_service *svc = arg;
+	(void)fd;
+	(void)what;
+	log_warn("shutdown: background work still going (%d create(s)%s)", svc->creates,
+		 pool_idle(svc->pool) ? "" : ", the warm pool's");
+	drain_finish(svc);
+}
+
+void service_drain_check(struct sandbox_service *svc)
+{
+	if (svc->drain && svc->creates == 0 && pool_idle(svc->pool))
+		drain_finish(svc);
+}
+
+void sandbox_service_drain(struct sandbox_service *svc, int64_t grace_ms, void (*done)(void *arg), void *arg)
+{
+	struct service_drain *d = calloc(1, sizeof(*d));
+	CHECK(d != NULL);
+	d->done = done;
+	d->arg = arg;
+	d->timer = evtimer_new(svc->base, drain_timed_out, svc);
+	CHECK(d->timer != NULL);
+	svc->drain = d;
+	pool_drain(svc->pool);
+	struct timeval tv = { .tv_sec = (time_t)(grace_ms / 1000),
+			      .tv_usec = (suseconds_t)(grace_ms % 1000) * 1000 };
+	evtimer_add(d->timer, &tv);
+	service_drain_check(svc);
 }
