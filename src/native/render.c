@@ -75,7 +75,8 @@ struct json_object *native_sandbox_json(const struct sandbox *sb)
 	return o;
 }
 
-/* A command record: its status, how it ended, the command as given. */
+/* A command record: its status, how it ended, the command as given, and
+ * whether it is a service (with its port's readiness). */
 struct json_object *native_command_json(const struct command_record *rec)
 {
 	const struct command_info *i = &rec->info;
@@ -92,6 +93,11 @@ struct json_object *native_command_json(const struct command_record *rec)
 	json_object_object_add(o, "pid", i->pid ? json_object_new_int(i->pid) : NULL);
 	json_object_object_add(o, "started_at", native_time_json(1000 * i->started_at));
 	json_object_object_add(o, "ended_at", ended ? native_time_json(1000 * i->ended_at) : NULL);
+	/* ours: a service comes back with its sandbox; ready: its port answers now */
+	json_object_object_add(o, "service", json_object_new_boolean(i->service));
+	json_object_object_add(o, "port", i->port > 0 ? json_object_new_int(i->port) : NULL);
+	if (i->service)
+		json_object_object_add(o, "ready", i->port > 0 ? json_object_new_boolean(i->ready) : NULL);
 	return o;
 }
 

@@ -1,7 +1,9 @@
 """Shared helpers of the sandbox tests: the test templates folder, the exact
-key set of a sandbox object, and waiting for a status."""
+key set of a sandbox object, waiting for a status, and a GET to a port
+published on loopback."""
 import os
 import re
+import socket
 import time
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -45,3 +47,14 @@ def templates_env(**extra):
     env = {"DEVCONTAINERS_PATH": TEMPLATES}
     env.update(extra)
     return env
+
+
+def http_get(port):
+    """The first bytes of the answer to GET / on 127.0.0.1:port, b"" when
+    nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(100)
+    except OSError:
+        return b""
