@@ -53,6 +53,25 @@
  *   A ERROR id {TAG, CODE, MESSAGE} answers a request it cannot act on
  *   (unknown command, bad fields); C PING {TAG} / A PONG {TAG}.
  *
+ * Services (an agent that says FEATURES & AGENT_FEATURE_SERVICES; an older one
+ * would skip SERVICE and run a plain command, so sandbard sends it to no other):
+ *   C SPAWN {..., SERVICE, PORT}        as any SPAWN; SERVICE is sandbard's
+ *     record id ([A-Za-z0-9._-], starting with a letter or digit, at most
+ *     AGENT_SERVICE_ID_MAX bytes). The agent keeps the frame as sent in its
+ *     services folder (/.sandbar/services/<SERVICE>, root only) and, at every
+ *     start of its init, after the image's own command, spawns each kept one
+ *     again (the same fields; nobody subscribed; new command ids). At most
+ *     AGENT_SERVICES_MAX are kept: SPAWN_FAILED CODE EDQUOT beyond, EEXIST for
+ *     a SERVICE kept already. PORT (1..65535, a service or not): the agent
+ *     tries a non-blocking TCP connect to its own address (the first non-
+ *     loopback IPv4 one, else 127.0.0.1) on that port a few times a second
+ *     while the command runs, until one succeeds: READY from then on.
+ *   STATUS of such a command carries SERVICE, PORT and READY as well.
+ *   C UNSERVICE {TAG, SERVICE}          A UNSERVICED {TAG, COUNT, PID}: the
+ *     SERVICE is kept no more (COUNT 1 when it was), its running command, if
+ *     any, is an ordinary one from now on and its group got SIGTERM (PID, 0
+ *     when none ran). Idempotent: sandbard sends it again after a broken channel.
+ *
  * Files (id 0; every request carries a TAG, answers echo it; USER as in SPAWN
  * is whom the agent acts for: setfsuid/setfsgid and the user's groups around
  * each syscall, so the kernel checks that user's permissions and what is
@@ -106,6 +125,8 @@
 #define AGENT_PROTOCOL_VERSION 1
 #define AGENT_FRAME_HEADER     12
 #define AGENT_FRAME_MAX	       (1u << 20) /* payload bytes */
+#define AGENT_SERVICE_ID_MAX   64	  /* bytes of a SERVICE */
+#define AGENT_SERVICES_MAX     32	  /* services one agent keeps (SPAWN_FAILED EDQUOT beyond) */
 
 enum agent_msg_type {
 	AGENT_HELLO = 1,
@@ -138,6 +159,8 @@ enum agent_msg_type {
 	AGENT_FS_WRITE = 28,
 	AGENT_FS_COMMIT = 29,
 	AGENT_FS_CLOSE = 30,
+	AGENT_UNSERVICE = 31,
+	AGENT_UNSERVICED = 32,
 	AGENT_MSG_TYPE_MAX
 };
 
@@ -191,12 +214,16 @@ enum agent_tag {
 	AGENT_T_TRUNCATED = 43,
 	AGENT_T_CREATED = 44,
 	AGENT_T_DATA2 = 45,
+	AGENT_T_SERVICE = 46, /* SPAWN, STATUS, UNSERVICE: a service's id */
+	AGENT_T_PORT = 47,    /* SPAWN, STATUS: the TCP port the command serves */
+	AGENT_T_READY = 48,   /* STATUS: 1 once PORT accepted a connection */
 	AGENT_T_TAG_MAX
 };
 
 enum agent_feature {
 	AGENT_FEATURE_FS = 1,
 	AGENT_FEATURE_FS_MOVE_SIZE = 2, /* MOVE takes SIZE (and copies across file systems) */
+	AGENT_FEATURE_SERVICES = 4,	/* SPAWN takes SERVICE and PORT; UNSERVICE */
 };
 enum agent_fs_op {
 	AGENT_FS_STAT = 1,

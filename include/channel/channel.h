@@ -34,6 +34,12 @@ struct agent_channel *channels_get(struct channels *chs, const char *sandbox_id,
 /* Closes and forgets a sandbox's channel (sandbox deleted or stopped): every
  * subscription gets error("sandbox gone"). */
 void channels_drop(struct channels *chs, const char *sandbox_id);
+/* One listener (the command service) hears, from the loop, of each sandbox
+ * whose agent may run other commands than before, none of them seen by a
+ * channel: its channel was dropped (a stop, a delete), or a reconnect met an
+ * agent that started again (another instance stopped and started it). */
+typedef void (*channels_reset_fn)(const char *sandbox_id, void *arg);
+void channels_on_reset(struct channels *chs, channels_reset_fn fn, void *arg);
 
 struct agent_exit {
 	int exit_code; /* -1 when killed by a signal */
@@ -64,10 +70,14 @@ struct agent_spawn_req {
 	bool stdin_open;
 	int64_t timeout_ms, grace_ms;
 	uint64_t ring_bytes;
-	uint32_t window; /* 0: do not subscribe (detached); the sub still gets started/error,
-			  * and is freed after started returns */
-	bool lossless;	 /* with a window: the agent holds the command rather than
-			  * drop output this sub has not acked (AGENT_T_LOSSLESS) */
+	uint32_t window;     /* 0: do not subscribe (detached); the sub still gets started/error,
+			      * and is freed after started returns */
+	bool lossless;	     /* with a window: the agent holds the command rather than
+			      * drop output this sub has not acked (AGENT_T_LOSSLESS) */
+	const char *service; /* a service (AGENT_T_SERVICE): the agent keeps it and starts
+			      * it again at every start. Sent only to an agent with
+			      * AGENT_FEATURE_SERVICES: else error(ENOTSUP) */
+	int port;	     /* > 0: the port it serves, probed by the agent (READY) */
 };
 
 struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn_req *req,
@@ -97,10 +107,22 @@ struct agent_status {
 	uint32_t id;
 	int pid;
 	bool running;
-	struct agent_exit exit; /* when !running */
+	struct agent_exit exit;			/* when !running; started_at always */
+	char service[AGENT_SERVICE_ID_MAX + 1]; /* "" when not a service */
+	int port;				/* 0: none */
+	bool ready;				/* port accepted a connection */
 };
 typedef void (*agent_list_fn)(const struct agent_status *list, size_t n, const char *err, void *arg);
 void agent_list(struct agent_channel *ch, agent_list_fn cb, void *arg);
+
+/* A service kept no more (AGENT_UNSERVICE): cb(0, NULL, kept, pid) once the
+ * agent did it (kept: it was a service; pid: its running group got SIGTERM,
+ * 0 when none ran), or cb(code, message, false, 0) with err set: code ENOTSUP
+ * from an agent without AGENT_FEATURE_SERVICES, the agent's errno for an
+ * ERROR, 0 when the channel could not be used. Sent again after a broken
+ * stream (it is idempotent). */
+typedef void (*agent_unservice_fn)(int code, const char *err, bool kept, int pid, void *arg);
+void agent_unservice(struct agent_channel *ch, const char *service, agent_unservice_fn cb, void *arg);
 
 /* Bytes queued toward the agent (callers streaming stdin pause above a mark). */
 size_t agent_channel_pending(const struct agent_channel *ch);

@@ -42,6 +42,9 @@ struct command_spec {
 	bool stdin_open;	   /* detached: stdin stays open for .../stdin */
 	uint64_t max_output_bytes; /* kept per stream by a collect */
 	int pty_rows, pty_cols;	   /* > 0: on a PTY (the terminal) */
+	bool service;		   /* detached only: the agent keeps it and starts it again at every
+				    * start of the sandbox, under the same record (AGENT_T_SERVICE) */
+	int port;		   /* a service's TCP port (1..65535; 0: none): its readiness */
 };
 void command_spec_free(struct command_spec *spec);
 
@@ -67,6 +70,9 @@ struct command_info {
 	bool timed_out;
 	int64_t started_at, ended_at; /* Unix ms, ended_at 0 while running */
 	uint64_t offset;	      /* output bytes (at exit) */
+	bool service;		      /* started again with its sandbox (until removed) */
+	int port;		      /* 0: none */
+	bool ready;		      /* records read: the port accepts connections now */
 };
 
 /* Events of a run or a log stream, all from the loop, never on the caller's
@@ -136,7 +142,9 @@ struct command_record {
 	struct command_info info;
 	const char *command;
 };
-/* Records: one command (n = 1), or a sandbox's commands newest first. */
+/* Records: one command (n = 1), or a sandbox's commands newest first. A
+ * service with a port says whether it is ready (one LIST of the sandbox's
+ * agent, when it runs). */
 typedef void (*command_records_fn)(const struct core_error *fail, const struct command_record *recs, size_t n,
 				   void *arg);
 struct command_op *commands_get(struct commands *c, const char *sandbox_id, const char *cmd_id,
@@ -147,6 +155,13 @@ struct command_op *commands_list(struct commands *c, const char *sandbox_id, com
 typedef void (*command_ready_fn)(const struct core_error *fail, void *arg);
 struct command_op *commands_signal(struct commands *c, const char *sandbox_id, const char *cmd_id, int signo,
 				   command_ready_fn cb, void *arg);
+/* A service removed for good: its agent keeps it no more (not started again),
+ * its process group gets SIGTERM (SIGKILL after the grace), its record is an
+ * ordinary command's from then on (service false). cb(NULL, ...) once done;
+ * CONFLICT not_a_service for another command, UNSUPPORTED agent_outdated
+ * when the sandbox's agent predates services. */
+struct command_op *commands_remove_service(struct commands *c, const char *sandbox_id, const char *cmd_id,
+					   command_ready_fn cb, void *arg);
 
 /* Streamed stdin: open (cb once the command is found), write as data comes,
  * then end (eof closes the command's stdin). write returns the bytes queued

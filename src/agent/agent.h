@@ -19,7 +19,8 @@ struct agent {
 	size_t exited;	     /* EXITED commands in cmds ... */
 	size_t exited_bytes; /* ... and the memory their output holds */
 	struct conn *conns;
-	struct fs_job *fs_jobs; /* removes and moves running in children (fs.c) */
+	struct fs_job *fs_jobs;	  /* removes and moves running in children (fs.c) */
+	const char *services_dir; /* where services are kept (service.c); NULL: refused */
 };
 
 int64_t agent_mono_ms(void);

@@ -21,6 +21,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "ring.h"
+#include "service.h"
 #include "users.h"
 
 enum child_stage { STAGE_SETUP = 1, STAGE_USER, STAGE_CWD, STAGE_EXEC };
@@ -288,6 +289,11 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 			fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
 	}
 	c->ring = ring_new(req->ring_bytes);
+	if (req->service)
+		memcpy(c->service, req->service, req->service_len);
+	c->port = req->port;
+	c->probe_fd = -1;
+	c->probe_at = a->now; /* the first probe at the next loop pass */
 	c->started_at = agent_wall_ms();
 	c->grace_ms = (int64_t)req->grace_ms;
 	if (req->timeout_ms > 0)
@@ -473,6 +479,7 @@ bool cmd_reaped(struct agent *a, pid_t pid, int status)
 		}
 		c->ended_at = agent_wall_ms();
 		c->term_at = 0;
+		service_probe_stop(c);
 		cmd_set_state(c, CMD_DRAINING);
 		c->drain_until = a->now + CMD_DRAIN_MS;
 		maybe_finish(a, c);
@@ -591,6 +598,7 @@ void cmd_forget(struct agent *a, struct cmd *c)
 			break;
 		}
 	}
+	service_probe_stop(c);
 	ring_free(c->ring);
 	free(c->in_buf);
 	free(c);
@@ -621,6 +629,7 @@ void cmd_free_all(struct agent *a)
 			close(c->err_fd);
 		if (c->in_fd >= 0)
 			close(c->in_fd);
+		service_probe_stop(c);
 		ring_free(c->ring);
 		free(c->in_buf);
 		free(c);

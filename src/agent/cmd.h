@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "agent.h"
+#include "agent/protocol.h"
 #include "request.h"
 
 /* RUNNING: the leader lives. DRAINING: the leader was reaped, its pipes are
@@ -55,6 +56,14 @@ struct cmd {
 	uint64_t keep_from;
 	struct sub *keep_list; /* conn.c's, linked through the subs */
 	unsigned readers;      /* subscriptions of any kind (conn.c): never forgotten while read */
+	/* Services and ports (service.c): the service it is ("" when none), the
+	 * port it serves (0: none), whether that port accepted a connection, and
+	 * the probe's connect in flight (-1) or the time of the next one. */
+	char service[AGENT_SERVICE_ID_MAX + 1];
+	uint16_t port;
+	bool ready;
+	int probe_fd;
+	int64_t probe_at; /* monotonic ms: the next probe, or the deadline of the one in flight */
 };
 
 /* Starts a command from a decoded SPAWN. On failure -1 with *code (errno) and

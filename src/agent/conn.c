@@ -19,6 +19,7 @@
 #include "fs.h"
 #include "request.h"
 #include "ring.h"
+#include "service.h"
 
 struct sub {
 	struct sub *next;
@@ -48,6 +49,7 @@ static void keep_update(struct cmd *cmd);
 static void do_spawn(struct agent *a, struct conn *c, const struct agent_frame *f, const struct agent_req *r);
 static void do_list(struct agent *a, struct conn *c, const struct agent_req *r);
 static void do_forget(struct agent *a, struct conn *c, struct cmd *cmd, const struct agent_req *r);
+static void do_unservice(struct agent *a, struct conn *c, const struct agent_req *r);
 
 static const char *const state_names[CONN_STATE_MAX] = { "open", "closing" };
 
@@ -355,7 +357,11 @@ static void do_spawn(struct agent *a, struct conn *c, const struct agent_frame *
 	struct cmd *cmd = NULL;
 	int code = 0;
 	char msg[512];
-	if (cmd_spawn(a, r, argv, env, &cmd, &code, msg, sizeof(msg)) != 0) {
+	/* a service is kept first: it never runs without coming back */
+	int rc = r->service ? service_keep(a, f, r, &code, msg, sizeof(msg)) : 0;
+	if (rc == 0 && (rc = cmd_spawn(a, r, argv, env, &cmd, &code, msg, sizeof(msg))) != 0 && r->service)
+		service_unkeep(a, r);
+	if (rc != 0) {
 		agent_msg_begin(&c->out, AGENT_SPAWN_FAILED, 0, 0);
 		msg_tag(c, r->tag, r->tag_len);
 		agent_msg_u64(&c->out, AGENT_T_CODE, (uint64_t)code);
@@ -388,6 +394,12 @@ static void do_list(struct agent *a, struct conn *c, const struct agent_req *r)
 		agent_msg_u64(&c->out, AGENT_T_STARTED_AT, (uint64_t)cmd->started_at);
 		agent_msg_u64(&c->out, AGENT_T_ENDED_AT, exited ? (uint64_t)cmd->ended_at : 0);
 		agent_msg_u64(&c->out, AGENT_T_OFFSET, ring_end(cmd->ring));
+		if (cmd->service[0])
+			agent_msg_str(&c->out, AGENT_T_SERVICE, cmd->service);
+		if (cmd->port) {
+			agent_msg_u64(&c->out, AGENT_T_PORT, cmd->port);
+			agent_msg_u64(&c->out, AGENT_T_READY, cmd->ready);
+		}
 		CHECK(agent_msg_end(&c->out) == 0);
 	}
 	agent_msg_begin(&c->out, AGENT_LIST_END, 0, 0);
@@ -409,6 +421,18 @@ static void do_forget(struct agent *a, struct conn *c, struct cmd *cmd, const st
 		}
 	}
 	cmd_forget(a, cmd);
+}
+
+static void do_unservice(struct agent *a, struct conn *c, const struct agent_req *r)
+{
+	bool kept;
+	pid_t pid;
+	service_forget(a, r->service, r->service_len, &kept, &pid);
+	agent_msg_begin(&c->out, AGENT_UNSERVICED, 0, 0);
+	msg_tag(c, r->tag, r->tag_len);
+	agent_msg_u64(&c->out, AGENT_T_COUNT, kept);
+	agent_msg_u64(&c->out, AGENT_T_PID, (uint64_t)pid);
+	CHECK(agent_msg_end(&c->out) == 0);
 }
 
 void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame *f)
@@ -446,7 +470,9 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 		agent_msg_u64(&c->out, AGENT_T_VERSION, AGENT_PROTOCOL_VERSION);
 		agent_msg_u64(&c->out, AGENT_T_PID, (uint64_t)getpid());
 		agent_msg_u64(&c->out, AGENT_T_STARTED_AT, (uint64_t)a->started_at);
-		agent_msg_u64(&c->out, AGENT_T_FEATURES, AGENT_FEATURE_FS | AGENT_FEATURE_FS_MOVE_SIZE);
+		agent_msg_u64(&c->out, AGENT_T_FEATURES,
+			      AGENT_FEATURE_FS | AGENT_FEATURE_FS_MOVE_SIZE |
+				      (a->services_dir ? AGENT_FEATURE_SERVICES : 0));
 		CHECK(agent_msg_end(&c->out) == 0);
 		break;
 	case AGENT_SPAWN:
@@ -494,6 +520,9 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 		break;
 	case AGENT_LIST:
 		do_list(a, c, &r);
+		break;
+	case AGENT_UNSERVICE:
+		do_unservice(a, c, &r);
 		break;
 	case AGENT_FS:
 	case AGENT_FS_READ:

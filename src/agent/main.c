@@ -22,6 +22,7 @@
 #include "cmd.h"
 #include "conn.h"
 #include "fs.h"
+#include "service.h"
 #include "users.h"
 #include "core/check.h"
 #include "core/log.h"
@@ -33,11 +34,12 @@
 #define SHUTDOWN_GRACE_MS 2000
 #define RELAY_BUF	  (256u * 1024)
 
-enum pfd_kind { PFD_SIGNAL, PFD_LISTEN, PFD_CONN, PFD_CMD };
+enum pfd_kind { PFD_SIGNAL, PFD_LISTEN, PFD_CONN, PFD_CMD, PFD_PROBE };
 
 struct pfd_ref {
 	enum pfd_kind kind;
 	void *obj;
+	uint32_t id; /* PFD_PROBE: the command, found again (a request may forget it meanwhile) */
 };
 
 struct init_state {
@@ -61,6 +63,7 @@ static void on_signals(struct init_state *s);
 static void on_accept(struct init_state *s);
 static void pfd_add(struct init_state *s, int fd, short events, enum pfd_kind kind, void *obj);
 static void build_pollfds(struct init_state *s);
+static int64_t earliest(int64_t x, int64_t y);
 static int run_init(int argc, char **argv);
 static int run_relay(void);
 static int usage(void);
@@ -204,7 +207,7 @@ static void pfd_add(struct init_state *s, int fd, short events, enum pfd_kind ki
 		CHECK(s->pfds && s->refs);
 	}
 	s->pfds[s->npfd] = (struct pollfd){ .fd = fd, .events = events };
-	s->refs[s->npfd] = (struct pfd_ref){ .kind = kind, .obj = obj };
+	s->refs[s->npfd] = (struct pfd_ref){ .kind = kind, .obj = obj, .id = 0 };
 	s->npfd++;
 }
 
@@ -237,6 +240,18 @@ static void build_pollfds(struct init_state *s)
 		if (in_pending)
 			pfd_add(s, c->in_fd, POLLOUT, PFD_CMD, c);
 	}
+	for (struct cmd *c = s->a.cmds; c; c = c->next) {
+		if (c->probe_fd >= 0) {
+			pfd_add(s, c->probe_fd, POLLOUT, PFD_PROBE, NULL);
+			s->refs[s->npfd - 1].id = c->id;
+		}
+	}
+}
+
+/* The earlier of two deadlines, 0 being none. */
+static int64_t earliest(int64_t x, int64_t y)
+{
+	return !x || (y && y < x) ? y : x;
 }
 
 static int run_init(int argc, char **argv)
@@ -264,6 +279,7 @@ static int run_init(int argc, char **argv)
 	s.a.started_at = agent_wall_ms();
 	s.a.now = agent_mono_ms();
 	s.a.next_id = 1;
+	s.a.services_dir = services_dir();
 	/* orphans of commands come back to us on the host too, not only as PID 1 */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	signal(SIGPIPE, SIG_IGN);
@@ -288,17 +304,21 @@ static int run_init(int argc, char **argv)
 			return 1;
 		}
 	}
+	/* the services kept before the sandbox stopped, after the image's own program */
+	size_t services = services_start(&s.a);
+	if (services)
+		log_info("%zu services started again", services);
 	for (;;) {
 		s.a.now = agent_mono_ms();
-		int64_t next = cmd_timers(&s.a);
+		int64_t next = earliest(cmd_timers(&s.a), service_timers(&s.a));
 		conn_pump_all(&s.a);
 		conn_reap_closed(&s.a);
 		if (s.main_done)
 			break;
 		if (s.shutdown_at && (cmd_running(&s.a) == 0 || s.a.now >= s.shutdown_at))
 			break;
-		if (s.shutdown_at && (!next || s.shutdown_at < next))
-			next = s.shutdown_at;
+		if (s.shutdown_at)
+			next = earliest(next, s.shutdown_at);
 		build_pollfds(&s);
 		int timeout = -1;
 		if (next)
@@ -326,6 +346,12 @@ static int run_init(int argc, char **argv)
 			case PFD_CMD:
 				cmd_io(&s.a, s.refs[i].obj, s.pfds[i].fd, re);
 				break;
+			case PFD_PROBE: {
+				struct cmd *c = cmd_find(&s.a, s.refs[i].id);
+				if (c && c->probe_fd == s.pfds[i].fd)
+					service_probe_io(&s.a, c, re);
+				break;
+			}
 			}
 		}
 	}
@@ -425,6 +451,8 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: sandbar-agent init [--user NAME] [-- cmd args...] | relay | --version\n"
 			"  env SANDBAR_AGENT_SOCKET: the socket (@name: abstract), default @sandbar-agent\n"
+			"  env SANDBAR_AGENT_SERVICES: where services are kept, default " SERVICES_DIR
+			" (empty: none)\n"
 			"  env SANDBAR_AGENT_LOG: debug, info, warn (default), error\n");
 	return 2;
 }

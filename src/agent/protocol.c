@@ -207,6 +207,8 @@ const char *agent_msg_type_name(uint8_t type)
 		[AGENT_FS_WRITE] = "FS_WRITE",
 		[AGENT_FS_COMMIT] = "FS_COMMIT",
 		[AGENT_FS_CLOSE] = "FS_CLOSE",
+		[AGENT_UNSERVICE] = "UNSERVICE",
+		[AGENT_UNSERVICED] = "UNSERVICED",
 	};
 	return type < AGENT_MSG_TYPE_MAX && names[type] ? names[type] : "?";
 }

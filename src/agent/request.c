@@ -10,8 +10,25 @@
 
 static uint64_t get_u64(const uint8_t *p);
 static int field_u64(const struct agent_field *fld, uint64_t *out, const char **why);
+/* A service's id names a file in the services folder: a letter or digit
+ * first (no "." nor ".."), then [A-Za-z0-9._-]. */
+static bool service_id_ok(const uint8_t *p, uint32_t n)
+{
+	static const char more[] = "._-";
+	if (n == 0 || n > AGENT_SERVICE_ID_MAX)
+		return false;
+	for (uint32_t i = 0; i < n; i++) {
+		bool alnum = (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
+			     (p[i] >= '0' && p[i] <= '9');
+		if (!alnum && (i == 0 || !p[i] || !strchr(more, p[i])))
+			return false;
+	}
+	return true;
+}
+
 static int decode_field(struct agent_req *r, const struct agent_field *fld, const char **why);
 static int check_request(const struct agent_req *r, const char **why);
+static bool service_id_ok(const uint8_t *p, uint32_t n);
 
 static uint64_t get_u64(const uint8_t *p)
 {
@@ -78,6 +95,14 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 			r->user_len = fld->len;
 		}
 		return 0;
+	case AGENT_T_SERVICE:
+		if (!service_id_ok(fld->data, fld->len)) {
+			*why = "SERVICE must be 1 to 64 of [A-Za-z0-9._-], a letter or digit first";
+			return -1;
+		}
+		r->service = fld->data;
+		r->service_len = fld->len;
+		return 0;
 	case AGENT_T_DATA:
 		r->data = fld->data;
 		r->data_len = fld->len;
@@ -130,6 +155,7 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 	case AGENT_T_LIMIT:
 	case AGENT_T_LENGTH:
 	case AGENT_T_SIZE:
+	case AGENT_T_PORT:
 		if (field_u64(fld, &v, why) != 0)
 			return -1;
 		break;
@@ -207,6 +233,13 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 		r->size = v;
 		r->has_size = true;
 		break;
+	case AGENT_T_PORT:
+		if (v == 0 || v > 65535) {
+			*why = "PORT out of range";
+			return -1;
+		}
+		r->port = (uint16_t)v;
+		break;
 	}
 	return 0;
 }
@@ -270,6 +303,12 @@ static int check_request(const struct agent_req *r, const char **why)
 	case AGENT_FS_CLOSE:
 		if (!r->tag) {
 			*why = "a stream request needs its TAG";
+			return -1;
+		}
+		return 0;
+	case AGENT_UNSERVICE:
+		if (!r->tag || !r->service) {
+			*why = "UNSERVICE needs TAG and SERVICE";
 			return -1;
 		}
 		return 0;

@@ -32,6 +32,10 @@ struct agent_req {
 	uint64_t timeout_ms, grace_ms, ring_bytes;
 	uint32_t window;
 	bool lossless; /* SPAWN (with WINDOW), SUBSCRIBE */
+	/* SPAWN (a service, a served port), UNSERVICE */
+	const uint8_t *service; /* NULL: not a service; checked: a file name */
+	uint32_t service_len;
+	uint16_t port; /* 0: none */
 	/* SUBSCRIBE, ACK */
 	uint64_t offset;
 	bool has_offset, has_window;

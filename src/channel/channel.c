@@ -396,8 +396,12 @@ static void ch_ready(struct agent_channel *ch)
 	if (!l->done && !l->sent && !l->err)
 		channel_send_list(ch, l);
 	TAILQ_FOREACH(sub, &ch->subs, link)
-	if (sub->state == SUB_QUEUED)
-		sub->state = SUB_SENT;
+	{
+		if (sub->held)
+			channel_sub_release(sub); /* sent, or refused by an agent without services */
+		else if (sub->state == SUB_QUEUED)
+			sub->state = SUB_SENT;
+	}
 	bufferevent_write_buffer(ch->bev, ch->queue);
 	channel_fs_ready(ch);
 }
@@ -425,10 +429,8 @@ static void ch_defer_cb(evutil_socket_t fd, short what, void *arg)
 	struct agent_list_req *l;
 	TAILQ_FOREACH(l, &ch->lists, link)
 	{
-		if (l->done || !l->err)
-			continue;
-		l->done = true;
-		l->cb(NULL, 0, l->err, l->arg);
+		if (!l->done && l->err)
+			channel_list_finish(l, l->err, l->err_code);
 	}
 	struct agent_fs *fs;
 	TAILQ_FOREACH(fs, &ch->fsreqs, link)
@@ -576,8 +578,11 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 		agent_frame_u64(f, AGENT_T_PID, &pid);
 		agent_frame_u64(f, AGENT_T_STARTED_AT, &started);
 		if (ch->agent_started_at &&
-		    ((int64_t)pid != ch->agent_pid || (int64_t)started != ch->agent_started_at))
+		    ((int64_t)pid != ch->agent_pid || (int64_t)started != ch->agent_started_at)) {
 			log_msg(LOG_LEVEL_WARN, ch->log_prefix, "the agent restarted: its commands are gone");
+			if (ch->chs)
+				channels_reset(ch->chs, ch->sandbox_id);
+		}
 		ch->agent_pid = (int64_t)pid;
 		ch->agent_started_at = (int64_t)started;
 		ch->agent_features = 0;
@@ -615,12 +620,19 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 	case AGENT_STATUS:
 		ch_status(ch, f);
 		break;
-	case AGENT_LIST_END: {
+	case AGENT_LIST_END:
+	case AGENT_UNSERVICED: {
 		struct agent_list_req *l = ch_find_list(ch, f);
-		if (!l)
+		if (!l || l->type != (f->type == AGENT_LIST_END ? AGENT_LIST : AGENT_UNSERVICE))
 			break;
-		l->done = true;
-		l->cb(l->items, l->n, NULL, l->arg);
+		if (f->type == AGENT_UNSERVICED) {
+			uint64_t kept = 0, spid = 0;
+			agent_frame_u64(f, AGENT_T_COUNT, &kept);
+			agent_frame_u64(f, AGENT_T_PID, &spid);
+			l->kept = kept != 0;
+			l->pid = (int)spid;
+		}
+		channel_list_finish(l, NULL, 0);
 		break;
 	}
 	case AGENT_PONG:
@@ -717,7 +729,7 @@ static void ch_exited(struct agent_channel *ch, const struct agent_frame *f)
 static void ch_status(struct agent_channel *ch, const struct agent_frame *f)
 {
 	struct agent_list_req *l = ch_find_list(ch, f);
-	if (!l)
+	if (!l || l->type != AGENT_LIST)
 		return;
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 16;
@@ -733,6 +745,12 @@ static void ch_status(struct agent_channel *ch, const struct agent_frame *f)
 	s->pid = agent_frame_u64(f, AGENT_T_PID, &v) == 0 ? (int)v : 0;
 	s->running = agent_frame_u64(f, AGENT_T_STATE, &v) == 0 && v == AGENT_CMD_RUNNING;
 	ch_exit_fields(f, &s->exit);
+	const uint8_t *svc;
+	uint32_t len;
+	if (agent_frame_bytes(f, AGENT_T_SERVICE, &svc, &len) == 0 && len < sizeof(s->service))
+		memcpy(s->service, svc, len); /* s was zeroed: NUL-terminated */
+	s->port = agent_frame_u64(f, AGENT_T_PORT, &v) == 0 && v <= 65535 ? (int)v : 0;
+	s->ready = agent_frame_u64(f, AGENT_T_READY, &v) == 0 && v != 0;
 }
 
 static void ch_error(struct agent_channel *ch, const struct agent_frame *f)
@@ -756,8 +774,7 @@ static void ch_error(struct agent_channel *ch, const struct agent_frame *f)
 	}
 	struct agent_list_req *l = ch_find_list(ch, f);
 	if (l) {
-		l->done = true;
-		l->cb(NULL, 0, msg, l->arg);
+		channel_list_finish(l, msg, (int)code);
 		return;
 	}
 	uint64_t tag;

@@ -54,19 +54,28 @@ struct agent_sub {
 	uint64_t delivered; /* offset after the last byte handed to the consumer */
 	int err_code;	    /* >= 0 with err_msg: an error waiting for the deferred pass */
 	char *err_msg;
+	struct evbuffer *held; /* a service's SPAWN, until READY says whether the agent has services */
 	const struct agent_sub_ops *ops;
 	void *arg;
 };
 
+/* An idempotent request answered once: a LIST (STATUS... LIST_END) or an
+ * UNSERVICE (UNSERVICED). Sent again on the next stream when one broke. */
 struct agent_list_req {
 	TAILQ_ENTRY(agent_list_req) link;
+	uint8_t type; /* AGENT_LIST, AGENT_UNSERVICE */
 	uint64_t tag;
-	bool sent; /* on the current stream; LIST is idempotent, so a broken one is sent again */
+	bool sent; /* on the current stream */
 	bool done;
 	char *err; /* waiting for the deferred pass */
+	int err_code;
 	struct agent_status *items;
 	size_t n, cap;
+	char *service; /* UNSERVICE */
+	bool kept;     /* UNSERVICED */
+	int pid;
 	agent_list_fn cb;
+	agent_unservice_fn unservice_cb;
 	void *arg;
 };
 
@@ -150,7 +159,13 @@ void channel_send_list(struct agent_channel *ch, struct agent_list_req *l);
 void channel_defer(struct agent_channel *ch);
 void channel_sub_fail(struct agent_sub *sub, int code, const char *msg);
 void channel_sub_free(struct agent_sub *sub);
+/* A service's SPAWN held until READY: sent now, or failed (ENOTSUP). */
+void channel_sub_release(struct agent_sub *sub);
 void channel_list_free(struct agent_channel *ch, struct agent_list_req *l);
+/* A list or unservice answered (err NULL) or failed: done, its callback called. */
+void channel_list_finish(struct agent_list_req *l, const char *err, int code);
+/* channels.c: a sandbox's agent may run what no channel saw (the reset hook). */
+void channels_reset(struct channels *chs, const char *sandbox_id);
 /* Files (channel_req.c): held requests go out (or fail) once READY; sent
  * ones fail when the stream breaks; frames from the agent are routed here. */
 void channel_fs_ready(struct agent_channel *ch);

@@ -32,8 +32,26 @@ static struct agent_sub *sub_new(struct agent_channel *ch, const struct agent_su
 void channel_sub_free(struct agent_sub *sub)
 {
 	TAILQ_REMOVE(&sub->ch->subs, sub, link);
+	if (sub->held)
+		evbuffer_free(sub->held);
 	free(sub->err_msg);
 	free(sub);
+}
+
+static const char services_too_old[] = "the sandbox's agent predates services: recreate the sandbox";
+
+void channel_sub_release(struct agent_sub *sub)
+{
+	struct agent_channel *ch = sub->ch;
+	CHECK(ch->state == CH_READY && sub->held);
+	if (!sub->err_msg && !(ch->agent_features & AGENT_FEATURE_SERVICES)) {
+		channel_sub_fail(sub, ENOTSUP, services_too_old);
+	} else if (!sub->err_msg) {
+		bufferevent_write_buffer(ch->bev, sub->held);
+		sub->state = SUB_SENT;
+	}
+	evbuffer_free(sub->held);
+	sub->held = NULL;
 }
 
 void channel_list_free(struct agent_channel *ch, struct agent_list_req *l)
@@ -41,7 +59,17 @@ void channel_list_free(struct agent_channel *ch, struct agent_list_req *l)
 	TAILQ_REMOVE(&ch->lists, l, link);
 	free(l->items);
 	free(l->err);
+	free(l->service);
 	free(l);
+}
+
+void channel_list_finish(struct agent_list_req *l, const char *err, int code)
+{
+	l->done = true;
+	if (l->type == AGENT_UNSERVICE)
+		l->unservice_cb(err ? code : 0, err, !err && l->kept, err ? 0 : l->pid, l->arg);
+	else
+		l->cb(err ? NULL : l->items, err ? 0 : l->n, err, l->arg);
 }
 
 int channel_send(struct agent_channel *ch, struct agent_msg *m)
@@ -77,10 +105,19 @@ void channel_send_subscribe(struct agent_channel *ch, struct agent_sub *sub)
 void channel_send_list(struct agent_channel *ch, struct agent_list_req *l)
 {
 	CHECK(ch->state == CH_READY);
+	if (l->type == AGENT_UNSERVICE && !(ch->agent_features & AGENT_FEATURE_SERVICES)) {
+		l->err = strdup(services_too_old);
+		l->err_code = ENOTSUP;
+		CHECK(l->err != NULL);
+		channel_defer(ch);
+		return;
+	}
 	struct agent_msg m;
 	agent_msg_init(&m);
-	agent_msg_begin(&m, AGENT_LIST, 0, 0);
+	agent_msg_begin(&m, l->type, 0, 0);
 	agent_msg_u64(&m, AGENT_T_TAG, l->tag);
+	if (l->service)
+		agent_msg_str(&m, AGENT_T_SERVICE, l->service);
 	CHECK(agent_msg_end(&m) == 0);
 	bufferevent_write(ch->bev, m.buf, m.len);
 	agent_msg_free(&m);
@@ -128,9 +165,22 @@ struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn
 	agent_msg_u64(&m, AGENT_T_WINDOW, req->window);
 	if (sub->lossless)
 		agent_msg_u64(&m, AGENT_T_LOSSLESS, 1);
-	if (agent_msg_end(&m) != 0)
+	if (req->service)
+		agent_msg_str(&m, AGENT_T_SERVICE, req->service);
+	if (req->port > 0)
+		agent_msg_u64(&m, AGENT_T_PORT, (uint64_t)req->port);
+	if (agent_msg_end(&m) != 0) {
 		channel_sub_fail(sub, E2BIG, "the command (argv and env) is too large");
-	else if (channel_send(ch, &m) != 0)
+	} else if (req->service && ch->state == CH_READY && !(ch->agent_features & AGENT_FEATURE_SERVICES)) {
+		channel_sub_fail(sub, ENOTSUP, services_too_old);
+	} else if (req->service && ch->state != CH_READY) {
+		/* an older agent would run it as a plain command: held until
+		 * its WELCOME says what it knows */
+		sub->held = evbuffer_new();
+		CHECK(sub->held != NULL);
+		evbuffer_add(sub->held, m.buf, m.len);
+		channel_kick(ch);
+	} else if (channel_send(ch, &m) != 0)
 		channel_sub_fail(sub, ENOBUFS, "too many requests waiting for the sandbox agent");
 	else if (ch->state == CH_READY)
 		sub->state = SUB_SENT;
@@ -195,8 +245,13 @@ void agent_sub_close(struct agent_sub *sub)
 	bool live = sub->window > 0 && !sub->err_msg &&
 		    (sub->state == SUB_QUEUED || (sub->state == SUB_SENT && ch->state == CH_READY) ||
 		     (sub->state == SUB_ACTIVE && sub->subscribed));
+	bool held = sub->held != NULL; /* never sent: nothing to undo at the agent */
+	if (held) {
+		evbuffer_free(sub->held);
+		sub->held = NULL;
+	}
 	sub->state = SUB_DONE;
-	if (live) {
+	if (live && !held) {
 		struct agent_msg m;
 		agent_msg_init(&m);
 		agent_msg_begin(&m, AGENT_UNSUBSCRIBE, 0, sub->cmd_id);
@@ -264,14 +319,20 @@ void agent_resize(struct agent_channel *ch, uint32_t cmd_id, int rows, int cols)
 	agent_msg_free(&m);
 }
 
-void agent_list(struct agent_channel *ch, agent_list_fn cb, void *arg)
+static struct agent_list_req *list_new(struct agent_channel *ch, uint8_t type, void *arg)
 {
 	struct agent_list_req *l = calloc(1, sizeof(*l));
 	CHECK(l != NULL);
+	l->type = type;
 	l->tag = ch->next_tag++;
-	l->cb = cb;
 	l->arg = arg;
 	TAILQ_INSERT_TAIL(&ch->lists, l, link);
+	return l;
+}
+
+/* Sends a new list or unservice now, or once the channel is ready. */
+static void list_start(struct agent_channel *ch, struct agent_list_req *l)
+{
 	if (ch->state == CH_CLOSED) {
 		l->err = strdup("sandbox gone");
 		channel_defer(ch);
@@ -280,6 +341,22 @@ void agent_list(struct agent_channel *ch, agent_list_fn cb, void *arg)
 	} else {
 		channel_kick(ch);
 	}
+}
+
+void agent_list(struct agent_channel *ch, agent_list_fn cb, void *arg)
+{
+	struct agent_list_req *l = list_new(ch, AGENT_LIST, arg);
+	l->cb = cb;
+	list_start(ch, l);
+}
+
+void agent_unservice(struct agent_channel *ch, const char *service, agent_unservice_fn cb, void *arg)
+{
+	struct agent_list_req *l = list_new(ch, AGENT_UNSERVICE, arg);
+	l->unservice_cb = cb;
+	l->service = strdup(service);
+	CHECK(l->service != NULL);
+	list_start(ch, l);
 }
 
 size_t agent_channel_pending(const struct agent_channel *ch)

@@ -14,6 +14,8 @@ struct channels {
 	struct event_base *base;
 	struct docker *docker;
 	struct channel_list list; /* a few hundred sandboxes at most per instance: a list will do */
+	channels_reset_fn reset;
+	void *reset_arg;
 };
 
 struct channels *channels_new(struct event_base *base, struct docker *docker)
@@ -58,8 +60,22 @@ struct agent_channel *channels_get(struct channels *chs, const char *sandbox_id,
 	return ch;
 }
 
+void channels_on_reset(struct channels *chs, channels_reset_fn fn, void *arg)
+{
+	chs->reset = fn;
+	chs->reset_arg = arg;
+}
+
+void channels_reset(struct channels *chs, const char *sandbox_id)
+{
+	if (chs->reset)
+		chs->reset(sandbox_id, chs->reset_arg);
+}
+
 void channels_drop(struct channels *chs, const char *sandbox_id)
 {
+	/* heard whether a channel was open or not: the agent goes either way */
+	channels_reset(chs, sandbox_id);
 	struct agent_channel *ch = channels_find(chs, sandbox_id);
 	if (!ch)
 		return;

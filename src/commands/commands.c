@@ -4,6 +4,7 @@
 #include "core/clock.h"
 #include "commands/commands.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ static void cmd_error(void *arg, int code, const char *message);
 static void cmd_free(struct command *cmd);
 static void detached_recorded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void sandbox_reset(const char *sandbox_id, void *arg);
 
 static const struct agent_sub_ops cmd_sub_ops = {
 	.started = cmd_started,
@@ -53,6 +55,7 @@ struct commands *commands_new(struct event_base *base, const struct commands_con
 	c->pg = registry_pg(reg);
 	c->chs = registry_channels(reg);
 	c->records = records_new(c);
+	channels_on_reset(c->chs, sandbox_reset, c);
 	return c;
 }
 
@@ -62,6 +65,7 @@ void commands_free(struct commands *c)
 {
 	if (!c)
 		return;
+	channels_on_reset(c->chs, NULL, NULL);
 	records_free(c->records);
 	for (size_t i = 0; i < SBX_BUCKETS; i++) {
 		struct sbx *s = c->buckets[i];
@@ -114,6 +118,23 @@ struct sbx *sbx_find(struct commands *c, const char *id)
 	return NULL;
 }
 
+void sbx_stale(struct sbx *s)
+{
+	if (s->reconcile == SBX_RECONCILING)
+		s->again = true;
+	else
+		s->reconcile = SBX_UNRECONCILED;
+}
+
+/* A stop (its channel dropped), a delete, or an agent that started again:
+ * what runs in the sandbox is no longer what was reconciled. */
+static void sandbox_reset(const char *sandbox_id, void *arg)
+{
+	struct sbx *s = sbx_find(arg, sandbox_id);
+	if (s)
+		sbx_stale(s);
+}
+
 struct sbx *sbx_get(struct commands *c, const char *id)
 {
 	struct sbx *found = sbx_find(c, id);
@@ -163,6 +184,9 @@ static void op_free(struct command_op *op)
 	if (op->later)
 		event_free(op->later);
 	command_spec_free(&op->spec);
+	for (size_t i = 0; i < op->nrecs; i++)
+		free((char *)op->recs[i].command);
+	free(op->recs);
 	free(op);
 }
 
@@ -316,10 +340,10 @@ void command_op_cancel(struct command_op *op)
 		if (cmd->sub)
 			agent_sub_ack(cmd->sub, UINT64_MAX);
 	}
-	if (op->state == OP_RECONCILE || op->state == OP_FLUSH ||
+	if (op->state == OP_RECONCILE || op->state == OP_FLUSH || op->agent_holds ||
 	    (op->kind == OP_LOGS && op->state == OP_AGENT && !op->sub)) {
-		/* a reconcile pass, the record writer or an agent list still holds
-		 * op: it finishes it */
+		/* a reconcile pass, the record writer or an agent request still
+		 * holds op: it finishes it */
 		return;
 	}
 	if (op->state != OP_DONE)
@@ -378,6 +402,8 @@ static void spec_copy(struct command_spec *dst, const struct command_spec *src)
 	dst->max_output_bytes = src->max_output_bytes;
 	dst->pty_rows = src->pty_rows;
 	dst->pty_cols = src->pty_cols;
+	dst->service = src->service;
+	dst->port = src->port;
 }
 
 struct command_op *commands_run(struct commands *c, const char *sandbox_id, const struct command_spec *spec,
@@ -427,8 +453,15 @@ static void run_spawn(struct command_op *op)
 	cmd->op = op;
 	cmd->detached = op->detached;
 	cmd->command_json = strdup(op->spec.command_json);
+	/* the record's id, known before the spawn: a service carries it to the
+	 * agent, which reports it back after each start of the sandbox */
+	uuid_t u;
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, cmd->info.id);
 	snprintf(cmd->info.sandbox_id, sizeof(cmd->info.sandbox_id), "%s", op->sandbox_id);
 	cmd->info.status = COMMAND_RUNNING;
+	cmd->info.service = op->detached && op->spec.service;
+	cmd->info.port = cmd->info.service ? op->spec.port : 0;
 	if (op->spec.stdin_data) {
 		cmd->stdin_data = op->spec.stdin_data;
 		cmd->stdin_len = op->spec.stdin_len;
@@ -453,6 +486,8 @@ static void run_spawn(struct command_op *op)
 		.ring_bytes = c->cfg.ring_bytes,
 		.window = c->cfg.window,
 		.lossless = !op->detached, /* a client attached wants every byte */
+		.service = cmd->info.service ? cmd->info.id : NULL,
+		.port = cmd->info.port,
 	};
 	/* nothing to close when stdin was never opened */
 	cmd->stdin_close = cmd->stdin_close && req.stdin_open;
@@ -466,9 +501,6 @@ static void run_spawn(struct command_op *op)
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
 {
 	struct command *cmd = arg;
-	uuid_t u;
-	uuid_generate_random(u);
-	uuid_unparse_lower(u, cmd->info.id);
 	cmd->info.agent_id = cmd_id;
 	cmd->info.pid = pid;
 	cmd->info.started_at = started_at;
@@ -572,7 +604,14 @@ static void cmd_error(void *arg, int code, const char *message)
 	cmd->sub = NULL;
 	struct command_op *op = cmd->op;
 	if (cmd->info.pid <= 0) {
-		if (op)
+		if (op && code == EDQUOT)
+			op_fail(op, true, CORE_LIMIT, "too_many_services",
+				"this sandbox keeps %d services already (the most); remove one first",
+				AGENT_SERVICES_MAX);
+		else if (op && code == ENOTSUP)
+			op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s",
+				message ? message : "the sandbox's agent predates this");
+		else if (op)
 			op_fail(op, true, code > 0 ? CORE_INVALID : CORE_UNAVAILABLE,
 				code > 0 ? "spawn_failed" : "agent_unavailable", "%s",
 				message ? message : "spawn failed");
@@ -583,7 +622,7 @@ static void cmd_error(void *arg, int code, const char *message)
 		if (!cmd->recorded)
 			command_record_write(cmd->c, &cmd->info, cmd->command_json, cmd->detached,
 					     record_logged, NULL);
-		cmd->sbx->reconcile = SBX_UNRECONCILED;
+		sbx_stale(cmd->sbx);
 		if (op)
 			op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "%s",
 				message ? message : "the agent went away");
@@ -607,9 +646,8 @@ static void cmd_free(struct command *cmd)
 	free(cmd);
 }
 
-/* A command found running at reconcile: watch it again until it exits. */
-void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch, const char *id,
-			   uint32_t agent_id, const char *command_json, int pid, int64_t started_at)
+void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch,
+			   const struct command_info *info, const char *command_json)
 {
 	struct command *cmd = calloc(1, sizeof(*cmd));
 	CHECK(cmd != NULL);
@@ -622,14 +660,10 @@ void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_chann
 	cmd->detached = true;
 	cmd->recorded = true;
 	cmd->command_json = strdup(command_json);
-	snprintf(cmd->info.id, sizeof(cmd->info.id), "%s", id);
-	snprintf(cmd->info.sandbox_id, sizeof(cmd->info.sandbox_id), "%s", s->id);
-	cmd->info.agent_id = agent_id;
-	cmd->info.pid = pid;
-	cmd->info.started_at = started_at;
+	cmd->info = *info;
 	cmd->info.status = COMMAND_RUNNING;
 	/* from the end is unknown: read from 0 and drop what we read */
-	cmd->sub = agent_subscribe(ch, agent_id, 0, c->cfg.window, &cmd_sub_ops, cmd);
+	cmd->sub = agent_subscribe(ch, info->agent_id, 0, c->cfg.window, &cmd_sub_ops, cmd);
 }
 
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg)

@@ -33,7 +33,12 @@ struct sbx {
 	struct commands *c;
 	char id[37];
 	int running; /* commands of this sandbox this instance watches */
+	/* RECONCILED: its records agree with the agent we last asked. Back to
+	 * UNRECONCILED when the agent may run what we did not see (its channel
+	 * dropped by a stop, a restarted agent, a watch lost); again: that
+	 * happened during the pass, which then leaves it UNRECONCILED. */
 	enum { SBX_UNRECONCILED, SBX_RECONCILING, SBX_RECONCILED } reconcile;
+	bool again;
 	struct command_op *waiters; /* ops waiting for the reconcile pass */
 	struct command *cmds;	    /* watched commands */
 };
@@ -63,7 +68,7 @@ struct record_ticket {
 	struct command_op *op;
 };
 
-enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_EXECUTE, OP_KIND_MAX };
+enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_EXECUTE, OP_UNSERVICE, OP_KIND_MAX };
 
 enum op_state {
 	OP_LOOKUP,    /* waiting on PostgreSQL (sandbox or command record) */
@@ -91,10 +96,11 @@ struct command_op {
 	struct command_op *wait_next; /* among reconcile or flush waiters */
 	uint64_t flush_seq;	      /* OP_FLUSH: the last write it waits for */
 	void (*flush_go)(struct command_op *op);
-	struct registry_wait *rwait; /* OP_LOOKUP: the sandbox's handle on its way */
-	struct sandbox_ref *ref;     /* the sandbox, once looked up */
-	struct command *cmd;	     /* OP_RUN */
-	struct command_spec spec;    /* OP_RUN: owned copy of what matters */
+	void (*reconcile_go)(struct command_op *op); /* OP_RECONCILE: on after the pass */
+	struct registry_wait *rwait;		     /* OP_LOOKUP: the sandbox's handle on its way */
+	struct sandbox_ref *ref;		     /* the sandbox, once looked up */
+	struct command *cmd;			     /* OP_RUN */
+	struct command_spec spec;		     /* OP_RUN: owned copy of what matters */
 	bool detached;
 	struct agent_channel *ch; /* valid during the pass that set it only */
 	char container[80];	  /* to find the channel again (stdin) */
@@ -103,13 +109,16 @@ struct command_op {
 	uint64_t offset, target;
 	uint64_t acked; /* the last offset acked to the agent */
 	bool follow;
+	bool agent_holds; /* an agent list or unservice will call back: it finishes op */
 	int signo;
 	int in_cb;   /* events on the stack */
 	bool closed; /* the caller is gone */
 	struct core_error fail;
 	struct command_info info;
 	struct record_ticket *ticket;
-	void *priv; /* OP_EXECUTE: the collector */
+	void *priv;		     /* OP_EXECUTE: the collector */
+	struct command_record *recs; /* OP_GET, OP_LIST: read, owned (their commands too) */
+	size_t nrecs;
 };
 
 void op_set_state(struct command_op *op, enum op_state next);
@@ -130,8 +139,12 @@ void op_emit_exited(struct command_op *op, const struct command_info *info);
 struct sbx *sbx_get(struct commands *c, const char *id);
 /* Runs op once the sandbox's running records agree with its agent. */
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
-void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch, const char *id,
-			   uint32_t agent_id, const char *command_json, int pid, int64_t started_at);
+/* The agent may run what the records do not say: reconcile again. */
+void sbx_stale(struct sbx *s);
+/* A command found running at reconcile (info: its record as it is now):
+ * watched again until it exits. */
+void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch,
+			   const struct command_info *info, const char *command_json);
 /* commands_records.c: writes the command's record (insert or final update;
  * idempotent) in the next batch; cb gets the batch's outcome. */
 void command_record_write(struct commands *c, const struct command_info *info, const char *command_json,

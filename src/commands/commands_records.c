@@ -52,13 +52,13 @@ static void records_schedule(struct records *r);
  * got there first. */
 static const char sql_records[] =
 	"INSERT INTO commands (id, sandbox_id, agent_id, command, detached, status, exit_code, signal, "
-	"  timed_out, pid, output_bytes, owner_instance, started_at, ended_at) "
+	"  timed_out, pid, output_bytes, owner_instance, started_at, ended_at, service, port) "
 	"SELECT r.id, r.sandbox_id, r.agent_id, coalesce(r.command, 'null'::jsonb), r.detached, r.status, "
 	"  r.exit_code, r.signal, r.timed_out, r.pid, r.output_bytes, $2, "
-	"  to_timestamp(r.started_at / 1000.0), to_timestamp(r.ended_at / 1000.0) "
+	"  to_timestamp(r.started_at / 1000.0), to_timestamp(r.ended_at / 1000.0), r.service, r.port "
 	"FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, sandbox_id uuid, agent_id integer, command jsonb, "
 	"  detached boolean, status text, exit_code integer, signal integer, timed_out boolean, pid integer, "
-	"  output_bytes bigint, started_at bigint, ended_at bigint) "
+	"  output_bytes bigint, started_at bigint, ended_at bigint, service boolean, port integer) "
 	"ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, exit_code = EXCLUDED.exit_code, "
 	"  signal = EXCLUDED.signal, timed_out = EXCLUDED.timed_out, output_bytes = EXCLUDED.output_bytes, "
 	"  ended_at = EXCLUDED.ended_at WHERE commands.status = 'running'";
@@ -172,11 +172,13 @@ static void rec_json(struct evbuffer *out, const struct rec *x)
 	evbuffer_add_printf(out,
 			    "{\"id\":\"%s\",\"sandbox_id\":\"%s\",\"agent_id\":%u,\"command\":%s,"
 			    "\"detached\":%s,\"status\":\"%s\",\"timed_out\":%s,\"pid\":%d,"
-			    "\"output_bytes\":%llu,\"started_at\":%lld",
+			    "\"output_bytes\":%llu,\"started_at\":%lld,\"service\":%s",
 			    i->id, i->sandbox_id, i->agent_id, x->command_json,
 			    x->detached ? "true" : "false", command_status_name(i->status),
 			    i->timed_out ? "true" : "false", i->pid, (unsigned long long)i->offset,
-			    (long long)i->started_at);
+			    (long long)i->started_at, i->service ? "true" : "false");
+	if (i->port > 0)
+		evbuffer_add_printf(out, ",\"port\":%d", i->port);
 	if (done && i->status == COMMAND_EXITED)
 		evbuffer_add_printf(out, ",\"exit_code\":%d", i->exit_code);
 	if (done && i->signal > 0)

@@ -16,6 +16,7 @@ static int fail_with(struct core_error *fail, const char *code, const char *fmt,
 	__attribute__((format(printf, 3, 4)));
 static int parse_command(struct json_object *v, struct command_spec *spec, struct core_error *fail);
 static int parse_env(struct json_object *v, struct command_spec *spec, struct core_error *fail);
+static int parse_service(struct json_object *body, struct command_spec *spec, struct core_error *fail);
 static char **strv_new(size_t n);
 
 static int fail_with(struct core_error *fail, const char *code, const char *fmt, ...)
@@ -100,6 +101,31 @@ static int parse_env(struct json_object *v, struct command_spec *spec, struct co
 	return 0;
 }
 
+/* "service" (a boolean) and "port" (1..65535, a service's only). A service
+ * takes no "stdin": the agent starts it again with no one to feed it. */
+static int parse_service(struct json_object *body, struct command_spec *spec, struct core_error *fail)
+{
+	struct json_object *v;
+	if (json_object_object_get_ex(body, "service", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_boolean))
+			return fail_with(fail, "invalid_service", "'service' must be true or false");
+		spec->service = json_object_get_boolean(v);
+	}
+	if (json_object_object_get_ex(body, "port", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+		    json_object_get_int64(v) > 65535)
+			return fail_with(fail, "invalid_port", "'port' must be a TCP port, 1 to 65535");
+		if (!spec->service)
+			return fail_with(fail, "invalid_port",
+					 "'port' is a service's: give \"service\": true");
+		spec->port = (int)json_object_get_int64(v);
+	}
+	if (spec->service && spec->stdin_data)
+		return fail_with(fail, "invalid_stdin",
+				 "a service takes no 'stdin': it starts again with no one to give it");
+	return 0;
+}
+
 /* A member that must be a string when present (null = absent). */
 static int opt_string(struct json_object *body, const char *key, const char *code, char **out,
 		      struct core_error *fail)
@@ -172,6 +198,8 @@ int native_command_spec(struct json_object *body, uint64_t max_cap, struct comma
 		CHECK(spec->stdin_data != NULL);
 		memcpy(spec->stdin_data, json_object_get_string(v), spec->stdin_len + 1);
 	}
+	if (parse_service(body, spec, fail) != 0)
+		goto fail;
 	return 0;
 fail:
 	command_spec_free(spec);

@@ -1,6 +1,7 @@
 /* The native API's command routes: execute (whole answer or an event
- * stream), detached commands, their records, logs, stdin and signals. Thin:
- * parse, call the command service (src/commands/commands.c), write HTTP. */
+ * stream), detached commands and services, their records, logs, stdin,
+ * signals and a service's removal. Thin: parse, call the command service
+ * (src/commands/commands.c), write HTTP. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ static void logs_route(struct http_request *req, void *arg);
 static void stdin_route(struct http_request *req, void *arg);
 static void signal_route(struct http_request *req, void *arg);
 static void signal_body(struct http_request *req, struct json_object *body, void *arg);
+static void remove_route(struct http_request *req, void *arg);
 static void stream_cancel(void *arg);
 static void on_started(void *arg, const struct command_info *info);
 static void on_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
@@ -53,7 +55,7 @@ static void on_drain(void *arg);
 static void collected(const struct core_error *fail, const struct command_result *res, void *arg);
 static void records_answer(const struct core_error *fail, const struct command_record *recs, size_t n,
 			   void *arg);
-static void signal_sent(const struct core_error *fail, void *arg);
+static void done_answer(const struct core_error *fail, void *arg);
 static void stdin_ready(const struct core_error *fail, void *arg);
 static void stdin_data(struct http_request *req, struct evbuffer *chunk, void *arg);
 static void stdin_end(struct http_request *req, void *arg);
@@ -75,7 +77,8 @@ int native_command_routes(struct native *nat)
 	    router_add(r, "GET", "/api/sandboxes/{id}/commands/{cid}", get_route, nat) != 0 ||
 	    router_add(r, "GET", "/api/sandboxes/{id}/commands/{cid}/logs", logs_route, nat) != 0 ||
 	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/stdin", stdin_route, nat) != 0 ||
-	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/signal", signal_route, nat) != 0)
+	    router_add(r, "POST", "/api/sandboxes/{id}/commands/{cid}/signal", signal_route, nat) != 0 ||
+	    router_add(r, "DELETE", "/api/sandboxes/{id}/commands/{cid}", remove_route, nat) != 0)
 		return -1;
 	return 0;
 }
@@ -155,6 +158,12 @@ static void execute_body(struct http_request *req, struct json_object *body, voi
 	struct command_spec spec;
 	if (!parse_spec(req, nat, body, &spec))
 		return;
+	if (spec.service) {
+		command_spec_free(&spec);
+		http_respond_error(req, 400, "invalid_service",
+				   "a service is a detached command: POST .../commands");
+		return;
+	}
 	struct cmd_stream *st = stream_new(req, nat);
 	const char *id = http_request_param(req, "id");
 	if (st->fmt == STREAM_NONE) {
@@ -334,7 +343,8 @@ static void records_answer(const struct core_error *fail, const struct command_r
 	http_respond_json(st->req, 200, a);
 }
 
-static void signal_sent(const struct core_error *fail, void *arg)
+/* 204 once done (a signal sent, a service removed), else the error. */
+static void done_answer(const struct core_error *fail, void *arg)
 {
 	struct cmd_stream *st = arg;
 	stream_done(st);
@@ -480,5 +490,15 @@ static void signal_body(struct http_request *req, struct json_object *body, void
 	}
 	struct cmd_stream *st = stream_new(req, nat);
 	st->op = commands_signal(nat->cmds, http_request_param(req, "id"), http_request_param(req, "cid"),
-				 signo, signal_sent, st);
+				 signo, done_answer, st);
+}
+
+/* ---- a service removed ---- */
+
+static void remove_route(struct http_request *req, void *arg)
+{
+	struct native *nat = arg;
+	struct cmd_stream *st = stream_new(req, nat);
+	st->op = commands_remove_service(nat->cmds, http_request_param(req, "id"),
+					 http_request_param(req, "cid"), done_answer, st);
 }

@@ -75,7 +75,7 @@ struct json_object *native_sandbox_json(const struct sandbox *sb)
 	return o;
 }
 
-/* A command record: its status, how it ended, the command as given. */
+/* A pool rollout; progress is exactly 1.0 once done. */
 static struct json_object *rollout_json(const struct pool_rollout *ro)
 {
 	struct json_object *o = json_object_new_object();
@@ -119,6 +119,8 @@ struct json_object *native_pool_json(const struct pool_status *st)
 	return o;
 }
 
+/* A command record: its status, how it ended, the command as given, and
+ * whether it is a service (with its port's readiness). */
 struct json_object *native_command_json(const struct command_record *rec)
 {
 	const struct command_info *i = &rec->info;
@@ -135,6 +137,11 @@ struct json_object *native_command_json(const struct command_record *rec)
 	json_object_object_add(o, "pid", i->pid ? json_object_new_int(i->pid) : NULL);
 	json_object_object_add(o, "started_at", native_time_json(1000 * i->started_at));
 	json_object_object_add(o, "ended_at", ended ? native_time_json(1000 * i->ended_at) : NULL);
+	/* ours: a service comes back with its sandbox; ready: its port answers now */
+	json_object_object_add(o, "service", json_object_new_boolean(i->service));
+	json_object_object_add(o, "port", i->port > 0 ? json_object_new_int(i->port) : NULL);
+	if (i->service)
+		json_object_object_add(o, "ready", i->port > 0 ? json_object_new_boolean(i->ready) : NULL);
 	return o;
 }
 

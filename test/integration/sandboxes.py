@@ -1,8 +1,9 @@
 """Shared helpers of the sandbox tests: the test templates folder, the exact
-key set of a sandbox object, waiting for a status, and the moves recorded
-in sandbox_events."""
+key set of a sandbox object, waiting for a status, the moves recorded in
+sandbox_events, and a GET to a port published on loopback."""
 import os
 import re
+import socket
 import time
 
 from harness import pg
@@ -50,8 +51,5 @@ def templates_env(**extra):
     return env
 
 
-def transitions(srv, sid):
-    """The sandbox's recorded moves, oldest first: (from or '-', to, actor or '-', reason or '-')."""
-    out = pg.psql(f"SELECT coalesce(from_status, '-'), to_status, coalesce(actor, '-'), coalesce(reason, '-') "
-                  f"FROM sandbox_events WHERE sandbox_id = '{sid}' ORDER BY id", url=srv.database_url)
-    return [tuple(line.split("|")) for line in out.splitlines() if line]
+key set of a sandbox object, waiting for a status, the moves recorded in
+sandbox_events, and a GET to a port published on loopback."""

@@ -2,7 +2,8 @@
 socket, driven through the agent protocol (include/agent/protocol.h) by a
 small client: spawn, exit codes, typed output, signals, stdin, env, cwd, PTY,
 timeouts, the ring's gap, replay, flow control, lossless readers that hold
-their command, several connections."""
+their command, several connections; services kept across a restart of the
+agent, their ports probed, forgotten on request."""
 import hashlib
 import os
 import socket
@@ -20,16 +21,18 @@ from harness.wait import until
 HELLO, WELCOME, SPAWN, STARTED, SPAWN_FAILED, OUTPUT, EXITED = 1, 2, 3, 4, 5, 6, 7
 STDIN, STDIN_CLOSE, SIGNAL, RESIZE, SUBSCRIBE, ACK, UNSUBSCRIBE = 8, 9, 10, 11, 12, 13, 14
 FORGET, LIST, STATUS, LIST_END, ERROR, PING, PONG = 15, 16, 17, 18, 19, 20, 21
+UNSERVICE, UNSERVICED = 31, 32
+FEATURE_SERVICES = 4
 FLAG_GAP = 1
 # field tags
 T = dict(VERSION=1, PID=2, STARTED_AT=3, TAG=4, ARGV=5, ENV=6, CWD=7, USER=8, PTY_ROWS=9, PTY_COLS=10,
          STDIN_OPEN=11, TIMEOUT_MS=12, GRACE_MS=13, RING_BYTES=14, WINDOW=15, CODE=16, MESSAGE=17,
          STREAM=18, OFFSET=19, DATA=20, EXIT_CODE=21, SIGNAL=22, TIMED_OUT=23, ENDED_AT=24, SIGNO=25,
-         STATE=26, LOSSLESS=27)
+         STATE=26, LOSSLESS=27, FEATURES=28, COUNT=42, SERVICE=46, PORT=47, READY=48)
 NAMES = {v: k for k, v in T.items()}
 INTS = {"VERSION", "PID", "STARTED_AT", "PTY_ROWS", "PTY_COLS", "STDIN_OPEN", "TIMEOUT_MS", "GRACE_MS",
         "RING_BYTES", "WINDOW", "CODE", "STREAM", "OFFSET", "EXIT_CODE", "SIGNAL", "TIMED_OUT", "ENDED_AT",
-        "SIGNO", "STATE", "LOSSLESS"}
+        "SIGNO", "STATE", "LOSSLESS", "FEATURES", "COUNT", "PORT", "READY"}
 STDOUT, STDERR, PTY = 1, 2, 3
 
 
@@ -155,13 +158,11 @@ def stream_bytes(out, stream):
     return b"".join(d for s, d in out if s == stream)
 
 
-@pytest.fixture
-def agent():
-    binary = agent_binary()
-    assert os.path.exists(binary), f"no agent binary at {binary}: build it first"
-    d = tempfile.mkdtemp(prefix="sbagent")
-    path = os.path.join(d, "agent.sock")
-    proc = subprocess.Popen([binary, "init"], env={"SANDBAR_AGENT_SOCKET": path, "PATH": "/usr/bin:/bin"})
+def start_agent(binary, path, services):
+    """The agent in init mode on socket path, keeping services in folder
+    services; returns once it takes connections."""
+    proc = subprocess.Popen([binary, "init"], env={"SANDBAR_AGENT_SOCKET": path, "PATH": "/usr/bin:/bin",
+                                                   "SANDBAR_AGENT_SERVICES": services})
     # the path appears at bind(), a moment before listen(): wait until a
     # connection is taken
     for _ in range(500):
@@ -170,19 +171,44 @@ def agent():
             break
         except (FileNotFoundError, ConnectionRefusedError):
             time.sleep(0.01)
+    return proc
+
+
+def stop_agent(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=5)
+    assert proc.returncode == 0
+
+
+@pytest.fixture
+def agent():
+    binary = agent_binary()
+    assert os.path.exists(binary), f"no agent binary at {binary}: build it first"
+    d = tempfile.mkdtemp(prefix="sbagent")
+    path = os.path.join(d, "agent.sock")
+    services = os.path.join(d, "services")
 
     class A:
         pass
 
     a = A()
-    a.proc, a.path, a.binary = proc, path, binary
+    a.proc, a.path, a.binary, a.services = start_agent(binary, path, services), path, binary, services
     a.connect = lambda: Client(path)
+
+    def restart():
+        stop_agent(a.proc)
+        os.unlink(path)
+        a.proc = start_agent(binary, path, services)
+
+    a.restart = restart
     yield a
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=5)
-    assert proc.returncode == 0
+    stop_agent(a.proc)
     os.unlink(path)
+    for name in os.listdir(services) if os.path.isdir(services) else []:
+        os.unlink(os.path.join(services, name))
+    if os.path.isdir(services):
+        os.rmdir(services)
     os.rmdir(d)
 
 
@@ -532,3 +558,95 @@ def test_lossless_timeout_while_paused(agent):
     assert ex.f["TIMED_OUT"] == 1 and ex.f["SIGNAL"] == 15 and gaps == []
     assert 4096 + sum(len(d) for _, d in out) == ex.f["OFFSET"] < 50_000_000
     assert set(b"".join(d for _, d in out)) == {ord("x")}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def list_all(c):
+    c.send(LIST, fields=[("TAG", "l")])
+    sts = []
+    while True:
+        s = c.recv()
+        if s.type == LIST_END:
+            return sts
+        assert s.type == STATUS, s
+        sts.append(s)
+
+
+def answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(12).startswith(b"HTTP/1.0 200")
+    except OSError:
+        return False
+
+
+def test_service_kept_started_again_and_forgotten(agent):
+    """A service with a port: kept in the services folder, READY once its port
+    takes connections, started again (same command line, env and folder) by
+    the next agent, forgotten by UNSERVICE (SIGTERM to its group, not started
+    again)."""
+    c = agent.connect()
+    assert c.hello().f["FEATURES"] & FEATURE_SERVICES
+    port = free_port()
+    work = tempfile.mkdtemp(prefix="sbsvcwork")
+    with open(os.path.join(work, "index.html"), "w") as f:
+        f.write("hello")
+    try:
+        m = c.spawn(["sh", "-c", "echo $GREETING >&2; exec python3 -m http.server %d" % port],
+                    env=("PATH=/usr/bin:/bin", "GREETING=hi"), cwd=work, service="svc-1", port=port, window=0)
+        assert m.type == STARTED, m
+        assert os.listdir(agent.services) == ["svc-1"]
+        assert os.stat(os.path.join(agent.services, "svc-1")).st_mode & 0o777 == 0o600
+
+        def ready(cl):
+            sts = [s for s in list_all(cl) if s.f.get("SERVICE") == b"svc-1"]
+            assert len(sts) == 1 and sts[0].f["PORT"] == port and sts[0].f["STATE"] == 1, sts
+            return sts[0] if sts[0].f["READY"] == 1 else None
+
+        until(lambda: ready(c), timeout=20, what="the service's port to be ready")
+        assert answers(port)
+        # a second one of the same service: refused
+        m2 = c.spawn(["true"], service="svc-1", window=0)
+        assert m2.type == SPAWN_FAILED and m2.f["CODE"] == 17  # EEXIST
+        c.close()
+
+        agent.restart()  # as a stop and start of the container
+        c = agent.connect()
+        c.hello()
+        st = until(lambda: ready(c), timeout=20, what="the service ready again after the restart")
+        assert answers(port)
+        c.send(SUBSCRIBE, st.id, [("TAG", "o"), ("OFFSET", 0), ("WINDOW", 1 << 20)])
+        m = c.expect(OUTPUT)
+        assert m.f["STREAM"] == STDERR and m.data.startswith(b"hi\n")  # the same env
+
+        c.send(UNSERVICE, fields=[("TAG", "u"), ("SERVICE", "svc-1")])
+        while True:
+            u = c.recv()
+            if u.type == UNSERVICED:
+                break
+        assert u.f["TAG"] == b"u" and u.f["COUNT"] == 1 and u.f["PID"] == st.f["PID"]
+        assert os.listdir(agent.services) == []
+        _, ex, _ = c.collect(st.id)
+        assert ex.f["SIGNAL"] == 15
+        assert not answers(port)
+        c.send(UNSERVICE, fields=[("TAG", "u2"), ("SERVICE", "svc-1")])  # again: nothing to do
+        u = c.expect(UNSERVICED)
+        assert u.f["COUNT"] == 0 and u.f["PID"] == 0
+        c.close()
+
+        agent.restart()
+        c = agent.connect()
+        c.hello()
+        assert list_all(c) == []
+        c.send(UNSERVICE, fields=[("TAG", "u3"), ("SERVICE", "../x")])
+        assert c.expect(ERROR).f["CODE"] == 22
+    finally:
+        for name in os.listdir(work):
+            os.unlink(os.path.join(work, name))
+        os.rmdir(work)

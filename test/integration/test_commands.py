@@ -12,7 +12,7 @@ from harness.wait import until
 from sandboxes import RFC3339, UUID
 
 COMMAND_KEYS = {"id", "sandbox_id", "command", "status", "exit_code", "signal", "timed_out", "pid",
-                "started_at", "ended_at"}
+                "started_at", "ended_at", "service", "port"}
 
 
 @pytest.fixture
@@ -57,6 +57,7 @@ def test_detached_record_and_logs(client, sandbox):
     doc = client.get(f"/api/sandboxes/{sid}/commands/{cid}").json
     assert set(doc) == COMMAND_KEYS
     assert doc["status"] == "running" and doc["command"] == "echo one; sleep 0.3; echo two >&2; exit 5"
+    assert doc["service"] is False and doc["port"] is None
     # follow: live until exit
     events = logs(client, sid, cid, "?follow=1")
     assert event_bytes(events) == b"one\ntwo\n"

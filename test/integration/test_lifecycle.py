@@ -5,7 +5,6 @@ status refused with 409 and the current status, racing requests settled by
 the compare-and-set, and a sandbard killed in the middle leaving nothing
 half-way."""
 import concurrent.futures
-import socket
 import threading
 import time
 
@@ -14,7 +13,7 @@ import pytest
 from commands_util import execute
 from harness import docker, pg
 from harness.wait import until
-from sandboxes import templates_env
+from sandboxes import http_get, templates_env
 
 
 def create(c, template="plain", **body):
@@ -27,15 +26,6 @@ def events(srv, sid):
     out = pg.psql(f"SELECT coalesce(from_status, '-'), to_status, coalesce(actor, '-') FROM sandbox_events "
                   f"WHERE sandbox_id = '{sid}' ORDER BY id", url=srv.database_url)
     return [tuple(line.split("|")) for line in out.splitlines() if line]
-
-
-def http_get(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            return s.recv(100)
-    except OSError:
-        return b""
 
 
 def test_stop_start_keeps_the_workspace(server_factory):

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/fsuid.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -29,6 +28,7 @@
 #include "fs.h"
 #include "fs_internal.h"
 #include "need.h"
+#include "world.h"
 
 #define MAX_FRAMES 4096
 
@@ -41,11 +41,7 @@ struct got {
 };
 
 struct world {
-	struct agent a;
-	struct conn *conn;
-	int peer;
-	uint8_t *in;
-	size_t in_len, in_cap;
+	struct agent_world aw;
 	struct got frames[MAX_FRAMES];
 	size_t nframes;
 	char dir[256];
@@ -56,51 +52,33 @@ struct world {
 
 static struct world W;
 
-static void take_frames(void)
+/* A frame from the agent, kept for the test to look at. */
+static void take_frame(struct agent_world *aw, const struct agent_frame *f)
 {
-	struct world *w = &W;
-	for (;;) {
-		if (w->in_cap - w->in_len < 65536) {
-			w->in_cap = w->in_cap ? w->in_cap * 2 : 1 << 20;
-			w->in = realloc(w->in, w->in_cap);
-			assert_non_null(w->in);
-		}
-		ssize_t n = read(w->peer, w->in + w->in_len, w->in_cap - w->in_len);
-		if (n <= 0)
-			break;
-		w->in_len += (size_t)n;
+	(void)aw;
+	assert_true(W.nframes < MAX_FRAMES);
+	struct got *g = &W.frames[W.nframes++];
+	memset(g, 0, sizeof(*g));
+	g->type = f->type;
+	agent_frame_u64(f, AGENT_T_TAG, &g->tag);
+	agent_frame_u64(f, AGENT_T_CODE, &g->code);
+	agent_frame_u64(f, AGENT_T_SIZE, &g->size);
+	agent_frame_u64(f, AGENT_T_COUNT, &g->count);
+	agent_frame_u64(f, AGENT_T_OFFSET, &g->offset);
+	agent_frame_u64(f, AGENT_T_LENGTH, &g->length);
+	agent_frame_u64(f, AGENT_T_MODE, &g->mode);
+	agent_frame_u64(f, AGENT_T_UID, &g->uid);
+	agent_frame_u64(f, AGENT_T_CREATED, &g->created);
+	agent_frame_u64(f, AGENT_T_TRUNCATED, &g->truncated);
+	const uint8_t *p;
+	uint32_t len;
+	if (agent_frame_bytes(f, AGENT_T_PATH, &p, &len) == 0 && len < sizeof(g->path))
+		memcpy(g->path, p, len);
+	if (agent_frame_bytes(f, AGENT_T_DATA, &p, &len) == 0) {
+		g->data = malloc(len + 1);
+		memcpy(g->data, p, len);
+		g->data_len = len;
 	}
-	size_t pos = 0;
-	struct agent_frame f;
-	long used;
-	while ((used = agent_frame_parse(w->in + pos, w->in_len - pos, &f)) > 0) {
-		pos += (size_t)used;
-		assert_true(w->nframes < MAX_FRAMES);
-		struct got *g = &w->frames[w->nframes++];
-		memset(g, 0, sizeof(*g));
-		g->type = f.type;
-		agent_frame_u64(&f, AGENT_T_TAG, &g->tag);
-		agent_frame_u64(&f, AGENT_T_CODE, &g->code);
-		agent_frame_u64(&f, AGENT_T_SIZE, &g->size);
-		agent_frame_u64(&f, AGENT_T_COUNT, &g->count);
-		agent_frame_u64(&f, AGENT_T_OFFSET, &g->offset);
-		agent_frame_u64(&f, AGENT_T_LENGTH, &g->length);
-		agent_frame_u64(&f, AGENT_T_MODE, &g->mode);
-		agent_frame_u64(&f, AGENT_T_UID, &g->uid);
-		agent_frame_u64(&f, AGENT_T_CREATED, &g->created);
-		agent_frame_u64(&f, AGENT_T_TRUNCATED, &g->truncated);
-		const uint8_t *p;
-		uint32_t len;
-		if (agent_frame_bytes(&f, AGENT_T_PATH, &p, &len) == 0 && len < sizeof(g->path))
-			memcpy(g->path, p, len);
-		if (agent_frame_bytes(&f, AGENT_T_DATA, &p, &len) == 0) {
-			g->data = malloc(len + 1);
-			memcpy(g->data, p, len);
-			g->data_len = len;
-		}
-	}
-	memmove(w->in, w->in + pos, w->in_len - pos);
-	w->in_len -= pos;
 }
 
 /* Pumps and reads until nothing more moves. */
@@ -108,9 +86,9 @@ static void settle(void)
 {
 	for (int i = 0; i < 1000; i++) {
 		size_t before = W.nframes;
-		conn_pump_all(&W.a);
-		take_frames();
-		if (W.nframes == before && W.conn->out.len == W.conn->out_off)
+		conn_pump_all(&W.aw.a);
+		world_take(&W.aw);
+		if (W.nframes == before && W.aw.conn->out.len == W.aw.conn->out_off)
 			return;
 	}
 }
@@ -133,11 +111,7 @@ static uint64_t begin(struct agent_msg *m, uint8_t type)
 
 static void send_msg(struct agent_msg *m)
 {
-	assert_int_equal(agent_msg_end(m), 0);
-	struct agent_frame f;
-	assert_true(agent_frame_parse(m->buf, m->len, &f) > 0);
-	conn_handle_frame(&W.a, W.conn, &f);
-	agent_msg_free(m);
+	world_send(&W.aw, m);
 	settle();
 }
 
@@ -214,25 +188,19 @@ static int count_tmp(const char *dir)
 static int setup(void **state)
 {
 	(void)state;
-	int sv[2];
 	memset(&W, 0, sizeof(W));
 	snprintf(W.dir, sizeof(W.dir), "/tmp/sandbar-test-fs-XXXXXX");
 	assert_non_null(mkdtemp(W.dir));
 	chmod(W.dir, 0755);
-	W.a.next_id = 1;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-	W.conn = conn_new(&W.a, sv[0]);
-	W.peer = sv[1];
+	world_open(&W.aw, take_frame);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	conn_free_all(&W.a);
-	close(W.peer);
+	world_close(&W.aw);
 	clear_frames();
-	free(W.in);
 	char cmd[400];
 	if (W.other_mounted)
 		assert_int_equal(umount2(W.other, MNT_DETACH), 0);
@@ -330,7 +298,7 @@ static void test_write_close_leaves_nothing(void **state)
 	t = write_open(p("keep.txt"), NULL, 0644);
 	stream_msg(AGENT_FS_DATA, t, "partial", 7);
 	assert_int_equal(count_tmp(W.dir), 1);
-	fs_conn_closed(&W.a, W.conn);
+	fs_conn_closed(&W.aw.a, W.aw.conn);
 	assert_int_equal(count_tmp(W.dir), 0);
 	assert_string_equal(slurp(p("keep.txt")), "original");
 }
@@ -556,7 +524,7 @@ static void test_move_across(void **state)
 	assert_int_equal(W.nframes, before); /* in a child: answered when reaped */
 	int wst;
 	pid_t pid = waitpid(-1, &wst, 0);
-	assert_true(fs_reaped(&W.a, pid, wst));
+	assert_true(fs_reaped(&W.aw.a, pid, wst));
 	settle();
 	assert_int_equal(last(t)->type, AGENT_FS_DONE);
 	check_tree(to);
@@ -603,10 +571,10 @@ static void test_remove(void **state)
 	size_t before = W.nframes;
 	t = fs_op(AGENT_FS_REMOVE, p("tree"), NULL, AGENT_FS_F_RECURSIVE, NULL, NULL, NULL);
 	assert_int_equal(W.nframes, before); /* in a child: answered when reaped */
-	assert_int_equal(fs_jobs_running(&W.a), 1);
+	assert_int_equal(fs_jobs_running(&W.aw.a), 1);
 	int st;
 	pid_t pid = waitpid(-1, &st, 0);
-	assert_true(fs_reaped(&W.a, pid, st));
+	assert_true(fs_reaped(&W.aw.a, pid, st));
 	settle();
 	assert_int_equal(last(t)->type, AGENT_FS_DONE);
 	assert_int_equal(access(p("tree"), F_OK), -1);
@@ -657,7 +625,7 @@ static void test_as_user(void **state)
 	t = fs_op(AGENT_FS_REMOVE, p("open/rootdir"), "1000", AGENT_FS_F_RECURSIVE, NULL, NULL, NULL);
 	int wst;
 	pid_t pid = waitpid(-1, &wst, 0);
-	assert_true(fs_reaped(&W.a, pid, wst));
+	assert_true(fs_reaped(&W.aw.a, pid, wst));
 	settle();
 	assert_int_equal(last(t)->type, AGENT_ERROR);
 	assert_int_equal(access(p("open/rootdir/f"), F_OK), 0);

@@ -1,10 +1,7 @@
 /* Lossless subscriptions (AGENT_T_LOSSLESS): the commands and connections
- * modules driven by a small poll loop like main.c's, real children, the
+ * modules driven by a poll loop like main.c's (world.c), real children, the
  * client on the other end of a socketpair. A reader that does not ack holds
  * its command; acks, UNSUBSCRIBE and a closed connection let it go on. */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -12,9 +9,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -23,6 +17,7 @@
 #include "cmd.h"
 #include "conn.h"
 #include "ring.h"
+#include "world.h"
 
 #define RING	 8192
 #define WINDOW	 4096
@@ -40,19 +35,12 @@ struct seen {
 };
 
 struct world {
-	struct agent a;
-	struct conn *conn;
-	int peer;
-	uint8_t *in;
-	size_t in_len, in_cap;
+	struct agent_world aw;
 	struct seen seen;
 	bool auto_ack;
 };
 
-static void world_init(struct world *w);
-static void world_free(struct world *w);
-static void loop_once(struct world *w, int timeout_ms);
-static void client_read(struct world *w);
+static void on_frame(struct agent_world *aw, const struct agent_frame *f);
 static void client_send(struct world *w, struct agent_msg *m);
 static void client_ack(struct world *w, uint32_t id, uint64_t offset);
 static uint32_t spawn(struct world *w, const char *script, bool lossless, bool pty, uint64_t timeout_ms);
@@ -60,153 +48,45 @@ static void run_for(struct world *w, int ms);
 static bool run_until_exited(struct world *w, int ms);
 static bool alive(pid_t pid);
 
-static void world_init(struct world *w)
+/* A frame from the agent: output must be contiguous; acks when auto_ack. */
+static void on_frame(struct agent_world *aw, const struct agent_frame *f)
 {
-	int sv[2];
-	memset(w, 0, sizeof(*w));
-	w->a.next_id = 1;
-	w->a.now = agent_mono_ms();
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-	w->conn = conn_new(&w->a, sv[0]);
-	w->peer = sv[1];
-	w->auto_ack = false;
-}
-
-static void world_free(struct world *w)
-{
-	cmd_signal_all(&w->a, SIGKILL);
-	while (waitpid(-1, NULL, 0) > 0)
-		;
-	conn_free_all(&w->a);
-	cmd_free_all(&w->a);
-	close(w->peer);
-	free(w->in);
-}
-
-/* One pass of main.c's loop: reap, timers, pump, poll (paused commands
- * left out), dispatch; then the client reads what came. */
-static void loop_once(struct world *w, int timeout_ms)
-{
-	struct agent *a = &w->a;
-	struct pollfd p[16];
-	struct cmd *who[16];
-	size_t n = 0;
-	int st;
-	pid_t pid;
-	a->now = agent_mono_ms();
-	while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-		cmd_reaped(a, pid, st);
-	cmd_timers(a);
-	conn_pump_all(a);
-	conn_reap_closed(a);
-	for (struct conn *c = a->conns; c; c = c->next) {
-		short ev = (short)((conn_wants_read(c) ? POLLIN : 0) | (conn_wants_write(c) ? POLLOUT : 0));
-		if (ev) {
-			p[n] = (struct pollfd){ .fd = c->fd, .events = ev };
-			who[n++] = NULL;
-		}
+	struct world *w = (struct world *)aw;
+	uint64_t off = 0, v = 0;
+	const uint8_t *data = NULL;
+	uint32_t len = 0;
+	if (f->type == AGENT_OUTPUT && (f->flags & AGENT_FLAG_GAP)) {
+		w->seen.gaps++;
+		assert_int_equal(agent_frame_u64(f, AGENT_T_OFFSET, &off), 0);
+		w->seen.got = off;
+	} else if (f->type == AGENT_OUTPUT) {
+		assert_int_equal(agent_frame_u64(f, AGENT_T_OFFSET, &off), 0);
+		assert_int_equal(agent_frame_bytes(f, AGENT_T_DATA, &data, &len), 0);
+		w->seen.bad_order |= w->seen.exited || off != w->seen.got;
+		w->seen.got = off + len;
+		if (len)
+			w->seen.last = data[len - 1];
+		if (w->auto_ack)
+			client_ack(w, f->id, w->seen.got);
+	} else if (f->type == AGENT_EXITED) {
+		w->seen.exited = true;
+		assert_int_equal(agent_frame_u64(f, AGENT_T_OFFSET, &w->seen.exit_offset), 0);
+		assert_int_equal(agent_frame_u64(f, AGENT_T_TIMED_OUT, &v), 0);
+		w->seen.timed_out = v != 0;
+	} else if (f->type == AGENT_PONG) {
+		w->seen.pongs++;
+		assert_int_equal(agent_frame_bytes(f, AGENT_T_TAG, &data, &len), 0);
+		assert_true(len < sizeof(w->seen.pong_tag));
+		memcpy(w->seen.pong_tag, data, len);
+		w->seen.pong_tag[len] = '\0';
+	} else {
+		assert_int_equal(f->type, AGENT_STARTED);
 	}
-	for (struct cmd *c = a->cmds; c && n + 3 <= 16; c = c->next) {
-		bool paused = cmd_paused(c);
-		bool in_pending = c->in_fd >= 0 && (c->in_len > c->in_off || c->in_close);
-		if (c->pty) {
-			short ev = (short)((paused ? 0 : POLLIN) | (in_pending ? POLLOUT : 0));
-			if (c->out_fd >= 0 && ev) {
-				p[n] = (struct pollfd){ .fd = c->out_fd, .events = ev };
-				who[n++] = c;
-			}
-			continue;
-		}
-		int fds[2] = { paused ? -1 : c->out_fd, paused ? -1 : c->err_fd };
-		for (int i = 0; i < 2; i++) {
-			if (fds[i] >= 0) {
-				p[n] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
-				who[n++] = c;
-			}
-		}
-	}
-	int r = poll(p, n, timeout_ms);
-	assert_true(r >= 0 || errno == EINTR);
-	a->now = agent_mono_ms();
-	for (size_t i = 0; r > 0 && i < n; i++) {
-		if (!p[i].revents)
-			continue;
-		if (who[i])
-			cmd_io(a, who[i], p[i].fd, p[i].revents);
-		else if (w->conn)
-			conn_io(a, w->conn, p[i].revents);
-	}
-	client_read(w);
-}
-
-/* Takes frames from the peer end, checks that output is contiguous, acks
- * when auto_ack. */
-static void client_read(struct world *w)
-{
-	for (;;) {
-		if (w->in_cap - w->in_len < 65536) {
-			w->in_cap = w->in_cap ? w->in_cap * 2 : 1 << 20;
-			w->in = realloc(w->in, w->in_cap);
-			assert_non_null(w->in);
-		}
-		ssize_t n = read(w->peer, w->in + w->in_len, w->in_cap - w->in_len);
-		if (n <= 0)
-			break;
-		w->in_len += (size_t)n;
-	}
-	size_t pos = 0;
-	struct agent_frame f;
-	long used;
-	while ((used = agent_frame_parse(w->in + pos, w->in_len - pos, &f)) > 0) {
-		pos += (size_t)used;
-		uint64_t off = 0, v = 0;
-		const uint8_t *data = NULL;
-		uint32_t len = 0;
-		if (f.type == AGENT_OUTPUT && (f.flags & AGENT_FLAG_GAP)) {
-			w->seen.gaps++;
-			assert_int_equal(agent_frame_u64(&f, AGENT_T_OFFSET, &off), 0);
-			w->seen.got = off;
-		} else if (f.type == AGENT_OUTPUT) {
-			assert_int_equal(agent_frame_u64(&f, AGENT_T_OFFSET, &off), 0);
-			assert_int_equal(agent_frame_bytes(&f, AGENT_T_DATA, &data, &len), 0);
-			w->seen.bad_order |= w->seen.exited || off != w->seen.got;
-			w->seen.got = off + len;
-			if (len)
-				w->seen.last = data[len - 1];
-			if (w->auto_ack)
-				client_ack(w, f.id, w->seen.got);
-		} else if (f.type == AGENT_EXITED) {
-			w->seen.exited = true;
-			assert_int_equal(agent_frame_u64(&f, AGENT_T_OFFSET, &w->seen.exit_offset), 0);
-			assert_int_equal(agent_frame_u64(&f, AGENT_T_TIMED_OUT, &v), 0);
-			w->seen.timed_out = v != 0;
-		} else if (f.type == AGENT_PONG) {
-			w->seen.pongs++;
-			assert_int_equal(agent_frame_bytes(&f, AGENT_T_TAG, &data, &len), 0);
-			assert_true(len < sizeof(w->seen.pong_tag));
-			memcpy(w->seen.pong_tag, data, len);
-			w->seen.pong_tag[len] = '\0';
-		} else {
-			assert_int_equal(f.type, AGENT_STARTED);
-		}
-	}
-	assert_true(used >= 0);
-	memmove(w->in, w->in + pos, w->in_len - pos);
-	w->in_len -= pos;
 }
 
 static void client_send(struct world *w, struct agent_msg *m)
 {
-	assert_int_equal(agent_msg_end(m), 0);
-	/* through the agent's own dispatch, as conn_read would */
-	struct agent_frame f;
-	size_t pos = 0;
-	long used;
-	while (pos < m->len && (used = agent_frame_parse(m->buf + pos, m->len - pos, &f)) > 0) {
-		conn_handle_frame(&w->a, w->conn, &f);
-		pos += (size_t)used;
-	}
-	agent_msg_free(m);
+	world_send(&w->aw, m); /* through the agent's own dispatch, as conn_read would */
 }
 
 static void client_ack(struct world *w, uint32_t id, uint64_t offset)
@@ -222,12 +102,7 @@ static void client_ack(struct world *w, uint32_t id, uint64_t offset)
 static uint32_t spawn(struct world *w, const char *script, bool lossless, bool pty, uint64_t timeout_ms)
 {
 	struct agent_msg m;
-	agent_msg_init(&m);
-	agent_msg_begin(&m, AGENT_SPAWN, 0, 0);
-	agent_msg_str(&m, AGENT_T_TAG, "t");
-	agent_msg_str(&m, AGENT_T_ARGV, "/bin/sh");
-	agent_msg_str(&m, AGENT_T_ARGV, "-c");
-	agent_msg_str(&m, AGENT_T_ARGV, script);
+	world_spawn_sh(&m, "t", script);
 	agent_msg_str(&m, AGENT_T_ENV, "PATH=/usr/bin:/bin");
 	agent_msg_u64(&m, AGENT_T_RING_BYTES, RING);
 	agent_msg_u64(&m, AGENT_T_WINDOW, WINDOW);
@@ -240,9 +115,9 @@ static uint32_t spawn(struct world *w, const char *script, bool lossless, bool p
 		agent_msg_u64(&m, AGENT_T_PTY_ROWS, 24);
 		agent_msg_u64(&m, AGENT_T_PTY_COLS, 80);
 	}
-	uint32_t before = w->a.next_id;
+	uint32_t before = w->aw.a.next_id;
 	client_send(w, &m);
-	assert_int_equal(w->a.next_id, before + 1);
+	assert_int_equal(w->aw.a.next_id, before + 1);
 	return before;
 }
 
@@ -250,14 +125,14 @@ static void run_for(struct world *w, int ms)
 {
 	int64_t until = agent_mono_ms() + ms;
 	while (agent_mono_ms() < until)
-		loop_once(w, 10);
+		world_pass(&w->aw, 10);
 }
 
 static bool run_until_exited(struct world *w, int ms)
 {
 	int64_t until = agent_mono_ms() + ms;
 	while (!w->seen.exited && agent_mono_ms() < until)
-		loop_once(w, 10);
+		world_pass(&w->aw, 10);
 	return w->seen.exited;
 }
 
@@ -271,10 +146,10 @@ static bool alive(pid_t pid)
 /* Without acks the producer stops at a full ring; acks let every byte through. */
 static void hold_and_release(bool pty)
 {
-	struct world w;
-	world_init(&w);
+	struct world w = { 0 };
+	world_open(&w.aw, on_frame);
 	uint32_t id = spawn(&w, FLOOD, true, pty, 0);
-	struct cmd *c = cmd_find(&w.a, id);
+	struct cmd *c = cmd_find(&w.aw.a, id);
 	run_for(&w, 300);
 	assert_true(cmd_paused(c));
 	assert_int_equal(c->state, CMD_RUNNING);
@@ -292,7 +167,7 @@ static void hold_and_release(bool pty)
 	assert_int_equal(w.seen.got, PRODUCED);
 	assert_int_equal(w.seen.exit_offset, PRODUCED);
 	assert_int_equal(w.seen.last, 'x');
-	world_free(&w);
+	world_close(&w.aw);
 }
 
 static void test_hold_and_release_pipes(void **state)
@@ -312,13 +187,13 @@ static void test_hold_and_release_pty(void **state)
 static void test_not_lossless_runs_free(void **state)
 {
 	(void)state;
-	struct world w;
-	world_init(&w);
+	struct world w = { 0 };
+	world_open(&w.aw, on_frame);
 	uint32_t id = spawn(&w, FLOOD, false, false, 0);
-	struct cmd *c = cmd_find(&w.a, id);
+	struct cmd *c = cmd_find(&w.aw.a, id);
 	run_for(&w, 100);
 	for (int i = 0; i < 300 && c->state != CMD_EXITED; i++)
-		loop_once(&w, 10);
+		world_pass(&w.aw, 10);
 	assert_int_equal(c->state, CMD_EXITED);
 	assert_int_equal(c->keepers, 0);
 	w.auto_ack = true;
@@ -326,7 +201,7 @@ static void test_not_lossless_runs_free(void **state)
 	assert_true(run_until_exited(&w, 5000));
 	assert_true(w.seen.gaps >= 1); /* each time it fell a ring behind */
 	assert_int_equal(w.seen.got, PRODUCED);
-	world_free(&w);
+	world_close(&w.aw);
 }
 
 /* A reader that goes away holds nothing: UNSUBSCRIBE, or its connection. */
@@ -334,10 +209,10 @@ static void test_vanished_reader_releases(void **state)
 {
 	(void)state;
 	for (int how = 0; how < 2; how++) {
-		struct world w;
-		world_init(&w);
+		struct world w = { 0 };
+		world_open(&w.aw, on_frame);
 		uint32_t id = spawn(&w, FLOOD, true, false, 0);
-		struct cmd *c = cmd_find(&w.a, id);
+		struct cmd *c = cmd_find(&w.aw.a, id);
 		run_for(&w, 200);
 		assert_true(cmd_paused(c));
 		if (how == 0) {
@@ -347,16 +222,16 @@ static void test_vanished_reader_releases(void **state)
 			agent_msg_str(&m, AGENT_T_TAG, "t");
 			client_send(&w, &m);
 		} else {
-			conn_free_all(&w.a); /* as when the peer closes: reaped after the pass */
-			w.conn = NULL;
+			conn_free_all(&w.aw.a); /* as when the peer closes: reaped after the pass */
+			w.aw.conn = NULL;
 		}
 		assert_int_equal(c->keepers, 0);
 		assert_false(cmd_paused(c));
 		for (int i = 0; i < 500 && c->state != CMD_EXITED; i++)
-			loop_once(&w, 10);
+			world_pass(&w.aw, 10);
 		assert_int_equal(c->state, CMD_EXITED);
 		assert_int_equal(ring_end(c->ring), PRODUCED);
-		world_free(&w);
+		world_close(&w.aw);
 	}
 }
 
@@ -364,10 +239,10 @@ static void test_vanished_reader_releases(void **state)
 static void test_timeout_while_paused(void **state)
 {
 	(void)state;
-	struct world w;
-	world_init(&w);
+	struct world w = { 0 };
+	world_open(&w.aw, on_frame);
 	uint32_t id = spawn(&w, "head -c 300000 /dev/zero | tr '\\0' x; sleep 100", true, false, 300);
-	struct cmd *c = cmd_find(&w.a, id);
+	struct cmd *c = cmd_find(&w.aw.a, id);
 	pid_t pid = c->pid;
 	run_for(&w, 200);
 	assert_true(cmd_paused(c));
@@ -385,7 +260,7 @@ static void test_timeout_while_paused(void **state)
 	assert_int_equal(w.seen.gaps, 0);
 	assert_false(w.seen.bad_order);
 	assert_int_equal(w.seen.got, w.seen.exit_offset);
-	world_free(&w);
+	world_close(&w.aw);
 }
 
 /* One held command never stalls another one, nor the connection: a PING
@@ -393,35 +268,30 @@ static void test_timeout_while_paused(void **state)
 static void test_others_go_on(void **state)
 {
 	(void)state;
-	struct world w;
-	world_init(&w);
+	struct world w = { 0 };
+	world_open(&w.aw, on_frame);
 	uint32_t held = spawn(&w, FLOOD, true, false, 0);
 	run_for(&w, 200);
 	struct agent_msg m;
-	agent_msg_init(&m);
-	agent_msg_begin(&m, AGENT_SPAWN, 0, 0);
-	agent_msg_str(&m, AGENT_T_TAG, "other");
-	agent_msg_str(&m, AGENT_T_ARGV, "/bin/sh");
-	agent_msg_str(&m, AGENT_T_ARGV, "-c");
-	agent_msg_str(&m, AGENT_T_ARGV, "head -c 300000 /dev/zero");
+	world_spawn_sh(&m, "other", "head -c 300000 /dev/zero");
 	agent_msg_u64(&m, AGENT_T_RING_BYTES, RING);
-	uint32_t other = w.a.next_id;
+	uint32_t other = w.aw.a.next_id;
 	client_send(&w, &m);
-	struct cmd *o = cmd_find(&w.a, other);
+	struct cmd *o = cmd_find(&w.aw.a, other);
 	for (int i = 0; i < 500 && o->state != CMD_EXITED; i++)
-		loop_once(&w, 10);
+		world_pass(&w.aw, 10);
 	assert_int_equal(o->state, CMD_EXITED);
-	assert_true(cmd_paused(cmd_find(&w.a, held)));
+	assert_true(cmd_paused(cmd_find(&w.aw.a, held)));
 	agent_msg_init(&m);
 	agent_msg_begin(&m, AGENT_PING, 0, 0);
 	agent_msg_str(&m, AGENT_T_TAG, "ping-1");
 	client_send(&w, &m);
 	for (int i = 0; i < 500 && w.seen.pongs == 0; i++)
-		loop_once(&w, 10);
+		world_pass(&w.aw, 10);
 	assert_int_equal(w.seen.pongs, 1);
 	assert_string_equal(w.seen.pong_tag, "ping-1");
-	assert_true(cmd_paused(cmd_find(&w.a, held)));
-	world_free(&w);
+	assert_true(cmd_paused(cmd_find(&w.aw.a, held)));
+	world_close(&w.aw);
 }
 
 int main(void)

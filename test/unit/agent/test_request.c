@@ -45,9 +45,14 @@ static void test_spawn(void **state)
 	agent_msg_u64(&m, AGENT_T_PTY_COLS, 80);
 	agent_msg_u64(&m, AGENT_T_WINDOW, 1000);
 	agent_msg_u64(&m, AGENT_T_LOSSLESS, 1);
+	agent_msg_str(&m, AGENT_T_SERVICE, "0b6f1c1e-4d0a-4a8e-9c43-2f7c3b1a9d10");
+	agent_msg_u64(&m, AGENT_T_PORT, 65535);
 	agent_msg_bytes(&m, 200, "unknown", 7);
 	assert_int_equal(decode(&m, &r, &why), 0);
 	assert_true(r.lossless);
+	assert_int_equal(r.service_len, 36);
+	assert_memory_equal(r.service, "0b6f1c1e-4d0a-4a8e-9c43-2f7c3b1a9d10", 36);
+	assert_int_equal(r.port, 65535);
 	assert_int_equal(r.argc, 3);
 	assert_int_equal(r.envc, 2);
 	assert_int_equal(r.rows, 24);
@@ -88,6 +93,14 @@ static void test_bad_requests(void **state)
 		{ AGENT_RESIZE, AGENT_T_PTY_ROWS, "\0\0\0\0\0\1\0\0", 8 }, /* too big */
 		{ AGENT_SUBSCRIBE, AGENT_T_LOSSLESS, "\1", 1 },		   /* integer not 8 bytes */
 		{ AGENT_ACK, 0, NULL, 0 },				   /* no OFFSET */
+		{ AGENT_SPAWN, AGENT_T_SERVICE, "", 0 },		   /* empty */
+		{ AGENT_SPAWN, AGENT_T_SERVICE, ".hidden", 7 },		   /* a dot first */
+		{ AGENT_SPAWN, AGENT_T_SERVICE, "a/b", 3 },		   /* not a file name */
+		{ AGENT_SPAWN, AGENT_T_SERVICE, "a\0b", 3 },		   /* NUL */
+		{ AGENT_SPAWN, AGENT_T_PORT, "\0\0\0\0\0\0\0\0", 8 },	   /* port 0 */
+		{ AGENT_SPAWN, AGENT_T_PORT, "\0\0\0\0\0\1\0\0", 8 },	   /* past 65535 */
+		{ AGENT_UNSERVICE, AGENT_T_TAG, "t", 1 },		   /* no SERVICE */
+		{ AGENT_UNSERVICE, AGENT_T_SERVICE, "s1", 2 },		   /* no TAG */
 		{ AGENT_WELCOME, 0, NULL, 0 },				   /* not a request */
 		{ AGENT_OUTPUT, 0, NULL, 0 },
 	};
@@ -127,7 +140,20 @@ static void test_bad_requests(void **state)
 	assert_int_equal(r.offset, 77);
 	assert_int_equal(r.ring_bytes, AGENT_RING_MIN);
 	assert_int_equal(r.id, 3);
+	assert_null(r.service);
+	assert_int_equal(r.port, 0);
 	agent_msg_free(&m);
+	/* a SERVICE of the longest length is fine, one byte more is not */
+	static char id[AGENT_SERVICE_ID_MAX + 1];
+	memset(id, 'a', sizeof(id));
+	for (size_t len = AGENT_SERVICE_ID_MAX; len <= AGENT_SERVICE_ID_MAX + 1; len++) {
+		agent_msg_init(&m);
+		agent_msg_begin(&m, AGENT_UNSERVICE, 0, 0);
+		agent_msg_str(&m, AGENT_T_TAG, "t");
+		agent_msg_bytes(&m, AGENT_T_SERVICE, id, len);
+		assert_int_equal(decode(&m, &r, &why), len == AGENT_SERVICE_ID_MAX ? 0 : -1);
+		agent_msg_free(&m);
+	}
 }
 
 static void test_users(void **state)

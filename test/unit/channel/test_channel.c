@@ -1,7 +1,8 @@
 /* The agent channel against a scripted agent: a socketpair stands in for the
  * hijacked exec stream (the test writes Docker-multiplexed frames, reads raw
  * ones). Handshake, queuing, tag routing, flow control, reconnect and resume,
- * giving up, and closing from inside callbacks. */
+ * giving up, closing from inside callbacks, services (held until the agent
+ * says it has them), and the reset listener. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -145,7 +146,8 @@ static uint64_t u64_of(const struct agent_frame *f, uint8_t tag)
 	return v;
 }
 
-static void peer_welcome(uint64_t version)
+/* HELLO in, WELCOME out: an agent started at started_at that knows features. */
+static void peer_welcome_as(uint64_t version, uint64_t features, uint64_t started_at)
 {
 	uint8_t buf[256];
 	struct agent_frame f = peer_recv(buf, sizeof(buf));
@@ -156,9 +158,15 @@ static void peer_welcome(uint64_t version)
 	agent_msg_begin(&m, AGENT_WELCOME, 0, 0);
 	agent_msg_u64(&m, AGENT_T_VERSION, version);
 	agent_msg_u64(&m, AGENT_T_PID, 1);
-	agent_msg_u64(&m, AGENT_T_STARTED_AT, 1700000000000);
+	agent_msg_u64(&m, AGENT_T_STARTED_AT, started_at);
+	agent_msg_u64(&m, AGENT_T_FEATURES, features);
 	peer_send(&m);
 	agent_msg_free(&m);
+}
+
+static void peer_welcome(uint64_t version)
+{
+	peer_welcome_as(version, 0, 1700000000000);
 }
 
 static void peer_started(uint32_t id, uint64_t tag)
@@ -404,6 +412,9 @@ struct list_rec {
 	bool running[4];
 	int exit1;
 	char err[128];
+	char service0[AGENT_SERVICE_ID_MAX + 1]; /* the first one's service fields */
+	int port0;
+	bool ready0;
 };
 
 static void list_cb(const struct agent_status *list, size_t n, const char *err, void *arg)
@@ -417,6 +428,11 @@ static void list_cb(const struct agent_status *list, size_t n, const char *err, 
 	}
 	if (n > 1)
 		l->exit1 = list[1].exit.exit_code;
+	if (n > 0) {
+		snprintf(l->service0, sizeof(l->service0), "%s", list[0].service);
+		l->port0 = list[0].port;
+		l->ready0 = list[0].ready;
+	}
 	snprintf(l->err, sizeof(l->err), "%s", err ? err : "");
 }
 
@@ -639,6 +655,167 @@ static void test_queue_bound(void **state)
 	assert_true(agent_channel_pending(P.ch) > 3 * big);
 }
 
+/* ---- services ---- */
+
+struct unservice_rec {
+	int calls, code, pid;
+	bool kept;
+	char err[128];
+};
+
+static void unservice_cb(int code, const char *err, bool kept, int pid, void *arg)
+{
+	struct unservice_rec *u = arg;
+	u->calls++;
+	u->code = code;
+	u->kept = kept;
+	u->pid = pid;
+	snprintf(u->err, sizeof(u->err), "%s", err ? err : "");
+}
+
+static struct agent_sub *spawn_service(struct rec *r, const char *id, int port)
+{
+	const char *argv[] = { "server", NULL };
+	struct agent_spawn_req req = { .argv = argv, .window = 64, .service = id, .port = port };
+	r->sub = agent_spawn(P.ch, &req, &rec_ops, r);
+	return r->sub;
+}
+
+/* An agent without services: a service's SPAWN, held until WELCOME, and an
+ * UNSERVICE are refused, and nothing of them reaches it. */
+static void test_services_refused_by_an_older_agent(void **state)
+{
+	struct rec r = { 0 };
+	struct unservice_rec u = { 0 };
+	spawn_service(&r, "svc-1", 8000);
+	agent_unservice(P.ch, "svc-1", unservice_cb, &u);
+	peer_welcome_as(AGENT_PROTOCOL_VERSION, AGENT_FEATURE_FS, 1);
+	SPIN_UNTIL(r.errors == 1 && u.calls == 1);
+	assert_int_equal(r.err_code, ENOTSUP);
+	assert_int_equal(u.code, ENOTSUP);
+	assert_non_null(strstr(u.err, "predates services"));
+	assert_true(peer_idle());
+	/* and once ready, at once */
+	struct rec r2 = { 0 };
+	spawn_service(&r2, "svc-2", 0);
+	SPIN_UNTIL(r2.errors == 1);
+	assert_int_equal(r2.err_code, ENOTSUP);
+	assert_true(peer_idle());
+}
+
+/* An agent with services: the held SPAWN carries SERVICE and PORT, STATUS's
+ * service fields are read, UNSERVICE is answered by UNSERVICED or ERROR, and
+ * a service's SPAWN closed before READY is never sent. */
+static void test_services_sent_and_listed(void **state)
+{
+	struct rec r = { 0 }, gone = { 0 };
+	struct unservice_rec u = { 0 }, u2 = { 0 };
+	struct list_rec l = { 0 };
+	spawn_service(&r, "svc-1", 8000);
+	spawn_service(&gone, "svc-gone", 0);
+	agent_sub_close(gone.sub);
+	peer_welcome_as(AGENT_PROTOCOL_VERSION, AGENT_FEATURE_SERVICES, 1);
+	uint8_t buf[4096];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SPAWN);
+	const uint8_t *d;
+	uint32_t dl;
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_SERVICE, &d, &dl), 0);
+	assert_memory_equal(d, "svc-1", dl);
+	assert_int_equal(u64_of(&f, AGENT_T_PORT), 8000);
+	uint64_t tag = u64_of(&f, AGENT_T_TAG);
+	assert_true(peer_idle()); /* svc-gone: neither SPAWN nor UNSUBSCRIBE */
+	peer_started(3, tag);
+	SPIN_UNTIL(r.started == 1);
+
+	agent_list(P.ch, list_cb, &l);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_LIST);
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_STATUS, 0, 3);
+	agent_msg_u64(&m, AGENT_T_TAG, u64_of(&f, AGENT_T_TAG));
+	agent_msg_u64(&m, AGENT_T_STATE, AGENT_CMD_RUNNING);
+	agent_msg_str(&m, AGENT_T_SERVICE, "svc-1");
+	agent_msg_u64(&m, AGENT_T_PORT, 8000);
+	agent_msg_u64(&m, AGENT_T_READY, 1);
+	peer_send(&m);
+	agent_msg_begin(&m, AGENT_LIST_END, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, u64_of(&f, AGENT_T_TAG));
+	peer_send(&m);
+	SPIN_UNTIL(l.calls == 1);
+	assert_int_equal(l.n, 1);
+	assert_string_equal(l.service0, "svc-1");
+	assert_int_equal(l.port0, 8000);
+	assert_true(l.ready0);
+
+	agent_unservice(P.ch, "svc-1", unservice_cb, &u);
+	agent_unservice(P.ch, "svc-x", unservice_cb, &u2);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_UNSERVICE);
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_SERVICE, &d, &dl), 0);
+	assert_memory_equal(d, "svc-1", dl);
+	agent_msg_begin(&m, AGENT_UNSERVICED, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, u64_of(&f, AGENT_T_TAG));
+	agent_msg_u64(&m, AGENT_T_COUNT, 1);
+	agent_msg_u64(&m, AGENT_T_PID, 103);
+	peer_send(&m);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_UNSERVICE);
+	agent_msg_begin(&m, AGENT_ERROR, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, u64_of(&f, AGENT_T_TAG));
+	agent_msg_u64(&m, AGENT_T_CODE, EINVAL);
+	agent_msg_str(&m, AGENT_T_MESSAGE, "bad SERVICE");
+	peer_send(&m);
+	agent_msg_free(&m);
+	SPIN_UNTIL(u.calls == 1 && u2.calls == 1);
+	assert_int_equal(u.code, 0);
+	assert_string_equal(u.err, "");
+	assert_true(u.kept);
+	assert_int_equal(u.pid, 103);
+	assert_int_equal(u2.code, EINVAL);
+	assert_string_equal(u2.err, "bad SERVICE");
+	assert_false(u2.kept);
+}
+
+static void reset_cb(const char *sandbox_id, void *arg)
+{
+	(*(int *)arg)++;
+}
+
+/* A reconnect that meets an agent started again tells the reset listener;
+ * the same agent again does not. */
+static void test_reset_on_a_restarted_agent(void **state)
+{
+	int resets = 0;
+	struct channels *chs = channels_new(P.base, NULL);
+	channels_on_reset(chs, reset_cb, &resets);
+	P.ch->chs = chs;
+	struct list_rec l = { 0 };
+	uint8_t buf[4096];
+	for (int i = 0; i < 3; i++) {
+		agent_list(P.ch, list_cb, &l);
+		peer_welcome_as(AGENT_PROTOCOL_VERSION, 0, i < 2 ? 1 : 2);
+		struct agent_frame f = peer_recv(buf, sizeof(buf));
+		assert_int_equal(f.type, AGENT_LIST);
+		struct agent_msg m;
+		agent_msg_init(&m);
+		agent_msg_begin(&m, AGENT_LIST_END, 0, 0);
+		agent_msg_u64(&m, AGENT_T_TAG, u64_of(&f, AGENT_T_TAG));
+		peer_send(&m);
+		agent_msg_free(&m);
+		SPIN_UNTIL(l.calls == i + 1);
+		bufferevent_free(P.bev); /* the stream breaks */
+		P.bev = NULL;
+		SPIN_UNTIL(P.ch->state == CH_IDLE);
+	}
+	assert_int_equal(resets, 1);
+	channels_drop(chs, "00000000-0000-0000-0000-00000000abcd"); /* no channel: heard all the same */
+	assert_int_equal(resets, 2);
+	P.ch->chs = NULL;
+	channels_free(chs);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LEVEL_ERROR);
@@ -652,6 +829,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_version_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_inside_callbacks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_services_refused_by_an_older_agent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_services_sent_and_listed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reset_on_a_restarted_agent, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

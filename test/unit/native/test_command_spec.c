@@ -1,5 +1,5 @@
-/* Command requests: signal names and numbers, and the JSON body with the
- * stable error codes of bad input. */
+/* Command requests: signal names and numbers, and the JSON body (services
+ * and their ports included) with the stable error codes of bad input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -74,6 +74,16 @@ static void test_spec_shell_and_argv(void **state)
 	assert_int_equal(spec.timeout_ms, 1500);
 	assert_int_equal(spec.stdin_len, 1);
 	assert_int_equal(spec.max_output_bytes, 10);
+	assert_false(spec.service);
+	command_spec_free(&spec);
+
+	assert_int_equal(parse("{\"command\":\"serve\",\"service\":true,\"port\":8000}", &spec, &fail), 0);
+	assert_true(spec.service);
+	assert_int_equal(spec.port, 8000);
+	command_spec_free(&spec);
+	assert_int_equal(parse("{\"command\":\"serve\",\"service\":true,\"port\":null}", &spec, &fail), 0);
+	assert_true(spec.service);
+	assert_int_equal(spec.port, 0);
 	command_spec_free(&spec);
 }
 
@@ -101,6 +111,15 @@ static void test_spec_bad(void **state)
 		{ "{\"command\":\"a\",\"max_output_bytes\":-1}", "invalid_max_output_bytes" },
 		{ "{\"command\":\"a\",\"max_output_bytes\":2000000}", "invalid_max_output_bytes" },
 		{ "{\"command\":\"a\",\"stdin\":5}", "invalid_stdin" },
+		{ "{\"command\":\"a\",\"service\":\"yes\"}", "invalid_service" },
+		{ "{\"command\":\"a\",\"service\":1}", "invalid_service" },
+		{ "{\"command\":\"a\",\"port\":8000}", "invalid_port" },
+		{ "{\"command\":\"a\",\"service\":false,\"port\":8000}", "invalid_port" },
+		{ "{\"command\":\"a\",\"service\":true,\"port\":0}", "invalid_port" },
+		{ "{\"command\":\"a\",\"service\":true,\"port\":65536}", "invalid_port" },
+		{ "{\"command\":\"a\",\"service\":true,\"port\":\"80\"}", "invalid_port" },
+		{ "{\"command\":\"a\",\"service\":true,\"port\":80.5}", "invalid_port" },
+		{ "{\"command\":\"a\",\"service\":true,\"stdin\":\"x\"}", "invalid_stdin" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct command_spec spec;
