@@ -5,7 +5,10 @@ docker exec, 1,000 execs over 50 sandboxes at concurrency 200, the agent's
 size and memory, and memory with 1,000 rows.
 Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
 Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (20), EXEC_ROUNDS (200),
-EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), FILE_MB (1024: file transfer through the API vs `docker cp`, with
+EXEC_SANDBOXES (50), EXECS (1000), EXEC_CONCURRENCY (200), POOL_SIZE (8: the warm
+pool of template `pooled`), POOL_CREATES (50: create -> first exec from the
+pool, one at a time, the pool full before each), BURST (50 creates at once
+against the pool), POWER_ROUNDS (10 stop+start pairs vs docker stop/start), FILE_MB (1024: file transfer through the API vs `docker cp`, with
 sandbard's peak RSS growth), FILE_RUNS (3: the best of as many interleaved
 transfers each way; FILE_PERF=1 logs sandbard's syscall counts during each
 transfer, through perf stat), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
@@ -52,6 +55,10 @@ BENCH_KEEP_SERVER = float(os.environ.get("BENCH_KEEP_SERVER", "0"))
 FILE_RUNS = int(os.environ.get("FILE_RUNS", "3"))
 SMALL_FILES = int(os.environ.get("SMALL_FILES", "200"))
 FILE_PERF = os.environ.get("FILE_PERF", "") == "1"
+POOL_SIZE = int(os.environ.get("POOL_SIZE", "8"))
+POOL_CREATES = int(os.environ.get("POOL_CREATES", "50"))
+BURST = int(os.environ.get("BURST", "50"))
+POWER_ROUNDS = int(os.environ.get("POWER_ROUNDS", "10"))
 FILE_PERF_EVENTS = ",".join(f"syscalls:sys_enter_{n}" for n in (
     "read", "readv", "write", "writev", "sendfile64", "epoll_ctl", "epoll_wait"))
 IMAGE = "sandbar/base:latest"
@@ -611,6 +618,98 @@ def small_files(srv, c, table):
                         (ours, base), (50, 95), "{:.2f}")
 
 
+def pool_full(c, timeout=120):
+    """Waits until the pool of `pooled` holds POOL_SIZE warm members."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = c.get("/api/pool")
+        t = [t for t in r.json["templates"] if t["template"] == "pooled"] if r.status == 200 else []
+        if t and t[0]["warm"] >= POOL_SIZE and t[0]["creating"] == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the pool did not fill to {POOL_SIZE} within {timeout} s")
+
+
+def create_then_exec(c, template, name):
+    """Seconds from POST /api/sandboxes to the answer of its first command, and the id."""
+    t0 = time.perf_counter()
+    r = c.post("/api/sandboxes", json={"template": template, "name": name})
+    if r.status != 201:
+        raise RuntimeError(f"POST /api/sandboxes -> {r.status} {r.body[:120]!r}")
+    e = c.post(f"/api/sandboxes/{r.json['id']}/execute", json={"command": ["true"]})
+    dt = time.perf_counter() - t0
+    if e.status != 200 or e.json.get("exit_code") != 0:
+        raise RuntimeError(f"first exec -> {e.status} {e.body[:120]!r}")
+    return dt, r.json["id"]
+
+
+def pool_benchmarks(table, srv, c, raw_first_exec):
+    """Create -> first exec from the pool (full before each), then BURST creates at once."""
+    ours = []
+    for i in range(POOL_CREATES):
+        pool_full(c)
+        dt, sid = create_then_exec(c, "pooled", f"bench-pool-{i}")
+        ours.append(dt)
+        c.delete(f"/api/sandboxes/{sid}")
+    table.add_latencies(f"pool create -> first exec p{{p}} ms (N={POOL_CREATES}, pool {POOL_SIZE}; "
+                        "raw create+start+exec)", (ours, raw_first_exec), (50, 95, 99), "{:.1f}")
+
+    pool_full(c)
+    log(f"{BURST} creates at once, pool of {POOL_SIZE}")
+    results = [None] * BURST
+
+    def one(i):
+        cc = httpc.Client(srv.host, srv.port, timeout=300)
+        t0 = time.perf_counter()
+        try:
+            r = cc.post("/api/sandboxes", json={"template": "pooled", "name": f"bench-burst-{i}"})
+            results[i] = (time.perf_counter() - t0, r.status, r.json["id"] if r.status == 201 else None)
+        except Exception as e:  # noqa: BLE001 - an error is a counted result
+            results[i] = (time.perf_counter() - t0, str(e), None)
+        finally:
+            cc.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(BURST)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    done = [r for r in results if r]
+    lat = [r[0] for r in done if r[1] == 201]
+    errors = BURST - len(lat)
+    ids = [r[2] for r in done if r[2]]
+    claimed = int(pg.psql("SELECT count(*) FROM sandbox_events WHERE reason = 'claimed' AND sandbox_id = ANY("
+                          f"'{{{','.join(ids)}}}'::uuid[])", url=srv.database_url).strip() or 0) if ids else 0
+    table.add_latencies(f"{BURST} creates at once, pool {POOL_SIZE}: p{{p}} ms", lat or RuntimeError("none"),
+                        (50, 95, 99), "{:.1f}")
+    table.add(f"{BURST} creates at once, pool {POOL_SIZE}: errors", errors)
+    table.add(f"{BURST} creates at once, pool {POOL_SIZE}: served by the pool", claimed)
+    for sid in ids:
+        attempt(lambda: c.delete(f"/api/sandboxes/{sid}"))
+
+
+def power_benchmarks(table, c, sid, raw_cid):
+    """POST stop then start of one sandbox vs the Engine API's stop and start
+    of a raw container of the same shape, interleaved."""
+    conn = engine_conn()
+    stops, starts, raw_stops, raw_starts = [], [], [], []
+    for _ in range(POWER_ROUNDS):
+        for path, out in (("stop", stops), ("start", starts)):
+            t0 = time.perf_counter()
+            r = c.post(f"/api/sandboxes/{sid}/{path}")
+            out.append(time.perf_counter() - t0)
+            if r.status != 200:
+                raise RuntimeError(f"POST {path} -> {r.status} {r.body[:120]!r}")
+        for path, out in (("stop?t=10", raw_stops), ("start", raw_starts)):
+            t0 = time.perf_counter()
+            engine(conn, "POST", f"/containers/{raw_cid}/{path}")
+            out.append(time.perf_counter() - t0)
+    conn.close()
+    table.add_latencies("stop p{p} ms (N=%d; raw docker stop)" % POWER_ROUNDS, (stops, raw_stops), (50,), "{:.1f}")
+    table.add_latencies("start p{p} ms (N=%d; raw docker start)" % POWER_ROUNDS, (starts, raw_starts), (50,),
+                        "{:.1f}")
+
+
 def attempt(fn):
     try:
         return fn()
@@ -628,13 +727,16 @@ def main():
     run = Session(prefix="sandbar_bench")
     srv = run.new_server(
         name=f"{run.run_id}_server",
-        env={"SANDBAR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "UPLOAD_LIMIT": "4g", "DEVCONTAINERS_PATH": os.path.join(HERE, "templates"), "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
+        env={"SANDBAR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "UPLOAD_LIMIT": "4g",
+             "DEVCONTAINERS_PATH": os.path.join(HERE, "templates"), "SANDBAR_WARM_POOL": f"pooled={POOL_SIZE}",
+             "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
     )
     nginx = Nginx()
     created, raw = [], []
     try:
         srv.start()
         c = srv.client(timeout=120)
+        attempt(lambda: pool_full(c))  # the pool's own creates are over before anything is measured
         time.sleep(1)
         rss_idle = srv.rss_kb()
 
@@ -651,7 +753,7 @@ def main():
         if BENCH_ONLY != "exec":
             # /health: sandbar vs nginx
             log(f"wrk /health ({WRK_SECONDS}s)")
-            ours = attempt(lambda: wrk(f"{srv.url}/health"))
+            ours = health = attempt(lambda: wrk(f"{srv.url}/health"))
             nginx.start()
             log(f"wrk nginx static file ({WRK_SECONDS}s)")
             base = attempt(lambda: wrk(f"http://127.0.0.1:{nginx.port}/health"))
@@ -662,22 +764,40 @@ def main():
             # that both see the same machine
             log(f"{CREATES} creates through sandbar and through the Engine API, interleaved")
 
+            first_exec, raw_first_exec = [], []
+
             def creates():
                 ours, base = [], []
+                conn = engine_conn()
                 for i in range(CREATES):
                     t0 = time.perf_counter()
                     r = c.post("/api/sandboxes", json={"template": "bare", "name": f"bench-{i}"})
                     ours.append(time.perf_counter() - t0)
                     if r.status != 201 or not isinstance(r.json, dict):
                         raise RuntimeError(f"POST /api/sandboxes -> {r.status} {r.body[:120]!r}")
+                    e = c.post(f"/api/sandboxes/{r.json['id']}/execute", json={"command": ["true"]})
+                    first_exec.append(time.perf_counter() - t0)
+                    if e.status != 200:
+                        raise RuntimeError(f"first exec -> {e.status} {e.body[:120]!r}")
                     created.append(r.json["id"])
                     dt, cid = docker_create_start(run.run_id, i)
                     raw.append(cid)
                     base.append(dt)
+                    raw_first_exec.append(dt + docker_exec_true(conn, cid))
+                conn.close()
                 return ours, base
 
-            table.add_latencies(f"create+start p{{p}} ms (N={CREATES}; raw Engine API)", attempt(creates),
-                                (50, 95), "{:.1f}")
+            table.add_latencies(f"cold create p{{p}} ms (N={CREATES}; raw Engine API create+start)",
+                                attempt(creates), (50, 95), "{:.1f}")
+            table.add_latencies(f"cold create -> first exec p{{p}} ms (N={CREATES}; raw create+start+exec)",
+                                (first_exec, raw_first_exec) if first_exec else RuntimeError("no creates"),
+                                (50, 95, 99), "{:.1f}")
+            if created and raw:
+                log(f"{POWER_ROUNDS} stops and starts through sandbar and through the Engine API")
+                attempt(lambda: power_benchmarks(table, c, created[0], raw[0]))
+            if raw_first_exec:
+                log(f"{POOL_CREATES} creates -> first exec from the pool")
+                attempt(lambda: pool_benchmarks(table, srv, c, raw_first_exec))
             if raw:
                 conn = engine_conn()
                 for i, cid in enumerate(raw):
@@ -691,7 +811,7 @@ def main():
                 ours = attempt(lambda: wrk(f"{srv.url}/api/sandboxes/{created[0]}"))
             else:
                 ours = RuntimeError("no sandbox was created")
-            table.add(f"GET /api/sandboxes/{{id}} req/s (wrk -t1 -c50 {WRK_SECONDS}s)", ours)
+            table.add(f"GET /api/sandboxes/{{id}} req/s (wrk -t1 -c50 {WRK_SECONDS}s; GET /health)", ours, health)
 
         # exec: more sandboxes up to EXEC_SANDBOXES, then the exec rows
         log(f"creating sandboxes up to {EXEC_SANDBOXES} for the exec benchmarks")

@@ -51,5 +51,20 @@ def templates_env(**extra):
     return env
 
 
-key set of a sandbox object, waiting for a status, the moves recorded in
-sandbox_events, and a GET to a port published on loopback."""
+def http_get(port):
+    """The first bytes of the answer to GET / on 127.0.0.1:port, b"" when
+    nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(100)
+    except OSError:
+        return b""
+
+
+def transitions(srv, sid):
+    """The sandbox's recorded moves, oldest first: (from or '-', to, actor or '-', reason or '-')."""
+    out = pg.psql(f"SELECT coalesce(from_status, '-'), to_status, coalesce(actor, '-'), coalesce(reason, '-') "
+                  f"FROM sandbox_events WHERE sandbox_id = '{sid}' ORDER BY id", url=srv.database_url)
+    return [tuple(line.split("|")) for line in out.splitlines() if line]
+
