@@ -22,7 +22,7 @@
 #include "setup.h"
 
 enum create_state {
-	CREATE_INSERT,	     /* writing the `creating` row */
+	CREATE_INSERT,	     /* room on the Docker host (admission.c), then the `creating` row */
 	CREATE_IMAGE,	     /* image present, or built */
 	CREATE_CONTAINER,    /* container created (not started), with its workspace volume */
 	CREATE_START,	     /* container started */
@@ -67,6 +67,7 @@ struct create_op {
 	struct docker_call *dcall;
 	struct registry_wait *wait;
 	struct image_wait *iwait;
+	struct admission_wait *admit; /* room held until the row is written */
 	struct event *timeout;
 	bool timed_out;
 	bool row_gone; /* deleted while we were creating */
@@ -77,6 +78,7 @@ struct create_op {
 static void create_set_state(struct create_op *op, enum create_state next);
 static void create_fail(struct create_op *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void create_free(struct create_op *op);
+static void create_admitted(const struct core_error *err, void *arg);
 static void step_inserted(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_image(const char *err, const struct run_image *img, void *arg);
 static void create_container(struct create_op *op);
@@ -196,6 +198,24 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 	};
 	op->memory = container_spec_memory(&limits);
 	op->cpus = container_spec_cpus(&limits);
+	op->admit = admission_ask(svc, op->memory, op->actor, create_admitted, op);
+	return call;
+}
+
+/* Room on the Docker host, or the answer is no (and nothing was made). */
+static void create_admitted(const struct core_error *err, void *arg)
+{
+	struct create_op *op = arg;
+	struct sandbox_service *svc = op->svc;
+	const struct template *tpl = op->tpl;
+	if (err) {
+		op->admit = NULL;
+		if (op->call)
+			call_fail(op->call, err);
+		create_set_state(op, CREATE_DONE);
+		create_free(op);
+		return;
+	}
 	struct sandbox_insert ins = {
 		.id = op->id,
 		.name = op->name,
@@ -214,13 +234,14 @@ struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sa
 	};
 	log_msg(LOG_LEVEL_INFO, op->log_prefix, "create name=%s template=%s", op->name, tpl->name);
 	op->wait = registry_insert(svc->reg, &ins, step_inserted, op);
-	return call;
 }
 
 static void step_inserted(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct create_op *op = arg;
 	op->wait = NULL;
+	admission_release(op->admit); /* the row holds the memory now */
+	op->admit = NULL;
 	if (err) {
 		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s", err->message);
 		if (op->call)
@@ -493,7 +514,7 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 static void create_free(struct create_op *op)
 {
 	CHECK(op->state == CREATE_DONE);
-	CHECK(!op->dcall && !op->wait && !op->iwait);
+	CHECK(!op->dcall && !op->wait && !op->iwait && !op->admit);
 	if (op->call) {
 		op->call->owner = NULL;
 		struct core_error e;
