@@ -30,6 +30,7 @@ struct config {
 	int64_t sandbox_pids_limit;	 /* SANDBOX_PIDS_LIMIT, default 1024 */
 	double max_cpu;			 /* SANDBAR_MAX_CPU: most a create or update asks for, default 8 */
 	uint64_t max_memory;		 /* SANDBAR_MAX_MEMORY bytes, default 16g */
+	double memory_overcommit;	 /* SANDBAR_MEMORY_OVERCOMMIT × host memory, default 8 (0: off) */
 	int64_t max_ports;		 /* SANDBAR_MAX_PORTS published per sandbox, default 32 */
 	int64_t max_keepalive_ms;	 /* SANDBAR_MAX_KEEPALIVE, default 24h */
 	int64_t create_timeout_ms;	 /* SANDBAR_CREATE_TIMEOUT, default 10m (includes image build) */

@@ -1,11 +1,13 @@
 /* The Docker Engine operations the control plane uses, on top of client.h:
- * version check, containers, volumes, images (build from a context folder),
- * and running a command to completion through an exec. */
+ * version check, the host's resources (/info), containers, volumes, images
+ * (build from a context folder), and running a command to completion through
+ * an exec. */
 #ifndef SANDBAR_DOCKER_ENGINE_H
 #define SANDBAR_DOCKER_ENGINE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/check.h"
 #include "docker/client.h"
@@ -18,6 +20,14 @@ typedef void (*docker_done_fn)(const char *err, void *arg);
 /* GET /version: err unless ApiVersion >= 1.41. version is Docker's ApiVersion. */
 typedef void (*docker_version_fn)(const char *version, const char *err, void *arg);
 struct docker_call *docker_version_check(struct docker *d, docker_version_fn cb, void *arg);
+
+/* GET /info: what the Docker host has. info is NULL when err is set. */
+struct docker_info {
+	uint64_t mem_total; /* MemTotal: the host's memory, bytes (> 0) */
+	int ncpu;	    /* NCPU, 0 when not said */
+};
+typedef void (*docker_info_fn)(const struct docker_info *info, const char *err, void *arg);
+struct docker_call *docker_info(struct docker *d, docker_info_fn cb, void *arg);
 
 /* POST /containers/create?name=: spec is the Engine's create body (taken).
  * id is the new container id. not_found is true when the image is missing. */

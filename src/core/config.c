@@ -21,6 +21,7 @@ enum cfg_type {
 	CFG_SIZE,
 	CFG_INT,
 	CFG_CPUS,
+	CFG_RATIO,
 	CFG_BOOL,
 	CFG_TYPE_MAX
 };
@@ -73,6 +74,9 @@ static const struct cfg_setting settings[] = {
 	{ "SANDBAR_MAX_CPU", CFG_CPUS, "8", 0, AT(max_cpu), "most CPUs a create or update may ask for" },
 	{ "SANDBAR_MAX_MEMORY", CFG_SIZE, "16g", 6 << 20, AT(max_memory),
 	  "most memory a create or update may ask for" },
+	{ "SANDBAR_MEMORY_OVERCOMMIT", CFG_RATIO, "8", 0, AT(memory_overcommit),
+	  "creates and starts get 503 while the sandboxes' memory limits would pass this many times the "
+	  "Docker host's memory (0: never)" },
 	{ "SANDBAR_MAX_PORTS", CFG_INT, "32", 1, AT(max_ports),
 	  "most ports a sandbox publishes (the template's and those a create asks for)" },
 	{ "SANDBAR_MAX_KEEPALIVE", CFG_DURATION, "24h", 1000, AT(max_keepalive_ms),
@@ -217,14 +221,15 @@ static int parse_setting(const struct cfg_setting *s, const char *val, struct co
 			goto too_small;
 		memcpy(field, &i64, sizeof(i64));
 		return 0;
-	case CFG_CPUS: {
-		what = "number of CPUs";
+	case CFG_CPUS:
+	case CFG_RATIO: {
+		what = s->type == CFG_CPUS ? "number of CPUs" : "number";
 		char *end;
 		if (*val < '0' || *val > '9')
 			goto bad;
 		errno = 0;
 		double d = strtod(val, &end);
-		if (errno != 0 || *end != '\0' || !isfinite(d) || d <= 0)
+		if (errno != 0 || *end != '\0' || !isfinite(d) || d < 0 || (d == 0 && s->type == CFG_CPUS))
 			goto bad;
 		memcpy(field, &d, sizeof(d));
 		return 0;

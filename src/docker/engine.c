@@ -1,4 +1,4 @@
-/* Single-request Docker Engine operations (version, containers, volumes,
+/* Single-request Docker Engine operations (version, info, containers, volumes,
  * images): each is one docker_call_json whose answer is translated into the
  * operation's own callback; the context rides on the call and dies with it. */
 #include "docker/engine.h"
@@ -13,6 +13,7 @@
 union engine_cb {
 	docker_done_fn done;
 	docker_version_fn version;
+	docker_info_fn info;
 	docker_created_fn created;
 	docker_inspect_fn inspect;
 	docker_list_fn list;
@@ -32,6 +33,7 @@ static struct docker_call *engine_call(struct docker *d, const char *method, str
 static bool engine_ok(const struct engine_ctx *ctx, int status);
 static void done_cb(int status, struct json_object *body, const char *err, void *arg);
 static void version_cb(int status, struct json_object *body, const char *err, void *arg);
+static void info_cb(int status, struct json_object *body, const char *err, void *arg);
 static void created_cb(int status, struct json_object *body, const char *err, void *arg);
 static void inspect_cb(int status, struct json_object *body, const char *err, void *arg);
 static void list_cb(int status, struct json_object *body, const char *err, void *arg);
@@ -131,6 +133,33 @@ static void version_cb(int status, struct json_object *body, const char *err, vo
 		return;
 	}
 	ctx->cb.version(s, NULL, ctx->arg);
+}
+
+struct docker_call *docker_info(struct docker *d, docker_info_fn cb, void *arg)
+{
+	struct evbuffer *p = evbuffer_new();
+	if (p)
+		evbuffer_add_printf(p, "/info");
+	return engine_call(d, "GET", p, NULL, info_cb, (union engine_cb){ .info = cb }, arg, 0, 0);
+}
+
+static void info_cb(int status, struct json_object *body, const char *err, void *arg)
+{
+	struct engine_ctx *ctx = arg;
+	struct json_object *mem, *ncpu;
+	if (!engine_ok(ctx, status)) {
+		ctx->cb.info(NULL, err ? err : "unexpected status", ctx->arg);
+		return;
+	}
+	if (!json_object_object_get_ex(body, "MemTotal", &mem) || !json_object_is_type(mem, json_type_int) ||
+	    json_object_get_int64(mem) <= 0) {
+		ctx->cb.info(NULL, "no MemTotal in /info", ctx->arg);
+		return;
+	}
+	struct docker_info info = { .mem_total = (uint64_t)json_object_get_int64(mem) };
+	if (json_object_object_get_ex(body, "NCPU", &ncpu) && json_object_is_type(ncpu, json_type_int))
+		info.ncpu = json_object_get_int(ncpu);
+	ctx->cb.info(&info, NULL, ctx->arg);
 }
 
 struct docker_call *docker_container_create(struct docker *d, const char *name, struct json_object *spec,

@@ -27,7 +27,7 @@
 enum create_state {
 	CREATE_CLAIM,	   /* a warm pool member claimed for it */
 	CREATE_RESIZE,	   /* ... given the cpu and memory asked */
-	CREATE_INSERT,	   /* writing the `creating` row */
+	CREATE_INSERT,	   /* room on the Docker host (admission.c), then the `creating` row */
 	CREATE_IMAGE,	   /* image present, or built */
 	CREATE_CONTAINER,  /* container created (not started), with its workspace volume */
 	CREATE_START,	   /* container started */
@@ -77,6 +77,7 @@ struct create_op {
 	struct docker_call *dcall;
 	struct registry_wait *wait;
 	struct image_wait *iwait;
+	struct admission_wait *admit; /* room held until the row is written */
 	struct event *timeout;
 	bool timed_out;
 	bool row_gone; /* deleted while we were creating */
@@ -100,6 +101,7 @@ static void step_cleaned(const char *err, void *arg);
 static void step_marked_error(const struct core_error *err, const struct sandbox *after, void *arg);
 static void create_timed_out(evutil_socket_t fd, short what, void *arg);
 static void create_insert(struct create_op *op);
+static void create_admitted(const struct core_error *err, void *arg);
 static void step_claimed(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_resized(const char *err, void *arg);
 static void step_probed(const struct agent_status *list, size_t n, const char *err, void *arg);
@@ -310,8 +312,25 @@ static void step_resized(const char *err, void *arg)
 	create_free(op);
 }
 
+/* Room on the Docker host first (a pool member never stops a sandbox for
+ * it), then the row. */
 static void create_insert(struct create_op *op)
 {
+	op->admit = admission_ask(op->svc, op->memory, op->actor, !op->for_pool, create_admitted, op);
+}
+
+/* Room, or the answer is no (and nothing was made). */
+static void create_admitted(const struct core_error *err, void *arg)
+{
+	struct create_op *op = arg;
+	if (err) {
+		op->admit = NULL;
+		if (op->call)
+			call_fail(op->call, err);
+		create_set_state(op, CREATE_DONE);
+		create_free(op);
+		return;
+	}
 	struct sandbox_insert ins = {
 		.id = op->id,
 		.name = op->name,
@@ -338,6 +357,8 @@ static void step_inserted(const struct core_error *err, const struct sandbox *af
 {
 	struct create_op *op = arg;
 	op->wait = NULL;
+	admission_release(op->admit); /* the row holds the memory now */
+	op->admit = NULL;
 	if (err) {
 		log_msg(LOG_LEVEL_WARN, op->log_prefix, "create: insert failed: %s", err->message);
 		if (op->call)
@@ -637,7 +658,7 @@ static void create_answer(struct create_op *op, const struct sandbox *sb)
 static void create_free(struct create_op *op)
 {
 	CHECK(op->state == CREATE_DONE);
-	CHECK(!op->dcall && !op->wait && !op->iwait);
+	CHECK(!op->dcall && !op->wait && !op->iwait && !op->admit);
 	if (op->call) {
 		op->call->owner = NULL;
 		struct core_error e;

@@ -5,11 +5,13 @@
 #define SANDBAR_SANDBOX_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "pg/pool.h"
 #include "sandbox/service.h"
 
+struct admission;
 struct events_watcher;
 struct pool;
 struct reaper;
@@ -22,6 +24,7 @@ struct sandbox_service {
 	struct docker *docker;
 	struct template_set *templates;
 	struct reaper *reaper;
+	struct admission *admission;   /* room on the Docker host for creates and starts */
 	struct events_watcher *events; /* Docker's event stream, after the reconciler */
 	int64_t started_ns;	       /* Unix ns when the service started: the stream replays from then */
 	struct image_builds *builds;
@@ -75,6 +78,31 @@ void sandbox_volume_name(const char *id, char out[64]);
 /* A stop with its reason (the reaper's, for an idle sandbox). */
 struct sandbox_call *sandbox_stop_for(struct sandbox_service *svc, const char *id, const char *actor,
 				      const char *reason, sandbox_result_fn cb, void *arg);
+
+/* Admission control (admission.c): room for memory bytes more on the Docker
+ * host. cb(NULL) once admitted; from then the bytes count as held in this
+ * process until admission_release(w), to be called once the row that carries
+ * them is written (or the operation gave them up), so that concurrent asks
+ * cannot all pass before any row is. cb(err) when refused (CAPACITY
+ * "capacity") or no answer could be had (UNAVAILABLE): w is gone then. Never
+ * calls back on the caller's stack. */
+typedef void (*admission_fn)(const struct core_error *err, void *arg);
+struct admission_wait;
+struct admission *admission_new(struct sandbox_service *svc);
+void admission_free(struct admission *adm);
+/* may_stop false: refused rather than stop anything (a pool member's). */
+struct admission_wait *admission_ask(struct sandbox_service *svc, uint64_t memory, const char *actor,
+				     bool may_stop, admission_fn cb, void *arg);
+void admission_release(struct admission_wait *w); /* w NULL: nothing */
+/* No callback follows (what is held is released; sandboxes being stopped
+ * to make room stay stopped). */
+void admission_cancel(struct admission_wait *w);
+/* The arithmetic: the most the sandboxes' limits may add up to (0 when
+ * off); bytes to free for ask more to fit beside holding (0: it fits); how
+ * many of the candidates, in order, free need (0: not even all of them). */
+uint64_t admission_limit(double overcommit, uint64_t host_mem);
+uint64_t admission_shortfall(uint64_t limit, uint64_t holding, uint64_t ask);
+size_t admission_pick(const uint64_t *memory, size_t n, uint64_t need);
 
 /* The reaper: one timer armed for the earliest expiry. */
 struct reaper *reaper_new(struct sandbox_service *svc);

@@ -48,6 +48,7 @@ struct power_op {
 	char container[80];
 	struct sandbox_ref *ref; /* the sandbox as read at the start */
 	struct registry_wait *wait;
+	struct admission_wait *admit; /* a start's room, held until it is `starting` */
 	struct docker_call *dcall;
 	struct setup_run *setup;
 	int *host_ports, *container_ports;
@@ -66,6 +67,7 @@ static void power_marked_stopping(const struct core_error *err, const struct san
 static void power_docker_stopped(const char *err, void *arg);
 static void power_marked_stopped(const struct core_error *err, const struct sandbox *after, void *arg);
 static void power_start(struct power_op *op);
+static void power_admitted(const struct core_error *err, void *arg);
 static void power_marked_starting(const struct core_error *err, const struct sandbox *after, void *arg);
 static void power_docker_started(const char *err, void *arg);
 static void power_inspected(struct json_object *info, bool missing, const char *err, void *arg);
@@ -168,8 +170,11 @@ static void power_read(struct sandbox_ref *ref, const struct core_error *err, vo
 		power_finish(op, sb);
 		return;
 	}
+	/* room on the Docker host first (a restart gives back the room it takes) */
+	uint64_t memory =
+		sb->memory_bytes > 0 ? (uint64_t)sb->memory_bytes : op->svc->cfg->sandbox_memory_limit;
 	if (op->kind == POWER_START)
-		power_start(op);
+		op->admit = admission_ask(op->svc, memory, op->actor, true, power_admitted, op);
 	else
 		power_stop(op);
 }
@@ -247,9 +252,24 @@ static void power_start(struct power_op *op)
 	power_mark(op, POWER_MARK_STARTING, SANDBOX_STOPPED, SANDBOX_STARTING, NULL, power_marked_starting);
 }
 
+static void power_admitted(const struct core_error *err, void *arg)
+{
+	struct power_op *op = arg;
+	if (err) {
+		op->admit = NULL;
+		op->failed = true;
+		op->err = *err;
+		power_finish(op, NULL);
+		return;
+	}
+	power_start(op);
+}
+
 static void power_marked_starting(const struct core_error *err, const struct sandbox *after, void *arg)
 {
 	struct power_op *op = arg;
+	admission_release(op->admit); /* `starting` holds the memory now */
+	op->admit = NULL;
 	if (power_move_failed(op, err, after))
 		return;
 	power_set_state(op, POWER_STARTING);

@@ -56,6 +56,7 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	snprintf(svc->cluster, sizeof(svc->cluster), "%s", cfg->cluster);
 	snprintf(svc->instance, sizeof(svc->instance), "%s", cfg->instance_id);
 	svc->reaper = reaper_new(svc);
+	svc->admission = admission_new(svc);
 	svc->events = events_watcher_new(svc);
 	svc->builds = image_builds_new(svc);
 	svc->pool = pool_new(svc);
@@ -72,6 +73,7 @@ void sandbox_service_free(struct sandbox_service *svc)
 	}
 	pool_free(svc->pool);
 	reaper_free(svc->reaper);
+	admission_free(svc->admission);
 	events_watcher_free(svc->events);
 	image_builds_free(svc->builds);
 	free(svc);

@@ -29,6 +29,11 @@ def exec_starts(container, since, until):
     return len(r.stdout.splitlines())
 
 
+def mem_total():
+    """The Docker host's memory in bytes (MemTotal of /info)."""
+    return int(_docker("info", "--format", "{{.MemTotal}}").stdout.strip())
+
+
 def exists(container):
     return inspect(container) is not None
 

@@ -31,6 +31,7 @@ static const char *const env_names[] = {
 	"SANDBOX_PIDS_LIMIT",
 	"SANDBAR_MAX_CPU",
 	"SANDBAR_MAX_MEMORY",
+	"SANDBAR_MEMORY_OVERCOMMIT",
 	"SANDBAR_MAX_PORTS",
 	"SANDBAR_MAX_KEEPALIVE",
 	"SANDBAR_CREATE_TIMEOUT",
@@ -103,6 +104,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.stop_grace_ms, 10 * 1000);
 	assert_true(cfg.max_cpu == 8.0);
 	assert_int_equal(cfg.max_memory, 16ull << 30);
+	assert_true(cfg.memory_overcommit == 8.0);
 	assert_int_equal(cfg.max_ports, 32);
 	assert_int_equal(cfg.max_keepalive_ms, 24 * 3600 * 1000);
 	assert_false(cfg.prebuild_templates);
@@ -143,6 +145,7 @@ static void test_overrides(void **state)
 	setenv("SANDBAR_REAPER_INTERVAL", "100ms", 1);
 	setenv("SANDBOX_MEMORY_LIMIT", "512m", 1);
 	setenv("SANDBOX_CPU_LIMIT", "0.5", 1);
+	setenv("SANDBAR_MEMORY_OVERCOMMIT", "1.5", 1);
 	setenv("SANDBAR_ALLOW_BIND_MOUNTS", "yes", 1);
 	setenv("SANDBAR_ALLOW_CAP_ADD", "TRUE", 1);
 	setenv("SANDBAR_ALLOW_PRIVILEGED", "0", 1);
@@ -158,12 +161,17 @@ static void test_overrides(void **state)
 	assert_int_equal(cfg.reaper_interval_ms, 100);
 	assert_true(cfg.sandbox_memory_limit == 512ull << 20);
 	assert_true(cfg.sandbox_cpu_limit == 0.5);
+	assert_true(cfg.memory_overcommit == 1.5);
 	assert_true(cfg.allow_bind_mounts);
 	assert_true(cfg.allow_cap_add);
 	assert_false(cfg.allow_privileged);
 	assert_int_equal(cfg.pg_pool_size, 16);
 	assert_string_equal(cfg.log_level, "debug");
 	assert_string_equal(cfg.api_tokens, "a,b");
+	config_free(&cfg);
+	setenv("SANDBAR_MEMORY_OVERCOMMIT", "0", 1); /* admission off: a number, unlike CPUs */
+	assert_int_equal(config_load(&cfg, err, sizeof(err)), 0);
+	assert_true(cfg.memory_overcommit == 0.0);
 	config_free(&cfg);
 }
 
@@ -191,6 +199,9 @@ static void test_bad_values(void **state)
 	expect_bad("SANDBOX_CPU_LIMIT", "-1", "SANDBOX_CPU_LIMIT: bad number of CPUs '-1'");
 	expect_bad("SANDBOX_CPU_LIMIT", "inf", "SANDBOX_CPU_LIMIT: bad number of CPUs 'inf'");
 	expect_bad("SANDBOX_CPU_LIMIT", "2x", "SANDBOX_CPU_LIMIT: bad number of CPUs '2x'");
+	expect_bad("SANDBAR_MEMORY_OVERCOMMIT", "-1", "SANDBAR_MEMORY_OVERCOMMIT: bad number '-1'");
+	expect_bad("SANDBAR_MEMORY_OVERCOMMIT", "8x", "SANDBAR_MEMORY_OVERCOMMIT: bad number '8x'");
+	expect_bad("SANDBAR_MEMORY_OVERCOMMIT", "nan", "SANDBAR_MEMORY_OVERCOMMIT: bad number 'nan'");
 	expect_bad("SANDBAR_ALLOW_PRIVILEGED", "maybe",
 		   "SANDBAR_ALLOW_PRIVILEGED: bad boolean (1/0/true/false/yes/no) 'maybe'");
 	expect_bad("SANDBAR_PG_POOL_SIZE", "0", "SANDBAR_PG_POOL_SIZE: '0' is below the minimum of 1");

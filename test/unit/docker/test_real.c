@@ -1,5 +1,5 @@
 /* Against the real dockerd at DOCKER_HOST (default unix:///var/run/docker.sock,
- * as the server's): version, volumes, container lifecycle, exec, attach, build.
+ * as the server's): version, info, volumes, container lifecycle, exec, attach, build.
  * When it does not answer they fail if docker is provided, else skip. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -132,6 +132,32 @@ static void test_version(void **state)
 	docker_version_check(docker, version_cb, &r);
 	wait_done(&r, 5);
 	assert_string_equal(r.err, "");
+}
+
+static void info_cb(const struct docker_info *info, const char *err, void *arg)
+{
+	struct res *r = arg;
+	set_err(r, err);
+	if (info) {
+		r->len = (size_t)info->mem_total;
+		r->code = info->ncpu;
+	}
+}
+
+/* The host's memory (this machine's, when dockerd runs here) and CPUs. */
+static void test_info(void **state)
+{
+	NEED_DOCKER();
+	struct res r = { 0 };
+	docker_info(docker, info_cb, &r);
+	wait_done(&r, 5);
+	assert_string_equal(r.err, "");
+	assert_true(r.len > 0 && r.code > 0);
+	const char *host = getenv("DOCKER_HOST");
+	if (!host || !host[0] || strncmp(host, "unix://", 7) == 0) {
+		uint64_t here = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+		assert_true(r.len == here);
+	}
 }
 
 static void volume_list_cb(struct json_object *vols, const char *err, void *arg)
@@ -488,11 +514,9 @@ static void test_build_fails(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_version),
-		cmocka_unit_test(test_volumes),
-		cmocka_unit_test(test_container_lifecycle),
-		cmocka_unit_test(test_attach),
-		cmocka_unit_test(test_build),
+		cmocka_unit_test(test_version),	    cmocka_unit_test(test_info),
+		cmocka_unit_test(test_volumes),	    cmocka_unit_test(test_container_lifecycle),
+		cmocka_unit_test(test_attach),	    cmocka_unit_test(test_build),
 		cmocka_unit_test(test_build_fails),
 	};
 	return need_exit(cmocka_run_group_tests(tests, setup, teardown));
