@@ -299,7 +299,16 @@ static void power_inspected(struct json_object *info, bool missing, const char *
 		return;
 	}
 	const struct sandbox *sb = sandbox_ref_get(op->ref);
-	struct json_object *config, *env, *ns, *ports;
+	struct json_object *config, *env, *ns, *ports, *state, *running;
+	if (json_object_object_get_ex(info, "State", &state) &&
+	    json_object_object_get_ex(state, "Running", &running) && !json_object_get_boolean(running)) {
+		/* it died at once (its image's command, or the OOM killer): Docker's
+		 * event of it came while we were starting, and was ours to settle */
+		power_undo(op, "the container stopped right after its start");
+		core_error_set(&op->err, CORE_INTERNAL, "start_failed",
+			       "the container stopped right after its start");
+		return;
+	}
 	if (json_object_object_get_ex(info, "Config", &config) &&
 	    json_object_object_get_ex(config, "Env", &env))
 		op->container_env = json_object_get(env);

@@ -28,12 +28,13 @@ def test_every_documented_route_is_served(client):
         for method in ("get", "post", "put", "patch", "delete"):
             if method not in item or path.endswith("/terminal"):
                 continue
-            r = client.request(method.upper(), url, body=b"{}", headers={"Content-Type": "application/json"})
+            # a body no route takes (a create of {} would make a sandbox)
+            r = client.request(method.upper(), url, body=b"[]", headers={"Content-Type": "application/json"})
             asked += 1
             assert r.status != 405, (method, path, r)
             if r.status == 404:
                 assert not r.json["error"]["message"].startswith("no route"), (method, path, r)
-    assert asked > 40
+    assert asked >= 38  # every route but the terminal (a WebSocket)
 
 
 def test_limits_and_malformed(server):

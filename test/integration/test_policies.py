@@ -118,6 +118,9 @@ def test_idle_actions_keepalive_and_lifetime(server_factory):
     # may come for them from 2 s on
     ends = create(c, ttl=3)
     extended = create(c, ttl=3)
+    # extended at once: the creates below may take longer than its 3 s under load
+    r = c.post(f"/api/sandboxes/{extended['id']}/extend", json={"seconds": 600})
+    assert r.status == 200 and r.json["ends_at"] > extended["ends_at"], r
     none = create(c, idle_timeout=1, idle_action="none")
     kept = create(c, idle_timeout=2, idle_action="expire")
     r = c.post(f"/api/sandboxes/{kept['id']}/keepalive", json={"seconds": 60})
@@ -125,8 +128,6 @@ def test_idle_actions_keepalive_and_lifetime(server_factory):
     stop = create(c, idle_timeout=2, idle_action="stop")
     assert execute(c, stop["id"], "echo mine > f").status == 200
     expire = create(c, idle_timeout=2, idle_action="expire")
-    r = c.post(f"/api/sandboxes/{extended['id']}/extend", json={"seconds": 600})
-    assert r.status == 200 and r.json["ends_at"] > extended["ends_at"], r
     for body in ({"seconds": 0}, {"seconds": "5"}, {}, {"seconds": 7200}):
         r = c.post(f"/api/sandboxes/{kept['id']}/keepalive", json=body)
         assert r.status == 400 and r.json["error"]["code"] == "invalid_seconds", (body, r)
