@@ -1,8 +1,8 @@
 /* The native dialect: monza's routes and ours (sandboxes, commands and their
  * event streams, the terminal, files and archives) on the one core. It parses
  * requests, calls the core and renders the core's structs and errors as
- * JSON; it holds no SQL and makes no Docker call of its own beyond the file
- * transfers' streams. */
+ * JSON; it holds no SQL and makes no Docker call: file transfers stream
+ * between the HTTP request and the files core's transfer engine. */
 #ifndef SANDBAR_NATIVE_NATIVE_H
 #define SANDBAR_NATIVE_NATIVE_H
 

@@ -550,7 +550,7 @@ struct agentfs_op *agentfs_edit(struct agentfs *fs, const char *sandbox_id, cons
 	return op;
 }
 
-/* ---- upload temporaries (src/native/upload.c), as root ---- */
+/* ---- upload temporaries (transfer_upload.c), as root ---- */
 
 /* The caller has just seen the container running: no lookup, no activity. */
 static struct agentfs_op *upload_op(struct agentfs *fs, enum afs_kind kind, const char *sandbox_id,

@@ -1,8 +1,9 @@
 /* The native dialect's one table from a core error to HTTP: the kind gives the
- * status, a few stable codes refine it (a size limit is 413, not 429), and
- * the answer is {"error":{"code","message"}}, plus "status" when the conflict
- * is a sandbox's status. Errors the HTTP layer raises itself (413, 431, bad
- * JSON) are rendered by the same function (native_render_error). */
+ * status, a few stable codes refine it (a size limit is 413, not 429; Docker
+ * answering a transfer wrongly is 502), and the answer is
+ * {"error":{"code","message"}}, plus "status" when the conflict is a
+ * sandbox's status. Errors the HTTP layer raises itself (413, 431, bad JSON)
+ * are rendered by the same function (native_render_error). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,10 +23,11 @@ static const struct {
 	const char *code;
 	int status;
 } code_status[] = {
-	{ "too_large", 413 },
-	{ "range_not_satisfiable", 416 },
-	{ "no_space", 507 },
-	{ "spool_full", 507 },
+	{ "too_large", 413 },		  /* a size, not a rate */
+	{ "range_not_satisfiable", 416 }, /* with Content-Range */
+	{ "no_space", 507 },		  /* the sandbox's disk */
+	{ "spool_full", 507 },		  /* the upload spool's disk */
+	{ "docker_error", 502 },	  /* Docker answered a transfer wrongly */
 };
 
 int native_error_status(const struct core_error *e)

@@ -9,18 +9,18 @@
 #include "sandbox/service.h"
 
 struct agentfs;
-struct iojob_worker;
+struct files_transfer;
 struct ws_hub;
 
 struct native {
 	const struct config *cfg;
 	struct sandbox_service *svc;
-	struct registry *reg;	 /* the sandboxes, for lookups and handles */
-	struct commands *cmds;	 /* the command service */
-	struct router *router;	 /* the front's: routes are registered on it */
-	struct ws_hub *ws;	 /* live WebSocket connections (terminals) */
-	struct agentfs *fs;	 /* the file service through the agent (files.c) */
-	struct iojob_worker *io; /* the upload spool's file I/O, off the loop (upload.c) */
+	struct registry *reg;	     /* the sandboxes, for lookups and handles */
+	struct commands *cmds;	     /* the command service */
+	struct router *router;	     /* the front's: routes are registered on it */
+	struct ws_hub *ws;	     /* live WebSocket connections (terminals) */
+	struct agentfs *fs;	     /* the file service through the agent (files.c) */
+	struct files_transfer *xfer; /* uploads, downloads, archives (upload.c, archive.c) */
 };
 
 /* Each file's routes. */
@@ -28,6 +28,7 @@ MUST_USE int native_sandbox_routes(struct native *nat);	 /* sandboxes.c: monza's
 MUST_USE int native_command_routes(struct native *nat);	 /* commands.c */
 MUST_USE int native_terminal_routes(struct native *nat); /* terminal.c */
 MUST_USE int native_upload_routes(struct native *nat);	 /* upload.c, then archive.c */
+MUST_USE int native_archive_routes(struct native *nat);	 /* archive.c: download, archive GET and PUT */
 MUST_USE int native_file_routes(struct native *nat);	 /* files.c: the file API through the agent */
 MUST_USE int native_pool_routes(struct native *nat);	 /* pool.c: the warm pool and its rollouts */
 
@@ -65,5 +66,10 @@ void native_pending_reply(const struct sandbox_result *res, void *arg);
 /* errors.c: the one table from a core error to HTTP, and the native error body. */
 int native_error_status(const struct core_error *e);
 void native_respond_error(struct http_request *req, const struct core_error *e);
+/* archive.c: a transfer's failure (upload, download, archive), without the
+ * sandbox's status in a conflict, as those routes have always answered; and
+ * its success, {"status":"ok","path"}. */
+void native_transfer_error(struct http_request *req, const struct core_error *e);
+void native_transfer_ok(struct http_request *req, const char *path);
 
 #endif

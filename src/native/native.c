@@ -1,5 +1,5 @@
 /* The native dialect's object: its routes registered on the front's router,
- * what it owns (terminals, the file service, the spool worker), and the
+ * what it owns (terminals, the file service, the transfer engine), and the
  * plumbing from a pending sandbox call to an HTTP answer. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,8 +8,8 @@
 
 #include "core/check.h"
 #include "core/config.h"
-#include "core/iojob.h"
 #include "files/agentfs.h"
+#include "files/transfer.h"
 #include "http/server.h"
 #include "http/websocket.h"
 #include "internal.h"
@@ -27,8 +27,10 @@ struct native *native_new(struct event_base *base, const struct config *cfg, str
 	nat->cmds = cmds;
 	nat->router = router;
 	nat->ws = ws_hub_new(base);
-	nat->io = iojob_worker_new(base);
 	nat->fs = agentfs_new(base, reg, cfg->upload_limit);
+	struct files_transfer_config tcfg = { .upload_limit = cfg->upload_limit,
+					      .spool_dir = cfg->upload_spool_dir };
+	nat->xfer = files_transfer_new(base, reg, sandbox_service_docker(svc), nat->fs, &tcfg);
 	if (native_sandbox_routes(nat) != 0 || native_command_routes(nat) != 0 ||
 	    native_terminal_routes(nat) != 0 || native_upload_routes(nat) != 0 ||
 	    native_file_routes(nat) != 0 || native_pool_routes(nat) != 0) {
@@ -47,9 +49,9 @@ void native_free(struct native *nat)
 {
 	if (!nat)
 		return;
-	ws_hub_free(nat->ws); /* terminals hang up their shells */
+	ws_hub_free(nat->ws);		/* terminals hang up their shells */
+	files_transfer_free(nat->xfer); /* spool files of uploads cut short close with it */
 	agentfs_free(nat->fs);
-	iojob_worker_free(nat->io); /* spool files of uploads cut short close with it */
 	free(nat);
 }
 
