@@ -129,7 +129,6 @@ void commands_collect_cancel(struct command_op *op);
  * above a mark). Ignored before the command started and after it ended. */
 void command_op_input(struct command_op *op, const void *data, size_t len);
 void command_op_resize(struct command_op *op, int rows, int cols);
-size_t command_op_input_pending(struct command_op *op);
 void command_op_signal(struct command_op *op, int signo);
 
 /* Output of a command from offset: output..., then exited (or, without

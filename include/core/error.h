@@ -36,6 +36,5 @@ void core_error_set(struct core_error *e, enum core_err kind, const char *code, 
 	__attribute__((format(printf, 4, 5)));
 void core_error_vset(struct core_error *e, enum core_err kind, const char *code, const char *fmt, va_list ap)
 	__attribute__((format(printf, 4, 0)));
-const char *core_err_name(enum core_err kind);
 
 #endif

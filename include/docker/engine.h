@@ -77,11 +77,6 @@ struct docker_call *docker_image_list(struct docker *d, const char *label, docke
  * with a conflict). Removing a missing one is not an error. */
 struct docker_call *docker_image_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg);
 
-/* PUT /containers/{id}/archive?path=: extracts the tar (drained from tar) under
- * path in the container, which may be created and not yet started. */
-struct docker_call *docker_container_put_archive(struct docker *d, const char *id, const char *path,
-						 struct evbuffer *tar, docker_done_fn cb, void *arg);
-
 /* POST /build with the folder context_dir streamed as a tar, tagged tag.
  * dockerfile is relative to context_dir; buildargs a JSON object of strings
  * (taken, may be NULL); target may be NULL. On a failed build err holds

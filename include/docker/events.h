@@ -59,7 +59,6 @@ enum docker_events_state {
 	DOCKER_EVENTS_BACKOFF,	  /* the stream broke: waiting to open it again */
 	DOCKER_EVENTS_STATE_MAX
 };
-const char *docker_events_state_name(enum docker_events_state s);
 
 struct docker_events_opts {
 	const char *type;	    /* filter: "container"; NULL: every type */

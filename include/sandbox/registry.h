@@ -108,7 +108,6 @@ void registry_start(struct registry *reg);
 void registry_free(struct registry *reg);
 struct channels *registry_channels(const struct registry *reg);
 struct pg_pool *registry_pg(const struct registry *reg);
-const char *registry_cluster(const struct registry *reg);
 
 /* ---- handles ---- */
 

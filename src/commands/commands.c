@@ -701,12 +701,6 @@ void command_op_resize(struct command_op *op, int rows, int cols)
 		agent_resize(ch, op->cmd->info.agent_id, rows, cols);
 }
 
-size_t command_op_input_pending(struct command_op *op)
-{
-	struct agent_channel *ch = run_channel(op);
-	return ch ? agent_channel_pending(ch) : 0;
-}
-
 void command_op_signal(struct command_op *op, int signo)
 {
 	struct agent_channel *ch = run_channel(op);

@@ -22,22 +22,3 @@ void core_error_set(struct core_error *e, enum core_err kind, const char *code, 
 	core_error_vset(e, kind, code, fmt, ap);
 	va_end(ap);
 }
-
-const char *core_err_name(enum core_err kind)
-{
-	static const char *const names[CORE_ERR_MAX] = {
-		[CORE_OK] = "ok",
-		[CORE_INVALID] = "invalid",
-		[CORE_FORBIDDEN] = "forbidden",
-		[CORE_NOT_FOUND] = "not_found",
-		[CORE_CONFLICT] = "conflict",
-		[CORE_GONE] = "gone",
-		[CORE_LIMIT] = "limit",
-		[CORE_CAPACITY] = "capacity",
-		[CORE_UNAVAILABLE] = "unavailable",
-		[CORE_UNSUPPORTED] = "unsupported",
-		[CORE_INTERNAL] = "internal",
-	};
-	CHECK((unsigned)kind < CORE_ERR_MAX);
-	return names[kind];
-}

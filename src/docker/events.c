@@ -176,11 +176,6 @@ static const char *const state_names[DOCKER_EVENTS_STATE_MAX] = {
 	"backoff",
 };
 
-const char *docker_events_state_name(enum docker_events_state s)
-{
-	return (unsigned)s < DOCKER_EVENTS_STATE_MAX ? state_names[s] : "unknown";
-}
-
 static void events_set_state(struct docker_events *w, enum docker_events_state next, const char *why)
 {
 	static const unsigned legal[DOCKER_EVENTS_STATE_MAX] = {

@@ -194,11 +194,6 @@ struct pg_pool *registry_pg(const struct registry *reg)
 	return reg->pg;
 }
 
-const char *registry_cluster(const struct registry *reg)
-{
-	return reg->cluster;
-}
-
 /* ---- the cache ---- */
 
 static unsigned bucket_of(const char *id)
