@@ -105,8 +105,9 @@ void files_xfer_cancel(struct files_xfer *x);
 /* ---- the upload of one file: whole at its destination, or not at all ---- */
 
 /* Into a running sandbox the file is extracted as a temporary beside its
- * destination (named from tag, e.g. a request id), cut to the bytes that
- * came and renamed into place by the agent once the source is whole; a
+ * destination (named from tag, e.g. a request id, and a random part), cut
+ * to the bytes that came and renamed into place by the agent once the
+ * source is whole; a
  * failure removes it. Into a stopped sandbox, where nothing can move a
  * temporary, it is spooled first and written under its final name once
  * whole. An upload whose size is not known before its first byte is spooled

@@ -54,7 +54,7 @@ struct files_upload {
 	struct iojob_file *spool_file;	 /* NULL when none, or once sent whole */
 	uint64_t spool_asked, spool_got; /* bytes of it asked of the worker, and sent on */
 	unsigned spool_reads;		 /* reads in flight */
-	char tmpname[96];
+	char tmpname[112];
 	char name[FILES_NAME_MAX + 1];
 	char dir[FILES_PATH_MAX + 1];
 	char dst[FILES_PATH_MAX + 1];
@@ -121,7 +121,10 @@ struct files_upload *files_upload_new(struct files_transfer *t, const char *sand
 	/* the tar header needs the file's size before its first byte: without a
 	 * bound, the file is spooled first (see README) */
 	up->spool = !sized;
-	snprintf(up->tmpname, sizeof(up->tmpname), ".sandbar-upload-%s", tag);
+	/* the tag says whose it is; the random part keeps two uploads with one
+	 * tag (a client's X-Request-Id, reused) from sharing a temporary */
+	snprintf(up->tmpname, sizeof(up->tmpname), ".sandbar-upload-%s-%016" PRIx64, tag,
+		 (uint64_t)arc4random() << 32 | arc4random());
 	up->out = evbuffer_new();
 	CHECK(up->out != NULL);
 	up->lookup = xfer_lookup_start(t, sandbox_id, up_found, up);

@@ -49,12 +49,14 @@ def multipart_head(filename, path=None, filename_star=None):
 TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def upload(server, sid, filename, chunks, size, path=None, filename_star=None, tail=TAIL):
+def upload(server, sid, filename, chunks, size, path=None, filename_star=None, tail=TAIL, headers=None):
     """Streams the multipart body (chunks: an iterable of bytes) without holding it."""
     head = multipart_head(filename, path, filename_star)
     conn = http.client.HTTPConnection(server.host, server.port, timeout=300)
     conn.putrequest("POST", f"/api/sandboxes/{sid}/files/upload")
     conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
     conn.putheader("Content-Length", str(len(head) + size + len(tail)))
     conn.endheaders()
     try:
@@ -100,7 +102,7 @@ def ls(container, d):
 
 
 def temporaries(container, d="/workspace"):
-    """The upload temporaries (`.sandbar-upload-<request id>`) in d."""
+    """The upload temporaries (`.sandbar-upload-<request id>-<random>`) in d."""
     return [n for n in ls(container, d) if n.startswith(".sandbar")]
 
 
@@ -315,6 +317,36 @@ def test_concurrent_uploads_to_different_sandboxes(client, server):
         assert results[k][0] == 200, results[k]
         r, _, n, digest = download(server, sb["id"], f"/workspace/c{k}.bin", sink=True)
         assert n == 5 << 20 and digest == hashlib.sha256(bytes([k]) * (5 << 20)).hexdigest()
+
+
+def test_uploads_with_one_request_id_into_one_folder(client, server):
+    """A client that reuses its X-Request-Id: two uploads into one folder at
+    once land whole and leave no temporary (their temporaries' names differ
+    by a random part; dockerd's lock on the container for a whole archive PUT
+    hides most of a clash, not a MOVE racing the next PUT)."""
+    sid = make_sandbox(client)["id"]
+    results = {}
+    half = threading.Barrier(2)
+
+    def go(k):
+        data = bytes([k + 1]) * (4 << 20)
+
+        def chunks():
+            for i in range(0, len(data), 65536):
+                if i == len(data) // 2:
+                    half.wait(timeout=60)  # both temporaries begun before either ends
+                yield data[i:i + 65536]
+
+        results[k] = upload(server, sid, f"same{k}.bin", chunks(), len(data), headers={"X-Request-Id": "reused-id-1"})
+
+    ts = [threading.Thread(target=go, args=(k,)) for k in range(2)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    for k in range(2):
+        assert results[k][0] == 200, results[k]
+        _, _, n, digest = download(server, sid, f"/workspace/same{k}.bin", sink=True)
+        assert n == 4 << 20 and digest == hashlib.sha256(bytes([k + 1]) * (4 << 20)).hexdigest()
+    assert temporaries_now(client, sid) == []
 
 
 def tar_bytes(entries):
