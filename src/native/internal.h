@@ -38,7 +38,8 @@ MUST_USE int native_command_spec(struct json_object *body, uint64_t max_cap, str
 				 struct core_error *fail);
 
 /* sandbox_body.c: create's and PATCH's bodies, and {"seconds"}; on bad input
- * fill e and return -1. ports: the create's extra ports (free it after). */
+ * fill e and return -1. ports: the create's extra ports, which p->ports
+ * points at (on success, free it after; on failure it is NULL). */
 MUST_USE int native_create_params(struct json_object *body, struct sandbox_create_params *p, int **ports,
 				  struct core_error *e);
 MUST_USE int native_update_params(struct json_object *body, struct sandbox_changes *c, struct core_error *e);

@@ -158,11 +158,10 @@ static int parse_ports(struct json_object *v, int **out, size_t *n, struct core_
 	return 0;
 }
 
-int native_create_params(struct json_object *body, struct sandbox_create_params *p, int **ports,
+static int create_params(struct json_object *body, struct sandbox_create_params *p, int **ports,
 			 struct core_error *e)
 {
 	struct json_object *v;
-	*ports = NULL;
 	if (body && !json_object_is_type(body, json_type_object))
 		return bad(e, "invalid_body", "the body must be a JSON object");
 	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_body", &p->name, e))
@@ -199,6 +198,19 @@ int native_create_params(struct json_object *body, struct sandbox_create_params 
 		p->wait = json_object_get_boolean(v);
 	}
 	return 0;
+}
+
+int native_create_params(struct json_object *body, struct sandbox_create_params *p, int **ports,
+			 struct core_error *e)
+{
+	*ports = NULL;
+	if (create_params(body, p, ports, e) == 0)
+		return 0;
+	/* a member after ports failed: nothing for the caller to free */
+	free(*ports);
+	*ports = NULL;
+	p->ports = NULL;
+	return -1;
 }
 
 int native_update_params(struct json_object *body, struct sandbox_changes *c, struct core_error *e)
