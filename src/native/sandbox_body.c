@@ -38,6 +38,13 @@ static struct json_object *member(struct json_object *body, const char *key)
 	return v;
 }
 
+/* A string with a NUL byte (\u0000 in JSON): PostgreSQL's text takes none,
+ * and C would read it cut short. */
+static bool has_nul(struct json_object *str)
+{
+	return strlen(json_object_get_string(str)) != (size_t)json_object_get_string_len(str);
+}
+
 static bool is_number(struct json_object *v)
 {
 	return json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double);
@@ -96,6 +103,8 @@ static int parse_labels(struct json_object *v, struct json_object **out, struct 
 		    json_object_get_string_len(val) > LABEL_VALUE_MAX)
 			return bad(e, "invalid_labels", "label '%s' must be a string of at most %d bytes",
 				   key, LABEL_VALUE_MAX);
+		if (has_nul(val))
+			return bad(e, "invalid_labels", "label '%s' contains a NUL byte", key);
 	}
 	*out = v;
 	return 0;
@@ -112,6 +121,8 @@ static int parse_env(struct json_object *v, struct json_object **out, struct cor
 			return bad(e, "invalid_env", "env var name '%s' is empty, too long or has '='", key);
 		if (!json_object_is_type(val, json_type_string))
 			return bad(e, "invalid_env", "env var '%s' must be a string", key);
+		if (has_nul(val))
+			return bad(e, "invalid_env", "env var '%s' contains a NUL byte", key);
 	}
 	*out = v;
 	return 0;
@@ -122,6 +133,8 @@ static int parse_string(struct json_object *v, const char *key, const char *code
 {
 	if (!json_object_is_type(v, json_type_string))
 		return bad(e, code, "'%s' must be a string", key);
+	if (has_nul(v))
+		return bad(e, code, "'%s' contains a NUL byte", key);
 	*out = json_object_get_string(v);
 	return 0;
 }

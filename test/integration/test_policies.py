@@ -100,7 +100,9 @@ def test_patch_applies_live_and_survives_stop_start(server_factory):
     # bad changes: named, nothing changed
     for body, code in (({"memory": "1k"}, "invalid_memory"), ({"cpu": 100}, "invalid_cpu"),
                        ({"status": "running"}, "invalid_body"), ({"name": ""}, "invalid_name"),
-                       ({"idle_action": "x"}, "invalid_idle_action"), ([], "invalid_body")):
+                       ({"idle_action": "x"}, "invalid_idle_action"), ([], "invalid_body"),
+                       ({"env_vars": {"A": "x\u0000"}}, "invalid_env"),
+                       ({"labels": {"a": "\u0000"}}, "invalid_labels")):
         r = c.request("PATCH", f"/api/sandboxes/{sid}", json=body)
         assert r.status == 400 and r.json["error"]["code"] == code, (body, r)
     assert c.get(f"/api/sandboxes/{sid}").json["name"] == "renamed"

@@ -161,6 +161,8 @@ def test_failing_setup_leaves_error_and_no_container(server_factory):
         ({"template": "base", "env_vars": {"A": 1}}, "invalid_env"),
         ({"template": "base", "env_vars": {"A=B": "x"}}, "invalid_env"),
         ({"template": "base", "env_vars": ["A"]}, "invalid_env"),
+        ({"template": "base", "env_vars": {"A": "x\u0000y"}}, "invalid_env"),
+        ({"template": "base", "labels": {"team": "a\u0000b"}}, "invalid_labels"),
         ([1, 2], "invalid_body"),
     ],
 )
