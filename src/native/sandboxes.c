@@ -45,9 +45,9 @@ static void sandboxes_list(struct http_request *req, void *arg)
 	struct native *nat = arg;
 	struct sandbox_filter f = { 0 };
 	const char *v;
-	char buf[1024];
+	char *buf; /* a copy to cut into tokens, as long as the query's value */
 	if ((v = http_request_query(req, "status")) && *v) {
-		snprintf(buf, sizeof(buf), "%s", v);
+		buf = http_request_strdup(req, v);
 		for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 			enum sandbox_status st;
 			if (sandbox_status_parse(t, &st) != 0 || st == SANDBOX_WARM) {
@@ -59,7 +59,7 @@ static void sandboxes_list(struct http_request *req, void *arg)
 		}
 	}
 	if ((v = http_request_query(req, "label")) && *v) {
-		snprintf(buf, sizeof(buf), "%s", v);
+		buf = http_request_strdup(req, v);
 		f.labels = json_object_new_object();
 		for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 			char *colon = strchr(t, ':');

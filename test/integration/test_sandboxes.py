@@ -192,6 +192,18 @@ def test_bad_json_and_ids(server, client):
     assert rows(server) == []
 
 
+def test_list_filters_longer_than_a_kilobyte_are_read_whole(server, client):
+    # a bad status or label past the first kilobyte is still seen and named
+    r = client.get("/api/sandboxes?status=" + "running," * 200 + "bogus")
+    assert r.status == 400 and r.json["error"]["code"] == "invalid_status", r
+    assert set(r.json) == {"error"} and set(r.json["error"]) == {"code", "message"}
+    assert "'bogus'" in r.json["error"]["message"]
+    r = client.get("/api/sandboxes?label=" + "team:a," * 200 + "nocolon")
+    assert r.status == 400 and r.json["error"]["code"] == "invalid_label", r
+    r = client.get("/api/sandboxes?status=" + "running," * 200 + "stopped")
+    assert r.status == 200 and r.json == [], r
+
+
 def test_default_template_is_go_and_name_follows_it(server_factory, tmp_path):
     # the test folder has no `go`: the default names it in the refusal
     srv = server_factory(env=templates_env())
