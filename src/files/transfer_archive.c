@@ -343,6 +343,10 @@ static void get_done(struct docker_call *call, const char *err, void *arg)
 	x->call = NULL;
 	if (x->state == XF_DONE)
 		return;
+	/* the entry was a link and xf_restart_cb asks again for its target:
+	 * whatever became of this call no longer counts */
+	if (x->follow)
+		return;
 	if (err) {
 		xf_fail(x, CORE_INTERNAL, "docker_error", "archive call failed: %s", err);
 		return;
