@@ -17,7 +17,10 @@
 #include "docker/engine.h"
 #include "channel/channel.h"
 #include "commands/commands.h"
+#include "files/agentfs.h"
+#include "files/transfer.h"
 #include "http/server.h"
+#include "native/native.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
 #include "sandbox/registry.h"
@@ -48,6 +51,8 @@ struct sandbard {
 	struct registry *reg;
 	struct sandbox_service *svc;
 	struct commands *commands;
+	struct agentfs *fs;	     /* files through the agent */
+	struct files_transfer *xfer; /* uploads, downloads, archives: Docker's archive API */
 	struct api *api;
 	struct http_server *http;
 	struct event *sigterm, *sigint, *boot_timeout;
@@ -176,7 +181,14 @@ int main(int argc, char **argv)
 		.grace_ms = 2000,
 	};
 	d.commands = commands_new(d.base, &ccfg, d.reg);
-	d.api = api_new(d.base, &d.cfg, d.svc, d.reg, d.commands);
+	d.fs = agentfs_new(d.base, d.reg, d.cfg.upload_limit);
+	struct files_transfer_config tcfg = { .upload_limit = d.cfg.upload_limit,
+					      .spool_dir = d.cfg.upload_spool_dir };
+	d.xfer = files_transfer_new(d.base, d.reg, d.docker, d.fs, &tcfg);
+	struct native_core core = {
+		.svc = d.svc, .reg = d.reg, .cmds = d.commands, .fs = d.fs, .xfer = d.xfer
+	};
+	d.api = api_new(d.base, &d.cfg, &core);
 	CHECK(d.api != NULL);
 
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
@@ -195,6 +207,8 @@ int main(int argc, char **argv)
 	if (d.http)
 		http_server_free(d.http);
 	api_free(d.api);
+	files_transfer_free(d.xfer); /* spool files of uploads cut short close with it */
+	agentfs_free(d.fs);
 	commands_free(d.commands);
 	sandbox_service_free(d.svc);
 	registry_free(d.reg);

@@ -9,14 +9,12 @@
 #include "core/check.h"
 
 struct api;
-struct commands;
 struct config;
 struct http_request;
-struct registry;
-struct sandbox_service;
+struct native_core;
 
-struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
-		    struct registry *reg, struct commands *cmds);
+/* core: what the dialects call, built by main and outliving the api. */
+struct api *api_new(struct event_base *base, const struct config *cfg, const struct native_core *core);
 void api_free(struct api *api);
 /* SIGTERM: WebSocket clients are told the server is going away (1001). */
 void api_shutdown(struct api *api);

@@ -8,17 +8,29 @@
 
 #include <event2/event.h>
 
+struct agentfs;
 struct commands;
 struct config;
+struct files_transfer;
 struct http_request;
 struct native;
 struct registry;
 struct router;
 struct sandbox_service;
 
+/* The core the dialect calls, built and freed by main (it outlives the
+ * dialect). */
+struct native_core {
+	struct sandbox_service *svc;
+	struct registry *reg;
+	struct commands *cmds;
+	struct agentfs *fs;	     /* files through the agent */
+	struct files_transfer *xfer; /* uploads, downloads, archives */
+};
+
 /* Registers the dialect's routes on router; NULL if one clashes. */
-struct native *native_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
-			  struct registry *reg, struct commands *cmds, struct router *router);
+struct native *native_new(struct event_base *base, const struct config *cfg, const struct native_core *core,
+			  struct router *router);
 /* SIGTERM: WebSocket clients are told the server is going away (1001). */
 void native_shutdown(struct native *nat);
 void native_free(struct native *nat);

@@ -174,7 +174,4 @@ void sandbox_service_drain(struct sandbox_service *svc, int64_t grace_ms, void (
 /* The callback will not be called. Work already started (a create, a delete) goes on. */
 void sandbox_call_cancel(struct sandbox_call *call);
 
-/* The Docker client the service uses (for the file API's archive streams). */
-struct docker *sandbox_service_docker(const struct sandbox_service *svc);
-
 #endif

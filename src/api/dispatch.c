@@ -27,8 +27,7 @@ static void route_openapi(struct http_request *req, void *arg);
 static bool authorized(const struct api *api, struct http_request *req);
 static char **split_tokens(const char *list);
 
-struct api *api_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
-		    struct registry *reg, struct commands *cmds)
+struct api *api_new(struct event_base *base, const struct config *cfg, const struct native_core *core)
 {
 	struct api *api = calloc(1, sizeof(*api));
 	CHECK(api != NULL);
@@ -37,7 +36,7 @@ struct api *api_new(struct event_base *base, const struct config *cfg, struct sa
 	if (router_add(api->router, "GET", "/health", route_health, api) != 0 ||
 	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
 	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 ||
-	    !(api->native = native_new(base, cfg, svc, reg, cmds, api->router))) {
+	    !(api->native = native_new(base, cfg, core, api->router))) {
 		api_free(api);
 		return NULL;
 	}

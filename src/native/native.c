@@ -1,6 +1,6 @@
 /* The native dialect's object: its routes registered on the front's router,
- * what it owns (terminals, the file service, the transfer engine), and the
- * plumbing from a pending sandbox call to an HTTP answer. */
+ * what it owns (the terminals' WebSocket hub), and the plumbing from a
+ * pending sandbox call to an HTTP answer. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -8,29 +8,25 @@
 
 #include "core/check.h"
 #include "core/config.h"
-#include "files/agentfs.h"
-#include "files/transfer.h"
 #include "http/server.h"
 #include "http/websocket.h"
 #include "internal.h"
 
 static void pending_cancel(void *arg);
 
-struct native *native_new(struct event_base *base, const struct config *cfg, struct sandbox_service *svc,
-			  struct registry *reg, struct commands *cmds, struct router *router)
+struct native *native_new(struct event_base *base, const struct config *cfg, const struct native_core *core,
+			  struct router *router)
 {
 	struct native *nat = calloc(1, sizeof(*nat));
 	CHECK(nat != NULL);
 	nat->cfg = cfg;
-	nat->svc = svc;
-	nat->reg = reg;
-	nat->cmds = cmds;
+	nat->svc = core->svc;
+	nat->reg = core->reg;
+	nat->cmds = core->cmds;
+	nat->fs = core->fs;
+	nat->xfer = core->xfer;
 	nat->router = router;
 	nat->ws = ws_hub_new(base);
-	nat->fs = agentfs_new(base, reg, cfg->upload_limit);
-	struct files_transfer_config tcfg = { .upload_limit = cfg->upload_limit,
-					      .spool_dir = cfg->upload_spool_dir };
-	nat->xfer = files_transfer_new(base, reg, sandbox_service_docker(svc), nat->fs, &tcfg);
 	if (native_sandbox_routes(nat) != 0 || native_command_routes(nat) != 0 ||
 	    native_terminal_routes(nat) != 0 || native_upload_routes(nat) != 0 ||
 	    native_file_routes(nat) != 0 || native_pool_routes(nat) != 0) {
@@ -49,9 +45,7 @@ void native_free(struct native *nat)
 {
 	if (!nat)
 		return;
-	ws_hub_free(nat->ws);		/* terminals hang up their shells */
-	files_transfer_free(nat->xfer); /* spool files of uploads cut short close with it */
-	agentfs_free(nat->fs);
+	ws_hub_free(nat->ws); /* terminals hang up their shells */
 	free(nat);
 }
 

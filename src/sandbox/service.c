@@ -79,11 +79,6 @@ void sandbox_service_free(struct sandbox_service *svc)
 	free(svc);
 }
 
-struct docker *sandbox_service_docker(const struct sandbox_service *svc)
-{
-	return svc->docker;
-}
-
 void sandbox_service_start(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
 {
 	struct start_ctx *ctx = calloc(1, sizeof(*ctx));
