@@ -1,10 +1,8 @@
-/* The core error: filling one, and the kinds' names for logs. */
+/* The core error: filling one. */
 #include "core/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
-
-#include "core/check.h"
 
 void core_error_vset(struct core_error *e, enum core_err kind, const char *code, const char *fmt, va_list ap)
 {

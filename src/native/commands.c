@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <json-c/json.h>
 
@@ -83,7 +82,6 @@ int native_command_routes(struct native *nat)
 	return 0;
 }
 
-/* RFC 3339 in UTC with microseconds, as the records render it. */
 static struct cmd_stream *stream_new(struct http_request *req, struct native *nat)
 {
 	struct cmd_stream *st = http_request_alloc(req, sizeof(*st));

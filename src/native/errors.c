@@ -13,6 +13,8 @@
 #include "http/server.h"
 #include "internal.h"
 
+static int error_status(const struct core_error *e);
+
 static const int kind_status[CORE_ERR_MAX] = {
 	[CORE_OK] = 200,	  [CORE_INVALID] = 400,	    [CORE_FORBIDDEN] = 403, [CORE_NOT_FOUND] = 404,
 	[CORE_CONFLICT] = 409,	  [CORE_GONE] = 410,	    [CORE_LIMIT] = 429,	    [CORE_CAPACITY] = 503,
@@ -30,7 +32,7 @@ static const struct {
 	{ "docker_error", 502 },	  /* Docker answered a transfer wrongly */
 };
 
-int native_error_status(const struct core_error *e)
+static int error_status(const struct core_error *e)
 {
 	for (size_t i = 0; i < ARRAY_LEN(code_status); i++)
 		if (e->code && strcmp(e->code, code_status[i].code) == 0)
@@ -40,7 +42,7 @@ int native_error_status(const struct core_error *e)
 
 void native_respond_error(struct http_request *req, const struct core_error *e)
 {
-	int status = native_error_status(e);
+	int status = error_status(e);
 	if (status == 503 || status == 429)
 		http_response_header(req, "Retry-After", "1");
 	if (status == 416) {

@@ -22,16 +22,14 @@ struct fcall {
 	struct native *nat;
 	struct http_request *req;
 	struct agentfs_op *op;
-	int ok_status;
 	/* content GET */
 	bool ranged, started;
 	uint64_t consumed, acked;
 	/* content PUT */
 	bool streaming;
-	uint32_t mode;
 };
 
-static struct fcall *fcall_new(struct http_request *req, struct native *nat, int ok_status);
+static struct fcall *fcall_new(struct http_request *req, struct native *nat);
 static void fcall_cancel(void *arg);
 static void doc_done(const struct core_error *fail, const struct agentfs_result *res, void *arg);
 static bool id_ok(struct http_request *req);
@@ -71,12 +69,11 @@ int native_file_routes(struct native *nat)
 
 /* ---- plumbing ---- */
 
-static struct fcall *fcall_new(struct http_request *req, struct native *nat, int ok_status)
+static struct fcall *fcall_new(struct http_request *req, struct native *nat)
 {
 	struct fcall *fc = http_request_alloc(req, sizeof(*fc));
 	fc->nat = nat;
 	fc->req = req;
-	fc->ok_status = ok_status;
 	http_request_set_cancel(req, fcall_cancel, fc);
 	return fc;
 }
@@ -100,7 +97,7 @@ static void doc_done(const struct core_error *fail, const struct agentfs_result 
 	}
 	if (res->truncated && res->call == AGENTFS_LIST)
 		http_response_header(req, "X-Sandbar-Truncated", "true");
-	http_respond_json(req, res->created ? 201 : fc->ok_status, native_file_json(res));
+	http_respond_json(req, res->created ? 201 : 200, native_file_json(res));
 }
 
 static bool id_ok(struct http_request *req)
@@ -146,7 +143,7 @@ static void list_route(struct http_request *req, void *arg)
 			return;
 		}
 	}
-	struct fcall *fc = fcall_new(req, nat, 200);
+	struct fcall *fc = fcall_new(req, nat);
 	fc->op = agentfs_list(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"),
 			      (int)depth, doc_done, fc);
 }
@@ -156,7 +153,7 @@ static void stat_route(struct http_request *req, void *arg)
 	struct native *nat = arg;
 	if (!id_ok(req))
 		return;
-	struct fcall *fc = fcall_new(req, nat, 200);
+	struct fcall *fc = fcall_new(req, nat);
 	fc->op = agentfs_stat(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"),
 			      doc_done, fc);
 }
@@ -171,7 +168,7 @@ static void delete_route(struct http_request *req, void *arg)
 		http_respond_error(req, 400, "invalid_request", "recursive must be true or false");
 		return;
 	}
-	struct fcall *fc = fcall_new(req, nat, 200);
+	struct fcall *fc = fcall_new(req, nat);
 	fc->op = agentfs_remove(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"),
 				recursive, doc_done, fc);
 }
@@ -223,7 +220,7 @@ static void json_body(struct http_request *req, struct json_object *body, void *
 		http_respond_error(req, 400, "invalid_path", "path: NUL byte");
 		return;
 	}
-	struct fcall *fc = fcall_new(req, nat, 200);
+	struct fcall *fc = fcall_new(req, nat);
 	if (strcmp(route, "read") == 0) {
 		fc->op = agentfs_read_doc(nat->fs, id, path, doc_done, fc);
 	} else if (strcmp(route, "edit") == 0) {
@@ -305,7 +302,7 @@ static void get_content_route(struct http_request *req, void *arg)
 	bool suffix = false;
 	if (!id_ok(req))
 		return;
-	struct fcall *fc = fcall_new(req, nat, 200);
+	struct fcall *fc = fcall_new(req, nat);
 	fc->ranged = parse_range(http_request_header(req, "Range"), &offset, &length, &suffix) == 1;
 	fc->op = agentfs_read(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"), offset,
 			      length, suffix, &read_events, fc);
@@ -401,8 +398,7 @@ static void put_content_route(struct http_request *req, void *arg)
 				   nat->cfg->upload_limit);
 		return;
 	}
-	struct fcall *fc = fcall_new(req, nat, 200);
-	fc->mode = mode;
+	struct fcall *fc = fcall_new(req, nat);
 	fc->op = agentfs_write(nat->fs, http_request_param(req, "id"), http_request_query(req, "path"), mode,
 			       &write_events, fc);
 }

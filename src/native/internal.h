@@ -27,7 +27,7 @@ struct native {
 MUST_USE int native_sandbox_routes(struct native *nat);	 /* sandboxes.c: monza's, and ours */
 MUST_USE int native_command_routes(struct native *nat);	 /* commands.c */
 MUST_USE int native_terminal_routes(struct native *nat); /* terminal.c */
-MUST_USE int native_upload_routes(struct native *nat);	 /* upload.c, then archive.c */
+MUST_USE int native_upload_routes(struct native *nat);	 /* upload.c: the multipart upload */
 MUST_USE int native_archive_routes(struct native *nat);	 /* archive.c: download, archive GET and PUT */
 MUST_USE int native_file_routes(struct native *nat);	 /* files.c: the file API through the agent */
 MUST_USE int native_pool_routes(struct native *nat);	 /* pool.c: the warm pool and its rollouts */
@@ -65,7 +65,6 @@ struct native_pending *native_pending_new(struct http_request *req, int ok_statu
 /* The sandbox_result_fn that answers p->req (arg: the native_pending). */
 void native_pending_reply(const struct sandbox_result *res, void *arg);
 /* errors.c: the one table from a core error to HTTP, and the native error body. */
-int native_error_status(const struct core_error *e);
 void native_respond_error(struct http_request *req, const struct core_error *e);
 /* archive.c: a transfer's failure (upload, download, archive), without the
  * sandbox's status in a conflict, as those routes have always answered; and

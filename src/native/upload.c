@@ -55,9 +55,7 @@ static const struct files_in_events up_events = { up_ready, up_done };
 
 int native_upload_routes(struct native *nat)
 {
-	if (router_add(nat->router, "POST", "/api/sandboxes/{id}/files/upload", upload_route, nat) != 0)
-		return -1;
-	return native_archive_routes(nat);
+	return router_add(nat->router, "POST", "/api/sandboxes/{id}/files/upload", upload_route, nat);
 }
 
 static void upload_route(struct http_request *req, void *arg)
