@@ -766,11 +766,16 @@ static void status_counted(enum pg_error err, PGresult *res, const char *message
 	if (err != PG_OK) {
 		struct core_error e;
 		pg_core_error(&e, err, message);
-		call_fail(r->call, &e);
+		if (r->call)
+			call_fail(r->call, &e);
 		free(r);
 		return;
 	}
 	count_apply(pool, res);
+	if (!r->call) { /* cancelled meanwhile: the counts are kept, nobody to answer */
+		free(r);
+		return;
+	}
 	struct pool_template_status *list = calloc(pool->n + 1, sizeof(*list));
 	CHECK(list != NULL);
 	for (size_t i = 0; i < pool->n; i++)
@@ -788,6 +793,7 @@ static struct pool_status_req *status_req_new(struct pool *pool, struct sandbox_
 	CHECK(r != NULL);
 	r->pool = pool;
 	r->call = call;
+	call->owner = &r->call; /* a cancel forgets the call, the count still lands */
 	r->next = pool->status_reqs;
 	pool->status_reqs = r;
 	r->query = count_send(pool, status_counted, r);
