@@ -151,8 +151,6 @@ struct image_builds;
 struct template;
 struct image_builds *image_builds_new(struct sandbox_service *svc);
 void image_builds_free(struct image_builds *b);
-/* The agent binary's sha256 (hex): derived images carry it as a label. */
-const char *image_builds_agent_hash(const struct image_builds *b);
 /* Removes derived images of other agents (after the reconciler, at start). */
 void image_builds_prune(struct image_builds *b);
 struct image_wait;
