@@ -143,7 +143,15 @@ struct sandbox_call *pool_member_create(struct sandbox_service *svc, const char 
 					const char *image, sandbox_result_fn cb, void *arg);
 
 /* Start-up reconciliation of Docker with the database. */
+struct reconcile;
 void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
+/* The lost-rows step alone, while serving (Docker's event stream was away and
+ * may not replay what it missed): running and warm rows take their
+ * container's state; nothing half-way is settled, nothing is removed. */
+struct reconcile *reconcile_lost_rows(struct sandbox_service *svc, void (*done)(int rc, void *arg),
+				      void *arg);
+/* done is not called any more (its owner goes). */
+void reconcile_forget(struct reconcile *rc);
 
 /* Images for templates (images.c): present, or built once however many
  * creates wait, with the agent baked in. */

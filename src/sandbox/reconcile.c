@@ -40,6 +40,7 @@ struct reconcile {
 	int moving; /* transitions in flight */
 	int stale, lost, removed;
 	int rc;
+	bool lost_only; /* while serving: the lost rows step alone (reconcile_lost_rows) */
 };
 
 /* A stop or start that was under way, its container now stopped. */
@@ -71,7 +72,7 @@ static void rc_set_state(struct reconcile *rc, enum reconcile_state next)
 	rc->state = next;
 }
 
-void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+static struct reconcile *rc_new(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
 {
 	struct reconcile *rc = calloc(1, sizeof(*rc));
 	CHECK(rc != NULL);
@@ -82,11 +83,32 @@ void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg),
 	rc->running = json_object_new_object();
 	rc->stopped = json_object_new_object();
 	rc->orphans = json_object_new_object();
+	return rc;
+}
+
+void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+{
+	struct reconcile *rc = rc_new(svc, done, arg);
 	rc->state = RECONCILE_STALE_READ;
 	static const char sql[] = "SELECT id FROM sandboxes WHERE status = 'creating' AND cluster = $1 "
 				  "AND owner_instance = $2";
 	const char *params[] = { svc->cluster, svc->instance };
 	pg_query_send(svc->pg, sql, 2, params, rc_stale_read, rc);
+}
+
+struct reconcile *reconcile_lost_rows(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+{
+	struct reconcile *rc = rc_new(svc, done, arg);
+	rc->lost_only = true;
+	rc->state = RECONCILE_STALE_CREATES; /* creates under way are no one's stale ones */
+	rc_stale_done(rc);
+	return rc;
+}
+
+void reconcile_forget(struct reconcile *rc)
+{
+	if (rc)
+		rc->done = NULL;
 }
 
 static void rc_stale_read(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -163,7 +185,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		if (!id || !sandbox_id_valid(id))
 			continue;
 		if (!json_object_object_get_ex(rc->live, id, NULL)) {
-			json_object_object_add(rc->orphans, id, NULL);
+			if (!rc->lost_only)
+				json_object_object_add(rc->orphans, id, NULL);
 			continue;
 		}
 		const char *st =
@@ -179,6 +202,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		    (from != SANDBOX_RUNNING && from != SANDBOX_STARTING && from != SANDBOX_STOPPING &&
 		     from != SANDBOX_WARM))
 			continue;
+		if (rc->lost_only && from != SANDBOX_RUNNING && from != SANDBOX_WARM)
+			continue; /* a start or stop under way is its operation's to finish */
 		bool runs = json_object_object_get_ex(rc->running, id, NULL);
 		bool stopped = json_object_object_get_ex(rc->stopped, id, NULL);
 		struct sandbox_transition t = { .id = id, .from = from, .actor = "reconciler" };
@@ -188,7 +213,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 			/* a pool member that does not run is of no use: it fails, its objects go */
 			t.to = SANDBOX_ERROR;
 			t.reason = "the pool member's container does not run";
-			json_object_object_add(rc->orphans, id, NULL);
+			if (!rc->lost_only) /* else the pool removes it */
+				json_object_object_add(rc->orphans, id, NULL);
 			rc->moving++;
 			registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
 			continue;
@@ -215,7 +241,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		} else {
 			t.to = SANDBOX_ERROR;
 			t.reason = "the container disappeared";
-			json_object_object_add(rc->orphans, id, NULL);
+			if (!rc->lost_only) /* else its volume goes with the delete */
+				json_object_object_add(rc->orphans, id, NULL);
 		}
 		rc->moving++;
 		registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
@@ -260,6 +287,11 @@ static void rc_lost_done(struct reconcile *rc)
 {
 	if (rc->lost)
 		log_info("reconcile: %d sandbox(es) took their container's state", rc->lost);
+	if (rc->lost_only) {
+		rc_set_state(rc, RECONCILE_DONE);
+		rc_finish(rc);
+		return;
+	}
 	rc_set_state(rc, RECONCILE_VOLUMES);
 	char label[128];
 	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
@@ -317,8 +349,12 @@ static void rc_give_up(struct reconcile *rc, const char *why)
 
 static void rc_finish(struct reconcile *rc)
 {
-	log_info("reconcile: %d stale create(s), %d lost container(s), %d orphan(s) removed%s", rc->stale,
-		 rc->lost, rc->removed, rc->rc ? " (incomplete)" : "");
+	if (rc->lost_only)
+		log_info("reconcile: lost rows checked, %d lost container(s)%s", rc->lost,
+			 rc->rc ? " (incomplete)" : "");
+	else
+		log_info("reconcile: %d stale create(s), %d lost container(s), %d orphan(s) removed%s",
+			 rc->stale, rc->lost, rc->removed, rc->rc ? " (incomplete)" : "");
 	json_object_put(rc->live);
 	json_object_put(rc->running);
 	json_object_put(rc->stopped);
