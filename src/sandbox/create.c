@@ -87,6 +87,8 @@ struct create_op {
 
 static void create_set_state(struct create_op *op, enum create_state next);
 static void create_fail(struct create_op *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void create_end_failed(struct create_op *op, enum core_err kind, const char *code, const char *fmt,
+			      ...) __attribute__((format(printf, 4, 5)));
 static void create_free(struct create_op *op);
 static void step_inserted(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_image(const char *err, const struct run_image *img, void *arg);
@@ -280,6 +282,10 @@ static void step_claimed(const struct core_error *err, const struct sandbox *aft
 	reaper_note_sandbox(op->svc->reaper, after);
 	if (op->resize) {
 		create_set_state(op, CREATE_RESIZE);
+		if (op->timed_out) { /* the time ran out during the claim: no update without a timer */
+			step_resized("timed out", op);
+			return;
+		}
 		op->dcall =
 			docker_container_update(op->svc->docker, after->container_id, op->memory,
 						(int64_t)(op->cpus * 1000 + 0.5) * 1000000, step_resized, op);
@@ -298,6 +304,11 @@ static void step_resized(const char *err, void *arg)
 		log_msg(LOG_LEVEL_WARN, op->log_prefix,
 			"create: the claimed sandbox=%s refused cpu/memory (%s)", op->claimed, err);
 		sandbox_call_cancel(sandbox_delete(op->svc, op->claimed, "pool: resize failed", NULL, NULL));
+		if (op->timed_out) { /* no time left for a create of its own */
+			create_end_failed(op, CORE_INTERNAL, "sandbox_create_failed",
+					  "sandbox create failed: timed out in resize");
+			return;
+		}
 		create_set_state(op, CREATE_INSERT);
 		create_insert(op);
 		return;
@@ -514,6 +525,10 @@ static void step_probed(const struct agent_status *list, size_t n, const char *e
 	struct create_op *op = arg;
 	(void)list;
 	(void)n;
+	if (op->timed_out) {
+		create_fail(op, "timed out in %s", create_state_names[op->state]);
+		return;
+	}
 	if (err) {
 		create_fail(op, "the agent does not answer: %s", err);
 		return;
@@ -582,14 +597,8 @@ static void step_cleaned(const char *err, void *arg)
 	if (err)
 		log_msg(LOG_LEVEL_WARN, op->log_prefix, "cleanup after failed create: %s", err);
 	if (op->row_gone) {
-		create_set_state(op, CREATE_DONE);
-		if (op->call) {
-			struct core_error e;
-			core_error_set(&e, CORE_CONFLICT, "sandbox_deleted",
-				       "the sandbox was deleted while being created");
-			call_fail(op->call, &e);
-		}
-		create_free(op);
+		create_end_failed(op, CORE_CONFLICT, "sandbox_deleted",
+				  "the sandbox was deleted while being created");
 		return;
 	}
 	create_set_state(op, CREATE_MARK_ERROR);
@@ -613,11 +622,21 @@ static void step_marked_error(const struct core_error *err, const struct sandbox
 	if (err)
 		log_msg(LOG_LEVEL_ERROR, op->log_prefix, "could not record the failed create: %s",
 			err->message);
+	create_end_failed(op, CORE_INTERNAL, "sandbox_create_failed", "sandbox %s failed: %s", op->id,
+			  op->reason);
+}
+
+/* Done, failed: the caller (if still there) hears why, and the op goes. */
+static void create_end_failed(struct create_op *op, enum core_err kind, const char *code, const char *fmt,
+			      ...)
+{
 	create_set_state(op, CREATE_DONE);
 	if (op->call) {
 		struct core_error e;
-		core_error_set(&e, CORE_INTERNAL, "sandbox_create_failed", "sandbox %s failed: %s", op->id,
-			       op->reason);
+		va_list ap;
+		va_start(ap, fmt);
+		core_error_vset(&e, kind, code, fmt, ap);
+		va_end(ap);
 		call_fail(op->call, &e);
 	}
 	create_free(op);
@@ -635,7 +654,13 @@ static void create_timed_out(evutil_socket_t fd, short what, void *arg)
 	} else if (op->dcall) {
 		docker_call_cancel(op->dcall);
 		op->dcall = NULL;
-		create_fail(op, "timed out in %s", create_state_names[op->state]);
+		if (op->state == CREATE_RESIZE) /* a claimed member: no cleanup of ours, it is deleted */
+			step_resized("timed out", op);
+		else
+			create_fail(op, "timed out in %s", create_state_names[op->state]);
+	} else if (op->state == CREATE_PROBE) {
+		/* the agent's list has no cancel: closing the channel answers it (step_probed) */
+		channels_drop(op->svc->channels, op->id);
 	} else if (op->state == CREATE_SETUP && op->setup) {
 		setup_run_stop(op->setup); /* its output stays, for the error's record */
 		create_fail(op, "timed out in %s", create_state_names[op->state]);

@@ -28,6 +28,10 @@
 /* The first stream replays from this long before the service started (our
  * clock against dockerd's; a replayed event finds its sandbox moved already). */
 #define CLOCK_SLACK_NS (1000LL * 1000 * 1000)
+/* A move that lost its compare-and-set (a claim moved a warm member to
+ * running meanwhile): the row is read again and the event applied to what
+ * it is now, this many times. */
+#define REREAD_MAX 3
 
 enum watch_state {
 	WATCH_IDLE,	  /* no event in hand (the stream flows) */
@@ -52,6 +56,12 @@ struct events_watcher {
 	struct docker_call *dcall;
 	struct event *retry;
 	int tries;
+	int rereads;
+	/* the stream broke: once it flows again, the running rows are checked
+	 * against their containers (dockerd may not replay what it missed) */
+	bool broke;
+	struct reconcile *check; /* that check, under way */
+	bool check_again;	 /* ... and another break since it began */
 	/* the event in hand */
 	enum watch_kind kind;
 	char id[37];
@@ -74,6 +84,9 @@ static void watch_moved(const struct core_error *err, const struct sandbox *afte
 static void watch_retry(struct events_watcher *w, const char *why);
 static void watch_retry_fire(evutil_socket_t fd, short what, void *arg);
 static void watch_done(struct events_watcher *w);
+static void watch_stream_state(enum docker_events_state st, const char *why, void *arg);
+static void watch_check(struct events_watcher *w);
+static void watch_checked(int rc, void *arg);
 
 static void watch_set_state(struct events_watcher *w, enum watch_state next)
 {
@@ -82,7 +95,7 @@ static void watch_set_state(struct events_watcher *w, enum watch_state next)
 		[WATCH_READING] =
 			1u << WATCH_INSPECTING | 1u << WATCH_MOVING | 1u << WATCH_RETRY | 1u << WATCH_IDLE,
 		[WATCH_INSPECTING] = 1u << WATCH_MOVING | 1u << WATCH_IDLE,
-		[WATCH_MOVING] = 1u << WATCH_RETRY | 1u << WATCH_IDLE,
+		[WATCH_MOVING] = 1u << WATCH_RETRY | 1u << WATCH_IDLE | 1u << WATCH_READING,
 		[WATCH_RETRY] = 1u << WATCH_READING,
 	};
 	CHECK(next < WATCH_STATE_MAX && (legal[w->state] & (1u << next)));
@@ -111,7 +124,7 @@ void events_watcher_start(struct events_watcher *w, int64_t since_ns)
 		.actions = actions,
 		.since_nano = since_ns > CLOCK_SLACK_NS ? since_ns - CLOCK_SLACK_NS : 0,
 	};
-	static const struct docker_events_cbs cbs = { .event = watch_event };
+	static const struct docker_events_cbs cbs = { .event = watch_event, .state = watch_stream_state };
 	CHECK(w->stream == NULL);
 	w->stream = docker_events_new(w->svc->docker, &opts, &cbs, w);
 	docker_events_start(w->stream);
@@ -123,6 +136,7 @@ void events_watcher_free(struct events_watcher *w)
 		return;
 	registry_wait_cancel(w->wait);
 	docker_call_cancel(w->dcall);
+	reconcile_forget(w->check);
 	event_free(w->retry);
 	docker_events_free(w->stream);
 	free(w);
@@ -179,6 +193,7 @@ static void watch_event(const struct docker_event *ev, void *arg)
 	w->exit_code = code && *code && !*end && n >= 0 && n <= 255 ? (int)n : -1;
 	w->oom = w->kind == WATCH_DIE && oom_seen(w, ev->id);
 	w->tries = 0;
+	w->rereads = 0;
 	docker_events_pause(w->stream);
 	watch_read(w);
 }
@@ -287,8 +302,14 @@ static void watch_moved(const struct core_error *err, const struct sandbox *afte
 		watch_retry(w, err->message);
 		return;
 	}
+	if (err && err->kind == CORE_CONFLICT && ++w->rereads <= REREAD_MAX) {
+		/* another instance, an operation of ours, or a claim (warm -> running)
+		 * moved it first: the event applies to what it is now, or is left alone */
+		log_debug("sandbox=%s docker events: %s; read again", w->id, err->message);
+		watch_read(w);
+		return;
+	}
 	if (err && err->kind == CORE_CONFLICT)
-		/* another instance, or an operation of ours, moved it first */
 		log_debug("sandbox=%s docker events: %s", w->id, err->message);
 	else if (err)
 		log_warn("sandbox=%s docker events: %s", w->id, err->message);
@@ -322,4 +343,46 @@ static void watch_done(struct events_watcher *w)
 	oom_forget(w, w->container);
 	watch_set_state(w, WATCH_IDLE);
 	docker_events_resume(w->stream);
+}
+
+/* ---- the stream broke ---- */
+
+/* A stream opened again replays from the last event's time, but dockerd
+ * keeps only its last 256 events (none across its own restart): once it
+ * flows again, running and warm rows are checked against their containers. */
+static void watch_stream_state(enum docker_events_state st, const char *why, void *arg)
+{
+	struct events_watcher *w = arg;
+	if (st == DOCKER_EVENTS_BACKOFF) {
+		w->broke = true;
+		log_warn("docker events: the stream broke: %s", why ? why : "?");
+		return;
+	}
+	if (st != DOCKER_EVENTS_STREAMING || !w->broke)
+		return;
+	w->broke = false;
+	if (w->check)
+		w->check_again = true; /* the check under way may have missed this break's losses */
+	else
+		watch_check(w);
+}
+
+static void watch_check(struct events_watcher *w)
+{
+	log_info("docker events: the stream flows again; checking running sandboxes' containers");
+	w->check = reconcile_lost_rows(w->svc, watch_checked, w);
+}
+
+static void watch_checked(int rc, void *arg)
+{
+	struct events_watcher *w = arg;
+	w->check = NULL;
+	if (rc != 0)
+		log_warn("docker events: the check after the stream's break was incomplete");
+	if (w->check_again) {
+		w->check_again = false;
+		watch_check(w);
+		return;
+	}
+	pool_kick(w->svc->pool); /* failed members are replaced now */
 }

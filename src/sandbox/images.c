@@ -148,12 +148,19 @@ void image_builds_free(struct image_builds *b)
 {
 	if (!b)
 		return;
+	/* the loop has stopped: waiters are forgotten, not called (they would start Docker calls) */
 	while (b->jobs) {
 		struct image_job *job = b->jobs;
+		b->jobs = job->next;
 		if (job->dcall)
 			docker_call_cancel(job->dcall);
-		job->dcall = NULL;
-		job_finish(job, "shutting down");
+		while (job->waiters) {
+			struct image_wait *w = job->waiters;
+			job->waiters = w->next;
+			free(w);
+		}
+		free(job->image);
+		free(job);
 	}
 	if (b->removing)
 		docker_call_cancel(b->removing);
@@ -178,11 +185,6 @@ void image_builds_free(struct image_builds *b)
 		rmdir(b->ctx_dir);
 	}
 	free(b);
-}
-
-const char *image_builds_agent_hash(const struct image_builds *b)
-{
-	return b->agent_hash;
 }
 
 static void prune_listed(struct json_object *list, const char *err, void *arg)

@@ -143,7 +143,15 @@ struct sandbox_call *pool_member_create(struct sandbox_service *svc, const char 
 					const char *image, sandbox_result_fn cb, void *arg);
 
 /* Start-up reconciliation of Docker with the database. */
+struct reconcile;
 void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg);
+/* The lost-rows step alone, while serving (Docker's event stream was away and
+ * may not replay what it missed): running and warm rows take their
+ * container's state; nothing half-way is settled, nothing is removed. */
+struct reconcile *reconcile_lost_rows(struct sandbox_service *svc, void (*done)(int rc, void *arg),
+				      void *arg);
+/* done is not called any more (its owner goes). */
+void reconcile_forget(struct reconcile *rc);
 
 /* Images for templates (images.c): present, or built once however many
  * creates wait, with the agent baked in. */
@@ -151,8 +159,6 @@ struct image_builds;
 struct template;
 struct image_builds *image_builds_new(struct sandbox_service *svc);
 void image_builds_free(struct image_builds *b);
-/* The agent binary's sha256 (hex): derived images carry it as a label. */
-const char *image_builds_agent_hash(const struct image_builds *b);
 /* Removes derived images of other agents (after the reconciler, at start). */
 void image_builds_prune(struct image_builds *b);
 struct image_wait;

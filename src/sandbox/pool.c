@@ -38,13 +38,6 @@ enum pass_state {
 	PASS_STATE_MAX
 };
 
-enum job_kind {
-	JOB_MAKE,   /* a member's create */
-	JOB_PICK,   /* which members go */
-	JOB_REMOVE, /* one member: warm -> deleted (a claim may win), then its Docker objects */
-	JOB_KIND_MAX
-};
-
 struct pool_slot {
 	struct pool *pool;
 	const struct template *tpl;
@@ -72,10 +65,12 @@ struct pool_slot {
 	int64_t last_fill_us, last_claim_us;
 };
 
+/* A member's create (call), a pick of which members go (query), or one
+ * member's removal (wait: warm or error -> deleted, a claim may win; then
+ * its Docker objects). */
 struct pool_job {
 	struct pool *pool;
 	struct pool_slot *slot; /* NULL: members of a template no longer pooled */
-	enum job_kind kind;
 	struct sandbox_call *call;
 	struct registry_wait *wait;
 	struct pg_query *query;
@@ -116,6 +111,7 @@ static void pass_count(struct pool *pool);
 static void pass_counted(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void pass_end(struct pool *pool);
 static void slot_act(struct pool_slot *slot);
+static bool job_removing(const struct pool *pool, const char *id);
 static void job_free(struct pool_job *job);
 static void member_made(const struct sandbox_result *res, void *arg);
 static void members_pick(struct pool *pool, struct pool_slot *slot, int n, bool outdated_only,
@@ -399,12 +395,11 @@ static void pass_image_ready(const char *err, const struct run_image *img, void 
 /* Rows per (template, status, image); a member of ours being made counts in making. */
 static struct pg_query *count_send(struct pool *pool, pg_result_fn cb, void *arg)
 {
-	static const char sql[] =
-		"SELECT template, status, coalesce(run_image, ''), count(*), "
-		"  (array_agg(id::text) FILTER (WHERE status = 'error' AND container_id IS NOT NULL))[1:8] "
-		"FROM sandboxes WHERE cluster = $1 AND in_pool "
-		"  AND status IN ('creating', 'warm', 'error') "
-		"  AND NOT (status = 'creating' AND owner_instance = $2) GROUP BY 1, 2, 3";
+	static const char sql[] = "SELECT template, status, coalesce(run_image, ''), count(*), "
+				  "  (array_agg(id::text) FILTER (WHERE status = 'error'))[1:8] "
+				  "FROM sandboxes WHERE cluster = $1 AND in_pool "
+				  "  AND status IN ('creating', 'warm', 'error') "
+				  "  AND NOT (status = 'creating' AND owner_instance = $2) GROUP BY 1, 2, 3";
 	const char *params[] = { pool->svc->cluster, pool->svc->instance };
 	return pg_query_send(pool->svc->pg, sql, 2, params, cb, arg);
 }
@@ -435,12 +430,11 @@ static void pass_counted(enum pg_error err, PGresult *res, const char *message, 
 			char ids[8 * 40 + 4];
 			snprintf(ids, sizeof(ids), "%s", PQgetvalue(res, i, 4));
 			for (char *tok = strtok(ids, "{},"); tok; tok = strtok(NULL, "{},")) {
-				if (!sandbox_id_valid(tok))
+				if (!sandbox_id_valid(tok) || job_removing(pool, tok))
 					continue;
 				struct pool_job *job = calloc(1, sizeof(*job));
 				CHECK(job != NULL);
 				job->pool = pool;
-				job->kind = JOB_REMOVE;
 				job->reason = "a failed pool member";
 				snprintf(job->id, sizeof(job->id), "%s", tok);
 				job->next = pool->jobs;
@@ -547,7 +541,6 @@ static void make_members(struct pool_slot *slot, int n)
 		CHECK(job != NULL);
 		job->pool = pool;
 		job->slot = slot;
-		job->kind = JOB_MAKE;
 		job->next = pool->jobs;
 		pool->jobs = job;
 		slot->making++;
@@ -634,7 +627,6 @@ static void members_pick(struct pool *pool, struct pool_slot *slot, int n, bool 
 	CHECK(job != NULL);
 	job->pool = pool;
 	job->slot = slot;
-	job->kind = JOB_PICK;
 	job->reason = reason;
 	job->outdated = outdated_only;
 	job->next = pool->jobs;
@@ -663,7 +655,6 @@ static void members_picked(enum pg_error err, PGresult *res, const char *message
 		CHECK(job != NULL);
 		job->pool = pool;
 		job->slot = pick->slot;
-		job->kind = JOB_REMOVE;
 		job->reason = pick->reason;
 		job->outdated = pick->outdated;
 		snprintf(job->id, sizeof(job->id), "%s", PQgetvalue(res, i, 0));
@@ -718,6 +709,15 @@ static void member_destroyed(const char *err, void *arg)
 	service_drain_check(pool->svc);
 }
 
+/* A removal of member id is under way already (the count lists it until it is deleted). */
+static bool job_removing(const struct pool *pool, const char *id)
+{
+	for (const struct pool_job *job = pool->jobs; job; job = job->next)
+		if (strcmp(job->id, id) == 0)
+			return true;
+	return false;
+}
+
 static void job_free(struct pool_job *job)
 {
 	struct pool_job **pp = &job->pool->jobs;
@@ -766,11 +766,16 @@ static void status_counted(enum pg_error err, PGresult *res, const char *message
 	if (err != PG_OK) {
 		struct core_error e;
 		pg_core_error(&e, err, message);
-		call_fail(r->call, &e);
+		if (r->call)
+			call_fail(r->call, &e);
 		free(r);
 		return;
 	}
 	count_apply(pool, res);
+	if (!r->call) { /* cancelled meanwhile: the counts are kept, nobody to answer */
+		free(r);
+		return;
+	}
 	struct pool_template_status *list = calloc(pool->n + 1, sizeof(*list));
 	CHECK(list != NULL);
 	for (size_t i = 0; i < pool->n; i++)
@@ -788,6 +793,7 @@ static struct pool_status_req *status_req_new(struct pool *pool, struct sandbox_
 	CHECK(r != NULL);
 	r->pool = pool;
 	r->call = call;
+	call->owner = &r->call; /* a cancel forgets the call, the count still lands */
 	r->next = pool->status_reqs;
 	pool->status_reqs = r;
 	r->query = count_send(pool, status_counted, r);

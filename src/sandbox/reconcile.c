@@ -2,13 +2,18 @@
  * stuck in `creating` (this instance died mid-create) become `error`;
  * `running` rows take their container's state (stopped, or `error` when it is
  * gone); warm pool members whose container does not run fail (and go); a stop or start that was under way
- * (`stopping`, `starting`) is settled as stopped, its container stopped (Docker may still be carrying out the
- * request), so nothing stays half-way; labelled containers and volumes with no live row are removed. Every
+ * (`stopping`, `starting`) and that nobody has moved for a create timeout (another instance sharing the
+ * database may be carrying it out) is settled as stopped, its container stopped (Docker may still be
+ * carrying out the request), so nothing stays half-way; labelled containers and volumes with no live row,
+ * made before this service started and still without one right before their removal, are removed. Every
  * status moves through the registry. Only this cluster's objects (label sandbar.cluster) are touched. */
+#include <inttypes.h>
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -22,6 +27,7 @@ enum reconcile_state {
 	RECONCILE_CONTAINERS,	 /* what Docker has */
 	RECONCILE_LOST_ROWS,	 /* running, starting, stopping rows -> their container's state */
 	RECONCILE_VOLUMES,	 /* volumes without a live row */
+	RECONCILE_RECHECK,	 /* ... still without one (another instance may have made it since) */
 	RECONCILE_REMOVING,	 /* orphans being removed */
 	RECONCILE_DONE,
 	RECONCILE_STATE_MAX
@@ -33,6 +39,7 @@ struct reconcile {
 	void (*done)(int rc, void *arg);
 	void *arg;
 	struct json_object *live;    /* id -> status of rows that should have a container */
+	struct json_object *settle;  /* ids of half-way rows nobody has moved for a create timeout */
 	struct json_object *running; /* ids of live rows whose container runs */
 	struct json_object *stopped; /* ids of live rows whose container exists, stopped */
 	struct json_object *orphans; /* ids whose Docker objects must go */
@@ -40,6 +47,7 @@ struct reconcile {
 	int moving; /* transitions in flight */
 	int stale, lost, removed;
 	int rc;
+	bool lost_only; /* while serving: the lost rows step alone (reconcile_lost_rows) */
 };
 
 /* A stop or start that was under way, its container now stopped. */
@@ -59,6 +67,8 @@ static void rc_lost_moved(const struct core_error *err, const struct sandbox *af
 static void rc_half_stopped(const char *err, void *arg);
 static void rc_lost_done(struct reconcile *rc);
 static void rc_volumes_done(struct json_object *volumes, const char *err, void *arg);
+static void rc_rechecked(enum pg_error err, PGresult *res, const char *message, void *arg);
+static bool rc_young(const struct reconcile *rc, struct json_object *obj);
 static void rc_removed(const char *err, void *arg);
 static void rc_finish(struct reconcile *rc);
 static void rc_give_up(struct reconcile *rc, const char *why);
@@ -71,7 +81,7 @@ static void rc_set_state(struct reconcile *rc, enum reconcile_state next)
 	rc->state = next;
 }
 
-void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+static struct reconcile *rc_new(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
 {
 	struct reconcile *rc = calloc(1, sizeof(*rc));
 	CHECK(rc != NULL);
@@ -79,14 +89,36 @@ void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg),
 	rc->done = done;
 	rc->arg = arg;
 	rc->live = json_object_new_object();
+	rc->settle = json_object_new_object();
 	rc->running = json_object_new_object();
 	rc->stopped = json_object_new_object();
 	rc->orphans = json_object_new_object();
+	return rc;
+}
+
+void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+{
+	struct reconcile *rc = rc_new(svc, done, arg);
 	rc->state = RECONCILE_STALE_READ;
 	static const char sql[] = "SELECT id FROM sandboxes WHERE status = 'creating' AND cluster = $1 "
 				  "AND owner_instance = $2";
 	const char *params[] = { svc->cluster, svc->instance };
 	pg_query_send(svc->pg, sql, 2, params, rc_stale_read, rc);
+}
+
+struct reconcile *reconcile_lost_rows(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
+{
+	struct reconcile *rc = rc_new(svc, done, arg);
+	rc->lost_only = true;
+	rc->state = RECONCILE_STALE_CREATES; /* creates under way are no one's stale ones */
+	rc_stale_done(rc);
+	return rc;
+}
+
+void reconcile_forget(struct reconcile *rc)
+{
+	if (rc)
+		rc->done = NULL;
 }
 
 static void rc_stale_read(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -126,11 +158,19 @@ static void rc_stale_moved(const struct core_error *err, const struct sandbox *a
 static void rc_stale_done(struct reconcile *rc)
 {
 	rc_set_state(rc, RECONCILE_LIVE_ROWS);
+	/* a start or stop is settled only when nobody moved the sandbox for a
+	 * create timeout: another instance sharing the database may be doing it
+	 * (the owner_instance column is the creator's, not the operation's) */
 	static const char sql[] =
-		"SELECT id, status FROM sandboxes WHERE cluster = $1 "
-		"AND status IN ('creating', 'starting', 'running', 'stopping', 'stopped', 'warm')";
-	const char *params[] = { rc->svc->cluster };
-	pg_query_send(rc->svc->pg, sql, 1, params, rc_live_done, rc);
+		"SELECT s.id, s.status, s.status IN ('starting', 'stopping') AND coalesce("
+		"  (SELECT e.at FROM sandbox_events e WHERE e.sandbox_id = s.id ORDER BY e.id DESC LIMIT 1),"
+		"  s.created_at) < now() - $2::bigint * interval '1 millisecond' "
+		"FROM sandboxes s WHERE s.cluster = $1 "
+		"AND s.status IN ('creating', 'starting', 'running', 'stopping', 'stopped', 'warm')";
+	char timeout_ms[24];
+	snprintf(timeout_ms, sizeof(timeout_ms), "%" PRId64, (int64_t)rc->svc->cfg->create_timeout_ms);
+	const char *params[] = { rc->svc->cluster, timeout_ms };
+	pg_query_send(rc->svc->pg, sql, 2, params, rc_live_done, rc);
 }
 
 static void rc_live_done(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -140,9 +180,12 @@ static void rc_live_done(enum pg_error err, PGresult *res, const char *message, 
 		rc_give_up(rc, message ? message : "database unavailable");
 		return;
 	}
-	for (int i = 0; i < PQntuples(res); i++)
+	for (int i = 0; i < PQntuples(res); i++) {
 		json_object_object_add(rc->live, PQgetvalue(res, i, 0),
 				       json_object_new_string(PQgetvalue(res, i, 1)));
+		if (strcmp(PQgetvalue(res, i, 2), "t") == 0)
+			json_object_object_add(rc->settle, PQgetvalue(res, i, 0), NULL);
+	}
 	rc_set_state(rc, RECONCILE_CONTAINERS);
 	char label[128];
 	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
@@ -163,7 +206,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		if (!id || !sandbox_id_valid(id))
 			continue;
 		if (!json_object_object_get_ex(rc->live, id, NULL)) {
-			json_object_object_add(rc->orphans, id, NULL);
+			if (!rc->lost_only && !rc_young(rc, c))
+				json_object_object_add(rc->orphans, id, NULL);
 			continue;
 		}
 		const char *st =
@@ -179,6 +223,10 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		    (from != SANDBOX_RUNNING && from != SANDBOX_STARTING && from != SANDBOX_STOPPING &&
 		     from != SANDBOX_WARM))
 			continue;
+		if ((from == SANDBOX_STARTING || from == SANDBOX_STOPPING) &&
+		    !json_object_object_get_ex(rc->settle, id, NULL))
+			continue; /* a start or stop under way (here or elsewhere) is its operation's to
+				     finish */
 		bool runs = json_object_object_get_ex(rc->running, id, NULL);
 		bool stopped = json_object_object_get_ex(rc->stopped, id, NULL);
 		struct sandbox_transition t = { .id = id, .from = from, .actor = "reconciler" };
@@ -188,7 +236,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 			/* a pool member that does not run is of no use: it fails, its objects go */
 			t.to = SANDBOX_ERROR;
 			t.reason = "the pool member's container does not run";
-			json_object_object_add(rc->orphans, id, NULL);
+			if (!rc->lost_only) /* else the pool removes it */
+				json_object_object_add(rc->orphans, id, NULL);
 			rc->moving++;
 			registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
 			continue;
@@ -215,7 +264,8 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		} else {
 			t.to = SANDBOX_ERROR;
 			t.reason = "the container disappeared";
-			json_object_object_add(rc->orphans, id, NULL);
+			if (!rc->lost_only) /* else its volume goes with the delete */
+				json_object_object_add(rc->orphans, id, NULL);
 		}
 		rc->moving++;
 		registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
@@ -260,6 +310,11 @@ static void rc_lost_done(struct reconcile *rc)
 {
 	if (rc->lost)
 		log_info("reconcile: %d sandbox(es) took their container's state", rc->lost);
+	if (rc->lost_only) {
+		rc_set_state(rc, RECONCILE_DONE);
+		rc_finish(rc);
+		return;
+	}
 	rc_set_state(rc, RECONCILE_VOLUMES);
 	char label[128];
 	snprintf(label, sizeof(label), "sandbar.cluster=%s", rc->svc->cluster);
@@ -277,8 +332,53 @@ static void rc_volumes_done(struct json_object *volumes, const char *err, void *
 		   json_object_is_type(list, json_type_array)) {
 		for (size_t i = 0; i < json_object_array_length(list); i++) {
 			const char *id = label_of(json_object_array_get_idx(list, i), "sandbar.sandbox");
-			if (id && sandbox_id_valid(id) && !json_object_object_get_ex(rc->live, id, NULL))
+			if (id && sandbox_id_valid(id) && !json_object_object_get_ex(rc->live, id, NULL) &&
+			    !rc_young(rc, json_object_array_get_idx(list, i)))
 				json_object_object_add(rc->orphans, id, NULL);
+		}
+	}
+	rc_set_state(rc, RECONCILE_RECHECK);
+	/* rows made since the live rows were read (another instance's creates) keep their objects */
+	size_t len = 3;
+	json_object_object_foreach(rc->orphans, oid, unused_)
+	{
+		(void)unused_;
+		len += strlen(oid) + 1;
+	}
+	char *ids = malloc(len);
+	CHECK(ids != NULL);
+	char *p = ids;
+	*p++ = '{';
+	json_object_object_foreach(rc->orphans, oid2, unused2)
+	{
+		(void)unused2;
+		p += sprintf(p, "%s%s", p > ids + 1 ? "," : "", oid2);
+	}
+	*p++ = '}';
+	*p = '\0';
+	static const char sql[] =
+		"SELECT id::text FROM sandboxes WHERE cluster = $1 AND id::text = ANY($2::text[]) "
+		"AND status IN ('creating', 'starting', 'running', 'stopping', 'stopped', 'warm')";
+	const char *params[] = { rc->svc->cluster, ids };
+	pg_query_send(rc->svc->pg, sql, 2, params, rc_rechecked, rc);
+	free(ids);
+}
+
+static void rc_rechecked(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct reconcile *rc = arg;
+	if (err != PG_OK) {
+		/* nothing is removed that might be someone's */
+		log_error("reconcile: checking orphans again: %s",
+			  message ? message : "database unavailable");
+		rc->rc = -1;
+		json_object_put(rc->orphans);
+		rc->orphans = json_object_new_object();
+	} else {
+		for (int i = 0; i < PQntuples(res); i++) {
+			log_info("reconcile: sandbox=%s has a row now: its Docker objects stay",
+				 PQgetvalue(res, i, 0));
+			json_object_object_del(rc->orphans, PQgetvalue(res, i, 0));
 		}
 	}
 	rc_set_state(rc, RECONCILE_REMOVING);
@@ -317,9 +417,14 @@ static void rc_give_up(struct reconcile *rc, const char *why)
 
 static void rc_finish(struct reconcile *rc)
 {
-	log_info("reconcile: %d stale create(s), %d lost container(s), %d orphan(s) removed%s", rc->stale,
-		 rc->lost, rc->removed, rc->rc ? " (incomplete)" : "");
+	if (rc->lost_only)
+		log_info("reconcile: lost rows checked, %d lost container(s)%s", rc->lost,
+			 rc->rc ? " (incomplete)" : "");
+	else
+		log_info("reconcile: %d stale create(s), %d lost container(s), %d orphan(s) removed%s",
+			 rc->stale, rc->lost, rc->removed, rc->rc ? " (incomplete)" : "");
 	json_object_put(rc->live);
+	json_object_put(rc->settle);
 	json_object_put(rc->running);
 	json_object_put(rc->stopped);
 	json_object_put(rc->orphans);
@@ -329,6 +434,29 @@ static void rc_finish(struct reconcile *rc)
 	free(rc);
 	if (done)
 		done(code, arg);
+}
+
+/* A container (Created: Unix seconds) or volume (CreatedAt: RFC 3339) made
+ * after this service started: someone else's create under way, not an orphan. */
+static bool rc_young(const struct reconcile *rc, struct json_object *obj)
+{
+	int64_t started_s = rc->svc->started_ns / 1000000000;
+	struct json_object *v;
+	if (json_object_object_get_ex(obj, "Created", &v) && json_object_is_type(v, json_type_int))
+		return json_object_get_int64(v) >= started_s;
+	if (!json_object_object_get_ex(obj, "CreatedAt", &v) || !json_object_is_type(v, json_type_string))
+		return false;
+	struct tm tm = { 0 };
+	const char *rest = strptime(json_object_get_string(v), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!rest)
+		return false;
+	int64_t t = (int64_t)timegm(&tm);
+	while (*rest == '.' || (*rest >= '0' && *rest <= '9'))
+		rest++;
+	int hh, mm;
+	if ((*rest == '+' || *rest == '-') && sscanf(rest + 1, "%d:%d", &hh, &mm) == 2)
+		t -= (*rest == '+' ? 1 : -1) * (int64_t)(hh * 3600 + mm * 60);
+	return t >= started_s;
 }
 
 static const char *label_of(struct json_object *obj, const char *name)

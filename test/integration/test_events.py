@@ -4,7 +4,14 @@ moments (Docker's event stream, actor docker-events), exec then answers 409
 and /start brings a stopped one back; our own stop and restart move nothing
 twice; two instances watching the same containers record one move. (A break
 of the stream and its resume with `since` are unit-tested against a scripted
-peer, test/unit/docker/test_events.c: the shared dockerd is not restarted.)"""
+peer, test/unit/docker/test_events.c: the shared dockerd is not restarted; a
+proxy in front of it breaks the stream and drops `since` instead.)"""
+import os
+import re
+import shutil
+import socket
+import tempfile
+import threading
 import time
 
 from commands_util import execute
@@ -143,3 +150,114 @@ def test_two_instances_record_one_move(server_factory):
     moves = [t for t in transitions(a, sid) if t[1] == "stopped"]
     assert moves == [("running", "stopped", "docker-events", "exited with code 137")], moves
     assert ca.delete(f"/api/sandboxes/{sid}").status == 204
+
+
+class EventsProxy:
+    """A unix socket in front of dockerd that forwards every request (sandbard
+    opens one connection per request) and holds the /events streams in hand:
+    they can be broken, refused while `blocked`, and opened again without
+    `since` (`forget`), as after a restart of dockerd, whose buffer is empty."""
+
+    def __init__(self, upstream="/var/run/docker.sock"):
+        self.upstream = upstream
+        self.dir = tempfile.mkdtemp(prefix="sbev", dir="/tmp")
+        self.path = os.path.join(self.dir, "docker.sock")
+        self.blocked = False
+        self.forget = False
+        self.streams = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        head = b""
+        while b"\r\n" not in head:
+            chunk = client.recv(65536)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        line, rest = head.split(b"\r\n", 1)
+        events = b"/events" in line.split(b" ")[1] if b" " in line else False
+        if events and self.blocked:
+            client.close()
+            return
+        if events and self.forget:
+            line = re.sub(rb"since=[^&\s]*&?", b"", line)
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.connect(self.upstream)
+        up.sendall(line + b"\r\n" + rest)
+        if events:
+            with self.lock:
+                self.streams.append((client, up))
+        threading.Thread(target=self._pump, args=(up, client), daemon=True).start()
+        self._pump(client, up)
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def break_streams(self):
+        with self.lock:
+            streams, self.streams = self.streams, []
+        for pair in streams:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        return len(streams)
+
+    def close(self):
+        self.sock.close()
+        self.break_streams()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_a_death_the_stream_missed_is_found_when_it_flows_again(server_factory):
+    """dockerd cannot always replay what a broken stream missed (it keeps 256
+    events, none across its restart): once the stream flows again, running
+    sandboxes are checked against their containers."""
+    proxy = EventsProxy()
+    try:
+        srv = server_factory(env={**templates_env(), "DOCKER_HOST": f"unix://{proxy.path}"})
+        c = srv.client()
+        sb = create(c)
+        sid, cid = sb["id"], sb["container_id"]
+        until(lambda: proxy.streams, timeout=BOUND_S, what="the event stream through the proxy")
+        proxy.blocked = True
+        assert proxy.break_streams() >= 1
+        docker._docker("kill", cid)
+        time.sleep(0.5)
+        proxy.forget = True  # opened again with no since: the die is not replayed
+        proxy.blocked = False
+        t0 = time.monotonic()
+        got, delay = wait_for(c, sid, "stopped", t0, timeout=15)
+        print(f"stream flowing again -> stopped in {delay * 1000:.0f} ms")
+        last = transitions(srv, sid)[-1]
+        assert last[:3] == ("running", "stopped", "reconciler"), last
+        assert c.delete(f"/api/sandboxes/{sid}").status == 204
+    finally:
+        proxy.close()
