@@ -550,13 +550,21 @@ static void make_members(struct pool_slot *slot, int n)
 	}
 }
 
+/* Members being made: the `creating` rows counted at the last pass hold this
+ * instance's jobs whose row was written by then, so the two overlap; the
+ * larger is the count (another instance's creates show as rows). */
+static int slot_inflight(const struct pool_slot *slot)
+{
+	return slot->creating > slot->making ? slot->creating : slot->making;
+}
+
 static void slot_act(struct pool_slot *slot)
 {
 	struct pool *pool = slot->pool;
 	if (pool->draining || !slot->run_image[0])
 		return; /* an image not known (or failing) yet: nothing to make */
 	int warm_all = slot->warm + slot->outdated;
-	int inflight = slot->creating + slot->making;
+	int inflight = slot_inflight(slot);
 	if (slot->phase != POOL_ROLLOUT_RUNNING && slot->outdated > 0 &&
 	    strcmp(slot->cancelled_for, "*") != 0 && strcmp(slot->cancelled_for, slot->run_image) != 0)
 		rollout_begin(slot, "image changed");
@@ -736,7 +744,7 @@ static void status_fill(struct pool_slot *slot, struct pool_template_status *st)
 	st->target = slot->target;
 	st->warm = slot->warm + slot->outdated;
 	st->outdated = slot->outdated;
-	st->creating = slot->creating + slot->making;
+	st->creating = slot_inflight(slot);
 	st->image = slot->image[0] ? slot->image : template_image(slot->tpl);
 	st->run_image = slot->run_image[0] ? slot->run_image : NULL;
 	st->last_error = slot->last_error[0] ? slot->last_error : NULL;
