@@ -31,6 +31,7 @@ static void cmd_free(struct command *cmd);
 static void detached_recorded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void sandbox_reset(const char *sandbox_id, void *arg);
+static void service_unrecorded(const struct record_ticket *t);
 
 static const struct agent_sub_ops cmd_sub_ops = {
 	.started = cmd_started,
@@ -520,6 +521,11 @@ static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
 			op->ticket = calloc(1, sizeof(*op->ticket));
 			CHECK(op->ticket != NULL);
 			op->ticket->op = op;
+			op->ticket->c = cmd->c;
+			snprintf(op->ticket->sandbox_id, sizeof(op->ticket->sandbox_id), "%s",
+				 cmd->info.sandbox_id);
+			snprintf(op->ticket->id, sizeof(op->ticket->id), "%s", cmd->info.id);
+			op->ticket->service = cmd->info.service;
 			command_record_write(cmd->c, &cmd->info, cmd->command_json, true, detached_recorded,
 					     op->ticket);
 			cmd->op = NULL;
@@ -550,12 +556,20 @@ static void detached_recorded(enum pg_error err, PGresult *res, const char *mess
 {
 	struct record_ticket *ticket = arg;
 	struct command_op *op = ticket->op;
-	free(ticket);
-	if (err != PG_OK)
+	if (err != PG_OK) {
 		log_warn("command record not written: %s", message ? message : "?");
+		if (ticket->service)
+			service_unrecorded(ticket);
+	}
+	free(ticket);
 	if (!op)
 		return;
 	op->ticket = NULL;
+	if (err != PG_OK && op->info.service) {
+		/* no record, no service: the API could never remove it */
+		op_fail_pg(op, err, message);
+		return;
+	}
 	if (!op->closed && op->ev->started) {
 		op->in_cb++;
 		op->ev->started(op->arg, &op->info);
@@ -603,6 +617,11 @@ static void cmd_error(void *arg, int code, const char *message)
 	struct command *cmd = arg;
 	cmd->sub = NULL;
 	struct command_op *op = cmd->op;
+	if (cmd->info.pid <= 0 && cmd->info.service && code == EPIPE) {
+		/* the SPAWN went out: the agent may keep it, and no record will say so */
+		commands_unservice_orphan(cmd->ch, cmd->info.sandbox_id, cmd->info.id,
+					  "the channel broke before it started");
+	}
 	if (cmd->info.pid <= 0) {
 		if (op && code == EDQUOT)
 			op_fail(op, true, CORE_LIMIT, "too_many_services",
@@ -664,6 +683,35 @@ void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_chann
 	cmd->info.status = COMMAND_RUNNING;
 	/* from the end is unknown: read from 0 and drop what we read */
 	cmd->sub = agent_subscribe(ch, info->agent_id, 0, c->cfg.window, &cmd_sub_ops, cmd);
+}
+
+/* A service whose record could not be written: the agent would start it at
+ * every start of the sandbox and no request could remove it. Still watched:
+ * its exit is recorded as an ordinary command's. */
+static void service_unrecorded(const struct record_ticket *t)
+{
+	struct sbx *s = sbx_find(t->c, t->sandbox_id);
+	for (struct command *cmd = s ? s->cmds : NULL; cmd; cmd = cmd->next) {
+		if (strcmp(cmd->info.id, t->id) != 0)
+			continue;
+		cmd->info.service = false;
+		commands_unservice_orphan(cmd->ch, t->sandbox_id, t->id, "its record could not be written");
+		return;
+	}
+	/* it exited meanwhile: a later reconcile pass finds the agent keeping it */
+}
+
+static void orphan_unserviced(int code, const char *err, bool kept, int pid, void *arg)
+{
+	if (err)
+		log_warn("a service with no record still kept by its agent: %s", err);
+}
+
+void commands_unservice_orphan(struct agent_channel *ch, const char *sandbox_id, const char *service,
+			       const char *why)
+{
+	log_warn("sandbox=%s: service %s forgotten: %s", sandbox_id, service, why);
+	agent_unservice(ch, service, orphan_unserviced, NULL);
 }
 
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg)

@@ -64,8 +64,14 @@ struct command {
 	bool stdin_close;
 };
 
+/* A detached command's record on its way: the op answers once it is written
+ * (NULL when the caller left); a service's record that could not be written
+ * makes its agent forget it. */
 struct record_ticket {
 	struct command_op *op;
+	struct commands *c;
+	char sandbox_id[37], id[37];
+	bool service;
 };
 
 enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_EXECUTE, OP_UNSERVICE, OP_KIND_MAX };
@@ -156,6 +162,9 @@ void records_after_flush(struct commands *c, struct command_op *op, void (*go)(s
 
 struct sbx *sbx_find(struct commands *c, const char *id);
 
+/* A service the agent keeps with no record to say so: forgotten (logged). */
+void commands_unservice_orphan(struct agent_channel *ch, const char *sandbox_id, const char *service,
+			       const char *why);
 void info_from_exit(struct command_info *info, const struct agent_exit *x);
 int64_t commands_now_ms(void);
 bool commands_uuid_valid(const char *id);

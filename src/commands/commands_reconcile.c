@@ -12,12 +12,17 @@
 #include <json-c/json.h>
 
 #include "commands_internal.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 /* A record's start and the agent's are the same command's within this
  * (the record keeps microseconds of a millisecond time: they agree, but a
  * rounding must not make a command lost). */
 #define SAME_START_MS 1
+/* A service the agent keeps with no record (its record failed, or the
+ * channel broke after its SPAWN went out) is forgotten once it ran this
+ * long: a younger one's record may be on its way. */
+#define ORPHAN_AGE_MS 60000
 
 /* A record as the pass reads it (strings point into r->records). */
 struct rec_view {
@@ -55,6 +60,7 @@ static const struct agent_status *rec_in_agent(const struct rec_view *v, const s
 					       size_t n);
 static struct json_object *run_update(const struct rec_view *v, const struct agent_status *st);
 static bool watched(struct sbx *s, const char *id);
+static void reconcile_orphans(struct reconcile *r, const struct agent_status *list, size_t n);
 
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op))
 {
@@ -257,8 +263,30 @@ static void reconcile_listed(const struct agent_status *list, size_t n, const ch
 		if (!(current && !running)) /* an exit not recorded yet */
 			json_object_array_add(updates, run_update(&v, st));
 	}
+	reconcile_orphans(r, list, n);
 	r->settled = true;
 	reconcile_settle(r, updates);
+}
+
+/* A service of the agent's no record names (every service's record is read). */
+static void reconcile_orphans(struct reconcile *r, const struct agent_status *list, size_t n)
+{
+	size_t nrec = json_object_array_length(r->records);
+	int64_t now = clock_real_ms();
+	for (size_t k = 0; k < n; k++) {
+		if (!list[k].service[0] || now - list[k].exit.started_at < ORPHAN_AGE_MS ||
+		    watched(r->s, list[k].service))
+			continue;
+		bool known = false;
+		for (size_t i = 0; i < nrec && !known; i++) {
+			struct rec_view v;
+			rec_view(json_object_array_get_idx(r->records, i), &v);
+			known = strcmp(v.id, list[k].service) == 0;
+		}
+		if (!known)
+			commands_unservice_orphan(sandbox_ref_channel(r->ref), r->s->id, list[k].service,
+						  "no record names it");
+	}
 }
 
 /* One statement for every record the pass changes. A service's record may
