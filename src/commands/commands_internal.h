@@ -115,7 +115,8 @@ struct command_op {
 	uint64_t offset, target;
 	uint64_t acked; /* the last offset acked to the agent */
 	bool follow;
-	bool agent_holds; /* an agent list or unservice will call back: it finishes op */
+	bool agent_holds; /* an agent list or unservice (then its record write) will call back: it finishes op
+			   */
 	int signo;
 	int in_cb;   /* events on the stack */
 	bool closed; /* the caller is gone */

@@ -303,21 +303,21 @@ static const char sql_unservice[] = "UPDATE commands SET service = false WHERE i
 static void unserviced(int code, const char *err, bool kept, int pid, void *arg)
 {
 	struct command_op *op = arg;
-	op->agent_holds = false;
-	if (op->closed) {
-		op_finish(op);
-		return;
-	}
-	if (err && code == ENOTSUP) {
-		op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s", err);
-		return;
-	}
 	if (err) {
-		op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", err);
+		op->agent_holds = false;
+		if (op->closed)
+			op_finish(op);
+		else if (code == ENOTSUP)
+			op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s", err);
+		else
+			op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s",
+				err);
 		return;
 	}
 	log_info("sandbox=%s: service %s removed (%s, group %d signalled)", op->sandbox_id, op->cmd_id,
 		 kept ? "it was kept" : "it was not kept", pid);
+	/* written whether the caller stays or not: the agent forgot it already.
+	 * op stays held (agent_holds) until the write is answered */
 	const char *params[] = { op->cmd_id, op->sandbox_id };
 	op->query = pg_query_send(op->c->pg, sql_unservice, 2, params, unservice_written, op);
 }
@@ -326,6 +326,14 @@ static void unservice_written(enum pg_error err, PGresult *res, const char *mess
 {
 	struct command_op *op = arg;
 	op->query = NULL;
+	op->agent_holds = false;
+	if (err != PG_OK)
+		log_warn("sandbox=%s: service %s removed, its record not: %s", op->sandbox_id, op->cmd_id,
+			 message ? message : "?");
+	if (op->closed) {
+		op_finish(op);
+		return;
+	}
 	if (err != PG_OK) {
 		op_fail_pg(op, err, message);
 		return;
