@@ -28,6 +28,7 @@ static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, con
 static void cmd_exited(void *arg, const struct agent_exit *exit);
 static void cmd_error(void *arg, int code, const char *message);
 static void cmd_free(struct command *cmd);
+static void spawn_failed(struct command_op *op, int code, const char *message);
 static void detached_recorded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void sandbox_reset(const char *sandbox_id, void *arg);
@@ -631,9 +632,7 @@ static void cmd_error(void *arg, int code, const char *message)
 			op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s",
 				message ? message : "the sandbox's agent predates this");
 		else if (op)
-			op_fail(op, true, code > 0 ? CORE_INVALID : CORE_UNAVAILABLE,
-				code > 0 ? "spawn_failed" : "agent_unavailable", "%s",
-				message ? message : "spawn failed");
+			spawn_failed(op, code, message);
 	} else {
 		/* the channel broke for good: the record stays running and the
 		 * next reconcile pass settles it */
@@ -647,6 +646,33 @@ static void cmd_error(void *arg, int code, const char *message)
 				message ? message : "the agent went away");
 	}
 	cmd_free(cmd);
+}
+
+/* Before STARTED: the agent's SPAWN_FAILED (its errno: the request's fault,
+ * 400) or the channel's own failure (the sandbox stopped or went, the agent
+ * unreachable). */
+static void spawn_failed(struct command_op *op, int code, const char *message)
+{
+	const char *m = message ? message : "spawn failed";
+	switch (code) {
+	case ESRCH: /* the sandbox's channel was dropped: stopped or deleted */
+		op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "the sandbox is not running");
+		return;
+	case ECONNREFUSED: /* gave up: the container is gone or stopped, or the agent unreachable */
+		if (strstr(m, "container unavailable")) {
+			op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "the sandbox is not running");
+			return;
+		}
+		/* fall through */
+	case EPIPE:
+	case ENOBUFS:
+		op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", m);
+		return;
+	default:
+		op_fail(op, true, code > 0 ? CORE_INVALID : CORE_UNAVAILABLE,
+			code > 0 ? "spawn_failed" : "agent_unavailable", "%s", m);
+		return;
+	}
 }
 
 static void cmd_free(struct command *cmd)
