@@ -84,6 +84,8 @@ void commands_free(struct commands *c)
 				free(cmd->command_json);
 				free(cmd);
 			}
+			if (s->pass)
+				reconcile_free(s->pass);
 			free(s);
 			s = next;
 		}

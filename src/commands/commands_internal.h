@@ -15,6 +15,7 @@
 #define SBX_BUCKETS 256
 
 struct records;
+struct reconcile;
 
 struct commands {
 	struct event_base *base;
@@ -40,6 +41,7 @@ struct sbx {
 	enum { SBX_UNRECONCILED, SBX_RECONCILING, SBX_RECONCILED } reconcile;
 	bool again;
 	struct command_op *waiters; /* ops waiting for the reconcile pass */
+	struct reconcile *pass;	    /* RECONCILING: the pass */
 	struct command *cmds;	    /* watched commands */
 };
 
@@ -148,6 +150,8 @@ struct sbx *sbx_get(struct commands *c, const char *id);
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
 /* The agent may run what the records do not say: reconcile again. */
 void sbx_stale(struct sbx *s);
+/* At shutdown: a pass in flight dropped (its query cancelled, no callback). */
+void reconcile_free(struct reconcile *r);
 /* A command found running at reconcile (info: its record as it is now):
  * watched again until it exits. */
 void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch,

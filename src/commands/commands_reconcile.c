@@ -43,6 +43,7 @@ struct reconcile {
 	struct commands *c;
 	struct sbx *s;
 	struct sandbox_ref *ref;     /* the sandbox as the first op waiting found it */
+	struct pg_query *query;	     /* the records' read or the settling write */
 	struct json_object *records; /* see sql_reconcile */
 	struct resume *resume;
 	size_t nresume;
@@ -94,8 +95,9 @@ static void reconcile_start(struct commands *c, struct sbx *s, struct sandbox_re
 	r->c = c;
 	r->s = s;
 	r->ref = sandbox_ref_hold(ref);
+	s->pass = r;
 	const char *params[] = { s->id };
-	pg_query_send(c->pg, sql_reconcile, 1, params, reconcile_looked_up, r);
+	r->query = pg_query_send(c->pg, sql_reconcile, 1, params, reconcile_looked_up, r);
 }
 
 static void rec_view(struct json_object *rec, struct rec_view *v)
@@ -182,6 +184,7 @@ static bool watched(struct sbx *s, const char *id)
 static void reconcile_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct reconcile *r = arg;
+	r->query = NULL;
 	if (err != PG_OK) {
 		log_warn("sandbox %s: reconcile commands: %s", r->s->id, message ? message : "?");
 		reconcile_done(r);
@@ -311,13 +314,14 @@ static void reconcile_settle(struct reconcile *r, struct json_object *updates)
 		return;
 	}
 	const char *params[] = { json_object_to_json_string_ext(updates, JSON_C_TO_STRING_PLAIN) };
-	pg_query_send(r->c->pg, sql_settle, 1, params, reconcile_written, r);
+	r->query = pg_query_send(r->c->pg, sql_settle, 1, params, reconcile_written, r);
 	json_object_put(updates);
 }
 
 static void reconcile_written(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct reconcile *r = arg;
+	r->query = NULL;
 	if (err != PG_OK) {
 		log_warn("sandbox %s: settling command records: %s", r->s->id, message ? message : "?");
 		r->settled = false;
@@ -332,17 +336,24 @@ static void reconcile_written(enum pg_error err, PGresult *res, const char *mess
 	reconcile_done(r);
 }
 
-static void reconcile_done(struct reconcile *r)
+void reconcile_free(struct reconcile *r)
 {
-	struct sbx *s = r->s;
-	s->reconcile = r->settled && !s->again ? SBX_RECONCILED : SBX_UNRECONCILED;
-	s->again = false;
+	pg_query_cancel(r->query);
+	r->s->pass = NULL;
 	for (size_t i = 0; i < r->nresume; i++)
 		free(r->resume[i].command_json);
 	free(r->resume);
 	json_object_put(r->records);
 	sandbox_ref_put(r->ref);
 	free(r);
+}
+
+static void reconcile_done(struct reconcile *r)
+{
+	struct sbx *s = r->s;
+	s->reconcile = r->settled && !s->again ? SBX_RECONCILED : SBX_UNRECONCILED;
+	s->again = false;
+	reconcile_free(r);
 	/* the waiters, oldest first */
 	struct command_op *list = NULL;
 	while (s->waiters) {
