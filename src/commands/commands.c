@@ -135,8 +135,24 @@ void sbx_stale(struct sbx *s)
 static void sandbox_reset(const char *sandbox_id, void *arg)
 {
 	struct sbx *s = sbx_find(arg, sandbox_id);
-	if (s)
+	if (s) {
 		sbx_stale(s);
+		sbx_release(s);
+	}
+}
+
+void sbx_release(struct sbx *s)
+{
+	if (s->cmds || s->waiters || s->pass || s->reconcile != SBX_UNRECONCILED)
+		return;
+	CHECK(s->running == 0);
+	for (struct sbx **pp = &s->c->buckets[sbx_hash(s->id)]; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	free(s);
 }
 
 struct sbx *sbx_get(struct commands *c, const char *id)
@@ -688,9 +704,11 @@ static void cmd_free(struct command *cmd)
 	}
 	if (cmd->op)
 		cmd->op->cmd = NULL;
+	struct sbx *s = cmd->sbx;
 	free(cmd->stdin_data);
 	free(cmd->command_json);
 	free(cmd);
+	sbx_release(s); /* a watch lost left it unreconciled: nothing to keep */
 }
 
 void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch,

@@ -150,6 +150,9 @@ struct sbx *sbx_get(struct commands *c, const char *id);
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
 /* The agent may run what the records do not say: reconcile again. */
 void sbx_stale(struct sbx *s);
+/* Forgets s when it holds nothing: no command watched, no op waiting, no
+ * pass, and nothing reconciled to remember. */
+void sbx_release(struct sbx *s);
 /* At shutdown: a pass in flight dropped (its query cancelled, no callback). */
 void reconcile_free(struct reconcile *r);
 /* A command found running at reconcile (info: its record as it is now):
