@@ -511,7 +511,6 @@ static void run_spawn(struct command_op *op)
 	};
 	/* nothing to close when stdin was never opened */
 	cmd->stdin_close = cmd->stdin_close && req.stdin_open;
-	snprintf(cmd->container, sizeof(cmd->container), "%s", sb->container_id);
 	cmd->ch = sandbox_ref_channel(op->ref);
 	op_set_state(op, OP_AGENT);
 	cmd->sub = agent_spawn(cmd->ch, &req, &cmd_sub_ops, cmd);
@@ -769,14 +768,15 @@ static void record_logged(enum pg_error err, PGresult *res, const char *message,
 /* ---- an attached run's own input (the terminal) ---- */
 
 /* The channel of a started command, looked up by sandbox: a pointer kept from
- * before would dangle once the sandbox was dropped. NULL until started. */
+ * before would dangle once the sandbox was dropped. NULL until started, and
+ * once the sandbox's channel was dropped (never made again for a late key). */
 static struct agent_channel *run_channel(struct command_op *op)
 {
 	CHECK(op->kind == OP_RUN);
 	struct command *cmd = op->cmd;
 	if (!cmd || cmd->info.agent_id == 0 || cmd->info.status != COMMAND_RUNNING)
 		return NULL;
-	return channels_get(op->c->chs, cmd->info.sandbox_id, cmd->container);
+	return channels_find(op->c->chs, cmd->info.sandbox_id);
 }
 
 void command_op_input(struct command_op *op, const void *data, size_t len)

@@ -53,7 +53,6 @@ struct command {
 	struct commands *c;
 	struct sbx *sbx;
 	struct agent_channel *ch;
-	char container[80]; /* to find the channel again after it was dropped */
 	struct agent_sub *sub;
 	struct command_op *op; /* attached consumer, NULL when none */
 	struct command_info info;
@@ -111,7 +110,6 @@ struct command_op {
 	struct command_spec spec;		     /* OP_RUN: owned copy of what matters */
 	bool detached;
 	struct agent_channel *ch; /* valid during the pass that set it only */
-	char container[80];	  /* to find the channel again (stdin) */
 	struct agent_sub *sub;	  /* OP_LOGS */
 	uint32_t agent_id;
 	uint64_t offset, target;
