@@ -41,11 +41,6 @@ static const struct agent_sub_ops cmd_sub_ops = {
 	.error = cmd_error,
 };
 
-int64_t commands_now_ms(void)
-{
-	return clock_real_ms();
-}
-
 struct commands *commands_new(struct event_base *base, const struct commands_config *cfg,
 			      struct registry *reg)
 {
@@ -337,11 +332,6 @@ void command_op_ack(struct command_op *op, uint64_t offset)
 		agent_sub_ack(op->sub, offset);
 }
 
-void command_op_close(struct command_op *op)
-{
-	command_op_cancel(op);
-}
-
 void command_op_cancel(struct command_op *op)
 {
 	if (!op)
@@ -613,7 +603,7 @@ void info_from_exit(struct command_info *info, const struct agent_exit *x)
 	info->timed_out = x->timed_out;
 	if (x->started_at)
 		info->started_at = x->started_at;
-	info->ended_at = x->ended_at ? x->ended_at : commands_now_ms();
+	info->ended_at = x->ended_at ? x->ended_at : clock_real_ms();
 	info->offset = x->offset;
 	info->status = COMMAND_EXITED;
 }

@@ -75,7 +75,7 @@ struct record_ticket {
 	bool service;
 };
 
-enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_EXECUTE, OP_UNSERVICE, OP_KIND_MAX };
+enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_UNSERVICE };
 
 enum op_state {
 	OP_LOOKUP,    /* waiting on PostgreSQL (sandbox or command record) */
@@ -123,7 +123,7 @@ struct command_op {
 	struct core_error fail;
 	struct command_info info;
 	struct record_ticket *ticket;
-	void *priv;		     /* OP_EXECUTE: the collector */
+	void *priv;		     /* an /execute's run: the collector */
 	struct command_record *recs; /* OP_GET, OP_LIST: read, owned (their commands too) */
 	size_t nrecs;
 };
@@ -172,7 +172,6 @@ struct sbx *sbx_find(struct commands *c, const char *id);
 void commands_unservice_orphan(struct agent_channel *ch, const char *sandbox_id, const char *service,
 			       const char *why);
 void info_from_exit(struct command_info *info, const struct agent_exit *x);
-int64_t commands_now_ms(void);
 bool commands_uuid_valid(const char *id);
 
 /* commands_query.c: entry of reconcile ops waiting */
