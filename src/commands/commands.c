@@ -523,26 +523,22 @@ static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
 	struct command_op *op = cmd->op;
 	if (cmd->detached) {
 		cmd->recorded = true;
+		/* the write goes on even if the caller leaves: the ticket forgets the op */
+		struct record_ticket *t = calloc(1, sizeof(*t));
+		CHECK(t != NULL);
+		t->op = op;
+		t->c = cmd->c;
+		snprintf(t->sandbox_id, sizeof(t->sandbox_id), "%s", cmd->info.sandbox_id);
+		snprintf(t->id, sizeof(t->id), "%s", cmd->info.id);
+		t->service = cmd->info.service;
 		if (op) {
 			op_set_state(op, OP_RECORD);
-			/* the write goes on even if the caller leaves: the ticket forgets the op */
-			op->ticket = calloc(1, sizeof(*op->ticket));
-			CHECK(op->ticket != NULL);
-			op->ticket->op = op;
-			op->ticket->c = cmd->c;
-			snprintf(op->ticket->sandbox_id, sizeof(op->ticket->sandbox_id), "%s",
-				 cmd->info.sandbox_id);
-			snprintf(op->ticket->id, sizeof(op->ticket->id), "%s", cmd->info.id);
-			op->ticket->service = cmd->info.service;
-			command_record_write(cmd->c, &cmd->info, cmd->command_json, true, detached_recorded,
-					     op->ticket);
+			op->ticket = t;
 			cmd->op = NULL;
 			op->cmd = NULL;
 			op->info = cmd->info;
-		} else {
-			command_record_write(cmd->c, &cmd->info, cmd->command_json, true, record_logged,
-					     NULL);
 		}
+		command_record_write(cmd->c, &cmd->info, cmd->command_json, true, detached_recorded, t);
 		return;
 	}
 	if (!op) {
