@@ -31,6 +31,9 @@ void channels_free(struct channels *chs);
  * the container id or name. Never NULL; valid until channels_drop of that
  * sandbox (hold the sandbox id, not the pointer, across loop passes). */
 struct agent_channel *channels_get(struct channels *chs, const char *sandbox_id, const char *container);
+/* The sandbox's channel if it has one, NULL when none was made or it was
+ * dropped: for a late request that must not connect again (stdin, resize). */
+struct agent_channel *channels_find(struct channels *chs, const char *sandbox_id);
 /* Closes and forgets a sandbox's channel (sandbox deleted or stopped): every
  * subscription gets error("sandbox gone"). */
 void channels_drop(struct channels *chs, const char *sandbox_id);

@@ -51,7 +51,6 @@ void command_spec_free(struct command_spec *spec);
 /* A signal by name ("SIGTERM", "term", "KILL") or number ("9", 1..31) among
  * those we allow; -1 when unknown. */
 int command_signal_parse(const char *s);
-const char *command_signal_name(int signo);
 
 /* ---- a command as the API sees it ---- */
 enum command_status { COMMAND_RUNNING, COMMAND_EXITED, COMMAND_FAILED, COMMAND_LOST, COMMAND_STATUS_MAX };
@@ -103,9 +102,6 @@ struct command_op *commands_run(struct commands *c, const char *sandbox_id, cons
 				bool detached, const struct command_events *ev, void *arg);
 /* Output before offset is consumed: let the agent send more. */
 void command_op_ack(struct command_op *op, uint64_t offset);
-/* The caller goes away: no more events; the command runs on (its output is
- * then drained and dropped so it never blocks). Safe from inside an event. */
-void command_op_close(struct command_op *op);
 
 /* A run collected whole (monza's /execute): each of stdout, stderr and the
  * interleaved output keeps up to spec->max_output_bytes; the rest is counted
@@ -173,7 +169,9 @@ struct command_op *commands_stdin_open(struct commands *c, const char *sandbox_i
 MUST_USE int command_stdin_write(struct command_op *op, const void *data, size_t len);
 void command_stdin_end(struct command_op *op, bool eof);
 
-/* Cancels a get/list/signal/stdin op or closes a run/logs op: no callback follows. */
+/* Cancels a get/list/signal/stdin op or closes a run/logs op: no callback
+ * follows. A run's command runs on (its output then drained and dropped so it
+ * never blocks). Safe from inside an event. */
 void command_op_cancel(struct command_op *op);
 
 #endif

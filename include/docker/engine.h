@@ -24,7 +24,6 @@ struct docker_call *docker_version_check(struct docker *d, docker_version_fn cb,
 /* GET /info: what the Docker host has. info is NULL when err is set. */
 struct docker_info {
 	uint64_t mem_total; /* MemTotal: the host's memory, bytes (> 0) */
-	int ncpu;	    /* NCPU, 0 when not said */
 };
 typedef void (*docker_info_fn)(const struct docker_info *info, const char *err, void *arg);
 struct docker_call *docker_info(struct docker *d, docker_info_fn cb, void *arg);
@@ -55,9 +54,7 @@ struct docker_call *docker_container_inspect(struct docker *d, const char *id, d
 typedef void (*docker_list_fn)(struct json_object *list, const char *err, void *arg);
 struct docker_call *docker_container_list(struct docker *d, const char *label, docker_list_fn cb, void *arg);
 
-/* Named volumes; labels is a JSON object (taken, may be NULL). Removing a missing one is not an error. */
-struct docker_call *docker_volume_create(struct docker *d, const char *name, struct json_object *labels,
-					 docker_done_fn cb, void *arg);
+/* Named volumes (made by container creates). Removing a missing one is not an error. */
 struct docker_call *docker_volume_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg);
 typedef void (*docker_volume_list_fn)(struct json_object *volumes, const char *err, void *arg);
 struct docker_call *docker_volume_list(struct docker *d, const char *label, docker_volume_list_fn cb,

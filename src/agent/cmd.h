@@ -63,7 +63,9 @@ struct cmd {
 	uint16_t port;
 	bool ready;
 	int probe_fd;
-	int64_t probe_at; /* monotonic ms: the next probe, or the deadline of the one in flight */
+	int64_t probe_at;     /* monotonic ms: the next probe, or the deadline of the one in flight */
+	uint32_t probe_addr;  /* where probes connect (network order; 0: look it up) */
+	unsigned probe_fails; /* failed probes since the address was looked up */
 };
 
 /* Starts a command from a decoded SPAWN. On failure -1 with *code (errno) and

@@ -10,6 +10,10 @@
 
 static uint64_t get_u64(const uint8_t *p);
 static int field_u64(const struct agent_field *fld, uint64_t *out, const char **why);
+static int decode_field(struct agent_req *r, const struct agent_field *fld, const char **why);
+static int check_request(const struct agent_req *r, const char **why);
+static bool service_id_ok(const uint8_t *p, uint32_t n);
+
 /* A service's id names a file in the services folder: a letter or digit
  * first (no "." nor ".."), then [A-Za-z0-9._-]. */
 static bool service_id_ok(const uint8_t *p, uint32_t n)
@@ -25,10 +29,6 @@ static bool service_id_ok(const uint8_t *p, uint32_t n)
 	}
 	return true;
 }
-
-static int decode_field(struct agent_req *r, const struct agent_field *fld, const char **why);
-static int check_request(const struct agent_req *r, const char **why);
-static bool service_id_ok(const uint8_t *p, uint32_t n);
 
 static uint64_t get_u64(const uint8_t *p)
 {

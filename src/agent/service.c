@@ -294,11 +294,24 @@ static void probe_ready(struct cmd *c)
 	log_info("cmd %u: port %u ready", c->id, (unsigned)c->port);
 }
 
+/* A probe refused or timed out: the address is looked up again now and then
+ * (the network may have changed), not at every try. */
+static void probe_failed(struct agent *a, struct cmd *c)
+{
+	c->probe_at = a->now + SERVICE_PROBE_MS;
+	if (++c->probe_fails >= SERVICE_PROBE_REFRESH) {
+		c->probe_fails = 0;
+		c->probe_addr = 0;
+	}
+}
+
 static void probe_start(struct agent *a, struct cmd *c)
 {
+	if (c->probe_addr == 0)
+		c->probe_addr = probe_address().s_addr; /* getifaddrs once per command, not per try */
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 				  .sin_port = htons(c->port),
-				  .sin_addr = probe_address() };
+				  .sin_addr = { c->probe_addr } };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	c->probe_at = a->now + SERVICE_PROBE_MS;
 	if (fd < 0)
@@ -309,6 +322,8 @@ static void probe_start(struct agent *a, struct cmd *c)
 		c->probe_fd = fd;
 		c->probe_at = a->now + SERVICE_PROBE_TIMEOUT_MS;
 		return;
+	} else {
+		probe_failed(a, c);
 	}
 	close(fd);
 }
@@ -322,7 +337,7 @@ int64_t service_timers(struct agent *a)
 		if (a->now >= c->probe_at) {
 			if (c->probe_fd >= 0) { /* no answer in time: another try later */
 				service_probe_stop(c);
-				c->probe_at = a->now + SERVICE_PROBE_MS;
+				probe_failed(a, c);
 			} else {
 				probe_start(a, c);
 			}
@@ -345,7 +360,7 @@ void service_probe_io(struct agent *a, struct cmd *c, short revents)
 	if (err == 0 && (revents & POLLOUT) && !(revents & POLLERR))
 		probe_ready(c);
 	else
-		c->probe_at = a->now + SERVICE_PROBE_MS;
+		probe_failed(a, c);
 }
 
 void service_probe_stop(struct cmd *c)

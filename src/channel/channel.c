@@ -20,6 +20,7 @@ static void ch_connect(struct agent_channel *ch);
 static void ch_break(struct agent_channel *ch, const char *why);
 static void ch_give_up(struct agent_channel *ch, const char *why);
 static void ch_ready(struct agent_channel *ch);
+static void ch_forget_commands(struct agent_channel *ch);
 static bool ch_live(const struct agent_channel *ch);
 static void ch_drop_stream(struct agent_channel *ch);
 static void ch_arm(struct agent_channel *ch, int ms);
@@ -406,6 +407,36 @@ static void ch_ready(struct agent_channel *ch)
 	channel_fs_ready(ch);
 }
 
+/* A new agent numbers its commands from 1 again (kept services first): an
+ * id of the old one names another command now. Subscriptions to the old
+ * agent's commands fail (their records are settled by the reconcile the
+ * reset starts), and queued requests about them (stdin, signals, resizes,
+ * unsubscribes: every frame with a command id) are not sent. */
+static void ch_forget_commands(struct agent_channel *ch)
+{
+	struct agent_sub *sub;
+	TAILQ_FOREACH(sub, &ch->subs, link)
+	if (sub->state == SUB_ACTIVE)
+		channel_sub_fail(sub, ESRCH, "the agent restarted");
+	struct evbuffer *keep = evbuffer_new();
+	CHECK(keep != NULL);
+	size_t have;
+	while ((have = evbuffer_get_length(ch->queue)) >= AGENT_FRAME_HEADER) {
+		const uint8_t *h = evbuffer_pullup(ch->queue, AGENT_FRAME_HEADER);
+		size_t len = AGENT_FRAME_HEADER +
+			     ((size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3]);
+		uint32_t id = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+		CHECK(len <= have); /* our own frames, whole */
+		if (id == 0)
+			evbuffer_remove_buffer(ch->queue, keep, len);
+		else
+			evbuffer_drain(ch->queue, len);
+	}
+	CHECK(evbuffer_get_length(ch->queue) == 0);
+	evbuffer_add_buffer(ch->queue, keep);
+	evbuffer_free(keep);
+}
+
 /* ---- deferred callbacks and frees ---- */
 
 void channel_defer(struct agent_channel *ch)
@@ -580,6 +611,7 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 		if (ch->agent_started_at &&
 		    ((int64_t)pid != ch->agent_pid || (int64_t)started != ch->agent_started_at)) {
 			log_msg(LOG_LEVEL_WARN, ch->log_prefix, "the agent restarted: its commands are gone");
+			ch_forget_commands(ch);
 			if (ch->chs)
 				channels_reset(ch->chs, ch->sandbox_id);
 		}

@@ -40,7 +40,7 @@ void channels_free(struct channels *chs)
 	free(chs);
 }
 
-static struct agent_channel *channels_find(struct channels *chs, const char *sandbox_id)
+struct agent_channel *channels_find(struct channels *chs, const char *sandbox_id)
 {
 	struct agent_channel *ch;
 	TAILQ_FOREACH(ch, &chs->list, link)

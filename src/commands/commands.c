@@ -28,9 +28,11 @@ static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, con
 static void cmd_exited(void *arg, const struct agent_exit *exit);
 static void cmd_error(void *arg, int code, const char *message);
 static void cmd_free(struct command *cmd);
+static void spawn_failed(struct command_op *op, int code, const char *message);
 static void detached_recorded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void sandbox_reset(const char *sandbox_id, void *arg);
+static void service_unrecorded(const struct record_ticket *t);
 
 static const struct agent_sub_ops cmd_sub_ops = {
 	.started = cmd_started,
@@ -38,11 +40,6 @@ static const struct agent_sub_ops cmd_sub_ops = {
 	.exited = cmd_exited,
 	.error = cmd_error,
 };
-
-int64_t commands_now_ms(void)
-{
-	return clock_real_ms();
-}
 
 struct commands *commands_new(struct event_base *base, const struct commands_config *cfg,
 			      struct registry *reg)
@@ -82,6 +79,8 @@ void commands_free(struct commands *c)
 				free(cmd->command_json);
 				free(cmd);
 			}
+			if (s->pass)
+				reconcile_free(s->pass);
 			free(s);
 			s = next;
 		}
@@ -131,8 +130,24 @@ void sbx_stale(struct sbx *s)
 static void sandbox_reset(const char *sandbox_id, void *arg)
 {
 	struct sbx *s = sbx_find(arg, sandbox_id);
-	if (s)
+	if (s) {
 		sbx_stale(s);
+		sbx_release(s);
+	}
+}
+
+void sbx_release(struct sbx *s)
+{
+	if (s->cmds || s->waiters || s->pass || s->reconcile != SBX_UNRECONCILED)
+		return;
+	CHECK(s->running == 0);
+	for (struct sbx **pp = &s->c->buckets[sbx_hash(s->id)]; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	free(s);
 }
 
 struct sbx *sbx_get(struct commands *c, const char *id)
@@ -317,11 +332,6 @@ void command_op_ack(struct command_op *op, uint64_t offset)
 		agent_sub_ack(op->sub, offset);
 }
 
-void command_op_close(struct command_op *op)
-{
-	command_op_cancel(op);
-}
-
 void command_op_cancel(struct command_op *op)
 {
 	if (!op)
@@ -491,7 +501,6 @@ static void run_spawn(struct command_op *op)
 	};
 	/* nothing to close when stdin was never opened */
 	cmd->stdin_close = cmd->stdin_close && req.stdin_open;
-	snprintf(cmd->container, sizeof(cmd->container), "%s", sb->container_id);
 	cmd->ch = sandbox_ref_channel(op->ref);
 	op_set_state(op, OP_AGENT);
 	cmd->sub = agent_spawn(cmd->ch, &req, &cmd_sub_ops, cmd);
@@ -514,21 +523,22 @@ static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
 	struct command_op *op = cmd->op;
 	if (cmd->detached) {
 		cmd->recorded = true;
+		/* the write goes on even if the caller leaves: the ticket forgets the op */
+		struct record_ticket *t = calloc(1, sizeof(*t));
+		CHECK(t != NULL);
+		t->op = op;
+		t->c = cmd->c;
+		snprintf(t->sandbox_id, sizeof(t->sandbox_id), "%s", cmd->info.sandbox_id);
+		snprintf(t->id, sizeof(t->id), "%s", cmd->info.id);
+		t->service = cmd->info.service;
 		if (op) {
 			op_set_state(op, OP_RECORD);
-			/* the write goes on even if the caller leaves: the ticket forgets the op */
-			op->ticket = calloc(1, sizeof(*op->ticket));
-			CHECK(op->ticket != NULL);
-			op->ticket->op = op;
-			command_record_write(cmd->c, &cmd->info, cmd->command_json, true, detached_recorded,
-					     op->ticket);
+			op->ticket = t;
 			cmd->op = NULL;
 			op->cmd = NULL;
 			op->info = cmd->info;
-		} else {
-			command_record_write(cmd->c, &cmd->info, cmd->command_json, true, record_logged,
-					     NULL);
 		}
+		command_record_write(cmd->c, &cmd->info, cmd->command_json, true, detached_recorded, t);
 		return;
 	}
 	if (!op) {
@@ -550,12 +560,20 @@ static void detached_recorded(enum pg_error err, PGresult *res, const char *mess
 {
 	struct record_ticket *ticket = arg;
 	struct command_op *op = ticket->op;
-	free(ticket);
-	if (err != PG_OK)
+	if (err != PG_OK) {
 		log_warn("command record not written: %s", message ? message : "?");
+		if (ticket->service)
+			service_unrecorded(ticket);
+	}
+	free(ticket);
 	if (!op)
 		return;
 	op->ticket = NULL;
+	if (err != PG_OK && op->info.service) {
+		/* no record, no service: the API could never remove it */
+		op_fail_pg(op, err, message);
+		return;
+	}
 	if (!op->closed && op->ev->started) {
 		op->in_cb++;
 		op->ev->started(op->arg, &op->info);
@@ -581,7 +599,7 @@ void info_from_exit(struct command_info *info, const struct agent_exit *x)
 	info->timed_out = x->timed_out;
 	if (x->started_at)
 		info->started_at = x->started_at;
-	info->ended_at = x->ended_at ? x->ended_at : commands_now_ms();
+	info->ended_at = x->ended_at ? x->ended_at : clock_real_ms();
 	info->offset = x->offset;
 	info->status = COMMAND_EXITED;
 }
@@ -603,6 +621,11 @@ static void cmd_error(void *arg, int code, const char *message)
 	struct command *cmd = arg;
 	cmd->sub = NULL;
 	struct command_op *op = cmd->op;
+	if (cmd->info.pid <= 0 && cmd->info.service && code == EPIPE) {
+		/* the SPAWN went out: the agent may keep it, and no record will say so */
+		commands_unservice_orphan(cmd->ch, cmd->info.sandbox_id, cmd->info.id,
+					  "the channel broke before it started");
+	}
 	if (cmd->info.pid <= 0) {
 		if (op && code == EDQUOT)
 			op_fail(op, true, CORE_LIMIT, "too_many_services",
@@ -612,9 +635,7 @@ static void cmd_error(void *arg, int code, const char *message)
 			op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s",
 				message ? message : "the sandbox's agent predates this");
 		else if (op)
-			op_fail(op, true, code > 0 ? CORE_INVALID : CORE_UNAVAILABLE,
-				code > 0 ? "spawn_failed" : "agent_unavailable", "%s",
-				message ? message : "spawn failed");
+			spawn_failed(op, code, message);
 	} else {
 		/* the channel broke for good: the record stays running and the
 		 * next reconcile pass settles it */
@@ -630,6 +651,33 @@ static void cmd_error(void *arg, int code, const char *message)
 	cmd_free(cmd);
 }
 
+/* Before STARTED: the agent's SPAWN_FAILED (its errno: the request's fault,
+ * 400) or the channel's own failure (the sandbox stopped or went, the agent
+ * unreachable). */
+static void spawn_failed(struct command_op *op, int code, const char *message)
+{
+	const char *m = message ? message : "spawn failed";
+	switch (code) {
+	case ESRCH: /* the sandbox's channel was dropped: stopped or deleted */
+		op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "the sandbox is not running");
+		return;
+	case ECONNREFUSED: /* gave up: the container is gone or stopped, or the agent unreachable */
+		if (strstr(m, "container unavailable")) {
+			op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "the sandbox is not running");
+			return;
+		}
+		/* fall through */
+	case EPIPE:
+	case ENOBUFS:
+		op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", m);
+		return;
+	default:
+		op_fail(op, true, code > 0 ? CORE_INVALID : CORE_UNAVAILABLE,
+			code > 0 ? "spawn_failed" : "agent_unavailable", "%s", m);
+		return;
+	}
+}
+
 static void cmd_free(struct command *cmd)
 {
 	cmd->sbx->running--;
@@ -641,9 +689,11 @@ static void cmd_free(struct command *cmd)
 	}
 	if (cmd->op)
 		cmd->op->cmd = NULL;
+	struct sbx *s = cmd->sbx;
 	free(cmd->stdin_data);
 	free(cmd->command_json);
 	free(cmd);
+	sbx_release(s); /* a watch lost left it unreconciled: nothing to keep */
 }
 
 void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch,
@@ -666,6 +716,35 @@ void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_chann
 	cmd->sub = agent_subscribe(ch, info->agent_id, 0, c->cfg.window, &cmd_sub_ops, cmd);
 }
 
+/* A service whose record could not be written: the agent would start it at
+ * every start of the sandbox and no request could remove it. Still watched:
+ * its exit is recorded as an ordinary command's. */
+static void service_unrecorded(const struct record_ticket *t)
+{
+	struct sbx *s = sbx_find(t->c, t->sandbox_id);
+	for (struct command *cmd = s ? s->cmds : NULL; cmd; cmd = cmd->next) {
+		if (strcmp(cmd->info.id, t->id) != 0)
+			continue;
+		cmd->info.service = false;
+		commands_unservice_orphan(cmd->ch, t->sandbox_id, t->id, "its record could not be written");
+		return;
+	}
+	/* it exited meanwhile: a later reconcile pass finds the agent keeping it */
+}
+
+static void orphan_unserviced(int code, const char *err, bool kept, int pid, void *arg)
+{
+	if (err)
+		log_warn("a service with no record still kept by its agent: %s", err);
+}
+
+void commands_unservice_orphan(struct agent_channel *ch, const char *sandbox_id, const char *service,
+			       const char *why)
+{
+	log_warn("sandbox=%s: service %s forgotten: %s", sandbox_id, service, why);
+	agent_unservice(ch, service, orphan_unserviced, NULL);
+}
+
 static void record_logged(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	if (err != PG_OK)
@@ -675,14 +754,15 @@ static void record_logged(enum pg_error err, PGresult *res, const char *message,
 /* ---- an attached run's own input (the terminal) ---- */
 
 /* The channel of a started command, looked up by sandbox: a pointer kept from
- * before would dangle once the sandbox was dropped. NULL until started. */
+ * before would dangle once the sandbox was dropped. NULL until started, and
+ * once the sandbox's channel was dropped (never made again for a late key). */
 static struct agent_channel *run_channel(struct command_op *op)
 {
 	CHECK(op->kind == OP_RUN);
 	struct command *cmd = op->cmd;
 	if (!cmd || cmd->info.agent_id == 0 || cmd->info.status != COMMAND_RUNNING)
 		return NULL;
-	return channels_get(op->c->chs, cmd->info.sandbox_id, cmd->container);
+	return channels_find(op->c->chs, cmd->info.sandbox_id);
 }
 
 void command_op_input(struct command_op *op, const void *data, size_t len)

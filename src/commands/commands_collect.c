@@ -52,7 +52,7 @@ void commands_collect_cancel(struct command_op *op)
 {
 	struct collector *col = op->priv;
 	op->priv = NULL;
-	command_op_close(op);
+	command_op_cancel(op);
 	collector_free(col);
 }
 

@@ -15,6 +15,7 @@
 #define SBX_BUCKETS 256
 
 struct records;
+struct reconcile;
 
 struct commands {
 	struct event_base *base;
@@ -40,6 +41,7 @@ struct sbx {
 	enum { SBX_UNRECONCILED, SBX_RECONCILING, SBX_RECONCILED } reconcile;
 	bool again;
 	struct command_op *waiters; /* ops waiting for the reconcile pass */
+	struct reconcile *pass;	    /* RECONCILING: the pass */
 	struct command *cmds;	    /* watched commands */
 };
 
@@ -51,7 +53,6 @@ struct command {
 	struct commands *c;
 	struct sbx *sbx;
 	struct agent_channel *ch;
-	char container[80]; /* to find the channel again after it was dropped */
 	struct agent_sub *sub;
 	struct command_op *op; /* attached consumer, NULL when none */
 	struct command_info info;
@@ -64,11 +65,17 @@ struct command {
 	bool stdin_close;
 };
 
+/* A detached command's record on its way: the op answers once it is written
+ * (NULL when the caller left); a service's record that could not be written
+ * makes its agent forget it. */
 struct record_ticket {
 	struct command_op *op;
+	struct commands *c;
+	char sandbox_id[37], id[37];
+	bool service;
 };
 
-enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_EXECUTE, OP_UNSERVICE, OP_KIND_MAX };
+enum op_kind { OP_RUN, OP_LOGS, OP_GET, OP_LIST, OP_SIGNAL, OP_STDIN, OP_UNSERVICE };
 
 enum op_state {
 	OP_LOOKUP,    /* waiting on PostgreSQL (sandbox or command record) */
@@ -103,20 +110,20 @@ struct command_op {
 	struct command_spec spec;		     /* OP_RUN: owned copy of what matters */
 	bool detached;
 	struct agent_channel *ch; /* valid during the pass that set it only */
-	char container[80];	  /* to find the channel again (stdin) */
 	struct agent_sub *sub;	  /* OP_LOGS */
 	uint32_t agent_id;
 	uint64_t offset, target;
 	uint64_t acked; /* the last offset acked to the agent */
 	bool follow;
-	bool agent_holds; /* an agent list or unservice will call back: it finishes op */
+	bool agent_holds; /* an agent list or unservice (then its record write) will call back: it finishes op
+			   */
 	int signo;
 	int in_cb;   /* events on the stack */
 	bool closed; /* the caller is gone */
 	struct core_error fail;
 	struct command_info info;
 	struct record_ticket *ticket;
-	void *priv;		     /* OP_EXECUTE: the collector */
+	void *priv;		     /* an /execute's run: the collector */
 	struct command_record *recs; /* OP_GET, OP_LIST: read, owned (their commands too) */
 	size_t nrecs;
 };
@@ -141,6 +148,11 @@ struct sbx *sbx_get(struct commands *c, const char *id);
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op));
 /* The agent may run what the records do not say: reconcile again. */
 void sbx_stale(struct sbx *s);
+/* Forgets s when it holds nothing: no command watched, no op waiting, no
+ * pass, and nothing reconciled to remember. */
+void sbx_release(struct sbx *s);
+/* At shutdown: a pass in flight dropped (its query cancelled, no callback). */
+void reconcile_free(struct reconcile *r);
 /* A command found running at reconcile (info: its record as it is now):
  * watched again until it exits. */
 void commands_watch_resume(struct commands *c, struct sbx *s, struct agent_channel *ch,
@@ -156,8 +168,10 @@ void records_after_flush(struct commands *c, struct command_op *op, void (*go)(s
 
 struct sbx *sbx_find(struct commands *c, const char *id);
 
+/* A service the agent keeps with no record to say so: forgotten (logged). */
+void commands_unservice_orphan(struct agent_channel *ch, const char *sandbox_id, const char *service,
+			       const char *why);
 void info_from_exit(struct command_info *info, const struct agent_exit *x);
-int64_t commands_now_ms(void);
 bool commands_uuid_valid(const char *id);
 
 /* commands_query.c: entry of reconcile ops waiting */

@@ -56,17 +56,6 @@ int command_signal_parse(const char *s)
 	return -1;
 }
 
-const char *command_signal_name(int signo)
-{
-	static const char *const names[] = {
-		[1] = "SIGHUP",	  [2] = "SIGINT",   [3] = "SIGQUIT",  [9] = "SIGKILL", [10] = "SIGUSR1",
-		[12] = "SIGUSR2", [15] = "SIGTERM", [18] = "SIGCONT", [19] = "SIGSTOP"
-	};
-	if (signo <= 0 || (size_t)signo >= ARRAY_LEN(names) || !names[signo])
-		return NULL;
-	return names[signo];
-}
-
 const char *command_status_name(enum command_status s)
 {
 	static const char *const names[COMMAND_STATUS_MAX] = { "running", "exited", "failed", "lost" };

@@ -101,7 +101,6 @@ static void query_acquired(struct sandbox_ref *ref, const struct core_error *err
 		return;
 	}
 	op->ref = ref;
-	snprintf(op->container, sizeof(op->container), "%s", sandbox_ref_get(ref)->container_id);
 	sbx_after_reconcile(op->c, op, query_after_records);
 }
 
@@ -303,21 +302,21 @@ static const char sql_unservice[] = "UPDATE commands SET service = false WHERE i
 static void unserviced(int code, const char *err, bool kept, int pid, void *arg)
 {
 	struct command_op *op = arg;
-	op->agent_holds = false;
-	if (op->closed) {
-		op_finish(op);
-		return;
-	}
-	if (err && code == ENOTSUP) {
-		op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s", err);
-		return;
-	}
 	if (err) {
-		op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s", err);
+		op->agent_holds = false;
+		if (op->closed)
+			op_finish(op);
+		else if (code == ENOTSUP)
+			op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s", err);
+		else
+			op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s",
+				err);
 		return;
 	}
 	log_info("sandbox=%s: service %s removed (%s, group %d signalled)", op->sandbox_id, op->cmd_id,
 		 kept ? "it was kept" : "it was not kept", pid);
+	/* written whether the caller stays or not: the agent forgot it already.
+	 * op stays held (agent_holds) until the write is answered */
 	const char *params[] = { op->cmd_id, op->sandbox_id };
 	op->query = pg_query_send(op->c->pg, sql_unservice, 2, params, unservice_written, op);
 }
@@ -326,6 +325,14 @@ static void unservice_written(enum pg_error err, PGresult *res, const char *mess
 {
 	struct command_op *op = arg;
 	op->query = NULL;
+	op->agent_holds = false;
+	if (err != PG_OK)
+		log_warn("sandbox=%s: service %s removed, its record not: %s", op->sandbox_id, op->cmd_id,
+			 message ? message : "?");
+	if (op->closed) {
+		op_finish(op);
+		return;
+	}
 	if (err != PG_OK) {
 		op_fail_pg(op, err, message);
 		return;
@@ -430,16 +437,19 @@ static void logs_error(void *arg, int code, const char *message)
 
 /* ---- stdin ---- */
 
-/* A channel pointer lives until its sandbox is dropped: look it up each time. */
+/* A channel pointer lives until its sandbox is dropped: look it up each time;
+ * NULL once dropped (the sandbox stopped: its command is gone). */
 static struct agent_channel *stdin_channel(struct command_op *op)
 {
-	return channels_get(op->c->chs, op->sandbox_id, op->container);
+	return channels_find(op->c->chs, op->sandbox_id);
 }
 
 int command_stdin_write(struct command_op *op, const void *data, size_t len)
 {
-	CHECK(op->kind == OP_STDIN && op->container[0]);
+	CHECK(op->kind == OP_STDIN && op->state == OP_STREAM);
 	op->ch = stdin_channel(op);
+	if (!op->ch)
+		return 0; /* nobody to give it to */
 	if (agent_channel_pending(op->ch) > STDIN_HIGH_WATER) {
 		/* the channel has no drain callback: look again shortly */
 		if (!op->later)
@@ -459,7 +469,7 @@ static void stdin_poll(evutil_socket_t fd, short what, void *arg)
 {
 	struct command_op *op = arg;
 	op->ch = stdin_channel(op);
-	if (agent_channel_pending(op->ch) > STDIN_LOW_WATER) {
+	if (op->ch && agent_channel_pending(op->ch) > STDIN_LOW_WATER) {
 		struct timeval tv = { 0, 5000 };
 		evtimer_add(op->later, &tv);
 		return;
@@ -475,8 +485,9 @@ static void stdin_poll(evutil_socket_t fd, short what, void *arg)
 
 void command_stdin_end(struct command_op *op, bool eof)
 {
-	if (eof && op->container[0])
-		agent_stdin_close(stdin_channel(op), op->agent_id);
+	struct agent_channel *ch = eof && op->state == OP_STREAM ? stdin_channel(op) : NULL;
+	if (ch)
+		agent_stdin_close(ch, op->agent_id);
 	op->closed = true;
 	op_finish(op);
 }

@@ -12,12 +12,17 @@
 #include <json-c/json.h>
 
 #include "commands_internal.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 /* A record's start and the agent's are the same command's within this
  * (the record keeps microseconds of a millisecond time: they agree, but a
  * rounding must not make a command lost). */
 #define SAME_START_MS 1
+/* A service the agent keeps with no record (its record failed, or the
+ * channel broke after its SPAWN went out) is forgotten once it ran this
+ * long: a younger one's record may be on its way. */
+#define ORPHAN_AGE_MS 60000
 
 /* A record as the pass reads it (strings point into r->records). */
 struct rec_view {
@@ -38,6 +43,7 @@ struct reconcile {
 	struct commands *c;
 	struct sbx *s;
 	struct sandbox_ref *ref;     /* the sandbox as the first op waiting found it */
+	struct pg_query *query;	     /* the records' read or the settling write */
 	struct json_object *records; /* see sql_reconcile */
 	struct resume *resume;
 	size_t nresume;
@@ -55,6 +61,7 @@ static const struct agent_status *rec_in_agent(const struct rec_view *v, const s
 					       size_t n);
 static struct json_object *run_update(const struct rec_view *v, const struct agent_status *st);
 static bool watched(struct sbx *s, const char *id);
+static void reconcile_orphans(struct reconcile *r, const struct agent_status *list, size_t n);
 
 void sbx_after_reconcile(struct commands *c, struct command_op *op, void (*go)(struct command_op *op))
 {
@@ -88,8 +95,9 @@ static void reconcile_start(struct commands *c, struct sbx *s, struct sandbox_re
 	r->c = c;
 	r->s = s;
 	r->ref = sandbox_ref_hold(ref);
+	s->pass = r;
 	const char *params[] = { s->id };
-	pg_query_send(c->pg, sql_reconcile, 1, params, reconcile_looked_up, r);
+	r->query = pg_query_send(c->pg, sql_reconcile, 1, params, reconcile_looked_up, r);
 }
 
 static void rec_view(struct json_object *rec, struct rec_view *v)
@@ -176,6 +184,7 @@ static bool watched(struct sbx *s, const char *id)
 static void reconcile_looked_up(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct reconcile *r = arg;
+	r->query = NULL;
 	if (err != PG_OK) {
 		log_warn("sandbox %s: reconcile commands: %s", r->s->id, message ? message : "?");
 		reconcile_done(r);
@@ -257,8 +266,30 @@ static void reconcile_listed(const struct agent_status *list, size_t n, const ch
 		if (!(current && !running)) /* an exit not recorded yet */
 			json_object_array_add(updates, run_update(&v, st));
 	}
+	reconcile_orphans(r, list, n);
 	r->settled = true;
 	reconcile_settle(r, updates);
+}
+
+/* A service of the agent's no record names (every service's record is read). */
+static void reconcile_orphans(struct reconcile *r, const struct agent_status *list, size_t n)
+{
+	size_t nrec = json_object_array_length(r->records);
+	int64_t now = clock_real_ms();
+	for (size_t k = 0; k < n; k++) {
+		if (!list[k].service[0] || now - list[k].exit.started_at < ORPHAN_AGE_MS ||
+		    watched(r->s, list[k].service))
+			continue;
+		bool known = false;
+		for (size_t i = 0; i < nrec && !known; i++) {
+			struct rec_view v;
+			rec_view(json_object_array_get_idx(r->records, i), &v);
+			known = strcmp(v.id, list[k].service) == 0;
+		}
+		if (!known)
+			commands_unservice_orphan(sandbox_ref_channel(r->ref), r->s->id, list[k].service,
+						  "no record names it");
+	}
 }
 
 /* One statement for every record the pass changes. A service's record may
@@ -283,13 +314,14 @@ static void reconcile_settle(struct reconcile *r, struct json_object *updates)
 		return;
 	}
 	const char *params[] = { json_object_to_json_string_ext(updates, JSON_C_TO_STRING_PLAIN) };
-	pg_query_send(r->c->pg, sql_settle, 1, params, reconcile_written, r);
+	r->query = pg_query_send(r->c->pg, sql_settle, 1, params, reconcile_written, r);
 	json_object_put(updates);
 }
 
 static void reconcile_written(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct reconcile *r = arg;
+	r->query = NULL;
 	if (err != PG_OK) {
 		log_warn("sandbox %s: settling command records: %s", r->s->id, message ? message : "?");
 		r->settled = false;
@@ -304,17 +336,24 @@ static void reconcile_written(enum pg_error err, PGresult *res, const char *mess
 	reconcile_done(r);
 }
 
-static void reconcile_done(struct reconcile *r)
+void reconcile_free(struct reconcile *r)
 {
-	struct sbx *s = r->s;
-	s->reconcile = r->settled && !s->again ? SBX_RECONCILED : SBX_UNRECONCILED;
-	s->again = false;
+	pg_query_cancel(r->query);
+	r->s->pass = NULL;
 	for (size_t i = 0; i < r->nresume; i++)
 		free(r->resume[i].command_json);
 	free(r->resume);
 	json_object_put(r->records);
 	sandbox_ref_put(r->ref);
 	free(r);
+}
+
+static void reconcile_done(struct reconcile *r)
+{
+	struct sbx *s = r->s;
+	s->reconcile = r->settled && !s->again ? SBX_RECONCILED : SBX_UNRECONCILED;
+	s->again = false;
+	reconcile_free(r);
 	/* the waiters, oldest first */
 	struct command_op *list = NULL;
 	while (s->waiters) {

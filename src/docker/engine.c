@@ -146,7 +146,7 @@ struct docker_call *docker_info(struct docker *d, docker_info_fn cb, void *arg)
 static void info_cb(int status, struct json_object *body, const char *err, void *arg)
 {
 	struct engine_ctx *ctx = arg;
-	struct json_object *mem, *ncpu;
+	struct json_object *mem;
 	if (!engine_ok(ctx, status)) {
 		ctx->cb.info(NULL, err ? err : "unexpected status", ctx->arg);
 		return;
@@ -157,8 +157,6 @@ static void info_cb(int status, struct json_object *body, const char *err, void 
 		return;
 	}
 	struct docker_info info = { .mem_total = (uint64_t)json_object_get_int64(mem) };
-	if (json_object_object_get_ex(body, "NCPU", &ncpu) && json_object_is_type(ncpu, json_type_int))
-		info.ncpu = json_object_get_int(ncpu);
 	ctx->cb.info(&info, NULL, ctx->arg);
 }
 
@@ -265,19 +263,6 @@ static void list_cb(int status, struct json_object *body, const char *err, void 
 		ctx->cb.list(NULL, err ? err : "bad list response", ctx->arg);
 	else
 		ctx->cb.list(body, NULL, ctx->arg);
-}
-
-struct docker_call *docker_volume_create(struct docker *d, const char *name, struct json_object *labels,
-					 docker_done_fn cb, void *arg)
-{
-	struct json_object *body = json_object_new_object();
-	json_object_object_add(body, "Name", json_object_new_string(name));
-	if (labels)
-		json_object_object_add(body, "Labels", labels);
-	struct evbuffer *p = evbuffer_new();
-	if (p)
-		evbuffer_add_printf(p, "/volumes/create");
-	return engine_call(d, "POST", p, body, done_cb, (union engine_cb){ .done = cb }, arg, 0, 0);
 }
 
 struct docker_call *docker_volume_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg)

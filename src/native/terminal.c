@@ -305,7 +305,7 @@ static void term_hang_up(struct terminal *t)
 		term_set_state(t, TERM_CLOSING);
 	if (t->op) {
 		command_op_signal(t->op, SIGHUP);
-		command_op_close(t->op);
+		command_op_cancel(t->op);
 		t->op = NULL;
 	}
 	term_maybe_free(t);

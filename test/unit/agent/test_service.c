@@ -195,6 +195,9 @@ static void test_kept_ready_back_and_forgotten(void **state)
 	assert_string_equal(w.got.status[0].service, SVC);
 	assert_int_equal(w.got.status[0].port, port);
 	assert_int_equal(w.got.status[0].ready, 0);
+	/* the address was looked up once and kept across the refused tries */
+	assert_true(cmd_find(&w.aw.a, first)->probe_addr != 0);
+	assert_true(cmd_find(&w.aw.a, first)->probe_fails > 0);
 
 	assert_int_equal(listen(lfd, 8), 0);
 	for (int i = 0; i < 200 && !cmd_find(&w.aw.a, first)->ready; i++)

@@ -816,6 +816,42 @@ static void test_reset_on_a_restarted_agent(void **state)
 	channels_free(chs);
 }
 
+/* A reconnect that meets another agent: its command 1 is not the old one's,
+ * so the old subscription fails rather than subscribe to it, and a signal
+ * queued for the old command is not sent to the new one. */
+static void test_restarted_agent_fails_old_subscriptions(void **state)
+{
+	struct rec a = { 0 };
+	spawn(&a, "/bin/a", 1024);
+	peer_welcome_as(AGENT_PROTOCOL_VERSION, 0, 1);
+	uint8_t buf[4096];
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	uint64_t tag_a = u64_of(&f, AGENT_T_TAG);
+	peer_started(1, tag_a);
+	peer_output(1, tag_a, 0, "abc", 0);
+	SPIN_UNTIL(a.out_len == 3);
+
+	bufferevent_free(P.bev); /* the stream breaks */
+	P.bev = NULL;
+	SPIN_UNTIL(P.connects == 2);
+	agent_signal(P.ch, 1, 15); /* queued: about the old agent's command 1 */
+	struct rec b = { 0 };
+	spawn(&b, "/bin/b", 1024); /* queued: for whichever agent answers */
+	peer_welcome_as(AGENT_PROTOCOL_VERSION, 0, 2);
+	SPIN_UNTIL(a.errors == 1);
+	assert_int_equal(a.err_code, ESRCH);
+	assert_string_equal(a.err, "the agent restarted");
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_SPAWN); /* no SUBSCRIBE to 1, no SIGNAL */
+	assert_true(peer_idle());
+	peer_started(1, u64_of(&f, AGENT_T_TAG));
+	peer_output(1, tag_a, 3, "def", 0); /* the new command 1 reaches nobody by the old tag */
+	SPIN_UNTIL(b.started == 1);
+	spin_ms(20);
+	assert_int_equal(a.out_len, 3);
+	assert_int_equal(a.exited, 0);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LEVEL_ERROR);
@@ -832,6 +868,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_services_refused_by_an_older_agent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_services_sent_and_listed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_on_a_restarted_agent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restarted_agent_fails_old_subscriptions, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

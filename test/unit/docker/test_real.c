@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "docker/client.h"
 #include "docker/demux.h"
 #include "docker/engine.h"
 #include "need.h"
@@ -138,13 +139,11 @@ static void info_cb(const struct docker_info *info, const char *err, void *arg)
 {
 	struct res *r = arg;
 	set_err(r, err);
-	if (info) {
+	if (info)
 		r->len = (size_t)info->mem_total;
-		r->code = info->ncpu;
-	}
 }
 
-/* The host's memory (this machine's, when dockerd runs here) and CPUs. */
+/* The host's memory (this machine's, when dockerd runs here). */
 static void test_info(void **state)
 {
 	NEED_DOCKER();
@@ -152,7 +151,7 @@ static void test_info(void **state)
 	docker_info(docker, info_cb, &r);
 	wait_done(&r, 5);
 	assert_string_equal(r.err, "");
-	assert_true(r.len > 0 && r.code > 0);
+	assert_true(r.len > 0);
 	const char *host = getenv("DOCKER_HOST");
 	if (!host || !host[0] || strncmp(host, "unix://", 7) == 0) {
 		uint64_t here = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
@@ -172,11 +171,19 @@ static void volume_list_cb(struct json_object *vols, const char *err, void *arg)
 	}
 }
 
+static void volume_created_cb(int status, struct json_object *body, const char *err, void *arg)
+{
+	set_err(arg, status == 201 ? NULL : err ? err : "volume create failed");
+}
+
 static void test_volumes(void **state)
 {
 	NEED_DOCKER();
 	struct res r = { 0 };
-	docker_volume_create(docker, vol, labels(), done_cb, &r);
+	struct json_object *body = json_object_new_object();
+	json_object_object_add(body, "Name", json_object_new_string(vol));
+	json_object_object_add(body, "Labels", labels());
+	docker_call_json(docker, "POST", "/volumes/create", body, volume_created_cb, &r);
 	wait_done(&r, 10);
 	assert_string_equal(r.err, "");
 	memset(&r, 0, sizeof(r));
