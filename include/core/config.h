@@ -40,6 +40,7 @@ struct config {
 	bool allow_privileged;	 /* SANDBAR_ALLOW_PRIVILEGED, default false */
 	bool allow_cap_add;	 /* SANDBAR_ALLOW_CAP_ADD, default false */
 	bool allow_bind_mounts;	 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
+	int64_t image_prune_age_ms; /* SANDBAR_IMAGE_PRUNE_AGE, default 1h */
 	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 	char *warm_pool;    /* SANDBAR_WARM_POOL "template=count,...", default none */
 	int64_t warm_pool_concurrency; /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */

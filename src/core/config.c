@@ -99,6 +99,10 @@ static const struct cfg_setting settings[] = {
 	  "pool members made at once (none while other creates run)" },
 	{ "SANDBAR_WARM_POOL_CHECK", CFG_DURATION, "10s", 100, AT(warm_pool_check_ms),
 	  "how often the pool looks at its templates' images (a change starts a rollout) and counts" },
+	{ "SANDBAR_IMAGE_PRUNE_AGE", CFG_DURATION, "1h", 0, AT(image_prune_age_ms),
+	  "at start, derived images of another agent that no container uses are removed once this old "
+	  "(another "
+	  "sandbard on the Docker host may have just made one)" },
 	{ "SANDBAR_PUBLISH_ADDR", CFG_STRING, "127.0.0.1", 0, AT(publish_addr),
 	  "host address sandbox ports are published on (0.0.0.0 exposes them to the network)" },
 

@@ -15,6 +15,8 @@
 
 #include <json-c/json.h>
 
+#include "core/clock.h"
+#include "core/config.h"
 #include "core/log.h"
 #include "core/sha256.h"
 #include "docker/engine.h"
@@ -195,13 +197,19 @@ static void prune_listed(struct json_object *list, const char *err, void *arg)
 		log_warn("images: listing derived images failed: %s", err);
 		return;
 	}
+	/* younger ones stay: another sandbard on the Docker host (another build
+	 * of it) may have just made one and be about to create from it */
+	int64_t newest = (clock_real_ms() - b->svc->cfg->image_prune_age_ms) / 1000;
 	for (size_t i = 0; i < json_object_array_length(list); i++) {
 		struct json_object *img = json_object_array_get_idx(list, i), *labels, *v;
 		const char *agent = NULL;
 		if (json_object_object_get_ex(img, "Labels", &labels) &&
 		    json_object_object_get_ex(labels, "sandbar.agent", &v))
 			agent = json_object_get_string(v);
-		if (agent && strcmp(agent, b->agent_hash) != 0 && json_object_object_get_ex(img, "Id", &v))
+		int64_t created =
+			json_object_object_get_ex(img, "Created", &v) ? json_object_get_int64(v) : 0;
+		if (agent && strcmp(agent, b->agent_hash) != 0 && created <= newest &&
+		    json_object_object_get_ex(img, "Id", &v))
 			doom(b, json_object_get_string(v));
 	}
 	doomed_next(b);

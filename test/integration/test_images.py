@@ -61,7 +61,7 @@ def test_images_of_other_agents_are_pruned_at_start_unless_used(server_factory):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     try:
-        srv = server_factory()
+        srv = server_factory(env={"SANDBAR_IMAGE_PRUNE_AGE": "0"})
         until(lambda: docker.inspect(unused, kind="image") is None, timeout=30,
               what="the unused image of another agent removed")
         until(lambda: f"images: {used} stays" in srv.log_text(), timeout=30,

@@ -43,6 +43,7 @@ static const char *const env_names[] = {
 	"SANDBAR_WARM_POOL",
 	"SANDBAR_WARM_POOL_CONCURRENCY",
 	"SANDBAR_WARM_POOL_CHECK",
+	"SANDBAR_IMAGE_PRUNE_AGE",
 	"SANDBAR_PUBLISH_ADDR",
 	"SANDBAR_MAX_COMMANDS_PER_SANDBOX",
 	"SANDBAR_COMMAND_OUTPUT_BUFFER",
@@ -111,6 +112,7 @@ static void test_defaults(void **state)
 	assert_false(cfg.allow_privileged);
 	assert_false(cfg.allow_cap_add);
 	assert_false(cfg.allow_bind_mounts);
+	assert_int_equal(cfg.image_prune_age_ms, 3600 * 1000);
 	assert_string_equal(cfg.publish_addr, "127.0.0.1");
 	assert_int_equal(cfg.commands_per_sandbox, 64);
 	assert_true(cfg.command_output_buffer == 512 * 1024);
