@@ -112,6 +112,11 @@ size_t http_response_pending(const struct http_request *req);
 /* drain(arg) is called when the pending output falls below the low watermark. */
 void http_response_on_drain(struct http_request *req, void (*drain)(void *arg), void *arg);
 void http_response_end(struct http_request *req);
+/* For a failure after http_response_start: too late for a status, so the
+ * connection is closed once the output drains, without the chunked body's
+ * terminator, and the client sees a cut body rather than a complete one.
+ * Does nothing before the response started or after it ended. */
+void http_response_abort(struct http_request *req);
 
 /* ---- upgrades (WebSocket) ---- */
 /* Answers `101 Switching Protocols` with the headers given through

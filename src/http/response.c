@@ -310,13 +310,20 @@ void response_server_error(struct http_request *req, int status, const char *cod
 		http_respond_error(req, status, code, "%s", msg);
 		return;
 	}
-	if (req->resp == RESP_STARTED) {
-		/* Too late for a status: cut the response short. */
-		req->resp = RESP_ENDED;
-		req->close_after = true;
-		response_log(req);
-		conn_kick(req->conn);
-	}
+	http_response_abort(req);
+}
+
+void http_response_abort(struct http_request *req)
+{
+	if (req->resp != RESP_STARTED)
+		return;
+	/* No chunk terminator: the close tells the client the body is cut short. */
+	req->resp = RESP_ENDED;
+	req->drain = NULL;
+	req->close_after = true;
+	log_warn("http %s: response cut short after %" PRIu64 "B", req->id, req->bytes_sent);
+	response_log(req);
+	conn_kick(req->conn);
 }
 
 void response_log(struct http_request *req)

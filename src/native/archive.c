@@ -193,7 +193,7 @@ static void out_done(void *arg, const struct core_error *fail)
 	} else if (xc->started) {
 		/* too late for a status: cut the response short so the client sees it */
 		log_warn("files %s: failed mid-response (%s)", http_request_query(req, "path"), fail->code);
-		http_response_end(req);
+		http_response_abort(req);
 	} else {
 		native_transfer_error(req, fail);
 	}

@@ -366,7 +366,7 @@ static void rd_failed(void *arg, const struct core_error *fail)
 	if (fc->started) {
 		/* too late for a status: cut the response short so the client sees it */
 		log_warn("files %s: read failed mid-response (%s)", http_request_path(fc->req), fail->code);
-		http_response_end(fc->req);
+		http_response_abort(fc->req);
 		return;
 	}
 	native_respond_error(fc->req, fail);

@@ -104,6 +104,16 @@ static void h_noread(struct http_request *req, void *arg)
 	http_respond_empty(req, 204);
 }
 
+/* A failure after the head: a chunked or a sized body cut short. */
+static void h_cut(struct http_request *req, void *arg)
+{
+	bool sized = http_request_query(req, "sized") != NULL;
+	http_response_start(req, 200, "application/x-tar", sized ? 100 : -1);
+	http_response_write_bytes(req, "partial", 7);
+	http_response_abort(req);
+	http_response_abort(req); /* a second call does nothing */
+}
+
 static void on_cancel(void *arg)
 {
 	cancels++;
@@ -512,6 +522,28 @@ static void test_cancel(void **state)
 	assert_null(parked);
 }
 
+static void test_abort(void **state)
+{
+	static const char *const paths[] = { "/cut", "/cut?sized=1" };
+	for (size_t i = 0; i < 2; i++) {
+		int fd = client();
+		struct reply r;
+		char line[128];
+		memset(&r, 0, sizeof(r));
+		snprintf(line, sizeof(line), "GET %s HTTP/1.1\r\n\r\n", paths[i]);
+		csend(fd, line);
+		pump(fd, &r, 1000, closed, 0);
+		assert_true(r.eof); /* closed though the client asked for keep-alive */
+		assert_non_null(strstr(r.buf, "HTTP/1.1 200"));
+		assert_non_null(strstr(r.buf, "partial"));
+		const char *body = strstr(r.buf, "\r\n\r\n");
+		assert_non_null(body);
+		assert_null(strstr(body + 4, "0\r\n\r\n")); /* no chunked terminator */
+		assert_int_equal(complete(&r), 0);
+		close(fd);
+	}
+}
+
 static void on_done(void *arg)
 {
 	done_calls++;
@@ -590,7 +622,8 @@ int main(void)
 	    router_add(router, "POST", "/json", h_json, NULL) ||
 	    router_add(router, "POST", "/stream", h_stream, NULL) ||
 	    router_add(router, "POST", "/noread", h_noread, NULL) ||
-	    router_add(router, "GET", "/slow", h_slow, NULL))
+	    router_add(router, "GET", "/slow", h_slow, NULL) ||
+	    router_add(router, "GET", "/cut", h_cut, NULL))
 		return 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_keepalive_and_headers, setup, teardown),
@@ -602,6 +635,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_timeouts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
