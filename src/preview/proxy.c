@@ -48,7 +48,6 @@ struct preview {
 	struct preview_config cfg;
 	struct registry *reg;
 	struct upconn_list idle;
-	int nidle;
 };
 
 /* The answer's side of an exchange (the request side only needs "sent all"). */
@@ -127,7 +126,6 @@ void preview_free(struct preview *pv)
 	struct upconn *up;
 	while ((up = TAILQ_FIRST(&pv->idle))) {
 		TAILQ_REMOVE(&pv->idle, up, link);
-		pv->nidle--;
 		upconn_free(up);
 	}
 	free(pv);
@@ -313,7 +311,6 @@ static struct upconn *idle_take(struct preview *pv, const char *key)
 	{
 		if (strcmp(up->key, key) == 0) {
 			TAILQ_REMOVE(&pv->idle, up, link);
-			pv->nidle--;
 			return up;
 		}
 	}
@@ -356,29 +353,7 @@ static void px_connect(struct px *px, bool may_reuse)
 
 /* ---- the request, upstream ---- */
 
-/* Hop-by-hop headers (RFC 9110 7.6.1) and those we write ourselves. */
-static bool skipped_header(const char *name, const char *connection)
-{
-	static const char *const hop[] = {
-		"Connection", "Keep-Alive",	   "Proxy-Connection",	"TE",
-		"Trailer",    "Transfer-Encoding", "Upgrade",		"Content-Length",
-		"Expect",     "X-Forwarded-For",   "X-Forwarded-Proto", "X-Forwarded-Host",
-	};
-	for (size_t i = 0; i < ARRAY_LEN(hop); i++)
-		if (strcasecmp(name, hop[i]) == 0)
-			return true;
-	/* and what the Connection header names */
-	size_t n = strlen(name);
-	for (const char *p = connection; p && *p;) {
-		p += strspn(p, " \t,");
-		size_t len = strcspn(p, " \t,");
-		if (len == n && strncasecmp(p, name, n) == 0)
-			return true;
-		p += len;
-	}
-	return false;
-}
-
+/* Is token one of a comma-separated list (case-insensitive)? */
 static bool has_token(const char *list, const char *token)
 {
 	size_t n = strlen(token);
@@ -390,6 +365,20 @@ static bool has_token(const char *list, const char *token)
 		p += len;
 	}
 	return false;
+}
+
+/* Hop-by-hop headers (RFC 9110 7.6.1) and those we write ourselves. */
+static bool skipped_header(const char *name, const char *connection)
+{
+	static const char *const hop[] = {
+		"Connection", "Keep-Alive",	   "Proxy-Connection",	"TE",
+		"Trailer",    "Transfer-Encoding", "Upgrade",		"Content-Length",
+		"Expect",     "X-Forwarded-For",   "X-Forwarded-Proto", "X-Forwarded-Host",
+	};
+	for (size_t i = 0; i < ARRAY_LEN(hop); i++)
+		if (strcasecmp(name, hop[i]) == 0)
+			return true;
+	return has_token(connection, name); /* and what the Connection header names */
 }
 
 static void build_head(struct px *px)
@@ -720,7 +709,8 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 			px->state == PX_HEAD ? "did not answer in time" : "went quiet mid-answer");
 	else if (px->state == PX_HEAD && !px->got_bytes)
 		px_fail(px, 502, "upstream_unreachable",
-			"port %d of sandbox %s closed the connection without an answer (is anything listening?)",
+			"port %d of sandbox %s closed the connection without an answer (is anything "
+			"listening?)",
 			px->target.port, px->target.sandbox_id);
 	else
 		px_fail(px, 502, "bad_upstream_response", "port %d of sandbox %s closed the connection %s",
@@ -798,7 +788,6 @@ static void idle_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct upconn *up = arg;
 	TAILQ_REMOVE(&up->pv->idle, up, link);
-	up->pv->nidle--;
 	upconn_free(up);
 }
 
@@ -822,5 +811,4 @@ static void upconn_keep(struct upconn *up)
 	set_idle_timeouts(up->bev, pv->cfg.idle_timeout_ms);
 	bufferevent_enable(up->bev, EV_READ);
 	TAILQ_INSERT_HEAD(&pv->idle, up, link);
-	pv->nidle++;
 }
