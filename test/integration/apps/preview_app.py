@@ -5,7 +5,10 @@ service): keep-alive, chunked and Content-Length bodies both ways.
   GET  /bytes?n=N      N bytes (i % 251), chunked
   POST /echo           the body back (Content-Length), request chunked or not
   POST /sha            sha256 hex of the body
-  GET  /conn           this connection's number (keep-alive reuse shows)"""
+  GET  /conn           this connection's number (keep-alive reuse shows)
+  GET  /ws             a WebSocket echoing every message (Upgrade)"""
+import base64
+import struct
 import hashlib
 import http.server
 import itertools
@@ -47,9 +50,41 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def websocket(self):
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        r = self.rfile
+        while True:
+            head = r.read(2)
+            if len(head) < 2:
+                return
+            op, n = head[0] & 0x0F, head[1] & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", r.read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", r.read(8))[0]
+            mask = r.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(r.read(n)))
+            if op == 8:
+                self.wfile.write(b"\x88\x00")
+                self.close_connection = True
+                return
+            size = (bytes([n]) if n < 126 else b"\x7e" + struct.pack(">H", n) if n < 65536
+                    else b"\x7f" + struct.pack(">Q", n))
+            self.wfile.write(bytes([0x80 | op]) + size + data)
+            self.wfile.flush()
+
     def do_GET(self):
         u = urllib.parse.urlsplit(self.path)
-        if u.path == "/hello":
+        if u.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.websocket()
+        elif u.path == "/hello":
             self.send(200, b"hello from the app", "text/plain")
         elif u.path == "/headers":
             self.send(200, json.dumps({"path": self.path, "headers": dict(self.headers.items())}).encode(),
