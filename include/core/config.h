@@ -41,10 +41,15 @@ struct config {
 	bool allow_cap_add;	 /* SANDBAR_ALLOW_CAP_ADD, default false */
 	bool allow_bind_mounts;	 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
 	int64_t image_prune_age_ms; /* SANDBAR_IMAGE_PRUNE_AGE, default 1h */
-	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
-	char *warm_pool;    /* SANDBAR_WARM_POOL "template=count,...", default none */
-	int64_t warm_pool_concurrency; /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */
-	int64_t warm_pool_check_ms;    /* SANDBAR_WARM_POOL_CHECK, default 10s */
+	char *publish_addr;   /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
+	char *preview_domain; /* SANDBAR_PREVIEW_DOMAIN, default preview.localhost */
+	int64_t preview_connect_timeout_ms; /* SANDBAR_PREVIEW_CONNECT_TIMEOUT, default 5s */
+	int64_t preview_head_timeout_ms;    /* SANDBAR_PREVIEW_HEAD_TIMEOUT, default 60s */
+	int64_t preview_idle_timeout_ms;    /* SANDBAR_PREVIEW_IDLE_TIMEOUT, default 120s */
+	int64_t preview_idle_conns;	    /* SANDBAR_PREVIEW_IDLE_CONNS per sandbox port, default 4 */
+	char *warm_pool;		    /* SANDBAR_WARM_POOL "template=count,...", default none */
+	int64_t warm_pool_concurrency;	    /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */
+	int64_t warm_pool_check_ms;	    /* SANDBAR_WARM_POOL_CHECK, default 10s */
 
 	/* commands */
 	int64_t commands_per_sandbox;	/* SANDBAR_MAX_COMMANDS_PER_SANDBOX, default 64 */

@@ -60,6 +60,14 @@ const char *http_request_query(const struct http_request *req, const char *name)
 /* Header value by case-insensitive name, NULL when absent. */
 const char *http_request_header(const struct http_request *req, const char *name);
 const char *http_request_id(const struct http_request *req); /* also sent as X-Request-Id */
+/* The request target as it came (path and query, not decoded). */
+const char *http_request_target(const struct http_request *req);
+/* The i-th header as it came (0-based): false past the last. */
+bool http_request_header_at(const struct http_request *req, int i, const char **name, const char **value);
+/* The client's address ("127.0.0.1", "::1"; "" when unknown), in the request's memory. */
+const char *http_request_peer(struct http_request *req);
+/* 1 for HTTP/1.1, 0 for HTTP/1.0. */
+int http_request_version_minor(const struct http_request *req);
 struct event_base *http_request_base(const struct http_request *req);
 
 /* Request-scoped memory, zeroed, freed with the request. Never fails. */

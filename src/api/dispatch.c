@@ -3,6 +3,7 @@
  * native one today), each of which registers its routes on the router. */
 #include "api/api.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +14,15 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "native/native.h"
+#include "preview/proxy.h"
 #include "openapi_json.h"
 
 struct api {
 	struct router *router;
 	char **tokens; /* NULL-terminated, NULL when auth is off */
 	struct native *native;
+	struct preview *preview; /* NULL: SANDBAR_PREVIEW_DOMAIN is empty */
+	char *preview_domain;	 /* lower case, no dots at its ends */
 };
 
 static void route_health(struct http_request *req, void *arg);
@@ -40,6 +44,26 @@ struct api *api_new(struct event_base *base, const struct config *cfg, const str
 		api_free(api);
 		return NULL;
 	}
+	const char *domain = cfg->preview_domain ? cfg->preview_domain : "";
+	domain += strspn(domain, ".");
+	api->preview_domain = strdup(domain);
+	CHECK(api->preview_domain != NULL);
+	for (char *p = api->preview_domain; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	size_t len = strlen(api->preview_domain);
+	while (len > 0 && api->preview_domain[len - 1] == '.')
+		api->preview_domain[--len] = '\0';
+	if (len > 0) {
+		struct preview_config pc = {
+			.domain = api->preview_domain,
+			.publish_addr = cfg->publish_addr,
+			.connect_timeout_ms = cfg->preview_connect_timeout_ms,
+			.head_timeout_ms = cfg->preview_head_timeout_ms,
+			.idle_timeout_ms = cfg->preview_idle_timeout_ms,
+			.idle_per_port = (int)cfg->preview_idle_conns,
+		};
+		api->preview = preview_new(base, &pc, core->reg);
+	}
 	return api;
 }
 
@@ -53,6 +77,8 @@ void api_free(struct api *api)
 	if (!api)
 		return;
 	native_free(api->native);
+	preview_free(api->preview);
+	free(api->preview_domain);
 	router_free(api->router);
 	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
 		free(api->tokens[i]);
@@ -63,6 +89,8 @@ void api_free(struct api *api)
 void api_dispatch(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
+	if (api->preview && preview_dispatch(api->preview, req))
+		return;
 	const char *path = http_request_path(req);
 	if (strncmp(path, "/api/", 5) == 0 && !authorized(api, req)) {
 		http_response_header(req, "WWW-Authenticate", "Bearer");

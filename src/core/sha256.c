@@ -122,3 +122,28 @@ void sha256_hex(const unsigned char digest[32], char out[65])
 	}
 	out[64] = '\0';
 }
+
+void hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len, unsigned char out[32])
+{
+	unsigned char k[64] = { 0 }, pad[64], inner[32];
+	struct sha256 s;
+	if (key_len > sizeof(k)) {
+		sha256_init(&s);
+		sha256_update(&s, key, key_len);
+		sha256_final(&s, k);
+	} else if (key_len > 0) {
+		memcpy(k, key, key_len);
+	}
+	for (size_t i = 0; i < sizeof(pad); i++)
+		pad[i] = k[i] ^ 0x36;
+	sha256_init(&s);
+	sha256_update(&s, pad, sizeof(pad));
+	sha256_update(&s, msg, msg_len);
+	sha256_final(&s, inner);
+	for (size_t i = 0; i < sizeof(pad); i++)
+		pad[i] = k[i] ^ 0x5c;
+	sha256_init(&s);
+	sha256_update(&s, pad, sizeof(pad));
+	sha256_update(&s, inner, sizeof(inner));
+	sha256_final(&s, out);
+}

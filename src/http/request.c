@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <json-c/json_object.h>
 
@@ -126,6 +129,41 @@ static const char *find_header(const struct http_request *req, const char *name,
 const char *http_request_header(const struct http_request *req, const char *name)
 {
 	return find_header(req, name, NULL);
+}
+
+const char *http_request_target(const struct http_request *req)
+{
+	return req->conn->hbuf + req->conn->url_off;
+}
+
+bool http_request_header_at(const struct http_request *req, int i, const char **name, const char **value)
+{
+	const struct http_conn *c = req->conn;
+	if (i < 0 || i >= c->nhdrs)
+		return false;
+	*name = c->hbuf + c->hdrs[i].name_off;
+	*value = c->hbuf + c->hdrs[i].val_off;
+	return true;
+}
+
+const char *http_request_peer(struct http_request *req)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char buf[INET6_ADDRSTRLEN] = "";
+	int fd = (int)bufferevent_getfd(req->conn->bev);
+	if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, sizeof(buf));
+		else if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, sizeof(buf));
+	}
+	return http_request_strdup(req, buf);
+}
+
+int http_request_version_minor(const struct http_request *req)
+{
+	return (int)req->conn->parser.http_minor;
 }
 
 void http_request_set_param(struct http_request *req, const char *name, const char *value)

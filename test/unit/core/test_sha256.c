@@ -100,12 +100,38 @@ static void test_padding_edges(void **state)
 	}
 }
 
+/* RFC 4231 test cases 1, 2, 3 and 6 (a key longer than the block). */
+static void test_hmac_vectors(void **state)
+{
+	unsigned char key1[20], key3[20], msg3[50], key6[131], mac[32];
+	char hex[65];
+	(void)state;
+	memset(key1, 0x0b, sizeof(key1));
+	hmac_sha256(key1, sizeof(key1), "Hi There", 8, mac);
+	sha256_hex(mac, hex);
+	assert_string_equal(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+	hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+	sha256_hex(mac, hex);
+	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+	memset(key3, 0xaa, sizeof(key3));
+	memset(msg3, 0xdd, sizeof(msg3));
+	hmac_sha256(key3, sizeof(key3), msg3, sizeof(msg3), mac);
+	sha256_hex(mac, hex);
+	assert_string_equal(hex, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
+	memset(key6, 0xaa, sizeof(key6));
+	static const char msg6[] = "Test Using Larger Than Block-Size Key - Hash Key First";
+	hmac_sha256(key6, sizeof(key6), msg6, sizeof(msg6) - 1, mac);
+	sha256_hex(mac, hex);
+	assert_string_equal(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_million_a),
 		cmocka_unit_test(test_padding_edges),
+		cmocka_unit_test(test_hmac_vectors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

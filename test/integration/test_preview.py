@@ -1,0 +1,252 @@
+"""The preview proxy against a real app in a real sandbox: requests whose
+Host is <port>-<sandbox id>.preview.localhost reach that port of the sandbox
+through the port Docker published, bodies both ways (Content-Length and
+chunked, sha256 compared), keep-alive to the app, the X-Forwarded headers the
+app sees, HEAD, errors as JSON or HTML, hosts that are not ours."""
+import hashlib
+import http.client
+import os
+import socket
+
+from harness.wait import until
+from sandboxes import templates_env
+
+APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps", "preview_app.py")
+PORT = 8000
+
+
+def preview_host(sid, port=PORT, domain="preview.localhost"):
+    return f"{port}-{sid}.{domain}"
+
+
+def request(srv, method, path, host, body=None, headers=None, timeout=60, conn=None):
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(srv.host, srv.port, timeout=timeout)
+    h = {"Host": host}
+    h.update(headers or {})
+    conn.request(method, path, body=body, headers=h)
+    r = conn.getresponse()
+    data = r.read()
+    if own:
+        conn.close()
+    return r, data
+
+
+def start_app(srv, c):
+    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT]}, timeout=120)
+    assert r.status == 201, r
+    sid = r.json["id"]
+    with open(APP, "rb") as f:
+        r = c.put(f"/api/sandboxes/{sid}/files/content?path=/tmp/app.py", body=f.read())
+    assert r.status == 201, r
+    r = c.post(f"/api/sandboxes/{sid}/commands",
+               json={"command": ["python3", "/tmp/app.py", str(PORT)], "service": True, "port": PORT})
+    assert r.status == 201, r
+    host = preview_host(sid)
+    until(lambda: request(srv, "GET", "/hello", host)[0].status == 200, timeout=30, what="the app answering")
+    return sid, host
+
+
+def test_proxy_bodies_both_ways(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, host = start_app(srv, c)
+
+    r, data = request(srv, "GET", "/hello", host)
+    assert (r.status, data) == (200, b"hello from the app")
+    assert r.getheader("Content-Type") == "text/plain" and r.getheader("Content-Length") == "18"
+
+    for size in (0, 1, 10 << 20):
+        payload = os.urandom(size)
+        r, data = request(srv, "POST", "/echo", host, body=payload)
+        assert r.status == 200 and hashlib.sha256(data).digest() == hashlib.sha256(payload).digest(), size
+        r, data = request(srv, "POST", "/sha", host, body=payload)
+        assert (r.status, data) == (200, hashlib.sha256(payload).hexdigest().encode()), size
+        r, data = request(srv, "GET", f"/bytes?n={size}", host)
+        want = bytes(i % 251 for i in range(65536 - 65536 % 251))
+        want = (want * (size // len(want) + 1))[:size]
+        assert r.status == 200 and r.getheader("Transfer-Encoding") == "chunked", size
+        assert hashlib.sha256(data).digest() == hashlib.sha256(want).digest(), size
+
+    # a chunked request body reaches the app whole
+    payload = os.urandom(3 << 20)
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=60)
+    conn.putrequest("POST", "/sha", skip_host=True)
+    conn.putheader("Host", host)
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for i in range(0, len(payload), 100_000):
+        piece = payload[i:i + 100_000]
+        conn.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    r = conn.getresponse()
+    assert (r.status, r.read()) == (200, hashlib.sha256(payload).hexdigest().encode())
+    conn.close()
+
+    # HEAD: the app's length, no body
+    r, data = request(srv, "HEAD", "/hello", host)
+    assert (r.status, data, r.getheader("Content-Length")) == (200, b"", "18")
+
+
+def test_keep_alive_and_forwarded_headers(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, host = start_app(srv, c)
+
+    # one client connection, several requests: the app sees one kept connection
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+    seen = {request(srv, "GET", "/conn", host, conn=conn)[1] for _ in range(5)}
+    conn.close()
+    assert len(seen) == 1, seen
+    # and a new client connection reuses the kept upstream one
+    assert request(srv, "GET", "/conn", host)[1] in seen
+
+    r, data = request(srv, "GET", "/headers?a=%2F&b=1", host,
+                      headers={"X-Custom": "v", "Connection": "keep-alive, X-Drop", "X-Drop": "gone",
+                               "X-Forwarded-For": "10.9.8.7"})
+    assert r.status == 200
+    import json
+    seen = json.loads(data)
+    h = {k.lower(): v for k, v in seen["headers"].items()}
+    assert seen["path"] == "/headers?a=%2F&b=1"  # the target as sent, not decoded
+    assert h["host"] == host and h["x-custom"] == "v" and "x-drop" not in h
+    assert h["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+    assert h["x-forwarded-proto"] == "http" and h["x-forwarded-host"] == host
+    assert h["connection"] == "keep-alive"
+
+
+def test_errors_and_hosts_not_ours(server_factory):
+    srv = server_factory(env=templates_env(SANDBAR_PREVIEW_CONNECT_TIMEOUT="1s"))
+    c = srv.client()
+    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT, 9000]}, timeout=120)
+    assert r.status == 201, r
+    sid = r.json["id"]
+
+    # nothing listens on the published port (Docker's proxy takes the
+    # connection and closes it): 502, JSON or a page by Accept
+    r, data = request(srv, "GET", "/", preview_host(sid, 9000))
+    assert r.status == 502 and r.getheader("Content-Type") == "application/json"
+    import json
+    err = json.loads(data)["error"]
+    assert err["code"] == "upstream_unreachable" and f"port 9000 of sandbox {sid}" in err["message"]
+    r, data = request(srv, "GET", "/", preview_host(sid, 9000), headers={"Accept": "text/html,*/*"})
+    assert r.status == 502 and r.getheader("Content-Type").startswith("text/html") and b"<h1>502</h1>" in data
+
+    # a port that is not published
+    r, data = request(srv, "GET", "/", preview_host(sid, 7777))
+    assert r.status == 502 and json.loads(data)["error"]["code"] == "port_not_published"
+
+    # an unknown sandbox and malformed preview hosts: 404 from us
+    r, data = request(srv, "GET", "/", preview_host("0b8e2f4c-1d2a-4c3b-9e8f-7a6b5c4d3e2f"))
+    assert r.status == 404 and json.loads(data)["error"]["code"] == "not_found"
+    for bad in ("preview.localhost", f"0-{sid}.preview.localhost", f"8000-{sid[:-1]}.preview.localhost",
+                f"a.8000-{sid}.preview.localhost"):
+        r, data = request(srv, "GET", "/", bad)
+        assert r.status == 404 and json.loads(data)["error"]["code"] == "not_found", bad
+
+    # any other host is the API's
+    r, data = request(srv, "GET", "/health", "localhost")
+    assert (r.status, json.loads(data)) == (200, {"status": "ok"})
+    r, data = request(srv, "GET", "/health", f"8000-{sid}.example.com")
+    assert r.status == 200
+
+    # a stopped sandbox: 409 (until wake-on-request)
+    r = c.post(f"/api/sandboxes/{sid}/stop")
+    assert r.status == 200, r
+    r, data = request(srv, "GET", "/", preview_host(sid, 9000))
+    assert r.status == 409 and json.loads(data)["error"]["code"] == "sandbox_not_running"
+
+
+def test_app_that_closes_mid_answer_is_cut_cleanly(server_factory):
+    """An app that promises more bytes than it sends: the client's answer is
+    cut (no hang), and the server answers the next request."""
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT]}, timeout=120)
+    assert r.status == 201, r
+    sid = r.json["id"]
+    liar = ("import socket\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('0.0.0.0', {PORT})); s.listen(8)\n"
+            "while True:\n"
+            "    k, _ = s.accept(); k.recv(65536)\n"
+            "    k.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 1000\\r\\n\\r\\n' + b'x' * 10); k.close()\n")
+    r = c.put(f"/api/sandboxes/{sid}/files/content?path=/tmp/liar.py", body=liar.encode())
+    assert r.status == 201, r
+    r = c.post(f"/api/sandboxes/{sid}/commands",
+               json={"command": ["python3", "/tmp/liar.py"], "service": True, "port": PORT})
+    assert r.status == 201, r
+    host = preview_host(sid)
+
+    def cut():
+        s = socket.create_connection((srv.host, srv.port), timeout=10)
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        buf = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+        s.close()
+        return buf
+    buf = until(lambda: (lambda b: b if b.startswith(b"HTTP/1.1 200") else None)(cut()), timeout=30,
+                what="the liar answering")
+    head, _, body = buf.partition(b"\r\n\r\n")
+    assert b"Content-Length: 1000" in head and body == b"x" * 10  # cut: closed after 10 of 1000
+    r = c.get("/health")
+    assert r.status == 200
+
+
+def ws_frame(payload, op=1):
+    mask = os.urandom(4)
+    n = len(payload)
+    size = bytes([0x80 | n]) if n < 126 else b"\xfe" + n.to_bytes(2, "big") if n < 65536 else \
+        b"\xff" + n.to_bytes(8, "big")
+    return bytes([0x80 | op]) + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        d = s.recv(n - len(buf))
+        assert d, f"closed after {len(buf)} of {n} bytes"
+        buf += d
+    return buf
+
+
+def ws_read(s):
+    head = recv_exact(s, 2)
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(recv_exact(s, 2), "big")
+    elif n == 127:
+        n = int.from_bytes(recv_exact(s, 8), "big")
+    return head[0] & 0x0F, recv_exact(s, n)
+
+
+def test_websocket_through_the_proxy(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, host = start_app(srv, c)
+    s = socket.create_connection((srv.host, srv.port), timeout=20)
+    s.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+              + ws_frame(b"sent with the head"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 101 Switching Protocols", lines
+    fields = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+    assert fields["upgrade"] == "websocket" and fields["connection"].lower() == "upgrade"
+    assert fields["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert ws_read(s) == (1, b"sent with the head")  # bytes behind the head were not lost
+    for payload in (b"hello", os.urandom(100_000), os.urandom(3 << 20)):
+        s.sendall(ws_frame(payload, op=2))
+        assert ws_read(s) == (2, payload)
+    s.sendall(ws_frame(b"", op=8))
+    assert ws_read(s) == (8, b"")
+    assert s.recv(10) == b""  # the app closed: so did we
+    s.close()
+    r = c.get("/health")
+    assert r.status == 200
