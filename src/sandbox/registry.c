@@ -38,6 +38,7 @@ struct sandbox_ref {
 /* The cache's slot of one sandbox id. */
 struct entry {
 	struct entry *next;
+	struct registry *reg;
 	char id[37];
 	struct sandbox_ref *cur; /* the latest known, NULL when none is trusted */
 	uint64_t epoch;		 /* reg->epoch when cur was read */
@@ -219,6 +220,7 @@ static struct entry *entry_get(struct registry *reg, const char *id)
 		return e;
 	e = calloc(1, sizeof(*e));
 	CHECK(e != NULL);
+	e->reg = reg;
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	e->touched_ms = INT64_MIN / 2;
 	unsigned b = bucket_of(id);
@@ -450,11 +452,10 @@ static void entry_loaded(enum pg_error err, PGresult *res, const char *message, 
 {
 	struct entry *e = arg;
 	e->load = NULL;
-	struct registry *reg = NULL;
+	/* every waiter may have cancelled meanwhile: the row is still worth caching */
+	struct registry *reg = e->reg;
 	struct registry_wait *list = e->waiters;
 	e->waiters = NULL;
-	CHECK(list != NULL);
-	reg = list->reg;
 	struct sandbox_ref *ref = NULL;
 	struct core_error fail = { 0 };
 	if (err != PG_OK) {
