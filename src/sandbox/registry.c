@@ -28,6 +28,10 @@
 #define TRUST_MAX_MS   30000
 #define NOTIFY_CHANNEL "sandbar_sandbox"
 
+/* One sandbox's row (a lookup, the read after a write). */
+static const char row_sql[] =
+	"SELECT " SANDBOX_ROW_COLUMNS " FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
+
 /* An immutable sandbox; sandbox_ref is this. */
 struct sandbox_ref {
 	int refs;
@@ -439,13 +443,9 @@ struct registry_wait *registry_acquire(struct registry *reg, const char *id, uns
 
 static void load_start(struct registry *reg, struct entry *e)
 {
-	static char sql[1024];
-	if (!sql[0])
-		snprintf(sql, sizeof(sql), "SELECT %s FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2",
-			 sandbox_row_columns);
 	const char *params[] = { e->id, reg->cluster };
 	e->load_gen = e->gen;
-	e->load = pg_query_send(reg->pg, sql, 2, params, entry_loaded, e);
+	e->load = pg_query_send(reg->pg, row_sql, 2, params, entry_loaded, e);
 }
 
 static void entry_loaded(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -590,16 +590,12 @@ static void touch_written(enum pg_error err, PGresult *res, const char *message,
 /* After a write: the row as it is now, cached, and the caller told. */
 static void move_reload(struct registry_wait *w)
 {
-	static char sql[1024];
-	if (!sql[0])
-		snprintf(sql, sizeof(sql), "SELECT %s FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2",
-			 sandbox_row_columns);
 	const char *params[] = { w->id, w->reg->cluster };
 	struct entry *e = entry_get(w->reg, w->id);
 	/* what was cached is older than this write */
 	entry_invalidate(e);
 	w->gen = e->gen;
-	w->query = pg_query_send(w->reg->pg, sql, 2, params, moved_loaded, w);
+	w->query = pg_query_send(w->reg->pg, row_sql, 2, params, moved_loaded, w);
 }
 
 static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -941,17 +937,14 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 {
 	struct registry_wait *w = wait_new(reg, WAIT_LIST, arg);
 	w->list_cb = cb;
-	static char sql[1600];
-	if (!sql[0])
-		snprintf(sql, sizeof(sql),
-			 "WITH f AS (SELECT %s, s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
-			 "  AND NOT s.in_pool AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS "
-			 "NULL "
-			 "  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
-			 "page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "
-			 "SELECT page.*, (SELECT count(*) FROM f) FROM (SELECT 1) one LEFT JOIN page ON true "
-			 "ORDER BY page.at DESC, 1",
-			 sandbox_row_columns);
+	static const char sql[] =
+		"WITH f AS (SELECT " SANDBOX_ROW_COLUMNS
+		", s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
+		"  AND NOT s.in_pool AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS NULL "
+		"  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
+		"page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "
+		"SELECT page.*, (SELECT count(*) FROM f) FROM (SELECT 1) one LEFT JOIN page ON true "
+		"ORDER BY page.at DESC, 1";
 	char statuses[256] = "", limit[24], offset[24];
 	if (f && f->statuses) {
 		size_t n = 0;
