@@ -863,14 +863,16 @@ static void claimed(enum pg_error err, PGresult *res, const char *message, void 
 	if (err != PG_OK) {
 		struct core_error e;
 		pg_core_error(&e, err, message);
-		w->moved_cb(&e, NULL, w->arg);
+		if (w->moved_cb)
+			w->moved_cb(&e, NULL, w->arg);
 		wait_free(w);
 		return;
 	}
 	if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
 		struct core_error e;
 		core_error_set(&e, CORE_NOT_FOUND, "pool_empty", "no warm sandbox of this template");
-		w->moved_cb(&e, NULL, w->arg);
+		if (w->moved_cb)
+			w->moved_cb(&e, NULL, w->arg);
 		wait_free(w);
 		return;
 	}
