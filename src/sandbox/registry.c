@@ -45,11 +45,11 @@ struct entry {
 	struct registry *reg;
 	char id[37];
 	struct sandbox_ref *cur; /* the latest known, NULL when none is trusted */
-	uint64_t epoch;		 /* reg->epoch when cur was read */
+	uint64_t epoch;		 /* reg->epoch when cur's query was sent */
 	int64_t loaded_ms;	 /* monotonic */
 	uint64_t gen;		 /* bumped by every invalidation */
 	struct pg_query *load;	 /* the lookup in flight */
-	uint64_t load_gen;
+	uint64_t load_gen, load_epoch;
 	struct registry_wait *waiters; /* acquires waiting for the load */
 	int64_t touched_ms;	       /* activity written or queued */
 };
@@ -74,7 +74,8 @@ struct registry_wait {
 	bool failed;
 	/* a write */
 	char id[37];
-	uint64_t gen; /* the entry's when the write was answered */
+	uint64_t gen;	/* the entry's when the write was answered */
+	uint64_t epoch; /* reg->epoch when the read after it was sent */
 	enum sandbox_status from, to;
 	bool drop_channel; /* it left running: its channel goes */
 	char note[200];	   /* a move's reason and actor, logged once it happened */
@@ -254,8 +255,11 @@ static bool entry_trusted(const struct registry *reg, const struct entry *e)
 }
 
 /* The newest row of it, from a load or a write: cached unless the sandbox is
- * final (nothing acquires it any more) or changed meanwhile elsewhere. */
-static void entry_store(struct registry *reg, struct entry *e, struct sandbox_ref *ref, uint64_t gen)
+ * final (nothing acquires it any more) or changed meanwhile elsewhere. epoch:
+ * reg->epoch when the query was sent, so a row asked for while not listening
+ * (a notification may have been lost before it was read) is trusted for the
+ * validity only. */
+static void entry_store(struct entry *e, struct sandbox_ref *ref, uint64_t gen, uint64_t epoch)
 {
 	if (gen != e->gen)
 		return;
@@ -265,7 +269,7 @@ static void entry_store(struct registry *reg, struct entry *e, struct sandbox_re
 	if (sandbox_status_final(ref->sb.status))
 		return;
 	e->cur = sandbox_ref_hold(ref);
-	e->epoch = reg->epoch;
+	e->epoch = epoch;
 	e->loaded_ms = clock_mono_ms();
 }
 
@@ -445,6 +449,7 @@ static void load_start(struct registry *reg, struct entry *e)
 {
 	const char *params[] = { e->id, reg->cluster };
 	e->load_gen = e->gen;
+	e->load_epoch = reg->epoch;
 	e->load = pg_query_send(reg->pg, row_sql, 2, params, entry_loaded, e);
 }
 
@@ -465,7 +470,7 @@ static void entry_loaded(enum pg_error err, PGresult *res, const char *message, 
 	} else if (!(ref = ref_from_row(reg, res, 0))) {
 		core_error_set(&fail, CORE_INTERNAL, "internal", "the sandbox's row cannot be read");
 	} else {
-		entry_store(reg, e, ref, e->load_gen);
+		entry_store(e, ref, e->load_gen, e->load_epoch);
 	}
 	/* every waiter gets the one answer (a waiter's callback may acquire again) */
 	while (list) {
@@ -595,6 +600,7 @@ static void move_reload(struct registry_wait *w)
 	/* what was cached is older than this write */
 	entry_invalidate(e);
 	w->gen = e->gen;
+	w->epoch = w->reg->epoch;
 	w->query = pg_query_send(w->reg->pg, row_sql, 2, params, moved_loaded, w);
 }
 
@@ -605,7 +611,7 @@ static void moved_loaded(enum pg_error err, PGresult *res, const char *message, 
 	w->query = NULL;
 	struct sandbox_ref *ref = NULL;
 	if (err == PG_OK && PQntuples(res) > 0 && (ref = ref_from_row(reg, res, 0)) != NULL)
-		entry_store(reg, entry_get(reg, w->id), ref, w->gen);
+		entry_store(entry_get(reg, w->id), ref, w->gen, w->epoch);
 	if (w->drop_channel)
 		channels_drop(reg->chs, w->id); /* every holder's subscriptions hear of it at once */
 	if (!ref && err == PG_OK) {
