@@ -27,6 +27,10 @@
  * change written behind sandbard's back (psql) shows eventually. */
 #define TRUST_MAX_MS   30000
 #define NOTIFY_CHANNEL "sandbar_sandbox"
+/* A committed write whose row cannot be read again is read again for this
+ * long, with back-off, before its caller hears that the read failed. */
+#define REREAD_FIRST_MS 100
+#define REREAD_MAX_MS	5000
 
 /* One sandbox's row (a lookup, the read after a write). */
 static const char row_sql[] =
@@ -78,7 +82,11 @@ struct registry_wait {
 	uint64_t epoch; /* reg->epoch when the read after it was sent */
 	enum sandbox_status from, to;
 	bool drop_channel; /* it left running: its channel goes */
-	char note[200];	   /* a move's reason and actor, logged once it happened */
+	bool reread;	   /* the row it returns misses what it wrote (ports): read it again */
+	bool committed;	   /* it happened: a failed read after it is retried, then says so */
+	struct event *retry;
+	int64_t retry_ms, retried_ms;
+	char note[200]; /* a move's reason and actor, logged once it happened */
 };
 
 struct registry {
@@ -109,6 +117,8 @@ static void touch_flush(evutil_socket_t fd, short what, void *arg);
 static void touch_written(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void moved(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void move_retry(evutil_socket_t fd, short what, void *arg);
+static void move_finish(struct registry_wait *w, struct sandbox_ref *ref);
 static void listed(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void on_notified(const char *payload, void *arg);
 static void on_reset(void *arg);
@@ -345,6 +355,8 @@ static void wait_free(struct registry_wait *w)
 {
 	if (w->later)
 		event_free(w->later);
+	if (w->retry)
+		event_free(w->retry);
 	sandbox_ref_put(w->ref);
 	free(w);
 }
@@ -360,7 +372,7 @@ void registry_wait_cancel(struct registry_wait *w)
 		if (*pp)
 			*pp = w->next;
 	}
-	if (w->query) {
+	if (w->query || w->retry) {
 		/* a write goes on (it may already be committed): only its callback goes */
 		if (w->kind == WAIT_MOVE) {
 			w->moved_cb = NULL;
@@ -592,7 +604,16 @@ static void touch_written(enum pg_error err, PGresult *res, const char *message,
 
 /* ---- writes: insert, transitions, heartbeats ---- */
 
-/* After a write: the row as it is now, cached, and the caller told. */
+/* A write's id and where the cache stood when it was sent: its answer is
+ * cached only if nothing invalidated the entry meanwhile. */
+static void write_sent(struct registry_wait *w)
+{
+	w->gen = entry_get(w->reg, w->id)->gen;
+	w->epoch = w->reg->epoch;
+}
+
+/* After a write whose answer cannot say it all (a refused one, one that wrote
+ * ports): the row as it is now, cached, and the caller told. */
 static void move_reload(struct registry_wait *w)
 {
 	const char *params[] = { w->id, w->reg->cluster };
@@ -604,6 +625,14 @@ static void move_reload(struct registry_wait *w)
 	w->query = pg_query_send(w->reg->pg, row_sql, 2, params, moved_loaded, w);
 }
 
+static void move_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct registry_wait *w = arg;
+	event_free(w->retry);
+	w->retry = NULL;
+	move_reload(w);
+}
+
 static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct registry_wait *w = arg;
@@ -612,15 +641,44 @@ static void moved_loaded(enum pg_error err, PGresult *res, const char *message, 
 	struct sandbox_ref *ref = NULL;
 	if (err == PG_OK && PQntuples(res) > 0 && (ref = ref_from_row(reg, res, 0)) != NULL)
 		entry_store(entry_get(reg, w->id), ref, w->gen, w->epoch);
-	if (w->drop_channel)
-		channels_drop(reg->chs, w->id); /* every holder's subscriptions hear of it at once */
+	if (!ref && err != PG_OK && w->committed && w->retried_ms < REREAD_MAX_MS) {
+		/* the write happened: its caller must not act as if it had not */
+		w->retry_ms = w->retry_ms ? w->retry_ms * 2 : REREAD_FIRST_MS;
+		if (w->retry_ms > REREAD_MAX_MS - w->retried_ms)
+			w->retry_ms = REREAD_MAX_MS - w->retried_ms;
+		w->retried_ms += w->retry_ms;
+		log_warn("sandbox=%s: written, but not read again (%s); again in %" PRId64 " ms", w->id,
+			 message ? message : "failed", w->retry_ms);
+		struct timeval tv = { .tv_sec = w->retry_ms / 1000, .tv_usec = (w->retry_ms % 1000) * 1000 };
+		w->retry = evtimer_new(reg->base, move_retry, w);
+		CHECK(w->retry != NULL);
+		evtimer_add(w->retry, &tv);
+		return;
+	}
 	if (!ref && err == PG_OK) {
-		w->failed = true;
 		core_error_set(&w->err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
-	} else if (!ref && !w->failed) {
-		w->failed = true;
+	} else if (!ref && w->err.kind == CORE_OK) {
 		pg_core_error(&w->err, err, message);
-	} else if (w->failed && ref) {
+	}
+	if (!ref && w->committed) {
+		char why[sizeof(w->err.message)];
+		snprintf(why, sizeof(why), "%s", w->err.message);
+		static const char head[] =
+			"the write was committed, but the sandbox could not be read again: ";
+		snprintf(w->err.message, sizeof(w->err.message), "%s%.*s", head,
+			 (int)(sizeof(w->err.message) - sizeof(head)), why);
+	}
+	move_finish(w, ref);
+}
+
+/* The write is over (ref: the row after it, NULL when unknown): its channel
+ * dropped if it left running, the caller told; frees w. */
+static void move_finish(struct registry_wait *w, struct sandbox_ref *ref)
+{
+	if (w->drop_channel)
+		channels_drop(w->reg->chs, w->id); /* every holder's subscriptions hear of it at once */
+	bool failed = w->err.kind != CORE_OK;
+	if (failed && ref && !w->committed) {
 		/* the write found another status: say which */
 		const char *now = sandbox_status_name(ref->sb.status);
 		w->err.status = now;
@@ -631,12 +689,38 @@ static void moved_loaded(enum pg_error err, PGresult *res, const char *message, 
 			snprintf(w->err.message, sizeof(w->err.message), "sandbox is %s", now);
 	}
 	if (w->moved_cb)
-		w->moved_cb(w->failed ? &w->err : NULL, ref ? &ref->sb : NULL, w->arg);
+		w->moved_cb(failed ? &w->err : NULL, ref ? &ref->sb : NULL, w->arg);
 	sandbox_ref_put(ref);
 	wait_free(w);
 }
 
-/* The write's answer: column 0 counts the rows it changed. */
+/* A committed write's answer: its row as the statement returned it (the row
+ * columns first), cached unless the entry was invalidated since it was sent. */
+static void move_answered(struct registry_wait *w, PGresult *res)
+{
+	w->committed = true;
+	if (w->kind == WAIT_MOVE && w->from != w->to)
+		log_info("sandbox=%s %s -> %s%s", w->id, sandbox_status_name(w->from),
+			 sandbox_status_name(w->to), w->note);
+	if (w->reread) {
+		move_reload(w);
+		return;
+	}
+	struct sandbox_ref *ref = ref_from_row(w->reg, res, 0);
+	struct entry *e = entry_get(w->reg, w->id);
+	bool fresh = e->gen == w->gen;
+	/* what was cached, and any lookup in flight, is older than this write */
+	entry_invalidate(e);
+	if (!ref)
+		core_error_set(&w->err, CORE_INTERNAL, "internal",
+			       "the write was committed, but the sandbox's row cannot be read");
+	else if (fresh)
+		entry_store(e, ref, e->gen, w->epoch);
+	move_finish(w, ref);
+}
+
+/* The write's answer: the row it changed (none: it found another status, or
+ * no live sandbox). */
 static void moved(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct registry_wait *w = arg;
@@ -649,18 +733,15 @@ static void moved(enum pg_error err, PGresult *res, const char *message, void *a
 		wait_free(w);
 		return;
 	}
-	if (atoi(PQgetvalue(res, 0, 0)) == 0) {
-		w->failed = true;
-		if (w->kind == WAIT_MOVE && w->from != w->to)
-			core_error_set(&w->err, CORE_CONFLICT, "invalid_state",
-				       "the sandbox moved meanwhile");
-		else
-			core_error_set(&w->err, CORE_CONFLICT, "sandbox_not_live", "the sandbox is not live");
-		w->drop_channel = false;
-	} else if (w->kind == WAIT_MOVE && w->from != w->to) {
-		log_info("sandbox=%s %s -> %s%s", w->id, sandbox_status_name(w->from),
-			 sandbox_status_name(w->to), w->note);
+	if (PQntuples(res) > 0) {
+		move_answered(w, res);
+		return;
 	}
+	if (w->kind == WAIT_MOVE && w->from != w->to)
+		core_error_set(&w->err, CORE_CONFLICT, "invalid_state", "the sandbox moved meanwhile");
+	else
+		core_error_set(&w->err, CORE_CONFLICT, "sandbox_not_live", "the sandbox is not live");
+	w->drop_channel = false;
 	move_reload(w);
 }
 
@@ -694,14 +775,14 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 	snprintf(hports + hl, sizeof(hports) - hl, "}");
 	snprintf(cports + cl, sizeof(cports) - cl, "}");
 	static const char sql[] =
-		"WITH u AS (UPDATE sandboxes SET status = $3, status_reason = $4, "
+		"WITH u AS (UPDATE sandboxes s SET status = $3, status_reason = $4, "
 		"  deleted_at = CASE WHEN $3 IN ('deleted', 'expired') THEN now() ELSE deleted_at END, "
 		"  container_id = coalesce($6, container_id), setup_output = coalesce($7, setup_output), "
 		"  run_image = coalesce($14, run_image), "
 		"  last_activity = CASE WHEN $8::bool THEN now() ELSE last_activity END, "
 		"  expires_at = CASE WHEN $8::bool THEN now() + coalesce(idle_timeout_ms, $9::bigint) * "
 		"    interval '1 millisecond' ELSE expires_at END "
-		"  WHERE id = $1 AND cluster = $10 AND status = $2 RETURNING id), "
+		"  WHERE id = $1 AND cluster = $10 AND status = $2 RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, $2, $3, $4, $5 FROM u), "
 		"p AS (INSERT INTO port_mappings (id, sandbox_id, host_port, container_port) "
@@ -709,7 +790,7 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		"c) "
 		"  ON CONFLICT (sandbox_id, container_port) DO UPDATE SET host_port = excluded.host_port), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
-		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	const char *params[] = {
 		t->id,
 		sandbox_status_name(t->from),
@@ -726,6 +807,9 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		reg->instance,
 		t->run_image,
 	};
+	/* the row it returns cannot see the ports the same statement wrote */
+	w->reread = t->nports > 0;
+	write_sent(w);
 	w->query = pg_query_send(reg->pg, sql, 14, params, moved, w);
 	return w;
 }
@@ -738,16 +822,16 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 	snprintf(w->id, sizeof(w->id), "%s", ins->id);
 	w->from = w->to = SANDBOX_CREATING;
 	static const char sql[] =
-		"WITH i AS (INSERT INTO sandboxes (id, name, template, status, image, workspace_mount, "
+		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
 		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
-		"  now() + $16::bigint * interval '1 millisecond', $17) RETURNING id), "
+		"  now() + $16::bigint * interval '1 millisecond', $17) RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
-		"SELECT count(*) FROM i";
+		"SELECT i.* FROM i";
 	char idle[24], cpu[24], mem[24], ttl[24];
 	snprintf(idle, sizeof(idle), "%" PRId64,
 		 ins->idle_timeout_ms > 0 ? ins->idle_timeout_ms : reg->idle_default_ms);
@@ -773,6 +857,7 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		ins->ttl_ms > 0 ? ttl : NULL,
 		ins->in_pool ? "t" : "f",
 	};
+	write_sent(w);
 	w->query = pg_query_send(reg->pg, sql, 17, params, moved, w);
 	return w;
 }
@@ -797,14 +882,15 @@ struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, r
 	if (w->failed)
 		return w;
 	static const char sql[] =
-		"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
+		"WITH u AS (UPDATE sandboxes s SET last_activity = now(), "
 		"  expires_at = now() + coalesce(idle_timeout_ms, $3::bigint) * interval '1 millisecond' "
 		"  WHERE id = $1 AND cluster = $2 AND status IN ('creating', 'starting', "
 		"'running', 'stopping', "
-		"  'stopped') RETURNING id), "
+		"  'stopped') RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
-		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	const char *params[] = { id, reg->cluster, reg->idle_ms, reg->instance };
+	write_sent(w);
 	w->query = pg_query_send(reg->pg, sql, 4, params, moved, w);
 	return w;
 }
@@ -816,7 +902,7 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 	if (w->failed)
 		return w;
 	static const char sql[] =
-		"WITH u AS (UPDATE sandboxes SET name = coalesce($3, name), "
+		"WITH u AS (UPDATE sandboxes s SET name = coalesce($3, name), "
 		"  labels = coalesce($4::jsonb, labels), env_vars = env_vars || coalesce($5::jsonb, '{}'), "
 		"  cpu_millis = coalesce($6::int, cpu_millis), memory_bytes = coalesce($7::bigint, "
 		"memory_bytes), "
@@ -829,11 +915,11 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"  ends_at = CASE WHEN $11::bigint IS NULL THEN ends_at "
 		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
 		"END "
-		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING id), "
+		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
-		"  SELECT s.id, s.status, s.status, 'settings', $13 FROM sandboxes s, u WHERE s.id = u.id), "
+		"  SELECT id, status, status, 'settings', $13 FROM u), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $12 || ' ' || id) FROM u) "
-		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	char cpu[24], mem[24], idle[24], keep[24], ext[24];
 	snprintf(cpu, sizeof(cpu), "%" PRId64, st->cpu_millis);
 	snprintf(mem, sizeof(mem), "%" PRId64, st->memory_bytes);
@@ -855,6 +941,7 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		reg->instance,
 		st->actor,
 	};
+	write_sent(w);
 	w->query = pg_query_send(reg->pg, sql, 13, params, moved, w);
 	return w;
 }
@@ -874,7 +961,7 @@ static void claimed(enum pg_error err, PGresult *res, const char *message, void 
 		wait_free(w);
 		return;
 	}
-	if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+	if (PQntuples(res) == 0) {
 		struct core_error e;
 		core_error_set(&e, CORE_NOT_FOUND, "pool_empty", "no warm sandbox of this template");
 		if (w->moved_cb)
@@ -883,8 +970,8 @@ static void claimed(enum pg_error err, PGresult *res, const char *message, void 
 		return;
 	}
 	snprintf(w->id, sizeof(w->id), "%s", PQgetvalue(res, 0, 0));
-	log_info("sandbox=%s warm -> running%s", w->id, w->note);
-	move_reload(w);
+	w->gen = entry_get(w->reg, w->id)->gen; /* the epoch is the claim's, taken when sent */
+	move_answered(w, res);
 }
 
 struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_claim *c,
@@ -908,11 +995,11 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
 		"  created_at = now(), last_activity = now(), "
 		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
-		"  owner_instance = $13 FROM c WHERE s.id = c.id RETURNING s.id), "
+		"  owner_instance = $13 FROM c WHERE s.id = c.id RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
-		"SELECT (SELECT id FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	char cpu[24], mem[24], idle[24], ttl[24];
 	snprintf(cpu, sizeof(cpu), "%" PRId64, c->cpu_millis);
 	snprintf(mem, sizeof(mem), "%" PRId64, c->memory_bytes);
@@ -934,6 +1021,7 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		reg->instance,
 		c->actor,
 	};
+	w->epoch = reg->epoch;
 	w->query = pg_query_send(reg->pg, sql, 14, params, claimed, w);
 	return w;
 }
