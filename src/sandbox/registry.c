@@ -187,7 +187,13 @@ void registry_free(struct registry *reg)
 		while (reg->buckets[i]) {
 			struct entry *e = reg->buckets[i];
 			reg->buckets[i] = e->next;
-			CHECK(e->waiters == NULL);
+			/* lookups still waiting after a drain that timed out: their
+			 * requests are gone with the server, nobody is called back */
+			while (e->waiters) {
+				struct registry_wait *w = e->waiters;
+				e->waiters = w->next;
+				wait_free(w);
+			}
 			if (e->load)
 				pg_query_cancel(e->load);
 			if (e->cur)
