@@ -4,8 +4,10 @@
  * the only writer of status; the one writer of activity (at most one write a
  * second per sandbox); and the one lookup and cache of sandboxes for the whole
  * server, handing out reference-counted handles. The cache is kept true
- * across instances sharing the database by LISTEN/NOTIFY on every write; while
- * not listening, an entry is trusted for SANDBAR_EXEC_LOOKUP_CACHE only. */
+ * across instances sharing the database by LISTEN/NOTIFY on every write but
+ * batched activity (another instance's last_activity and expires_at may lag
+ * by up to 30 s); while not listening, an entry is trusted for
+ * SANDBAR_EXEC_LOOKUP_CACHE only. */
 #ifndef SANDBAR_SANDBOX_REGISTRY_H
 #define SANDBAR_SANDBOX_REGISTRY_H
 

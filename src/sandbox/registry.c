@@ -1,8 +1,9 @@
 /* The sandbox registry: the cache of sandboxes and the handles it hands out,
  * the activity writer, and the writes of a sandbox's row (insert, the status
  * transitions, heartbeats), each of which tells the other instances sharing
- * the database through NOTIFY. A cached sandbox is an immutable snapshot
- * shared by its holders; a change makes a new one. */
+ * the database through NOTIFY; batched activity does not (it would empty
+ * their caches of every active sandbox each second). A cached sandbox is an
+ * immutable snapshot shared by its holders; a change makes a new one. */
 #include "core/clock.h"
 #include "sandbox/registry.h"
 
@@ -579,13 +580,12 @@ static void touch_flush(evutil_socket_t fd, short what, void *arg)
 		"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
 		"  expires_at = now() + coalesce(idle_timeout_ms, $3::bigint) * interval '1 millisecond' "
 		"  WHERE cluster = $1 AND id = ANY($2::uuid[]) AND status = 'running' "
-		"  RETURNING id, sandbar_us(last_activity), sandbar_us(expires_at)), "
-		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
-		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
-	const char *params[] = { reg->cluster, (const char *)evbuffer_pullup(ids, -1), reg->idle_ms,
-				 reg->instance };
+		"  RETURNING id, sandbar_us(last_activity), sandbar_us(expires_at)) "
+		"SELECT u.* FROM u";
+	/* no NOTIFY: another instance's cached activity is at most TRUST_MAX_MS old */
+	const char *params[] = { reg->cluster, (const char *)evbuffer_pullup(ids, -1), reg->idle_ms };
 	reg->touch_in_flight = true;
-	pg_query_send(reg->pg, sql, 4, params, touch_written, reg);
+	pg_query_send(reg->pg, sql, 3, params, touch_written, reg);
 	evbuffer_free(ids);
 }
 
