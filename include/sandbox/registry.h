@@ -100,7 +100,6 @@ struct registry_config {
 	const char *conninfo;	 /* for the LISTEN connection (NULL: no LISTEN, validity only) */
 	int64_t idle_timeout_ms; /* SANDBOX_IDLE_TIMEOUT: activity pushes expiry this far */
 	int64_t cache_ms;	 /* SANDBAR_EXEC_LOOKUP_CACHE: trust without LISTEN (0: never) */
-	int64_t activity_ms;	 /* activity is written at most this often per sandbox */
 };
 
 struct registry *registry_new(struct event_base *base, const struct registry_config *cfg, struct pg_pool *pg,
@@ -141,7 +140,7 @@ struct sandbox_ref *sandbox_ref_hold(struct sandbox_ref *ref);
 void sandbox_ref_put(struct sandbox_ref *ref);
 
 /* Activity of a running sandbox: last_activity and expires_at move, written
- * at most once per activity_ms per sandbox, batched. */
+ * at most once a second per sandbox, batched. */
 void registry_touch(struct registry *reg, const char *id);
 
 /* ---- transitions: the only writer of status ---- */

@@ -26,7 +26,9 @@
 #define BUCKETS 1024
 /* Even while listening, a cached sandbox is read again after this long, so a
  * change written behind sandbard's back (psql) shows eventually. */
-#define TRUST_MAX_MS   30000
+#define TRUST_MAX_MS 30000
+/* Activity is written at most this often per sandbox. */
+#define ACTIVITY_MS    1000
 #define NOTIFY_CHANNEL "sandbar_sandbox"
 /* A committed write whose row cannot be read again is read again for this
  * long, with back-off, before its caller hears that the read failed. */
@@ -75,8 +77,7 @@ struct registry_wait {
 	struct event *later; /* delivery from the loop */
 	struct pg_query *query;
 	struct sandbox_ref *ref; /* to deliver */
-	struct core_error err;
-	bool failed;
+	struct core_error err;	 /* kind CORE_OK until the call fails */
 	/* a write */
 	char id[37];
 	uint64_t gen;	/* the entry's when the write was answered */
@@ -98,7 +99,7 @@ struct registry {
 	char cluster[64];
 	char instance[128];
 	char idle_ms[24];
-	int64_t idle_default_ms, cache_ms, activity_ms;
+	int64_t idle_default_ms, cache_ms;
 	uint64_t epoch; /* bumped when the listener starts or stops listening */
 	struct entry *buckets[BUCKETS];
 	/* activity: ids queued for the next batched write */
@@ -157,7 +158,6 @@ struct registry *registry_new(struct event_base *base, const struct registry_con
 	snprintf(reg->idle_ms, sizeof(reg->idle_ms), "%" PRId64, cfg->idle_timeout_ms);
 	reg->idle_default_ms = cfg->idle_timeout_ms;
 	reg->cache_ms = cfg->cache_ms;
-	reg->activity_ms = cfg->activity_ms;
 	reg->touch_ev = evtimer_new(base, touch_flush, reg);
 	CHECK(reg->touch_ev != NULL);
 	if (cfg->conninfo) {
@@ -351,9 +351,13 @@ static void wait_later(struct registry_wait *w)
 	event_active(w->later, EV_TIMEOUT, 0);
 }
 
+static bool wait_failed(const struct registry_wait *w)
+{
+	return w->err.kind != CORE_OK;
+}
+
 static void wait_fail_later(struct registry_wait *w, enum core_err kind, const char *code, const char *msg)
 {
-	w->failed = true;
 	core_error_set(&w->err, kind, code, "%s", msg);
 	wait_later(w);
 }
@@ -394,7 +398,7 @@ void registry_wait_cancel(struct registry_wait *w)
 static void wait_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct registry_wait *w = arg;
-	if (w->failed) {
+	if (wait_failed(w)) {
 		if (w->kind == WAIT_ACQUIRE)
 			w->ref_cb(NULL, &w->err, w->arg);
 		else if (w->kind == WAIT_LIST)
@@ -545,7 +549,7 @@ void registry_touch(struct registry *reg, const char *id)
 		return;
 	struct entry *e = entry_get(reg, id);
 	int64_t now = clock_mono_ms();
-	if (now - e->touched_ms < reg->activity_ms)
+	if (now - e->touched_ms < ACTIVITY_MS)
 		return;
 	e->touched_ms = now;
 	if (e->cur && e->cur->sb.status == SANDBOX_RUNNING) {
@@ -663,7 +667,7 @@ static void moved_loaded(enum pg_error err, PGresult *res, const char *message, 
 	}
 	if (!ref && err == PG_OK) {
 		core_error_set(&w->err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
-	} else if (!ref && w->err.kind == CORE_OK) {
+	} else if (!ref && !wait_failed(w)) {
 		pg_core_error(&w->err, err, message);
 	}
 	if (!ref && w->committed) {
@@ -683,7 +687,7 @@ static void move_finish(struct registry_wait *w, struct sandbox_ref *ref)
 {
 	if (w->drop_channel)
 		channels_drop(w->reg->chs, w->id); /* every holder's subscriptions hear of it at once */
-	bool failed = w->err.kind != CORE_OK;
+	bool failed = wait_failed(w);
 	if (failed && ref && !w->committed) {
 		/* the write found another status: say which */
 		const char *now = sandbox_status_name(ref->sb.status);
@@ -760,7 +764,6 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 	w->from = t->from;
 	w->to = t->to;
 	if (!sandbox_status_can(t->from, t->to)) {
-		w->failed = true;
 		core_error_set(&w->err, CORE_CONFLICT, "invalid_state", "a sandbox cannot go from %s to %s",
 			       sandbox_status_name(t->from), sandbox_status_name(t->to));
 		w->err.status = sandbox_status_name(t->from);
@@ -885,7 +888,7 @@ struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, r
 					 void *arg)
 {
 	struct registry_wait *w = write_wait_new(reg, id, cb, arg);
-	if (w->failed)
+	if (wait_failed(w))
 		return w;
 	static const char sql[] =
 		"WITH u AS (UPDATE sandboxes s SET last_activity = now(), "
@@ -905,7 +908,7 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 				      registry_moved_fn cb, void *arg)
 {
 	struct registry_wait *w = write_wait_new(reg, id, cb, arg);
-	if (w->failed)
+	if (wait_failed(w))
 		return w;
 	static const char sql[] =
 		"WITH u AS (UPDATE sandboxes s SET name = coalesce($3, name), "
