@@ -161,7 +161,9 @@ struct sandbox_transition {
 /* after: the sandbox as it is now (the same on failure when known). A move
  * the table refuses, or one whose old status no longer holds (another
  * instance or operation moved first), fails CONFLICT with code invalid_state
- * and err->status the current one. */
+ * and err->status the current one. A write that happened has after set,
+ * unless the row could not be read again (it is retried for up to 5 s): then
+ * it fails with after NULL and a message saying the write was committed. */
 typedef void (*registry_moved_fn)(const struct core_error *err, const struct sandbox *after, void *arg);
 struct registry_wait *registry_transition(struct registry *reg, const struct sandbox_transition *t,
 					  registry_moved_fn cb, void *arg);
