@@ -168,7 +168,6 @@ int main(int argc, char **argv)
 		.conninfo = d.cfg.database_url,
 		.idle_timeout_ms = d.cfg.sandbox_idle_timeout_ms,
 		.cache_ms = d.cfg.exec_lookup_cache_ms,
-		.activity_ms = 1000,
 	};
 	d.reg = registry_new(d.base, &rcfg, d.pg, d.channels);
 	d.svc = sandbox_service_new(d.base, &d.cfg, d.reg, d.docker, d.templates, d.agent_bin, d.agent_len);

@@ -4,8 +4,10 @@
  * the only writer of status; the one writer of activity (at most one write a
  * second per sandbox); and the one lookup and cache of sandboxes for the whole
  * server, handing out reference-counted handles. The cache is kept true
- * across instances sharing the database by LISTEN/NOTIFY on every write; while
- * not listening, an entry is trusted for SANDBAR_EXEC_LOOKUP_CACHE only. */
+ * across instances sharing the database by LISTEN/NOTIFY on every write but
+ * batched activity (another instance's last_activity and expires_at may lag
+ * by up to 30 s); while not listening, an entry is trusted for
+ * SANDBAR_EXEC_LOOKUP_CACHE only. */
 #ifndef SANDBAR_SANDBOX_REGISTRY_H
 #define SANDBAR_SANDBOX_REGISTRY_H
 
@@ -98,7 +100,6 @@ struct registry_config {
 	const char *conninfo;	 /* for the LISTEN connection (NULL: no LISTEN, validity only) */
 	int64_t idle_timeout_ms; /* SANDBOX_IDLE_TIMEOUT: activity pushes expiry this far */
 	int64_t cache_ms;	 /* SANDBAR_EXEC_LOOKUP_CACHE: trust without LISTEN (0: never) */
-	int64_t activity_ms;	 /* activity is written at most this often per sandbox */
 };
 
 struct registry *registry_new(struct event_base *base, const struct registry_config *cfg, struct pg_pool *pg,
@@ -139,7 +140,7 @@ struct sandbox_ref *sandbox_ref_hold(struct sandbox_ref *ref);
 void sandbox_ref_put(struct sandbox_ref *ref);
 
 /* Activity of a running sandbox: last_activity and expires_at move, written
- * at most once per activity_ms per sandbox, batched. */
+ * at most once a second per sandbox, batched. */
 void registry_touch(struct registry *reg, const char *id);
 
 /* ---- transitions: the only writer of status ---- */
@@ -160,7 +161,9 @@ struct sandbox_transition {
 /* after: the sandbox as it is now (the same on failure when known). A move
  * the table refuses, or one whose old status no longer holds (another
  * instance or operation moved first), fails CONFLICT with code invalid_state
- * and err->status the current one. */
+ * and err->status the current one. A write that happened has after set,
+ * unless the row could not be read again (it is retried for up to 5 s): then
+ * it fails with after NULL and a message saying the write was committed. */
 typedef void (*registry_moved_fn)(const struct core_error *err, const struct sandbox *after, void *arg);
 struct registry_wait *registry_transition(struct registry *reg, const struct sandbox_transition *t,
 					  registry_moved_fn cb, void *arg);
