@@ -155,6 +155,7 @@ int main(int argc, char **argv)
 	}
 	struct pg_pool_config pgc = {
 		.conninfo = d.cfg.database_url,
+		.application_name = d.cfg.instance_id, /* sandbox_events.instance's default */
 		.size = (int)d.cfg.pg_pool_size,
 		.max_waiters = (int)d.cfg.pg_max_waiters,
 		.retry_min_ms = 100,
