@@ -57,6 +57,7 @@ enum px_state {
 	PX_HEAD,    /* request sent (its body may still stream), waiting for the answer's head */
 	PX_BODY,    /* answer head sent to the client, its body streaming */
 	PX_SPLICE,  /* 101 answered: bytes copied both ways until either side closes */
+	PX_FLUSH,   /* one side closed: what it sent is written to the other, then both close */
 	PX_DONE,
 	PX_STATE_MAX
 };
@@ -172,7 +173,8 @@ static void px_set_state(struct px *px, enum px_state next)
 		[PX_CONNECT] = 1u << PX_HEAD | 1u << PX_DONE,
 		[PX_HEAD] = 1u << PX_CONNECT | 1u << PX_BODY | 1u << PX_SPLICE | 1u << PX_DONE,
 		[PX_BODY] = 1u << PX_DONE,
-		[PX_SPLICE] = 1u << PX_DONE,
+		[PX_SPLICE] = 1u << PX_FLUSH | 1u << PX_DONE,
+		[PX_FLUSH] = 1u << PX_DONE,
 	};
 	CHECK(legal[px->state] & (1u << next));
 	px->state = next;
@@ -744,16 +746,35 @@ static void splice_read(struct bufferevent *bev, void *arg)
 static void splice_write(struct bufferevent *bev, void *arg)
 {
 	struct px *px = arg;
+	if (px->state == PX_FLUSH) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			splice_close(px);
+		return;
+	}
 	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
 	if (evbuffer_get_length(bufferevent_get_output(bev)) <= UP_HIGHWAT / 2)
 		bufferevent_enable(other, EV_READ);
 }
 
+/* A side that closed has what it sent written to the other first; a
+ * failure, or either side idle past the timeout, ends both at once. */
 static void splice_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct px *px = arg;
-	(void)what;
-	splice_close(px); /* either side closing, failing or idle past the timeout ends both */
+	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
+	if (px->state != PX_SPLICE || !(what & BEV_EVENT_EOF)) {
+		splice_close(px);
+		return;
+	}
+	evbuffer_add_buffer(bufferevent_get_output(other), bufferevent_get_input(bev));
+	if (evbuffer_get_length(bufferevent_get_output(other)) == 0) {
+		splice_close(px);
+		return;
+	}
+	px_set_state(px, PX_FLUSH);
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	bufferevent_disable(other, EV_READ);
+	bufferevent_setwatermark(other, EV_WRITE, 0, 0);
 }
 
 static void px_upgraded(struct bufferevent *client, void *arg)

@@ -46,6 +46,8 @@ static const char *const env_names[] = {
 	"SANDBAR_IMAGE_PRUNE_AGE",
 	"SANDBAR_PUBLISH_ADDR",
 	"SANDBAR_PREVIEW_DOMAIN",
+	"SANDBAR_PREVIEW_SCHEME",
+	"SANDBAR_PREVIEW_PORT",
 	"SANDBAR_PREVIEW_CONNECT_TIMEOUT",
 	"SANDBAR_PREVIEW_HEAD_TIMEOUT",
 	"SANDBAR_PREVIEW_IDLE_TIMEOUT",
@@ -120,6 +122,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.image_prune_age_ms, 3600 * 1000);
 	assert_string_equal(cfg.publish_addr, "127.0.0.1");
 	assert_string_equal(cfg.preview_domain, "preview.localhost");
+	assert_string_equal(cfg.preview_scheme, "http");
+	assert_int_equal(cfg.preview_port, 0);
 	assert_int_equal(cfg.preview_connect_timeout_ms, 5000);
 	assert_int_equal(cfg.preview_head_timeout_ms, 60000);
 	assert_int_equal(cfg.preview_idle_timeout_ms, 120000);
