@@ -57,6 +57,7 @@ enum px_state {
 	PX_HEAD,    /* request sent (its body may still stream), waiting for the answer's head */
 	PX_BODY,    /* answer head sent to the client, its body streaming */
 	PX_SPLICE,  /* 101 answered: bytes copied both ways until either side closes */
+	PX_FLUSH,   /* one side closed: what it sent before is written to the other, then both close */
 	PX_DONE,
 	PX_STATE_MAX
 };
@@ -172,7 +173,8 @@ static void px_set_state(struct px *px, enum px_state next)
 		[PX_CONNECT] = 1u << PX_HEAD | 1u << PX_DONE,
 		[PX_HEAD] = 1u << PX_CONNECT | 1u << PX_BODY | 1u << PX_SPLICE | 1u << PX_DONE,
 		[PX_BODY] = 1u << PX_DONE,
-		[PX_SPLICE] = 1u << PX_DONE,
+		[PX_SPLICE] = 1u << PX_FLUSH | 1u << PX_DONE,
+		[PX_FLUSH] = 1u << PX_DONE,
 	};
 	CHECK(legal[px->state] & (1u << next));
 	px->state = next;
@@ -745,15 +747,32 @@ static void splice_write(struct bufferevent *bev, void *arg)
 {
 	struct px *px = arg;
 	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
+	if (px->state == PX_FLUSH) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			splice_close(px);
+		return;
+	}
 	if (evbuffer_get_length(bufferevent_get_output(bev)) <= UP_HIGHWAT / 2)
 		bufferevent_enable(other, EV_READ);
 }
 
+/* Either side closing, failing or idle past the timeout ends both; but the
+ * last bytes a side sent before its end (a WebSocket close frame and the
+ * FIN often come in one read) may still be queued for the other, and are
+ * written first: a peer that closes cleanly is not cut. */
 static void splice_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct px *px = arg;
-	(void)what;
-	splice_close(px); /* either side closing, failing or idle past the timeout ends both */
+	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
+	if (px->state == PX_FLUSH || !(what & BEV_EVENT_EOF) ||
+	    evbuffer_get_length(bufferevent_get_output(other)) == 0) {
+		splice_close(px);
+		return;
+	}
+	px_set_state(px, PX_FLUSH);
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	bufferevent_disable(other, EV_READ);
+	bufferevent_setwatermark(other, EV_WRITE, 0, 0); /* the write callback once all is out */
 }
 
 static void px_upgraded(struct bufferevent *client, void *arg)
