@@ -32,8 +32,8 @@ def request(srv, method, path, host, body=None, headers=None, timeout=60, conn=N
     return r, data
 
 
-def start_app(srv, c):
-    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT]}, timeout=120)
+def start_app(srv, c, **body):
+    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT], **body}, timeout=120)
     assert r.status == 201, r
     sid = r.json["id"]
     with open(APP, "rb") as f:
