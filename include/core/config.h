@@ -49,6 +49,7 @@ struct config {
 	int64_t preview_head_timeout_ms;    /* SANDBAR_PREVIEW_HEAD_TIMEOUT, default 60s */
 	int64_t preview_idle_timeout_ms;    /* SANDBAR_PREVIEW_IDLE_TIMEOUT, default 120s */
 	int64_t preview_idle_conns;	    /* SANDBAR_PREVIEW_IDLE_CONNS per sandbox port, default 4 */
+	int64_t wake_timeout_ms;	    /* SANDBAR_WAKE_TIMEOUT, default 30s */
 	char *warm_pool;		    /* SANDBAR_WARM_POOL "template=count,...", default none */
 	int64_t warm_pool_concurrency;	    /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */
 	int64_t warm_pool_check_ms;	    /* SANDBAR_WARM_POOL_CHECK, default 10s */

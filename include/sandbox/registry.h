@@ -85,6 +85,7 @@ struct sandbox {
 	enum sandbox_idle_action idle_action;
 	int64_t ends_at_us;	    /* hard lifetime end, 0: none */
 	int64_t keepalive_until_us; /* no idle action before, 0: none */
+	bool auto_wake;		    /* a request for it stopped starts it (set, else idle_action stop) */
 	/* what a command in it starts with (derived): PATH, containerEnv,
 	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
 	 * else containerUser; NULL: the agent's root) and folder to run in */
@@ -119,6 +120,10 @@ enum {
 	REGISTRY_LIVE = 1 << 1,	   /* fail CONFLICT (code sandbox_not_live) once expired or deleted */
 	REGISTRY_TOUCH = 1 << 2,   /* counts as activity (a running sandbox's expiry moves) */
 	REGISTRY_FRESH = 1 << 3,   /* read from PostgreSQL, whatever is cached */
+	/* with RUNNING: a sandbox stopped (or stopping, starting) whose auto_wake
+	 * is on is started first, once however many wait, through the waker; it
+	 * fails UNAVAILABLE wake_timeout after SANDBAR_WAKE_TIMEOUT */
+	REGISTRY_WAKE = 1 << 4,
 };
 
 struct registry_wait;
@@ -131,6 +136,19 @@ struct registry_wait *registry_acquire(struct registry *reg, const char *id, uns
 				       registry_ref_fn cb, void *arg);
 /* No callback follows. */
 void registry_wait_cancel(struct registry_wait *w);
+
+/* How a REGISTRY_WAKE acquire has its sandbox started: the sandbox service's
+ * wake (sandbox/wake.c), which sits above the registry. wake() answers done
+ * once, from the loop (err NULL: the sandbox ran when it answered), unless
+ * cancel(its handle) came first; the start itself goes on either way. */
+typedef void (*registry_woken_fn)(const struct core_error *err, void *arg);
+struct registry_waker {
+	void *(*wake)(void *ctx, const char *id, registry_woken_fn done, void *arg);
+	void (*cancel)(void *handle);
+	void *ctx;
+};
+/* w NULL: none (REGISTRY_WAKE then acts as RUNNING alone). */
+void registry_set_waker(struct registry *reg, const struct registry_waker *w);
 
 const struct sandbox *sandbox_ref_get(const struct sandbox_ref *ref);
 /* The sandbox's agent channel (made on first use). Valid while the ref is held
@@ -174,6 +192,7 @@ struct sandbox_insert {
 	int64_t cpu_millis, memory_bytes, idle_timeout_ms; /* idle 0: the registry's default */
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
+	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	const char *actor;
 	bool in_pool; /* a warm pool member: never listed until claimed */
 };
@@ -192,6 +211,7 @@ struct sandbox_settings {
 	bool set_idle_action;
 	int64_t keepalive_ms; /* > 0: no idle action before now + it */
 	int64_t extend_ms;    /* > 0: the hard lifetime ends this much later (from now if it has none) */
+	int auto_wake;	      /* 0: unchanged, 1: on, -1: off */
 	const char *actor;
 };
 struct registry_wait *registry_settle(struct registry *reg, const char *id, const struct sandbox_settings *s,
@@ -214,6 +234,7 @@ struct sandbox_claim {
 	int64_t cpu_millis, memory_bytes, idle_timeout_ms; /* 0: the member's; idle: the default */
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
+	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	const char *actor;
 };
 /* Claims the oldest warm member of the template (FOR UPDATE SKIP LOCKED: two

@@ -51,6 +51,7 @@ struct api *api_new(struct event_base *base, const struct config *cfg, const str
 			.head_timeout_ms = cfg->preview_head_timeout_ms,
 			.idle_timeout_ms = cfg->preview_idle_timeout_ms,
 			.idle_per_port = (int)cfg->preview_idle_conns,
+			.wake_timeout_ms = cfg->wake_timeout_ms,
 		};
 		api->preview = preview_new(base, &pc, core->reg);
 	}

@@ -119,6 +119,8 @@ static const struct cfg_setting settings[] = {
 	  "a proxied answer, WebSocket or kept upstream connection with no byte either way is closed" },
 	{ "SANDBAR_PREVIEW_IDLE_CONNS", CFG_INT, "4", 0, AT(preview_idle_conns),
 	  "idle upstream connections kept per sandbox port for the next request" },
+	{ "SANDBAR_WAKE_TIMEOUT", CFG_DURATION, "30s", 1, AT(wake_timeout_ms),
+	  "a request held while its stopped sandbox (auto_wake) starts and its port answers, then 504" },
 
 	{ "SANDBAR_MAX_COMMANDS_PER_SANDBOX", CFG_INT, "64", 1, AT(commands_per_sandbox),
 	  "running commands per sandbox and instance; over it: 429" },

@@ -80,6 +80,7 @@ struct json_object *native_sandbox_json(const struct preview_public *pub, const 
 						   : NULL);
 	json_object_object_add(o, "idle_action",
 			       json_object_new_string(sandbox_idle_action_name(sb->idle_action)));
+	json_object_object_add(o, "auto_wake", json_object_new_boolean(sb->auto_wake));
 	json_object_object_add(o, "ends_at", native_time_json(sb->ends_at_us));
 	json_object_object_add(o, "keepalive_until", native_time_json(sb->keepalive_until_us));
 	return o;

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 
 #include "core/check.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "http/server.h"
 #include "preview/host.h"
@@ -32,6 +33,14 @@
 #define UP_HEAD_MAX (64 * 1024)	  /* an upstream response head past this: 502 */
 #define UP_KEY_MAX  64
 #define UP_HDRS_MAX 100
+/* A woken sandbox's port: Docker's userland proxy accepts on it before the
+ * app listens, then closes; a connection still open this long after it was
+ * accepted reached the app. Between tries, the wait. */
+#define WAKE_SETTLE_MS 150
+#define WAKE_RETRY_MS  100
+/* An open WebSocket counts as activity at least this often, so the reaper
+ * never stops a sandbox with one (at most half its idle timeout). */
+#define SPLICE_TOUCH_MS 30000
 
 /* A connection to one sandbox port: in an exchange, or kept idle. */
 struct upconn {
@@ -54,6 +63,7 @@ struct preview {
 enum px_state {
 	PX_RESOLVE, /* the sandbox's row */
 	PX_CONNECT, /* the upstream connection opening */
+	PX_READY,   /* woken sandbox: its port tried until the app holds the connection (or between tries) */
 	PX_HEAD,    /* request sent (its body may still stream), waiting for the answer's head */
 	PX_BODY,    /* answer head sent to the client, its body streaming */
 	PX_SPLICE,  /* 101 answered: bytes copied both ways until either side closes */
@@ -83,7 +93,12 @@ struct px {
 	bool sent_all;		    /* the whole request is in the upstream's output */
 	bool upgrade;		    /* the client asked for an upgrade */
 	bool head_method;
-	bool got_bytes; /* the upstream answered something */
+	bool got_bytes;	       /* the upstream answered something */
+	bool woke;	       /* its sandbox was stopped: held while it woke, the port tried until ready */
+	bool port_ready;       /* ... and the app held a connection */
+	int64_t wake_until_ms; /* monotonic: then 504 wake_timeout */
+	int64_t touch_ms;      /* while spliced, activity this often */
+	struct event *tick;    /* a try's settle or wait; the splice's activity */
 
 	http_parser parser;
 	char *hbuf;
@@ -100,6 +115,9 @@ static void px_fail(struct px *px, int status, const char *code, const char *fmt
 	__attribute__((format(printf, 4, 5)));
 static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static void px_connect(struct px *px, bool may_reuse);
+static void px_tick(evutil_socket_t fd, short what, void *arg);
+static void px_tick_in(struct px *px, int64_t ms);
+static void px_wake_retry(struct px *px);
 static void px_send(struct px *px);
 static void up_read(struct bufferevent *bev, void *arg);
 static void up_write(struct bufferevent *bev, void *arg);
@@ -170,8 +188,10 @@ static void px_set_state(struct px *px, enum px_state next)
 {
 	static const unsigned legal[PX_STATE_MAX] = {
 		[PX_RESOLVE] = 1u << PX_CONNECT | 1u << PX_HEAD | 1u << PX_DONE,
-		[PX_CONNECT] = 1u << PX_HEAD | 1u << PX_DONE,
-		[PX_HEAD] = 1u << PX_CONNECT | 1u << PX_BODY | 1u << PX_SPLICE | 1u << PX_DONE,
+		[PX_CONNECT] = 1u << PX_HEAD | 1u << PX_READY | 1u << PX_DONE,
+		[PX_READY] = 1u << PX_CONNECT | 1u << PX_HEAD | 1u << PX_DONE,
+		[PX_HEAD] =
+			1u << PX_CONNECT | 1u << PX_READY | 1u << PX_BODY | 1u << PX_SPLICE | 1u << PX_DONE,
 		[PX_BODY] = 1u << PX_DONE,
 		[PX_SPLICE] = 1u << PX_FLUSH | 1u << PX_DONE,
 		[PX_FLUSH] = 1u << PX_DONE,
@@ -190,6 +210,8 @@ static void px_free(struct px *px)
 		bufferevent_free(px->client);
 	if (px->head)
 		evbuffer_free(px->head);
+	if (px->tick)
+		event_free(px->tick);
 	free(px->hbuf);
 	free(px);
 }
@@ -276,6 +298,7 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	if (err) {
 		int status = err->kind == CORE_NOT_FOUND || err->kind == CORE_INVALID ? 404
 			     : err->kind == CORE_CONFLICT			      ? 409
+			     : strcmp(err->code, "wake_timeout") == 0		      ? 504
 										      : 503;
 		px_fail(px, status, err->code, "%s", err->message);
 		return;
@@ -286,10 +309,23 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 		if (sb->ports[i].container_port == px->target.port)
 			host_port = sb->ports[i].host_port;
 	enum sandbox_status status = sb->status;
+	bool auto_wake = sb->auto_wake;
+	int64_t idle_ms = sb->idle_timeout_ms;
 	sandbox_ref_put(ref);
+	if (status != SANDBOX_RUNNING && auto_wake && !px->woke &&
+	    (status == SANDBOX_STOPPED || status == SANDBOX_STOPPING || status == SANDBOX_STARTING)) {
+		/* held: the core wakes it (once however many wait), then it is read again */
+		px->woke = true;
+		px->wake_until_ms = clock_mono_ms() + px->pv->cfg.wake_timeout_ms;
+		px->wait =
+			registry_acquire(px->pv->reg, px->target.sandbox_id,
+					 REGISTRY_RUNNING | REGISTRY_WAKE | REGISTRY_TOUCH, px_resolved, px);
+		return;
+	}
+	px->touch_ms = idle_ms > 0 && idle_ms / 2 < SPLICE_TOUCH_MS ? idle_ms / 2 : SPLICE_TOUCH_MS;
 	if (status != SANDBOX_RUNNING) {
-		px_fail(px, 409, "sandbox_not_running", "sandbox %s is %s", px->target.sandbox_id,
-			sandbox_status_name(status));
+		px_fail(px, 409, "sandbox_not_running", "sandbox %s is %s%s", px->target.sandbox_id,
+			sandbox_status_name(status), auto_wake ? "" : " (auto_wake is off)");
 		return;
 	}
 	if (host_port <= 0) {
@@ -629,6 +665,13 @@ static void up_read(struct bufferevent *bev, void *arg)
 {
 	struct px *px = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	if (px->state == PX_READY) {
+		/* the app spoke first: it is there */
+		event_del(px->tick);
+		px->port_ready = true;
+		px_set_state(px, PX_HEAD);
+		px_send(px);
+	}
 	px->got_bytes = true;
 	while (evbuffer_get_length(in) > 0 && (px->state == PX_HEAD || px->state == PX_BODY)) {
 		size_t n = evbuffer_get_contiguous_space(in);
@@ -679,8 +722,19 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct px *px = arg;
 	if (what & BEV_EVENT_CONNECTED) {
+		if (px->woke && !px->port_ready) {
+			/* held a moment: Docker's proxy closes at once while the app does not listen */
+			px_set_state(px, PX_READY);
+			bufferevent_enable(bev, EV_READ);
+			px_tick_in(px, WAKE_SETTLE_MS);
+			return;
+		}
 		px_set_state(px, PX_HEAD);
 		px_send(px);
+		return;
+	}
+	if (px->woke && !px->port_ready && (px->state == PX_CONNECT || px->state == PX_READY)) {
+		px_wake_retry(px);
 		return;
 	}
 	if (px->state == PX_CONNECT) {
@@ -697,6 +751,12 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 			px_complete(px);
 			return;
 		}
+	}
+	if (px->state == PX_HEAD && !px->got_bytes && px->woke && !px->up->reused && !px->body) {
+		/* the app of a woken sandbox closed before answering: it may be starting still */
+		px->port_ready = false;
+		px_wake_retry(px);
+		return;
 	}
 	if (px->state == PX_HEAD && !px->got_bytes && px->up->reused && !px->body) {
 		/* a kept connection the app had closed meanwhile: once more on a fresh one */
@@ -718,6 +778,57 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		px_fail(px, 502, "bad_upstream_response", "port %d of sandbox %s closed the connection %s",
 			px->target.port, px->target.sandbox_id,
 			px->state == PX_HEAD ? "mid-head" : "mid-answer");
+}
+
+/* ---- a woken sandbox's port ---- */
+
+static void px_tick_in(struct px *px, int64_t ms)
+{
+	if (!px->tick) {
+		px->tick = evtimer_new(px->pv->base, px_tick, px);
+		CHECK(px->tick != NULL);
+	}
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(px->tick, &tv);
+}
+
+/* Nothing listens behind the port yet (refused, or closed unanswered): tried
+ * again soon, until the wake's deadline. */
+static void px_wake_retry(struct px *px)
+{
+	if (px->up) {
+		upconn_free(px->up);
+		px->up = NULL;
+	}
+	if (px->state != PX_READY)
+		px_set_state(px, PX_READY);
+	if (clock_mono_ms() + WAKE_RETRY_MS >= px->wake_until_ms) {
+		px_fail(px, 504, "wake_timeout",
+			"sandbox %s woke, but nothing answered on port %d within SANDBAR_WAKE_TIMEOUT",
+			px->target.sandbox_id, px->target.port);
+		return;
+	}
+	px_tick_in(px, WAKE_RETRY_MS);
+}
+
+/* A try's settle is over (the app holds the connection: the request goes),
+ * or its wait (another try); a splice's activity. */
+static void px_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct px *px = arg;
+	if (px->state == PX_SPLICE) {
+		registry_touch(px->pv->reg, px->target.sandbox_id);
+		px_tick_in(px, px->touch_ms);
+		return;
+	}
+	CHECK(px->state == PX_READY);
+	if (px->up) {
+		px->port_ready = true;
+		px_set_state(px, PX_HEAD);
+		px_send(px);
+		return;
+	}
+	px_connect(px, false);
 }
 
 /* ---- the splice after an upgrade ---- */
@@ -795,6 +906,10 @@ static void px_upgraded(struct bufferevent *client, void *arg)
 		splice_move(px, client, up);
 	bufferevent_enable(client, EV_READ | EV_WRITE);
 	bufferevent_enable(up, EV_READ | EV_WRITE);
+	/* a quiet open socket is activity too: the reaper never stops its sandbox */
+	if (px->touch_ms < 500)
+		px->touch_ms = 500;
+	px_tick_in(px, px->touch_ms);
 }
 
 /* ---- kept connections ---- */

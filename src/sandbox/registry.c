@@ -79,7 +79,7 @@ struct registry_wait {
 	struct sandbox_ref *ref; /* to deliver */
 	struct core_error err;	 /* kind CORE_OK until the call fails */
 	/* a write */
-	char id[37];
+	char id[37];	/* a write's, or a waking acquire's */
 	uint64_t gen;	/* the entry's when the write was answered */
 	uint64_t epoch; /* reg->epoch when the read after it was sent */
 	enum sandbox_status from, to;
@@ -88,6 +88,7 @@ struct registry_wait {
 	bool committed;	   /* it happened: a failed read after it is retried, then says so */
 	struct event *retry;
 	int64_t retry_ms, retried_ms;
+	void *wake;	/* an acquire's sandbox being woken: the waker's handle */
 	char note[200]; /* a move's reason and actor, logged once it happened */
 };
 
@@ -107,6 +108,7 @@ struct registry {
 	size_t ntouch, touch_cap;
 	struct event *touch_ev;
 	bool touch_in_flight;
+	struct registry_waker waker; /* REGISTRY_WAKE's (wake NULL: none) */
 };
 
 static void wait_fire(evutil_socket_t fd, short what, void *arg);
@@ -114,6 +116,8 @@ static void wait_later(struct registry_wait *w);
 static void wait_free(struct registry_wait *w);
 static void entry_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref);
+static void acquire_queue(struct registry_wait *w, const char *id);
+static void woken(const struct core_error *err, void *arg);
 static void load_start(struct registry *reg, struct entry *e);
 static void touch_flush(evutil_socket_t fd, short what, void *arg);
 static void touch_written(enum pg_error err, PGresult *res, const char *message, void *arg);
@@ -376,6 +380,10 @@ void registry_wait_cancel(struct registry_wait *w)
 {
 	if (!w)
 		return;
+	if (w->wake) {
+		w->reg->waker.cancel(w->wake);
+		w->wake = NULL;
+	}
 	if (w->entry) {
 		struct registry_wait **pp = &w->entry->waiters;
 		while (*pp && *pp != w)
@@ -413,11 +421,25 @@ static void wait_fire(evutil_socket_t fd, short what, void *arg)
 	deliver_ref(w, ref);
 }
 
-/* Applies the acquire's flags, then hands ref over (or fails); frees w. */
+/* May an acquire that wants it running wake sb? */
+static bool wakeable(const struct registry_wait *w, const struct sandbox *sb)
+{
+	return (w->flags & REGISTRY_WAKE) && w->reg->waker.wake && sb->auto_wake &&
+	       (sb->status == SANDBOX_STOPPED || sb->status == SANDBOX_STOPPING ||
+		sb->status == SANDBOX_STARTING);
+}
+
+/* Applies the acquire's flags, then hands ref over (or fails, or has it
+ * woken first); frees w unless it waits for the wake. */
 static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref)
 {
 	const struct sandbox *sb = &ref->sb;
 	struct core_error err;
+	if ((w->flags & REGISTRY_RUNNING) && sb->status != SANDBOX_RUNNING && wakeable(w, sb)) {
+		w->wake = w->reg->waker.wake(w->reg->waker.ctx, sb->id, woken, w);
+		sandbox_ref_put(ref);
+		return;
+	}
 	if ((w->flags & REGISTRY_RUNNING) && sb->status != SANDBOX_RUNNING) {
 		core_error_set(&err, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s",
 			       sandbox_status_name(sb->status));
@@ -454,18 +476,51 @@ struct registry_wait *registry_acquire(struct registry *reg, const char *id, uns
 		wait_fail_later(w, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return w;
 	}
+	snprintf(w->id, sizeof(w->id), "%s", id); /* a wake reads it again */
+	acquire_queue(w, id);
+	return w;
+}
+
+/* The cached sandbox from the loop, or w waits for the (one) lookup. */
+static void acquire_queue(struct registry_wait *w, const char *id)
+{
+	struct registry *reg = w->reg;
 	struct entry *e = entry_get(reg, id);
-	if (!(flags & REGISTRY_FRESH) && entry_trusted(reg, e)) {
+	if (!(w->flags & REGISTRY_FRESH) && entry_trusted(reg, e)) {
 		w->ref = sandbox_ref_hold(e->cur);
 		wait_later(w);
-		return w;
+		return;
 	}
 	w->entry = e;
 	w->next = e->waiters;
 	e->waiters = w;
 	if (!e->load)
 		load_start(reg, e);
-	return w;
+}
+
+/* The wake answered: the sandbox is read again (once for every waiter) and
+ * delivered as any acquire, without waking twice. */
+static void woken(const struct core_error *err, void *arg)
+{
+	struct registry_wait *w = arg;
+	w->wake = NULL;
+	if (err) {
+		registry_ref_fn cb = w->ref_cb;
+		void *warg = w->arg;
+		wait_free(w);
+		cb(NULL, err, warg);
+		return;
+	}
+	w->flags = (w->flags & ~(unsigned)REGISTRY_WAKE) | REGISTRY_FRESH;
+	acquire_queue(w, w->id);
+}
+
+void registry_set_waker(struct registry *reg, const struct registry_waker *w)
+{
+	if (w)
+		reg->waker = *w;
+	else
+		memset(&reg->waker, 0, sizeof(reg->waker));
 }
 
 static void load_start(struct registry *reg, struct entry *e)
@@ -823,6 +878,12 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 	return w;
 }
 
+/* A tri-state setting as a parameter: NULL for 0 (the default, or unchanged). */
+static const char *tristate(int v)
+{
+	return v > 0 ? "t" : v < 0 ? "f" : NULL;
+}
+
 struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
 				      registry_moved_fn cb, void *arg)
 {
@@ -833,11 +894,12 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 	static const char sql[] =
 		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
-		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool) "
+		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
-		"  now() + $16::bigint * interval '1 millisecond', $17) RETURNING " SANDBOX_ROW_COLUMNS "), "
+		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean) "
+		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
 		"SELECT i.* FROM i";
@@ -865,9 +927,10 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		sandbox_idle_action_name(ins->idle_action),
 		ins->ttl_ms > 0 ? ttl : NULL,
 		ins->in_pool ? "t" : "f",
+		tristate(ins->auto_wake),
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 17, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 18, params, moved, w);
 	return w;
 }
 
@@ -923,7 +986,8 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"    ELSE now() + $10::bigint * interval '1 millisecond' END, "
 		"  ends_at = CASE WHEN $11::bigint IS NULL THEN ends_at "
 		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
-		"END "
+		"END, "
+		"  auto_wake = coalesce($14::boolean, auto_wake) "
 		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, status, status, 'settings', $13 FROM u), "
@@ -949,9 +1013,10 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		st->extend_ms > 0 ? ext : NULL,
 		reg->instance,
 		st->actor,
+		tristate(st->auto_wake),
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 13, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 14, params, moved, w);
 	return w;
 }
 
@@ -1004,7 +1069,8 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
 		"  created_at = now(), last_activity = now(), "
 		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
-		"  owner_instance = $13 FROM c WHERE s.id = c.id RETURNING " SANDBOX_ROW_COLUMNS "), "
+		"  owner_instance = $13, auto_wake = $15::boolean FROM c WHERE s.id = c.id "
+		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
@@ -1029,9 +1095,10 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		c->ttl_ms > 0 ? ttl : NULL,
 		reg->instance,
 		c->actor,
+		tristate(c->auto_wake),
 	};
 	w->epoch = reg->epoch;
-	w->query = pg_query_send(reg->pg, sql, 14, params, claimed, w);
+	w->query = pg_query_send(reg->pg, sql, 15, params, claimed, w);
 	return w;
 }
 

@@ -36,6 +36,7 @@ enum {
 	COL_IDLE_ACTION,
 	COL_ENDS,
 	COL_KEEPALIVE,
+	COL_AUTO_WAKE,
 	COL_COUNT
 };
 
@@ -151,6 +152,7 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 		sb->idle_action = SANDBOX_IDLE_EXPIRE;
 	sb->ends_at_us = int_of(res, row, COL_ENDS);
 	sb->keepalive_until_us = int_of(res, row, COL_KEEPALIVE);
+	sb->auto_wake = strcmp(PQgetvalue(res, row, COL_AUTO_WAKE), "t") == 0;
 	derive_run(sb);
 	return 0;
 }

@@ -31,10 +31,10 @@ def request(srv, method, path, host, body=None, headers=None, timeout=60, conn=N
     return r, data
 
 
-def start_app(srv, c, domain="preview.localhost"):
+def start_app(srv, c, domain="preview.localhost", **body):
     """A sandbox made through client c running the test app as a service on
     PORT, answering at its preview host through srv: (sandbox id, host)."""
-    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT]}, timeout=120)
+    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT], **body}, timeout=120)
     assert r.status == 201, r
     sid = r.json["id"]
     with open(APP, "rb") as f:

@@ -52,6 +52,7 @@ static const char *const env_names[] = {
 	"SANDBAR_PREVIEW_HEAD_TIMEOUT",
 	"SANDBAR_PREVIEW_IDLE_TIMEOUT",
 	"SANDBAR_PREVIEW_IDLE_CONNS",
+	"SANDBAR_WAKE_TIMEOUT",
 	"SANDBAR_MAX_COMMANDS_PER_SANDBOX",
 	"SANDBAR_COMMAND_OUTPUT_BUFFER",
 	"SANDBAR_MAX_OUTPUT_BYTES",
@@ -128,6 +129,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.preview_head_timeout_ms, 60000);
 	assert_int_equal(cfg.preview_idle_timeout_ms, 120000);
 	assert_int_equal(cfg.preview_idle_conns, 4);
+	assert_int_equal(cfg.wake_timeout_ms, 30000);
 	assert_int_equal(cfg.commands_per_sandbox, 64);
 	assert_true(cfg.command_output_buffer == 512 * 1024);
 	assert_true(cfg.max_output_bytes == 16 << 20);
