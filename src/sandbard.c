@@ -22,6 +22,7 @@
 #include "http/server.h"
 #include "native/native.h"
 #include "preview/host.h"
+#include "preview/secret.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
 #include "sandbox/registry.h"
@@ -56,6 +57,7 @@ struct sandbard {
 	struct files_transfer *xfer;   /* uploads, downloads, archives: Docker's archive API */
 	struct preview_public preview; /* how preview URLs look */
 	char preview_domain[256];
+	struct preview_secret preview_secret; /* signs private previews' tokens */
 	struct api *api;
 	struct http_server *http;
 	struct event *sigterm, *sigint, *boot_timeout;
@@ -148,6 +150,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_info("agent %s (%zu bytes)", d.cfg.agent_binary, d.agent_len);
+	if (preview_secret_load(&d.preview_secret, d.cfg.preview_secret, d.cfg.data_dir, err, sizeof(err)) !=
+	    0) {
+		fprintf(stderr, "sandbard: preview secret: %s\n", err);
+		return 1;
+	}
 
 	d.base = event_base_new();
 	CHECK(d.base != NULL);
@@ -175,6 +182,7 @@ int main(int argc, char **argv)
 	};
 	d.reg = registry_new(d.base, &rcfg, d.pg, d.channels);
 	d.svc = sandbox_service_new(d.base, &d.cfg, d.reg, d.docker, d.templates, d.agent_bin, d.agent_len);
+	sandbox_service_set_preview_secret(d.svc, &d.preview_secret);
 	struct commands_config ccfg = {
 		.instance = d.cfg.instance_id,
 		.max_per_sandbox = (int)d.cfg.commands_per_sandbox,
@@ -197,7 +205,8 @@ int main(int argc, char **argv)
 				    .cmds = d.commands,
 				    .fs = d.fs,
 				    .xfer = d.xfer,
-				    .preview = &d.preview };
+				    .preview = &d.preview,
+				    .preview_secret = &d.preview_secret };
 	d.api = api_new(d.base, &d.cfg, &core);
 	CHECK(d.api != NULL);
 

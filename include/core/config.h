@@ -50,6 +50,9 @@ struct config {
 	int64_t preview_idle_timeout_ms;    /* SANDBAR_PREVIEW_IDLE_TIMEOUT, default 120s */
 	int64_t preview_idle_conns;	    /* SANDBAR_PREVIEW_IDLE_CONNS per sandbox port, default 4 */
 	int64_t wake_timeout_ms;	    /* SANDBAR_WAKE_TIMEOUT, default 30s */
+	char *preview_secret;		    /* SANDBAR_PREVIEW_SECRET; unset: <data dir>/preview.secret */
+	int64_t preview_token_max_ttl_ms;   /* SANDBAR_PREVIEW_TOKEN_MAX_TTL, default 24h */
+	char *data_dir;			    /* SANDBAR_DATA_DIR, default .data */
 	char *warm_pool;		    /* SANDBAR_WARM_POOL "template=count,...", default none */
 	int64_t warm_pool_concurrency;	    /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */
 	int64_t warm_pool_check_ms;	    /* SANDBAR_WARM_POOL_CHECK, default 10s */

@@ -64,6 +64,11 @@ const char *http_request_id(const struct http_request *req); /* also sent as X-R
 const char *http_request_target(const struct http_request *req);
 /* The i-th header as it came (0-based): false past the last. */
 bool http_request_header_at(const struct http_request *req, int i, const char **name, const char **value);
+/* Changes the i-th header before anyone forwards it (a proxy taking out what
+ * is its own): value NULL removes it (the next ones move down by one), else
+ * value, no longer than the one it replaces, is written in its place. False
+ * past the last, or for a longer value. */
+bool http_request_header_rewrite(struct http_request *req, int i, const char *value);
 /* The client's address ("127.0.0.1", "::1"; "" when unknown), in the request's memory. */
 const char *http_request_peer(struct http_request *req);
 /* 1 for HTTP/1.1, 0 for HTTP/1.0. */

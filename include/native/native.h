@@ -21,14 +21,16 @@ struct sandbox_service;
 /* The core the dialect calls, built and freed by main (it outlives the
  * dialect). */
 struct preview_public;
+struct preview_secret;
 
 struct native_core {
 	struct sandbox_service *svc;
 	struct registry *reg;
 	struct commands *cmds;
-	struct agentfs *fs;		      /* files through the agent */
-	struct files_transfer *xfer;	      /* uploads, downloads, archives */
-	const struct preview_public *preview; /* how preview URLs look (domain "": none) */
+	struct agentfs *fs;			     /* files through the agent */
+	struct files_transfer *xfer;		     /* uploads, downloads, archives */
+	const struct preview_public *preview;	     /* how preview URLs look (domain "": none) */
+	const struct preview_secret *preview_secret; /* signs private previews' tokens */
 };
 
 /* Registers the dialect's routes on router; NULL if one clashes. */

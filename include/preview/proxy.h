@@ -5,7 +5,9 @@
  * Upgrade (WebSocket) spliced byte for byte after the 101. A request for a
  * stopped sandbox whose auto_wake is on is held while it wakes, and sent once
  * its port answers. Every request, and an open WebSocket, is activity of its
- * sandbox. */
+ * sandbox. A private sandbox's requests need a preview token (header, query
+ * once for a cookie, or the cookie), checked before anything wakes or is
+ * contacted, and never passed to the app. */
 #ifndef SANDBAR_PREVIEW_PROXY_H
 #define SANDBAR_PREVIEW_PROXY_H
 
@@ -15,6 +17,7 @@
 #include <event2/event.h>
 
 struct http_request;
+struct preview_secret;
 struct registry;
 
 struct preview_config {
@@ -26,6 +29,7 @@ struct preview_config {
 	int idle_per_port;	 /* kept idle upstream connections per sandbox port */
 	int64_t wake_timeout_ms; /* SANDBAR_WAKE_TIMEOUT: a stopped sandbox woken, its port answering; then
 				    504 */
+	const struct preview_secret *secret; /* checks a private sandbox's tokens (NULL: none pass) */
 };
 
 struct preview;

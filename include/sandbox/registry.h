@@ -86,6 +86,7 @@ struct sandbox {
 	int64_t ends_at_us;	    /* hard lifetime end, 0: none */
 	int64_t keepalive_until_us; /* no idle action before, 0: none */
 	bool auto_wake;		    /* a request for it stopped starts it (set, else idle_action stop) */
+	bool is_private;	    /* its previews need a preview token (`private`) */
 	/* what a command in it starts with (derived): PATH, containerEnv,
 	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
 	 * else containerUser; NULL: the agent's root) and folder to run in */
@@ -193,6 +194,7 @@ struct sandbox_insert {
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
 	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
+	bool is_private;
 	const char *actor;
 	bool in_pool; /* a warm pool member: never listed until claimed */
 };
@@ -212,6 +214,7 @@ struct sandbox_settings {
 	int64_t keepalive_ms; /* > 0: no idle action before now + it */
 	int64_t extend_ms;    /* > 0: the hard lifetime ends this much later (from now if it has none) */
 	int auto_wake;	      /* 0: unchanged, 1: on, -1: off */
+	int is_private;	      /* 0: unchanged, 1: on, -1: off */
 	const char *actor;
 };
 struct registry_wait *registry_settle(struct registry *reg, const char *id, const struct sandbox_settings *s,
@@ -235,6 +238,7 @@ struct sandbox_claim {
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
 	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
+	bool is_private;
 	const char *actor;
 };
 /* Claims the oldest warm member of the template (FOR UPDATE SKIP LOCKED: two

@@ -29,6 +29,8 @@ struct sandbox_result {
 	const struct sandbox *const *list; /* list: n sandboxes, newest first */
 	size_t n, total;		   /* list: total matching, whatever the page */
 	bool pending;			   /* create: answered before the sandbox was ready (wait=false) */
+	const char *token;		   /* preview token: the token (sb is the sandbox) */
+	int64_t token_expires_s;	   /* ... and the Unix second it expires at */
 };
 
 /* Called once, from the loop; the result is valid during the call only. */
@@ -60,6 +62,7 @@ struct sandbox_create_params {
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms;	  /* > 0: removed this long after the create, whatever its activity */
 	int auto_wake;	  /* 0: the default (on for idle_action stop), 1: on, -1: off */
+	bool is_private;  /* previews need a preview token */
 	const int *ports; /* container ports to publish beside the template's */
 	size_t nports;
 	bool wait;	   /* false: answer as soon as the row exists */
@@ -87,7 +90,8 @@ struct sandbox_changes {
 	int64_t idle_timeout_ms;      /* 0: unchanged; expires_at follows (last activity + it) */
 	enum sandbox_idle_action idle_action;
 	bool set_idle_action;
-	int auto_wake; /* 0: unchanged, 1: on, -1: off */
+	int auto_wake;	/* 0: unchanged, 1: on, -1: off */
+	int is_private; /* 0: unchanged, 1: on, -1: off */
 };
 struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 				    const struct sandbox_changes *c, const char *actor, sandbox_result_fn cb,
@@ -109,6 +113,18 @@ struct sandbox_call *sandbox_start(struct sandbox_service *svc, const char *id, 
 				   sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_restart(struct sandbox_service *svc, const char *id, const char *actor,
 				     sandbox_result_fn cb, void *arg);
+/* Private previews (private.c). The secret (kept by the caller, outliving
+ * the service) signs the tokens. */
+struct preview_secret;
+void sandbox_service_set_preview_secret(struct sandbox_service *svc, const struct preview_secret *secret);
+/* A token opening port (1..65535: else INVALID invalid_port) of a live
+ * sandbox (NOT_FOUND, CONFLICT sandbox_not_live) for ttl_s seconds (1 up to
+ * SANDBAR_PREVIEW_TOKEN_MAX_TTL: else INVALID invalid_ttl): res->token,
+ * res->token_expires_s, res->sb. Any sandbox may have one; only a private
+ * one's previews ask for it. */
+struct sandbox_call *sandbox_preview_token(struct sandbox_service *svc, const char *id, int port,
+					   int64_t ttl_s, sandbox_result_fn cb, void *arg);
+
 /* ---- the warm pool (SANDBAR_WARM_POOL) ----
  * Started sandboxes kept ready per template (status `warm`, never listed);
  * a create the pool can serve claims one. A rollout replaces members of an

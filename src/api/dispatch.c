@@ -52,6 +52,7 @@ struct api *api_new(struct event_base *base, const struct config *cfg, const str
 			.idle_timeout_ms = cfg->preview_idle_timeout_ms,
 			.idle_per_port = (int)cfg->preview_idle_conns,
 			.wake_timeout_ms = cfg->wake_timeout_ms,
+			.secret = core->preview_secret,
 		};
 		api->preview = preview_new(base, &pc, core->reg);
 	}

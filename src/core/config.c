@@ -121,6 +121,13 @@ static const struct cfg_setting settings[] = {
 	  "idle upstream connections kept per sandbox port for the next request" },
 	{ "SANDBAR_WAKE_TIMEOUT", CFG_DURATION, "30s", 1, AT(wake_timeout_ms),
 	  "a request held while its stopped sandbox (auto_wake) starts and its port answers, then 504" },
+	{ "SANDBAR_PREVIEW_SECRET", CFG_STRING, NULL, 0, AT(preview_secret),
+	  "signs private previews' tokens (instances sharing a database share it); "
+	  "unset: 32 random bytes kept in <SANDBAR_DATA_DIR>/preview.secret" },
+	{ "SANDBAR_PREVIEW_TOKEN_MAX_TTL", CFG_DURATION, "24h", 1000, AT(preview_token_max_ttl_ms),
+	  "longest ttl_seconds a preview token may be minted with" },
+	{ "SANDBAR_DATA_DIR", CFG_STRING, ".data", 0, AT(data_dir),
+	  "folder of the server's own state (preview.secret), made at start-up when missing" },
 
 	{ "SANDBAR_MAX_COMMANDS_PER_SANDBOX", CFG_INT, "64", 1, AT(commands_per_sandbox),
 	  "running commands per sandbox and instance; over it: 429" },

@@ -146,6 +146,24 @@ bool http_request_header_at(const struct http_request *req, int i, const char **
 	return true;
 }
 
+bool http_request_header_rewrite(struct http_request *req, int i, const char *value)
+{
+	struct http_conn *c = req->conn;
+	if (i < 0 || i >= c->nhdrs)
+		return false;
+	if (!value) {
+		memmove(&c->hdrs[i], &c->hdrs[i + 1], (size_t)(c->nhdrs - i - 1) * sizeof(c->hdrs[0]));
+		c->nhdrs--;
+		return true;
+	}
+	size_t n = strlen(value);
+	if (n > c->hdrs[i].val_len)
+		return false;
+	memmove(c->hbuf + c->hdrs[i].val_off, value, n + 1); /* value may lie inside the old one */
+	c->hdrs[i].val_len = (uint32_t)n;
+	return true;
+}
+
 const char *http_request_peer(struct http_request *req)
 {
 	struct sockaddr_storage ss;

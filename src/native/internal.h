@@ -45,11 +45,20 @@ MUST_USE int native_create_params(struct json_object *body, struct sandbox_creat
 				  struct core_error *e);
 MUST_USE int native_update_params(struct json_object *body, struct sandbox_changes *c, struct core_error *e);
 MUST_USE int native_seconds(struct json_object *body, int64_t *out_ms, struct core_error *e);
+/* {"port","ttl_seconds"} of a preview token (ttl_seconds: an hour when left out;
+ * the core checks both ranges). */
+#define NATIVE_PREVIEW_TOKEN_TTL 3600
+MUST_USE int native_preview_token_params(struct json_object *body, int *port, int64_t *ttl_s,
+					 struct core_error *e);
 
 /* render.c: the native JSON of the core's structs. */
 struct json_object *native_sandbox_json(const struct preview_public *pub, const struct sandbox *sb);
 struct json_object *native_command_json(const struct command_record *rec);
 struct json_object *native_pool_json(const struct pool_status *st);
+/* A minted preview token: {"token","expires_at","url"}, url the port's
+ * preview URL with ?sandbar_token= (null without a preview domain). */
+struct json_object *native_preview_token_json(const struct preview_public *pub,
+					      const struct sandbox_result *res, int port);
 struct agentfs_result;
 /* The file API's answers (stat, list, mkdir, remove, move, edit, read, write). */
 struct json_object *native_file_json(const struct agentfs_result *r);
@@ -62,6 +71,7 @@ struct native_pending {
 	struct http_request *req;
 	struct sandbox_call *call;
 	int ok_status; /* status of a successful answer with a doc; 204 without */
+	int port;      /* a preview token's */
 };
 struct native_pending *native_pending_new(const struct native *nat, struct http_request *req, int ok_status);
 /* The sandbox_result_fn that answers p->req (arg: the native_pending). */

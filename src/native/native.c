@@ -79,6 +79,11 @@ void native_pending_reply(const struct sandbox_result *res, void *arg)
 		native_respond_error(req, &res->err);
 		return;
 	}
+	if (res->token) {
+		http_respond_json(req, p->ok_status,
+				  native_preview_token_json(p->nat->preview, res, p->port));
+		return;
+	}
 	if (res->sb) {
 		http_respond_json(req, res->pending ? 202 : p->ok_status,
 				  native_sandbox_json(p->nat->preview, res->sb));

@@ -3,6 +3,7 @@
  * in UTC with microseconds, as Go's time.Time marshals them. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -81,6 +82,7 @@ struct json_object *native_sandbox_json(const struct preview_public *pub, const 
 	json_object_object_add(o, "idle_action",
 			       json_object_new_string(sandbox_idle_action_name(sb->idle_action)));
 	json_object_object_add(o, "auto_wake", json_object_new_boolean(sb->auto_wake));
+	json_object_object_add(o, "private", json_object_new_boolean(sb->is_private));
 	json_object_object_add(o, "ends_at", native_time_json(sb->ends_at_us));
 	json_object_object_add(o, "keepalive_until", native_time_json(sb->keepalive_until_us));
 	return o;
@@ -274,6 +276,23 @@ struct json_object *native_file_json(const struct agentfs_result *r)
 		break;
 	default:
 		break;
+	}
+	return o;
+}
+
+struct json_object *native_preview_token_json(const struct preview_public *pub,
+					      const struct sandbox_result *res, int port)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "token", json_object_new_string(res->token));
+	json_object_object_add(o, "expires_at", native_time_json(res->token_expires_s * 1000000));
+	char url[512];
+	int n = pub && pub->domain[0] ? preview_url(url, sizeof(url), pub, res->sb->id, port) : -1;
+	if (n > 0 && (size_t)n + sizeof("?sandbar_token=") + strlen(res->token) <= sizeof(url)) {
+		snprintf(url + n, sizeof(url) - (size_t)n, "?sandbar_token=%s", res->token);
+		json_object_object_add(o, "url", json_object_new_string(url));
+	} else {
+		json_object_object_add(o, "url", NULL);
 	}
 	return o;
 }

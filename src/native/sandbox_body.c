@@ -157,6 +157,15 @@ static int parse_auto_wake(struct json_object *v, int *out, struct core_error *e
 	return 0;
 }
 
+/* private: a boolean (previews need a preview token). */
+static int parse_private(struct json_object *v, int *out, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_boolean))
+		return bad(e, "invalid_private", "'private' must be a boolean");
+	*out = json_object_get_boolean(v) ? 1 : -1;
+	return 0;
+}
+
 /* ports: an array of container ports (kept in scratch, freed by the caller). */
 static int parse_ports(struct json_object *v, int **out, size_t *n, struct core_error *e)
 {
@@ -213,6 +222,10 @@ static int create_params(struct json_object *body, struct sandbox_create_params 
 		return -1;
 	if ((v = member(body, "auto_wake")) && parse_auto_wake(v, &p->auto_wake, e))
 		return -1;
+	int priv = 0;
+	if ((v = member(body, "private")) && parse_private(v, &priv, e))
+		return -1;
+	p->is_private = priv > 0;
 	if ((v = member(body, "ports")) && parse_ports(v, ports, &p->nports, e))
 		return -1;
 	p->ports = *ports;
@@ -247,14 +260,15 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 		(void)unused;
 		static const char *const known[] = { "name",	    "labels",	 "env_vars",
 						     "cpu",	    "memory",	 "idle_timeout",
-						     "idle_action", "auto_wake", NULL };
+						     "idle_action", "auto_wake", "private",
+						     NULL };
 		bool ok = false;
 		for (size_t i = 0; known[i]; i++)
 			ok |= strcmp(key, known[i]) == 0;
 		if (!ok)
 			return bad(e, "invalid_body",
 				   "'%s' cannot be changed (name, labels, env_vars, cpu, memory, "
-				   "idle_timeout, idle_action and auto_wake can)",
+				   "idle_timeout, idle_action, auto_wake and private can)",
 				   key);
 	}
 	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_name", &c->name, e))
@@ -277,6 +291,8 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 	}
 	if ((v = member(body, "auto_wake")) && parse_auto_wake(v, &c->auto_wake, e))
 		return -1;
+	if ((v = member(body, "private")) && parse_private(v, &c->is_private, e))
+		return -1;
 	return 0;
 }
 
@@ -288,5 +304,21 @@ int native_seconds(struct json_object *body, int64_t *out_ms, struct core_error 
 	    json_object_get_int64(v) > 10LL * 365 * 86400)
 		return bad(e, "invalid_seconds", "'seconds' must be a whole number of seconds above 0");
 	*out_ms = json_object_get_int64(v) * 1000;
+	return 0;
+}
+
+int native_preview_token_params(struct json_object *body, int *port, int64_t *ttl_s, struct core_error *e)
+{
+	struct json_object *v = member(body, "port");
+	if (!v || !json_object_is_type(v, json_type_int))
+		return bad(e, "invalid_port", "'port' must be a port number, 1..65535");
+	int64_t p = json_object_get_int64(v);
+	*port = p < 0 || p > 65535 ? -1 : (int)p; /* the core says which range */
+	*ttl_s = NATIVE_PREVIEW_TOKEN_TTL;
+	if ((v = member(body, "ttl_seconds"))) {
+		if (!json_object_is_type(v, json_type_int))
+			return bad(e, "invalid_ttl", "'ttl_seconds' must be a whole number of seconds");
+		*ttl_s = json_object_get_int64(v);
+	}
 	return 0;
 }

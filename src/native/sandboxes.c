@@ -1,6 +1,6 @@
 /* The native API's sandbox routes, starting from monza's (list, create, get,
  * delete, heartbeat) and ours (stop, start, restart, keepalive, extend,
- * PATCH). Thin: parse the request, call the core, answer. */
+ * PATCH, preview-token). Thin: parse the request, call the core, answer. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +18,8 @@ static void sandbox_heartbeat_route(struct http_request *req, void *arg);
 static void sandbox_power_route(struct http_request *req, void *arg);
 static void sandbox_json_route(struct http_request *req, void *arg);
 static void sandbox_json_body(struct http_request *req, struct json_object *body, void *arg);
+static void preview_token_route(struct http_request *req, void *arg);
+static void preview_token_body(struct http_request *req, struct json_object *body, void *arg);
 
 int native_sandbox_routes(struct native *nat)
 {
@@ -32,7 +34,8 @@ int native_sandbox_routes(struct native *nat)
 	    router_add(r, "POST", "/api/sandboxes/{id}/restart", sandbox_power_route, nat) != 0 ||
 	    router_add(r, "POST", "/api/sandboxes/{id}/keepalive", sandbox_json_route, nat) != 0 ||
 	    router_add(r, "POST", "/api/sandboxes/{id}/extend", sandbox_json_route, nat) != 0 ||
-	    router_add(r, "PATCH", "/api/sandboxes/{id}", sandbox_json_route, nat) != 0)
+	    router_add(r, "PATCH", "/api/sandboxes/{id}", sandbox_json_route, nat) != 0 ||
+	    router_add(r, "POST", "/api/sandboxes/{id}/preview-token", preview_token_route, nat) != 0)
 		return -1;
 	return 0;
 }
@@ -187,4 +190,27 @@ static void sandbox_json_body(struct http_request *req, struct json_object *body
 		p->call = sandbox_keepalive(nat->svc, id, ms, http_request_id(req), native_pending_reply, p);
 	else
 		p->call = sandbox_extend(nat->svc, id, ms, http_request_id(req), native_pending_reply, p);
+}
+
+/* POST .../preview-token {"port","ttl_seconds"}: 201 {"token","expires_at","url"},
+ * url the preview's with ?sandbar_token= (null without a preview domain). */
+static void preview_token_route(struct http_request *req, void *arg)
+{
+	http_request_read_json(req, 0, preview_token_body, arg);
+}
+
+static void preview_token_body(struct http_request *req, struct json_object *body, void *arg)
+{
+	struct native *nat = arg;
+	struct core_error err;
+	int port;
+	int64_t ttl_s;
+	if (native_preview_token_params(body, &port, &ttl_s, &err) != 0) {
+		native_respond_error(req, &err);
+		return;
+	}
+	struct native_pending *p = native_pending_new(nat, req, 201);
+	p->port = port;
+	p->call = sandbox_preview_token(nat->svc, http_request_param(req, "id"), port, ttl_s,
+					native_pending_reply, p);
 }

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "http/server.h"
 #include "preview/host.h"
+#include "preview/token.h"
 #include "sandbox/registry.h"
 
 #define UP_HIGHWAT  (1024 * 1024) /* queued bytes one way before the source stops */
@@ -114,6 +115,7 @@ static void px_free(struct px *px);
 static void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, void *arg);
+static bool px_admit(struct px *px, bool is_private);
 static void px_connect(struct px *px, bool may_reuse);
 static void px_tick(evutil_socket_t fd, short what, void *arg);
 static void px_tick_in(struct px *px, int64_t ms);
@@ -178,7 +180,8 @@ bool preview_dispatch(struct preview *pv, struct http_request *req)
 	px->target = t;
 	px->head_method = strcmp(http_request_method(req), "HEAD") == 0;
 	http_request_set_cancel(req, px_cancel, px);
-	px->wait = registry_acquire(pv->reg, t.sandbox_id, REGISTRY_LIVE | REGISTRY_TOUCH, px_resolved, px);
+	/* activity once admitted (px_resolved): a refused request is none */
+	px->wait = registry_acquire(pv->reg, t.sandbox_id, REGISTRY_LIVE, px_resolved, px);
 	return true;
 }
 
@@ -310,8 +313,13 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 			host_port = sb->ports[i].host_port;
 	enum sandbox_status status = sb->status;
 	bool auto_wake = sb->auto_wake;
+	bool is_private = sb->is_private;
 	int64_t idle_ms = sb->idle_timeout_ms;
 	sandbox_ref_put(ref);
+	if (!px->woke && !px_admit(px, is_private))
+		return; /* decided before anything wakes */
+	if (!px->woke && status == SANDBOX_RUNNING)
+		registry_touch(px->pv->reg, px->target.sandbox_id);
 	if (status != SANDBOX_RUNNING && auto_wake && !px->woke &&
 	    (status == SANDBOX_STOPPED || status == SANDBOX_STOPPING || status == SANDBOX_STARTING)) {
 		/* held: the core wakes it (once however many wait), then it is read again */
@@ -340,6 +348,166 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	}
 	snprintf(px->key, sizeof(px->key), "%s:%d", px->pv->cfg.publish_addr, host_port);
 	px_connect(px, true);
+}
+
+/* ---- private previews ---- */
+
+#define TOKEN_HEADER "X-Sandbar-Preview-Token"
+#define TOKEN_QUERY  "sandbar_token"
+#define TOKEN_COOKIE "sandbar_preview"
+
+/* The next `name=value` of a Cookie header from *p: false at its end. */
+static bool cookie_next(const char **p, const char **pair, size_t *len, const char **value, size_t *vlen)
+{
+	const char *s = *p + strspn(*p, "; \t");
+	if (!*s)
+		return false;
+	size_t n = strcspn(s, ";");
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	const char *eq = memchr(s, '=', n);
+	*pair = s;
+	*len = n;
+	*value = eq ? eq + 1 : s + n;
+	*vlen = eq ? n - (size_t)(eq + 1 - s) : 0;
+	*p = s + n;
+	return true;
+}
+
+static bool cookie_is_ours(const char *pair, size_t len)
+{
+	size_t n = strlen(TOKEN_COOKIE);
+	return len > n && strncmp(pair, TOKEN_COOKIE, n) == 0 && pair[n] == '=';
+}
+
+/* Our header and our cookie out of what the app gets (its other cookies
+ * stay); the tokens they held copied to hdr and jar first ("" none; "\x01"
+ * one too long to be a token). */
+static void take_token(struct http_request *req, char hdr[PREVIEW_TOKEN_MAX], char jar[PREVIEW_TOKEN_MAX])
+{
+	hdr[0] = jar[0] = '\0';
+	const char *name, *value;
+	for (int i = 0; http_request_header_at(req, i, &name, &value);) {
+		if (strcasecmp(name, TOKEN_HEADER) == 0) {
+			if (!hdr[0])
+				snprintf(hdr, PREVIEW_TOKEN_MAX, "%s",
+					 strlen(value) < PREVIEW_TOKEN_MAX ? value : "\x01");
+			CHECK(http_request_header_rewrite(req, i, NULL));
+			continue;
+		}
+		if (strcasecmp(name, "Cookie") != 0 || !strstr(value, TOKEN_COOKIE)) {
+			i++;
+			continue;
+		}
+		char *kept = http_request_alloc(req, strlen(value) + 1);
+		size_t klen = 0, len, vlen;
+		const char *pair, *v;
+		for (const char *p = value; cookie_next(&p, &pair, &len, &v, &vlen);) {
+			if (cookie_is_ours(pair, len)) {
+				if (!jar[0])
+					snprintf(jar, PREVIEW_TOKEN_MAX, "%.*s", (int)vlen,
+						 vlen < PREVIEW_TOKEN_MAX ? v : "\x01");
+				continue;
+			}
+			if (klen)
+				kept[klen++] = ';', kept[klen++] = ' ';
+			memcpy(kept + klen, pair, len);
+			klen += len;
+		}
+		kept[klen] = '\0';
+		CHECK(http_request_header_rewrite(req, i, klen ? kept : NULL));
+		if (klen)
+			i++;
+	}
+}
+
+/* The target without ?sandbar_token=: where the 302 sends the browser
+ * (a path starting "//" kept a path, not made another host). */
+static char *target_without_token(struct http_request *req)
+{
+	const char *t = http_request_target(req);
+	size_t n = strlen(t);
+	char *out = http_request_alloc(req, n + 3);
+	size_t len = 0;
+	if (t[0] == '/' && t[1] == '/')
+		out[len++] = '/', out[len++] = '.';
+	const char *q = strchr(t, '?');
+	size_t plen = q ? (size_t)(q - t) : n;
+	memcpy(out + len, t, plen);
+	len += plen;
+	char sep = '?';
+	for (const char *p = q ? q + 1 : NULL; p && *p;) {
+		size_t seg = strcspn(p, "&");
+		size_t nlen = strcspn(p, "=&");
+		if (!(nlen == strlen(TOKEN_QUERY) && strncmp(p, TOKEN_QUERY, nlen) == 0) && seg > 0) {
+			out[len++] = sep;
+			sep = '&';
+			memcpy(out + len, p, seg);
+			len += seg;
+		}
+		p += seg + (p[seg] == '&');
+	}
+	out[len] = '\0';
+	return out;
+}
+
+/* A private sandbox's request passes with a good token for its port: from
+ * the header, once from the query (answered 302 to the same URL without it,
+ * the token set as an HttpOnly cookie of this preview host), or the cookie.
+ * Whatever the sandbox, our header and cookie never reach the app. False:
+ * answered (401, 403, 302) and px freed. */
+static bool px_admit(struct px *px, bool is_private)
+{
+	struct http_request *req = px->req;
+	char tok[PREVIEW_TOKEN_MAX], jar[PREVIEW_TOKEN_MAX];
+	take_token(req, tok, jar);
+	if (!is_private)
+		return true;
+	const char *q = NULL;
+	if (!tok[0] && (q = http_request_query(req, TOKEN_QUERY)))
+		snprintf(tok, sizeof(tok), "%s", strlen(q) < sizeof(tok) ? q : "\x01");
+	if (!tok[0])
+		memcpy(tok, jar, sizeof(tok));
+	const char *id = px->target.sandbox_id;
+	if (!tok[0]) {
+		px_fail(px, 401, "preview_token_required",
+			"sandbox %s is private: its previews need a token (POST "
+			"/api/sandboxes/%s/preview-token)",
+			id, id);
+		return false;
+	}
+	int64_t now_s = clock_real_ms() / 1000;
+	enum preview_token_verdict v = px->pv->cfg.secret
+					       ? preview_token_check(tok, strlen(tok), px->pv->cfg.secret, id,
+								     px->target.port, now_s)
+					       : PREVIEW_TOKEN_WRONG;
+	if (v == PREVIEW_TOKEN_EXPIRED) {
+		px_fail(px, 403, "preview_token_expired", "the preview token has expired");
+		return false;
+	}
+	if (v != PREVIEW_TOKEN_OK) {
+		px_fail(px, 403, "preview_token_invalid",
+			"the preview token is not valid for port %d of sandbox %s", px->target.port, id);
+		return false;
+	}
+	if (!q)
+		return true;
+	/* <port>.<expires>.<mac>, well formed once it checks */
+	int64_t expires_s = strtoll(strchr(tok, '.') + 1, NULL, 10);
+	const char *proto = http_request_header(req, "X-Forwarded-Proto");
+	char cookie[PREVIEW_TOKEN_MAX + 128];
+	snprintf(cookie, sizeof(cookie), "%s=%s; HttpOnly; SameSite=Lax; Path=/; Max-Age=%" PRId64 "%s",
+		 TOKEN_COOKIE, tok, expires_s - now_s,
+		 proto && strcasecmp(proto, "https") == 0 ? "; Secure" : "");
+	http_response_header(req, "Location", target_without_token(req));
+	http_response_header(req, "Set-Cookie", cookie);
+	http_response_header(req, "Cache-Control", "no-store");
+	px->req = NULL;
+	http_request_set_cancel(req, NULL, NULL);
+	http_respond_empty(req, 302);
+	px_set_state(px, PX_DONE);
+	px_free(px);
+	return false;
 }
 
 static struct upconn *idle_take(struct preview *pv, const char *key)

@@ -74,6 +74,7 @@ struct create_op {
 	int64_t idle_timeout_ms, ttl_ms;
 	enum sandbox_idle_action idle_action;
 	int auto_wake;
+	bool is_private;
 
 	struct docker_call *dcall;
 	struct registry_wait *wait;
@@ -206,6 +207,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 	op->idle_timeout_ms = p->idle_timeout_ms;
 	op->idle_action = p->idle_action;
 	op->auto_wake = p->auto_wake;
+	op->is_private = p->is_private;
 	op->ttl_ms = p->ttl_ms;
 	/* the limits it gets, recorded as they are (a PATCH changes them later) */
 	struct container_spec_input limits = { .tpl = tpl, .cfg = cfg, .memory = p->memory, .cpus = p->cpus };
@@ -238,6 +240,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 			.idle_action = op->idle_action,
 			.ttl_ms = op->ttl_ms,
 			.auto_wake = op->auto_wake,
+			.is_private = op->is_private,
 			.actor = op->actor,
 		};
 		op->wait = registry_claim(svc->reg, &c, step_claimed, op);
@@ -360,6 +363,7 @@ static void create_admitted(const struct core_error *err, void *arg)
 		.idle_action = op->idle_action,
 		.ttl_ms = op->ttl_ms,
 		.auto_wake = op->auto_wake,
+		.is_private = op->is_private,
 		.actor = op->actor,
 		.in_pool = op->for_pool,
 	};

@@ -33,7 +33,8 @@ struct sandbox_service {
 	struct service_drain *drain; /* SIGTERM: waiting for background work to end */
 	struct wakes *wakes;	     /* stopped sandboxes being woken for requests (wake.c) */
 	struct channels *channels;   /* to each sandbox's agent */
-	const void *agent_bin;	     /* the agent binary installed into every sandbox */
+	const struct preview_secret *preview_secret; /* signs preview tokens (private.c) */
+	const void *agent_bin;			     /* the agent binary installed into every sandbox */
 	size_t agent_len;
 	char cluster[64];
 	char instance[128];
@@ -50,7 +51,9 @@ struct sandbox_call {
 	struct registry_wait *wait;
 	struct event *deferred;
 	struct sandbox_call **owner;
-	bool pending; /* the sandbox answers a create that is still going on */
+	bool pending;	/* the sandbox answers a create that is still going on */
+	int token_port; /* sandbox_preview_token's */
+	int64_t token_ttl_s;
 	struct core_error deferred_err;
 };
 

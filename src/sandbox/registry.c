@@ -894,11 +894,11 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 	static const char sql[] =
 		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
-		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake) "
+		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake, private) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
-		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean) "
+		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean, $19::boolean) "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
@@ -928,9 +928,10 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		ins->ttl_ms > 0 ? ttl : NULL,
 		ins->in_pool ? "t" : "f",
 		tristate(ins->auto_wake),
+		ins->is_private ? "t" : "f",
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 18, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 19, params, moved, w);
 	return w;
 }
 
@@ -987,7 +988,7 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"  ends_at = CASE WHEN $11::bigint IS NULL THEN ends_at "
 		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
 		"END, "
-		"  auto_wake = coalesce($14::boolean, auto_wake) "
+		"  auto_wake = coalesce($14::boolean, auto_wake), private = coalesce($15::boolean, private) "
 		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, status, status, 'settings', $13 FROM u), "
@@ -1014,9 +1015,10 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		reg->instance,
 		st->actor,
 		tristate(st->auto_wake),
+		tristate(st->is_private),
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 14, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 15, params, moved, w);
 	return w;
 }
 
@@ -1069,7 +1071,8 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
 		"  created_at = now(), last_activity = now(), "
 		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
-		"  owner_instance = $13, auto_wake = $15::boolean FROM c WHERE s.id = c.id "
+		"  owner_instance = $13, auto_wake = $15::boolean, private = $16::boolean FROM c WHERE s.id "
+		"= c.id "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
@@ -1096,9 +1099,10 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		reg->instance,
 		c->actor,
 		tristate(c->auto_wake),
+		c->is_private ? "t" : "f",
 	};
 	w->epoch = reg->epoch;
-	w->query = pg_query_send(reg->pg, sql, 15, params, claimed, w);
+	w->query = pg_query_send(reg->pg, sql, 16, params, claimed, w);
 	return w;
 }
 

@@ -37,6 +37,7 @@ enum {
 	COL_ENDS,
 	COL_KEEPALIVE,
 	COL_AUTO_WAKE,
+	COL_PRIVATE,
 	COL_COUNT
 };
 
@@ -153,6 +154,7 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 	sb->ends_at_us = int_of(res, row, COL_ENDS);
 	sb->keepalive_until_us = int_of(res, row, COL_KEEPALIVE);
 	sb->auto_wake = strcmp(PQgetvalue(res, row, COL_AUTO_WAKE), "t") == 0;
+	sb->is_private = strcmp(PQgetvalue(res, row, COL_PRIVATE), "t") == 0;
 	derive_run(sb);
 	return 0;
 }

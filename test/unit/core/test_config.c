@@ -53,6 +53,9 @@ static const char *const env_names[] = {
 	"SANDBAR_PREVIEW_IDLE_TIMEOUT",
 	"SANDBAR_PREVIEW_IDLE_CONNS",
 	"SANDBAR_WAKE_TIMEOUT",
+	"SANDBAR_PREVIEW_SECRET",
+	"SANDBAR_PREVIEW_TOKEN_MAX_TTL",
+	"SANDBAR_DATA_DIR",
 	"SANDBAR_MAX_COMMANDS_PER_SANDBOX",
 	"SANDBAR_COMMAND_OUTPUT_BUFFER",
 	"SANDBAR_MAX_OUTPUT_BYTES",
@@ -130,6 +133,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.preview_idle_timeout_ms, 120000);
 	assert_int_equal(cfg.preview_idle_conns, 4);
 	assert_int_equal(cfg.wake_timeout_ms, 30000);
+	assert_null(cfg.preview_secret);
+	assert_int_equal(cfg.preview_token_max_ttl_ms, 24 * 3600 * 1000);
+	assert_string_equal(cfg.data_dir, ".data");
 	assert_int_equal(cfg.commands_per_sandbox, 64);
 	assert_true(cfg.command_output_buffer == 512 * 1024);
 	assert_true(cfg.max_output_bytes == 16 << 20);
