@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -112,6 +113,33 @@ static void h_cut(struct http_request *req, void *arg)
 	http_response_write_bytes(req, "partial", 7);
 	http_response_abort(req);
 	http_response_abort(req); /* a second call does nothing */
+}
+
+/* What a proxy does before forwarding: X-Drop out, Cookie shortened in
+ * place, a longer value refused; then every header as it now is. */
+static void h_rewrite(struct http_request *req, void *arg)
+{
+	const char *name, *value;
+	for (int i = 0; http_request_header_at(req, i, &name, &value);) {
+		if (strcasecmp(name, "X-Drop") == 0) {
+			assert_true(http_request_header_rewrite(req, i, NULL));
+			continue;
+		}
+		if (strcasecmp(name, "Cookie") == 0) {
+			assert_false(http_request_header_rewrite(req, i, "a much longer value than it had"));
+			assert_true(http_request_header_rewrite(req, i, value + 2)); /* inside the old one */
+		}
+		i++;
+	}
+	assert_false(http_request_header_rewrite(req, 99, NULL));
+	char buf[512];
+	size_t n = 0;
+	for (int i = 0; http_request_header_at(req, i, &name, &value); i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s=%s|", name, value);
+	assert_null(http_request_header(req, "X-Drop"));
+	http_response_start(req, 200, "text/plain", (int64_t)n);
+	http_response_write_bytes(req, buf, n);
+	http_response_end(req);
 }
 
 static void on_cancel(void *arg)
@@ -348,6 +376,18 @@ static void test_parse_request(void **state)
 	fd = client();
 	roundtrip(fd, "GET /items/a%4 HTTP/1.1\r\n\r\n", &r, 1);
 	assert_non_null(strstr(r.buf, "HTTP/1.1 400"));
+	close(fd);
+}
+
+static void test_header_rewrite(void **state)
+{
+	int fd = client();
+	struct reply r;
+	roundtrip(
+		fd,
+		"GET /rewrite HTTP/1.1\r\nX-Drop: 1\r\nA: x\r\nCookie: t=1; b=2\r\nx-drop: 2\r\nB: y\r\n\r\n",
+		&r, 1);
+	assert_non_null(strstr(r.buf, "\r\n\r\nA=x|Cookie=1; b=2|B=y|"));
 	close(fd);
 }
 
@@ -623,11 +663,13 @@ int main(void)
 	    router_add(router, "POST", "/stream", h_stream, NULL) ||
 	    router_add(router, "POST", "/noread", h_noread, NULL) ||
 	    router_add(router, "GET", "/slow", h_slow, NULL) ||
-	    router_add(router, "GET", "/cut", h_cut, NULL))
+	    router_add(router, "GET", "/cut", h_cut, NULL) ||
+	    router_add(router, "GET", "/rewrite", h_rewrite, NULL))
 		return 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_keepalive_and_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_parse_request, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelining, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
