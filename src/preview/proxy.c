@@ -380,6 +380,31 @@ static bool cookie_is_ours(const char *pair, size_t len)
 	return len > n && strncmp(pair, TOKEN_COOKIE, n) == 0 && pair[n] == '=';
 }
 
+/* The pairs of a Cookie value but ours, joined by sep into kept (room for
+ * twice the value): its length. Our cookie's value is copied to jar (the
+ * first one). */
+static size_t cookies_kept(const char *value, const char *sep, char *kept, char jar[PREVIEW_TOKEN_MAX])
+{
+	size_t klen = 0, len, vlen, seplen = strlen(sep);
+	const char *pair, *v;
+	for (const char *p = value; cookie_next(&p, &pair, &len, &v, &vlen);) {
+		if (cookie_is_ours(pair, len)) {
+			if (!jar[0])
+				snprintf(jar, PREVIEW_TOKEN_MAX, "%.*s", (int)vlen,
+					 vlen < PREVIEW_TOKEN_MAX ? v : "\x01");
+			continue;
+		}
+		if (klen) {
+			memcpy(kept + klen, sep, seplen);
+			klen += seplen;
+		}
+		memcpy(kept + klen, pair, len);
+		klen += len;
+	}
+	kept[klen] = '\0';
+	return klen;
+}
+
 /* Our header and our cookie out of what the app gets (its other cookies
  * stay); the tokens they held copied to hdr and jar first ("" none; "\x01"
  * one too long to be a token). */
@@ -399,32 +424,23 @@ static void take_token(struct http_request *req, char hdr[PREVIEW_TOKEN_MAX], ch
 			i++;
 			continue;
 		}
-		char *kept = http_request_alloc(req, strlen(value) + 1);
-		size_t klen = 0, len, vlen;
-		const char *pair, *v;
-		for (const char *p = value; cookie_next(&p, &pair, &len, &v, &vlen);) {
-			if (cookie_is_ours(pair, len)) {
-				if (!jar[0])
-					snprintf(jar, PREVIEW_TOKEN_MAX, "%.*s", (int)vlen,
-						 vlen < PREVIEW_TOKEN_MAX ? v : "\x01");
-				continue;
-			}
-			if (klen)
-				kept[klen++] = ';', kept[klen++] = ' ';
-			memcpy(kept + klen, pair, len);
-			klen += len;
-		}
-		kept[klen] = '\0';
-		CHECK(http_request_header_rewrite(req, i, klen ? kept : NULL));
-		if (klen)
+		char *kept = http_request_alloc(req, 2 * strlen(value) + 1);
+		size_t klen = cookies_kept(value, "; ", kept, jar);
+		if (klen > strlen(value)) /* "a;b;..." grown by its spaces: ";" is never longer */
+			klen = cookies_kept(value, ";", kept, jar);
+		if (klen && http_request_header_rewrite(req, i, kept))
 			i++;
+		else
+			CHECK(http_request_header_rewrite(req, i, NULL));
 	}
 }
 
 /* The target without ?sandbar_token=: where the 302 sends the browser
- * (a path starting "//" kept a path, not made another host). */
-static char *target_without_token(struct http_request *req)
+ * (a path starting "//" kept a path, not made another host). The first
+ * one's value, as sent, copied to tok ("" none; "\x01" too long). */
+static char *target_without_token(struct http_request *req, char tok[PREVIEW_TOKEN_MAX])
 {
+	tok[0] = '\0';
 	const char *t = http_request_target(req);
 	size_t n = strlen(t);
 	char *out = http_request_alloc(req, n + 3);
@@ -439,7 +455,15 @@ static char *target_without_token(struct http_request *req)
 	for (const char *p = q ? q + 1 : NULL; p && *p;) {
 		size_t seg = strcspn(p, "&");
 		size_t nlen = strcspn(p, "=&");
-		if (!(nlen == strlen(TOKEN_QUERY) && strncmp(p, TOKEN_QUERY, nlen) == 0) && seg > 0) {
+		bool ours = nlen == strlen(TOKEN_QUERY) && strncmp(p, TOKEN_QUERY, nlen) == 0;
+		if (ours && !tok[0]) {
+			size_t vlen = seg > nlen ? seg - nlen - 1 : 0;
+			snprintf(tok, PREVIEW_TOKEN_MAX, "%.*s", (int)vlen,
+				 vlen < PREVIEW_TOKEN_MAX ? p + nlen + 1 : "\x01");
+			if (!tok[0])
+				tok[0] = '\x01', tok[1] = '\0'; /* present, empty */
+		}
+		if (!ours && seg > 0) {
 			out[len++] = sep;
 			sep = '&';
 			memcpy(out + len, p, seg);
@@ -451,23 +475,43 @@ static char *target_without_token(struct http_request *req)
 	return out;
 }
 
-/* A private sandbox's request passes with a good token for its port: from
- * the header, once from the query (answered 302 to the same URL without it,
- * the token set as an HttpOnly cookie of this preview host), or the cookie.
- * Whatever the sandbox, our header and cookie never reach the app. False:
- * answered (401, 403, 302) and px freed. */
+/* The answer that trades ?sandbar_token= for nothing (a public sandbox) or
+ * for the cookie: 302 to the same URL without it. Ends the exchange. */
+static void px_redirect(struct px *px, const char *location, const char *cookie)
+{
+	struct http_request *req = px->req;
+	http_response_header(req, "Location", location);
+	if (cookie)
+		http_response_header(req, "Set-Cookie", cookie);
+	http_response_header(req, "Cache-Control", "no-store");
+	px->req = NULL;
+	http_request_set_cancel(req, NULL, NULL);
+	http_respond_empty(req, 302);
+	px_set_state(px, PX_DONE);
+	px_free(px);
+}
+
+/* A private sandbox's request passes with a good token for its port: once
+ * from the query (answered 302 to the same URL without it, the token set as
+ * an HttpOnly cookie of this preview host), from the header, or the cookie.
+ * Whatever the sandbox, the token never reaches the app: our header and
+ * cookie are taken out, a query with it is redirected away. False: answered
+ * (401, 403, 302) and px freed. */
 static bool px_admit(struct px *px, bool is_private)
 {
 	struct http_request *req = px->req;
-	char tok[PREVIEW_TOKEN_MAX], jar[PREVIEW_TOKEN_MAX];
-	take_token(req, tok, jar);
+	char tok[PREVIEW_TOKEN_MAX], hdr[PREVIEW_TOKEN_MAX], jar[PREVIEW_TOKEN_MAX];
+	take_token(req, hdr, jar);
+	const char *location = strchr(http_request_target(req), '?') ? target_without_token(req, tok) : NULL;
+	bool q = location && tok[0];
+	if (q && !is_private) {
+		px_redirect(px, location, NULL);
+		return false;
+	}
 	if (!is_private)
 		return true;
-	const char *q = NULL;
-	if (!tok[0] && (q = http_request_query(req, TOKEN_QUERY)))
-		snprintf(tok, sizeof(tok), "%s", strlen(q) < sizeof(tok) ? q : "\x01");
-	if (!tok[0])
-		memcpy(tok, jar, sizeof(tok));
+	if (!q)
+		memcpy(tok, hdr[0] ? hdr : jar, sizeof(tok));
 	const char *id = px->target.sandbox_id;
 	if (!tok[0]) {
 		px_fail(px, 401, "preview_token_required",
@@ -499,14 +543,7 @@ static bool px_admit(struct px *px, bool is_private)
 	snprintf(cookie, sizeof(cookie), "%s=%s; HttpOnly; SameSite=Lax; Path=/; Max-Age=%" PRId64 "%s",
 		 TOKEN_COOKIE, tok, expires_s - now_s,
 		 proto && strcasecmp(proto, "https") == 0 ? "; Secure" : "");
-	http_response_header(req, "Location", target_without_token(req));
-	http_response_header(req, "Set-Cookie", cookie);
-	http_response_header(req, "Cache-Control", "no-store");
-	px->req = NULL;
-	http_request_set_cancel(req, NULL, NULL);
-	http_respond_empty(req, 302);
-	px_set_state(px, PX_DONE);
-	px_free(px);
+	px_redirect(px, location, cookie);
 	return false;
 }
 

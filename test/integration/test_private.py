@@ -89,6 +89,17 @@ def test_private_needs_a_token_and_the_app_never_sees_it(server_factory):
     assert tok not in data.decode()
     r, data = request(srv, "GET", "/headers", host, headers={"Cookie": f"sandbar_preview={tok}"})
     assert r.status == 200 and "cookie" not in {k.lower() for k in json.loads(data)["headers"]}
+    # many short cookies without spaces: what the app gets is never longer than what came
+    many = ";".join(f"c{i}" for i in range(40))
+    r, data = request(srv, "GET", "/headers", host, headers={"Cookie": f"{many};sandbar_preview={tok}"})
+    assert r.status == 200, data
+    kept = {k.lower(): v for k, v in json.loads(data)["headers"].items()}["cookie"]
+    assert [c.strip() for c in kept.split(";")] == many.split(";")
+    # a query token wins over the header, and is redirected away; a bad one is refused
+    r, data = request(srv, "GET", f"/hello?sandbar_token={tok}", host, headers={"X-Sandbar-Preview-Token": tok})
+    assert r.status == 302 and r.getheader("Location") == "/hello"
+    r, data = request(srv, "GET", "/hello?sandbar_token=", host, headers={"X-Sandbar-Preview-Token": tok})
+    assert error(r, data) == (403, "preview_token_invalid")
 
     # expired: 403
     short = mint(c, sid, ttl=1)["token"]
@@ -101,6 +112,8 @@ def test_private_needs_a_token_and_the_app_never_sees_it(server_factory):
     assert r.status == 200 and r.json["private"] is False
     r, data = request(srv, "GET", "/headers", host, headers={"X-Sandbar-Preview-Token": tok})
     assert r.status == 200 and tok not in data.decode()
+    r, data = request(srv, "GET", f"/headers?sandbar_token={tok}&z=1", host)
+    assert r.status == 302 and r.getheader("Location") == "/headers?z=1" and not r.getheader("Set-Cookie")
 
 
 def test_a_private_stopped_sandbox_is_not_woken_without_a_token(server_factory):
