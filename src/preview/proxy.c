@@ -27,7 +27,7 @@
 #include "core/log.h"
 #include "http/server.h"
 #include "preview/host.h"
-#include "preview/token.h"
+#include "preview/gate.h"
 #include "sandbox/registry.h"
 
 #define UP_HIGHWAT  (1024 * 1024) /* queued bytes one way before the source stops */
@@ -294,6 +294,46 @@ static int published_addr(const char *publish, int port, struct sockaddr_storage
 	return -1;
 }
 
+/* A private sandbox's request without a good token is answered here (401,
+ * 403), before anything wakes or the app is contacted; a token in the query
+ * is traded for a cookie (302). False: answered and px freed. */
+static bool px_admit(struct px *px, bool is_private)
+{
+	struct preview_gate g;
+	const char *id = px->target.sandbox_id;
+	switch (preview_gate_check(px->req, px->pv->cfg.secret, &px->target, is_private,
+				   clock_real_ms() / 1000, &g)) {
+	case PREVIEW_GATE_PASS:
+		return true;
+	case PREVIEW_GATE_REQUIRED:
+		px_fail(px, 401, "preview_token_required",
+			"sandbox %s is private: its previews need a token (POST "
+			"/api/sandboxes/%s/preview-token)",
+			id, id);
+		return false;
+	case PREVIEW_GATE_INVALID:
+		px_fail(px, 403, "preview_token_invalid",
+			"the preview token is not valid for port %d of sandbox %s", px->target.port, id);
+		return false;
+	case PREVIEW_GATE_EXPIRED:
+		px_fail(px, 403, "preview_token_expired", "the preview token has expired");
+		return false;
+	case PREVIEW_GATE_REDIRECT:
+		break;
+	}
+	struct http_request *req = px->req;
+	http_response_header(req, "Location", g.location);
+	if (g.set_cookie[0])
+		http_response_header(req, "Set-Cookie", g.set_cookie);
+	http_response_header(req, "Cache-Control", "no-store");
+	px->req = NULL;
+	http_request_set_cancel(req, NULL, NULL);
+	http_respond_empty(req, 302);
+	px_set_state(px, PX_DONE);
+	px_free(px);
+	return false;
+}
+
 static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, void *arg)
 {
 	struct px *px = arg;
@@ -348,203 +388,6 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	}
 	snprintf(px->key, sizeof(px->key), "%s:%d", px->pv->cfg.publish_addr, host_port);
 	px_connect(px, true);
-}
-
-/* ---- private previews ---- */
-
-#define TOKEN_HEADER "X-Sandbar-Preview-Token"
-#define TOKEN_QUERY  "sandbar_token"
-#define TOKEN_COOKIE "sandbar_preview"
-
-/* The next `name=value` of a Cookie header from *p: false at its end. */
-static bool cookie_next(const char **p, const char **pair, size_t *len, const char **value, size_t *vlen)
-{
-	const char *s = *p + strspn(*p, "; \t");
-	if (!*s)
-		return false;
-	size_t n = strcspn(s, ";");
-	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-		n--;
-	const char *eq = memchr(s, '=', n);
-	*pair = s;
-	*len = n;
-	*value = eq ? eq + 1 : s + n;
-	*vlen = eq ? n - (size_t)(eq + 1 - s) : 0;
-	*p = s + n;
-	return true;
-}
-
-static bool cookie_is_ours(const char *pair, size_t len)
-{
-	size_t n = strlen(TOKEN_COOKIE);
-	return len > n && strncmp(pair, TOKEN_COOKIE, n) == 0 && pair[n] == '=';
-}
-
-/* The pairs of a Cookie value but ours, joined by sep into kept (room for
- * twice the value): its length. Our cookie's value is copied to jar (the
- * first one). */
-static size_t cookies_kept(const char *value, const char *sep, char *kept, char jar[PREVIEW_TOKEN_MAX])
-{
-	size_t klen = 0, len, vlen, seplen = strlen(sep);
-	const char *pair, *v;
-	for (const char *p = value; cookie_next(&p, &pair, &len, &v, &vlen);) {
-		if (cookie_is_ours(pair, len)) {
-			if (!jar[0])
-				snprintf(jar, PREVIEW_TOKEN_MAX, "%.*s", (int)vlen,
-					 vlen < PREVIEW_TOKEN_MAX ? v : "\x01");
-			continue;
-		}
-		if (klen) {
-			memcpy(kept + klen, sep, seplen);
-			klen += seplen;
-		}
-		memcpy(kept + klen, pair, len);
-		klen += len;
-	}
-	kept[klen] = '\0';
-	return klen;
-}
-
-/* Our header and our cookie out of what the app gets (its other cookies
- * stay); the tokens they held copied to hdr and jar first ("" none; "\x01"
- * one too long to be a token). */
-static void take_token(struct http_request *req, char hdr[PREVIEW_TOKEN_MAX], char jar[PREVIEW_TOKEN_MAX])
-{
-	hdr[0] = jar[0] = '\0';
-	const char *name, *value;
-	for (int i = 0; http_request_header_at(req, i, &name, &value);) {
-		if (strcasecmp(name, TOKEN_HEADER) == 0) {
-			if (!hdr[0])
-				snprintf(hdr, PREVIEW_TOKEN_MAX, "%s",
-					 strlen(value) < PREVIEW_TOKEN_MAX ? value : "\x01");
-			CHECK(http_request_header_rewrite(req, i, NULL));
-			continue;
-		}
-		if (strcasecmp(name, "Cookie") != 0 || !strstr(value, TOKEN_COOKIE)) {
-			i++;
-			continue;
-		}
-		char *kept = http_request_alloc(req, 2 * strlen(value) + 1);
-		size_t klen = cookies_kept(value, "; ", kept, jar);
-		if (klen > strlen(value)) /* "a;b;..." grown by its spaces: ";" is never longer */
-			klen = cookies_kept(value, ";", kept, jar);
-		if (klen && http_request_header_rewrite(req, i, kept))
-			i++;
-		else
-			CHECK(http_request_header_rewrite(req, i, NULL));
-	}
-}
-
-/* The target without ?sandbar_token=: where the 302 sends the browser
- * (a path starting "//" kept a path, not made another host). The first
- * one's value, as sent, copied to tok ("" none; "\x01" too long). */
-static char *target_without_token(struct http_request *req, char tok[PREVIEW_TOKEN_MAX])
-{
-	tok[0] = '\0';
-	const char *t = http_request_target(req);
-	size_t n = strlen(t);
-	char *out = http_request_alloc(req, n + 3);
-	size_t len = 0;
-	if (t[0] == '/' && t[1] == '/')
-		out[len++] = '/', out[len++] = '.';
-	const char *q = strchr(t, '?');
-	size_t plen = q ? (size_t)(q - t) : n;
-	memcpy(out + len, t, plen);
-	len += plen;
-	char sep = '?';
-	for (const char *p = q ? q + 1 : NULL; p && *p;) {
-		size_t seg = strcspn(p, "&");
-		size_t nlen = strcspn(p, "=&");
-		bool ours = nlen == strlen(TOKEN_QUERY) && strncmp(p, TOKEN_QUERY, nlen) == 0;
-		if (ours && !tok[0]) {
-			size_t vlen = seg > nlen ? seg - nlen - 1 : 0;
-			snprintf(tok, PREVIEW_TOKEN_MAX, "%.*s", (int)vlen,
-				 vlen < PREVIEW_TOKEN_MAX ? p + nlen + 1 : "\x01");
-			if (!tok[0])
-				tok[0] = '\x01', tok[1] = '\0'; /* present, empty */
-		}
-		if (!ours && seg > 0) {
-			out[len++] = sep;
-			sep = '&';
-			memcpy(out + len, p, seg);
-			len += seg;
-		}
-		p += seg + (p[seg] == '&');
-	}
-	out[len] = '\0';
-	return out;
-}
-
-/* The answer that trades ?sandbar_token= for nothing (a public sandbox) or
- * for the cookie: 302 to the same URL without it. Ends the exchange. */
-static void px_redirect(struct px *px, const char *location, const char *cookie)
-{
-	struct http_request *req = px->req;
-	http_response_header(req, "Location", location);
-	if (cookie)
-		http_response_header(req, "Set-Cookie", cookie);
-	http_response_header(req, "Cache-Control", "no-store");
-	px->req = NULL;
-	http_request_set_cancel(req, NULL, NULL);
-	http_respond_empty(req, 302);
-	px_set_state(px, PX_DONE);
-	px_free(px);
-}
-
-/* A private sandbox's request passes with a good token for its port: once
- * from the query (answered 302 to the same URL without it, the token set as
- * an HttpOnly cookie of this preview host), from the header, or the cookie.
- * Whatever the sandbox, the token never reaches the app: our header and
- * cookie are taken out, a query with it is redirected away. False: answered
- * (401, 403, 302) and px freed. */
-static bool px_admit(struct px *px, bool is_private)
-{
-	struct http_request *req = px->req;
-	char tok[PREVIEW_TOKEN_MAX], hdr[PREVIEW_TOKEN_MAX], jar[PREVIEW_TOKEN_MAX];
-	take_token(req, hdr, jar);
-	const char *location = strchr(http_request_target(req), '?') ? target_without_token(req, tok) : NULL;
-	bool q = location && tok[0];
-	if (q && !is_private) {
-		px_redirect(px, location, NULL);
-		return false;
-	}
-	if (!is_private)
-		return true;
-	if (!q)
-		memcpy(tok, hdr[0] ? hdr : jar, sizeof(tok));
-	const char *id = px->target.sandbox_id;
-	if (!tok[0]) {
-		px_fail(px, 401, "preview_token_required",
-			"sandbox %s is private: its previews need a token (POST "
-			"/api/sandboxes/%s/preview-token)",
-			id, id);
-		return false;
-	}
-	int64_t now_s = clock_real_ms() / 1000;
-	enum preview_token_verdict v = px->pv->cfg.secret
-					       ? preview_token_check(tok, strlen(tok), px->pv->cfg.secret, id,
-								     px->target.port, now_s)
-					       : PREVIEW_TOKEN_WRONG;
-	if (v == PREVIEW_TOKEN_EXPIRED) {
-		px_fail(px, 403, "preview_token_expired", "the preview token has expired");
-		return false;
-	}
-	if (v != PREVIEW_TOKEN_OK) {
-		px_fail(px, 403, "preview_token_invalid",
-			"the preview token is not valid for port %d of sandbox %s", px->target.port, id);
-		return false;
-	}
-	if (!q)
-		return true;
-	/* <port>.<expires>.<mac>, well formed once it checks */
-	int64_t expires_s = strtoll(strchr(tok, '.') + 1, NULL, 10);
-	const char *proto = http_request_header(req, "X-Forwarded-Proto");
-	char cookie[PREVIEW_TOKEN_MAX + 128];
-	snprintf(cookie, sizeof(cookie), "%s=%s; HttpOnly; SameSite=Lax; Path=/; Max-Age=%" PRId64 "%s",
-		 TOKEN_COOKIE, tok, expires_s - now_s,
-		 proto && strcasecmp(proto, "https") == 0 ? "; Secure" : "");
-	px_redirect(px, location, cookie);
-	return false;
 }
 
 static struct upconn *idle_take(struct preview *pv, const char *key)
