@@ -63,6 +63,13 @@ struct sandbox_port {
 };
 
 /* One sandbox as the core knows it. Times are Unix microseconds, 0 for none. */
+/* Ports whose previews need a token though their sandbox is not private. */
+#define SANDBOX_PRIVATE_PORTS_MAX 32
+struct sandbox_port_set {
+	int n;
+	uint16_t port[SANDBOX_PRIVATE_PORTS_MAX];
+};
+
 struct sandbox {
 	char id[37];
 	char *name;
@@ -87,6 +94,7 @@ struct sandbox {
 	int64_t keepalive_until_us; /* no idle action before, 0: none */
 	bool auto_wake;		    /* a request for it stopped starts it (set, else idle_action stop) */
 	bool is_private;	    /* its previews need a preview token (`private`) */
+	struct sandbox_port_set private_ports; /* ... these ports' only (`private_ports`) */
 	/* what a command in it starts with (derived): PATH, containerEnv,
 	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
 	 * else containerUser; NULL: the agent's root) and folder to run in */
@@ -151,6 +159,8 @@ struct registry_waker {
 /* w NULL: none (REGISTRY_WAKE then acts as RUNNING alone). */
 void registry_set_waker(struct registry *reg, const struct registry_waker *w);
 
+/* Whether port's previews need a token: the sandbox is private, or the port is one of its private_ports. */
+bool sandbox_port_private(const struct sandbox *sb, int port);
 const struct sandbox *sandbox_ref_get(const struct sandbox_ref *ref);
 /* The sandbox's agent channel (made on first use). Valid while the ref is held
  * and the sandbox runs. */
@@ -195,6 +205,7 @@ struct sandbox_insert {
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
 	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	bool is_private;
+	struct sandbox_port_set private_ports;
 	const char *actor;
 	bool in_pool; /* a warm pool member: never listed until claimed */
 };
@@ -215,6 +226,8 @@ struct sandbox_settings {
 	int64_t extend_ms;    /* > 0: the hard lifetime ends this much later (from now if it has none) */
 	int auto_wake;	      /* 0: unchanged, 1: on, -1: off */
 	int is_private;	      /* 0: unchanged, 1: on, -1: off */
+	bool set_private_ports;
+	struct sandbox_port_set private_ports;
 	const char *actor;
 };
 struct registry_wait *registry_settle(struct registry *reg, const char *id, const struct sandbox_settings *s,
@@ -239,6 +252,7 @@ struct sandbox_claim {
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
 	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	bool is_private;
+	struct sandbox_port_set private_ports;
 	const char *actor;
 };
 /* Claims the oldest warm member of the template (FOR UPDATE SKIP LOCKED: two

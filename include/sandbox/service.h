@@ -60,10 +60,11 @@ struct sandbox_create_params {
 	uint64_t memory;	      /* bytes; 0: as cpus; at most SANDBAR_MAX_MEMORY */
 	int64_t idle_timeout_ms;      /* 0: SANDBOX_IDLE_TIMEOUT */
 	enum sandbox_idle_action idle_action;
-	int64_t ttl_ms;	  /* > 0: removed this long after the create, whatever its activity */
-	int auto_wake;	  /* 0: the default (on for idle_action stop), 1: on, -1: off */
-	bool is_private;  /* previews need a preview token */
-	const int *ports; /* container ports to publish beside the template's */
+	int64_t ttl_ms;	 /* > 0: removed this long after the create, whatever its activity */
+	int auto_wake;	 /* 0: the default (on for idle_action stop), 1: on, -1: off */
+	bool is_private; /* previews need a preview token */
+	struct sandbox_port_set private_ports; /* ... only these ports' (n 0: none) */
+	const int *ports;		       /* container ports to publish beside the template's */
 	size_t nports;
 	bool wait;	   /* false: answer as soon as the row exists */
 	const char *actor; /* who asks (a request id), for the sandbox's events */
@@ -92,6 +93,8 @@ struct sandbox_changes {
 	bool set_idle_action;
 	int auto_wake;	/* 0: unchanged, 1: on, -1: off */
 	int is_private; /* 0: unchanged, 1: on, -1: off */
+	bool set_private_ports;
+	struct sandbox_port_set private_ports;
 };
 struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 				    const struct sandbox_changes *c, const char *actor, sandbox_result_fn cb,

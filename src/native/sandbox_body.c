@@ -166,6 +166,26 @@ static int parse_private(struct json_object *v, int *out, struct core_error *e)
 	return 0;
 }
 
+/* private_ports: an array of up to SANDBOX_PRIVATE_PORTS_MAX port numbers. */
+static int parse_private_ports(struct json_object *v, struct sandbox_port_set *out, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_array) ||
+	    json_object_array_length(v) > SANDBOX_PRIVATE_PORTS_MAX)
+		return bad(e, "invalid_private_ports",
+			   "'private_ports' must be an array of at most %d port numbers",
+			   SANDBOX_PRIVATE_PORTS_MAX);
+	out->n = 0;
+	for (size_t i = 0; i < json_object_array_length(v); i++) {
+		struct json_object *p = json_object_array_get_idx(v, i);
+		int64_t port = json_object_is_type(p, json_type_int) ? json_object_get_int64(p) : 0;
+		if (port < 1 || port > 65535)
+			return bad(e, "invalid_private_ports",
+				   "'private_ports' must hold port numbers 1 to 65535");
+		out->port[out->n++] = (uint16_t)port;
+	}
+	return 0;
+}
+
 /* ports: an array of container ports (kept in scratch, freed by the caller). */
 static int parse_ports(struct json_object *v, int **out, size_t *n, struct core_error *e)
 {
@@ -226,6 +246,8 @@ static int create_params(struct json_object *body, struct sandbox_create_params 
 	if ((v = member(body, "private")) && parse_private(v, &priv, e))
 		return -1;
 	p->is_private = priv > 0;
+	if ((v = member(body, "private_ports")) && parse_private_ports(v, &p->private_ports, e))
+		return -1;
 	if ((v = member(body, "ports")) && parse_ports(v, ports, &p->nports, e))
 		return -1;
 	p->ports = *ports;
@@ -258,17 +280,16 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 	json_object_object_foreach(body, key, unused)
 	{
 		(void)unused;
-		static const char *const known[] = { "name",	    "labels",	 "env_vars",
-						     "cpu",	    "memory",	 "idle_timeout",
-						     "idle_action", "auto_wake", "private",
-						     NULL };
+		static const char *const known[] = { "name",	"labels",	 "env_vars",	"cpu",
+						     "memory",	"idle_timeout",	 "idle_action", "auto_wake",
+						     "private", "private_ports", NULL };
 		bool ok = false;
 		for (size_t i = 0; known[i]; i++)
 			ok |= strcmp(key, known[i]) == 0;
 		if (!ok)
 			return bad(e, "invalid_body",
 				   "'%s' cannot be changed (name, labels, env_vars, cpu, memory, "
-				   "idle_timeout, idle_action, auto_wake and private can)",
+				   "idle_timeout, idle_action, auto_wake, private and private_ports can)",
 				   key);
 	}
 	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_name", &c->name, e))
@@ -293,6 +314,11 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 		return -1;
 	if ((v = member(body, "private")) && parse_private(v, &c->is_private, e))
 		return -1;
+	if ((v = member(body, "private_ports"))) {
+		if (parse_private_ports(v, &c->private_ports, e))
+			return -1;
+		c->set_private_ports = true;
+	}
 	return 0;
 }
 

@@ -353,7 +353,7 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 			host_port = sb->ports[i].host_port;
 	enum sandbox_status status = sb->status;
 	bool auto_wake = sb->auto_wake;
-	bool is_private = sb->is_private;
+	bool is_private = sandbox_port_private(sb, px->target.port);
 	int64_t idle_ms = sb->idle_timeout_ms;
 	sandbox_ref_put(ref);
 	if (!px->woke && !px_admit(px, is_private))

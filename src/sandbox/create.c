@@ -75,6 +75,7 @@ struct create_op {
 	enum sandbox_idle_action idle_action;
 	int auto_wake;
 	bool is_private;
+	struct sandbox_port_set private_ports;
 
 	struct docker_call *dcall;
 	struct registry_wait *wait;
@@ -208,6 +209,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 	op->idle_action = p->idle_action;
 	op->auto_wake = p->auto_wake;
 	op->is_private = p->is_private;
+	op->private_ports = p->private_ports;
 	op->ttl_ms = p->ttl_ms;
 	/* the limits it gets, recorded as they are (a PATCH changes them later) */
 	struct container_spec_input limits = { .tpl = tpl, .cfg = cfg, .memory = p->memory, .cpus = p->cpus };
@@ -241,6 +243,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 			.ttl_ms = op->ttl_ms,
 			.auto_wake = op->auto_wake,
 			.is_private = op->is_private,
+			.private_ports = op->private_ports,
 			.actor = op->actor,
 		};
 		op->wait = registry_claim(svc->reg, &c, step_claimed, op);
@@ -364,6 +367,7 @@ static void create_admitted(const struct core_error *err, void *arg)
 		.ttl_ms = op->ttl_ms,
 		.auto_wake = op->auto_wake,
 		.is_private = op->is_private,
+		.private_ports = op->private_ports,
 		.actor = op->actor,
 		.in_pool = op->for_pool,
 	};

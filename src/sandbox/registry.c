@@ -878,6 +878,28 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 	return w;
 }
 
+/* A port set as a PostgreSQL array literal, "{8000,8001}", into buf. */
+#define PORT_SET_LITERAL_MAX (SANDBOX_PRIVATE_PORTS_MAX * 6 + 3)
+static const char *port_set_literal(const struct sandbox_port_set *s, char buf[PORT_SET_LITERAL_MAX])
+{
+	size_t n = 0;
+	buf[n++] = '{';
+	for (int i = 0; i < s->n && i < SANDBOX_PRIVATE_PORTS_MAX; i++)
+		n += (size_t)snprintf(buf + n, PORT_SET_LITERAL_MAX - n, "%s%u", i ? "," : "", s->port[i]);
+	snprintf(buf + n, PORT_SET_LITERAL_MAX - n, "}");
+	return buf;
+}
+
+bool sandbox_port_private(const struct sandbox *sb, int port)
+{
+	if (sb->is_private)
+		return true;
+	for (int i = 0; i < sb->private_ports.n; i++)
+		if (sb->private_ports.port[i] == port)
+			return true;
+	return false;
+}
+
 /* A tri-state setting as a parameter: NULL for 0 (the default, or unchanged). */
 static const char *tristate(int v)
 {
@@ -894,16 +916,18 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 	static const char sql[] =
 		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
-		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake, private) "
+		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake, private, "
+		"private_ports) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
-		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean, $19::boolean) "
+		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean, $19::boolean, "
+		"$20::int[]) "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
 		"SELECT i.* FROM i";
-	char idle[24], cpu[24], mem[24], ttl[24];
+	char idle[24], cpu[24], mem[24], ttl[24], pports[PORT_SET_LITERAL_MAX];
 	snprintf(idle, sizeof(idle), "%" PRId64,
 		 ins->idle_timeout_ms > 0 ? ins->idle_timeout_ms : reg->idle_default_ms);
 	snprintf(cpu, sizeof(cpu), "%" PRId64, ins->cpu_millis);
@@ -929,9 +953,10 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		ins->in_pool ? "t" : "f",
 		tristate(ins->auto_wake),
 		ins->is_private ? "t" : "f",
+		port_set_literal(&ins->private_ports, pports),
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 19, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 20, params, moved, w);
 	return w;
 }
 
@@ -988,13 +1013,14 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"  ends_at = CASE WHEN $11::bigint IS NULL THEN ends_at "
 		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
 		"END, "
-		"  auto_wake = coalesce($14::boolean, auto_wake), private = coalesce($15::boolean, private) "
+		"  auto_wake = coalesce($14::boolean, auto_wake), private = coalesce($15::boolean, private), "
+		"  private_ports = coalesce($16::int[], private_ports) "
 		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, status, status, 'settings', $13 FROM u), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $12 || ' ' || id) FROM u) "
 		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
-	char cpu[24], mem[24], idle[24], keep[24], ext[24];
+	char cpu[24], mem[24], idle[24], keep[24], ext[24], pports[PORT_SET_LITERAL_MAX];
 	snprintf(cpu, sizeof(cpu), "%" PRId64, st->cpu_millis);
 	snprintf(mem, sizeof(mem), "%" PRId64, st->memory_bytes);
 	snprintf(idle, sizeof(idle), "%" PRId64, st->idle_timeout_ms);
@@ -1016,9 +1042,10 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		st->actor,
 		tristate(st->auto_wake),
 		tristate(st->is_private),
+		st->set_private_ports ? port_set_literal(&st->private_ports, pports) : NULL,
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 15, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 16, params, moved, w);
 	return w;
 }
 
@@ -1071,14 +1098,15 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
 		"  created_at = now(), last_activity = now(), "
 		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
-		"  owner_instance = $13, auto_wake = $15::boolean, private = $16::boolean FROM c WHERE s.id "
+		"  owner_instance = $13, auto_wake = $15::boolean, private = $16::boolean, private_ports = "
+		"$17::int[] FROM c WHERE s.id "
 		"= c.id "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
 		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
-	char cpu[24], mem[24], idle[24], ttl[24];
+	char cpu[24], mem[24], idle[24], ttl[24], pports[PORT_SET_LITERAL_MAX];
 	snprintf(cpu, sizeof(cpu), "%" PRId64, c->cpu_millis);
 	snprintf(mem, sizeof(mem), "%" PRId64, c->memory_bytes);
 	snprintf(idle, sizeof(idle), "%" PRId64, c->idle_timeout_ms);
@@ -1100,9 +1128,10 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		c->actor,
 		tristate(c->auto_wake),
 		c->is_private ? "t" : "f",
+		port_set_literal(&c->private_ports, pports),
 	};
 	w->epoch = reg->epoch;
-	w->query = pg_query_send(reg->pg, sql, 16, params, claimed, w);
+	w->query = pg_query_send(reg->pg, sql, 17, params, claimed, w);
 	return w;
 }
 

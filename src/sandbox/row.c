@@ -38,6 +38,7 @@ enum {
 	COL_KEEPALIVE,
 	COL_AUTO_WAKE,
 	COL_PRIVATE,
+	COL_PRIVATE_PORTS,
 	COL_COUNT
 };
 
@@ -155,6 +156,16 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 	sb->keepalive_until_us = int_of(res, row, COL_KEEPALIVE);
 	sb->auto_wake = strcmp(PQgetvalue(res, row, COL_AUTO_WAKE), "t") == 0;
 	sb->is_private = strcmp(PQgetvalue(res, row, COL_PRIVATE), "t") == 0;
+	sb->private_ports.n = 0;
+	for (const char *p = PQgetvalue(res, row, COL_PRIVATE_PORTS);
+	     *p && sb->private_ports.n < SANDBOX_PRIVATE_PORTS_MAX;) {
+		char *end;
+		long port = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		sb->private_ports.port[sb->private_ports.n++] = (uint16_t)port;
+		p = *end == ',' ? end + 1 : end;
+	}
 	derive_run(sb);
 	return 0;
 }

@@ -74,6 +74,8 @@ struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 	op->set.set_idle_action = c->set_idle_action;
 	op->set.auto_wake = c->auto_wake;
 	op->set.is_private = c->is_private;
+	op->set.set_private_ports = c->set_private_ports;
+	op->set.private_ports = c->private_ports;
 	if (op->set.cpu_millis || op->set.memory_bytes)
 		/* the container takes the limits first: it must exist */
 		op->wait = registry_acquire(svc->reg, id, REGISTRY_FRESH | REGISTRY_LIVE, update_read, op);

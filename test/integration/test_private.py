@@ -130,6 +130,28 @@ def test_a_private_stopped_sandbox_is_not_woken_without_a_token(server_factory):
     assert (r.status, data) == (200, b"hello from the app")
 
 
+def test_private_ports_only(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, host = start_app(srv, c)
+    other = f"{PORT + 1}-{sid}.preview.localhost"
+    r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"private_ports": [PORT + 1]})
+    assert r.status == 200 and r.json["private"] is False and r.json["private_ports"] == [PORT + 1], r
+    assert request(srv, "GET", "/hello", host)[0].status == 200  # not a private port
+    assert error(*request(srv, "GET", "/hello", other)) == (401, "preview_token_required")
+    r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"private_ports": [PORT]})
+    assert r.status == 200 and r.json["private_ports"] == [PORT], r
+    assert error(*request(srv, "GET", "/hello", host)) == (401, "preview_token_required")
+    tok = mint(c, sid)["token"]
+    r, data = request(srv, "GET", "/hello", host, headers={"X-Sandbar-Preview-Token": tok})
+    assert (r.status, data) == (200, b"hello from the app")
+    r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"name": "kept"})
+    assert r.status == 200 and r.json["private_ports"] == [PORT], r  # unchanged when not sent
+    r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"private_ports": []})
+    assert r.status == 200 and r.json["private_ports"] == [], r
+    assert request(srv, "GET", "/hello", host)[0].status == 200
+
+
 def test_private_at_create_and_bad_input(server_factory, tmp_path):
     data_dir = tmp_path / "data"
     srv = server_factory(env=templates_env(SANDBAR_DATA_DIR=str(data_dir), SANDBAR_PREVIEW_TOKEN_MAX_TTL="1h"))
@@ -145,6 +167,14 @@ def test_private_at_create_and_bad_input(server_factory, tmp_path):
     sid = r.json["id"]
     r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"private": 1})
     assert r.status == 400 and r.json["error"]["code"] == "invalid_private", r
+    for bad in ([0], [65536], ["80"], 80, list(range(1, 34))):
+        r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"private_ports": bad})
+        assert r.status == 400 and r.json["error"]["code"] == "invalid_private_ports", (bad, r)
+    r = c.post("/api/sandboxes", json={"template": "plain", "private_ports": [0]})
+    assert r.status == 400 and r.json["error"]["code"] == "invalid_private_ports", r
+    r = c.post("/api/sandboxes", json={"template": "plain", "private_ports": [3000, 3001]}, timeout=120)
+    assert r.status == 201 and r.json["private_ports"] == [3000, 3001] and r.json["private"] is False, r
+    c.delete(f"/api/sandboxes/{r.json['id']}")
 
     for body, code in (({"port": 0}, "invalid_port"), ({"port": 65536}, "invalid_port"),
                        ({"port": "80"}, "invalid_port"), ({}, "invalid_port"),
