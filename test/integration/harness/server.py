@@ -35,6 +35,7 @@ def default_env(database_url, port, instance):
         "SERVER_ADDR": f"127.0.0.1:{port}",
         "DEVCONTAINERS_PATH": os.path.join(paths.ROOT, "devcontainers"),
         "SANDBAR_MIGRATIONS_PATH": os.path.join(paths.ROOT, "sql"),
+        "SANDBAR_DATA_DIR": paths.DATA,  # preview.secret, made by the first server
         "SANDBAR_LOG_LEVEL": "info",
         # sanitizer builds: fail loudly, and make leaks turn exit 0 into 23
         "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:exitcode=23:strict_string_checks=1",
