@@ -21,6 +21,7 @@
 #include "files/transfer.h"
 #include "http/server.h"
 #include "native/native.h"
+#include "preview/host.h"
 #include "pg/migrate.h"
 #include "pg/pool.h"
 #include "sandbox/registry.h"
@@ -51,8 +52,10 @@ struct sandbard {
 	struct registry *reg;
 	struct sandbox_service *svc;
 	struct commands *commands;
-	struct agentfs *fs;	     /* files through the agent */
-	struct files_transfer *xfer; /* uploads, downloads, archives: Docker's archive API */
+	struct agentfs *fs;	       /* files through the agent */
+	struct files_transfer *xfer;   /* uploads, downloads, archives: Docker's archive API */
+	struct preview_public preview; /* how preview URLs look */
+	char preview_domain[256];
 	struct api *api;
 	struct http_server *http;
 	struct event *sigterm, *sigint, *boot_timeout;
@@ -155,6 +158,7 @@ int main(int argc, char **argv)
 	}
 	struct pg_pool_config pgc = {
 		.conninfo = d.cfg.database_url,
+		.application_name = d.cfg.instance_id, /* sandbox_events.instance's default */
 		.size = (int)d.cfg.pg_pool_size,
 		.max_waiters = (int)d.cfg.pg_max_waiters,
 		.retry_min_ms = 100,
@@ -168,7 +172,6 @@ int main(int argc, char **argv)
 		.conninfo = d.cfg.database_url,
 		.idle_timeout_ms = d.cfg.sandbox_idle_timeout_ms,
 		.cache_ms = d.cfg.exec_lookup_cache_ms,
-		.activity_ms = 1000,
 	};
 	d.reg = registry_new(d.base, &rcfg, d.pg, d.channels);
 	d.svc = sandbox_service_new(d.base, &d.cfg, d.reg, d.docker, d.templates, d.agent_bin, d.agent_len);
@@ -185,9 +188,16 @@ int main(int argc, char **argv)
 	struct files_transfer_config tcfg = { .upload_limit = d.cfg.upload_limit,
 					      .spool_dir = d.cfg.upload_spool_dir };
 	d.xfer = files_transfer_new(d.base, d.reg, d.docker, d.fs, &tcfg);
-	struct native_core core = {
-		.svc = d.svc, .reg = d.reg, .cmds = d.commands, .fs = d.fs, .xfer = d.xfer
-	};
+	const char *colon = strrchr(d.cfg.server_addr, ':');
+	int listen_port = colon ? atoi(colon + 1) : 0;
+	preview_public_init(&d.preview, d.preview_domain, sizeof(d.preview_domain), d.cfg.preview_domain,
+			    d.cfg.preview_scheme, d.cfg.preview_port ? (int)d.cfg.preview_port : listen_port);
+	struct native_core core = { .svc = d.svc,
+				    .reg = d.reg,
+				    .cmds = d.commands,
+				    .fs = d.fs,
+				    .xfer = d.xfer,
+				    .preview = &d.preview };
 	d.api = api_new(d.base, &d.cfg, &core);
 	CHECK(d.api != NULL);
 

@@ -43,10 +43,13 @@ struct config {
 	int64_t image_prune_age_ms; /* SANDBAR_IMAGE_PRUNE_AGE, default 1h */
 	char *publish_addr;   /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 	char *preview_domain; /* SANDBAR_PREVIEW_DOMAIN, default preview.localhost */
+	char *preview_scheme; /* SANDBAR_PREVIEW_SCHEME, default http */
+	int64_t preview_port; /* SANDBAR_PREVIEW_PORT, default 0: SERVER_ADDR's */
 	int64_t preview_connect_timeout_ms; /* SANDBAR_PREVIEW_CONNECT_TIMEOUT, default 5s */
 	int64_t preview_head_timeout_ms;    /* SANDBAR_PREVIEW_HEAD_TIMEOUT, default 60s */
 	int64_t preview_idle_timeout_ms;    /* SANDBAR_PREVIEW_IDLE_TIMEOUT, default 120s */
 	int64_t preview_idle_conns;	    /* SANDBAR_PREVIEW_IDLE_CONNS per sandbox port, default 4 */
+	int64_t wake_timeout_ms;	    /* SANDBAR_WAKE_TIMEOUT, default 30s */
 	char *warm_pool;		    /* SANDBAR_WARM_POOL "template=count,...", default none */
 	int64_t warm_pool_concurrency;	    /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */
 	int64_t warm_pool_check_ms;	    /* SANDBAR_WARM_POOL_CHECK, default 10s */

@@ -20,12 +20,15 @@ struct sandbox_service;
 
 /* The core the dialect calls, built and freed by main (it outlives the
  * dialect). */
+struct preview_public;
+
 struct native_core {
 	struct sandbox_service *svc;
 	struct registry *reg;
 	struct commands *cmds;
-	struct agentfs *fs;	     /* files through the agent */
-	struct files_transfer *xfer; /* uploads, downloads, archives */
+	struct agentfs *fs;		      /* files through the agent */
+	struct files_transfer *xfer;	      /* uploads, downloads, archives */
+	const struct preview_public *preview; /* how preview URLs look (domain "": none) */
 };
 
 /* Registers the dialect's routes on router; NULL if one clashes. */

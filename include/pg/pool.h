@@ -36,10 +36,12 @@ typedef void (*pg_result_fn)(enum pg_error err, PGresult *res, const char *messa
 
 struct pg_pool_config {
 	const char *conninfo; /* a libpq connection string or URI */
-	int size;	      /* connections, >= 1 */
-	int max_waiters;      /* queued queries beyond which sends fail with PG_ERR_BUSY */
-	int64_t retry_min_ms; /* reconnect back-off: first delay ... */
-	int64_t retry_max_ms; /* ... doubling up to this */
+	const char
+		*application_name; /* shown in pg_stat_activity, read by column defaults; NULL: conninfo's */
+	int size;		   /* connections, >= 1 */
+	int max_waiters;	   /* queued queries beyond which sends fail with PG_ERR_BUSY */
+	int64_t retry_min_ms;	   /* reconnect back-off: first delay ... */
+	int64_t retry_max_ms;	   /* ... doubling up to this */
 };
 
 struct pg_pool *pg_pool_new(struct event_base *base, const struct pg_pool_config *cfg);

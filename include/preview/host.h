@@ -34,6 +34,12 @@ struct preview_public {
 	int public_port;
 };
 
+/* The domain as configured, made canonical (lower case, no dots at its
+ * ends) into domain_buf; the public port left out (0) when it is the
+ * scheme's default. pub->domain points into domain_buf ("" : no previews). */
+void preview_public_init(struct preview_public *pub, char *domain_buf, size_t cap, const char *domain,
+			 const char *scheme, int public_port);
+
 /* `<scheme>://<port>-<id>.<domain>[:<public port>]` into buf: its length, or
  * -1 when cap is too small. */
 MUST_USE int preview_url(char *buf, size_t cap, const struct preview_public *pub, const char *sandbox_id,

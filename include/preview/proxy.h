@@ -2,8 +2,10 @@
  * is forwarded, in the loop, to that port of the sandbox (through the port
  * Docker published for it) and the answer streamed back: bodies both ways
  * with backpressure, keep-alive upstream connections kept per port, an
- * Upgrade (WebSocket) spliced byte for byte after the 101. Every request is
- * activity of its sandbox. */
+ * Upgrade (WebSocket) spliced byte for byte after the 101. A request for a
+ * stopped sandbox whose auto_wake is on is held while it wakes, and sent once
+ * its port answers. Every request, and an open WebSocket, is activity of its
+ * sandbox. */
 #ifndef SANDBAR_PREVIEW_PROXY_H
 #define SANDBAR_PREVIEW_PROXY_H
 
@@ -22,6 +24,8 @@ struct preview_config {
 	int64_t head_timeout_ms; /* SANDBAR_PREVIEW_HEAD_TIMEOUT: request sent -> response head, then 504 */
 	int64_t idle_timeout_ms; /* SANDBAR_PREVIEW_IDLE_TIMEOUT: no byte either way (also kept upstreams) */
 	int idle_per_port;	 /* kept idle upstream connections per sandbox port */
+	int64_t wake_timeout_ms; /* SANDBAR_WAKE_TIMEOUT: a stopped sandbox woken, its port answering; then
+				    504 */
 };
 
 struct preview;

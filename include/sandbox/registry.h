@@ -4,8 +4,10 @@
  * the only writer of status; the one writer of activity (at most one write a
  * second per sandbox); and the one lookup and cache of sandboxes for the whole
  * server, handing out reference-counted handles. The cache is kept true
- * across instances sharing the database by LISTEN/NOTIFY on every write; while
- * not listening, an entry is trusted for SANDBAR_EXEC_LOOKUP_CACHE only. */
+ * across instances sharing the database by LISTEN/NOTIFY on every write but
+ * batched activity (another instance's last_activity and expires_at may lag
+ * by up to 30 s); while not listening, an entry is trusted for
+ * SANDBAR_EXEC_LOOKUP_CACHE only. */
 #ifndef SANDBAR_SANDBOX_REGISTRY_H
 #define SANDBAR_SANDBOX_REGISTRY_H
 
@@ -83,6 +85,7 @@ struct sandbox {
 	enum sandbox_idle_action idle_action;
 	int64_t ends_at_us;	    /* hard lifetime end, 0: none */
 	int64_t keepalive_until_us; /* no idle action before, 0: none */
+	bool auto_wake;		    /* a request for it stopped starts it (set, else idle_action stop) */
 	/* what a command in it starts with (derived): PATH, containerEnv,
 	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
 	 * else containerUser; NULL: the agent's root) and folder to run in */
@@ -98,7 +101,6 @@ struct registry_config {
 	const char *conninfo;	 /* for the LISTEN connection (NULL: no LISTEN, validity only) */
 	int64_t idle_timeout_ms; /* SANDBOX_IDLE_TIMEOUT: activity pushes expiry this far */
 	int64_t cache_ms;	 /* SANDBAR_EXEC_LOOKUP_CACHE: trust without LISTEN (0: never) */
-	int64_t activity_ms;	 /* activity is written at most this often per sandbox */
 };
 
 struct registry *registry_new(struct event_base *base, const struct registry_config *cfg, struct pg_pool *pg,
@@ -118,6 +120,10 @@ enum {
 	REGISTRY_LIVE = 1 << 1,	   /* fail CONFLICT (code sandbox_not_live) once expired or deleted */
 	REGISTRY_TOUCH = 1 << 2,   /* counts as activity (a running sandbox's expiry moves) */
 	REGISTRY_FRESH = 1 << 3,   /* read from PostgreSQL, whatever is cached */
+	/* with RUNNING: a sandbox stopped (or stopping, starting) whose auto_wake
+	 * is on is started first, once however many wait, through the waker; it
+	 * fails UNAVAILABLE wake_timeout after SANDBAR_WAKE_TIMEOUT */
+	REGISTRY_WAKE = 1 << 4,
 };
 
 struct registry_wait;
@@ -131,6 +137,19 @@ struct registry_wait *registry_acquire(struct registry *reg, const char *id, uns
 /* No callback follows. */
 void registry_wait_cancel(struct registry_wait *w);
 
+/* How a REGISTRY_WAKE acquire has its sandbox started: the sandbox service's
+ * wake (sandbox/wake.c), which sits above the registry. wake() answers done
+ * once, from the loop (err NULL: the sandbox ran when it answered), unless
+ * cancel(its handle) came first; the start itself goes on either way. */
+typedef void (*registry_woken_fn)(const struct core_error *err, void *arg);
+struct registry_waker {
+	void *(*wake)(void *ctx, const char *id, registry_woken_fn done, void *arg);
+	void (*cancel)(void *handle);
+	void *ctx;
+};
+/* w NULL: none (REGISTRY_WAKE then acts as RUNNING alone). */
+void registry_set_waker(struct registry *reg, const struct registry_waker *w);
+
 const struct sandbox *sandbox_ref_get(const struct sandbox_ref *ref);
 /* The sandbox's agent channel (made on first use). Valid while the ref is held
  * and the sandbox runs. */
@@ -139,7 +158,7 @@ struct sandbox_ref *sandbox_ref_hold(struct sandbox_ref *ref);
 void sandbox_ref_put(struct sandbox_ref *ref);
 
 /* Activity of a running sandbox: last_activity and expires_at move, written
- * at most once per activity_ms per sandbox, batched. */
+ * at most once a second per sandbox, batched. */
 void registry_touch(struct registry *reg, const char *id);
 
 /* ---- transitions: the only writer of status ---- */
@@ -160,7 +179,9 @@ struct sandbox_transition {
 /* after: the sandbox as it is now (the same on failure when known). A move
  * the table refuses, or one whose old status no longer holds (another
  * instance or operation moved first), fails CONFLICT with code invalid_state
- * and err->status the current one. */
+ * and err->status the current one. A write that happened has after set,
+ * unless the row could not be read again (it is retried for up to 5 s): then
+ * it fails with after NULL and a message saying the write was committed. */
 typedef void (*registry_moved_fn)(const struct core_error *err, const struct sandbox *after, void *arg);
 struct registry_wait *registry_transition(struct registry *reg, const struct sandbox_transition *t,
 					  registry_moved_fn cb, void *arg);
@@ -171,6 +192,7 @@ struct sandbox_insert {
 	int64_t cpu_millis, memory_bytes, idle_timeout_ms; /* idle 0: the registry's default */
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
+	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	const char *actor;
 	bool in_pool; /* a warm pool member: never listed until claimed */
 };
@@ -189,6 +211,7 @@ struct sandbox_settings {
 	bool set_idle_action;
 	int64_t keepalive_ms; /* > 0: no idle action before now + it */
 	int64_t extend_ms;    /* > 0: the hard lifetime ends this much later (from now if it has none) */
+	int auto_wake;	      /* 0: unchanged, 1: on, -1: off */
 	const char *actor;
 };
 struct registry_wait *registry_settle(struct registry *reg, const char *id, const struct sandbox_settings *s,
@@ -211,6 +234,7 @@ struct sandbox_claim {
 	int64_t cpu_millis, memory_bytes, idle_timeout_ms; /* 0: the member's; idle: the default */
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms; /* > 0: ends_at = now + ttl */
+	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	const char *actor;
 };
 /* Claims the oldest warm member of the template (FOR UPDATE SKIP LOCKED: two

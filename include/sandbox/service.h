@@ -59,6 +59,7 @@ struct sandbox_create_params {
 	int64_t idle_timeout_ms;      /* 0: SANDBOX_IDLE_TIMEOUT */
 	enum sandbox_idle_action idle_action;
 	int64_t ttl_ms;	  /* > 0: removed this long after the create, whatever its activity */
+	int auto_wake;	  /* 0: the default (on for idle_action stop), 1: on, -1: off */
 	const int *ports; /* container ports to publish beside the template's */
 	size_t nports;
 	bool wait;	   /* false: answer as soon as the row exists */
@@ -86,6 +87,7 @@ struct sandbox_changes {
 	int64_t idle_timeout_ms;      /* 0: unchanged; expires_at follows (last activity + it) */
 	enum sandbox_idle_action idle_action;
 	bool set_idle_action;
+	int auto_wake; /* 0: unchanged, 1: on, -1: off */
 };
 struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 				    const struct sandbox_changes *c, const char *actor, sandbox_result_fn cb,

@@ -3,7 +3,6 @@
  * native one today), each of which registers its routes on the router. */
 #include "api/api.h"
 
-#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "native/native.h"
+#include "preview/host.h"
 #include "preview/proxy.h"
 #include "openapi_json.h"
 
@@ -22,7 +22,6 @@ struct api {
 	char **tokens; /* NULL-terminated, NULL when auth is off */
 	struct native *native;
 	struct preview *preview; /* NULL: SANDBAR_PREVIEW_DOMAIN is empty */
-	char *preview_domain;	 /* lower case, no dots at its ends */
 };
 
 static void route_health(struct http_request *req, void *arg);
@@ -44,23 +43,15 @@ struct api *api_new(struct event_base *base, const struct config *cfg, const str
 		api_free(api);
 		return NULL;
 	}
-	const char *domain = cfg->preview_domain ? cfg->preview_domain : "";
-	domain += strspn(domain, ".");
-	api->preview_domain = strdup(domain);
-	CHECK(api->preview_domain != NULL);
-	for (char *p = api->preview_domain; *p; p++)
-		*p = (char)tolower((unsigned char)*p);
-	size_t len = strlen(api->preview_domain);
-	while (len > 0 && api->preview_domain[len - 1] == '.')
-		api->preview_domain[--len] = '\0';
-	if (len > 0) {
+	if (core->preview && core->preview->domain[0]) {
 		struct preview_config pc = {
-			.domain = api->preview_domain,
+			.domain = core->preview->domain,
 			.publish_addr = cfg->publish_addr,
 			.connect_timeout_ms = cfg->preview_connect_timeout_ms,
 			.head_timeout_ms = cfg->preview_head_timeout_ms,
 			.idle_timeout_ms = cfg->preview_idle_timeout_ms,
 			.idle_per_port = (int)cfg->preview_idle_conns,
+			.wake_timeout_ms = cfg->wake_timeout_ms,
 		};
 		api->preview = preview_new(base, &pc, core->reg);
 	}
@@ -78,7 +69,6 @@ void api_free(struct api *api)
 		return;
 	native_free(api->native);
 	preview_free(api->preview);
-	free(api->preview_domain);
 	router_free(api->router);
 	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
 		free(api->tokens[i]);

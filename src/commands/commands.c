@@ -426,7 +426,8 @@ struct command_op *commands_run(struct commands *c, const char *sandbox_id, cons
 	spec_copy(&op->spec, spec);
 	/* the registry answers from its cache (or one lookup however many runs
 	 * wait), always from the loop: events never come from the caller's stack */
-	op->rwait = registry_acquire(c->reg, sandbox_id, REGISTRY_RUNNING | REGISTRY_TOUCH, run_acquired, op);
+	op->rwait = registry_acquire(c->reg, sandbox_id, REGISTRY_RUNNING | REGISTRY_WAKE | REGISTRY_TOUCH,
+				     run_acquired, op);
 	return op;
 }
 

@@ -275,8 +275,8 @@ void afs_start(struct agentfs_op *op)
 {
 	if (op->later_code)
 		return;
-	op->rwait = registry_acquire(op->fs->reg, op->sandbox_id, REGISTRY_RUNNING | REGISTRY_TOUCH, acquired,
-				     op);
+	op->rwait = registry_acquire(op->fs->reg, op->sandbox_id,
+				     REGISTRY_RUNNING | REGISTRY_WAKE | REGISTRY_TOUCH, acquired, op);
 }
 
 static void acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg)

@@ -30,6 +30,7 @@ static const struct {
 	{ "no_space", 507 },		  /* the sandbox's disk */
 	{ "spool_full", 507 },		  /* the upload spool's disk */
 	{ "docker_error", 502 },	  /* Docker answered a transfer wrongly */
+	{ "wake_timeout", 504 },	  /* a stopped sandbox did not wake in time */
 };
 
 static int error_status(const struct core_error *e)

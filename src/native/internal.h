@@ -15,12 +15,13 @@ struct ws_hub;
 struct native {
 	const struct config *cfg;
 	struct sandbox_service *svc;
-	struct registry *reg;	     /* the sandboxes, for lookups and handles */
-	struct commands *cmds;	     /* the command service */
-	struct router *router;	     /* the front's: routes are registered on it */
-	struct ws_hub *ws;	     /* live WebSocket connections (terminals) */
-	struct agentfs *fs;	     /* the file service through the agent (files.c) */
-	struct files_transfer *xfer; /* uploads, downloads, archives (upload.c, archive.c) */
+	struct registry *reg;		      /* the sandboxes, for lookups and handles */
+	struct commands *cmds;		      /* the command service */
+	struct router *router;		      /* the front's: routes are registered on it */
+	struct ws_hub *ws;		      /* live WebSocket connections (terminals) */
+	struct agentfs *fs;		      /* the file service through the agent (files.c) */
+	struct files_transfer *xfer;	      /* uploads, downloads, archives (upload.c, archive.c) */
+	const struct preview_public *preview; /* the sandboxes' preview URLs */
 };
 
 /* Each file's routes. */
@@ -46,7 +47,7 @@ MUST_USE int native_update_params(struct json_object *body, struct sandbox_chang
 MUST_USE int native_seconds(struct json_object *body, int64_t *out_ms, struct core_error *e);
 
 /* render.c: the native JSON of the core's structs. */
-struct json_object *native_sandbox_json(const struct sandbox *sb);
+struct json_object *native_sandbox_json(const struct preview_public *pub, const struct sandbox *sb);
 struct json_object *native_command_json(const struct command_record *rec);
 struct json_object *native_pool_json(const struct pool_status *st);
 struct agentfs_result;
@@ -57,11 +58,12 @@ struct json_object *native_time_json(int64_t us);
 
 /* A request waiting on the core: cancelled if the client goes away. */
 struct native_pending {
+	const struct native *nat;
 	struct http_request *req;
 	struct sandbox_call *call;
 	int ok_status; /* status of a successful answer with a doc; 204 without */
 };
-struct native_pending *native_pending_new(struct http_request *req, int ok_status);
+struct native_pending *native_pending_new(const struct native *nat, struct http_request *req, int ok_status);
 /* The sandbox_result_fn that answers p->req (arg: the native_pending). */
 void native_pending_reply(const struct sandbox_result *res, void *arg);
 /* errors.c: the one table from a core error to HTTP, and the native error body. */

@@ -25,6 +25,7 @@ struct native *native_new(struct event_base *base, const struct config *cfg, con
 	nat->cmds = core->cmds;
 	nat->fs = core->fs;
 	nat->xfer = core->xfer;
+	nat->preview = core->preview;
 	nat->router = router;
 	nat->ws = ws_hub_new(base);
 	if (native_sandbox_routes(nat) != 0 || native_command_routes(nat) != 0 ||
@@ -51,9 +52,10 @@ void native_free(struct native *nat)
 
 /* ---- pending sandbox calls ---- */
 
-struct native_pending *native_pending_new(struct http_request *req, int ok_status)
+struct native_pending *native_pending_new(const struct native *nat, struct http_request *req, int ok_status)
 {
 	struct native_pending *p = http_request_alloc(req, sizeof(*p));
+	p->nat = nat;
 	p->req = req;
 	p->ok_status = ok_status;
 	http_request_set_cancel(req, pending_cancel, p);
@@ -78,7 +80,8 @@ void native_pending_reply(const struct sandbox_result *res, void *arg)
 		return;
 	}
 	if (res->sb) {
-		http_respond_json(req, res->pending ? 202 : p->ok_status, native_sandbox_json(res->sb));
+		http_respond_json(req, res->pending ? 202 : p->ok_status,
+				  native_sandbox_json(p->nat->preview, res->sb));
 		return;
 	}
 	if (res->pool) {
@@ -91,7 +94,7 @@ void native_pending_reply(const struct sandbox_result *res, void *arg)
 		http_response_header(req, "X-Total-Count", total);
 		struct json_object *a = json_object_new_array_ext((int)res->n);
 		for (size_t i = 0; i < res->n; i++)
-			json_object_array_add(a, native_sandbox_json(res->list[i]));
+			json_object_array_add(a, native_sandbox_json(p->nat->preview, res->list[i]));
 		http_respond_json(req, p->ok_status, a);
 		return;
 	}

@@ -27,7 +27,7 @@ int native_pool_routes(struct native *nat)
 static void pool_get(struct http_request *req, void *arg)
 {
 	struct native *nat = arg;
-	struct native_pending *p = native_pending_new(req, 200);
+	struct native_pending *p = native_pending_new(nat, req, 200);
 	p->call = sandbox_pool_status(nat->svc, native_pending_reply, p);
 }
 
@@ -62,7 +62,7 @@ static void pool_rollout_body(struct http_request *req, struct json_object *body
 		http_respond_error(req, 400, "invalid_image", "'image' must be an image name, or absent");
 		return;
 	}
-	struct native_pending *p = native_pending_new(req, 202);
+	struct native_pending *p = native_pending_new(nat, req, 202);
 	p->call = sandbox_pool_rollout(nat->svc, tpl, image, http_request_id(req), native_pending_reply, p);
 }
 
@@ -70,6 +70,6 @@ static void pool_cancel(struct http_request *req, void *arg)
 {
 	struct native *nat = arg;
 	const char *tpl = http_request_query(req, "template");
-	struct native_pending *p = native_pending_new(req, 200);
+	struct native_pending *p = native_pending_new(nat, req, 200);
 	p->call = sandbox_pool_cancel(nat->svc, tpl && *tpl ? tpl : NULL, native_pending_reply, p);
 }

@@ -12,6 +12,7 @@
 #include "files/agentfs.h"
 #include "files/path.h"
 #include "internal.h"
+#include "preview/host.h"
 
 struct json_object *native_time_json(int64_t us)
 {
@@ -31,8 +32,10 @@ static struct json_object *str_or_null(const char *s)
 	return s ? json_object_new_string(s) : NULL;
 }
 
-struct json_object *native_sandbox_json(const struct sandbox *sb)
+struct json_object *native_sandbox_json(const struct preview_public *pub, const struct sandbox *sb)
 {
+	bool previews = pub && pub->domain[0];
+	char url[512];
 	struct json_object *o = json_object_new_object();
 	json_object_object_add(o, "id", json_object_new_string(sb->id));
 	json_object_object_add(o, "name", json_object_new_string(sb->name));
@@ -51,9 +54,16 @@ struct json_object *native_sandbox_json(const struct sandbox *sb)
 		json_object_object_add(p, "sandbox_id", json_object_new_string(sb->id));
 		json_object_object_add(p, "host_port", json_object_new_int(sb->ports[i].host_port));
 		json_object_object_add(p, "container_port", json_object_new_int(sb->ports[i].container_port));
+		if (previews && preview_url(url, sizeof(url), pub, sb->id, sb->ports[i].container_port) > 0)
+			json_object_object_add(p, "preview_url", json_object_new_string(url));
 		json_object_array_add(ports, p);
 	}
 	json_object_object_add(o, "port_mappings", ports);
+	/* ours: every port at <port>-<preview_host> (published or not) */
+	if (previews && preview_host_of(url, sizeof(url), pub, sb->id) > 0)
+		json_object_object_add(o, "preview_host", json_object_new_string(url));
+	else
+		json_object_object_add(o, "preview_host", NULL);
 	json_object_object_add(o, "setup_output", str_or_null(sb->setup_output));
 	json_object_object_add(o, "last_activity", native_time_json(sb->last_activity_us));
 	json_object_object_add(o, "created_at", native_time_json(sb->created_at_us));
@@ -70,6 +80,7 @@ struct json_object *native_sandbox_json(const struct sandbox *sb)
 						   : NULL);
 	json_object_object_add(o, "idle_action",
 			       json_object_new_string(sandbox_idle_action_name(sb->idle_action)));
+	json_object_object_add(o, "auto_wake", json_object_new_boolean(sb->auto_wake));
 	json_object_object_add(o, "ends_at", native_time_json(sb->ends_at_us));
 	json_object_object_add(o, "keepalive_until", native_time_json(sb->keepalive_until_us));
 	return o;

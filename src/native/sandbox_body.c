@@ -148,6 +148,15 @@ static int parse_idle_action(struct json_object *v, enum sandbox_idle_action *ou
 	return 0;
 }
 
+/* auto_wake: a boolean, as the core's tri-state (1 on, -1 off). */
+static int parse_auto_wake(struct json_object *v, int *out, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_boolean))
+		return bad(e, "invalid_auto_wake", "'auto_wake' must be a boolean");
+	*out = json_object_get_boolean(v) ? 1 : -1;
+	return 0;
+}
+
 /* ports: an array of container ports (kept in scratch, freed by the caller). */
 static int parse_ports(struct json_object *v, int **out, size_t *n, struct core_error *e)
 {
@@ -202,6 +211,8 @@ static int create_params(struct json_object *body, struct sandbox_create_params 
 		return -1;
 	if ((v = member(body, "ttl")) && parse_duration(v, "ttl", "invalid_ttl", &p->ttl_ms, e))
 		return -1;
+	if ((v = member(body, "auto_wake")) && parse_auto_wake(v, &p->auto_wake, e))
+		return -1;
 	if ((v = member(body, "ports")) && parse_ports(v, ports, &p->nports, e))
 		return -1;
 	p->ports = *ports;
@@ -234,15 +245,16 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 	json_object_object_foreach(body, key, unused)
 	{
 		(void)unused;
-		static const char *const known[] = { "name",   "labels",       "env_vars",    "cpu",
-						     "memory", "idle_timeout", "idle_action", NULL };
+		static const char *const known[] = { "name",	    "labels",	 "env_vars",
+						     "cpu",	    "memory",	 "idle_timeout",
+						     "idle_action", "auto_wake", NULL };
 		bool ok = false;
 		for (size_t i = 0; known[i]; i++)
 			ok |= strcmp(key, known[i]) == 0;
 		if (!ok)
 			return bad(e, "invalid_body",
 				   "'%s' cannot be changed (name, labels, env_vars, cpu, memory, "
-				   "idle_timeout and idle_action can)",
+				   "idle_timeout, idle_action and auto_wake can)",
 				   key);
 	}
 	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_name", &c->name, e))
@@ -263,6 +275,8 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 			return -1;
 		c->set_idle_action = true;
 	}
+	if ((v = member(body, "auto_wake")) && parse_auto_wake(v, &c->auto_wake, e))
+		return -1;
 	return 0;
 }
 

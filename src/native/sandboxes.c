@@ -91,7 +91,7 @@ static void sandboxes_list(struct http_request *req, void *arg)
 		}
 		*(i == 0 ? &f.limit : &f.offset) = (size_t)n;
 	}
-	struct native_pending *p = native_pending_new(req, 200);
+	struct native_pending *p = native_pending_new(nat, req, 200);
 	p->call = sandbox_list(nat->svc, &f, native_pending_reply, p);
 	json_object_put(f.labels);
 }
@@ -111,7 +111,7 @@ static void sandboxes_create_body(struct http_request *req, struct json_object *
 		native_respond_error(req, &err);
 		return;
 	}
-	struct native_pending *p = native_pending_new(req, 201);
+	struct native_pending *p = native_pending_new(nat, req, 201);
 	p->call = sandbox_create(nat->svc, &params, native_pending_reply, p);
 	free(ports);
 }
@@ -119,14 +119,14 @@ static void sandboxes_create_body(struct http_request *req, struct json_object *
 static void sandbox_get_route(struct http_request *req, void *arg)
 {
 	struct native *nat = arg;
-	struct native_pending *p = native_pending_new(req, 200);
+	struct native_pending *p = native_pending_new(nat, req, 200);
 	p->call = sandbox_get(nat->svc, http_request_param(req, "id"), native_pending_reply, p);
 }
 
 static void sandbox_delete_route(struct http_request *req, void *arg)
 {
 	struct native *nat = arg;
-	struct native_pending *p = native_pending_new(req, 204);
+	struct native_pending *p = native_pending_new(nat, req, 204);
 	p->call = sandbox_delete(nat->svc, http_request_param(req, "id"), http_request_id(req),
 				 native_pending_reply, p);
 }
@@ -134,7 +134,7 @@ static void sandbox_delete_route(struct http_request *req, void *arg)
 static void sandbox_heartbeat_route(struct http_request *req, void *arg)
 {
 	struct native *nat = arg;
-	struct native_pending *p = native_pending_new(req, 204);
+	struct native_pending *p = native_pending_new(nat, req, 204);
 	p->call = sandbox_heartbeat(nat->svc, http_request_param(req, "id"), native_pending_reply, p);
 }
 
@@ -145,7 +145,7 @@ static void sandbox_power_route(struct http_request *req, void *arg)
 	const char *path = http_request_path(req);
 	const char *verb = strrchr(path, '/') + 1;
 	const char *id = http_request_param(req, "id");
-	struct native_pending *p = native_pending_new(req, 200);
+	struct native_pending *p = native_pending_new(nat, req, 200);
 	if (strcmp(verb, "stop") == 0)
 		p->call = sandbox_stop(nat->svc, id, http_request_id(req), native_pending_reply, p);
 	else if (strcmp(verb, "start") == 0)
@@ -174,7 +174,7 @@ static void sandbox_json_body(struct http_request *req, struct json_object *body
 			native_respond_error(req, &err);
 			return;
 		}
-		struct native_pending *p = native_pending_new(req, 200);
+		struct native_pending *p = native_pending_new(nat, req, 200);
 		p->call = sandbox_update(nat->svc, id, &c, http_request_id(req), native_pending_reply, p);
 		return;
 	}
@@ -182,7 +182,7 @@ static void sandbox_json_body(struct http_request *req, struct json_object *body
 		native_respond_error(req, &err);
 		return;
 	}
-	struct native_pending *p = native_pending_new(req, 200);
+	struct native_pending *p = native_pending_new(nat, req, 200);
 	if (strcmp(verb, "keepalive") == 0)
 		p->call = sandbox_keepalive(nat->svc, id, ms, http_request_id(req), native_pending_reply, p);
 	else

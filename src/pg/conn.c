@@ -199,7 +199,10 @@ static void conn_set_state(struct pg_conn *c, enum pg_conn_state to, const char 
 static void conn_connect(struct pg_conn *c)
 {
 	conn_set_state(c, PG_CONN_CONNECTING, NULL);
-	c->pg = PQconnectStart(c->cfg.conninfo);
+	/* keywords after the expanded conninfo override what it says */
+	const char *const keywords[] = { "dbname", "application_name", NULL };
+	const char *const values[] = { c->cfg.conninfo, c->cfg.application_name, NULL };
+	c->pg = PQconnectStartParams(keywords, values, 1);
 	if (!c->pg) {
 		conn_break(c, "out of memory");
 		return;

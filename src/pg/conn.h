@@ -44,6 +44,7 @@ struct pg_conn_hooks {
 
 struct pg_conn_config {
 	const char *conninfo;
+	const char *application_name; /* NULL: the conninfo's (or libpq's default) */
 	int64_t retry_min_ms;
 	int64_t retry_max_ms;
 	int64_t connect_timeout_ms;

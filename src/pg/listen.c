@@ -1,7 +1,9 @@
 /* A LISTEN connection: one pg_conn outside the pool, which sends LISTEN each
- * time it (re)connects and then only hears notifications. */
+ * time it (re)connects (again with back-off while it fails) and then only
+ * hears notifications. */
 #include "pg/listen.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +12,13 @@
 #include "core/check.h"
 #include "core/log.h"
 
+#define RETRY_MIN_MS 100
+#define RETRY_MAX_MS 5000
+
 struct pg_listener {
 	struct pg_conn *conn;
-	struct event *later; /* LISTEN, sent from the loop after connecting */
+	struct event *later; /* LISTEN, sent from the loop after connecting or after a failed one */
+	int64_t retry_ms;    /* the back-off of a failed LISTEN, 0 after one that worked */
 	const struct pg_listener_ops *ops;
 	void *arg;
 	char sql[96];
@@ -37,8 +43,8 @@ struct pg_listener *pg_listener_new(struct event_base *base, const char *conninf
 	l->arg = arg;
 	struct pg_conn_config cfg = {
 		.conninfo = conninfo,
-		.retry_min_ms = 100,
-		.retry_max_ms = 5000,
+		.retry_min_ms = RETRY_MIN_MS,
+		.retry_max_ms = RETRY_MAX_MS,
 		.connect_timeout_ms = 10000,
 	};
 	l->conn = pg_conn_new(base, -1, &cfg, &hooks, l);
@@ -87,7 +93,7 @@ static void on_changed(struct pg_conn *c, enum pg_conn_state from, enum pg_conn_
 static void listen_later(evutil_socket_t fd, short what, void *arg)
 {
 	struct pg_listener *l = arg;
-	if (pg_conn_state(l->conn) != PG_CONN_IDLE)
+	if (l->listening || pg_conn_state(l->conn) != PG_CONN_IDLE)
 		return; /* broke again meanwhile: the next connect sends LISTEN */
 	struct pg_conn_job job = { .sql = l->sql };
 	pg_conn_run(l->conn, &job);
@@ -98,9 +104,18 @@ static void on_done(struct pg_conn *c, enum pg_error err, PGresult *res, const c
 	struct pg_listener *l = arg;
 	PQclear(res);
 	if (err != PG_OK) {
-		log_warn("pg listen: %s: %s", l->sql, message ? message : "failed");
+		/* a connection that broke sends LISTEN again when it is back; one
+		 * that stays up but refused it would otherwise never listen */
+		l->retry_ms = l->retry_ms ? l->retry_ms * 2 : RETRY_MIN_MS;
+		if (l->retry_ms > RETRY_MAX_MS)
+			l->retry_ms = RETRY_MAX_MS;
+		log_warn("pg listen: %s: %s; again in %" PRId64 " ms", l->sql, message ? message : "failed",
+			 l->retry_ms);
+		struct timeval tv = { .tv_sec = l->retry_ms / 1000, .tv_usec = (l->retry_ms % 1000) * 1000 };
+		evtimer_add(l->later, &tv);
 		return;
 	}
+	l->retry_ms = 0;
 	l->listening = true;
 	if (l->ops->reset)
 		l->ops->reset(l->arg);

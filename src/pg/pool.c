@@ -46,6 +46,7 @@ TAILQ_HEAD(query_list, pg_query);
 struct pg_pool {
 	struct event_base *base;
 	char *conninfo;
+	char *application_name; /* "" for the conninfo's */
 	int size;
 	int max_waiters;
 	int64_t retry_min_ms;
@@ -104,12 +105,14 @@ struct pg_pool *pg_pool_new(struct event_base *base, const struct pg_pool_config
 	TAILQ_INIT(&pool->waiting);
 	TAILQ_INIT(&pool->done);
 	pool->conninfo = strdup(cfg->conninfo ? cfg->conninfo : "");
+	pool->application_name = strdup(cfg->application_name ? cfg->application_name : "");
 	pool->slots = calloc((size_t)cfg->size, sizeof(*pool->slots));
 	pool->kick = event_new(base, -1, 0, pool_kick_cb, pool);
-	if (!pool->conninfo || !pool->slots || !pool->kick)
+	if (!pool->conninfo || !pool->application_name || !pool->slots || !pool->kick)
 		goto fail;
 	struct pg_conn_config ccfg = {
 		.conninfo = pool->conninfo,
+		.application_name = pool->application_name,
 		.retry_min_ms = pool->retry_min_ms,
 		.retry_max_ms = pool->retry_max_ms,
 		.connect_timeout_ms = 10000,
@@ -380,6 +383,7 @@ static void pool_destroy(struct pg_pool *pool)
 		event_free(pool->kick);
 	free(pool->slots);
 	free(pool->conninfo);
+	free(pool->application_name);
 	free(pool);
 }
 

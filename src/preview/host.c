@@ -96,6 +96,23 @@ enum preview_host_kind preview_host_parse(const char *host, size_t len, const ch
 	return PREVIEW_HOST_OK;
 }
 
+void preview_public_init(struct preview_public *pub, char *domain_buf, size_t cap, const char *domain,
+			 const char *scheme, int public_port)
+{
+	domain = domain ? domain + strspn(domain, ".") : "";
+	size_t n = 0;
+	for (; domain[n] && n + 1 < cap; n++)
+		domain_buf[n] = lower(domain[n]);
+	while (n > 0 && domain_buf[n - 1] == '.')
+		n--;
+	domain_buf[n] = '\0';
+	pub->domain = domain_buf;
+	pub->scheme = scheme && *scheme ? scheme : "http";
+	bool dflt = (strcmp(pub->scheme, "http") == 0 && public_port == 80) ||
+		    (strcmp(pub->scheme, "https") == 0 && public_port == 443);
+	pub->public_port = dflt || public_port < 0 ? 0 : public_port;
+}
+
 int preview_host_of(char *buf, size_t cap, const struct preview_public *pub, const char *sandbox_id)
 {
 	int n = snprintf(buf, cap, "%s.%s", sandbox_id, pub->domain);

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include "core/check.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "http/server.h"
 #include "preview/host.h"
@@ -37,6 +38,14 @@
 #define UP_HEAD_MAX (64 * 1024)	  /* an upstream response head past this: 502 */
 #define UP_KEY_MAX  64
 #define UP_HDRS_MAX 100
+/* A woken sandbox's port: Docker's userland proxy accepts on it before the
+ * app listens, then closes; a connection still open this long after it was
+ * accepted reached the app. Between tries, the wait. */
+#define WAKE_SETTLE_MS 150
+#define WAKE_RETRY_MS  100
+/* An open WebSocket counts as activity at least this often, so the reaper
+ * never stops a sandbox with one (at most half its idle timeout). */
+#define SPLICE_TOUCH_MS 30000
 
 /* A connection to one sandbox port: in an exchange, or kept idle. */
 struct upconn {
@@ -60,9 +69,11 @@ struct preview {
 enum px_state {
 	PX_RESOLVE, /* the sandbox's row */
 	PX_CONNECT, /* the upstream connection opening */
+	PX_READY,   /* woken sandbox: its port tried until the app holds the connection (or between tries) */
 	PX_HEAD,    /* request sent (its body may still stream), waiting for the answer's head */
 	PX_BODY,    /* answer head sent to the client, its body streaming */
 	PX_SPLICE,  /* 101 answered: bytes copied both ways until either side closes */
+	PX_FLUSH,   /* one side closed: what it sent is written to the other, then both close */
 	PX_DONE,
 	PX_STATE_MAX
 };
@@ -89,8 +100,12 @@ struct px {
 	bool sent_all;		    /* the whole request is in the upstream's output */
 	bool upgrade;		    /* the client asked for an upgrade */
 	bool head_method;
-	bool got_bytes; /* the upstream answered something */
-	bool draining;	/* spliced: one side closed, what it sent still goes to the other */
+	bool got_bytes;	       /* the upstream answered something */
+	bool woke;	       /* its sandbox was stopped: held while it woke, the port tried until ready */
+	bool port_ready;       /* ... and the app held a connection */
+	int64_t wake_until_ms; /* monotonic: then 504 wake_timeout */
+	int64_t touch_ms;      /* while spliced, activity this often */
+	struct event *tick;    /* a try's settle or wait; the splice's activity */
 
 	http_parser parser;
 	char *hbuf;
@@ -107,6 +122,9 @@ static void px_fail(struct px *px, int status, const char *code, const char *fmt
 	__attribute__((format(printf, 4, 5)));
 static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static void px_connect(struct px *px, bool may_reuse);
+static void px_tick(evutil_socket_t fd, short what, void *arg);
+static void px_tick_in(struct px *px, int64_t ms);
+static void px_wake_retry(struct px *px);
 static void px_send(struct px *px);
 static void up_read(struct bufferevent *bev, void *arg);
 static void up_write(struct bufferevent *bev, void *arg);
@@ -178,10 +196,13 @@ static void px_set_state(struct px *px, enum px_state next)
 {
 	static const unsigned legal[PX_STATE_MAX] = {
 		[PX_RESOLVE] = 1u << PX_CONNECT | 1u << PX_HEAD | 1u << PX_DONE,
-		[PX_CONNECT] = 1u << PX_HEAD | 1u << PX_DONE,
-		[PX_HEAD] = 1u << PX_CONNECT | 1u << PX_BODY | 1u << PX_SPLICE | 1u << PX_DONE,
+		[PX_CONNECT] = 1u << PX_HEAD | 1u << PX_READY | 1u << PX_DONE,
+		[PX_READY] = 1u << PX_CONNECT | 1u << PX_HEAD | 1u << PX_DONE,
+		[PX_HEAD] =
+			1u << PX_CONNECT | 1u << PX_READY | 1u << PX_BODY | 1u << PX_SPLICE | 1u << PX_DONE,
 		[PX_BODY] = 1u << PX_DONE,
-		[PX_SPLICE] = 1u << PX_DONE,
+		[PX_SPLICE] = 1u << PX_FLUSH | 1u << PX_DONE,
+		[PX_FLUSH] = 1u << PX_DONE,
 	};
 	CHECK(legal[px->state] & (1u << next));
 	px->state = next;
@@ -197,6 +218,8 @@ static void px_free(struct px *px)
 		bufferevent_free(px->client);
 	if (px->head)
 		evbuffer_free(px->head);
+	if (px->tick)
+		event_free(px->tick);
 	free(px->hbuf);
 	free(px);
 }
@@ -283,6 +306,7 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	if (err) {
 		int status = err->kind == CORE_NOT_FOUND || err->kind == CORE_INVALID ? 404
 			     : err->kind == CORE_CONFLICT			      ? 409
+			     : strcmp(err->code, "wake_timeout") == 0		      ? 504
 										      : 503;
 		px_fail(px, status, err->code, "%s", err->message);
 		return;
@@ -296,10 +320,23 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	/* valid until the channels drop it, which frees it only once our stream is gone */
 	struct agent_channel *ch =
 		status == SANDBOX_RUNNING && host_port <= 0 ? sandbox_ref_channel(ref) : NULL;
+	bool auto_wake = sb->auto_wake;
+	int64_t idle_ms = sb->idle_timeout_ms;
 	sandbox_ref_put(ref);
+	if (status != SANDBOX_RUNNING && auto_wake && !px->woke &&
+	    (status == SANDBOX_STOPPED || status == SANDBOX_STOPPING || status == SANDBOX_STARTING)) {
+		/* held: the core wakes it (once however many wait), then it is read again */
+		px->woke = true;
+		px->wake_until_ms = clock_mono_ms() + px->pv->cfg.wake_timeout_ms;
+		px->wait =
+			registry_acquire(px->pv->reg, px->target.sandbox_id,
+					 REGISTRY_RUNNING | REGISTRY_WAKE | REGISTRY_TOUCH, px_resolved, px);
+		return;
+	}
+	px->touch_ms = idle_ms > 0 && idle_ms / 2 < SPLICE_TOUCH_MS ? idle_ms / 2 : SPLICE_TOUCH_MS;
 	if (status != SANDBOX_RUNNING) {
-		px_fail(px, 409, "sandbox_not_running", "sandbox %s is %s", px->target.sandbox_id,
-			sandbox_status_name(status));
+		px_fail(px, 409, "sandbox_not_running", "sandbox %s is %s%s", px->target.sandbox_id,
+			sandbox_status_name(status), auto_wake ? "" : " (auto_wake is off)");
 		return;
 	}
 	if (host_port <= 0) {
@@ -660,6 +697,13 @@ static void up_read(struct bufferevent *bev, void *arg)
 static bool up_parse(struct px *px, struct bufferevent *bev, bool all)
 {
 	struct evbuffer *in = bufferevent_get_input(bev);
+	if (px->state == PX_READY) {
+		/* the app spoke first: it is there */
+		event_del(px->tick);
+		px->port_ready = true;
+		px_set_state(px, PX_HEAD);
+		px_send(px);
+	}
 	px->got_bytes = true;
 	while (evbuffer_get_length(in) > 0 && (px->state == PX_HEAD || px->state == PX_BODY)) {
 		size_t n = evbuffer_get_contiguous_space(in);
@@ -714,6 +758,13 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		int one = 1; /* a head and its body are two writes: no Nagle wait between */
 		if (!px->up->ua)
 			setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (px->woke && !px->port_ready) {
+			/* held a moment: Docker's proxy closes at once while the app does not listen */
+			px_set_state(px, PX_READY);
+			bufferevent_enable(bev, EV_READ);
+			px_tick_in(px, WAKE_SETTLE_MS);
+			return;
+		}
 		px_set_state(px, PX_HEAD);
 		px_send(px);
 		return;
@@ -723,6 +774,10 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		px_fail(px, 502, "port_not_published",
 			"port %d of sandbox %s is not published, and its agent predates TCP streams",
 			px->target.port, px->target.sandbox_id);
+		return;
+	}
+	if (px->woke && !px->port_ready && (px->state == PX_CONNECT || px->state == PX_READY)) {
+		px_wake_retry(px);
 		return;
 	}
 	if (px->state == PX_CONNECT) {
@@ -746,6 +801,12 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 			return;
 		}
 	}
+	if (px->state == PX_HEAD && !px->got_bytes && px->woke && !px->up->reused && !px->body) {
+		/* the app of a woken sandbox closed before answering: it may be starting still */
+		px->port_ready = false;
+		px_wake_retry(px);
+		return;
+	}
 	if (px->state == PX_HEAD && !px->got_bytes && px->up->reused && !px->body) {
 		/* a kept connection the app had closed meanwhile: once more on a fresh one */
 		upconn_free(px->up);
@@ -766,6 +827,57 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		px_fail(px, 502, "bad_upstream_response", "port %d of sandbox %s closed the connection %s",
 			px->target.port, px->target.sandbox_id,
 			px->state == PX_HEAD ? "mid-head" : "mid-answer");
+}
+
+/* ---- a woken sandbox's port ---- */
+
+static void px_tick_in(struct px *px, int64_t ms)
+{
+	if (!px->tick) {
+		px->tick = evtimer_new(px->pv->base, px_tick, px);
+		CHECK(px->tick != NULL);
+	}
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(px->tick, &tv);
+}
+
+/* Nothing listens behind the port yet (refused, or closed unanswered): tried
+ * again soon, until the wake's deadline. */
+static void px_wake_retry(struct px *px)
+{
+	if (px->up) {
+		upconn_free(px->up);
+		px->up = NULL;
+	}
+	if (px->state != PX_READY)
+		px_set_state(px, PX_READY);
+	if (clock_mono_ms() + WAKE_RETRY_MS >= px->wake_until_ms) {
+		px_fail(px, 504, "wake_timeout",
+			"sandbox %s woke, but nothing answered on port %d within SANDBAR_WAKE_TIMEOUT",
+			px->target.sandbox_id, px->target.port);
+		return;
+	}
+	px_tick_in(px, WAKE_RETRY_MS);
+}
+
+/* A try's settle is over (the app holds the connection: the request goes),
+ * or its wait (another try); a splice's activity. */
+static void px_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct px *px = arg;
+	if (px->state == PX_SPLICE) {
+		registry_touch(px->pv->reg, px->target.sandbox_id);
+		px_tick_in(px, px->touch_ms);
+		return;
+	}
+	CHECK(px->state == PX_READY);
+	if (px->up) {
+		px->port_ready = true;
+		px_set_state(px, PX_HEAD);
+		px_send(px);
+		return;
+	}
+	px_connect(px, false);
 }
 
 /* ---- the splice after an upgrade ---- */
@@ -794,35 +906,36 @@ static void splice_read(struct bufferevent *bev, void *arg)
 static void splice_write(struct bufferevent *bev, void *arg)
 {
 	struct px *px = arg;
-	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
-	if (px->draining) {
+	if (px->state == PX_FLUSH) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			splice_close(px);
 		return;
 	}
+	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
 	if (evbuffer_get_length(bufferevent_get_output(bev)) <= UP_HIGHWAT / 2)
 		bufferevent_enable(other, EV_READ);
 }
 
-/* Either side closing, failing or idle past the timeout ends both; after a
- * clean close, once the other side has what the closing one sent last (a
- * WebSocket's close frame comes right before the EOF). */
+/* A side that closed has what it sent written to the other first; a
+ * failure, or either side idle past the timeout, ends both at once. */
 static void splice_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct px *px = arg;
 	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
-	if ((what & BEV_EVENT_EOF) && !px->draining) {
-		evbuffer_add_buffer(bufferevent_get_output(other), bufferevent_get_input(bev));
-		if (evbuffer_get_length(bufferevent_get_output(other)) > 0) {
-			px->draining = true;
-			bufferevent_disable(bev, EV_READ);
-			bufferevent_disable(other, EV_READ);
-			bufferevent_setwatermark(other, EV_WRITE, 0, 0);
-			bufferevent_enable(other, EV_WRITE);
-			return;
-		}
+	if (px->state != PX_SPLICE || !(what & BEV_EVENT_EOF)) {
+		splice_close(px);
+		return;
 	}
-	splice_close(px);
+	evbuffer_add_buffer(bufferevent_get_output(other), bufferevent_get_input(bev));
+	if (evbuffer_get_length(bufferevent_get_output(other)) == 0) {
+		splice_close(px);
+		return;
+	}
+	px_set_state(px, PX_FLUSH);
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	bufferevent_disable(other, EV_READ);
+	bufferevent_setwatermark(other, EV_WRITE, 0, 0);
+	bufferevent_enable(other, EV_WRITE);
 }
 
 static void px_upgraded(struct bufferevent *client, void *arg)
@@ -843,6 +956,10 @@ static void px_upgraded(struct bufferevent *client, void *arg)
 		splice_move(px, client, up);
 	bufferevent_enable(client, EV_READ | EV_WRITE);
 	bufferevent_enable(up, EV_READ | EV_WRITE);
+	/* a quiet open socket is activity too: the reaper never stops its sandbox */
+	if (px->touch_ms < 500)
+		px->touch_ms = 500;
+	px_tick_in(px, px->touch_ms);
 }
 
 /* ---- kept connections ---- */

@@ -73,6 +73,7 @@ struct create_op {
 	uint64_t memory;
 	int64_t idle_timeout_ms, ttl_ms;
 	enum sandbox_idle_action idle_action;
+	int auto_wake;
 
 	struct docker_call *dcall;
 	struct registry_wait *wait;
@@ -204,6 +205,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 	op->labels = p->labels ? json_object_get(p->labels) : NULL;
 	op->idle_timeout_ms = p->idle_timeout_ms;
 	op->idle_action = p->idle_action;
+	op->auto_wake = p->auto_wake;
 	op->ttl_ms = p->ttl_ms;
 	/* the limits it gets, recorded as they are (a PATCH changes them later) */
 	struct container_spec_input limits = { .tpl = tpl, .cfg = cfg, .memory = p->memory, .cpus = p->cpus };
@@ -235,6 +237,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 			.idle_timeout_ms = op->idle_timeout_ms,
 			.idle_action = op->idle_action,
 			.ttl_ms = op->ttl_ms,
+			.auto_wake = op->auto_wake,
 			.actor = op->actor,
 		};
 		op->wait = registry_claim(svc->reg, &c, step_claimed, op);
@@ -356,6 +359,7 @@ static void create_admitted(const struct core_error *err, void *arg)
 		.idle_timeout_ms = op->idle_timeout_ms,
 		.idle_action = op->idle_action,
 		.ttl_ms = op->ttl_ms,
+		.auto_wake = op->auto_wake,
 		.actor = op->actor,
 		.in_pool = op->for_pool,
 	};

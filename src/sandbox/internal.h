@@ -31,6 +31,7 @@ struct sandbox_service {
 	struct pool *pool;	     /* the warm pool (SANDBAR_WARM_POOL) */
 	int creates;		     /* creates in flight, claims included (pool members wait for none) */
 	struct service_drain *drain; /* SIGTERM: waiting for background work to end */
+	struct wakes *wakes;	     /* stopped sandboxes being woken for requests (wake.c) */
 	struct channels *channels;   /* to each sandbox's agent */
 	const void *agent_bin;	     /* the agent binary installed into every sandbox */
 	size_t agent_len;
@@ -103,6 +104,12 @@ void admission_cancel(struct admission_wait *w);
 uint64_t admission_limit(double overcommit, uint64_t host_mem);
 uint64_t admission_shortfall(uint64_t limit, uint64_t holding, uint64_t ask);
 size_t admission_pick(const uint64_t *memory, size_t n, uint64_t need);
+
+/* Wakes (wake.c): the registry's waker, one start per sandbox however many
+ * REGISTRY_WAKE acquires wait for it. */
+struct wakes;
+struct wakes *wakes_new(struct sandbox_service *svc);
+void wakes_free(struct sandbox_service *svc, struct wakes *ws);
 
 /* The reaper: one timer armed for the earliest expiry. */
 struct reaper *reaper_new(struct sandbox_service *svc);

@@ -158,19 +158,23 @@ static void rc_stale_moved(const struct core_error *err, const struct sandbox *a
 static void rc_stale_done(struct reconcile *rc)
 {
 	rc_set_state(rc, RECONCILE_LIVE_ROWS);
-	/* a start or stop is settled only when nobody moved the sandbox for a
-	 * create timeout: another instance sharing the database may be doing it
-	 * (the owner_instance column is the creator's, not the operation's) */
+	/* a start or stop is settled at once when this instance made the move
+	 * (it was killed half-way: the instance id is the same after a restart),
+	 * else only when nobody moved the sandbox for a create timeout: another
+	 * instance sharing the database may be doing it (sandbox_events.instance
+	 * is the connection's application_name, at most 63 bytes) */
 	static const char sql[] =
 		"SELECT s.id, s.status, s.status IN ('starting', 'stopping') AND coalesce("
-		"  (SELECT e.at FROM sandbox_events e WHERE e.sandbox_id = s.id ORDER BY e.id DESC LIMIT 1),"
-		"  s.created_at) < now() - $2::bigint * interval '1 millisecond' "
+		"  (SELECT coalesce(e.instance = left($3, 63), false)"
+		"     OR e.at < now() - $2::bigint * interval '1 millisecond'"
+		"   FROM sandbox_events e WHERE e.sandbox_id = s.id ORDER BY e.id DESC LIMIT 1),"
+		"  s.created_at < now() - $2::bigint * interval '1 millisecond') "
 		"FROM sandboxes s WHERE s.cluster = $1 "
 		"AND s.status IN ('creating', 'starting', 'running', 'stopping', 'stopped', 'warm')";
 	char timeout_ms[24];
 	snprintf(timeout_ms, sizeof(timeout_ms), "%" PRId64, (int64_t)rc->svc->cfg->create_timeout_ms);
-	const char *params[] = { rc->svc->cluster, timeout_ms };
-	pg_query_send(rc->svc->pg, sql, 2, params, rc_live_done, rc);
+	const char *params[] = { rc->svc->cluster, timeout_ms, rc->svc->cfg->instance_id };
+	pg_query_send(rc->svc->pg, sql, 3, params, rc_live_done, rc);
 }
 
 static void rc_live_done(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -437,13 +441,15 @@ static void rc_finish(struct reconcile *rc)
 }
 
 /* A container (Created: Unix seconds) or volume (CreatedAt: RFC 3339) made
- * after this service started: someone else's create under way, not an orphan. */
+ * after the second this service started in: someone else's create under way,
+ * not an orphan (one made in that second is judged by its row alone: the
+ * check against the database right before a removal). */
 static bool rc_young(const struct reconcile *rc, struct json_object *obj)
 {
 	int64_t started_s = rc->svc->started_ns / 1000000000;
 	struct json_object *v;
 	if (json_object_object_get_ex(obj, "Created", &v) && json_object_is_type(v, json_type_int))
-		return json_object_get_int64(v) >= started_s;
+		return json_object_get_int64(v) > started_s;
 	if (!json_object_object_get_ex(obj, "CreatedAt", &v) || !json_object_is_type(v, json_type_string))
 		return false;
 	struct tm tm = { 0 };
@@ -456,7 +462,7 @@ static bool rc_young(const struct reconcile *rc, struct json_object *obj)
 	int hh, mm;
 	if ((*rest == '+' || *rest == '-') && sscanf(rest + 1, "%d:%d", &hh, &mm) == 2)
 		t -= (*rest == '+' ? 1 : -1) * (int64_t)(hh * 3600 + mm * 60);
-	return t >= started_s;
+	return t > started_s;
 }
 
 static const char *label_of(struct json_object *obj, const char *name)

@@ -1,8 +1,9 @@
 /* The sandbox registry: the cache of sandboxes and the handles it hands out,
  * the activity writer, and the writes of a sandbox's row (insert, the status
  * transitions, heartbeats), each of which tells the other instances sharing
- * the database through NOTIFY. A cached sandbox is an immutable snapshot
- * shared by its holders; a change makes a new one. */
+ * the database through NOTIFY; batched activity does not (it would empty
+ * their caches of every active sandbox each second). A cached sandbox is an
+ * immutable snapshot shared by its holders; a change makes a new one. */
 #include "core/clock.h"
 #include "sandbox/registry.h"
 
@@ -25,8 +26,18 @@
 #define BUCKETS 1024
 /* Even while listening, a cached sandbox is read again after this long, so a
  * change written behind sandbard's back (psql) shows eventually. */
-#define TRUST_MAX_MS   30000
+#define TRUST_MAX_MS 30000
+/* Activity is written at most this often per sandbox. */
+#define ACTIVITY_MS    1000
 #define NOTIFY_CHANNEL "sandbar_sandbox"
+/* A committed write whose row cannot be read again is read again for this
+ * long, with back-off, before its caller hears that the read failed. */
+#define REREAD_FIRST_MS 100
+#define REREAD_MAX_MS	5000
+
+/* One sandbox's row (a lookup, the read after a write). */
+static const char row_sql[] =
+	"SELECT " SANDBOX_ROW_COLUMNS " FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2";
 
 /* An immutable sandbox; sandbox_ref is this. */
 struct sandbox_ref {
@@ -38,13 +49,14 @@ struct sandbox_ref {
 /* The cache's slot of one sandbox id. */
 struct entry {
 	struct entry *next;
+	struct registry *reg;
 	char id[37];
 	struct sandbox_ref *cur; /* the latest known, NULL when none is trusted */
-	uint64_t epoch;		 /* reg->epoch when cur was read */
+	uint64_t epoch;		 /* reg->epoch when cur's query was sent */
 	int64_t loaded_ms;	 /* monotonic */
 	uint64_t gen;		 /* bumped by every invalidation */
 	struct pg_query *load;	 /* the lookup in flight */
-	uint64_t load_gen;
+	uint64_t load_gen, load_epoch;
 	struct registry_wait *waiters; /* acquires waiting for the load */
 	int64_t touched_ms;	       /* activity written or queued */
 };
@@ -65,14 +77,19 @@ struct registry_wait {
 	struct event *later; /* delivery from the loop */
 	struct pg_query *query;
 	struct sandbox_ref *ref; /* to deliver */
-	struct core_error err;
-	bool failed;
+	struct core_error err;	 /* kind CORE_OK until the call fails */
 	/* a write */
-	char id[37];
-	uint64_t gen; /* the entry's when the write was answered */
+	char id[37];	/* a write's, or a waking acquire's */
+	uint64_t gen;	/* the entry's when the write was answered */
+	uint64_t epoch; /* reg->epoch when the read after it was sent */
 	enum sandbox_status from, to;
 	bool drop_channel; /* it left running: its channel goes */
-	char note[200];	   /* a move's reason and actor, logged once it happened */
+	bool reread;	   /* the row it returns misses what it wrote (ports): read it again */
+	bool committed;	   /* it happened: a failed read after it is retried, then says so */
+	struct event *retry;
+	int64_t retry_ms, retried_ms;
+	void *wake;	/* an acquire's sandbox being woken: the waker's handle */
+	char note[200]; /* a move's reason and actor, logged once it happened */
 };
 
 struct registry {
@@ -83,7 +100,7 @@ struct registry {
 	char cluster[64];
 	char instance[128];
 	char idle_ms[24];
-	int64_t idle_default_ms, cache_ms, activity_ms;
+	int64_t idle_default_ms, cache_ms;
 	uint64_t epoch; /* bumped when the listener starts or stops listening */
 	struct entry *buckets[BUCKETS];
 	/* activity: ids queued for the next batched write */
@@ -91,6 +108,7 @@ struct registry {
 	size_t ntouch, touch_cap;
 	struct event *touch_ev;
 	bool touch_in_flight;
+	struct registry_waker waker; /* REGISTRY_WAKE's (wake NULL: none) */
 };
 
 static void wait_fire(evutil_socket_t fd, short what, void *arg);
@@ -98,11 +116,15 @@ static void wait_later(struct registry_wait *w);
 static void wait_free(struct registry_wait *w);
 static void entry_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref);
+static void acquire_queue(struct registry_wait *w, const char *id);
+static void woken(const struct core_error *err, void *arg);
 static void load_start(struct registry *reg, struct entry *e);
 static void touch_flush(evutil_socket_t fd, short what, void *arg);
 static void touch_written(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void moved(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void move_retry(evutil_socket_t fd, short what, void *arg);
+static void move_finish(struct registry_wait *w, struct sandbox_ref *ref);
 static void listed(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void on_notified(const char *payload, void *arg);
 static void on_reset(void *arg);
@@ -140,7 +162,6 @@ struct registry *registry_new(struct event_base *base, const struct registry_con
 	snprintf(reg->idle_ms, sizeof(reg->idle_ms), "%" PRId64, cfg->idle_timeout_ms);
 	reg->idle_default_ms = cfg->idle_timeout_ms;
 	reg->cache_ms = cfg->cache_ms;
-	reg->activity_ms = cfg->activity_ms;
 	reg->touch_ev = evtimer_new(base, touch_flush, reg);
 	CHECK(reg->touch_ev != NULL);
 	if (cfg->conninfo) {
@@ -171,7 +192,13 @@ void registry_free(struct registry *reg)
 		while (reg->buckets[i]) {
 			struct entry *e = reg->buckets[i];
 			reg->buckets[i] = e->next;
-			CHECK(e->waiters == NULL);
+			/* lookups still waiting after a drain that timed out: their
+			 * requests are gone with the server, nobody is called back */
+			while (e->waiters) {
+				struct registry_wait *w = e->waiters;
+				e->waiters = w->next;
+				wait_free(w);
+			}
 			if (e->load)
 				pg_query_cancel(e->load);
 			if (e->cur)
@@ -219,6 +246,7 @@ static struct entry *entry_get(struct registry *reg, const char *id)
 		return e;
 	e = calloc(1, sizeof(*e));
 	CHECK(e != NULL);
+	e->reg = reg;
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	e->touched_ms = INT64_MIN / 2;
 	unsigned b = bucket_of(id);
@@ -248,8 +276,11 @@ static bool entry_trusted(const struct registry *reg, const struct entry *e)
 }
 
 /* The newest row of it, from a load or a write: cached unless the sandbox is
- * final (nothing acquires it any more) or changed meanwhile elsewhere. */
-static void entry_store(struct registry *reg, struct entry *e, struct sandbox_ref *ref, uint64_t gen)
+ * final (nothing acquires it any more) or changed meanwhile elsewhere. epoch:
+ * reg->epoch when the query was sent, so a row asked for while not listening
+ * (a notification may have been lost before it was read) is trusted for the
+ * validity only. */
+static void entry_store(struct entry *e, struct sandbox_ref *ref, uint64_t gen, uint64_t epoch)
 {
 	if (gen != e->gen)
 		return;
@@ -259,7 +290,7 @@ static void entry_store(struct registry *reg, struct entry *e, struct sandbox_re
 	if (sandbox_status_final(ref->sb.status))
 		return;
 	e->cur = sandbox_ref_hold(ref);
-	e->epoch = reg->epoch;
+	e->epoch = epoch;
 	e->loaded_ms = clock_mono_ms();
 }
 
@@ -324,9 +355,13 @@ static void wait_later(struct registry_wait *w)
 	event_active(w->later, EV_TIMEOUT, 0);
 }
 
+static bool wait_failed(const struct registry_wait *w)
+{
+	return w->err.kind != CORE_OK;
+}
+
 static void wait_fail_later(struct registry_wait *w, enum core_err kind, const char *code, const char *msg)
 {
-	w->failed = true;
 	core_error_set(&w->err, kind, code, "%s", msg);
 	wait_later(w);
 }
@@ -335,6 +370,8 @@ static void wait_free(struct registry_wait *w)
 {
 	if (w->later)
 		event_free(w->later);
+	if (w->retry)
+		event_free(w->retry);
 	sandbox_ref_put(w->ref);
 	free(w);
 }
@@ -343,6 +380,10 @@ void registry_wait_cancel(struct registry_wait *w)
 {
 	if (!w)
 		return;
+	if (w->wake) {
+		w->reg->waker.cancel(w->wake);
+		w->wake = NULL;
+	}
 	if (w->entry) {
 		struct registry_wait **pp = &w->entry->waiters;
 		while (*pp && *pp != w)
@@ -350,7 +391,7 @@ void registry_wait_cancel(struct registry_wait *w)
 		if (*pp)
 			*pp = w->next;
 	}
-	if (w->query) {
+	if (w->query || w->retry) {
 		/* a write goes on (it may already be committed): only its callback goes */
 		if (w->kind == WAIT_MOVE) {
 			w->moved_cb = NULL;
@@ -365,7 +406,7 @@ void registry_wait_cancel(struct registry_wait *w)
 static void wait_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct registry_wait *w = arg;
-	if (w->failed) {
+	if (wait_failed(w)) {
 		if (w->kind == WAIT_ACQUIRE)
 			w->ref_cb(NULL, &w->err, w->arg);
 		else if (w->kind == WAIT_LIST)
@@ -380,11 +421,25 @@ static void wait_fire(evutil_socket_t fd, short what, void *arg)
 	deliver_ref(w, ref);
 }
 
-/* Applies the acquire's flags, then hands ref over (or fails); frees w. */
+/* May an acquire that wants it running wake sb? */
+static bool wakeable(const struct registry_wait *w, const struct sandbox *sb)
+{
+	return (w->flags & REGISTRY_WAKE) && w->reg->waker.wake && sb->auto_wake &&
+	       (sb->status == SANDBOX_STOPPED || sb->status == SANDBOX_STOPPING ||
+		sb->status == SANDBOX_STARTING);
+}
+
+/* Applies the acquire's flags, then hands ref over (or fails, or has it
+ * woken first); frees w unless it waits for the wake. */
 static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref)
 {
 	const struct sandbox *sb = &ref->sb;
 	struct core_error err;
+	if ((w->flags & REGISTRY_RUNNING) && sb->status != SANDBOX_RUNNING && wakeable(w, sb)) {
+		w->wake = w->reg->waker.wake(w->reg->waker.ctx, sb->id, woken, w);
+		sandbox_ref_put(ref);
+		return;
+	}
 	if ((w->flags & REGISTRY_RUNNING) && sb->status != SANDBOX_RUNNING) {
 		core_error_set(&err, CORE_CONFLICT, "sandbox_not_running", "sandbox is %s",
 			       sandbox_status_name(sb->status));
@@ -421,40 +476,69 @@ struct registry_wait *registry_acquire(struct registry *reg, const char *id, uns
 		wait_fail_later(w, CORE_INVALID, "invalid_id", "sandbox id must be a UUID");
 		return w;
 	}
+	snprintf(w->id, sizeof(w->id), "%s", id); /* a wake reads it again */
+	acquire_queue(w, id);
+	return w;
+}
+
+/* The cached sandbox from the loop, or w waits for the (one) lookup. */
+static void acquire_queue(struct registry_wait *w, const char *id)
+{
+	struct registry *reg = w->reg;
 	struct entry *e = entry_get(reg, id);
-	if (!(flags & REGISTRY_FRESH) && entry_trusted(reg, e)) {
+	if (!(w->flags & REGISTRY_FRESH) && entry_trusted(reg, e)) {
 		w->ref = sandbox_ref_hold(e->cur);
 		wait_later(w);
-		return w;
+		return;
 	}
 	w->entry = e;
 	w->next = e->waiters;
 	e->waiters = w;
 	if (!e->load)
 		load_start(reg, e);
-	return w;
+}
+
+/* The wake answered: the sandbox is read again (once for every waiter) and
+ * delivered as any acquire, without waking twice. */
+static void woken(const struct core_error *err, void *arg)
+{
+	struct registry_wait *w = arg;
+	w->wake = NULL;
+	if (err) {
+		registry_ref_fn cb = w->ref_cb;
+		void *warg = w->arg;
+		wait_free(w);
+		cb(NULL, err, warg);
+		return;
+	}
+	w->flags = (w->flags & ~(unsigned)REGISTRY_WAKE) | REGISTRY_FRESH;
+	acquire_queue(w, w->id);
+}
+
+void registry_set_waker(struct registry *reg, const struct registry_waker *w)
+{
+	if (w)
+		reg->waker = *w;
+	else
+		memset(&reg->waker, 0, sizeof(reg->waker));
 }
 
 static void load_start(struct registry *reg, struct entry *e)
 {
-	static char sql[1024];
-	if (!sql[0])
-		snprintf(sql, sizeof(sql), "SELECT %s FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2",
-			 sandbox_row_columns);
 	const char *params[] = { e->id, reg->cluster };
 	e->load_gen = e->gen;
-	e->load = pg_query_send(reg->pg, sql, 2, params, entry_loaded, e);
+	e->load_epoch = reg->epoch;
+	e->load = pg_query_send(reg->pg, row_sql, 2, params, entry_loaded, e);
 }
 
 static void entry_loaded(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct entry *e = arg;
 	e->load = NULL;
-	struct registry *reg = NULL;
+	/* every waiter may have cancelled meanwhile: the row is still worth caching */
+	struct registry *reg = e->reg;
 	struct registry_wait *list = e->waiters;
 	e->waiters = NULL;
-	CHECK(list != NULL);
-	reg = list->reg;
 	struct sandbox_ref *ref = NULL;
 	struct core_error fail = { 0 };
 	if (err != PG_OK) {
@@ -464,7 +548,7 @@ static void entry_loaded(enum pg_error err, PGresult *res, const char *message, 
 	} else if (!(ref = ref_from_row(reg, res, 0))) {
 		core_error_set(&fail, CORE_INTERNAL, "internal", "the sandbox's row cannot be read");
 	} else {
-		entry_store(reg, e, ref, e->load_gen);
+		entry_store(e, ref, e->load_gen, e->load_epoch);
 	}
 	/* every waiter gets the one answer (a waiter's callback may acquire again) */
 	while (list) {
@@ -520,7 +604,7 @@ void registry_touch(struct registry *reg, const char *id)
 		return;
 	struct entry *e = entry_get(reg, id);
 	int64_t now = clock_mono_ms();
-	if (now - e->touched_ms < reg->activity_ms)
+	if (now - e->touched_ms < ACTIVITY_MS)
 		return;
 	e->touched_ms = now;
 	if (e->cur && e->cur->sb.status == SANDBOX_RUNNING) {
@@ -555,13 +639,12 @@ static void touch_flush(evutil_socket_t fd, short what, void *arg)
 		"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
 		"  expires_at = now() + coalesce(idle_timeout_ms, $3::bigint) * interval '1 millisecond' "
 		"  WHERE cluster = $1 AND id = ANY($2::uuid[]) AND status = 'running' "
-		"  RETURNING id, sandbar_us(last_activity), sandbar_us(expires_at)), "
-		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
-		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
-	const char *params[] = { reg->cluster, (const char *)evbuffer_pullup(ids, -1), reg->idle_ms,
-				 reg->instance };
+		"  RETURNING id, sandbar_us(last_activity), sandbar_us(expires_at)) "
+		"SELECT u.* FROM u";
+	/* no NOTIFY: another instance's cached activity is at most TRUST_MAX_MS old */
+	const char *params[] = { reg->cluster, (const char *)evbuffer_pullup(ids, -1), reg->idle_ms };
 	reg->touch_in_flight = true;
-	pg_query_send(reg->pg, sql, 4, params, touch_written, reg);
+	pg_query_send(reg->pg, sql, 3, params, touch_written, reg);
 	evbuffer_free(ids);
 }
 
@@ -586,19 +669,33 @@ static void touch_written(enum pg_error err, PGresult *res, const char *message,
 
 /* ---- writes: insert, transitions, heartbeats ---- */
 
-/* After a write: the row as it is now, cached, and the caller told. */
+/* A write's id and where the cache stood when it was sent: its answer is
+ * cached only if nothing invalidated the entry meanwhile. */
+static void write_sent(struct registry_wait *w)
+{
+	w->gen = entry_get(w->reg, w->id)->gen;
+	w->epoch = w->reg->epoch;
+}
+
+/* After a write whose answer cannot say it all (a refused one, one that wrote
+ * ports): the row as it is now, cached, and the caller told. */
 static void move_reload(struct registry_wait *w)
 {
-	static char sql[1024];
-	if (!sql[0])
-		snprintf(sql, sizeof(sql), "SELECT %s FROM sandboxes s WHERE s.id = $1 AND s.cluster = $2",
-			 sandbox_row_columns);
 	const char *params[] = { w->id, w->reg->cluster };
 	struct entry *e = entry_get(w->reg, w->id);
 	/* what was cached is older than this write */
 	entry_invalidate(e);
 	w->gen = e->gen;
-	w->query = pg_query_send(w->reg->pg, sql, 2, params, moved_loaded, w);
+	w->epoch = w->reg->epoch;
+	w->query = pg_query_send(w->reg->pg, row_sql, 2, params, moved_loaded, w);
+}
+
+static void move_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct registry_wait *w = arg;
+	event_free(w->retry);
+	w->retry = NULL;
+	move_reload(w);
 }
 
 static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg)
@@ -608,16 +705,45 @@ static void moved_loaded(enum pg_error err, PGresult *res, const char *message, 
 	w->query = NULL;
 	struct sandbox_ref *ref = NULL;
 	if (err == PG_OK && PQntuples(res) > 0 && (ref = ref_from_row(reg, res, 0)) != NULL)
-		entry_store(reg, entry_get(reg, w->id), ref, w->gen);
-	if (w->drop_channel)
-		channels_drop(reg->chs, w->id); /* every holder's subscriptions hear of it at once */
+		entry_store(entry_get(reg, w->id), ref, w->gen, w->epoch);
+	if (!ref && err != PG_OK && w->committed && w->retried_ms < REREAD_MAX_MS) {
+		/* the write happened: its caller must not act as if it had not */
+		w->retry_ms = w->retry_ms ? w->retry_ms * 2 : REREAD_FIRST_MS;
+		if (w->retry_ms > REREAD_MAX_MS - w->retried_ms)
+			w->retry_ms = REREAD_MAX_MS - w->retried_ms;
+		w->retried_ms += w->retry_ms;
+		log_warn("sandbox=%s: written, but not read again (%s); again in %" PRId64 " ms", w->id,
+			 message ? message : "failed", w->retry_ms);
+		struct timeval tv = { .tv_sec = w->retry_ms / 1000, .tv_usec = (w->retry_ms % 1000) * 1000 };
+		w->retry = evtimer_new(reg->base, move_retry, w);
+		CHECK(w->retry != NULL);
+		evtimer_add(w->retry, &tv);
+		return;
+	}
 	if (!ref && err == PG_OK) {
-		w->failed = true;
 		core_error_set(&w->err, CORE_NOT_FOUND, "not_found", "no sandbox with this id");
-	} else if (!ref && !w->failed) {
-		w->failed = true;
+	} else if (!ref && !wait_failed(w)) {
 		pg_core_error(&w->err, err, message);
-	} else if (w->failed && ref) {
+	}
+	if (!ref && w->committed) {
+		char why[sizeof(w->err.message)];
+		snprintf(why, sizeof(why), "%s", w->err.message);
+		static const char head[] =
+			"the write was committed, but the sandbox could not be read again: ";
+		snprintf(w->err.message, sizeof(w->err.message), "%s%.*s", head,
+			 (int)(sizeof(w->err.message) - sizeof(head)), why);
+	}
+	move_finish(w, ref);
+}
+
+/* The write is over (ref: the row after it, NULL when unknown): its channel
+ * dropped if it left running, the caller told; frees w. */
+static void move_finish(struct registry_wait *w, struct sandbox_ref *ref)
+{
+	if (w->drop_channel)
+		channels_drop(w->reg->chs, w->id); /* every holder's subscriptions hear of it at once */
+	bool failed = wait_failed(w);
+	if (failed && ref && !w->committed) {
 		/* the write found another status: say which */
 		const char *now = sandbox_status_name(ref->sb.status);
 		w->err.status = now;
@@ -628,12 +754,38 @@ static void moved_loaded(enum pg_error err, PGresult *res, const char *message, 
 			snprintf(w->err.message, sizeof(w->err.message), "sandbox is %s", now);
 	}
 	if (w->moved_cb)
-		w->moved_cb(w->failed ? &w->err : NULL, ref ? &ref->sb : NULL, w->arg);
+		w->moved_cb(failed ? &w->err : NULL, ref ? &ref->sb : NULL, w->arg);
 	sandbox_ref_put(ref);
 	wait_free(w);
 }
 
-/* The write's answer: column 0 counts the rows it changed. */
+/* A committed write's answer: its row as the statement returned it (the row
+ * columns first), cached unless the entry was invalidated since it was sent. */
+static void move_answered(struct registry_wait *w, PGresult *res)
+{
+	w->committed = true;
+	if (w->kind == WAIT_MOVE && w->from != w->to)
+		log_info("sandbox=%s %s -> %s%s", w->id, sandbox_status_name(w->from),
+			 sandbox_status_name(w->to), w->note);
+	if (w->reread) {
+		move_reload(w);
+		return;
+	}
+	struct sandbox_ref *ref = ref_from_row(w->reg, res, 0);
+	struct entry *e = entry_get(w->reg, w->id);
+	bool fresh = e->gen == w->gen;
+	/* what was cached, and any lookup in flight, is older than this write */
+	entry_invalidate(e);
+	if (!ref)
+		core_error_set(&w->err, CORE_INTERNAL, "internal",
+			       "the write was committed, but the sandbox's row cannot be read");
+	else if (fresh)
+		entry_store(e, ref, e->gen, w->epoch);
+	move_finish(w, ref);
+}
+
+/* The write's answer: the row it changed (none: it found another status, or
+ * no live sandbox). */
 static void moved(enum pg_error err, PGresult *res, const char *message, void *arg)
 {
 	struct registry_wait *w = arg;
@@ -646,18 +798,15 @@ static void moved(enum pg_error err, PGresult *res, const char *message, void *a
 		wait_free(w);
 		return;
 	}
-	if (atoi(PQgetvalue(res, 0, 0)) == 0) {
-		w->failed = true;
-		if (w->kind == WAIT_MOVE && w->from != w->to)
-			core_error_set(&w->err, CORE_CONFLICT, "invalid_state",
-				       "the sandbox moved meanwhile");
-		else
-			core_error_set(&w->err, CORE_CONFLICT, "sandbox_not_live", "the sandbox is not live");
-		w->drop_channel = false;
-	} else if (w->kind == WAIT_MOVE && w->from != w->to) {
-		log_info("sandbox=%s %s -> %s%s", w->id, sandbox_status_name(w->from),
-			 sandbox_status_name(w->to), w->note);
+	if (PQntuples(res) > 0) {
+		move_answered(w, res);
+		return;
 	}
+	if (w->kind == WAIT_MOVE && w->from != w->to)
+		core_error_set(&w->err, CORE_CONFLICT, "invalid_state", "the sandbox moved meanwhile");
+	else
+		core_error_set(&w->err, CORE_CONFLICT, "sandbox_not_live", "the sandbox is not live");
+	w->drop_channel = false;
 	move_reload(w);
 }
 
@@ -670,7 +819,6 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 	w->from = t->from;
 	w->to = t->to;
 	if (!sandbox_status_can(t->from, t->to)) {
-		w->failed = true;
 		core_error_set(&w->err, CORE_CONFLICT, "invalid_state", "a sandbox cannot go from %s to %s",
 			       sandbox_status_name(t->from), sandbox_status_name(t->to));
 		w->err.status = sandbox_status_name(t->from);
@@ -691,14 +839,14 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 	snprintf(hports + hl, sizeof(hports) - hl, "}");
 	snprintf(cports + cl, sizeof(cports) - cl, "}");
 	static const char sql[] =
-		"WITH u AS (UPDATE sandboxes SET status = $3, status_reason = $4, "
+		"WITH u AS (UPDATE sandboxes s SET status = $3, status_reason = $4, "
 		"  deleted_at = CASE WHEN $3 IN ('deleted', 'expired') THEN now() ELSE deleted_at END, "
 		"  container_id = coalesce($6, container_id), setup_output = coalesce($7, setup_output), "
 		"  run_image = coalesce($14, run_image), "
 		"  last_activity = CASE WHEN $8::bool THEN now() ELSE last_activity END, "
 		"  expires_at = CASE WHEN $8::bool THEN now() + coalesce(idle_timeout_ms, $9::bigint) * "
 		"    interval '1 millisecond' ELSE expires_at END "
-		"  WHERE id = $1 AND cluster = $10 AND status = $2 RETURNING id), "
+		"  WHERE id = $1 AND cluster = $10 AND status = $2 RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, $2, $3, $4, $5 FROM u), "
 		"p AS (INSERT INTO port_mappings (id, sandbox_id, host_port, container_port) "
@@ -706,7 +854,7 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		"c) "
 		"  ON CONFLICT (sandbox_id, container_port) DO UPDATE SET host_port = excluded.host_port), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
-		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	const char *params[] = {
 		t->id,
 		sandbox_status_name(t->from),
@@ -723,8 +871,17 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 		reg->instance,
 		t->run_image,
 	};
+	/* the row it returns cannot see the ports the same statement wrote */
+	w->reread = t->nports > 0;
+	write_sent(w);
 	w->query = pg_query_send(reg->pg, sql, 14, params, moved, w);
 	return w;
+}
+
+/* A tri-state setting as a parameter: NULL for 0 (the default, or unchanged). */
+static const char *tristate(int v)
+{
+	return v > 0 ? "t" : v < 0 ? "f" : NULL;
 }
 
 struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
@@ -735,16 +892,17 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 	snprintf(w->id, sizeof(w->id), "%s", ins->id);
 	w->from = w->to = SANDBOX_CREATING;
 	static const char sql[] =
-		"WITH i AS (INSERT INTO sandboxes (id, name, template, status, image, workspace_mount, "
+		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
-		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool) "
+		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
-		"  now() + $16::bigint * interval '1 millisecond', $17) RETURNING id), "
+		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean) "
+		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
-		"SELECT count(*) FROM i";
+		"SELECT i.* FROM i";
 	char idle[24], cpu[24], mem[24], ttl[24];
 	snprintf(idle, sizeof(idle), "%" PRId64,
 		 ins->idle_timeout_ms > 0 ? ins->idle_timeout_ms : reg->idle_default_ms);
@@ -769,8 +927,10 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		sandbox_idle_action_name(ins->idle_action),
 		ins->ttl_ms > 0 ? ttl : NULL,
 		ins->in_pool ? "t" : "f",
+		tristate(ins->auto_wake),
 	};
-	w->query = pg_query_send(reg->pg, sql, 17, params, moved, w);
+	write_sent(w);
+	w->query = pg_query_send(reg->pg, sql, 18, params, moved, w);
 	return w;
 }
 
@@ -791,17 +951,18 @@ struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, r
 					 void *arg)
 {
 	struct registry_wait *w = write_wait_new(reg, id, cb, arg);
-	if (w->failed)
+	if (wait_failed(w))
 		return w;
 	static const char sql[] =
-		"WITH u AS (UPDATE sandboxes SET last_activity = now(), "
+		"WITH u AS (UPDATE sandboxes s SET last_activity = now(), "
 		"  expires_at = now() + coalesce(idle_timeout_ms, $3::bigint) * interval '1 millisecond' "
 		"  WHERE id = $1 AND cluster = $2 AND status IN ('creating', 'starting', "
 		"'running', 'stopping', "
-		"  'stopped') RETURNING id), "
+		"  'stopped') RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
-		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	const char *params[] = { id, reg->cluster, reg->idle_ms, reg->instance };
+	write_sent(w);
 	w->query = pg_query_send(reg->pg, sql, 4, params, moved, w);
 	return w;
 }
@@ -810,10 +971,10 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 				      registry_moved_fn cb, void *arg)
 {
 	struct registry_wait *w = write_wait_new(reg, id, cb, arg);
-	if (w->failed)
+	if (wait_failed(w))
 		return w;
 	static const char sql[] =
-		"WITH u AS (UPDATE sandboxes SET name = coalesce($3, name), "
+		"WITH u AS (UPDATE sandboxes s SET name = coalesce($3, name), "
 		"  labels = coalesce($4::jsonb, labels), env_vars = env_vars || coalesce($5::jsonb, '{}'), "
 		"  cpu_millis = coalesce($6::int, cpu_millis), memory_bytes = coalesce($7::bigint, "
 		"memory_bytes), "
@@ -825,12 +986,13 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"    ELSE now() + $10::bigint * interval '1 millisecond' END, "
 		"  ends_at = CASE WHEN $11::bigint IS NULL THEN ends_at "
 		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
-		"END "
-		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING id), "
+		"END, "
+		"  auto_wake = coalesce($14::boolean, auto_wake) "
+		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
-		"  SELECT s.id, s.status, s.status, 'settings', $13 FROM sandboxes s, u WHERE s.id = u.id), "
+		"  SELECT id, status, status, 'settings', $13 FROM u), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $12 || ' ' || id) FROM u) "
-		"SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	char cpu[24], mem[24], idle[24], keep[24], ext[24];
 	snprintf(cpu, sizeof(cpu), "%" PRId64, st->cpu_millis);
 	snprintf(mem, sizeof(mem), "%" PRId64, st->memory_bytes);
@@ -851,8 +1013,10 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		st->extend_ms > 0 ? ext : NULL,
 		reg->instance,
 		st->actor,
+		tristate(st->auto_wake),
 	};
-	w->query = pg_query_send(reg->pg, sql, 13, params, moved, w);
+	write_sent(w);
+	w->query = pg_query_send(reg->pg, sql, 14, params, moved, w);
 	return w;
 }
 
@@ -866,20 +1030,22 @@ static void claimed(enum pg_error err, PGresult *res, const char *message, void 
 	if (err != PG_OK) {
 		struct core_error e;
 		pg_core_error(&e, err, message);
-		w->moved_cb(&e, NULL, w->arg);
+		if (w->moved_cb)
+			w->moved_cb(&e, NULL, w->arg);
 		wait_free(w);
 		return;
 	}
-	if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+	if (PQntuples(res) == 0) {
 		struct core_error e;
 		core_error_set(&e, CORE_NOT_FOUND, "pool_empty", "no warm sandbox of this template");
-		w->moved_cb(&e, NULL, w->arg);
+		if (w->moved_cb)
+			w->moved_cb(&e, NULL, w->arg);
 		wait_free(w);
 		return;
 	}
 	snprintf(w->id, sizeof(w->id), "%s", PQgetvalue(res, 0, 0));
-	log_info("sandbox=%s warm -> running%s", w->id, w->note);
-	move_reload(w);
+	w->gen = entry_get(w->reg, w->id)->gen; /* the epoch is the claim's, taken when sent */
+	move_answered(w, res);
 }
 
 struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_claim *c,
@@ -903,11 +1069,12 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
 		"  created_at = now(), last_activity = now(), "
 		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
-		"  owner_instance = $13 FROM c WHERE s.id = c.id RETURNING s.id), "
+		"  owner_instance = $13, auto_wake = $15::boolean FROM c WHERE s.id = c.id "
+		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
 		"n AS (SELECT pg_notify('" NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
-		"SELECT (SELECT id FROM u), (SELECT count(*) FROM n)";
+		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	char cpu[24], mem[24], idle[24], ttl[24];
 	snprintf(cpu, sizeof(cpu), "%" PRId64, c->cpu_millis);
 	snprintf(mem, sizeof(mem), "%" PRId64, c->memory_bytes);
@@ -928,8 +1095,10 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		c->ttl_ms > 0 ? ttl : NULL,
 		reg->instance,
 		c->actor,
+		tristate(c->auto_wake),
 	};
-	w->query = pg_query_send(reg->pg, sql, 14, params, claimed, w);
+	w->epoch = reg->epoch;
+	w->query = pg_query_send(reg->pg, sql, 15, params, claimed, w);
 	return w;
 }
 
@@ -940,17 +1109,14 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 {
 	struct registry_wait *w = wait_new(reg, WAIT_LIST, arg);
 	w->list_cb = cb;
-	static char sql[1600];
-	if (!sql[0])
-		snprintf(sql, sizeof(sql),
-			 "WITH f AS (SELECT %s, s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
-			 "  AND NOT s.in_pool AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS "
-			 "NULL "
-			 "  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
-			 "page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "
-			 "SELECT page.*, (SELECT count(*) FROM f) FROM (SELECT 1) one LEFT JOIN page ON true "
-			 "ORDER BY page.at DESC, 1",
-			 sandbox_row_columns);
+	static const char sql[] =
+		"WITH f AS (SELECT " SANDBOX_ROW_COLUMNS
+		", s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
+		"  AND NOT s.in_pool AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS NULL "
+		"  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
+		"page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "
+		"SELECT page.*, (SELECT count(*) FROM f) FROM (SELECT 1) one LEFT JOIN page ON true "
+		"ORDER BY page.at DESC, 1";
 	char statuses[256] = "", limit[24], offset[24];
 	if (f && f->statuses) {
 		size_t n = 0;

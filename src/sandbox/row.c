@@ -12,16 +12,6 @@
 #include "core/check.h"
 #include "core/env.h"
 
-const char sandbox_row_columns[] =
-	"s.id, s.name, s.template, s.status, s.status_reason, coalesce(s.container_id, ''), "
-	"coalesce(s.image, ''), s.workspace_mount, s.devcontainer_config::text, s.env_vars::text, "
-	"s.setup_output, sandbar_us(s.last_activity), sandbar_us(s.created_at), sandbar_us(s.expires_at), "
-	"sandbar_us(s.deleted_at), coalesce((SELECT json_agg(json_build_object('id', p.id, "
-	"'c', p.container_port, 'h', p.host_port) ORDER BY p.container_port) "
-	"FROM port_mappings p WHERE p.sandbox_id = s.id), '[]')::text, s.labels::text, "
-	"coalesce(s.cpu_millis, 0), coalesce(s.memory_bytes, 0), coalesce(s.idle_timeout_ms, 0), "
-	"s.idle_action, sandbar_us(s.ends_at), sandbar_us(s.keepalive_until)";
-
 enum {
 	COL_ID,
 	COL_NAME,
@@ -46,6 +36,7 @@ enum {
 	COL_IDLE_ACTION,
 	COL_ENDS,
 	COL_KEEPALIVE,
+	COL_AUTO_WAKE,
 	COL_COUNT
 };
 
@@ -161,6 +152,7 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 		sb->idle_action = SANDBOX_IDLE_EXPIRE;
 	sb->ends_at_us = int_of(res, row, COL_ENDS);
 	sb->keepalive_until_us = int_of(res, row, COL_KEEPALIVE);
+	sb->auto_wake = strcmp(PQgetvalue(res, row, COL_AUTO_WAKE), "t") == 0;
 	derive_run(sb);
 	return 0;
 }

@@ -7,8 +7,18 @@
 
 #include "sandbox/registry.h"
 
-/* The columns of a row (of `sandboxes s`), in the order sandbox_from_row reads. */
-extern const char sandbox_row_columns[];
+/* The columns of a row (of `sandboxes s`), in the order sandbox_from_row
+ * reads: a string literal, so every query's text is a constant. */
+#define SANDBOX_ROW_COLUMNS                                                                                  \
+	"s.id, s.name, s.template, s.status, s.status_reason, coalesce(s.container_id, ''), "                \
+	"coalesce(s.image, ''), s.workspace_mount, s.devcontainer_config::text, s.env_vars::text, "          \
+	"s.setup_output, sandbar_us(s.last_activity), sandbar_us(s.created_at), sandbar_us(s.expires_at), "  \
+	"sandbar_us(s.deleted_at), coalesce((SELECT json_agg(json_build_object('id', p.id, "                 \
+	"'c', p.container_port, 'h', p.host_port) ORDER BY p.container_port) "                               \
+	"FROM port_mappings p WHERE p.sandbox_id = s.id), '[]')::text, s.labels::text, "                     \
+	"coalesce(s.cpu_millis, 0), coalesce(s.memory_bytes, 0), coalesce(s.idle_timeout_ms, 0), "           \
+	"s.idle_action, sandbar_us(s.ends_at), sandbar_us(s.keepalive_until), "                              \
+	"coalesce(s.auto_wake, s.idle_action = 'stop')"
 
 /* 0, or -1 for a row the core cannot read (an unknown status). */
 int sandbox_from_row(struct sandbox *sb, PGresult *res, int row);

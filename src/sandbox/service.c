@@ -60,6 +60,7 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	svc->events = events_watcher_new(svc);
 	svc->builds = image_builds_new(svc);
 	svc->pool = pool_new(svc);
+	svc->wakes = wakes_new(svc);
 	return svc;
 }
 
@@ -71,6 +72,7 @@ void sandbox_service_free(struct sandbox_service *svc)
 		event_free(svc->drain->timer);
 		free(svc->drain);
 	}
+	wakes_free(svc, svc->wakes);
 	pool_free(svc->pool);
 	reaper_free(svc->reaper);
 	admission_free(svc->admission);

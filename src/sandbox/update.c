@@ -72,6 +72,7 @@ struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 	op->set.idle_timeout_ms = c->idle_timeout_ms;
 	op->set.idle_action = c->idle_action;
 	op->set.set_idle_action = c->set_idle_action;
+	op->set.auto_wake = c->auto_wake;
 	if (op->set.cpu_millis || op->set.memory_bytes)
 		/* the container takes the limits first: it must exist */
 		op->wait = registry_acquire(svc->reg, id, REGISTRY_FRESH | REGISTRY_LIVE, update_read, op);

@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 from harness import client as httpc  # noqa: E402
 from harness import paths, pg  # noqa: E402
-from harness.server import free_port  # noqa: E402
+from harness.nginx import Nginx  # noqa: E402
 from harness.session import Session  # noqa: E402
 
 import execload  # noqa: E402
@@ -185,57 +185,25 @@ def log_cpu(before, after, wall, n):
 
 
 # ---------------------------------------------------------------- baselines
-class Nginx:
-    """nginx with one worker serving a small static file, config in the data folder."""
+class StaticNginx(Nginx):
+    """nginx with one worker serving a small static file (harness/nginx.py
+    runs it: config, pid and logs in .data/bench/nginx)."""
 
     def __init__(self):
-        self.dir = os.path.join(paths.DATA, "bench", "nginx")
-        self.port = free_port()
-        self.proc = None
+        super().__init__(os.path.join(paths.DATA, "bench", "nginx"))
+        self.www = os.path.join(paths.DATA, "bench", "nginx-www")
 
     def start(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.makedirs(os.path.join(self.dir, "www"))
-        os.makedirs(os.path.join(self.dir, "logs"))
-        with open(os.path.join(self.dir, "www", "health"), "w") as f:
+        os.makedirs(self.www, exist_ok=True)
+        with open(os.path.join(self.www, "health"), "w") as f:
             f.write('{"status":"ok"}')
-        user = "user root;" if os.getuid() == 0 else ""
-        conf = os.path.join(self.dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""{user}
-worker_processes 1;
-daemon off;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/logs/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {self.dir}/tmp;
-    server {{
+        super().start(f"""    server {{
         listen 127.0.0.1:{self.port};
-        root {self.dir}/www;
+        access_log off;
+        keepalive_requests 1000000;
+        root {self.www};
         default_type application/json;
-    }}
-}}
-""")
-        self.proc = subprocess.Popen(
-            ["nginx", "-p", self.dir, "-c", conf],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.dir, "logs", "stderr.log"), "w"),
-        )
-        if not httpc.wait_port("127.0.0.1", self.port, 10):
-            raise RuntimeError(f"nginx did not start; see {self.dir}/logs")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    }}""")
 
 
 def docker_create_start(run_id, i):
@@ -768,7 +736,7 @@ def main():
              "SANDBAR_MEMORY_OVERCOMMIT": "0",
              "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
     )
-    nginx = Nginx()
+    nginx = StaticNginx()
     created, raw = [], []
     try:
         srv.start()

@@ -5,6 +5,7 @@ real PostgreSQL (a fresh database per server) and the real dockerd.
   server_factory  make(env={...}, start=True) -> Server, for custom settings
   client          an HTTP client of `server`
   pg_cluster      stop()/start() of the private PostgreSQL cluster
+  nginx_front     front(server) -> Nginx running tools/nginx/sandbar.conf before it
   run             the Session (run id, databases, clean-up)
 Run them with tools/test, or: SANDBARD=build/src/sandbard /usr/bin/python3 -m pytest -q test/integration
 (after tools/lib/setup.sh has set DATABASE_URL)."""
@@ -15,15 +16,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import docker, pg  # noqa: E402
+from harness import docker, paths, pg  # noqa: E402
+from harness import nginx as nginx_mod  # noqa: E402
 from harness.need import need, unprovided_skip  # noqa: E402
 from harness.server import SandbardMissing, ServerError  # noqa: E402
 from harness.session import Session, safe_name  # noqa: E402
 
 
 def pytest_report_header(config):
-    from harness import paths
-
     return [
         f"sandbard: {paths.sandbard_binary()}",
         f"database: {os.environ.get('DATABASE_URL', '(DATABASE_URL unset)')}",
@@ -119,6 +119,31 @@ def pg_cluster():
     yield c
     if not c.running():
         c.start()
+
+
+@pytest.fixture
+def nginx_front(request):
+    """front(server): Debian's nginx on a free loopback port running the
+    shipped tools/nginx/sandbar.conf with server as its upstream (folder
+    .data/test-nginx/<test>); stopped after the test, which fails if it
+    had died meanwhile. Without nginx: need("nginx"), which tools/test provides."""
+    started = []
+
+    def front(srv):
+        if nginx_mod.binary() is None:
+            need("nginx", "nginx is not installed (Debian's nginx)")
+        n = nginx_mod.Nginx(os.path.join(paths.DATA, "test-nginx", safe_name(request.node.name)))
+        started.append(n)
+        try:
+            n.start(nginx_mod.sandbar_conf(n.port, f"{srv.host}:{srv.port}"))
+        except nginx_mod.NginxError as e:
+            pytest.fail(str(e), pytrace=False)
+        return n
+
+    yield front
+    died = [n for n in started if n.proc is not None and not n.stop()]
+    if died:
+        pytest.fail(f"nginx died during the test:\n{died[0].log_tail()}", pytrace=False)
 
 
 @pytest.fixture

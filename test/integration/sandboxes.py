@@ -16,7 +16,7 @@ SANDBOX_KEYS = {
     "port_mappings", "last_activity", "created_at", "expires_at", "deleted_at",
     # ours
     "template", "status_reason", "setup_output", "labels", "cpu", "memory", "idle_timeout", "idle_action",
-    "ends_at", "keepalive_until",
+    "auto_wake", "ends_at", "keepalive_until", "preview_host",
 }
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -29,6 +29,11 @@ def check_shape(sb):
         assert RFC3339.match(sb[k]), (k, sb[k])
     assert sb["deleted_at"] is None or RFC3339.match(sb["deleted_at"])
     assert isinstance(sb["port_mappings"], list)
+    # every port at <port>-<preview_host>, published ones with their URL
+    assert sb["preview_host"] == f"{sb['id']}.preview.localhost", sb["preview_host"]
+    for p in sb["port_mappings"]:
+        assert set(p) == {"id", "sandbox_id", "host_port", "container_port", "preview_url"}, p
+        assert p["preview_url"].startswith(f"http://{p['container_port']}-{sb['preview_host']}:"), p
     assert isinstance(sb["env_vars"], dict)
     assert isinstance(sb["devcontainer_config"], dict)
 

@@ -50,10 +50,11 @@ TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def upload(server, sid, filename, chunks, size, path=None, filename_star=None, tail=TAIL, headers=None):
-    """Streams the multipart body (chunks: an iterable of bytes) without holding it."""
+    """Streams the multipart body (chunks: an iterable of bytes) without holding it.
+    A Host in headers replaces http.client's own."""
     head = multipart_head(filename, path, filename_star)
     conn = http.client.HTTPConnection(server.host, server.port, timeout=300)
-    conn.putrequest("POST", f"/api/sandboxes/{sid}/files/upload")
+    conn.putrequest("POST", f"/api/sandboxes/{sid}/files/upload", skip_host="Host" in (headers or {}))
     conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
     for k, v in (headers or {}).items():
         conn.putheader(k, v)
@@ -72,9 +73,20 @@ def upload(server, sid, filename, chunks, size, path=None, filename_star=None, t
     return r.status, body
 
 
-def download(server, sid, path, extra="", sink=None):
+def mib_chunks(size, h):
+    """size bytes (a whole number of MiB) that do not repeat, one MiB at a
+    time, never all held; each also goes into the hash h."""
+    seed = os.urandom(1 << 20)
+    for i in range(size >> 20):
+        b = hashlib.sha256(seed + i.to_bytes(4, "big")).digest() * (1 << 15)
+        h.update(b)
+        yield b
+
+
+def download(server, sid, path, extra="", sink=None, headers=None):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=300)
-    conn.request("GET", f"/api/sandboxes/{sid}/files/download?path={urllib.parse.quote(path)}{extra}")
+    conn.request("GET", f"/api/sandboxes/{sid}/files/download?path={urllib.parse.quote(path)}{extra}",
+                 headers=headers or {})
     r = conn.getresponse()
     h = hashlib.sha256()
     n = 0
@@ -283,17 +295,9 @@ def test_big_round_trip_streams_with_flat_rss(server_factory):
     sb = make_sandbox(client)
     sid = sb["id"]
     size = 100 << 20
-    seed = os.urandom(1 << 20)
     h = hashlib.sha256()
-
-    def chunks():
-        for i in range(size >> 20):
-            b = hashlib.sha256(seed + i.to_bytes(4, "big")).digest() * (1 << 15)
-            h.update(b)
-            yield b
-
     with server.rss_peak() as peak:
-        st, body = upload(server, sid, "big.bin", chunks(), size)
+        st, body = upload(server, sid, "big.bin", mib_chunks(size, h), size)
         assert st == 200, body
         r, _, n, digest = download(server, sid, "/workspace/big.bin", sink=True)
     assert r.status == 200 and n == size and digest == h.hexdigest()

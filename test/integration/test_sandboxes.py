@@ -290,3 +290,22 @@ def test_image_command_runs_under_the_agent_as_the_image_user(server_factory):
     finally:
         if r.status == 201:
             docker.remove_image(r.json["image"])
+
+
+def test_clients_gone_during_a_lookup(server, client):
+    """Clients that close while GET /api/sandboxes/{id} looks an uncached id
+    up: the lookup's answer finds no one waiting, and the server goes on."""
+    for rnd in range(5):
+        ids = [f"00000000-0000-4000-8000-{rnd:04d}{i:08d}" for i in range(4)]
+        socks = []
+        for k in range(120):
+            s = socket.create_connection((server.host, server.port), timeout=5)
+            s.sendall(f"GET /api/sandboxes/{ids[k % len(ids)]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            socks.append(s)
+        for s in socks:
+            s.close()
+        r = client.get("/health")
+        assert r.status == 200, r
+    assert server.alive()
+    r = client.get(f"/api/sandboxes/{ids[0]}")
+    assert r.status == 404 and r.json["error"]["code"] == "not_found", r

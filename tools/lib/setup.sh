@@ -13,8 +13,10 @@ export SANDBAR_ROOT SANDBAR_DATA SANDBAR_PG_PORT SANDBAR_PG_BIN
 SB_PKGS_BUILD="gcc clang libclang-rt-14-dev meson ninja-build pkg-config libevent-dev
   libpq-dev libhttp-parser-dev uuid-dev libcmocka-dev libjson-c-dev libwslay-dev clang-format git"
 SB_PKGS_RUN="docker.io postgresql-15 postgresql-client-15 debootstrap ca-certificates curl"
-SB_PKGS_TEST="python3 python3-pytest jq"
-SB_PKGS_BENCH="wrk nginx-light"
+# nginx: the integration tests run tools/nginx/sandbar.conf in front of sandbard
+# (and the benchmarks' baseline); Debian's nginx, never started as a service.
+SB_PKGS_TEST="python3 python3-pytest jq nginx"
+SB_PKGS_BENCH="wrk"
 
 sb_say() { printf '%s\n' "$*"; }
 sb_die() {

@@ -56,11 +56,13 @@ class Client:
     a connection lost after that raises, so a dropped request can not hide
     and a POST is never sent twice."""
 
-    def __init__(self, host, port, timeout=30.0, token=None):
+    def __init__(self, host, port, timeout=30.0, token=None, headers=None):
+        """headers: sent with every request (a Host for a proxy in front)."""
         self.host = host
         self.port = port
         self.timeout = timeout
         self.token = token
+        self.headers = dict(headers or {})
         self._conn = None
 
     def close(self):
@@ -87,7 +89,7 @@ class Client:
         return True
 
     def request(self, method, path, body=None, json=None, headers=None, timeout=None, fresh=False):
-        hdrs = {}
+        hdrs = dict(self.headers)
         if self.token:
             hdrs["Authorization"] = "Bearer " + self.token
         if json is not None:

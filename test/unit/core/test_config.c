@@ -46,10 +46,13 @@ static const char *const env_names[] = {
 	"SANDBAR_IMAGE_PRUNE_AGE",
 	"SANDBAR_PUBLISH_ADDR",
 	"SANDBAR_PREVIEW_DOMAIN",
+	"SANDBAR_PREVIEW_SCHEME",
+	"SANDBAR_PREVIEW_PORT",
 	"SANDBAR_PREVIEW_CONNECT_TIMEOUT",
 	"SANDBAR_PREVIEW_HEAD_TIMEOUT",
 	"SANDBAR_PREVIEW_IDLE_TIMEOUT",
 	"SANDBAR_PREVIEW_IDLE_CONNS",
+	"SANDBAR_WAKE_TIMEOUT",
 	"SANDBAR_MAX_COMMANDS_PER_SANDBOX",
 	"SANDBAR_COMMAND_OUTPUT_BUFFER",
 	"SANDBAR_MAX_OUTPUT_BYTES",
@@ -120,10 +123,13 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.image_prune_age_ms, 3600 * 1000);
 	assert_string_equal(cfg.publish_addr, "127.0.0.1");
 	assert_string_equal(cfg.preview_domain, "preview.localhost");
+	assert_string_equal(cfg.preview_scheme, "http");
+	assert_int_equal(cfg.preview_port, 0);
 	assert_int_equal(cfg.preview_connect_timeout_ms, 5000);
 	assert_int_equal(cfg.preview_head_timeout_ms, 60000);
 	assert_int_equal(cfg.preview_idle_timeout_ms, 120000);
 	assert_int_equal(cfg.preview_idle_conns, 4);
+	assert_int_equal(cfg.wake_timeout_ms, 30000);
 	assert_int_equal(cfg.commands_per_sandbox, 64);
 	assert_true(cfg.command_output_buffer == 512 * 1024);
 	assert_true(cfg.max_output_bytes == 16 << 20);
