@@ -113,6 +113,28 @@
  *   one that predates them closes the connection on the unknown type, so
  *   sandbard sends them only after such a WELCOME.
  *
+ * TCP streams (an agent that says FEATURES & AGENT_FEATURE_TCP; an older one
+ * closes the connection on the unknown type, so sandbard sends them to no
+ * other). id 0; TAG names the stream (chosen by sandbard, unique on the
+ * connection); both sides ignore frames for a TAG they no longer know.
+ *   C TCP_OPEN {TAG, PORT, WINDOW}     the agent connects, non-blocking, to
+ *                                     127.0.0.1:PORT in the sandbox's network
+ *                                     namespace
+ *                                     A TCP_OPENED {TAG, WINDOW}
+ *                                     or TCP_CLOSE {TAG, CODE, MESSAGE}
+ *                                       (ECONNREFUSED, EMFILE past
+ *                                       AGENT_TCP_STREAMS_MAX open streams)
+ *   either way: TCP_DATA {TAG, DATA}; TCP_ACK {TAG, OFFSET = the bytes of
+ *   DATA this side has consumed so far}. Each side sends at most the WINDOW
+ *   the other gave (TCP_OPEN's for the agent, TCP_OPENED's for sandbard)
+ *   past the last ACK it got; an agent sent more closes the stream ENOBUFS.
+ *   TCP_SHUT {TAG}: no more DATA from this side (its EOF; the agent passes
+ *   sandbard's on as shutdown(SHUT_WR) once the bytes before it are written).
+ *   A TCP_CLOSE {TAG} after both SHUTs ends the stream (CODE absent or 0);
+ *   with CODE (an errno: ECONNRESET...) it was cut. The agent always ends a
+ *   stream with one; sandbard's TCP_CLOSE aborts a stream (no answer). A
+ *   stream dies with the connection that opened it.
+ *
  * Offsets count every output byte of a command, stdout and stderr (or the PTY)
  * together, from 0. Times are Unix milliseconds. */
 #ifndef SANDBAR_AGENT_PROTOCOL_H
@@ -127,6 +149,8 @@
 #define AGENT_FRAME_MAX	       (1u << 20) /* payload bytes */
 #define AGENT_SERVICE_ID_MAX   64	  /* bytes of a SERVICE */
 #define AGENT_SERVICES_MAX     32	  /* services one agent keeps (SPAWN_FAILED EDQUOT beyond) */
+#define AGENT_TCP_STREAMS_MAX  128	  /* open TCP streams per agent, i.e. per sandbox (EMFILE beyond) */
+#define AGENT_TCP_WINDOW       (256u * 1024) /* the default WINDOW of a TCP stream, each way */
 
 enum agent_msg_type {
 	AGENT_HELLO = 1,
@@ -161,6 +185,12 @@ enum agent_msg_type {
 	AGENT_FS_CLOSE = 30,
 	AGENT_UNSERVICE = 31,
 	AGENT_UNSERVICED = 32,
+	AGENT_TCP_OPEN = 33,
+	AGENT_TCP_OPENED = 34,
+	AGENT_TCP_DATA = 35,
+	AGENT_TCP_ACK = 36,
+	AGENT_TCP_SHUT = 37,
+	AGENT_TCP_CLOSE = 38,
 	AGENT_MSG_TYPE_MAX
 };
 
@@ -215,7 +245,7 @@ enum agent_tag {
 	AGENT_T_CREATED = 44,
 	AGENT_T_DATA2 = 45,
 	AGENT_T_SERVICE = 46, /* SPAWN, STATUS, UNSERVICE: a service's id */
-	AGENT_T_PORT = 47,    /* SPAWN, STATUS: the TCP port the command serves */
+	AGENT_T_PORT = 47,    /* SPAWN, STATUS: the TCP port the command serves; TCP_OPEN */
 	AGENT_T_READY = 48,   /* STATUS: 1 once PORT accepted a connection */
 	AGENT_T_TAG_MAX
 };
@@ -224,6 +254,7 @@ enum agent_feature {
 	AGENT_FEATURE_FS = 1,
 	AGENT_FEATURE_FS_MOVE_SIZE = 2, /* MOVE takes SIZE (and copies across file systems) */
 	AGENT_FEATURE_SERVICES = 4,	/* SPAWN takes SERVICE and PORT; UNSERVICE */
+	AGENT_FEATURE_TCP = 8,		/* TCP_* streams to ports inside the sandbox */
 };
 enum agent_fs_op {
 	AGENT_FS_STAT = 1,

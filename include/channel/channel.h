@@ -199,4 +199,39 @@ size_t agent_fs_pending(const struct agent_fs *fs);
  * removed). Safe from inside a callback. */
 void agent_fs_close(struct agent_fs *fs);
 
+/* ---- TCP streams (AGENT_TCP_*, see include/agent/protocol.h) ----
+ * A TCP connection the agent opens to 127.0.0.1:port inside the sandbox,
+ * carried on the channel. Sent only to an agent whose WELCOME announced
+ * AGENT_FEATURE_TCP (an older one: closed ENOTSUP). Not resumed across a
+ * broken channel: an open stream is closed ECONNRESET. Callbacks from the
+ * loop; after closed nothing more, and the handle is freed by the channel. */
+struct agent_tcp;
+
+struct agent_tcp_ops {
+	void (*opened)(void *arg);
+	/* bytes from the port: the consumer calls agent_tcp_consumed as it takes
+	 * them, which is what lets the agent send more */
+	void (*data)(void *arg, const uint8_t *data, size_t len);
+	void (*end)(void *arg);	     /* the app shut its side: no more data */
+	void (*writable)(void *arg); /* after a write that answered 1: room again */
+	/* the end: code 0 when both sides shut, else an errno (ECONNREFUSED,
+	 * ECONNRESET, EMFILE past AGENT_TCP_STREAMS_MAX, ENOTSUP, ESRCH) */
+	void (*closed)(void *arg, int code, const char *message);
+};
+
+/* window: bytes the agent may send past what was consumed (0: AGENT_TCP_WINDOW). */
+struct agent_tcp *agent_tcp_open(struct agent_channel *ch, int port, uint32_t window,
+				 const struct agent_tcp_ops *ops, void *arg);
+/* Queues bytes for the app (sent as the agent's window allows): 0, 1 when
+ * the queue is over AGENT_TCP_WINDOW (stop; writable follows), -1 when the
+ * stream is shut or ended. */
+int agent_tcp_write(struct agent_tcp *t, const void *data, size_t len);
+/* Our EOF, after the queued bytes. */
+void agent_tcp_shut(struct agent_tcp *t);
+/* The consumer has taken len more bytes of data. */
+void agent_tcp_consumed(struct agent_tcp *t, size_t len);
+/* No more callbacks; the stream is aborted at the agent unless it ended.
+ * Safe from inside a callback. */
+void agent_tcp_close(struct agent_tcp *t);
+
 #endif

@@ -4,6 +4,7 @@
 #define SANDBAR_AGENT_AGENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -21,6 +22,7 @@ struct agent {
 	struct conn *conns;
 	struct fs_job *fs_jobs;	  /* removes and moves running in children (fs.c) */
 	const char *services_dir; /* where services are kept (service.c); NULL: refused */
+	size_t tcp_open;	  /* TCP streams not closed, on every connection (tcp.c) */
 };
 
 int64_t agent_mono_ms(void);

@@ -20,6 +20,7 @@
 #include "request.h"
 #include "ring.h"
 #include "service.h"
+#include "tcp.h"
 
 struct sub {
 	struct sub *next;
@@ -471,7 +472,7 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 		agent_msg_u64(&c->out, AGENT_T_PID, (uint64_t)getpid());
 		agent_msg_u64(&c->out, AGENT_T_STARTED_AT, (uint64_t)a->started_at);
 		agent_msg_u64(&c->out, AGENT_T_FEATURES,
-			      AGENT_FEATURE_FS | AGENT_FEATURE_FS_MOVE_SIZE |
+			      AGENT_FEATURE_FS | AGENT_FEATURE_FS_MOVE_SIZE | AGENT_FEATURE_TCP |
 				      (a->services_dir ? AGENT_FEATURE_SERVICES : 0));
 		CHECK(agent_msg_end(&c->out) == 0);
 		break;
@@ -533,6 +534,13 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 	case AGENT_FS_CLOSE:
 		fs_handle(a, c, &r);
 		break;
+	case AGENT_TCP_OPEN:
+	case AGENT_TCP_DATA:
+	case AGENT_TCP_ACK:
+	case AGENT_TCP_SHUT:
+	case AGENT_TCP_CLOSE:
+		tcp_handle(a, c, &r);
+		break;
 	case AGENT_PING:
 		agent_msg_begin(&c->out, AGENT_PONG, 0, r.id);
 		msg_tag(c, r.tag, r.tag_len);
@@ -548,6 +556,7 @@ void conn_reap_closed(struct agent *a)
 {
 	for (struct conn **pp = &a->conns; *pp;) {
 		struct conn *c = *pp;
+		tcp_reap(a, c); /* the closed streams of every connection, all of a closing one's */
 		if (c->state != CONN_CLOSING) {
 			pp = &c->next;
 			continue;

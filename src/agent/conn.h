@@ -19,6 +19,7 @@ enum conn_state { CONN_OPEN, CONN_CLOSING, CONN_STATE_MAX };
 
 struct sub;
 struct fs_stream;
+struct tcp_stream;
 
 struct conn {
 	struct conn *next;
@@ -30,6 +31,7 @@ struct conn {
 	size_t out_off; /* bytes of out already written */
 	struct sub *subs;
 	struct fs_stream *fs_streams; /* file reads and writes (fs.c) */
+	struct tcp_stream *tcp;	      /* TCP streams (tcp.c) */
 };
 
 struct conn *conn_new(struct agent *a, int fd);

@@ -23,6 +23,7 @@
 #include "conn.h"
 #include "fs.h"
 #include "service.h"
+#include "tcp.h"
 #include "users.h"
 #include "core/check.h"
 #include "core/log.h"
@@ -34,12 +35,13 @@
 #define SHUTDOWN_GRACE_MS 2000
 #define RELAY_BUF	  (256u * 1024)
 
-enum pfd_kind { PFD_SIGNAL, PFD_LISTEN, PFD_CONN, PFD_CMD, PFD_PROBE };
+enum pfd_kind { PFD_SIGNAL, PFD_LISTEN, PFD_CONN, PFD_CMD, PFD_PROBE, PFD_TCP };
 
 struct pfd_ref {
 	enum pfd_kind kind;
 	void *obj;
-	uint32_t id; /* PFD_PROBE: the command, found again (a request may forget it meanwhile) */
+	uint32_t id;	   /* PFD_PROBE: the command, found again (a request may forget it meanwhile) */
+	struct conn *conn; /* PFD_TCP: the stream's (streams and connections are freed between passes) */
 };
 
 struct init_state {
@@ -207,7 +209,7 @@ static void pfd_add(struct init_state *s, int fd, short events, enum pfd_kind ki
 		CHECK(s->pfds && s->refs);
 	}
 	s->pfds[s->npfd] = (struct pollfd){ .fd = fd, .events = events };
-	s->refs[s->npfd] = (struct pfd_ref){ .kind = kind, .obj = obj, .id = 0 };
+	s->refs[s->npfd] = (struct pfd_ref){ .kind = kind, .obj = obj, .id = 0, .conn = NULL };
 	s->npfd++;
 }
 
@@ -221,6 +223,13 @@ static void build_pollfds(struct init_state *s)
 		short ev = (short)((conn_wants_read(c) ? POLLIN : 0) | (conn_wants_write(c) ? POLLOUT : 0));
 		if (ev)
 			pfd_add(s, c->fd, ev, PFD_CONN, c);
+		for (struct tcp_stream *t = c->tcp; t; t = tcp_next(t)) {
+			short tev = tcp_events(c, t);
+			if (tev) {
+				pfd_add(s, tcp_fd(t), tev, PFD_TCP, t);
+				s->refs[s->npfd - 1].conn = c;
+			}
+		}
 	}
 	for (struct cmd *c = s->a.cmds; c; c = c->next) {
 		bool in_pending = c->in_fd >= 0 && (c->in_len > c->in_off || c->in_close);
@@ -345,6 +354,9 @@ static int run_init(int argc, char **argv)
 				break;
 			case PFD_CMD:
 				cmd_io(&s.a, s.refs[i].obj, s.pfds[i].fd, re);
+				break;
+			case PFD_TCP:
+				tcp_io(&s.a, s.refs[i].conn, s.refs[i].obj, re);
 				break;
 			case PFD_PROBE: {
 				struct cmd *c = cmd_find(&s.a, s.refs[i].id);

@@ -209,6 +209,12 @@ const char *agent_msg_type_name(uint8_t type)
 		[AGENT_FS_CLOSE] = "FS_CLOSE",
 		[AGENT_UNSERVICE] = "UNSERVICE",
 		[AGENT_UNSERVICED] = "UNSERVICED",
+		[AGENT_TCP_OPEN] = "TCP_OPEN",
+		[AGENT_TCP_OPENED] = "TCP_OPENED",
+		[AGENT_TCP_DATA] = "TCP_DATA",
+		[AGENT_TCP_ACK] = "TCP_ACK",
+		[AGENT_TCP_SHUT] = "TCP_SHUT",
+		[AGENT_TCP_CLOSE] = "TCP_CLOSE",
 	};
 	return type < AGENT_MSG_TYPE_MAX && names[type] ? names[type] : "?";
 }

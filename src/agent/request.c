@@ -312,6 +312,26 @@ static int check_request(const struct agent_req *r, const char **why)
 			return -1;
 		}
 		return 0;
+	case AGENT_TCP_OPEN:
+		if (!r->tag || !r->port) {
+			*why = "TCP_OPEN needs TAG and PORT";
+			return -1;
+		}
+		return 0;
+	case AGENT_TCP_ACK:
+		if (!r->tag || !r->has_offset) {
+			*why = "TCP_ACK needs TAG and OFFSET";
+			return -1;
+		}
+		return 0;
+	case AGENT_TCP_DATA:
+	case AGENT_TCP_SHUT:
+	case AGENT_TCP_CLOSE:
+		if (!r->tag) {
+			*why = "a TCP stream request needs its TAG";
+			return -1;
+		}
+		return 0;
 	case AGENT_HELLO:
 	case AGENT_SUBSCRIBE:
 	case AGENT_UNSUBSCRIBE:

@@ -84,6 +84,7 @@ static struct agent_channel *ch_alloc(struct event_base *base, const char *sandb
 	TAILQ_INIT(&ch->subs);
 	TAILQ_INIT(&ch->lists);
 	TAILQ_INIT(&ch->fsreqs);
+	TAILQ_INIT(&ch->tcps);
 	ch->next_tag = 1;
 	ch->backoff_ms = CHANNEL_BACKOFF_MIN_MS;
 	ch->max_attempts = CHANNEL_MAX_ATTEMPTS;
@@ -123,6 +124,9 @@ void channel_destroy(struct agent_channel *ch)
 	struct agent_fs *fs;
 	while ((fs = TAILQ_FIRST(&ch->fsreqs)) != NULL)
 		channel_fs_free(fs);
+	struct agent_tcp *t;
+	while ((t = TAILQ_FIRST(&ch->tcps)) != NULL)
+		channel_tcp_free(t);
 	event_free(ch->timer);
 	event_free(ch->defer);
 	evbuffer_free(ch->in);
@@ -149,6 +153,7 @@ void channel_close(struct agent_channel *ch, const char *msg)
 	struct agent_fs *fs;
 	TAILQ_FOREACH(fs, &ch->fsreqs, link)
 	channel_fs_fail(fs, ESRCH, msg);
+	channel_tcp_break(ch, ESRCH, msg, true);
 	channel_defer(ch);
 }
 
@@ -302,6 +307,10 @@ static bool ch_live(const struct agent_channel *ch)
 	TAILQ_FOREACH(fs, &ch->fsreqs, link)
 	if (fs->state != FSR_DONE && !fs->err_msg)
 		return true;
+	const struct agent_tcp *t;
+	TAILQ_FOREACH(t, &ch->tcps, link)
+	if (t->state != TCPR_DONE && !t->err_msg)
+		return true;
 	return evbuffer_get_length(ch->queue) > 0;
 }
 
@@ -326,6 +335,8 @@ static void ch_break(struct agent_channel *ch, const char *why)
 	l->sent = false;
 	/* a file request is not idempotent (a write, a move): what was sent fails */
 	channel_fs_break(ch, EPIPE, "the agent channel broke during the file operation");
+	/* nor is a TCP stream (bytes went to the app): open ones are reset */
+	channel_tcp_break(ch, ECONNRESET, "the agent channel broke", false);
 	if (!was_ready)
 		ch->attempts++;
 	if (!ch_live(ch)) {
@@ -360,6 +371,7 @@ static void ch_give_up(struct agent_channel *ch, const char *why)
 	if (!l->done && !l->err)
 		l->err = strdup(why);
 	channel_fs_break(ch, ECONNREFUSED, why);
+	channel_tcp_break(ch, ECONNREFUSED, why, true);
 	free(ch->fatal);
 	ch->fatal = strdup(why);
 	ch_set_state(ch, CH_IDLE);
@@ -405,6 +417,7 @@ static void ch_ready(struct agent_channel *ch)
 	}
 	bufferevent_write_buffer(ch->bev, ch->queue);
 	channel_fs_ready(ch);
+	channel_tcp_ready(ch);
 }
 
 /* A new agent numbers its commands from 1 again (kept services first): an
@@ -472,6 +485,9 @@ static void ch_defer_cb(evutil_socket_t fd, short what, void *arg)
 		if (fs->ops->error)
 			fs->ops->error(fs->arg, fs->err_code, fs->err_msg);
 	}
+	struct agent_tcp *t;
+	TAILQ_FOREACH(t, &ch->tcps, link)
+	channel_tcp_deliver(t);
 	ch_unbusy(ch);
 }
 
@@ -500,8 +516,14 @@ static void ch_unbusy(struct agent_channel *ch)
 		if (fs->state == FSR_DONE)
 			channel_fs_free(fs);
 	}
+	struct agent_tcp *t, *next_t;
+	for (t = TAILQ_FIRST(&ch->tcps); t; t = next_t) {
+		next_t = TAILQ_NEXT(t, link);
+		if (t->state == TCPR_DONE)
+			channel_tcp_free(t);
+	}
 	if (ch->state == CH_CLOSED && TAILQ_EMPTY(&ch->subs) && TAILQ_EMPTY(&ch->lists) &&
-	    TAILQ_EMPTY(&ch->fsreqs))
+	    TAILQ_EMPTY(&ch->fsreqs) && TAILQ_EMPTY(&ch->tcps))
 		channel_destroy(ch);
 }
 
@@ -674,6 +696,13 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 	case AGENT_FS_DONE:
 		channel_fs_frame(ch, f);
 		break;
+	case AGENT_TCP_OPENED:
+	case AGENT_TCP_DATA:
+	case AGENT_TCP_ACK:
+	case AGENT_TCP_SHUT:
+	case AGENT_TCP_CLOSE:
+		channel_tcp_frame(ch, f);
+		break;
 	default:
 		log_msg(LOG_LEVEL_DEBUG, ch->log_prefix, "agent sent an unexpected %s",
 			agent_msg_type_name(f->type));
@@ -815,6 +844,12 @@ static void ch_error(struct agent_channel *ch, const struct agent_frame *f)
 		fs->state = FSR_DONE;
 		if (fs->ops->error)
 			fs->ops->error(fs->arg, (int)code, msg);
+		return;
+	}
+	struct agent_tcp *t = agent_frame_u64(f, AGENT_T_TAG, &tag) == 0 ? channel_tcp_find(ch, tag) : NULL;
+	if (t) {
+		channel_tcp_fail(t, (int)code, msg);
+		channel_tcp_deliver(t);
 		return;
 	}
 	log_msg(LOG_LEVEL_WARN, ch->log_prefix, "agent: %s about command %u: %s",

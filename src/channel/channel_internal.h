@@ -101,7 +101,36 @@ struct agent_fs {
 	void *arg;
 };
 
+enum tcp_req_state {
+	TCPR_HELD,    /* waiting for READY (and the feature) */
+	TCPR_OPENING, /* TCP_OPEN sent on the current stream */
+	TCPR_OPEN,    /* TCP_OPENED came */
+	TCPR_DONE,    /* no more callbacks; freed when the channel is not busy */
+	TCPR_STATE_MAX
+};
+
+struct agent_tcp {
+	TAILQ_ENTRY(agent_tcp) link;
+	struct agent_channel *ch;
+	enum tcp_req_state state;
+	uint64_t tag;
+	int port;
+	uint32_t window; /* the agent's sends past our consumed bytes (ours) */
+	uint64_t received, consumed, ack_sent;
+	uint32_t peer_window; /* ours to the agent (its TCP_OPENED) */
+	uint64_t sent, peer_acked;
+	struct evbuffer *out;	     /* bytes for the app not yet sent */
+	bool shut_wanted, shut_sent; /* our EOF */
+	bool ended;		     /* the agent's TCP_SHUT came */
+	bool paused;		     /* a write answered 1: writable when room again */
+	int err_code;		     /* >= 0 with err_msg: closed waiting for the deferred pass */
+	char *err_msg;
+	const struct agent_tcp_ops *ops;
+	void *arg;
+};
+
 TAILQ_HEAD(sub_list, agent_sub);
+TAILQ_HEAD(tcp_req_list, agent_tcp);
 TAILQ_HEAD(list_req_list, agent_list_req);
 TAILQ_HEAD(fs_req_list, agent_fs);
 
@@ -132,6 +161,7 @@ struct agent_channel {
 	struct sub_list subs;
 	struct list_req_list lists;
 	struct fs_req_list fsreqs;
+	struct tcp_req_list tcps;
 	uint64_t agent_features; /* AGENT_FEATURE_* of the agent's WELCOME */
 	uint64_t next_tag;
 	int attempts; /* failed connects since the last READY */
@@ -175,6 +205,16 @@ void channel_fs_free(struct agent_fs *fs);
 struct agent_fs *channel_fs_find(struct agent_channel *ch, uint64_t tag);
 void channel_fs_frame(struct agent_channel *ch, const struct agent_frame *f);
 const char *channel_state_name(enum channel_state s);
+/* TCP streams (channel_tcp.c), as files above: held ones go out once READY,
+ * open ones end when the stream breaks, frames from the agent come here. */
+void channel_tcp_ready(struct agent_channel *ch);
+void channel_tcp_break(struct agent_channel *ch, int code, const char *msg, bool held_too);
+void channel_tcp_fail(struct agent_tcp *t, int code, const char *msg);
+void channel_tcp_free(struct agent_tcp *t);
+struct agent_tcp *channel_tcp_find(struct agent_channel *ch, uint64_t tag);
+void channel_tcp_frame(struct agent_channel *ch, const struct agent_frame *f);
+/* Delivers a stream's pending close (from the deferred pass). */
+void channel_tcp_deliver(struct agent_tcp *t);
 
 /* Tests: a channel with its own transport. */
 struct agent_channel *channel_new_with_transport(struct event_base *base, const char *sandbox_id,

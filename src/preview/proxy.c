@@ -2,7 +2,10 @@
  * published port, connect or reuse a kept connection, send the head and
  * stream the body, parse the answer's head, stream its body back), or a
  * splice of two sockets after an upgrade. Kept upstream connections live in
- * a small list per host:port. */
+ * a small list per host:port. A port that is not published is reached
+ * through a TCP stream of the sandbox's agent instead (upstream_agent.c: a
+ * bufferevent like a socket's, so the HTTP code is the same); such a
+ * connection serves one exchange and is never kept. */
 #include "preview/proxy.h"
 
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include <event2/bufferevent.h>
 #include <http_parser.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -29,6 +33,7 @@
 #include "preview/host.h"
 #include "preview/gate.h"
 #include "sandbox/registry.h"
+#include "upstream_agent.h"
 
 #define UP_HIGHWAT  (1024 * 1024) /* queued bytes one way before the source stops */
 #define UP_HEAD_MAX (64 * 1024)	  /* an upstream response head past this: 502 */
@@ -50,6 +55,7 @@ struct upconn {
 	struct bufferevent *bev;
 	char key[UP_KEY_MAX]; /* "addr:port" */
 	bool reused;
+	struct upstream_agent *ua; /* through the agent: bev is its near end, never kept */
 };
 TAILQ_HEAD(upconn_list, upconn);
 
@@ -86,6 +92,7 @@ struct px {
 	int addr_len;
 	char key[UP_KEY_MAX];
 	struct registry_wait *wait;
+	struct agent_channel *ch; /* the port is not published: through the agent's channel */
 	struct upconn *up;
 	struct bufferevent *client; /* after an upgrade */
 	struct evbuffer *head;	    /* the request head, kept for a retry on a fresh connection */
@@ -124,6 +131,7 @@ static void px_send(struct px *px);
 static void up_read(struct bufferevent *bev, void *arg);
 static void up_write(struct bufferevent *bev, void *arg);
 static void up_event(struct bufferevent *bev, short what, void *arg);
+static bool up_parse(struct px *px, struct bufferevent *bev, bool all);
 static void upconn_free(struct upconn *up);
 static void upconn_keep(struct upconn *up);
 
@@ -352,6 +360,9 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 		if (sb->ports[i].container_port == px->target.port)
 			host_port = sb->ports[i].host_port;
 	enum sandbox_status status = sb->status;
+	/* valid until the channels drop it, which frees it only once our stream is gone */
+	struct agent_channel *ch =
+		status == SANDBOX_RUNNING && host_port <= 0 ? sandbox_ref_channel(ref) : NULL;
 	bool auto_wake = sb->auto_wake;
 	bool is_private = sandbox_port_private(sb, px->target.port);
 	int64_t idle_ms = sb->idle_timeout_ms;
@@ -377,8 +388,8 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 		return;
 	}
 	if (host_port <= 0) {
-		px_fail(px, 502, "port_not_published", "port %d of sandbox %s is not published",
-			px->target.port, px->target.sandbox_id);
+		px->ch = ch;
+		px_connect(px, false);
 		return;
 	}
 	if (published_addr(px->pv->cfg.publish_addr, host_port, &px->addr, &px->addr_len) != 0) {
@@ -426,6 +437,16 @@ static void px_connect(struct px *px, bool may_reuse)
 	CHECK(up != NULL);
 	up->pv = pv;
 	snprintf(up->key, sizeof(up->key), "%s", px->key);
+	if (px->ch) {
+		/* the read timeout stands for the connect's until the agent connected */
+		up->ua = upstream_agent_new(pv->base, px->ch, px->target.port, &up->bev);
+		px->up = up;
+		bufferevent_setcb(up->bev, up_read, up_write, up_event, px);
+		set_idle_timeouts(up->bev, pv->cfg.connect_timeout_ms);
+		bufferevent_enable(up->bev, EV_READ);
+		px_set_state(px, PX_CONNECT);
+		return;
+	}
 	up->bev = bufferevent_socket_new(pv->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	CHECK(up->bev != NULL);
 	px->up = up;
@@ -683,8 +704,12 @@ static const http_parser_settings parser_settings = {
 static void resume_upstream(void *arg)
 {
 	struct px *px = arg;
-	if (px->up && px->state == PX_BODY)
-		bufferevent_enable(px->up->bev, EV_READ);
+	if (!px->up || px->state != PX_BODY)
+		return;
+	bufferevent_enable(px->up->bev, EV_READ);
+	/* what was left unparsed when reading stopped comes with no new read event */
+	if (evbuffer_get_length(bufferevent_get_input(px->up->bev)) > 0)
+		bufferevent_trigger(px->up->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* The answer is over: the client's response ends, and the connection is kept
@@ -694,7 +719,7 @@ static void px_complete(struct px *px)
 	struct http_request *req = px->req;
 	px->req = NULL;
 	http_request_set_cancel(req, NULL, NULL);
-	bool keep = http_should_keep_alive(&px->parser) && px->sent_all &&
+	bool keep = http_should_keep_alive(&px->parser) && px->sent_all && !px->up->ua &&
 		    evbuffer_get_length(bufferevent_get_input(px->up->bev)) == 0;
 	struct upconn *up = px->up;
 	px->up = NULL;
@@ -711,7 +736,14 @@ static void px_upgraded(struct bufferevent *client, void *arg);
 
 static void up_read(struct bufferevent *bev, void *arg)
 {
-	struct px *px = arg;
+	up_parse(arg, bev, false);
+}
+
+/* Parses what the upstream sent; false when the exchange ended or left the
+ * answer (px may be freed). all: past the client's backpressure too (the
+ * upstream's EOF came: nothing more will call for the rest). */
+static bool up_parse(struct px *px, struct bufferevent *bev, bool all)
+{
 	struct evbuffer *in = bufferevent_get_input(bev);
 	if (px->state == PX_READY) {
 		/* the app spoke first: it is there */
@@ -729,13 +761,13 @@ static void up_read(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, used);
 		if (px->complete) {
 			px_complete(px);
-			return;
+			return false;
 		}
 		if (px->parser.upgrade && px->parser.status_code == 101) {
 			if (!px->upgrade) {
 				px_fail(px, 502, "bad_upstream_response",
 					"the app switched protocols unasked");
-				return;
+				return false;
 			}
 			forward_headers(px, true);
 			px_set_state(px, PX_SPLICE);
@@ -744,19 +776,20 @@ static void up_read(struct bufferevent *bev, void *arg)
 			http_request_set_cancel(req, NULL, NULL);
 			bufferevent_disable(bev, EV_READ);
 			http_request_upgrade(req, px_upgraded, px);
-			return;
+			return false;
 		}
 		if (e != HPE_OK) {
 			px_fail(px, 502, "bad_upstream_response", "the app's answer is not HTTP: %s",
 				http_errno_description(e));
-			return;
+			return false;
 		}
-		if (px->state == PX_BODY && http_response_pending(px->req) > UP_HIGHWAT) {
+		if (!all && px->state == PX_BODY && http_response_pending(px->req) > UP_HIGHWAT) {
 			bufferevent_disable(bev, EV_READ);
 			http_response_on_drain(px->req, resume_upstream, px);
-			return;
+			return true;
 		}
 	}
+	return px->state == PX_HEAD || px->state == PX_BODY;
 }
 
 static void up_write(struct bufferevent *bev, void *arg)
@@ -770,6 +803,9 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct px *px = arg;
 	if (what & BEV_EVENT_CONNECTED) {
+		int one = 1; /* a head and its body are two writes: no Nagle wait between */
+		if (!px->up->ua)
+			setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (px->woke && !px->port_ready) {
 			/* held a moment: Docker's proxy closes at once while the app does not listen */
 			px_set_state(px, PX_READY);
@@ -781,6 +817,13 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		px_send(px);
 		return;
 	}
+	int agent_err = px->up->ua ? upstream_agent_error(px->up->ua) : 0;
+	if (px->state == PX_CONNECT && agent_err == ENOTSUP) {
+		px_fail(px, 502, "port_not_published",
+			"port %d of sandbox %s is not published, and its agent predates TCP streams",
+			px->target.port, px->target.sandbox_id);
+		return;
+	}
 	if (px->woke && !px->port_ready && (px->state == PX_CONNECT || px->state == PX_READY)) {
 		px_wake_retry(px);
 		return;
@@ -789,9 +832,15 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		bool timeout = (what & BEV_EVENT_TIMEOUT) != 0;
 		px_fail(px, 502, "upstream_unreachable", "port %d of sandbox %s %s", px->target.port,
 			px->target.sandbox_id,
-			timeout ? "did not accept a connection in time" : "refused the connection");
+			timeout					 ? "did not accept a connection in time"
+			: agent_err && agent_err != ECONNREFUSED ? strerror(agent_err)
+								 : "refused the connection");
 		return;
 	}
+	/* the agent's EOF may come with bytes still unparsed (no socket read found it) */
+	if ((what & BEV_EVENT_EOF) && (px->state == PX_HEAD || px->state == PX_BODY) &&
+	    evbuffer_get_length(bufferevent_get_input(bev)) > 0 && !up_parse(px, bev, true))
+		return;
 	if ((what & BEV_EVENT_EOF) && px->state == PX_BODY) {
 		/* an answer ended by the close (no length, HTTP/1.0 style) */
 		http_parser_execute(&px->parser, &parser_settings, NULL, 0);
@@ -934,6 +983,7 @@ static void splice_event(struct bufferevent *bev, short what, void *arg)
 	bufferevent_disable(bev, EV_READ | EV_WRITE);
 	bufferevent_disable(other, EV_READ);
 	bufferevent_setwatermark(other, EV_WRITE, 0, 0);
+	bufferevent_enable(other, EV_WRITE);
 }
 
 static void px_upgraded(struct bufferevent *client, void *arg)
@@ -964,7 +1014,10 @@ static void px_upgraded(struct bufferevent *client, void *arg)
 
 static void upconn_free(struct upconn *up)
 {
-	bufferevent_free(up->bev);
+	if (up->ua)
+		upstream_agent_free(up->ua); /* its bev too */
+	else
+		bufferevent_free(up->bev);
 	free(up);
 }
 

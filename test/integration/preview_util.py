@@ -31,19 +31,21 @@ def request(srv, method, path, host, body=None, headers=None, timeout=60, conn=N
     return r, data
 
 
-def start_app(srv, c, domain="preview.localhost", **body):
-    """A sandbox made through client c running the test app as a service on
-    PORT, answering at its preview host through srv: (sandbox id, host)."""
-    r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT], **body}, timeout=120)
-    assert r.status == 201, r
-    sid = r.json["id"]
+def start_app(srv, c, domain="preview.localhost", port=PORT, sid=None, **body):
+    """The test app as a service on port of a sandbox whose published port is
+    PORT (a new one made through client c with body's fields, unless sid):
+    port != PORT is reached through the agent. (sandbox id, preview host)."""
+    if sid is None:
+        r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT], **body}, timeout=120)
+        assert r.status == 201, r
+        sid = r.json["id"]
     with open(APP, "rb") as f:
         r = c.put(f"/api/sandboxes/{sid}/files/content?path=/tmp/app.py", body=f.read())
-    assert r.status == 201, r
+    assert r.status in (200, 201), r
     r = c.post(f"/api/sandboxes/{sid}/commands",
-               json={"command": ["python3", "/tmp/app.py", str(PORT)], "service": True, "port": PORT})
+               json={"command": ["python3", "/tmp/app.py", str(port)], "service": True, "port": port})
     assert r.status == 201, r
-    host = preview_host(sid, domain=domain)
+    host = preview_host(sid, port, domain=domain)
     until(lambda: request(srv, "GET", "/hello", host)[0].status == 200, timeout=30, what="the app answering")
     return sid, host
 

@@ -1,13 +1,17 @@
 """The preview proxy against a real app in a real sandbox: requests whose
 Host is <port>-<sandbox id>.preview.localhost reach that port of the sandbox
-through the port Docker published, bodies both ways (Content-Length and
+through the port Docker published, or, for a port not published, through a
+TCP stream of the sandbox's agent; bodies both ways (Content-Length and
 chunked, sha256 compared), keep-alive to the app, the X-Forwarded headers the
-app sees, HEAD, errors as JSON or HTML, hosts that are not ours."""
+app sees, HEAD, WebSockets, errors as JSON or HTML, hosts that are not ours."""
 import hashlib
 import http.client
 import os
 import socket
+import statistics
+import time
 
+from harness.paths import DATA
 from harness.wait import until
 from preview_util import PORT, preview_host, request, start_app, ws_echo
 from sandboxes import templates_env
@@ -16,7 +20,24 @@ def test_proxy_bodies_both_ways(server_factory):
     srv = server_factory(env=templates_env())
     c = srv.client()
     sid, host = start_app(srv, c)
+    bodies_both_ways(srv, host)
 
+
+def test_agent_path_bodies_both_ways(server_factory):
+    """Port 8001 is not published: the same exchanges through the agent."""
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, host = start_app(srv, c, port=8001)
+    bodies_both_ways(srv, host)
+    # one client connection, several requests, each on a stream of its own
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+    for _ in range(3):
+        r, data = request(srv, "GET", "/hello", host, conn=conn)
+        assert (r.status, data) == (200, b"hello from the app")
+    conn.close()
+
+
+def bodies_both_ways(srv, host):
     r, data = request(srv, "GET", "/hello", host)
     assert (r.status, data) == (200, b"hello from the app")
     assert r.getheader("Content-Type") == "text/plain" and r.getheader("Content-Length") == "18"
@@ -97,9 +118,9 @@ def test_errors_and_hosts_not_ours(server_factory):
     r, data = request(srv, "GET", "/", preview_host(sid, 9000), headers={"Accept": "text/html,*/*"})
     assert r.status == 502 and r.getheader("Content-Type").startswith("text/html") and b"<h1>502</h1>" in data
 
-    # a port that is not published
+    # a port that is not published: through the agent, which finds nothing there
     r, data = request(srv, "GET", "/", preview_host(sid, 7777))
-    assert r.status == 502 and json.loads(data)["error"]["code"] == "port_not_published"
+    assert r.status == 502 and json.loads(data)["error"]["code"] == "upstream_unreachable"
 
     # an unknown sandbox and malformed preview hosts: 404 from us
     r, data = request(srv, "GET", "/", preview_host("0b8e2f4c-1d2a-4c3b-9e8f-7a6b5c4d3e2f"))
@@ -169,3 +190,54 @@ def test_websocket_through_the_proxy(server_factory):
     ws_echo(srv, host)
     r = c.get("/health")
     assert r.status == 200
+
+
+def test_websocket_through_the_agent(server_factory):
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, host = start_app(srv, c, port=8001)
+    ws_echo(srv, host)
+
+
+def test_agent_path_errors_and_cost(server_factory):
+    """A port nothing listens on, not published: the agent's connect is
+    refused, 502 at once. Then what each path costs: p50 of 200 GETs of
+    /hello on one kept client connection, published (8000) and through the
+    agent (8001), written to .data/log/preview_paths.txt for the README."""
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, direct = start_app(srv, c)
+    t0 = time.monotonic()
+    r, data = request(srv, "GET", "/", preview_host(sid, 8002))
+    took = time.monotonic() - t0
+    import json
+    assert r.status == 502 and json.loads(data)["error"]["code"] == "upstream_unreachable", data
+    assert "refused" in json.loads(data)["error"]["message"]
+    assert took < 2, took
+    _, agent = start_app(srv, c, port=8001, sid=sid)
+
+    def p50(host, n=200):
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            r, data = request(srv, "GET", "/hello", host, conn=conn)
+            times.append(time.perf_counter() - t)
+            assert r.status == 200
+        conn.close()
+        return statistics.median(times) * 1000, sorted(times)[int(n * 0.99) - 1] * 1000
+
+    def mbps(host, size=10 << 20):
+        t = time.perf_counter()
+        r, data = request(srv, "GET", f"/bytes?n={size}", host)
+        assert r.status == 200 and len(data) == size
+        return size / (time.perf_counter() - t) / 1e6
+
+    p50(direct, 20), p50(agent, 20)  # warm both
+    rows = []
+    for name, host in (("published port", direct), ("agent stream", agent)):
+        med, p99 = p50(host)
+        rows.append(f"{name}: GET /hello p50 {med:.2f} ms, p99 {p99:.2f} ms; 10 MB GET {mbps(host):.0f} MB/s")
+    os.makedirs(os.path.join(DATA, "log"), exist_ok=True)
+    with open(os.path.join(DATA, "log", "preview_paths.txt"), "w") as f:
+        f.write("\n".join(rows) + "\n")

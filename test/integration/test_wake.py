@@ -128,8 +128,10 @@ def test_a_client_leaving_mid_wake_leaves_the_wake_going(server_factory):
         s.close()
     until(lambda: status(c, sid) == "running", timeout=60, what="the wake to finish without its client")
     assert starts(srv, sid) == 1
-    r, data = request(srv, "GET", "/hello", host)
-    assert (r.status, data) == (200, b"hello from the app")
+    # running, its service coming back: a request now is no wake, so it waits here
+    until(lambda: request(srv, "GET", "/hello", host)[1] == b"hello from the app", timeout=30,
+          what="the app back")
+    assert starts(srv, sid) == 1
     assert c.get("/health").status == 200
 
 

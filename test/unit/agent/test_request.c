@@ -198,11 +198,57 @@ static void test_users(void **state)
 	rmdir(root);
 }
 
+/* TCP stream requests: what each needs, and their fields. */
+static void test_tcp(void **state)
+{
+	(void)state;
+	struct agent_msg m;
+	struct agent_req r;
+	const char *why;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, AGENT_TCP_OPEN, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, 7);
+	agent_msg_u64(&m, AGENT_T_PORT, 8001);
+	agent_msg_u64(&m, AGENT_T_WINDOW, 4096);
+	assert_int_equal(decode(&m, &r, &why), 0);
+	assert_int_equal(r.port, 8001);
+	assert_int_equal(r.window, 4096);
+	assert_int_equal(r.tag_len, 8);
+	static const struct {
+		uint8_t type;
+		bool tag, port, offset;
+		int rc;
+	} cases[] = {
+		{ AGENT_TCP_OPEN, true, false, false, -1 },   { AGENT_TCP_OPEN, false, true, false, -1 },
+		{ AGENT_TCP_ACK, true, false, false, -1 },    { AGENT_TCP_ACK, true, false, true, 0 },
+		{ AGENT_TCP_DATA, false, false, false, -1 },  { AGENT_TCP_DATA, true, false, false, 0 },
+		{ AGENT_TCP_SHUT, false, false, false, -1 },  { AGENT_TCP_SHUT, true, false, false, 0 },
+		{ AGENT_TCP_CLOSE, false, false, false, -1 }, { AGENT_TCP_CLOSE, true, false, false, 0 },
+		{ AGENT_TCP_OPENED, true, false, false, -1 }, /* an answer, not a request */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		agent_msg_free(&m);
+		agent_msg_begin(&m, cases[i].type, 0, 0);
+		if (cases[i].tag)
+			agent_msg_str(&m, AGENT_T_TAG, "s");
+		if (cases[i].port)
+			agent_msg_u64(&m, AGENT_T_PORT, 80);
+		if (cases[i].offset)
+			agent_msg_u64(&m, AGENT_T_OFFSET, 10);
+		assert_int_equal(decode(&m, &r, &why), cases[i].rc);
+		if (cases[i].rc)
+			assert_non_null(why);
+	}
+	agent_msg_free(&m);
+	assert_string_equal(agent_msg_type_name(AGENT_TCP_CLOSE), "TCP_CLOSE");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_spawn),
 		cmocka_unit_test(test_bad_requests),
+		cmocka_unit_test(test_tcp),
 		cmocka_unit_test(test_users),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

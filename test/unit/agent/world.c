@@ -19,8 +19,9 @@
 #include "cmd.h"
 #include "conn.h"
 #include "service.h"
+#include "tcp.h"
 
-#define WORLD_PFDS 64
+#define WORLD_PFDS 256
 
 void world_open(struct agent_world *w, world_frame_fn frame)
 {
@@ -71,8 +72,10 @@ void world_spawn_sh(struct agent_msg *m, const char *tag, const char *script)
 
 /* What main.c's build_pollfds asks for: a PTY's master for output and input
  * at once, pipes apart, a lossless reader a ring behind leaving the output
- * unread, the probes' connects. kind: 0 connection, 1 command, 2 probe. */
-static size_t world_pollfds(struct agent_world *w, struct pollfd *p, struct cmd **who, int *kind)
+ * unread, the probes' connects, the TCP streams. kind: 0 connection, 1
+ * command, 2 probe, 3 TCP stream (tcp[n] its). */
+static size_t world_pollfds(struct agent_world *w, struct pollfd *p, struct cmd **who, int *kind,
+			    struct tcp_stream **tcp)
 {
 	size_t n = 0;
 	for (struct conn *c = w->a.conns; c; c = c->next) {
@@ -81,6 +84,15 @@ static size_t world_pollfds(struct agent_world *w, struct pollfd *p, struct cmd 
 			p[n] = (struct pollfd){ .fd = c->fd, .events = ev };
 			who[n] = NULL;
 			kind[n++] = 0;
+		}
+		for (struct tcp_stream *t = c->tcp; t && n < WORLD_PFDS; t = tcp_next(t)) {
+			short tev = tcp_events(c, t);
+			if (tev) {
+				p[n] = (struct pollfd){ .fd = tcp_fd(t), .events = tev };
+				who[n] = NULL;
+				tcp[n] = t;
+				kind[n++] = 3;
+			}
 		}
 	}
 	for (struct cmd *c = w->a.cmds; c && n + 4 <= WORLD_PFDS; c = c->next) {
@@ -117,6 +129,7 @@ void world_pass(struct agent_world *w, int timeout_ms)
 	struct pollfd p[WORLD_PFDS];
 	struct cmd *who[WORLD_PFDS];
 	int kind[WORLD_PFDS];
+	struct tcp_stream *tcp[WORLD_PFDS];
 	int st;
 	pid_t pid;
 	a->now = agent_mono_ms();
@@ -126,7 +139,7 @@ void world_pass(struct agent_world *w, int timeout_ms)
 	int64_t next = service_timers(a);
 	conn_pump_all(a);
 	conn_reap_closed(a);
-	size_t n = world_pollfds(w, p, who, kind);
+	size_t n = world_pollfds(w, p, who, kind, tcp);
 	if (next && next - a->now < timeout_ms)
 		timeout_ms = next <= a->now ? 0 : (int)(next - a->now);
 	int r = poll(p, n, timeout_ms);
@@ -135,7 +148,9 @@ void world_pass(struct agent_world *w, int timeout_ms)
 	for (size_t i = 0; r > 0 && i < n; i++) {
 		if (!p[i].revents)
 			continue;
-		if (kind[i] == 2)
+		if (kind[i] == 3 && w->conn)
+			tcp_io(a, w->conn, tcp[i], p[i].revents);
+		else if (kind[i] == 2)
 			service_probe_io(a, who[i], p[i].revents);
 		else if (kind[i] == 1)
 			cmd_io(a, who[i], p[i].fd, p[i].revents);

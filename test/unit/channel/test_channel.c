@@ -852,6 +852,191 @@ static void test_restarted_agent_fails_old_subscriptions(void **state)
 	assert_int_equal(a.exited, 0);
 }
 
+/* ---- TCP streams ---- */
+
+struct tcprec {
+	int opened, ends, writable, closed, close_code;
+	char closed_msg[256];
+	uint8_t data[1 << 16];
+	size_t data_len;
+	struct agent_tcp *t;
+	bool close_on_data;
+};
+
+static void tr_opened(void *arg)
+{
+	((struct tcprec *)arg)->opened++;
+}
+
+static void tr_data(void *arg, const uint8_t *data, size_t len)
+{
+	struct tcprec *r = arg;
+	memcpy(r->data + r->data_len, data, len);
+	r->data_len += len;
+	if (r->close_on_data)
+		agent_tcp_close(r->t);
+}
+
+static void tr_end(void *arg)
+{
+	((struct tcprec *)arg)->ends++;
+}
+
+static void tr_writable(void *arg)
+{
+	((struct tcprec *)arg)->writable++;
+}
+
+static void tr_closed(void *arg, int code, const char *message)
+{
+	struct tcprec *r = arg;
+	r->closed++;
+	r->close_code = code;
+	snprintf(r->closed_msg, sizeof(r->closed_msg), "%s", message);
+}
+
+static const struct agent_tcp_ops tr_ops = { tr_opened, tr_data, tr_end, tr_writable, tr_closed };
+
+static void peer_tcp(uint8_t type, uint64_t tag, const void *data, size_t len, uint64_t offset, int code)
+{
+	struct agent_msg m;
+	agent_msg_init(&m);
+	agent_msg_begin(&m, type, 0, 0);
+	agent_msg_u64(&m, AGENT_T_TAG, tag);
+	if (type == AGENT_TCP_OPENED)
+		agent_msg_u64(&m, AGENT_T_WINDOW, offset);
+	if (data)
+		agent_msg_bytes(&m, AGENT_T_DATA, data, len);
+	if (type == AGENT_TCP_ACK)
+		agent_msg_u64(&m, AGENT_T_OFFSET, offset);
+	if (code)
+		agent_msg_u64(&m, AGENT_T_CODE, (uint64_t)code);
+	peer_send(&m);
+	agent_msg_free(&m);
+}
+
+/* Held until READY; DATA both ways under the windows (the writer told to
+ * pause, then writable); ACKs as the consumer takes bytes; SHUTs; a clean
+ * CLOSE. */
+static void test_tcp_stream(void **state)
+{
+	static uint8_t buf[AGENT_TCP_WINDOW + 4096];
+	struct tcprec r = { 0 };
+	r.t = agent_tcp_open(P.ch, 8001, 1000, &tr_ops, &r);
+	/* written before it opened: queued */
+	assert_int_equal(agent_tcp_write(r.t, "early", 5), 0);
+	peer_welcome_as(AGENT_PROTOCOL_VERSION, AGENT_FEATURE_TCP, 1);
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_TCP_OPEN);
+	uint64_t tag = u64_of(&f, AGENT_T_TAG);
+	assert_int_equal(u64_of(&f, AGENT_T_PORT), 8001);
+	assert_int_equal(u64_of(&f, AGENT_T_WINDOW), 1000);
+	assert_true(peer_idle());			/* no DATA before TCP_OPENED */
+	peer_tcp(AGENT_TCP_OPENED, tag, NULL, 0, 8, 0); /* the agent takes 8 bytes at a time */
+	SPIN_UNTIL(r.opened == 1);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_TCP_DATA);
+	const uint8_t *d;
+	uint32_t len;
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_DATA, &d, &len), 0);
+	assert_int_equal(len, 5);
+	assert_int_equal(agent_tcp_write(r.t, "0123456789", 10), 0);
+	f = peer_recv(buf, sizeof(buf)); /* 3 bytes: the window's rest */
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_DATA, &d, &len), 0);
+	assert_int_equal(len, 3);
+	assert_true(peer_idle());
+	/* a writer past AGENT_TCP_WINDOW queued is told to stop */
+	static uint8_t big[AGENT_TCP_WINDOW];
+	assert_int_equal(agent_tcp_write(r.t, big, sizeof(big)), 1);
+	peer_tcp(AGENT_TCP_ACK, tag, NULL, 0, 8, 0);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(agent_frame_bytes(&f, AGENT_T_DATA, &d, &len), 0);
+	assert_int_equal(len, 8);    /* the rest of the ten, one of the big write */
+	SPIN_UNTIL(r.writable == 1); /* under the mark again */
+
+	/* from the app: acked once the consumer took a quarter of our window */
+	peer_tcp(AGENT_TCP_DATA, tag, big, 200, 0, 0);
+	peer_tcp(AGENT_TCP_DATA, tag, big, 100, 0, 0);
+	SPIN_UNTIL(r.data_len == 300);
+	agent_tcp_consumed(r.t, 200); /* under a quarter of 1000, more unconsumed: no ACK */
+	assert_true(peer_idle());
+	agent_tcp_consumed(r.t, 50);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_TCP_ACK);
+	assert_int_equal(u64_of(&f, AGENT_T_OFFSET), 250);
+	agent_tcp_consumed(r.t, 50); /* everything: ACK */
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(u64_of(&f, AGENT_T_OFFSET), 300);
+
+	peer_tcp(AGENT_TCP_SHUT, tag, NULL, 0, 0, 0);
+	SPIN_UNTIL(r.ends == 1);
+	agent_tcp_shut(r.t); /* after the queued bytes */
+	assert_int_equal(agent_tcp_write(r.t, "late", 4), -1);
+	assert_true(peer_idle()); /* the SHUT waits behind the queued bytes */
+	peer_tcp(AGENT_TCP_CLOSE, tag, NULL, 0, 0, 0);
+	SPIN_UNTIL(r.closed == 1);
+	assert_int_equal(r.close_code, 0);
+	SPIN_UNTIL(TAILQ_EMPTY(&P.ch->tcps));
+}
+
+/* Refused by the app, refused by an older agent, reset by a broken channel,
+ * closed from inside its data callback, aborted by us. */
+static void test_tcp_errors(void **state)
+{
+	uint8_t buf[4096];
+	struct tcprec a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 };
+	a.t = agent_tcp_open(P.ch, 1, 0, &tr_ops, &a);
+	peer_welcome_as(AGENT_PROTOCOL_VERSION, AGENT_FEATURE_TCP, 1);
+	struct agent_frame f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(u64_of(&f, AGENT_T_WINDOW), AGENT_TCP_WINDOW);
+	peer_tcp(AGENT_TCP_CLOSE, u64_of(&f, AGENT_T_TAG), NULL, 0, 0, ECONNREFUSED);
+	SPIN_UNTIL(a.closed == 1);
+	assert_int_equal(a.close_code, ECONNREFUSED);
+	assert_int_equal(a.opened, 0);
+
+	b.t = agent_tcp_open(P.ch, 2, 0, &tr_ops, &b);
+	f = peer_recv(buf, sizeof(buf));
+	uint64_t tag_b = u64_of(&f, AGENT_T_TAG);
+	peer_tcp(AGENT_TCP_OPENED, tag_b, NULL, 0, 1024, 0);
+	c.t = agent_tcp_open(P.ch, 3, 0, &tr_ops, &c);
+	c.close_on_data = true;
+	f = peer_recv(buf, sizeof(buf));
+	uint64_t tag_c = u64_of(&f, AGENT_T_TAG);
+	peer_tcp(AGENT_TCP_OPENED, tag_c, NULL, 0, 1024, 0);
+	peer_tcp(AGENT_TCP_DATA, tag_c, "z", 1, 0, 0);
+	SPIN_UNTIL(c.data_len == 1);
+	f = peer_recv(buf, sizeof(buf)); /* closed from inside data: aborted at the agent */
+	assert_int_equal(f.type, AGENT_TCP_CLOSE);
+	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag_c);
+	peer_tcp(AGENT_TCP_DATA, tag_c, "late", 4, 0, 0); /* ignored */
+	SPIN_UNTIL(b.opened == 1);
+	assert_int_equal(c.closed, 0);
+	/* our SHUT follows the queued bytes */
+	assert_int_equal(agent_tcp_write(b.t, "hi", 2), 0);
+	agent_tcp_shut(b.t);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_TCP_DATA);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_TCP_SHUT);
+	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag_b);
+
+	/* the channel breaks: the open stream is reset */
+	bufferevent_free(P.bev);
+	P.bev = NULL;
+	SPIN_UNTIL(b.closed == 1);
+	assert_int_equal(b.close_code, ECONNRESET);
+
+	/* an agent without TCP streams */
+	d.t = agent_tcp_open(P.ch, 4, 0, &tr_ops, &d);
+	SPIN_UNTIL(P.connects == 2);
+	peer_welcome_as(AGENT_PROTOCOL_VERSION, AGENT_FEATURE_FS, 1);
+	SPIN_UNTIL(d.closed == 1);
+	assert_int_equal(d.close_code, ENOTSUP);
+	assert_non_null(strstr(d.closed_msg, "predates TCP streams"));
+	assert_true(peer_idle());
+	SPIN_UNTIL(TAILQ_EMPTY(&P.ch->tcps));
+}
+
 int main(void)
 {
 	log_set_level(LOG_LEVEL_ERROR);
@@ -868,6 +1053,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_services_refused_by_an_older_agent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_services_sent_and_listed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_on_a_restarted_agent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tcp_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tcp_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restarted_agent_fails_old_subscriptions, setup,
 						teardown),
 	};
