@@ -3,8 +3,9 @@
 API by its name (create, a blocking exec, an SSE exec stream whose events
 arrive as the command prints them, a 100 MB upload and its download, sha256
 compared), and previews by the wildcard name (a page, a body, the
-X-Forwarded headers the app sees, a WebSocket echo, sandbard's own 404).
-The wake through nginx lands with the wake (README, "Behind nginx")."""
+X-Forwarded headers the app sees, a WebSocket echo, sandbard's own 404),
+and a wake: a POST to a stopped sandbox's preview held through nginx until
+the app answers it."""
 import hashlib
 import http.client
 import json
@@ -15,6 +16,7 @@ from harness.nginx import API_HOST, PREVIEW_DOMAIN
 from preview_util import preview_host, request, start_app, ws_echo
 from sandboxes import templates_env
 from test_files import download, mib_chunks, upload
+from test_wake import starts, status, stop
 
 
 def front(server_factory, nginx_front):
@@ -107,4 +109,18 @@ def test_previews_through_nginx(server_factory, nginx_front):
     assert r.status == 404 and json.loads(data)["error"]["code"] == "not_found"
     r = api.get("/health")
     assert r.status == 200
+    api.close()
+
+
+def test_wake_through_nginx(server_factory, nginx_front):
+    """nginx's preview read timeout (180 s) outlasts the wake: the held POST
+    gets the app's answer, not nginx's 502/504, and the sandbox starts once."""
+    srv, n = front(server_factory, nginx_front)
+    api = n.api_client(timeout=120)
+    sid, host = start_app(n, api, domain=PREVIEW_DOMAIN, idle_action="stop")
+    stop(api, sid)
+    payload = bytes(range(256)) * 4096
+    r, data = request(n, "POST", "/sha", host, body=payload, timeout=120)
+    assert (r.status, data) == (200, hashlib.sha256(payload).hexdigest().encode())
+    assert status(api, sid) == "running" and starts(srv, sid) == 1
     api.close()
