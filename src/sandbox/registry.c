@@ -114,6 +114,7 @@ struct registry {
 static void wait_fire(evutil_socket_t fd, short what, void *arg);
 static void wait_later(struct registry_wait *w);
 static void wait_free(struct registry_wait *w);
+static void wait_pg_failed(struct registry_wait *w, enum pg_error err, const char *message);
 static void entry_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref);
 static void acquire_queue(struct registry_wait *w, const char *id);
@@ -464,6 +465,18 @@ static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref)
 	cb(NULL, &err, arg);
 }
 
+/* A write's or a list's query failed: its caller hears it, w goes. */
+static void wait_pg_failed(struct registry_wait *w, enum pg_error err, const char *message)
+{
+	struct core_error e;
+	pg_core_error(&e, err, message);
+	if (w->kind == WAIT_LIST)
+		w->list_cb(&e, NULL, 0, 0, w->arg);
+	else if (w->moved_cb)
+		w->moved_cb(&e, NULL, w->arg);
+	wait_free(w);
+}
+
 /* ---- acquire ---- */
 
 struct registry_wait *registry_acquire(struct registry *reg, const char *id, unsigned flags,
@@ -791,11 +804,7 @@ static void moved(enum pg_error err, PGresult *res, const char *message, void *a
 	struct registry_wait *w = arg;
 	w->query = NULL;
 	if (err != PG_OK) {
-		struct core_error e;
-		pg_core_error(&e, err, message);
-		if (w->moved_cb)
-			w->moved_cb(&e, NULL, w->arg);
-		wait_free(w);
+		wait_pg_failed(w, err, message);
 		return;
 	}
 	if (PQntuples(res) > 0) {
@@ -1057,11 +1066,7 @@ static void claimed(enum pg_error err, PGresult *res, const char *message, void 
 	struct registry_wait *w = arg;
 	w->query = NULL;
 	if (err != PG_OK) {
-		struct core_error e;
-		pg_core_error(&e, err, message);
-		if (w->moved_cb)
-			w->moved_cb(&e, NULL, w->arg);
-		wait_free(w);
+		wait_pg_failed(w, err, message);
 		return;
 	}
 	if (PQntuples(res) == 0) {
@@ -1179,10 +1184,7 @@ static void listed(enum pg_error err, PGresult *res, const char *message, void *
 	struct registry_wait *w = arg;
 	w->query = NULL;
 	if (err != PG_OK) {
-		struct core_error e;
-		pg_core_error(&e, err, message);
-		w->list_cb(&e, NULL, 0, 0, w->arg);
-		wait_free(w);
+		wait_pg_failed(w, err, message);
 		return;
 	}
 	int n = PQntuples(res);
