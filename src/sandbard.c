@@ -200,7 +200,7 @@ int main(int argc, char **argv)
 	int listen_port = colon ? atoi(colon + 1) : 0;
 	preview_public_init(&d.preview, d.preview_domain, sizeof(d.preview_domain), d.cfg.preview_domain,
 			    d.cfg.preview_scheme, d.cfg.preview_port ? (int)d.cfg.preview_port : listen_port);
-	struct native_core core = { .svc = d.svc,
+	struct core core = { .svc = d.svc,
 				    .reg = d.reg,
 				    .cmds = d.commands,
 				    .fs = d.fs,

@@ -11,10 +11,10 @@
 struct api;
 struct config;
 struct http_request;
-struct native_core;
+struct core;
 
 /* core: what the dialects call, built by main and outliving the api. */
-struct api *api_new(struct event_base *base, const struct config *cfg, const struct native_core *core);
+struct api *api_new(struct event_base *base, const struct config *cfg, const struct core *core);
 void api_free(struct api *api);
 /* SIGTERM: WebSocket clients are told the server is going away (1001). */
 void api_shutdown(struct api *api);

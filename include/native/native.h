@@ -8,6 +8,8 @@
 
 #include <event2/event.h>
 
+#include "api/core.h"
+
 struct agentfs;
 struct commands;
 struct config;
@@ -18,23 +20,8 @@ struct registry;
 struct router;
 struct sandbox_service;
 
-/* The core the dialect calls, built and freed by main (it outlives the
- * dialect). */
-struct preview_public;
-struct preview_secret;
-
-struct native_core {
-	struct sandbox_service *svc;
-	struct registry *reg;
-	struct commands *cmds;
-	struct agentfs *fs;			     /* files through the agent */
-	struct files_transfer *xfer;		     /* uploads, downloads, archives */
-	const struct preview_public *preview;	     /* how preview URLs look (domain "": none) */
-	const struct preview_secret *preview_secret; /* signs private previews' tokens */
-};
-
 /* Registers the dialect's routes on router; NULL if one clashes. */
-struct native *native_new(struct event_base *base, const struct config *cfg, const struct native_core *core,
+struct native *native_new(struct event_base *base, const struct config *cfg, const struct core *core,
 			  struct router *router);
 /* SIGTERM: WebSocket clients are told the server is going away (1001). */
 void native_shutdown(struct native *nat);

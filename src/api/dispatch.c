@@ -1,6 +1,6 @@
 /* The front door: open routes (/health, /hello, /openapi.json), bearer-token
- * authentication for /api, route lookup, and the dialects behind it (the
- * native one today), each of which registers its routes on the router. */
+ * authentication for /api and /admin, route lookup, and the dialects behind
+ * it (native, Hermes), each of which registers its routes on the router. */
 #include "api/api.h"
 
 #include <stdbool.h>
@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "hermes/hermes.h"
 #include "native/native.h"
 #include "preview/host.h"
 #include "preview/proxy.h"
@@ -21,6 +22,7 @@ struct api {
 	struct router *router;
 	char **tokens; /* NULL-terminated, NULL when auth is off */
 	struct native *native;
+	struct hermes *hermes;
 	struct preview *preview; /* NULL: SANDBAR_PREVIEW_DOMAIN is empty */
 };
 
@@ -30,7 +32,7 @@ static void route_openapi(struct http_request *req, void *arg);
 static bool authorized(const struct api *api, struct http_request *req);
 static char **split_tokens(const char *list);
 
-struct api *api_new(struct event_base *base, const struct config *cfg, const struct native_core *core)
+struct api *api_new(struct event_base *base, const struct config *cfg, const struct core *core)
 {
 	struct api *api = calloc(1, sizeof(*api));
 	CHECK(api != NULL);
@@ -39,7 +41,8 @@ struct api *api_new(struct event_base *base, const struct config *cfg, const str
 	if (router_add(api->router, "GET", "/health", route_health, api) != 0 ||
 	    router_add(api->router, "GET", "/hello", route_hello, api) != 0 ||
 	    router_add(api->router, "GET", "/openapi.json", route_openapi, api) != 0 ||
-	    !(api->native = native_new(base, cfg, core, api->router))) {
+	    !(api->native = native_new(base, cfg, core, api->router)) ||
+	    !(api->hermes = hermes_new(base, cfg, core, api->router))) {
 		api_free(api);
 		return NULL;
 	}
@@ -62,6 +65,7 @@ struct api *api_new(struct event_base *base, const struct config *cfg, const str
 void api_shutdown(struct api *api)
 {
 	native_shutdown(api->native);
+	hermes_shutdown(api->hermes);
 }
 
 void api_free(struct api *api)
@@ -69,6 +73,7 @@ void api_free(struct api *api)
 	if (!api)
 		return;
 	native_free(api->native);
+	hermes_free(api->hermes);
 	preview_free(api->preview);
 	router_free(api->router);
 	for (size_t i = 0; api->tokens && api->tokens[i]; i++)
@@ -83,7 +88,7 @@ void api_dispatch(struct http_request *req, void *arg)
 	if (api->preview && preview_dispatch(api->preview, req))
 		return;
 	const char *path = http_request_path(req);
-	if (strncmp(path, "/api/", 5) == 0 && !authorized(api, req)) {
+	if ((strncmp(path, "/api/", 5) == 0 || strncmp(path, "/admin/", 7) == 0) && !authorized(api, req)) {
 		http_response_header(req, "WWW-Authenticate", "Bearer");
 		http_respond_error(req, 401, "unauthorized",
 				   "a valid 'Authorization: Bearer <token>' header is required");
@@ -185,10 +190,13 @@ static char **split_tokens(const char *list)
 	return tokens;
 }
 
-/* Errors the HTTP layer raises itself look like the dialect's own: the
- * native one's today (a request's dialect is known from its path once there
- * is more than one). */
+/* Errors the HTTP layer raises itself look like the dialect's own, which
+ * the path tells (before the head is read whole: the native one's). */
 void api_render_error(struct http_request *req, int status, const char *code, const char *message, void *arg)
 {
-	native_render_error(req, status, code, message, arg);
+	const char *path = http_request_path(req);
+	if (path && hermes_owns_path(path))
+		hermes_render_error(req, status, code, message, arg);
+	else
+		native_render_error(req, status, code, message, arg);
 }

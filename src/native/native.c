@@ -14,7 +14,7 @@
 
 static void pending_cancel(void *arg);
 
-struct native *native_new(struct event_base *base, const struct config *cfg, const struct native_core *core,
+struct native *native_new(struct event_base *base, const struct config *cfg, const struct core *core,
 			  struct router *router)
 {
 	struct native *nat = calloc(1, sizeof(*nat));
