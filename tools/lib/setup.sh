@@ -258,13 +258,28 @@ sb_base_image() {
 	sb_say "image: ok (sandbar/base:latest built)"
 }
 
-# sb_setup GROUP...: packages of the groups, then docker, postgresql, image.
+# The agents template's CLIs (sandbar/agent-clis): an npm install on the host
+# of devcontainers/agents/package-lock.json, made once per lock (about a
+# minute); sandbard then builds the template's own image like the others'.
+sb_agent_clis() {
+	if ! command -v npm >/dev/null; then
+		[ "$(id -u)" -eq 0 ] || sb_die "image: npm missing for sandbar/agent-clis; install Debian's npm"
+		sb_quiet "$SANDBAR_DATA/log/apt-npm.log" apt-get install -y -q --no-install-recommends npm ||
+			sb_die "image: could not install npm"
+	fi
+	sb_quiet "$SANDBAR_DATA/log/build-agent-clis.log" "$SANDBAR_ROOT/tools/image/build-agent-clis" ||
+		sb_die "image: tools/image/build-agent-clis failed"
+	sb_say "image: ok (sandbar/agent-clis:latest)"
+}
+
+# sb_setup GROUP...: packages of the groups, then docker, postgresql, images.
 sb_setup() {
 	mkdir -p "$SANDBAR_DATA/log"
 	sb_packages "$@"
 	sb_docker
 	sb_postgres
 	sb_base_image
+	sb_agent_clis
 }
 
 # Run as a command: helpers for tests and people.

@@ -472,7 +472,7 @@ static void test_shipped_templates(void **state)
 	(void)state;
 	struct template_set *set = template_set_load(SOURCE_ROOT "/devcontainers", &strict);
 	assert_non_null(set);
-	assert_int_equal(template_set_count(set), 4);
+	assert_int_equal(template_set_count(set), 5);
 	const struct template *base = template_set_find(set, "base");
 	assert_non_null(base);
 	assert_string_equal(base->image, "sandbar/base:latest");
@@ -483,7 +483,8 @@ static void test_shipped_templates(void **state)
 		const char *name;
 		int port;
 		const char *cmd;
-	} built[] = { { "go", 8080, "go version" },
+	} built[] = { { "agents", 3000, "opencode --version && claude --version && codex --version" },
+		      { "go", 8080, "go version" },
 		      { "node", 3000, "node --version" },
 		      { "python", 3000, "python3 --version" } };
 	for (size_t i = 0; i < ARRAY_LEN(built); i++) {
