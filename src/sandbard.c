@@ -29,6 +29,7 @@
 #include "sandbox/registry.h"
 #include "sandbox/service.h"
 #include "sandbox/template.h"
+#include "tasks/tasks.h"
 
 enum boot_state {
 	BOOT_DOCKER,
@@ -54,6 +55,7 @@ struct sandbard {
 	struct registry *reg;
 	struct sandbox_service *svc;
 	struct commands *commands;
+	struct tasks *tasks;	       /* coding-agent tasks */
 	struct agentfs *fs;	       /* files through the agent */
 	struct files_transfer *xfer;   /* uploads, downloads, archives: Docker's archive API */
 	struct preview_public preview; /* how preview URLs look */
@@ -197,6 +199,14 @@ int main(int argc, char **argv)
 		.grace_ms = 2000,
 	};
 	d.commands = commands_new(d.base, &ccfg, d.reg);
+	struct tasks_config kcfg = {
+		.instance = d.cfg.instance_id,
+		.default_timeout_ms = d.cfg.task_timeout_ms,
+		.max_timeout_ms = d.cfg.task_max_timeout_ms,
+		.cancel_grace_ms = 5000,
+		.max_output = d.cfg.max_output_bytes,
+	};
+	d.tasks = tasks_new(d.base, &kcfg, d.reg, d.commands);
 	d.fs = agentfs_new(d.base, d.reg, d.cfg.upload_limit);
 	struct files_transfer_config tcfg = { .upload_limit = d.cfg.upload_limit,
 					      .spool_dir = d.cfg.upload_spool_dir };
@@ -208,6 +218,7 @@ int main(int argc, char **argv)
 	struct core core = { .svc = d.svc,
 			     .reg = d.reg,
 			     .cmds = d.commands,
+			     .tasks = d.tasks,
 			     .fs = d.fs,
 			     .xfer = d.xfer,
 			     .preview = &d.preview,
@@ -235,6 +246,7 @@ int main(int argc, char **argv)
 	api_free(d.api);
 	files_transfer_free(d.xfer); /* spool files of uploads cut short close with it */
 	agentfs_free(d.fs);
+	tasks_free(d.tasks); /* before the commands its runs hold */
 	commands_free(d.commands);
 	sandbox_service_free(d.svc);
 	registry_free(d.reg);
@@ -297,6 +309,7 @@ static void boot_migrated(int rc, const char *message, void *arg)
 	boot_set_state(d, BOOT_RECONCILE);
 	registry_start(d->reg);
 	sandbox_service_start(d->svc, boot_reconciled, d);
+	tasks_start(d->tasks); /* this instance's tasks followed again */
 }
 
 static void boot_reconciled(int rc, void *arg)
@@ -362,10 +375,18 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		http_server_shutdown(d->preview_http, d->cfg.shutdown_grace_ms, shutdown_done, d);
 }
 
-static void shutdown_drained(void *arg)
+static void tasks_drained(void *arg)
 {
 	struct sandbard *d = arg;
 	event_base_loopbreak(d->base);
+}
+
+/* Then what the tasks have not stored yet is written, so a resumed runner
+ * picks up where this one stopped. */
+static void shutdown_drained(void *arg)
+{
+	struct sandbard *d = arg;
+	tasks_drain(d->tasks, 3000, tasks_drained, d);
 }
 
 /* Every listener's requests answered: then background work (creates, the

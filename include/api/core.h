@@ -11,11 +11,13 @@ struct preview_public;
 struct preview_secret;
 struct registry;
 struct sandbox_service;
+struct tasks;
 
 struct core {
 	struct sandbox_service *svc;
 	struct registry *reg;
 	struct commands *cmds;
+	struct tasks *tasks;			     /* coding-agent tasks */
 	struct agentfs *fs;			     /* files through the agent */
 	struct files_transfer *xfer;		     /* uploads, downloads, archives */
 	const struct preview_public *preview;	     /* how preview URLs look (domain "": none) */

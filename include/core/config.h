@@ -64,6 +64,8 @@ struct config {
 	uint64_t max_output_bytes;	/* SANDBAR_MAX_OUTPUT_BYTES, default 16m */
 	uint64_t stream_window;		/* SANDBAR_STREAM_WINDOW, default 256k */
 	int64_t exec_lookup_cache_ms;	/* SANDBAR_EXEC_LOOKUP_CACHE, default 1s */
+	int64_t task_timeout_ms;	/* SANDBAR_TASK_TIMEOUT, default 30m */
+	int64_t task_max_timeout_ms;	/* SANDBAR_TASK_MAX_TIMEOUT, default 6h */
 
 	/* HTTP server */
 	uint64_t http_max_header_bytes; /* SANDBAR_MAX_HEADER_BYTES, default 16k */

@@ -142,6 +142,10 @@ static const struct cfg_setting settings[] = {
 	{ "SANDBAR_EXEC_LOOKUP_CACHE", CFG_DURATION, "1s", 0, AT(exec_lookup_cache_ms),
 	  "how long a cached sandbox is trusted while not listening for other instances' changes (0: always "
 	  "look up)" },
+	{ "SANDBAR_TASK_TIMEOUT", CFG_DURATION, "30m", 1000, AT(task_timeout_ms),
+	  "a coding-agent task's wall-clock limit when it asks for none (then timed_out)" },
+	{ "SANDBAR_TASK_MAX_TIMEOUT", CFG_DURATION, "6h", 1000, AT(task_max_timeout_ms),
+	  "the largest timeout_seconds a task may ask for" },
 	{ "SANDBAR_MAX_HEADER_BYTES", CFG_SIZE, "16k", 1024, AT(http_max_header_bytes),
 	  "largest request head (request line and headers)" },
 	{ "SANDBAR_MAX_BODY_BYTES", CFG_SIZE, "1m", 1024, AT(http_max_body_bytes),

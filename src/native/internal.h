@@ -17,6 +17,7 @@ struct native {
 	struct sandbox_service *svc;
 	struct registry *reg;		      /* the sandboxes, for lookups and handles */
 	struct commands *cmds;		      /* the command service */
+	struct tasks *tasks;		      /* coding-agent tasks (tasks.c) */
 	struct router *router;		      /* the front's: routes are registered on it */
 	struct ws_hub *ws;		      /* live WebSocket connections (terminals) */
 	struct agentfs *fs;		      /* the file service through the agent (files.c) */
@@ -32,6 +33,7 @@ MUST_USE int native_upload_routes(struct native *nat);	 /* upload.c: the multipa
 MUST_USE int native_archive_routes(struct native *nat);	 /* archive.c: download, archive GET and PUT */
 MUST_USE int native_file_routes(struct native *nat);	 /* files.c: the file API through the agent */
 MUST_USE int native_pool_routes(struct native *nat);	 /* pool.c: the warm pool and its rollouts */
+MUST_USE int native_task_routes(struct native *nat);	 /* tasks.c: coding-agent tasks */
 
 /* command_spec.c: a command request's JSON body; on bad input fills fail and
  * returns -1. max_cap bounds max_output_bytes. */

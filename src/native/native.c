@@ -23,6 +23,7 @@ struct native *native_new(struct event_base *base, const struct config *cfg, con
 	nat->svc = core->svc;
 	nat->reg = core->reg;
 	nat->cmds = core->cmds;
+	nat->tasks = core->tasks;
 	nat->fs = core->fs;
 	nat->xfer = core->xfer;
 	nat->preview = core->preview;
@@ -30,7 +31,8 @@ struct native *native_new(struct event_base *base, const struct config *cfg, con
 	nat->ws = ws_hub_new(base);
 	if (native_sandbox_routes(nat) != 0 || native_command_routes(nat) != 0 ||
 	    native_terminal_routes(nat) != 0 || native_upload_routes(nat) != 0 ||
-	    native_archive_routes(nat) != 0 || native_file_routes(nat) != 0 || native_pool_routes(nat) != 0) {
+	    native_archive_routes(nat) != 0 || native_file_routes(nat) != 0 || native_pool_routes(nat) != 0 ||
+	    native_task_routes(nat) != 0) {
 		native_free(nat);
 		return NULL;
 	}

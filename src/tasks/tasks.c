@@ -1,0 +1,496 @@
+/* The task service: a task's one state and its one transition function,
+ * its events (numbered, kept in memory while it runs, written to PostgreSQL
+ * in batches with the row's own fields), the ops callers hold (create, read,
+ * cancel, watch), and the resumption of this instance's tasks at start. */
+#include "tasks/tasks.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <uuid/uuid.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "internal.h"
+#include "ops.h"
+#include "sandbox/registry.h"
+
+/* events wait this long for company before a write; one write at a time per task */
+#define FLUSH_DELAY_MS	20
+#define FLUSH_RETRY_MS	1000
+#define FLUSH_BATCH_MAX 500
+#define RESUME_RETRY_MS 2000
+
+static void flush_fire(evutil_socket_t fd, short what, void *arg);
+static void flush_written(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void flush_schedule(struct task *t, int64_t ms);
+static void task_free(struct task *t);
+static void resume_read(struct tasks *ts);
+static void resume_rows(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void resume_retry(evutil_socket_t fd, short what, void *arg);
+static struct json_object *done_data(struct task *t);
+static char *redact(const struct task *t, const char *json);
+
+static const char *const state_names[TASK_STATE_MAX] = {
+	[TASK_PREPARING] = "preparing", [TASK_RUNNING] = "running", [TASK_CHECKPOINTING] = "checkpointing",
+	[TASK_SUCCEEDED] = "succeeded", [TASK_FAILED] = "failed",   [TASK_CANCELLED] = "cancelled",
+	[TASK_TIMED_OUT] = "timed_out",
+};
+
+/* Preparing may fail or be cancelled before the CLI starts; the checkpoint
+ * after settles every outcome but a task the sandbox lost (failed). */
+static const bool legal[TASK_STATE_MAX][TASK_STATE_MAX] = {
+	[TASK_PREPARING] = { [TASK_RUNNING] = true, [TASK_CHECKPOINTING] = true, [TASK_FAILED] = true },
+	[TASK_RUNNING] = { [TASK_CHECKPOINTING] = true, [TASK_FAILED] = true },
+	[TASK_CHECKPOINTING] = { [TASK_SUCCEEDED] = true,
+				 [TASK_FAILED] = true,
+				 [TASK_CANCELLED] = true,
+				 [TASK_TIMED_OUT] = true },
+};
+
+const char *task_state_name(enum task_state s)
+{
+	return (unsigned)s < TASK_STATE_MAX ? state_names[s] : "?";
+}
+
+int task_state_parse(const char *name, enum task_state *out)
+{
+	for (int i = 0; name && i < TASK_STATE_MAX; i++) {
+		if (strcmp(name, state_names[i]) == 0) {
+			*out = (enum task_state)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+bool task_state_final(enum task_state s)
+{
+	return s >= TASK_SUCCEEDED;
+}
+
+bool task_state_can(enum task_state from, enum task_state to)
+{
+	return (unsigned)from < TASK_STATE_MAX && (unsigned)to < TASK_STATE_MAX && legal[from][to];
+}
+
+/* ---- the service ---- */
+
+struct tasks *tasks_new(struct event_base *base, const struct tasks_config *cfg, struct registry *reg,
+			struct commands *cmds)
+{
+	struct tasks *ts = calloc(1, sizeof(*ts));
+	CHECK(ts != NULL);
+	ts->base = base;
+	ts->cfg = *cfg;
+	ts->instance = strdup(cfg->instance ? cfg->instance : "");
+	CHECK(ts->instance != NULL);
+	ts->cfg.instance = ts->instance;
+	ts->reg = reg;
+	ts->cmds = cmds;
+	ts->pg = registry_pg(reg);
+	ts->resume_retry = evtimer_new(base, resume_retry, ts);
+	CHECK(ts->resume_retry != NULL);
+	return ts;
+}
+
+static bool task_unwritten(const struct task *t)
+{
+	return t->write || t->row_dirty || t->sent_seq < (int64_t)t->nev;
+}
+
+static void drain_check(struct tasks *ts)
+{
+	if (!ts->drained)
+		return;
+	for (struct task *t = ts->live; t; t = t->next)
+		if (task_unwritten(t))
+			return;
+	void (*done)(void *) = ts->drained;
+	ts->drained = NULL;
+	evtimer_del(ts->drain_ev);
+	done(ts->drained_arg);
+}
+
+static void drain_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct tasks *ts = arg;
+	if (!ts->drained)
+		return;
+	log_warn("tasks: some events not written before the shutdown (their runs resume from the last "
+		 "written)");
+	void (*done)(void *) = ts->drained;
+	ts->drained = NULL;
+	done(ts->drained_arg);
+}
+
+void tasks_drain(struct tasks *ts, int64_t max_ms, void (*done)(void *arg), void *arg)
+{
+	ts->drained = done;
+	ts->drained_arg = arg;
+	ts->drain_ev = evtimer_new(ts->base, drain_fire, ts);
+	CHECK(ts->drain_ev != NULL);
+	struct timeval tv = { (time_t)(max_ms / 1000), (suseconds_t)(max_ms % 1000) * 1000 };
+	evtimer_add(ts->drain_ev, &tv);
+	for (struct task *t = ts->live; t; t = t->next) {
+		if (!t->write && task_unwritten(t)) {
+			evtimer_del(t->flush_ev);
+			flush_fire(-1, EV_TIMEOUT, t);
+		}
+	}
+	drain_check(ts);
+}
+
+void tasks_free(struct tasks *ts)
+{
+	if (!ts)
+		return;
+	if (ts->drain_ev)
+		event_free(ts->drain_ev);
+	ops_free_all(ts);
+	if (ts->resume)
+		pg_query_cancel(ts->resume);
+	event_free(ts->resume_retry);
+	while (ts->live) {
+		struct task *t = ts->live;
+		ts->live = t->next;
+		task_free(t);
+	}
+	free(ts->instance);
+	free(ts);
+}
+
+struct task *task_find(struct tasks *ts, const char *id)
+{
+	for (struct task *t = ts->live; t; t = t->next)
+		if (strcmp(t->id, id) == 0)
+			return t;
+	return NULL;
+}
+
+struct task *task_new(struct tasks *ts, const char *id, const char *sandbox_id)
+{
+	struct task *t = calloc(1, sizeof(*t));
+	CHECK(t != NULL);
+	t->ts = ts;
+	snprintf(t->id, sizeof(t->id), "%s", id);
+	snprintf(t->sandbox_id, sizeof(t->sandbox_id), "%s", sandbox_id);
+	t->line = evbuffer_new();
+	t->flush_ev = evtimer_new(ts->base, flush_fire, t);
+	CHECK(t->line && t->flush_ev);
+	t->created_ms = clock_real_ms();
+	t->next = ts->live;
+	ts->live = t;
+	return t;
+}
+
+static void task_free(struct task *t)
+{
+	runner_free(t);
+	watchers_detach(t);
+	if (t->write)
+		pg_query_cancel(t->write);
+	event_free(t->flush_ev);
+	evbuffer_free(t->line);
+	task_translator_free(&t->tr);
+	json_object_put(t->files);
+	for (size_t i = 0; i < t->nev; i++)
+		task_event_free(&t->evs[i]);
+	free(t->evs);
+	free(t->prompt);
+	free(t->model);
+	free(t->cwd);
+	free(t->command_json);
+	free(t->reason);
+	task_strv_free(t->command);
+	task_strv_free(t->env);
+	task_strv_free(t->secrets);
+	free(t);
+}
+
+/* Off the live list once ended and written; watchers already had done. */
+void task_release(struct task *t)
+{
+	if (!task_state_final(t->state) || t->write || t->row_dirty || t->sent_seq < (int64_t)t->nev)
+		return;
+	for (struct task **pp = &t->ts->live; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	task_free(t);
+}
+
+/* ---- the one transition ---- */
+
+void task_set_state(struct task *t, enum task_state next, const char *reason)
+{
+	CHECK(task_state_can(t->state, next));
+	log_info("task %s (sandbox=%s): %s -> %s%s%s", t->id, t->sandbox_id, task_state_name(t->state),
+		 task_state_name(next), reason ? ": " : "", reason ? reason : "");
+	t->state = next;
+	if (reason)
+		task_set_reason(t, reason);
+	task_row_dirty(t);
+	if (!task_state_final(next)) {
+		struct json_object *d = json_object_new_object();
+		json_object_object_add(d, "phase", json_object_new_string(task_state_name(next)));
+		if (next == TASK_CHECKPOINTING) /* kept for a runner resumed mid-checkpoint */
+			json_object_object_add(d, "outcome",
+					       json_object_new_string(task_state_name(t->outcome)));
+		task_emit(t, "status", d);
+		return;
+	}
+	t->ended_ms = clock_real_ms();
+	struct json_object *d = json_object_new_object();
+	json_object_object_add(d, "phase", json_object_new_string("done"));
+	task_emit(t, "status", d);
+	task_emit(t, "done", done_data(t));
+}
+
+void task_set_reason(struct task *t, const char *reason)
+{
+	free(t->reason);
+	t->reason = reason ? redact(t, reason) : NULL;
+}
+
+/* The result: what the done event says and GET .../tasks/{tid} shows. */
+static struct json_object *done_data(struct task *t)
+{
+	struct json_object *d = json_object_new_object();
+	json_object_object_add(d, "status", json_object_new_string(task_state_name(t->state)));
+	json_object_object_add(d, "reason", t->reason ? json_object_new_string(t->reason) : NULL);
+	json_object_object_add(d, "files_changed",
+			       t->files ? json_object_get(t->files) : json_object_new_array());
+	json_object_object_add(d, "message",
+			       t->tr.final_message ? json_object_new_string(t->tr.final_message) : NULL);
+	json_object_object_add(d, "duration_ms", json_object_new_int64(clock_real_ms() - t->created_ms));
+	struct json_object *tok = NULL;
+	if (t->tr.have_tokens) {
+		tok = json_object_new_object();
+		json_object_object_add(tok, "input", json_object_new_int64(t->tr.input_tokens));
+		json_object_object_add(tok, "output", json_object_new_int64(t->tr.output_tokens));
+	}
+	json_object_object_add(d, "tokens", tok);
+	json_object_object_add(d, "exit_code", t->exited ? json_object_new_int(t->exit.exit_code) : NULL);
+	json_object_object_add(d, "before", t->before[0] ? json_object_new_string(t->before) : NULL);
+	json_object_object_add(d, "after", t->after[0] ? json_object_new_string(t->after) : NULL);
+	return d;
+}
+
+/* ---- events ---- */
+
+/* Every secret's value in the JSON text replaced: a CLI may print what it
+ * was given (a key in an error message), and events are stored and shown. */
+static char *redact(const struct task *t, const char *json)
+{
+	char *out = strdup(json);
+	CHECK(out != NULL);
+	for (size_t i = 0; t->secrets && t->secrets[i]; i++) {
+		const char *s = t->secrets[i];
+		size_t n = strlen(s);
+		for (char *p; (p = strstr(out, s)) != NULL;) {
+			static const char mask[] = "[redacted]";
+			size_t tail = strlen(p + n);
+			char *o = malloc((size_t)(p - out) + sizeof(mask) + tail);
+			CHECK(o != NULL);
+			memcpy(o, out, (size_t)(p - out));
+			memcpy(o + (p - out), mask, sizeof(mask) - 1);
+			memcpy(o + (p - out) + sizeof(mask) - 1, p + n, tail + 1);
+			free(out);
+			out = o;
+		}
+	}
+	return out;
+}
+
+void task_emit(struct task *t, const char *type, struct json_object *data)
+{
+	if (t->nev == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 32;
+		t->evs = realloc(t->evs, t->cap * sizeof(*t->evs));
+		CHECK(t->evs != NULL);
+	}
+	struct task_event *e = &t->evs[t->nev++];
+	e->seq = (int64_t)t->nev;
+	e->type = strdup(type);
+	CHECK(e->type != NULL);
+	e->data = redact(t, json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN |
+									 JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(data);
+	flush_schedule(t, FLUSH_DELAY_MS);
+	watchers_deliver(t, e);
+}
+
+void task_row_dirty(struct task *t)
+{
+	t->row_dirty = true;
+	flush_schedule(t, FLUSH_DELAY_MS);
+}
+
+static void flush_schedule(struct task *t, int64_t ms)
+{
+	if (t->write || evtimer_pending(t->flush_ev, NULL))
+		return;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(t->flush_ev, &tv);
+}
+
+/* The events not yet sent and the row's fields, in one statement: a resumed
+ * runner reads the output from output_offset, which never runs ahead of
+ * the events stored with it. */
+static const char sql_flush[] =
+	"WITH ev AS (INSERT INTO task_events (task_id, seq, type, data) "
+	"  SELECT $1, e.seq, e.type, e.data FROM jsonb_to_recordset($2::jsonb) AS e(seq integer, type text, "
+	"  data jsonb) ON CONFLICT DO NOTHING) "
+	"UPDATE tasks SET state = $3, reason = $4, command_id = $5, before_commit = $6, after_commit = $7, "
+	"  output_offset = $8, last_seq = greatest(last_seq, $9::integer), result = $10::jsonb, "
+	"  ended_at = CASE WHEN $11::boolean THEN coalesce(ended_at, now()) END "
+	"WHERE id = $1";
+
+static void flush_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct task *t = arg;
+	if (t->write)
+		return;
+	struct evbuffer *b = evbuffer_new();
+	CHECK(b != NULL);
+	evbuffer_add(b, "[", 1);
+	int64_t upto = t->sent_seq;
+	for (size_t i = (size_t)t->sent_seq; i < t->nev && upto - t->sent_seq < FLUSH_BATCH_MAX; i++) {
+		const struct task_event *e = &t->evs[i];
+		evbuffer_add_printf(b, "%s{\"seq\":%lld,\"type\":\"%s\",\"data\":%s}",
+				    i > (size_t)t->sent_seq ? "," : "", (long long)e->seq, e->type, e->data);
+		upto = e->seq;
+	}
+	evbuffer_add(b, "]", 2); /* and its NUL */
+	char offset[24], seq[24];
+	snprintf(offset, sizeof(offset), "%llu", (unsigned long long)t->safe_offset);
+	snprintf(seq, sizeof(seq), "%lld", (long long)upto);
+	bool final = task_state_final(t->state);
+	/* the result once the done event is among those sent */
+	const char *result = NULL;
+	if (final && upto == (int64_t)t->nev && t->nev > 0 && strcmp(t->evs[t->nev - 1].type, "done") == 0)
+		result = t->evs[t->nev - 1].data;
+	const char *params[11] = {
+		t->id,
+		(const char *)evbuffer_pullup(b, -1),
+		task_state_name(t->state),
+		t->reason,
+		t->command_id[0] ? t->command_id : NULL,
+		t->before[0] ? t->before : NULL,
+		t->after[0] ? t->after : NULL,
+		offset,
+		seq,
+		result,
+		result ? "true" : "false",
+	};
+	/* the params are copied by libpq when sent: the buffer may go after */
+	t->write = pg_query_send(t->ts->pg, sql_flush, 11, params, flush_written, t);
+	evbuffer_free(b);
+	t->row_dirty = false;
+	t->inflight_from = t->sent_seq;
+	t->sent_seq = upto; /* undone on failure */
+}
+
+static void flush_written(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct task *t = arg;
+	t->write = NULL;
+	if (err != PG_OK) {
+		log_warn("task %s: events not written (retrying): %s", t->id, message ? message : "?");
+		t->sent_seq = t->inflight_from;
+		t->row_dirty = true;
+		flush_schedule(t, FLUSH_RETRY_MS);
+		return;
+	}
+	struct tasks *ts = t->ts;
+	if (t->row_dirty || t->sent_seq < (int64_t)t->nev)
+		flush_schedule(t, ts->drained ? 0 : FLUSH_DELAY_MS);
+	else
+		task_release(t);
+	drain_check(ts);
+}
+
+/* ---- resumption: the tasks this instance ran ---- */
+
+void tasks_start(struct tasks *ts)
+{
+	resume_read(ts);
+}
+
+static void resume_read(struct tasks *ts)
+{
+	const char *params[] = { ts->instance };
+	ts->resume = pg_query_send(
+		ts->pg,
+		"SELECT t.id, t.sandbox_id, t.state, t.agent, t.prompt, t.model, t.cwd, t.timeout_ms, "
+		"  t.command_id, t.output_offset, t.before_commit, t.last_seq, "
+		"  (extract(epoch FROM t.created_at) * 1000)::bigint, "
+		"  coalesce((SELECT json_agg(json_build_object('seq', e.seq, 'type', e.type, "
+		"    'data', e.data) ORDER BY e.seq) FROM task_events e WHERE e.task_id = t.id), '[]') "
+		"FROM tasks t WHERE t.owner_instance = $1 "
+		"  AND t.state IN ('preparing', 'running', 'checkpointing')",
+		1, params, resume_rows, ts);
+}
+
+static void resume_retry(evutil_socket_t fd, short what, void *arg)
+{
+	resume_read(arg);
+}
+
+static void resume_rows(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct tasks *ts = arg;
+	ts->resume = NULL;
+	if (err != PG_OK) {
+		log_warn("tasks: cannot read the tasks to resume (retrying): %s", message ? message : "?");
+		struct timeval tv = { RESUME_RETRY_MS / 1000, 0 };
+		evtimer_add(ts->resume_retry, &tv);
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (task_find(ts, PQgetvalue(res, i, 0)))
+			continue;
+		struct task *t = task_new(ts, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+		if (task_state_parse(PQgetvalue(res, i, 2), &t->state) != 0 ||
+		    task_agent_parse(PQgetvalue(res, i, 3), &t->agent) != 0)
+			t->state = TASK_PREPARING;
+		t->prompt = strdup(PQgetvalue(res, i, 4));
+		t->model = PQgetisnull(res, i, 5) ? NULL : strdup(PQgetvalue(res, i, 5));
+		t->cwd = PQgetisnull(res, i, 6) ? NULL : strdup(PQgetvalue(res, i, 6));
+		t->timeout_ms = strtoll(PQgetvalue(res, i, 7), NULL, 10);
+		snprintf(t->command_id, sizeof(t->command_id), "%s", PQgetvalue(res, i, 8));
+		t->safe_offset = strtoull(PQgetvalue(res, i, 9), NULL, 10);
+		snprintf(t->before, sizeof(t->before), "%s", PQgetvalue(res, i, 10));
+		t->created_ms = strtoll(PQgetvalue(res, i, 12), NULL, 10);
+		task_translator_init(&t->tr, t->agent);
+		/* the events so far: replayed to watchers from memory, numbered on */
+		struct json_object *evs = json_tokener_parse(PQgetvalue(res, i, 13));
+		size_t n = json_object_is_type(evs, json_type_array) ? json_object_array_length(evs) : 0;
+		for (size_t k = 0; k < n; k++) {
+			struct json_object *e = json_object_array_get_idx(evs, k), *type, *data;
+			if (!json_object_object_get_ex(e, "type", &type) ||
+			    !json_object_object_get_ex(e, "data", &data))
+				continue;
+			task_emit(t, json_object_get_string(type), json_object_get(data));
+			if (strcmp(json_object_get_string(type), "message") == 0) {
+				struct json_object *text;
+				if (json_object_object_get_ex(data, "text", &text)) {
+					free(t->tr.final_message);
+					t->tr.final_message = strdup(json_object_get_string(text));
+				}
+			}
+		}
+		json_object_put(evs);
+		t->sent_seq = (int64_t)t->nev; /* stored already */
+		evtimer_del(t->flush_ev);
+		log_info("task %s (sandbox=%s): resumed in %s at output offset %llu, %zu events", t->id,
+			 t->sandbox_id, task_state_name(t->state), (unsigned long long)t->safe_offset,
+			 t->nev);
+		runner_resume(t);
+	}
+}
