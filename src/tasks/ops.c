@@ -171,8 +171,15 @@ static void op_free(struct task_op *op)
 
 void task_op_cancel(struct task_op *op)
 {
-	if (op)
-		op_free(op);
+	if (!op)
+		return;
+	if (op->kind == OPK_CREATE && op->q) {
+		/* the row is on its way: the task starts all the same, unanswered
+		 * (else it would sit in preparing with nothing to run it) */
+		op->info_cb = NULL;
+		return;
+	}
+	op_free(op);
 }
 
 void ops_free_all(struct tasks *ts)
@@ -206,7 +213,8 @@ static void op_fail_now(struct task_op *op)
 		op->wops->end(op->arg, &op->fail);
 		break;
 	default:
-		op->info_cb(&op->fail, NULL, op->arg);
+		if (op->info_cb)
+			op->info_cb(&op->fail, NULL, op->arg);
 		break;
 	}
 	op_free(op);
@@ -378,7 +386,8 @@ static void create_inserted(enum pg_error err, PGresult *res, const char *messag
 	struct task_info info;
 	info_from_task(&info, t);
 	info.state = TASK_RUNNING; /* the API's word for all three phases */
-	op->info_cb(NULL, &info, op->arg);
+	if (op->info_cb)
+		op->info_cb(NULL, &info, op->arg);
 	op_free(op);
 }
 

@@ -229,11 +229,11 @@ void task_release(struct task *t)
 void task_set_state(struct task *t, enum task_state next, const char *reason)
 {
 	CHECK(task_state_can(t->state, next));
-	log_info("task %s (sandbox=%s): %s -> %s%s%s", t->id, t->sandbox_id, task_state_name(t->state),
-		 task_state_name(next), reason ? ": " : "", reason ? reason : "");
-	t->state = next;
 	if (reason)
 		task_set_reason(t, reason);
+	log_info("task %s (sandbox=%s): %s -> %s%s%s", t->id, t->sandbox_id, task_state_name(t->state),
+		 task_state_name(next), reason ? ": " : "", reason ? t->reason : "");
+	t->state = next;
 	task_row_dirty(t);
 	if (!task_state_final(next)) {
 		struct json_object *d = json_object_new_object();

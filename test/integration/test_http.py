@@ -24,7 +24,7 @@ def test_every_documented_route_is_served(client):
     sid = "00000000-0000-4000-8000-000000000000"
     asked = 0
     for path, item in doc["paths"].items():
-        url = path.replace("{id}", sid).replace("{cid}", "1")
+        url = path.replace("{id}", sid).replace("{cid}", "1").replace("{tid}", sid)
         for method in ("get", "post", "put", "patch", "delete"):
             if method not in item or path.endswith("/terminal"):
                 continue
@@ -34,7 +34,7 @@ def test_every_documented_route_is_served(client):
             assert r.status != 405, (method, path, r)
             if r.status == 404:
                 assert not r.json["error"]["message"].startswith("no route"), (method, path, r)
-    assert asked >= 38  # every route but the terminal (a WebSocket)
+    assert asked >= 45  # every route but the terminal (a WebSocket)
 
 
 def test_limits_and_malformed(server):

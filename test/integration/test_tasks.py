@@ -327,3 +327,31 @@ def test_task_real_cli_offline(agents_ready, server, client, agent):
     assert "fake-model" in stored and "hello.txt" in stored
     for key in (MODEL_ENV["OPENAI_API_KEY"], MODEL_ENV["ANTHROPIC_API_KEY"]):
         assert key not in stored
+
+
+def test_task_wakes_a_stopped_sandbox_or_409(server, client):
+    c = client
+    sid = make_sandbox(c)["id"]
+    r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"auto_wake": True})
+    assert r.status == 200 and r.json["auto_wake"] is True, r
+    assert c.post(f"/api/sandboxes/{sid}/stop", timeout=60).json["status"] == "stopped"
+    t = start_task(c, sid, agent="custom", prompt="x", command=CUSTOM_AGENT)
+    assert c.get(f"/api/sandboxes/{sid}").json["status"] == "running"
+    assert wait_done(c, sid, t["id"])["status"] == "succeeded"
+    r = c.request("PATCH", f"/api/sandboxes/{sid}", json={"auto_wake": False})
+    assert r.status == 200, r
+    assert c.post(f"/api/sandboxes/{sid}/stop", timeout=60).json["status"] == "stopped"
+    r = c.post(task_url(sid), json={"agent": "custom", "prompt": "x", "command": "true"})
+    assert r.status == 409 and r.json["error"]["code"] == "sandbox_not_running", r
+
+
+def test_task_cli_printing_no_json_fails_with_the_reason(server, client):
+    c = client
+    sid = make_sandbox(c)["id"]
+    r = execute(c, sid, "cat > /usr/local/bin/claude && chmod 755 /usr/local/bin/claude", user="root",
+                stdin="#!/bin/sh\necho 'hello, not json'\necho 'oops' >&2\n")
+    assert r.status == 200 and r.json["exit_code"] == 0, r
+    t = start_task(c, sid, agent="claude", prompt="x")
+    doc = wait_done(c, sid, t["id"])
+    assert doc["status"] == "failed", doc
+    assert doc["reason"] == "claude printed no JSON events (1 other lines): oops", doc
