@@ -67,6 +67,7 @@ struct task {
 	bool cancel;		  /* cancel asked */
 	struct event *kill_timer; /* cancel: SIGKILL after the grace */
 	struct command_op *sig;	  /* a signal on its way */
+	struct event *activity;	  /* running: the sandbox's activity now and then */
 	enum task_state outcome;  /* checkpointing: the state it ends in */
 	char *openai_base;	  /* OPENAI_BASE_URL of the task or the sandbox */
 	struct json_object *files;

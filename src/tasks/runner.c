@@ -21,6 +21,7 @@
 #define STEP_TIMEOUT_MS 120000	     /* a checkpoint (git add, commit) at most */
 #define STEP_OUTPUT	(256u << 10) /* a checkpoint's output kept */
 #define LINE_MAX_BYTES	(4u << 20)   /* a longer stdout line is cut and translated as it is */
+#define ACTIVITY_MS	30000	     /* a running task keeps its sandbox from the idle reaper this often */
 /* each task's own HOME: the CLIs keep their state there, and CODEX_HOME below it */
 #define TASK_HOME "/tmp/sandbar-task-$SANDBAR_TASK_ID"
 
@@ -35,6 +36,8 @@ static void checkpoint(struct task *t, enum task_state outcome, const char *reas
 static void checkpointed(const struct core_error *fail, const struct command_result *res, void *arg);
 static void emit_cb(void *arg, const char *type, struct json_object *data);
 static void kill_fire(evutil_socket_t fd, short what, void *arg);
+static void activity_fire(evutil_socket_t fd, short what, void *arg);
+static void activity_start(struct task *t);
 static void signalled(const struct core_error *fail, void *arg);
 static const char *env_find(char *const *env, const char *name);
 static bool secret_name(const char *name, size_t len);
@@ -415,11 +418,31 @@ static void run_start(struct task *t)
 	task_strv_free(argv);
 }
 
+/* A task is activity while it runs, output or not: the sandbox is not
+ * stopped or expired for idleness under it. */
+static void activity_start(struct task *t)
+{
+	if (!t->activity) {
+		t->activity = event_new(t->ts->base, -1, EV_PERSIST, activity_fire, t);
+		CHECK(t->activity != NULL);
+	}
+	struct timeval tv = { ACTIVITY_MS / 1000, 0 };
+	evtimer_add(t->activity, &tv);
+}
+
+static void activity_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct task *t = arg;
+	if (t->step == STEP_RUN)
+		registry_touch(t->ts->reg, t->sandbox_id);
+}
+
 static void run_started(void *arg, const struct command_info *info)
 {
 	struct task *t = arg;
 	snprintf(t->command_id, sizeof(t->command_id), "%s", info->id);
 	task_row_dirty(t);
+	activity_start(t);
 	/* the spawn's op ends after this callback */
 	t->op = commands_logs(t->ts->cmds, t->sandbox_id, t->command_id, 0, true, &follow_events, t);
 	if (t->cancel)
@@ -691,6 +714,7 @@ void runner_resume(struct task *t)
 			/* the CLI ran on in the sandbox: its output from where we stored */
 			t->step = STEP_RUN;
 			t->acked = t->safe_offset;
+			activity_start(t);
 			t->op = commands_logs(t->ts->cmds, t->sandbox_id, t->command_id, t->safe_offset, true,
 					      &follow_events, t);
 			return;
@@ -726,6 +750,9 @@ void runner_free(struct task *t)
 	if (t->kill_timer)
 		event_free(t->kill_timer);
 	t->kill_timer = NULL;
+	if (t->activity)
+		event_free(t->activity);
+	t->activity = NULL;
 	free(t->openai_base);
 	t->openai_base = NULL;
 }
