@@ -1,0 +1,155 @@
+/* Private to src/preview: the proxy's objects (struct preview, one exchange
+ * struct px, a kept upstream struct upconn) and the calls the proxy's files
+ * make into each other. */
+#ifndef SANDBAR_PREVIEW_PROXY_INTERNAL_H
+#define SANDBAR_PREVIEW_PROXY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <http_parser.h>
+
+#include "preview/host.h"
+#include "preview/proxy.h"
+
+struct agent_channel;
+struct evbuffer;
+struct http_request;
+struct registry_wait;
+struct upstream_agent;
+
+/* How an exchange reaches the port: the port Docker published, when there
+ * is one (a plain TCP connection, kept alive per host:port afterwards), else
+ * a TCP stream of the sandbox's agent (upstream_agent.c: a bufferevent like a
+ * socket's, so the HTTP code is the same; serves one exchange, never kept). */
+
+#define UP_HIGHWAT  (1024 * 1024) /* queued bytes one way before the source stops */
+#define UP_HEAD_MAX (64 * 1024)	  /* an upstream response head past this: 502 */
+#define UP_KEY_MAX  64
+#define UP_HDRS_MAX 100
+/* A woken sandbox's port: Docker's userland proxy accepts on it before the
+ * app listens, then closes; a connection still open this long after it was
+ * accepted reached the app. Between tries, the wait. */
+#define WAKE_SETTLE_MS 150
+#define WAKE_RETRY_MS  100
+/* An open WebSocket counts as activity at least this often, so the reaper
+ * never stops a sandbox with one (at most half its idle timeout). */
+#define SPLICE_TOUCH_MS 30000
+
+/* A connection to one sandbox port: in an exchange, or kept idle. */
+struct upconn {
+	TAILQ_ENTRY(upconn) link; /* among the kept ones */
+	struct preview *pv;
+	struct bufferevent *bev;
+	char key[UP_KEY_MAX]; /* "addr:port" */
+	bool reused;
+	struct upstream_agent *ua; /* through the agent: bev is its near end, never kept */
+};
+TAILQ_HEAD(upconn_list, upconn);
+
+struct preview {
+	struct event_base *base;
+	struct preview_config cfg;
+	struct registry *reg;
+	struct upconn_list idle;
+};
+
+/* The answer's side of an exchange (the request side only needs "sent all"). */
+enum px_state {
+	PX_RESOLVE, /* the sandbox's row */
+	PX_CONNECT, /* the upstream connection opening */
+	PX_READY,   /* woken sandbox: its port tried until the app holds the connection (or between tries) */
+	PX_HEAD,    /* request sent (its body may still stream), waiting for the answer's head */
+	PX_BODY,    /* answer head sent to the client, its body streaming */
+	PX_SPLICE,  /* 101 answered: bytes copied both ways until either side closes */
+	PX_FLUSH,   /* one side closed: what it sent is written to the other, then both close */
+	PX_DONE,
+	PX_STATE_MAX
+};
+
+struct upheader {
+	uint32_t name, name_len, value, value_len; /* offsets into hbuf */
+};
+
+struct px {
+	struct preview *pv;
+	struct http_request *req;
+	enum px_state state;
+	struct preview_target target;
+	struct sockaddr_storage addr; /* the published port */
+	int addr_len;
+	char key[UP_KEY_MAX];
+	struct registry_wait *wait;
+	struct agent_channel *ch; /* the port is not published: through the agent's channel */
+	struct upconn *up;
+	struct bufferevent *client; /* after an upgrade */
+	struct evbuffer *head;	    /* the request head, kept for a retry on a fresh connection */
+	bool body;		    /* the request has a body */
+	bool chunked;		    /* ... sent chunked */
+	bool sent_all;		    /* the whole request is in the upstream's output */
+	bool upgrade;		    /* the client asked for an upgrade */
+	bool head_method;
+	bool got_bytes;	       /* the upstream answered something */
+	bool woke;	       /* its sandbox was stopped: held while it woke, the port tried until ready */
+	bool port_ready;       /* ... and the app held a connection */
+	int64_t wake_until_ms; /* monotonic: then 504 wake_timeout */
+	int64_t touch_ms;      /* while spliced, activity this often */
+	struct event *tick;    /* a try's settle or wait; the splice's activity */
+
+	http_parser parser;
+	char *hbuf;
+	size_t hlen, hcap;
+	struct upheader hdrs[UP_HDRS_MAX];
+	int nhdrs;
+	bool in_value;
+	bool complete; /* the answer's message is over */
+};
+
+/* ---- proxy.c: the exchange ---- */
+void px_set_state(struct px *px, enum px_state next);
+/* Everything px holds closed or cancelled, and px freed. */
+void px_free(struct px *px);
+/* The answer when nothing could be forwarded (JSON, or a page for a
+ * browser; a started answer is cut); ends the exchange, frees px. */
+void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* A kept connection when there is one (and may_reuse), else a new one. */
+void px_connect(struct px *px, bool may_reuse);
+/* The request's head (again, on a fresh connection), then its body. */
+void px_send(struct px *px);
+/* px's one timer: a woken port's next step, a splice's activity. */
+void px_tick_in(struct px *px, int64_t ms);
+/* A woken sandbox's port does not take the request yet: tried again soon. */
+void px_wake_retry(struct px *px);
+/* Hop-by-hop headers (RFC 9110 7.6.1), those we write ourselves, and those
+ * the Connection header (connection, may be NULL) names. */
+bool proxy_skipped_header(const char *name, const char *connection);
+/* Both the read and the write timeout of bev. */
+void proxy_set_timeouts(struct bufferevent *bev, int64_t ms);
+
+/* ---- proxy_answer.c: the upstream's callbacks during an exchange ---- */
+void up_read(struct bufferevent *bev, void *arg);
+void up_write(struct bufferevent *bev, void *arg);
+void up_event(struct bufferevent *bev, short what, void *arg);
+
+/* ---- proxy_splice.c: after a 101, the client's socket and the upstream's ---- */
+void splice_start(struct bufferevent *client, void *arg);
+
+/* ---- upstream_pool.c: connections to sandbox ports ---- */
+/* A new connection for key: through the agent's stream to port when ch, else
+ * a socket not connected yet. */
+struct upconn *upconn_new(struct preview *pv, const char *key, struct agent_channel *ch, int port);
+/* A kept connection to key, taken out of the pool; NULL when none. */
+struct upconn *upconn_take(struct preview *pv, const char *key);
+/* After an exchange: kept idle (up to idle_per_port per key), else freed. */
+void upconn_keep(struct upconn *up);
+void upconn_free(struct upconn *up);
+/* Every kept connection closed (the proxy goes). */
+void upconn_free_idle(struct preview *pv);
+
+#endif
