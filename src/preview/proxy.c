@@ -56,11 +56,12 @@ void preview_free(struct preview *pv)
 	free(pv);
 }
 
+/* The client went: the server frees its request after this. */
 static void px_cancel(void *arg)
 {
 	struct px *px = arg;
 	px->req = NULL;
-	px_free(px);
+	px_end(px);
 }
 
 bool preview_dispatch(struct preview *pv, struct http_request *req)
@@ -91,24 +92,61 @@ bool preview_dispatch(struct preview *pv, struct http_request *req)
 
 /* ---- the exchange ---- */
 
+/* Forward through the connection's steps (a woken port's tries first), back
+ * to a try or a connect when the app closed before answering, and to the
+ * end from anywhere. */
 void px_set_state(struct px *px, enum px_state next)
 {
+#define S(x) (1u << (x))
 	static const unsigned legal[PX_STATE_MAX] = {
-		[PX_RESOLVE] = 1u << PX_CONNECT | 1u << PX_HEAD | 1u << PX_DONE,
-		[PX_CONNECT] = 1u << PX_HEAD | 1u << PX_READY | 1u << PX_DONE,
-		[PX_READY] = 1u << PX_CONNECT | 1u << PX_HEAD | 1u << PX_DONE,
-		[PX_HEAD] =
-			1u << PX_CONNECT | 1u << PX_READY | 1u << PX_BODY | 1u << PX_SPLICE | 1u << PX_DONE,
-		[PX_BODY] = 1u << PX_DONE,
-		[PX_SPLICE] = 1u << PX_FLUSH | 1u << PX_DONE,
-		[PX_FLUSH] = 1u << PX_DONE,
+		[PX_RESOLVE] = S(PX_WAKE) | S(PX_CONNECT) | S(PX_SENT) | S(PX_DONE),
+		[PX_WAKE] = S(PX_PORT_TRY) | S(PX_DONE),
+		[PX_PORT_TRY] = S(PX_PORT_SETTLE) | S(PX_PORT_RETRY) | S(PX_DONE),
+		[PX_PORT_SETTLE] = S(PX_SENT) | S(PX_PORT_RETRY) | S(PX_DONE),
+		[PX_PORT_RETRY] = S(PX_PORT_TRY) | S(PX_DONE),
+		[PX_CONNECT] = S(PX_SENT) | S(PX_DONE),
+		[PX_SENT] = S(PX_HEAD) | S(PX_CONNECT) | S(PX_PORT_RETRY) | S(PX_DONE),
+		[PX_HEAD] = S(PX_BODY) | S(PX_SPLICE) | S(PX_DONE),
+		[PX_BODY] = S(PX_COMPLETE) | S(PX_DONE),
+		[PX_COMPLETE] = S(PX_DONE),
+		[PX_SPLICE] = S(PX_FLUSH) | S(PX_DONE),
+		[PX_FLUSH] = S(PX_DONE),
 	};
-	CHECK(legal[px->state] & (1u << next));
+#undef S
+	static const char *const names[PX_STATE_MAX] = {
+		[PX_RESOLVE] = "resolve",
+		[PX_WAKE] = "wake",
+		[PX_PORT_TRY] = "port_try",
+		[PX_PORT_SETTLE] = "port_settle",
+		[PX_PORT_RETRY] = "port_retry",
+		[PX_CONNECT] = "connect",
+		[PX_SENT] = "sent",
+		[PX_HEAD] = "head",
+		[PX_BODY] = "body",
+		[PX_COMPLETE] = "complete",
+		[PX_SPLICE] = "splice",
+		[PX_FLUSH] = "flush",
+		[PX_DONE] = "done",
+	};
+	CHECK(next < PX_STATE_MAX && (legal[px->state] & (1u << next)));
+	log_debug("sandbox=%s preview port %d: %s -> %s", px->target.sandbox_id, px->target.port,
+		  names[px->state], names[next]);
 	px->state = next;
 }
 
-void px_free(struct px *px)
+struct http_request *px_take_req(struct px *px)
 {
+	struct http_request *req = px->req;
+	px->req = NULL;
+	if (req)
+		http_request_set_cancel(req, NULL, NULL);
+	return req;
+}
+
+void px_end(struct px *px)
+{
+	if (px->state != PX_DONE)
+		px_set_state(px, PX_DONE);
 	if (px->wait)
 		registry_wait_cancel(px->wait);
 	if (px->up)
@@ -133,8 +171,7 @@ static bool wants_html(struct http_request *req)
 	return html && (!json || html < json);
 }
 
-/* The answer when nothing could be forwarded: JSON for API clients, a small
- * page for browsers. Ends the exchange. */
+/* JSON for API clients, a small page for browsers. */
 void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
 {
 	char msg[512];
@@ -142,10 +179,8 @@ void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	struct http_request *req = px->req;
-	px->req = NULL;
+	struct http_request *req = px_take_req(px);
 	if (req) {
-		http_request_set_cancel(req, NULL, NULL);
 		if (px->state == PX_BODY) {
 			log_warn("preview %s:%d: %s (answer cut)", px->target.sandbox_id, px->target.port,
 				 msg);
@@ -167,9 +202,7 @@ void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
 			http_respond_error(req, status, code, "%s", msg);
 		}
 	}
-	if (px->state != PX_DONE)
-		px_set_state(px, PX_DONE);
-	px_free(px);
+	px_end(px);
 }
 
 /* The connect address of a published port: the publish address, loopback
@@ -230,11 +263,8 @@ static bool px_admit(struct px *px, bool is_private)
 	if (g.set_cookie[0])
 		http_response_header(req, "Set-Cookie", g.set_cookie);
 	http_response_header(req, "Cache-Control", "no-store");
-	px->req = NULL;
-	http_request_set_cancel(req, NULL, NULL);
-	http_respond_empty(req, 302);
-	px_set_state(px, PX_DONE);
-	px_free(px);
+	http_respond_empty(px_take_req(px), 302);
+	px_end(px);
 	return false;
 }
 
@@ -263,14 +293,15 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	bool is_private = sandbox_port_private(sb, px->target.port);
 	int64_t idle_ms = sb->idle_timeout_ms;
 	sandbox_ref_put(ref);
-	if (!px->woke && !px_admit(px, is_private))
+	bool woken = px->state == PX_WAKE; /* read again after the wake */
+	if (!woken && !px_admit(px, is_private))
 		return; /* decided before anything wakes */
-	if (!px->woke && status == SANDBOX_RUNNING)
+	if (!woken && status == SANDBOX_RUNNING)
 		registry_touch(px->pv->reg, px->target.sandbox_id);
-	if (status != SANDBOX_RUNNING && auto_wake && !px->woke &&
+	if (status != SANDBOX_RUNNING && auto_wake && !woken &&
 	    (status == SANDBOX_STOPPED || status == SANDBOX_STOPPING || status == SANDBOX_STARTING)) {
 		/* held: the core wakes it (once however many wait), then it is read again */
-		px->woke = true;
+		px_set_state(px, PX_WAKE);
 		px->wake_until_ms = clock_mono_ms() + px->pv->cfg.wake_timeout_ms;
 		px->wait =
 			registry_acquire(px->pv->reg, px->target.sandbox_id,
@@ -285,16 +316,17 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	}
 	if (host_port <= 0) {
 		px->ch = ch;
-		px_connect(px, false);
-		return;
-	}
-	if (published_addr(px->pv->cfg.publish_addr, host_port, &px->addr, &px->addr_len) != 0) {
+	} else if (published_addr(px->pv->cfg.publish_addr, host_port, &px->addr, &px->addr_len) != 0) {
 		px_fail(px, 502, "upstream_unreachable", "SANDBAR_PUBLISH_ADDR %s is not an address",
 			px->pv->cfg.publish_addr);
 		return;
+	} else {
+		snprintf(px->key, sizeof(px->key), "%s:%d", px->pv->cfg.publish_addr, host_port);
 	}
-	snprintf(px->key, sizeof(px->key), "%s:%d", px->pv->cfg.publish_addr, host_port);
-	px_connect(px, true);
+	if (woken)
+		px_port_try(px);
+	else
+		px_connect(px, host_port > 0);
 }
 
 void proxy_set_timeouts(struct bufferevent *bev, int64_t ms)
@@ -303,23 +335,16 @@ void proxy_set_timeouts(struct bufferevent *bev, int64_t ms)
 	bufferevent_set_timeouts(bev, &tv, &tv);
 }
 
-void px_connect(struct px *px, bool may_reuse)
+/* A new connection, opening in state next (PX_CONNECT, PX_PORT_TRY). */
+static void px_open(struct px *px, enum px_state next)
 {
 	struct preview *pv = px->pv;
-	struct upconn *up = may_reuse ? upconn_take(pv, px->key) : NULL;
-	if (up) {
-		px->up = up;
-		bufferevent_setcb(up->bev, up_read, up_write, up_event, px);
-		px_set_state(px, PX_HEAD);
-		px_send(px);
-		return;
-	}
-	up = upconn_new(pv, px->key, px->ch, px->target.port);
+	struct upconn *up = upconn_new(pv, px->key, px->ch, px->target.port);
 	px->up = up;
 	bufferevent_setcb(up->bev, up_read, up_write, up_event, px);
 	/* through the agent, the read timeout stands for the connect's until it connected */
 	proxy_set_timeouts(up->bev, pv->cfg.connect_timeout_ms);
-	px_set_state(px, PX_CONNECT);
+	px_set_state(px, next);
 	if (up->ua) {
 		bufferevent_enable(up->bev, EV_READ);
 		return;
@@ -327,6 +352,23 @@ void px_connect(struct px *px, bool may_reuse)
 	if (bufferevent_socket_connect(up->bev, (struct sockaddr *)&px->addr, px->addr_len) != 0)
 		px_fail(px, 502, "upstream_unreachable", "cannot connect to port %d of sandbox %s: %s",
 			px->target.port, px->target.sandbox_id, strerror(errno));
+}
+
+void px_connect(struct px *px, bool may_reuse)
+{
+	struct upconn *up = may_reuse ? upconn_take(px->pv, px->key) : NULL;
+	if (!up) {
+		px_open(px, PX_CONNECT);
+		return;
+	}
+	px->up = up;
+	bufferevent_setcb(up->bev, up_read, up_write, up_event, px);
+	px_send(px);
+}
+
+void px_port_try(struct px *px)
+{
+	px_open(px, PX_PORT_TRY);
 }
 
 /* ---- the request, upstream ---- */
@@ -427,6 +469,7 @@ static const struct http_body_stream body_cbs = { body_data, body_end };
  * then the body as it comes; the head timeout runs from here. */
 void px_send(struct px *px)
 {
+	px_set_state(px, PX_SENT);
 	if (!px->head)
 		build_head(px);
 	struct bufferevent *bev = px->up->bev;
@@ -463,8 +506,7 @@ void px_wake_retry(struct px *px)
 		upconn_free(px->up);
 		px->up = NULL;
 	}
-	if (px->state != PX_READY)
-		px_set_state(px, PX_READY);
+	px_set_state(px, PX_PORT_RETRY);
 	if (clock_mono_ms() + WAKE_RETRY_MS >= px->wake_until_ms) {
 		px_fail(px, 504, "wake_timeout",
 			"sandbox %s woke, but nothing answered on port %d within SANDBAR_WAKE_TIMEOUT",
@@ -484,12 +526,10 @@ static void px_tick(evutil_socket_t fd, short what, void *arg)
 		px_tick_in(px, px->touch_ms);
 		return;
 	}
-	CHECK(px->state == PX_READY);
-	if (px->up) {
-		px->port_ready = true;
-		px_set_state(px, PX_HEAD);
+	if (px->state == PX_PORT_SETTLE) {
 		px_send(px);
 		return;
 	}
-	px_connect(px, false);
+	CHECK(px->state == PX_PORT_RETRY);
+	px_port_try(px);
 }

@@ -146,8 +146,8 @@ static int on_message_complete(http_parser *p)
 	struct px *px = p->data;
 	if (px->state != PX_BODY)
 		return 0; /* an interim answer, or the 101 */
-	px->complete = true;
-	http_parser_pause(p, 1);
+	px_set_state(px, PX_COMPLETE);
+	http_parser_pause(p, 1); /* up_parse sees it, the exchange ends there */
 	return 0;
 }
 
@@ -174,9 +174,7 @@ static void resume_upstream(void *arg)
  * when both sides said keep-alive and the whole request went out. */
 static void px_complete(struct px *px)
 {
-	struct http_request *req = px->req;
-	px->req = NULL;
-	http_request_set_cancel(req, NULL, NULL);
+	struct http_request *req = px_take_req(px);
 	bool keep = http_should_keep_alive(&px->parser) && px->sent_all && !px->up->ua &&
 		    evbuffer_get_length(bufferevent_get_input(px->up->bev)) == 0;
 	struct upconn *up = px->up;
@@ -185,8 +183,7 @@ static void px_complete(struct px *px)
 		upconn_keep(up);
 	else
 		upconn_free(up);
-	px_set_state(px, PX_DONE);
-	px_free(px);
+	px_end(px);
 	http_response_end(req);
 }
 
@@ -201,21 +198,20 @@ void up_read(struct bufferevent *bev, void *arg)
 static bool up_parse(struct px *px, struct bufferevent *bev, bool all)
 {
 	struct evbuffer *in = bufferevent_get_input(bev);
-	if (px->state == PX_READY) {
+	if (px->state == PX_PORT_SETTLE) {
 		/* the app spoke first: it is there */
 		event_del(px->tick);
-		px->port_ready = true;
-		px_set_state(px, PX_HEAD);
 		px_send(px);
 	}
-	px->got_bytes = true;
+	if (px->state == PX_SENT)
+		px_set_state(px, PX_HEAD);
 	while (evbuffer_get_length(in) > 0 && (px->state == PX_HEAD || px->state == PX_BODY)) {
 		size_t n = evbuffer_get_contiguous_space(in);
 		const char *data = (const char *)evbuffer_pullup(in, (ssize_t)n);
 		size_t used = http_parser_execute(&px->parser, &parser_settings, data, n);
 		enum http_errno e = HTTP_PARSER_ERRNO(&px->parser);
 		evbuffer_drain(in, used);
-		if (px->complete) {
+		if (px->state == PX_COMPLETE) {
 			px_complete(px);
 			return false;
 		}
@@ -227,11 +223,8 @@ static bool up_parse(struct px *px, struct bufferevent *bev, bool all)
 			}
 			forward_headers(px, true);
 			px_set_state(px, PX_SPLICE);
-			struct http_request *req = px->req;
-			px->req = NULL;
-			http_request_set_cancel(req, NULL, NULL);
 			bufferevent_disable(bev, EV_READ);
-			http_request_upgrade(req, splice_start, px);
+			http_request_upgrade(px_take_req(px), splice_start, px);
 			return false;
 		}
 		if (e != HPE_OK) {
@@ -262,25 +255,25 @@ void up_event(struct bufferevent *bev, short what, void *arg)
 		int one = 1; /* a head and its body are two writes: no Nagle wait between */
 		if (!px->up->ua)
 			setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (px->woke && !px->port_ready) {
+		if (px->state == PX_PORT_TRY) {
 			/* held a moment: Docker's proxy closes at once while the app does not listen */
-			px_set_state(px, PX_READY);
+			px_set_state(px, PX_PORT_SETTLE);
 			bufferevent_enable(bev, EV_READ);
 			px_tick_in(px, WAKE_SETTLE_MS);
 			return;
 		}
-		px_set_state(px, PX_HEAD);
 		px_send(px);
 		return;
 	}
 	int agent_err = px->up->ua ? upstream_agent_error(px->up->ua) : 0;
-	if (px->state == PX_CONNECT && agent_err == ENOTSUP) {
+	bool connecting = px->state == PX_CONNECT || px->state == PX_PORT_TRY;
+	if (connecting && agent_err == ENOTSUP) {
 		px_fail(px, 502, "port_not_published",
 			"port %d of sandbox %s is not published, and its agent predates TCP streams",
 			px->target.port, px->target.sandbox_id);
 		return;
 	}
-	if (px->woke && !px->port_ready && (px->state == PX_CONNECT || px->state == PX_READY)) {
+	if (px->state == PX_PORT_TRY || px->state == PX_PORT_SETTLE) {
 		px_wake_retry(px);
 		return;
 	}
@@ -294,35 +287,36 @@ void up_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	/* the agent's EOF may come with bytes still unparsed (no socket read found it) */
-	if ((what & BEV_EVENT_EOF) && (px->state == PX_HEAD || px->state == PX_BODY) &&
+	if ((what & BEV_EVENT_EOF) &&
+	    (px->state == PX_SENT || px->state == PX_HEAD || px->state == PX_BODY) &&
 	    evbuffer_get_length(bufferevent_get_input(bev)) > 0 && !up_parse(px, bev, true))
 		return;
 	if ((what & BEV_EVENT_EOF) && px->state == PX_BODY) {
 		/* an answer ended by the close (no length, HTTP/1.0 style) */
 		http_parser_execute(&px->parser, &parser_settings, NULL, 0);
-		if (px->complete) {
+		if (px->state == PX_COMPLETE) {
 			px_complete(px);
 			return;
 		}
 	}
-	if (px->state == PX_HEAD && !px->got_bytes && px->woke && !px->up->reused && !px->body) {
+	if (px->state == PX_SENT && px->wake_until_ms && !px->up->reused && !px->body) {
 		/* the app of a woken sandbox closed before answering: it may be starting still */
-		px->port_ready = false;
 		px_wake_retry(px);
 		return;
 	}
-	if (px->state == PX_HEAD && !px->got_bytes && px->up->reused && !px->body) {
+	if (px->state == PX_SENT && px->up->reused && !px->body) {
 		/* a kept connection the app had closed meanwhile: once more on a fresh one */
 		upconn_free(px->up);
 		px->up = NULL;
 		px_connect(px, false);
 		return;
 	}
+	bool unanswered = px->state == PX_SENT || px->state == PX_HEAD;
 	if (what & BEV_EVENT_TIMEOUT)
-		px_fail(px, px->state == PX_HEAD ? 504 : 502, "upstream_timeout", "port %d of sandbox %s %s",
+		px_fail(px, unanswered ? 504 : 502, "upstream_timeout", "port %d of sandbox %s %s",
 			px->target.port, px->target.sandbox_id,
-			px->state == PX_HEAD ? "did not answer in time" : "went quiet mid-answer");
-	else if (px->state == PX_HEAD && !px->got_bytes)
+			unanswered ? "did not answer in time" : "went quiet mid-answer");
+	else if (px->state == PX_SENT)
 		px_fail(px, 502, "upstream_unreachable",
 			"port %d of sandbox %s closed the connection without an answer (is anything "
 			"listening?)",

@@ -59,16 +59,23 @@ struct preview {
 	struct upconn_list idle;
 };
 
-/* The answer's side of an exchange (the request side only needs "sent all"). */
+/* Where an exchange is, from the Host to the end; px_set_state moves it
+ * (a legality table, a debug line). The request's body streams beside the
+ * states from PX_SENT on (sent_all says when it is all out). */
 enum px_state {
-	PX_RESOLVE, /* the sandbox's row */
-	PX_CONNECT, /* the upstream connection opening */
-	PX_READY,   /* woken sandbox: its port tried until the app holds the connection (or between tries) */
-	PX_HEAD,    /* request sent (its body may still stream), waiting for the answer's head */
-	PX_BODY,    /* answer head sent to the client, its body streaming */
-	PX_SPLICE,  /* 101 answered: bytes copied both ways until either side closes */
-	PX_FLUSH,   /* one side closed: what it sent is written to the other, then both close */
-	PX_DONE,
+	PX_RESOLVE,	/* the sandbox's row read, its token checked */
+	PX_WAKE,	/* it was stopped: held while the core wakes it, then its row read again */
+	PX_PORT_TRY,	/* woken: a connection to its port opening */
+	PX_PORT_SETTLE, /* ... open, held WAKE_SETTLE_MS unless the app speaks first */
+	PX_PORT_RETRY,	/* ... refused, closed, or closed unanswered: the next try after WAKE_RETRY_MS */
+	PX_CONNECT,	/* the upstream connection opening (the port known to listen, or never asleep) */
+	PX_SENT,	/* the request's head sent (its body may still stream), nothing answered yet */
+	PX_HEAD,	/* the answer's head coming in (an interim 1xx too) */
+	PX_BODY,	/* the answer's head passed on, its body streaming to the client */
+	PX_COMPLETE,	/* the answer is over: its connection kept or closed, the client's answer ended */
+	PX_SPLICE,	/* 101 answered: bytes copied both ways until either side closes */
+	PX_FLUSH,	/* one side closed: what it sent is written to the other, then both close */
+	PX_DONE,	/* answered or abandoned: px is being freed */
 	PX_STATE_MAX
 };
 
@@ -76,9 +83,10 @@ struct upheader {
 	uint32_t name, name_len, value, value_len; /* offsets into hbuf */
 };
 
+/* One proxied request (an exchange). */
 struct px {
 	struct preview *pv;
-	struct http_request *req;
+	struct http_request *req; /* NULL once answered, upgraded or gone */
 	enum px_state state;
 	struct preview_target target;
 	struct sockaddr_storage addr; /* the published port */
@@ -89,38 +97,45 @@ struct px {
 	struct upconn *up;
 	struct bufferevent *client; /* after an upgrade */
 	struct evbuffer *head;	    /* the request head, kept for a retry on a fresh connection */
-	bool body;		    /* the request has a body */
-	bool chunked;		    /* ... sent chunked */
-	bool sent_all;		    /* the whole request is in the upstream's output */
-	bool upgrade;		    /* the client asked for an upgrade */
-	bool head_method;
-	bool got_bytes;	       /* the upstream answered something */
-	bool woke;	       /* its sandbox was stopped: held while it woke, the port tried until ready */
-	bool port_ready;       /* ... and the app held a connection */
-	int64_t wake_until_ms; /* monotonic: then 504 wake_timeout */
+	int64_t wake_until_ms; /* 0: its sandbox ran when asked; else woken for it, 504 wake_timeout then */
 	int64_t touch_ms;      /* while spliced, activity this often */
-	struct event *tick;    /* a try's settle or wait; the splice's activity */
+	struct event *tick;    /* a woken port's settle or next try; the splice's activity */
+	/* Facts of the client's request, fixed once its head is built: */
+	bool body;	  /* it has a body */
+	bool chunked;	  /* ... sent chunked */
+	bool upgrade;	  /* it asks for an upgrade */
+	bool head_method; /* HEAD: the answer has no body whatever it says */
+	/* The request side, which runs beside the answer's states (an app may
+	 * answer before the body is in): the whole request is in the upstream's
+	 * output. A kept connection needs it. */
+	bool sent_all;
 
+	/* the answer's head, parsed */
 	http_parser parser;
 	char *hbuf;
 	size_t hlen, hcap;
 	struct upheader hdrs[UP_HDRS_MAX];
 	int nhdrs;
-	bool in_value;
-	bool complete; /* the answer's message is over */
+	bool in_value; /* the parser's place in a header line (name or value), below the state */
 };
 
 /* ---- proxy.c: the exchange ---- */
 void px_set_state(struct px *px, enum px_state next);
-/* Everything px holds closed or cancelled, and px freed. */
-void px_free(struct px *px);
+/* The client's request, no longer px's to answer or cancel (NULL when it
+ * went); px_fail, an upgrade and a complete answer take it. */
+struct http_request *px_take_req(struct px *px);
+/* The exchange is over: PX_DONE, everything px holds closed or cancelled, px freed. */
+void px_end(struct px *px);
 /* The answer when nothing could be forwarded (JSON, or a page for a
- * browser; a started answer is cut); ends the exchange, frees px. */
+ * browser; a started answer is cut); ends the exchange. */
 void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* A kept connection when there is one (and may_reuse), else a new one. */
 void px_connect(struct px *px, bool may_reuse);
-/* The request's head (again, on a fresh connection), then its body. */
+/* A woken port tried: a new connection (PX_PORT_TRY). */
+void px_port_try(struct px *px);
+/* PX_SENT: the request's head goes out (again, on a fresh connection),
+ * then its body as it comes. */
 void px_send(struct px *px);
 /* px's one timer: a woken port's next step, a splice's activity. */
 void px_tick_in(struct px *px, int64_t ms);

@@ -7,17 +7,10 @@
 #include "proxy_internal.h"
 #include "sandbox/registry.h"
 
-static void splice_close(struct px *px);
 static void splice_move(struct px *px, struct bufferevent *from, struct bufferevent *to);
 static void splice_read(struct bufferevent *bev, void *arg);
 static void splice_write(struct bufferevent *bev, void *arg);
 static void splice_event(struct bufferevent *bev, short what, void *arg);
-
-static void splice_close(struct px *px)
-{
-	px_set_state(px, PX_DONE);
-	px_free(px);
-}
 
 static void splice_move(struct px *px, struct bufferevent *from, struct bufferevent *to)
 {
@@ -39,7 +32,7 @@ static void splice_write(struct bufferevent *bev, void *arg)
 	struct px *px = arg;
 	if (px->state == PX_FLUSH) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			splice_close(px);
+			px_end(px);
 		return;
 	}
 	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
@@ -54,12 +47,12 @@ static void splice_event(struct bufferevent *bev, short what, void *arg)
 	struct px *px = arg;
 	struct bufferevent *other = bev == px->client ? px->up->bev : px->client;
 	if (px->state != PX_SPLICE || !(what & BEV_EVENT_EOF)) {
-		splice_close(px);
+		px_end(px);
 		return;
 	}
 	evbuffer_add_buffer(bufferevent_get_output(other), bufferevent_get_input(bev));
 	if (evbuffer_get_length(bufferevent_get_output(other)) == 0) {
-		splice_close(px);
+		px_end(px);
 		return;
 	}
 	px_set_state(px, PX_FLUSH);
