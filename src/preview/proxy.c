@@ -92,20 +92,21 @@ bool preview_dispatch(struct preview *pv, struct http_request *req)
 
 /* ---- the exchange ---- */
 
-/* Forward through the connection's steps (a woken port's tries first), back
- * to a try or a connect when the app closed before answering, and to the
- * end from anywhere. */
+/* Forward through the steps (a woken port's first: its service asked
+ * about, else tried), back to a fresh connection or to the agent when the
+ * app closed a sent request unanswered, and to the end from anywhere. */
 void px_set_state(struct px *px, enum px_state next)
 {
 #define S(x) (1u << (x))
 	static const unsigned legal[PX_STATE_MAX] = {
 		[PX_RESOLVE] = S(PX_WAKE) | S(PX_CONNECT) | S(PX_SENT) | S(PX_DONE),
-		[PX_WAKE] = S(PX_PORT_TRY) | S(PX_DONE),
-		[PX_PORT_TRY] = S(PX_PORT_SETTLE) | S(PX_PORT_RETRY) | S(PX_DONE),
+		[PX_WAKE] = S(PX_PORT_POLL) | S(PX_PORT_TRY) | S(PX_DONE),
+		[PX_PORT_POLL] = S(PX_PORT_TRY) | S(PX_CONNECT) | S(PX_DONE),
+		[PX_PORT_TRY] = S(PX_PORT_SETTLE) | S(PX_SENT) | S(PX_PORT_RETRY) | S(PX_DONE),
 		[PX_PORT_SETTLE] = S(PX_SENT) | S(PX_PORT_RETRY) | S(PX_DONE),
 		[PX_PORT_RETRY] = S(PX_PORT_TRY) | S(PX_DONE),
 		[PX_CONNECT] = S(PX_SENT) | S(PX_DONE),
-		[PX_SENT] = S(PX_HEAD) | S(PX_CONNECT) | S(PX_PORT_RETRY) | S(PX_DONE),
+		[PX_SENT] = S(PX_HEAD) | S(PX_CONNECT) | S(PX_PORT_POLL) | S(PX_PORT_RETRY) | S(PX_DONE),
 		[PX_HEAD] = S(PX_BODY) | S(PX_SPLICE) | S(PX_DONE),
 		[PX_BODY] = S(PX_COMPLETE) | S(PX_DONE),
 		[PX_COMPLETE] = S(PX_DONE),
@@ -116,6 +117,7 @@ void px_set_state(struct px *px, enum px_state next)
 	static const char *const names[PX_STATE_MAX] = {
 		[PX_RESOLVE] = "resolve",
 		[PX_WAKE] = "wake",
+		[PX_PORT_POLL] = "port_poll",
 		[PX_PORT_TRY] = "port_try",
 		[PX_PORT_SETTLE] = "port_settle",
 		[PX_PORT_RETRY] = "port_retry",
@@ -147,6 +149,7 @@ void px_end(struct px *px)
 {
 	if (px->state != PX_DONE)
 		px_set_state(px, PX_DONE);
+	px_port_release(px);
 	if (px->wait)
 		registry_wait_cancel(px->wait);
 	if (px->up)
@@ -292,8 +295,10 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	bool auto_wake = sb->auto_wake;
 	bool is_private = sandbox_port_private(sb, px->target.port);
 	int64_t idle_ms = sb->idle_timeout_ms;
-	sandbox_ref_put(ref);
 	bool woken = px->state == PX_WAKE; /* read again after the wake */
+	if (woken && host_port > 0)
+		px->ref = sandbox_ref_hold(ref); /* its agent says when the port is ready */
+	sandbox_ref_put(ref);
 	if (!woken && !px_admit(px, is_private))
 		return; /* decided before anything wakes */
 	if (!woken && status == SANDBOX_RUNNING)
@@ -324,7 +329,7 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 		snprintf(px->key, sizeof(px->key), "%s:%d", px->pv->cfg.publish_addr, host_port);
 	}
 	if (woken)
-		px_port_try(px);
+		px_port_wait(px);
 	else
 		px_connect(px, host_port > 0);
 }
@@ -335,8 +340,7 @@ void proxy_set_timeouts(struct bufferevent *bev, int64_t ms)
 	bufferevent_set_timeouts(bev, &tv, &tv);
 }
 
-/* A new connection, opening in state next (PX_CONNECT, PX_PORT_TRY). */
-static void px_open(struct px *px, enum px_state next)
+void px_open(struct px *px, enum px_state next)
 {
 	struct preview *pv = px->pv;
 	struct upconn *up = upconn_new(pv, px->key, px->ch, px->target.port);
@@ -364,11 +368,6 @@ void px_connect(struct px *px, bool may_reuse)
 	px->up = up;
 	bufferevent_setcb(up->bev, up_read, up_write, up_event, px);
 	px_send(px);
-}
-
-void px_port_try(struct px *px)
-{
-	px_open(px, PX_PORT_TRY);
 }
 
 /* ---- the request, upstream ---- */
@@ -486,7 +485,7 @@ void px_send(struct px *px)
 		px->sent_all = true;
 }
 
-/* ---- a woken sandbox's port ---- */
+/* ---- the one timer ---- */
 
 void px_tick_in(struct px *px, int64_t ms)
 {
@@ -498,38 +497,11 @@ void px_tick_in(struct px *px, int64_t ms)
 	evtimer_add(px->tick, &tv);
 }
 
-/* Nothing listens behind the port yet (refused, or closed unanswered): tried
- * again soon, until the wake's deadline. */
-void px_wake_retry(struct px *px)
-{
-	if (px->up) {
-		upconn_free(px->up);
-		px->up = NULL;
-	}
-	px_set_state(px, PX_PORT_RETRY);
-	if (clock_mono_ms() + WAKE_RETRY_MS >= px->wake_until_ms) {
-		px_fail(px, 504, "wake_timeout",
-			"sandbox %s woke, but nothing answered on port %d within SANDBAR_WAKE_TIMEOUT",
-			px->target.sandbox_id, px->target.port);
-		return;
-	}
-	px_tick_in(px, WAKE_RETRY_MS);
-}
-
-/* A try's settle is over (the app holds the connection: the request goes),
- * or its wait (another try); a splice's activity. */
 static void px_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct px *px = arg;
-	if (px->state == PX_SPLICE) {
-		registry_touch(px->pv->reg, px->target.sandbox_id);
-		px_tick_in(px, px->touch_ms);
-		return;
-	}
-	if (px->state == PX_PORT_SETTLE) {
-		px_send(px);
-		return;
-	}
-	CHECK(px->state == PX_PORT_RETRY);
-	px_port_try(px);
+	if (px->state == PX_SPLICE)
+		splice_tick(px);
+	else
+		px_port_tick(px);
 }

@@ -256,10 +256,7 @@ void up_event(struct bufferevent *bev, short what, void *arg)
 		if (!px->up->ua)
 			setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (px->state == PX_PORT_TRY) {
-			/* held a moment: Docker's proxy closes at once while the app does not listen */
-			px_set_state(px, PX_PORT_SETTLE);
-			bufferevent_enable(bev, EV_READ);
-			px_tick_in(px, WAKE_SETTLE_MS);
+			px_port_connected(px);
 			return;
 		}
 		px_send(px);
@@ -274,7 +271,7 @@ void up_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (px->state == PX_PORT_TRY || px->state == PX_PORT_SETTLE) {
-		px_wake_retry(px);
+		px_port_again(px);
 		return;
 	}
 	if (px->state == PX_CONNECT) {
@@ -301,7 +298,7 @@ void up_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (px->state == PX_SENT && px->wake_until_ms && !px->up->reused && !px->body) {
 		/* the app of a woken sandbox closed before answering: it may be starting still */
-		px_wake_retry(px);
+		px_port_again(px);
 		return;
 	}
 	if (px->state == PX_SENT && px->up->reused && !px->body) {

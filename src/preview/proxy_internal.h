@@ -20,7 +20,9 @@
 struct agent_channel;
 struct evbuffer;
 struct http_request;
+struct px_ask;
 struct registry_wait;
+struct sandbox_ref;
 struct upstream_agent;
 
 /* How an exchange reaches the port: the port Docker published, when there
@@ -32,11 +34,6 @@ struct upstream_agent;
 #define UP_HEAD_MAX (64 * 1024)	  /* an upstream response head past this: 502 */
 #define UP_KEY_MAX  64
 #define UP_HDRS_MAX 100
-/* A woken sandbox's port: Docker's userland proxy accepts on it before the
- * app listens, then closes; a connection still open this long after it was
- * accepted reached the app. Between tries, the wait. */
-#define WAKE_SETTLE_MS 150
-#define WAKE_RETRY_MS  100
 /* An open WebSocket counts as activity at least this often, so the reaper
  * never stops a sandbox with one (at most half its idle timeout). */
 #define SPLICE_TOUCH_MS 30000
@@ -65,10 +62,11 @@ struct preview {
 enum px_state {
 	PX_RESOLVE,	/* the sandbox's row read, its token checked */
 	PX_WAKE,	/* it was stopped: held while the core wakes it, then its row read again */
-	PX_PORT_TRY,	/* woken: a connection to its port opening */
-	PX_PORT_SETTLE, /* ... open, held WAKE_SETTLE_MS unless the app speaks first */
-	PX_PORT_RETRY,	/* ... refused, closed, or closed unanswered: the next try after WAKE_RETRY_MS */
-	PX_CONNECT,	/* the upstream connection opening (the port known to listen, or never asleep) */
+	PX_PORT_POLL,	/* woken: the agent asked whether the port's service is ready, until it is */
+	PX_PORT_TRY,	/* woken, no service on the port (or through the agent): a connection opening */
+	PX_PORT_SETTLE, /* ... open to a published port, held a moment unless the app speaks first */
+	PX_PORT_RETRY,	/* ... refused or closed: the next try soon */
+	PX_CONNECT,	/* the upstream connection opening (its sandbox ran, or its service is ready) */
 	PX_SENT,	/* the request's head sent (its body may still stream), nothing answered yet */
 	PX_HEAD,	/* the answer's head coming in (an interim 1xx too) */
 	PX_BODY,	/* the answer's head passed on, its body streaming to the client */
@@ -97,9 +95,11 @@ struct px {
 	struct upconn *up;
 	struct bufferevent *client; /* after an upgrade */
 	struct evbuffer *head;	    /* the request head, kept for a retry on a fresh connection */
-	int64_t wake_until_ms; /* 0: its sandbox ran when asked; else woken for it, 504 wake_timeout then */
-	int64_t touch_ms;      /* while spliced, activity this often */
-	struct event *tick;    /* a woken port's settle or next try; the splice's activity */
+	int64_t wake_until_ms;	    /* woken for it: 504 wake_timeout then (0: it ran when asked) */
+	struct sandbox_ref *ref; /* woken, published: its handle, whose agent says when the port is ready */
+	struct px_ask *ask;	 /* ... a question to the agent in flight (proxy_wake.c) */
+	int64_t touch_ms;	 /* while spliced, activity this often */
+	struct event *tick;	 /* a woken port's next step or deadline; the splice's activity */
 	/* Facts of the client's request, fixed once its head is built: */
 	bool body;	  /* it has a body */
 	bool chunked;	  /* ... sent chunked */
@@ -132,15 +132,13 @@ void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* A kept connection when there is one (and may_reuse), else a new one. */
 void px_connect(struct px *px, bool may_reuse);
-/* A woken port tried: a new connection (PX_PORT_TRY). */
-void px_port_try(struct px *px);
+/* A new connection, opening in state next (PX_CONNECT, PX_PORT_TRY). */
+void px_open(struct px *px, enum px_state next);
 /* PX_SENT: the request's head goes out (again, on a fresh connection),
  * then its body as it comes. */
 void px_send(struct px *px);
-/* px's one timer: a woken port's next step, a splice's activity. */
+/* px's one timer (px_tick: a woken port's next step, or a splice's activity), ms from now. */
 void px_tick_in(struct px *px, int64_t ms);
-/* A woken sandbox's port does not take the request yet: tried again soon. */
-void px_wake_retry(struct px *px);
 /* Hop-by-hop headers (RFC 9110 7.6.1), those we write ourselves, and those
  * the Connection header (connection, may be NULL) names. */
 bool proxy_skipped_header(const char *name, const char *connection);
@@ -152,8 +150,24 @@ void up_read(struct bufferevent *bev, void *arg);
 void up_write(struct bufferevent *bev, void *arg);
 void up_event(struct bufferevent *bev, short what, void *arg);
 
+/* ---- proxy_wake.c: a woken sandbox's port, until it may take the request ---- */
+/* After the wake: the agent asked about the port's service (PX_PORT_POLL,
+ * px->ref held), or, through the agent, the port tried. */
+void px_port_wait(struct px *px);
+/* PX_PORT_TRY connected: the request goes, at once or after a moment. */
+void px_port_connected(struct px *px);
+/* A try refused or closed (then PX_PORT_RETRY), or a sent request closed
+ * unanswered (PX_PORT_POLL again): the next step soon, within the deadline. */
+void px_port_again(struct px *px);
+/* px's tick in PX_PORT_POLL, PX_PORT_SETTLE or PX_PORT_RETRY. */
+void px_port_tick(struct px *px);
+/* The handle and any question to the agent let go (px ends). */
+void px_port_release(struct px *px);
+
 /* ---- proxy_splice.c: after a 101, the client's socket and the upstream's ---- */
 void splice_start(struct bufferevent *client, void *arg);
+/* px's tick while spliced: activity, and the next tick. */
+void splice_tick(struct px *px);
 
 /* ---- upstream_pool.c: connections to sandbox ports ---- */
 /* A new connection for key: through the agent's stream to port when ch, else

@@ -85,3 +85,9 @@ void splice_start(struct bufferevent *client, void *arg)
 		px->touch_ms = 500;
 	px_tick_in(px, px->touch_ms);
 }
+
+void splice_tick(struct px *px)
+{
+	registry_touch(px->pv->reg, px->target.sandbox_id);
+	px_tick_in(px, px->touch_ms);
+}
