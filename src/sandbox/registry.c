@@ -33,6 +33,9 @@ static unsigned bucket_of(const char *id);
 static struct entry *entry_find(struct registry *reg, const char *id);
 static bool entry_trusted(const struct registry *reg, const struct entry *e);
 static void wait_fire(evutil_socket_t fd, short what, void *arg);
+static void wait_fail(struct registry_wait *w, const struct core_error *err);
+static void wait_queried(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void acquire_answer(struct registry_wait *w, struct sandbox_ref *ref, const struct core_error *err);
 static bool wakeable(const struct registry_wait *w, const struct sandbox *sb);
 static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref);
 static void acquire_queue(struct registry_wait *w, const char *id);
@@ -332,13 +335,7 @@ static void wait_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct registry_wait *w = arg;
 	if (wait_failed(w)) {
-		if (w->kind == WAIT_ACQUIRE)
-			w->ref_cb(NULL, &w->err, w->arg);
-		else if (w->kind == WAIT_LIST)
-			w->list_cb(&w->err, NULL, 0, 0, w->arg);
-		else if (w->moved_cb)
-			w->moved_cb(&w->err, w->ref ? &w->ref->sb : NULL, w->arg);
-		wait_free(w);
+		wait_fail(w, &w->err);
 		return;
 	}
 	struct sandbox_ref *ref = w->ref;
@@ -376,29 +373,54 @@ static void deliver_ref(struct registry_wait *w, struct sandbox_ref *ref)
 	} else {
 		if ((w->flags & REGISTRY_TOUCH) && sb->status == SANDBOX_RUNNING)
 			registry_touch(w->reg, sb->id);
-		registry_ref_fn cb = w->ref_cb;
-		void *arg = w->arg;
-		wait_free(w);
-		cb(ref, NULL, arg);
+		acquire_answer(w, ref, NULL);
 		return;
 	}
 	sandbox_ref_put(ref);
+	acquire_answer(w, NULL, &err);
+}
+
+/* w goes, then its caller hears: ref (held for it), or err (not w's own). */
+static void acquire_answer(struct registry_wait *w, struct sandbox_ref *ref, const struct core_error *err)
+{
 	registry_ref_fn cb = w->ref_cb;
 	void *arg = w->arg;
 	wait_free(w);
-	cb(NULL, &err, arg);
+	cb(ref, err, arg);
 }
 
-/* A write's or a list's query failed: its caller hears it, w goes. */
-void wait_pg_failed(struct registry_wait *w, enum pg_error err, const char *message)
+/* w failed with err (w's own, or another): its caller hears it, then w goes. */
+static void wait_fail(struct registry_wait *w, const struct core_error *err)
 {
-	struct core_error e;
-	pg_core_error(&e, err, message);
-	if (w->kind == WAIT_LIST)
-		w->list_cb(&e, NULL, 0, 0, w->arg);
+	if (w->kind == WAIT_ACQUIRE)
+		w->ref_cb(NULL, err, w->arg);
+	else if (w->kind == WAIT_LIST)
+		w->list_cb(err, NULL, 0, 0, w->arg);
 	else if (w->moved_cb)
-		w->moved_cb(&e, NULL, w->arg);
+		w->moved_cb(err, w->ref ? &w->ref->sb : NULL, w->arg);
 	wait_free(w);
+}
+
+void wait_query(struct registry_wait *w, const char *sql, int nparams, const char *const *params,
+		wait_result_fn done)
+{
+	w->queried = done;
+	w->query = pg_query_send(w->reg->pg, sql, nparams, params, wait_queried, w);
+}
+
+/* A write's or a list's answer: its result to w->queried, or its failure to
+ * the caller. */
+static void wait_queried(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct registry_wait *w = arg;
+	w->query = NULL;
+	if (err != PG_OK) {
+		struct core_error e;
+		pg_core_error(&e, err, message);
+		wait_fail(w, &e);
+		return;
+	}
+	w->queried(w, res);
 }
 
 /* ---- acquire ---- */
@@ -442,10 +464,7 @@ static void woken(const struct core_error *err, void *arg)
 	struct registry_wait *w = arg;
 	w->wake = NULL;
 	if (err) {
-		registry_ref_fn cb = w->ref_cb;
-		void *warg = w->arg;
-		wait_free(w);
-		cb(NULL, err, warg);
+		acquire_answer(w, NULL, err);
 		return;
 	}
 	w->flags = (w->flags & ~(unsigned)REGISTRY_WAKE) | REGISTRY_FRESH;
@@ -492,14 +511,10 @@ static void entry_loaded(enum pg_error err, PGresult *res, const char *message, 
 		struct registry_wait *w = list;
 		list = w->next;
 		w->entry = NULL;
-		if (ref) {
+		if (ref)
 			deliver_ref(w, sandbox_ref_hold(ref));
-		} else {
-			registry_ref_fn cb = w->ref_cb;
-			void *warg = w->arg;
-			wait_free(w);
-			cb(NULL, &fail, warg);
-		}
+		else
+			acquire_answer(w, NULL, &fail);
 	}
 	sandbox_ref_put(ref);
 }

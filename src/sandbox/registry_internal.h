@@ -49,6 +49,11 @@ struct entry {
 
 enum wait_kind { WAIT_ACQUIRE, WAIT_MOVE, WAIT_LIST };
 
+struct registry_wait;
+/* What a write or a list does with its query's result (a failure has
+ * answered the caller already). */
+typedef void (*wait_result_fn)(struct registry_wait *w, PGresult *res);
+
 /* A pending call: an acquire, a write (insert, transition, heartbeat) or a list. */
 struct registry_wait {
 	struct registry *reg;
@@ -62,6 +67,7 @@ struct registry_wait {
 	void *arg;
 	struct event *later; /* delivery from the loop */
 	struct pg_query *query;
+	wait_result_fn queried;	 /* its result */
 	struct sandbox_ref *ref; /* to deliver */
 	struct core_error err;	 /* kind CORE_OK until the call fails */
 	/* a write */
@@ -116,7 +122,9 @@ void wait_later(struct registry_wait *w);
 bool wait_failed(const struct registry_wait *w);
 void wait_fail_later(struct registry_wait *w, enum core_err kind, const char *code, const char *msg);
 void wait_free(struct registry_wait *w);
-/* A write's or a list's query failed: its caller hears it, w goes. */
-void wait_pg_failed(struct registry_wait *w, enum pg_error err, const char *message);
+/* Sends a write's or a list's query: done has its result, or the caller
+ * hears of its failure and w goes. */
+void wait_query(struct registry_wait *w, const char *sql, int nparams, const char *const *params,
+		wait_result_fn done);
 
 #endif

@@ -6,12 +6,12 @@
 #include <stdlib.h>
 
 #include <json-c/json.h>
+#include <libpq-fe.h>
 
-#include "pg/pool.h"
 #include "registry_internal.h"
 #include "row.h"
 
-static void listed(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void listed(struct registry_wait *w, PGresult *res);
 
 struct registry_wait *registry_list(struct registry *reg, const struct sandbox_filter *f, registry_list_fn cb,
 				    void *arg)
@@ -46,18 +46,13 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 		f && f->limit ? limit : NULL,
 		offset,
 	};
-	w->query = pg_query_send(reg->pg, sql, 5, params, listed, w);
+	wait_query(w, sql, 5, params, listed);
 	return w;
 }
 
-static void listed(enum pg_error err, PGresult *res, const char *message, void *arg)
+/* A page, and the total in the last column of every row. */
+static void listed(struct registry_wait *w, PGresult *res)
 {
-	struct registry_wait *w = arg;
-	w->query = NULL;
-	if (err != PG_OK) {
-		wait_pg_failed(w, err, message);
-		return;
-	}
 	int n = PQntuples(res);
 	struct sandbox_ref **refs = calloc((size_t)n + 1, sizeof(*refs));
 	const struct sandbox **list = calloc((size_t)n + 1, sizeof(*list));

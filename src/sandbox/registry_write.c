@@ -23,25 +23,26 @@
 /* A port set as a PostgreSQL array literal, "{8000,8001}". */
 #define PORT_SET_LITERAL_MAX (SANDBOX_PRIVATE_PORTS_MAX * 6 + 3)
 
-static void write_sent(struct registry_wait *w);
+static void write_send(struct registry_wait *w, const char *sql, int nparams, const char *const *params);
 static void move_reload(struct registry_wait *w);
 static void move_retry(evutil_socket_t fd, short what, void *arg);
 static void moved_loaded(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void move_finish(struct registry_wait *w, struct sandbox_ref *ref);
 static void move_answered(struct registry_wait *w, PGresult *res);
-static void moved(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void moved(struct registry_wait *w, PGresult *res);
 static const char *port_set_literal(const struct sandbox_port_set *s, char buf[PORT_SET_LITERAL_MAX]);
 static const char *tristate(int v);
 static struct registry_wait *write_wait_new(struct registry *reg, const char *id, registry_moved_fn cb,
 					    void *arg);
-static void claimed(enum pg_error err, PGresult *res, const char *message, void *arg);
+static void claimed(struct registry_wait *w, PGresult *res);
 
-/* A write's id and where the cache stood when it was sent: its answer is
- * cached only if nothing invalidated the entry meanwhile. */
-static void write_sent(struct registry_wait *w)
+/* Sends the write of w->id's row, noting where the cache stood: its answer
+ * (moved) is cached only if nothing invalidated the entry meanwhile. */
+static void write_send(struct registry_wait *w, const char *sql, int nparams, const char *const *params)
 {
 	w->gen = entry_get(w->reg, w->id)->gen;
 	w->epoch = w->reg->epoch;
+	wait_query(w, sql, nparams, params, moved);
 }
 
 /* After a write whose answer cannot say it all (a refused one, one that wrote
@@ -153,14 +154,8 @@ static void move_answered(struct registry_wait *w, PGresult *res)
 
 /* The write's answer: the row it changed (none: it found another status, or
  * no live sandbox). */
-static void moved(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void moved(struct registry_wait *w, PGresult *res)
 {
-	struct registry_wait *w = arg;
-	w->query = NULL;
-	if (err != PG_OK) {
-		wait_pg_failed(w, err, message);
-		return;
-	}
 	if (PQntuples(res) > 0) {
 		move_answered(w, res);
 		return;
@@ -236,8 +231,7 @@ struct registry_wait *registry_transition(struct registry *reg, const struct san
 	};
 	/* the row it returns cannot see the ports the same statement wrote */
 	w->reread = t->nports > 0;
-	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 14, params, moved, w);
+	write_send(w, sql, 14, params);
 	return w;
 }
 
@@ -307,8 +301,7 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		ins->is_private ? "t" : "f",
 		port_set_literal(&ins->private_ports, pports),
 	};
-	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 20, params, moved, w);
+	write_send(w, sql, 20, params);
 	return w;
 }
 
@@ -340,8 +333,7 @@ struct registry_wait *registry_heartbeat(struct registry *reg, const char *id, r
 		"n AS (SELECT pg_notify('" REGISTRY_NOTIFY_CHANNEL "', $4 || ' ' || id) FROM u) "
 		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
 	const char *params[] = { id, reg->cluster, reg->idle_ms, reg->instance };
-	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 4, params, moved, w);
+	write_send(w, sql, 4, params);
 	return w;
 }
 
@@ -396,28 +388,18 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		tristate(st->is_private),
 		st->set_private_ports ? port_set_literal(&st->private_ports, pports) : NULL,
 	};
-	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 16, params, moved, w);
+	write_send(w, sql, 16, params);
 	return w;
 }
 
 /* ---- the warm pool ---- */
 
 /* The answer of a claim: the member's id, or none. */
-static void claimed(enum pg_error err, PGresult *res, const char *message, void *arg)
+static void claimed(struct registry_wait *w, PGresult *res)
 {
-	struct registry_wait *w = arg;
-	w->query = NULL;
-	if (err != PG_OK) {
-		wait_pg_failed(w, err, message);
-		return;
-	}
 	if (PQntuples(res) == 0) {
-		struct core_error e;
-		core_error_set(&e, CORE_NOT_FOUND, "pool_empty", "no warm sandbox of this template");
-		if (w->moved_cb)
-			w->moved_cb(&e, NULL, w->arg);
-		wait_free(w);
+		core_error_set(&w->err, CORE_NOT_FOUND, "pool_empty", "no warm sandbox of this template");
+		move_finish(w, NULL);
 		return;
 	}
 	snprintf(w->id, sizeof(w->id), "%s", PQgetvalue(res, 0, 0));
@@ -479,6 +461,6 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		port_set_literal(&c->private_ports, pports),
 	};
 	w->epoch = reg->epoch;
-	w->query = pg_query_send(reg->pg, sql, 17, params, claimed, w);
+	wait_query(w, sql, 17, params, claimed);
 	return w;
 }
