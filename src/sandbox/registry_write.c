@@ -22,6 +22,8 @@
 #define REREAD_MAX_MS	5000
 /* A port set as a PostgreSQL array literal, "{8000,8001}". */
 #define PORT_SET_LITERAL_MAX (SANDBOX_PRIVATE_PORTS_MAX * 6 + 3)
+/* An int64_t in decimal: 19 digits, its sign and the NUL. */
+#define INT64_PARAM_MAX 24
 
 static void write_send(struct registry_wait *w, const char *sql, int nparams, const char *const *params);
 static void move_reload(struct registry_wait *w);
@@ -32,6 +34,8 @@ static void move_answered(struct registry_wait *w, PGresult *res);
 static void moved(struct registry_wait *w, PGresult *res);
 static const char *port_set_literal(const struct sandbox_port_set *s, char buf[PORT_SET_LITERAL_MAX]);
 static const char *tristate(int v);
+static const char *int64_param(int64_t v, char buf[INT64_PARAM_MAX]);
+static const char *json_param(struct json_object *o);
 static struct registry_wait *write_wait_new(struct registry *reg, const char *id, registry_moved_fn cb,
 					    void *arg);
 static void claimed(struct registry_wait *w, PGresult *res);
@@ -252,6 +256,21 @@ static const char *tristate(int v)
 	return v > 0 ? "t" : v < 0 ? "f" : NULL;
 }
 
+/* A number as a parameter, into buf: NULL when not positive (not asked, or unchanged). */
+static const char *int64_param(int64_t v, char buf[INT64_PARAM_MAX])
+{
+	if (v <= 0)
+		return NULL;
+	snprintf(buf, INT64_PARAM_MAX, "%" PRId64, v);
+	return buf;
+}
+
+/* A JSON value as a parameter: NULL for none. */
+static const char *json_param(struct json_object *o)
+{
+	return o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN) : NULL;
+}
+
 struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
 				      registry_moved_fn cb, void *arg)
 {
@@ -273,12 +292,10 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
 		"SELECT i.* FROM i";
-	char idle[24], cpu[24], mem[24], ttl[24], pports[PORT_SET_LITERAL_MAX];
+	char idle[INT64_PARAM_MAX], cpu[INT64_PARAM_MAX], mem[INT64_PARAM_MAX], ttl[INT64_PARAM_MAX];
+	char pports[PORT_SET_LITERAL_MAX];
 	snprintf(idle, sizeof(idle), "%" PRId64,
 		 ins->idle_timeout_ms > 0 ? ins->idle_timeout_ms : reg->idle_default_ms);
-	snprintf(cpu, sizeof(cpu), "%" PRId64, ins->cpu_millis);
-	snprintf(mem, sizeof(mem), "%" PRId64, ins->memory_bytes);
-	snprintf(ttl, sizeof(ttl), "%" PRId64, ins->ttl_ms);
 	const char *params[] = {
 		ins->id,
 		ins->name,
@@ -291,11 +308,11 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		reg->instance,
 		idle,
 		ins->actor,
-		ins->labels ? json_object_to_json_string_ext(ins->labels, JSON_C_TO_STRING_PLAIN) : NULL,
-		ins->cpu_millis > 0 ? cpu : NULL,
-		ins->memory_bytes > 0 ? mem : NULL,
+		json_param(ins->labels),
+		int64_param(ins->cpu_millis, cpu),
+		int64_param(ins->memory_bytes, mem),
 		sandbox_idle_action_name(ins->idle_action),
-		ins->ttl_ms > 0 ? ttl : NULL,
+		int64_param(ins->ttl_ms, ttl),
 		ins->in_pool ? "t" : "f",
 		tristate(ins->auto_wake),
 		ins->is_private ? "t" : "f",
@@ -364,24 +381,20 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"  SELECT id, status, status, 'settings', $13 FROM u), "
 		"n AS (SELECT pg_notify('" REGISTRY_NOTIFY_CHANNEL "', $12 || ' ' || id) FROM u) "
 		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
-	char cpu[24], mem[24], idle[24], keep[24], ext[24], pports[PORT_SET_LITERAL_MAX];
-	snprintf(cpu, sizeof(cpu), "%" PRId64, st->cpu_millis);
-	snprintf(mem, sizeof(mem), "%" PRId64, st->memory_bytes);
-	snprintf(idle, sizeof(idle), "%" PRId64, st->idle_timeout_ms);
-	snprintf(keep, sizeof(keep), "%" PRId64, st->keepalive_ms);
-	snprintf(ext, sizeof(ext), "%" PRId64, st->extend_ms);
+	char cpu[INT64_PARAM_MAX], mem[INT64_PARAM_MAX], idle[INT64_PARAM_MAX], keep[INT64_PARAM_MAX],
+		ext[INT64_PARAM_MAX], pports[PORT_SET_LITERAL_MAX];
 	const char *params[] = {
 		id,
 		reg->cluster,
 		st->name,
-		st->labels ? json_object_to_json_string_ext(st->labels, JSON_C_TO_STRING_PLAIN) : NULL,
-		st->env_vars ? json_object_to_json_string_ext(st->env_vars, JSON_C_TO_STRING_PLAIN) : NULL,
-		st->cpu_millis > 0 ? cpu : NULL,
-		st->memory_bytes > 0 ? mem : NULL,
-		st->idle_timeout_ms > 0 ? idle : NULL,
+		json_param(st->labels),
+		json_param(st->env_vars),
+		int64_param(st->cpu_millis, cpu),
+		int64_param(st->memory_bytes, mem),
+		int64_param(st->idle_timeout_ms, idle),
 		st->set_idle_action ? sandbox_idle_action_name(st->idle_action) : NULL,
-		st->keepalive_ms > 0 ? keep : NULL,
-		st->extend_ms > 0 ? ext : NULL,
+		int64_param(st->keepalive_ms, keep),
+		int64_param(st->extend_ms, ext),
 		reg->instance,
 		st->actor,
 		tristate(st->auto_wake),
@@ -436,24 +449,21 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
 		"n AS (SELECT pg_notify('" REGISTRY_NOTIFY_CHANNEL "', $13 || ' ' || id) FROM u) "
 		"SELECT u.*, (SELECT count(*) FROM n) FROM u";
-	char cpu[24], mem[24], idle[24], ttl[24], pports[PORT_SET_LITERAL_MAX];
-	snprintf(cpu, sizeof(cpu), "%" PRId64, c->cpu_millis);
-	snprintf(mem, sizeof(mem), "%" PRId64, c->memory_bytes);
-	snprintf(idle, sizeof(idle), "%" PRId64, c->idle_timeout_ms);
-	snprintf(ttl, sizeof(ttl), "%" PRId64, c->ttl_ms);
+	char cpu[INT64_PARAM_MAX], mem[INT64_PARAM_MAX], idle[INT64_PARAM_MAX], ttl[INT64_PARAM_MAX];
+	char pports[PORT_SET_LITERAL_MAX];
 	const char *params[] = {
 		reg->cluster,
 		c->template_name,
 		c->prefer_image,
 		c->name,
-		c->env_vars ? json_object_to_json_string_ext(c->env_vars, JSON_C_TO_STRING_PLAIN) : NULL,
-		c->labels ? json_object_to_json_string_ext(c->labels, JSON_C_TO_STRING_PLAIN) : NULL,
-		c->cpu_millis > 0 ? cpu : NULL,
-		c->memory_bytes > 0 ? mem : NULL,
-		c->idle_timeout_ms > 0 ? idle : NULL,
+		json_param(c->env_vars),
+		json_param(c->labels),
+		int64_param(c->cpu_millis, cpu),
+		int64_param(c->memory_bytes, mem),
+		int64_param(c->idle_timeout_ms, idle),
 		reg->idle_ms,
 		sandbox_idle_action_name(c->idle_action),
-		c->ttl_ms > 0 ? ttl : NULL,
+		int64_param(c->ttl_ms, ttl),
 		reg->instance,
 		c->actor,
 		tristate(c->auto_wake),
