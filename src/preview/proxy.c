@@ -84,6 +84,13 @@ bool preview_dispatch(struct preview *pv, struct http_request *req)
 	px->req = req;
 	px->target = t;
 	px->head_method = strcmp(http_request_method(req), "HEAD") == 0;
+	/* what the request carries decides how a woken port is waited for */
+	const char *connection = http_request_header(req, "Connection");
+	const char *upgrade = http_request_header(req, "Upgrade");
+	px->upgrade = upgrade && has_token(connection, "upgrade");
+	int64_t cl = http_request_content_length(req);
+	px->chunked = cl < 0 && http_request_header(req, "Transfer-Encoding") != NULL;
+	px->body = cl > 0 || px->chunked;
 	http_request_set_cancel(req, px_cancel, px);
 	/* activity once admitted (px_resolved): a refused request is none */
 	px->wait = registry_acquire(pv->reg, t.sandbox_id, REGISTRY_LIVE, px_resolved, px);
@@ -405,12 +412,6 @@ static void build_head(struct px *px)
 	struct evbuffer *h = evbuffer_new();
 	CHECK(h != NULL);
 	const char *connection = http_request_header(req, "Connection");
-	const char *upgrade = http_request_header(req, "Upgrade");
-	px->upgrade = upgrade && has_token(connection, "upgrade");
-	int64_t cl = http_request_content_length(req);
-	const char *te = http_request_header(req, "Transfer-Encoding");
-	px->chunked = cl < 0 && te != NULL;
-	px->body = cl > 0 || px->chunked;
 	evbuffer_add_printf(h, "%s %s HTTP/1.1\r\n", http_request_method(req), http_request_target(req));
 	const char *name, *value;
 	for (int i = 0; http_request_header_at(req, i, &name, &value); i++)
@@ -429,10 +430,11 @@ static void build_head(struct px *px)
 	evbuffer_add_printf(h, "X-Forwarded-Host: %s\r\n", fhost ? fhost : host ? host : "");
 	if (px->chunked)
 		evbuffer_add_printf(h, "Transfer-Encoding: chunked\r\n");
-	else if (cl >= 0)
-		evbuffer_add_printf(h, "Content-Length: %" PRId64 "\r\n", cl);
+	else if (http_request_content_length(req) >= 0)
+		evbuffer_add_printf(h, "Content-Length: %" PRId64 "\r\n", http_request_content_length(req));
 	if (px->upgrade)
-		evbuffer_add_printf(h, "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n", upgrade);
+		evbuffer_add_printf(h, "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n",
+				    http_request_header(req, "Upgrade"));
 	else
 		evbuffer_add_printf(h, "Connection: keep-alive\r\n\r\n");
 	px->head = h;

@@ -1,6 +1,8 @@
-/* A woken sandbox's port: when it may take the held request. A published
- * port: the agent's word on the service that declares it, else a connection
- * the app holds a moment. A port reached through the agent: its connect. */
+/* A woken sandbox's port: when it may take the held request. A request
+ * without a body: sent on the first connection the port takes, again while
+ * the app closes it unanswered. One with a body, on a published port: the
+ * agent's word on the service that declares it, else a connection the app
+ * holds a moment. A port reached through the agent: its connect. */
 #include <stdlib.h>
 
 #include "channel/channel.h"
@@ -10,9 +12,11 @@
 #include "proxy_internal.h"
 #include "sandbox/registry.h"
 
-/* The agent probes a service's PORT a few times a second once it runs
- * (src/agent/service.c); it is asked again this often until it says ready. */
-#define WAKE_POLL_MS 100
+/* The agent probes a just started service's PORT every few ms, backing off
+ * (src/agent/service.c); it is asked again (and a port tried again) after a
+ * quarter of the time the wake has taken so far, within these bounds. */
+#define WAKE_POLL_MIN_MS 5
+#define WAKE_POLL_MAX_MS 100
 /* An agent that does not answer a LIST this long (its channel connecting
  * still, or broken) is not waited for: the port is tried as below. */
 #define WAKE_ASK_MS 2000
@@ -21,7 +25,7 @@
  * a connection still open this long after it was accepted reached the app.
  * Between tries (on either path), the wait. */
 #define WAKE_SETTLE_MS 150
-#define WAKE_RETRY_MS  100
+#define WAKE_RETRY_MS  100 /* at most */
 
 /* One LIST in flight. The agent's lists have no cancel: an exchange that
  * ends or stops waiting first leaves it behind with px NULL, and the answer
@@ -35,6 +39,7 @@ static void port_listed(const struct agent_status *list, size_t n, const char *e
 static void port_drop_ask(struct px *px);
 static bool port_wait(struct px *px, int64_t ms);
 static void port_timeout(struct px *px);
+static int64_t wake_backoff(const struct px *px, int64_t max);
 
 void px_port_wait(struct px *px)
 {
@@ -43,6 +48,14 @@ void px_port_wait(struct px *px)
 		 * to 127.0.0.1 is the test (its probe, at the sandbox's own address,
 		 * would never call an app bound to loopback only ready) */
 		log_info("sandbox=%s preview port %d: through the agent: tried until its connect succeeds",
+			 px->target.sandbox_id, px->target.port);
+		px_open(px, PX_PORT_TRY);
+		return;
+	}
+	if (!px->body) {
+		/* nothing to lose by trying: Docker's userland proxy closes a
+		 * connection it cannot pass on, and the request is sent again */
+		log_info("sandbox=%s preview port %d: no body: sent until the app answers",
 			 px->target.sandbox_id, px->target.port);
 		px_open(px, PX_PORT_TRY);
 		return;
@@ -108,7 +121,15 @@ static void port_listed(const struct agent_status *list, size_t n, const char *e
 		px_connect(px, false);
 		return;
 	}
-	port_wait(px, WAKE_POLL_MS);
+	port_wait(px, wake_backoff(px, WAKE_POLL_MAX_MS));
+}
+
+/* A quarter of the time the wake has taken so far, from WAKE_POLL_MIN_MS up to max. */
+static int64_t wake_backoff(const struct px *px, int64_t max)
+{
+	int64_t waited = clock_mono_ms() - (px->wake_until_ms - px->pv->cfg.wake_timeout_ms);
+	int64_t next = waited / 4;
+	return next < WAKE_POLL_MIN_MS ? WAKE_POLL_MIN_MS : next > max ? max : next;
 }
 
 static void port_drop_ask(struct px *px)
@@ -148,8 +169,8 @@ static void port_timeout(struct px *px)
 
 void px_port_connected(struct px *px)
 {
-	if (px->up->ua) {
-		px_send(px); /* the agent reached the app itself */
+	if (px->up->ua || !px->body) {
+		px_send(px); /* the agent reached the app itself, or nothing is lost if it did not */
 		return;
 	}
 	/* held a moment: Docker's proxy closes at once while the app does not listen */
@@ -167,8 +188,8 @@ void px_port_again(struct px *px)
 		upconn_free(px->up);
 		px->up = NULL;
 	}
-	px_set_state(px, px->state == PX_SENT && !px->ch ? PX_PORT_POLL : PX_PORT_RETRY);
-	port_wait(px, WAKE_RETRY_MS);
+	px_set_state(px, px->state == PX_SENT && !px->ch && px->body ? PX_PORT_POLL : PX_PORT_RETRY);
+	port_wait(px, wake_backoff(px, WAKE_RETRY_MS));
 }
 
 void px_port_tick(struct px *px)
