@@ -909,6 +909,12 @@ bool sandbox_port_private(const struct sandbox *sb, int port)
 	return false;
 }
 
+/* A JSON parameter, NULL for none. */
+static const char *json_or_null(struct json_object *o)
+{
+	return o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN) : NULL;
+}
+
 /* A tri-state setting as a parameter: NULL for 0 (the default, or unchanged). */
 static const char *tristate(int v)
 {
@@ -926,12 +932,13 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
 		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake, private, "
-		"private_ports) "
+		"  private_ports, project, user_id, spec, configured_env) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
 		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean, $19::boolean, "
-		"$20::int[]) "
+		"  $20::int[], coalesce($21, 'default'), coalesce($22, ''), coalesce($23::jsonb, '{}'), "
+		"  coalesce($24::jsonb, '{}')) "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
@@ -963,9 +970,13 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		tristate(ins->auto_wake),
 		ins->is_private ? "t" : "f",
 		port_set_literal(&ins->private_ports, pports),
+		ins->project,
+		ins->user_id,
+		json_or_null(ins->spec),
+		json_or_null(ins->configured_env),
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 20, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 24, params, moved, w);
 	return w;
 }
 
@@ -1010,7 +1021,7 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		return w;
 	static const char sql[] =
 		"WITH u AS (UPDATE sandboxes s SET name = coalesce($3, name), "
-		"  labels = coalesce($4::jsonb, labels), env_vars = env_vars || coalesce($5::jsonb, '{}'), "
+		"  labels = coalesce($4::jsonb, labels), "
 		"  cpu_millis = coalesce($6::int, cpu_millis), memory_bytes = coalesce($7::bigint, "
 		"memory_bytes), "
 		"  idle_timeout_ms = coalesce($8::bigint, idle_timeout_ms), "
@@ -1023,7 +1034,11 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
 		"END, "
 		"  auto_wake = coalesce($14::boolean, auto_wake), private = coalesce($15::boolean, private), "
-		"  private_ports = coalesce($16::int[], private_ports) "
+		"  private_ports = coalesce($16::int[], private_ports), "
+		"  spec = spec || coalesce($17::jsonb, '{}'), image = coalesce($20, image), "
+		"  configured_env = configured_env || coalesce($18::jsonb, '{}'), "
+		"  env_vars = env_vars || coalesce($5::jsonb, '{}') || coalesce($18::jsonb, '{}') "
+		"    || CASE WHEN $19::boolean THEN configured_env ELSE '{}' END "
 		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, status, status, 'settings', $13 FROM u), "
@@ -1052,9 +1067,13 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		tristate(st->auto_wake),
 		tristate(st->is_private),
 		st->set_private_ports ? port_set_literal(&st->private_ports, pports) : NULL,
+		json_or_null(st->spec),
+		json_or_null(st->configured_env),
+		st->reapply_configured ? "t" : "f",
+		st->image,
 	};
 	write_sent(w);
-	w->query = pg_query_send(reg->pg, sql, 16, params, moved, w);
+	w->query = pg_query_send(reg->pg, sql, 20, params, moved, w);
 	return w;
 }
 
@@ -1103,9 +1122,11 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
 		"  created_at = now(), last_activity = now(), "
 		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
-		"  owner_instance = $13, auto_wake = $15::boolean, private = $16::boolean, private_ports = "
-		"$17::int[] FROM c WHERE s.id "
-		"= c.id "
+		"  owner_instance = $13, auto_wake = $15::boolean, private = $16::boolean, "
+		"  private_ports = $17::int[], project = coalesce($18, 'default'), user_id = coalesce($19, "
+		"''), "
+		"  spec = coalesce($20::jsonb, '{}'), configured_env = coalesce($21::jsonb, '{}') "
+		"  FROM c WHERE s.id = c.id "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
@@ -1134,9 +1155,13 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		tristate(c->auto_wake),
 		c->is_private ? "t" : "f",
 		port_set_literal(&c->private_ports, pports),
+		c->project,
+		c->user_id,
+		json_or_null(c->spec),
+		json_or_null(c->configured_env),
 	};
 	w->epoch = reg->epoch;
-	w->query = pg_query_send(reg->pg, sql, 17, params, claimed, w);
+	w->query = pg_query_send(reg->pg, sql, 21, params, claimed, w);
 	return w;
 }
 
@@ -1151,10 +1176,12 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 		"WITH f AS (SELECT " SANDBOX_ROW_COLUMNS
 		", s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
 		"  AND NOT s.in_pool AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS NULL "
-		"  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
-		"page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "
+		"  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}') "
+		"  AND s.project = coalesce($6, s.project) AND s.user_id = coalesce($7, s.user_id)), "
+		"page AS (SELECT * FROM f ORDER BY CASE WHEN $8::boolean THEN at END, at DESC, 1 "
+		"  LIMIT $4 OFFSET $5) "
 		"SELECT page.*, (SELECT count(*) FROM f) FROM (SELECT 1) one LEFT JOIN page ON true "
-		"ORDER BY page.at DESC, 1";
+		"ORDER BY CASE WHEN $8::boolean THEN page.at END, page.at DESC, 1";
 	char statuses[256] = "", limit[24], offset[24];
 	if (f && f->statuses) {
 		size_t n = 0;
@@ -1174,8 +1201,11 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 		f && f->labels ? json_object_to_json_string_ext(f->labels, JSON_C_TO_STRING_PLAIN) : NULL,
 		f && f->limit ? limit : NULL,
 		offset,
+		f ? f->project : NULL,
+		f ? f->user_id : NULL,
+		f && f->oldest_first ? "t" : "f",
 	};
-	w->query = pg_query_send(reg->pg, sql, 5, params, listed, w);
+	w->query = pg_query_send(reg->pg, sql, 8, params, listed, w);
 	return w;
 }
 
