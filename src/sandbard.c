@@ -3,6 +3,7 @@
  * version check, PostgreSQL, migrations, reconciliation, and only then the
  * HTTP listener. SIGTERM/SIGINT drain in-flight requests, then exit 0. */
 #include <signal.h>
+#include <sys/resource.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,10 +61,13 @@ struct sandbard {
 	struct preview_secret preview_secret; /* signs private previews' tokens */
 	struct api *api;
 	struct http_server *http;
+	struct http_server *preview_http; /* SANDBAR_PREVIEW_ADDR's, or NULL */
+	int serving;			  /* listeners not yet drained at shutdown */
 	struct event *sigterm, *sigint, *boot_timeout;
 	int exit_code;
 };
 
+static void raise_fd_limit(const struct config *cfg);
 static void boot_set_state(struct sandbard *d, enum boot_state next);
 static void boot_docker_checked(const char *version, const char *err, void *arg);
 static void boot_pg_state(bool up, void *arg);
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
 	}
 	log_set_level(level);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit(&d.cfg);
 
 	/* start-up work that may block: templates and migration files */
 	struct template_policy policy = {
@@ -201,12 +206,12 @@ int main(int argc, char **argv)
 	preview_public_init(&d.preview, d.preview_domain, sizeof(d.preview_domain), d.cfg.preview_domain,
 			    d.cfg.preview_scheme, d.cfg.preview_port ? (int)d.cfg.preview_port : listen_port);
 	struct core core = { .svc = d.svc,
-				    .reg = d.reg,
-				    .cmds = d.commands,
-				    .fs = d.fs,
-				    .xfer = d.xfer,
-				    .preview = &d.preview,
-				    .preview_secret = &d.preview_secret };
+			     .reg = d.reg,
+			     .cmds = d.commands,
+			     .fs = d.fs,
+			     .xfer = d.xfer,
+			     .preview = &d.preview,
+			     .preview_secret = &d.preview_secret };
 	d.api = api_new(d.base, &d.cfg, &core);
 	CHECK(d.api != NULL);
 
@@ -225,6 +230,8 @@ int main(int argc, char **argv)
 
 	if (d.http)
 		http_server_free(d.http);
+	if (d.preview_http)
+		http_server_free(d.preview_http);
 	api_free(d.api);
 	files_transfer_free(d.xfer); /* spool files of uploads cut short close with it */
 	agentfs_free(d.fs);
@@ -310,6 +317,15 @@ static void boot_reconciled(int rc, void *arg)
 		fatal(d, "cannot listen on %s: %m", d->cfg.server_addr);
 		return;
 	}
+	if (d->cfg.preview_addr[0]) {
+		d->preview_http = http_server_new(d->base, &limits, api_preview_dispatch, d->api);
+		if (http_server_listen(d->preview_http, d->cfg.preview_addr) != 0) {
+			fatal(d, "cannot listen on %s (SANDBAR_PREVIEW_ADDR): %m", d->cfg.preview_addr);
+			return;
+		}
+		log_info("previews also on %s (port %d)", d->cfg.preview_addr,
+			 http_server_port(d->preview_http));
+	}
 	evtimer_del(d->boot_timeout);
 	boot_set_state(d, BOOT_SERVING);
 	log_info("sandbard %s listening on %s (port %d)", SANDBAR_VERSION, d->cfg.server_addr,
@@ -340,7 +356,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	api_shutdown(d->api);
+	d->serving = d->preview_http ? 2 : 1;
 	http_server_shutdown(d->http, d->cfg.shutdown_grace_ms, shutdown_done, d);
+	if (d->preview_http)
+		http_server_shutdown(d->preview_http, d->cfg.shutdown_grace_ms, shutdown_done, d);
 }
 
 static void shutdown_drained(void *arg)
@@ -349,11 +368,34 @@ static void shutdown_drained(void *arg)
 	event_base_loopbreak(d->base);
 }
 
-/* Requests answered: then background work (creates, the warm pool's) ends. */
+/* Every listener's requests answered: then background work (creates, the
+ * warm pool's) ends. */
 static void shutdown_done(void *arg)
 {
 	struct sandbard *d = arg;
+	if (--d->serving > 0)
+		return;
 	sandbox_service_drain(d->svc, d->cfg.shutdown_grace_ms, shutdown_drained, d);
+}
+
+/* Every connection may hold two sockets (a proxied one: the client's and the
+ * sandbox port's), besides Docker's, PostgreSQL's and the agents' streams:
+ * the soft limit on open files is raised to fit, as far as the hard one lets. */
+static void raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	int listeners = cfg->preview_addr[0] ? 2 : 1;
+	rlim_t want = (rlim_t)cfg->http_max_connections * 2 * (rlim_t)listeners + 1024;
+	if (rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		log_warn("open files limited to %llu (the hard limit); SANDBAR_MAX_CONNECTIONS=%lld wants "
+			 "%llu",
+			 (unsigned long long)rl.rlim_cur, (long long)cfg->http_max_connections,
+			 (unsigned long long)want);
 }
 
 /* Start-up, before the loop: a blocking read is fine here. */

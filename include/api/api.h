@@ -20,6 +20,9 @@ void api_free(struct api *api);
 void api_shutdown(struct api *api);
 /* The http_dispatch_fn for http_server_new (arg: the api). */
 void api_dispatch(struct http_request *req, void *arg);
+/* The http_dispatch_fn of the previews-only listener (SANDBAR_PREVIEW_ADDR):
+ * a preview host is proxied, anything else is 404. */
+void api_preview_dispatch(struct http_request *req, void *arg);
 /* The http_error_render_fn for http_server_set_error_renderer (arg: the api):
  * errors the HTTP layer raises look like the API's own. */
 void api_render_error(struct http_request *req, int status, const char *code, const char *message, void *arg);

@@ -43,6 +43,7 @@ struct config {
 	int64_t image_prune_age_ms; /* SANDBAR_IMAGE_PRUNE_AGE, default 1h */
 	char *publish_addr;   /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 	char *preview_domain; /* SANDBAR_PREVIEW_DOMAIN, default preview.localhost */
+	char *preview_addr;   /* SANDBAR_PREVIEW_ADDR: a previews-only listener, "" none */
 	char *preview_scheme; /* SANDBAR_PREVIEW_SCHEME, default http */
 	int64_t preview_port; /* SANDBAR_PREVIEW_PORT, default 0: SERVER_ADDR's */
 	int64_t preview_connect_timeout_ms; /* SANDBAR_PREVIEW_CONNECT_TIMEOUT, default 5s */

@@ -112,6 +112,16 @@ void api_dispatch(struct http_request *req, void *arg)
 	}
 }
 
+void api_preview_dispatch(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	if (api->preview && preview_dispatch(api->preview, req))
+		return;
+	http_respond_error(
+		req, 404, "not_a_preview_host",
+		"this listener serves previews only: the Host must be <port>-<sandbox id>.<preview domain>");
+}
+
 static void respond_static(struct http_request *req, const char *type, const char *body, size_t len)
 {
 	http_response_start(req, 200, type, (int64_t)len);

@@ -14,20 +14,17 @@ sandbard's peak RSS growth), FILE_RUNS (3: the best of as many interleaved
 transfers each way; FILE_PERF=1 logs sandbard's syscall counts during each
 transfer, through perf stat), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
 archive API), BENCH_ONLY (exec:
-only the exec rows; files: only the large file transfer rows; small: only the small-file rows), BENCH_KEEP_SERVER (seconds to keep the server up after
+only the exec rows; files: only the large file transfer rows; small: only the small-file rows;
+preview: only the preview proxy's rows, see preview.py for their knobs), BENCH_KEEP_SERVER (seconds to keep the server up after
 the exec rows, for `perf record -p`).
 The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
 logs the CPU time each process group spent during it (sandbard, postgres,
 dockerd, containerd-shim, the agents and their children, the client)."""
-import http.client
 import json
 import os
-import re
 import resource
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +40,8 @@ from harness.nginx import Nginx  # noqa: E402
 from harness.session import Session  # noqa: E402
 
 import execload  # noqa: E402
+from common import engine, engine_conn, log, percentile, wrk  # noqa: E402
+from preview import KEEPALIVE as PREVIEW_KEEPALIVE, preview_benchmarks  # noqa: E402
 
 WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
 CREATES = int(os.environ.get("CREATES", "40"))
@@ -64,71 +63,6 @@ FILE_PERF_EVENTS = ",".join(f"syscalls:sys_enter_{n}" for n in (
     "read", "readv", "write", "writev", "sendfile64", "epoll_ctl", "epoll_wait"))
 IMAGE = "sandbar/base:latest"
 SEED_SQL = os.path.join(HERE, "seed_sandboxes.sql")
-
-
-def log(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- tools
-def wrk(url, connections=50):
-    """Requests per second of wrk -t1 -cN over WRK_SECONDS, and non-2xx count."""
-    r = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{WRK_SECONDS}s", url],
-        capture_output=True,
-        text=True,
-        timeout=WRK_SECONDS + 60,
-        stdin=subprocess.DEVNULL,
-    )
-    m = re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout)
-    if r.returncode != 0 or not m:
-        raise RuntimeError(f"wrk failed: {r.stdout[-300:]} {r.stderr[-300:]}")
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
-    errs = re.search(r"Socket errors: (.*)", r.stdout)
-    if bad:
-        raise RuntimeError(f"{bad.group(1)} non-2xx answers from {url}")
-    if errs:
-        log(f"wrk socket errors on {url}: {errs.group(1)}")
-    return float(m.group(1))
-
-
-def percentile(values, p):
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=60):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
-        self.sock = s
-
-
-def engine_conn():
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if host.startswith("unix://"):
-        return UnixHTTPConnection(host[len("unix://"):])
-    if host.startswith("tcp://"):
-        h, _, p = host[len("tcp://"):].partition(":")
-        return http.client.HTTPConnection(h, int(p or 2375), timeout=60)
-    raise RuntimeError(f"unsupported DOCKER_HOST {host}")
-
-
-def engine(conn, method, path, body=None):
-    hdrs = {"Content-Type": "application/json"} if body is not None else {}
-    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=hdrs)
-    r = conn.getresponse()
-    data = r.read()
-    if r.status >= 300:
-        raise RuntimeError(f"Engine API {method} {path}: {r.status} {data[:200]!r}")
-    return json.loads(data) if data else None
 
 
 # ---------------------------------------------------------------- CPU use
@@ -721,7 +655,7 @@ def attempt(fn):
 
 
 class FilesOnlyDone(Exception):
-    """BENCH_ONLY=files: the file rows are in, skip the rest of the run."""
+    """BENCH_ONLY=files, small or preview: those rows are in, skip the rest of the run."""
 
 
 def main():
@@ -734,6 +668,8 @@ def main():
              # admission off: the bench keeps about 100 sandboxes (2 GiB limits each);
              # it measures creates, not the refusal past 8x this host's memory
              "SANDBAR_MEMORY_OVERCOMMIT": "0",
+             # as many idle upstream connections as nginx's `keepalive` in the preview rows
+             "SANDBAR_PREVIEW_IDLE_CONNS": str(PREVIEW_KEEPALIVE),
              "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
     )
     nginx = StaticNginx()
@@ -748,6 +684,11 @@ def main():
         if BENCH_ONLY == "small":
             log(f"files: {SMALL_FILES} small-file round trips, agent vs archive API")
             attempt(lambda: small_files(srv, c, table))
+            c.close()
+            raise FilesOnlyDone()
+        if BENCH_ONLY == "preview":
+            log("previews: the proxy vs nginx proxy_pass, the published port, the agent path, wakes")
+            attempt(lambda: preview_benchmarks(table, srv, c, run.run_id))
             c.close()
             raise FilesOnlyDone()
         if BENCH_ONLY == "files":
@@ -825,6 +766,9 @@ def main():
             else:
                 ours = RuntimeError("no sandbox was created")
             table.add(f"GET /api/sandboxes/{{id}} req/s (wrk -t1 -c50 {WRK_SECONDS}s; GET /health)", ours, health)
+
+            log("previews: the proxy vs nginx proxy_pass, the published port, the agent path, wakes")
+            attempt(lambda: preview_benchmarks(table, srv, c, run.run_id))
 
         # exec: more sandboxes up to EXEC_SANDBOXES, then the exec rows
         log(f"creating sandboxes up to {EXEC_SANDBOXES} for the exec benchmarks")

@@ -6,6 +6,7 @@ chunked, sha256 compared), keep-alive to the app, the X-Forwarded headers the
 app sees, HEAD, WebSockets, errors as JSON or HTML, hosts that are not ours."""
 import hashlib
 import http.client
+import json
 import os
 import socket
 import statistics
@@ -241,3 +242,58 @@ def test_agent_path_errors_and_cost(server_factory):
     os.makedirs(os.path.join(DATA, "log"), exist_ok=True)
     with open(os.path.join(DATA, "log", "preview_paths.txt"), "w") as f:
         f.write("\n".join(rows) + "\n")
+
+
+def test_previews_only_listener(server_factory):
+    """SANDBAR_PREVIEW_ADDR: a second listener that proxies preview hosts and
+    answers anything else 404, while SERVER_ADDR keeps serving both."""
+    from harness.server import free_port
+
+    port = free_port()
+    srv = server_factory(env={**templates_env(), "SANDBAR_PREVIEW_ADDR": f"127.0.0.1:{port}"})
+    c = srv.client()
+    sid, host = start_app(srv, c)
+
+    class Previews:
+        host = "127.0.0.1"
+
+    Previews.port = port
+    r, data = request(Previews, "POST", "/sha", host, body=b"through the second listener")
+    assert (r.status, data) == (200, hashlib.sha256(b"through the second listener").hexdigest().encode())
+    for path, h in (("/health", f"127.0.0.1:{port}"), (f"/api/sandboxes/{sid}", "localhost")):
+        r, data = request(Previews, "GET", path, h)
+        assert r.status == 404 and json.loads(data)["error"]["code"] == "not_a_preview_host", (path, data)
+    assert c.get("/health").status == 200
+    assert request(srv, "GET", "/hello", host)[0].status == 200
+
+
+def test_idle_keep_alive_connections_leave_fresh_requests_alone(server_factory):
+    """1,000 client connections each keep a proxied exchange's connection open
+    (idle, keep-alive) while fresh requests are answered, and every one of
+    them still works afterwards: nothing was dropped or starved. (How long a
+    fresh request takes with them open: tools/bench.)"""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, host = start_app(srv, c)
+    conns = []
+    try:
+        for i in range(1000):
+            conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+            r, data = request(srv, "GET", "/hello", host, conn=conn)
+            assert (r.status, data) == (200, b"hello from the app"), i
+            conns.append(conn)
+        for _ in range(20):
+            r, data = request(srv, "POST", "/sha", host, body=b"fresh")
+            assert (r.status, data) == (200, hashlib.sha256(b"fresh").hexdigest().encode())
+            assert c.get("/health").status == 200
+        for i, conn in enumerate(conns):
+            r, data = request(srv, "GET", "/hello", host, conn=conn)
+            assert (r.status, data) == (200, b"hello from the app"), i
+    finally:
+        for conn in conns:
+            conn.close()

@@ -49,6 +49,7 @@ static const char *const env_names[] = {
 	"SANDBAR_IMAGE_PRUNE_AGE",
 	"SANDBAR_PUBLISH_ADDR",
 	"SANDBAR_PREVIEW_DOMAIN",
+	"SANDBAR_PREVIEW_ADDR",
 	"SANDBAR_PREVIEW_SCHEME",
 	"SANDBAR_PREVIEW_PORT",
 	"SANDBAR_PREVIEW_CONNECT_TIMEOUT",
@@ -134,7 +135,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.preview_connect_timeout_ms, 5000);
 	assert_int_equal(cfg.preview_head_timeout_ms, 60000);
 	assert_int_equal(cfg.preview_idle_timeout_ms, 120000);
-	assert_int_equal(cfg.preview_idle_conns, 4);
+	assert_int_equal(cfg.preview_idle_conns, 32);
+	assert_string_equal(cfg.preview_addr, "");
 	assert_int_equal(cfg.wake_timeout_ms, 30000);
 	assert_null(cfg.preview_secret);
 	assert_int_equal(cfg.preview_token_max_ttl_ms, 24 * 3600 * 1000);
