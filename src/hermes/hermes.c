@@ -14,6 +14,10 @@ struct hermes *hermes_new(struct event_base *base, const struct config *cfg, con
 	h->cfg = cfg;
 	h->core = core;
 	h->router = router;
+	if (hermes_rest_routes(h) != 0 || hermes_admin_routes(h) != 0) {
+		hermes_free(h);
+		return NULL;
+	}
 	return h;
 }
 

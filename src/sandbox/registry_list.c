@@ -22,10 +22,12 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 		"WITH f AS (SELECT " SANDBOX_ROW_COLUMNS
 		", s.created_at AS at FROM sandboxes s WHERE s.cluster = $1 "
 		"  AND NOT s.in_pool AND (CASE WHEN $2::text[] IS NULL THEN s.deleted_at IS NULL "
-		"  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}')), "
-		"page AS (SELECT * FROM f ORDER BY at DESC, 1 LIMIT $4 OFFSET $5) "
+		"  ELSE s.status = ANY($2::text[]) END) AND s.labels @> coalesce($3::jsonb, '{}') "
+		"  AND s.project = coalesce($6, s.project) AND s.user_id = coalesce($7, s.user_id)), "
+		"page AS (SELECT * FROM f ORDER BY CASE WHEN $8::boolean THEN at END, at DESC, 1 "
+		"  LIMIT $4 OFFSET $5) "
 		"SELECT page.*, (SELECT count(*) FROM f) FROM (SELECT 1) one LEFT JOIN page ON true "
-		"ORDER BY page.at DESC, 1";
+		"ORDER BY CASE WHEN $8::boolean THEN page.at END, page.at DESC, 1";
 	char statuses[256] = "", limit[24], offset[24];
 	if (f && f->statuses) {
 		size_t n = 0;
@@ -45,8 +47,11 @@ struct registry_wait *registry_list(struct registry *reg, const struct sandbox_f
 		f && f->labels ? json_object_to_json_string_ext(f->labels, JSON_C_TO_STRING_PLAIN) : NULL,
 		f && f->limit ? limit : NULL,
 		offset,
+		f ? f->project : NULL,
+		f ? f->user_id : NULL,
+		f && f->oldest_first ? "t" : "f",
 	};
-	wait_query(w, sql, 5, params, listed);
+	wait_query(w, sql, 8, params, listed);
 	return w;
 }
 

@@ -34,6 +34,8 @@ static void move_answered(struct registry_wait *w, PGresult *res);
 static void moved(struct registry_wait *w, PGresult *res);
 static const char *port_set_literal(const struct sandbox_port_set *s, char buf[PORT_SET_LITERAL_MAX]);
 static const char *tristate(int v);
+/* A JSON parameter, NULL for none. */
+static const char *json_or_null(struct json_object *o);
 static const char *int64_param(int64_t v, char buf[INT64_PARAM_MAX]);
 static const char *json_param(struct json_object *o);
 static struct registry_wait *write_wait_new(struct registry *reg, const char *id, registry_moved_fn cb,
@@ -251,6 +253,11 @@ static const char *port_set_literal(const struct sandbox_port_set *s, char buf[P
 }
 
 /* A tri-state setting as a parameter: NULL for 0 (the default, or unchanged). */
+static const char *json_or_null(struct json_object *o)
+{
+	return o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN) : NULL;
+}
+
 static const char *tristate(int v)
 {
 	return v > 0 ? "t" : v < 0 ? "f" : NULL;
@@ -282,12 +289,13 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
 		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake, private, "
-		"private_ports) "
+		"  private_ports, project, user_id, spec, configured_env) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
 		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean, $19::boolean, "
-		"$20::int[]) "
+		"  $20::int[], coalesce($21, 'default'), coalesce($22, ''), coalesce($23::jsonb, '{}'), "
+		"  coalesce($24::jsonb, '{}')) "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
@@ -317,8 +325,12 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		tristate(ins->auto_wake),
 		ins->is_private ? "t" : "f",
 		port_set_literal(&ins->private_ports, pports),
+		ins->project,
+		ins->user_id,
+		json_or_null(ins->spec),
+		json_or_null(ins->configured_env),
 	};
-	write_send(w, sql, 20, params);
+	write_send(w, sql, 24, params);
 	return w;
 }
 
@@ -362,7 +374,7 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		return w;
 	static const char sql[] =
 		"WITH u AS (UPDATE sandboxes s SET name = coalesce($3, name), "
-		"  labels = coalesce($4::jsonb, labels), env_vars = env_vars || coalesce($5::jsonb, '{}'), "
+		"  labels = coalesce($4::jsonb, labels), "
 		"  cpu_millis = coalesce($6::int, cpu_millis), memory_bytes = coalesce($7::bigint, "
 		"memory_bytes), "
 		"  idle_timeout_ms = coalesce($8::bigint, idle_timeout_ms), "
@@ -375,7 +387,11 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		"    ELSE greatest(coalesce(ends_at, now()), now()) + $11::bigint * interval '1 millisecond' "
 		"END, "
 		"  auto_wake = coalesce($14::boolean, auto_wake), private = coalesce($15::boolean, private), "
-		"  private_ports = coalesce($16::int[], private_ports) "
+		"  private_ports = coalesce($16::int[], private_ports), "
+		"  spec = spec || coalesce($17::jsonb, '{}'), image = coalesce($20, image), "
+		"  configured_env = configured_env || coalesce($18::jsonb, '{}'), "
+		"  env_vars = env_vars || coalesce($5::jsonb, '{}') || coalesce($18::jsonb, '{}') "
+		"    || CASE WHEN $19::boolean THEN configured_env ELSE '{}' END "
 		"  WHERE id = $1 AND cluster = $2 AND deleted_at IS NULL RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, status, status, 'settings', $13 FROM u), "
@@ -400,8 +416,12 @@ struct registry_wait *registry_settle(struct registry *reg, const char *id, cons
 		tristate(st->auto_wake),
 		tristate(st->is_private),
 		st->set_private_ports ? port_set_literal(&st->private_ports, pports) : NULL,
+		json_or_null(st->spec),
+		json_or_null(st->configured_env),
+		st->reapply_configured ? "t" : "f",
+		st->image,
 	};
-	write_send(w, sql, 16, params);
+	write_send(w, sql, 20, params);
 	return w;
 }
 
@@ -441,9 +461,11 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		"  ends_at = now() + $12::bigint * interval '1 millisecond', "
 		"  created_at = now(), last_activity = now(), "
 		"  expires_at = now() + coalesce($9::bigint, $10::bigint) * interval '1 millisecond', "
-		"  owner_instance = $13, auto_wake = $15::boolean, private = $16::boolean, private_ports = "
-		"$17::int[] FROM c WHERE s.id "
-		"= c.id "
+		"  owner_instance = $13, auto_wake = $15::boolean, private = $16::boolean, "
+		"  private_ports = $17::int[], project = coalesce($18, 'default'), user_id = coalesce($19, "
+		"''), "
+		"  spec = coalesce($20::jsonb, '{}'), configured_env = coalesce($21::jsonb, '{}') "
+		"  FROM c WHERE s.id = c.id "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, from_status, to_status, reason, actor) "
 		"  SELECT id, 'warm', 'running', 'claimed', $14 FROM u), "
@@ -469,8 +491,12 @@ struct registry_wait *registry_claim(struct registry *reg, const struct sandbox_
 		tristate(c->auto_wake),
 		c->is_private ? "t" : "f",
 		port_set_literal(&c->private_ports, pports),
+		c->project,
+		c->user_id,
+		json_or_null(c->spec),
+		json_or_null(c->configured_env),
 	};
 	w->epoch = reg->epoch;
-	wait_query(w, sql, 17, params, claimed);
+	wait_query(w, sql, 21, params, claimed);
 	return w;
 }
