@@ -14,16 +14,23 @@ struct hermes *hermes_new(struct event_base *base, const struct config *cfg, con
 	h->cfg = cfg;
 	h->core = core;
 	h->router = router;
+	if (!(h->connect = hermes_connect_new(h))) {
+		hermes_free(h);
+		return NULL;
+	}
 	return h;
 }
 
 void hermes_shutdown(struct hermes *h)
 {
-	(void)h;
+	hermes_connect_shutdown(h->connect);
 }
 
 void hermes_free(struct hermes *h)
 {
+	if (!h)
+		return;
+	hermes_connect_free(h->connect);
 	free(h);
 }
 
