@@ -260,8 +260,8 @@ static int check_request(const struct agent_req *r, const char **why)
 {
 	switch (r->type) {
 	case AGENT_SPAWN:
-		if (r->argc == 0 && !r->shell) {
-			*why = "SPAWN without ARGV or SHELL";
+		if (r->argc == 0) { /* with SHELL too: what an older agent would run */
+			*why = "SPAWN without ARGV";
 			return -1;
 		}
 		return 0;

@@ -44,11 +44,16 @@ enum rpc_parse_result rpc_parse(const char *data, size_t len, struct rpc_request
 	out->root = json_tokener_parse_ex(tok, data, (int)len);
 	enum json_tokener_error jerr = json_tokener_get_error(tok);
 	size_t used = json_tokener_get_parse_end(tok);
+	if (!out->root && jerr == json_tokener_continue && used == len) {
+		/* a bare number is only known to end where the input does: say so */
+		out->root = json_tokener_parse_ex(tok, " ", 1);
+		jerr = json_tokener_get_error(tok);
+	}
 	json_tokener_free(tok);
 	if (!out->root || jerr != json_tokener_success)
 		return invalid(out, HERMES_RPC_PARSE_ERROR, "parse error: not a JSON text");
 	for (; used < len; used++) {
-		if (!strchr(" \t\r\n", data[used]))
+		if (!data[used] || !strchr(" \t\r\n", data[used]))
 			return invalid(out, HERMES_RPC_PARSE_ERROR, "parse error: bytes after the JSON text");
 	}
 	if (!json_object_is_type(out->root, json_type_object))
