@@ -201,12 +201,12 @@ int main(int argc, char **argv)
 	preview_public_init(&d.preview, d.preview_domain, sizeof(d.preview_domain), d.cfg.preview_domain,
 			    d.cfg.preview_scheme, d.cfg.preview_port ? (int)d.cfg.preview_port : listen_port);
 	struct core core = { .svc = d.svc,
-				    .reg = d.reg,
-				    .cmds = d.commands,
-				    .fs = d.fs,
-				    .xfer = d.xfer,
-				    .preview = &d.preview,
-				    .preview_secret = &d.preview_secret };
+			     .reg = d.reg,
+			     .cmds = d.commands,
+			     .fs = d.fs,
+			     .xfer = d.xfer,
+			     .preview = &d.preview,
+			     .preview_secret = &d.preview_secret };
 	d.api = api_new(d.base, &d.cfg, &core);
 	CHECK(d.api != NULL);
 

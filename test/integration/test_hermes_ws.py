@@ -5,9 +5,7 @@ exact result shape, notification order and bounds, calls in flight answered
 out of order, timeouts, kill and log replay, bytes through read and write,
 read_stream chunking, a bare TCP close."""
 import base64
-import json
 import os
-import socket
 import time
 
 import pytest
@@ -299,12 +297,16 @@ def test_oversized_message_and_idle_connection(server, sandbox):
     # quiet for a while: still open
     time.sleep(3)
     assert r.call("stat", {"path": "/"})[0]["exists"] is True
-    # 10 MiB over the 8 MiB default: closed 1009, the server carries on
-    r.send("write", {"content": "x" * (10 << 20), "path": "/tmp/huge"})
-    with pytest.raises(Closed):
-        while True:
-            r.read_one(timeout=20)
-    assert r.ws.close_code == 1009
+    # 10 MiB over the 8 MiB default: closed with 1009 (or, when the client is
+    # still writing as the server closes, reset), the server carries on
+    try:
+        r.send("write", {"content": "x" * (10 << 20), "path": "/tmp/huge"})
+        with pytest.raises(Closed):
+            while True:
+                r.read_one(timeout=20)
+        assert r.ws.close_code == 1009
+    except (ConnectionResetError, BrokenPipeError):
+        pass
     r.close()
     r2 = Rpc(server, sandbox["id"])
     assert r2.call("stat", {"path": "/tmp/huge"})[0]["exists"] is False
@@ -330,49 +332,3 @@ def test_dial_to_a_stopped_sandbox(server, client, sandbox):
     assert r.call("exec", {"command": "echo awake"}, timeout=60)[0]["output"] == "awake\n"
     r.close()
 
-
-@pytest.mark.skipif(not os.environ.get("SANDBAR_MEASURE"), reason="a measurement: SANDBAR_MEASURE=1")
-def test_measure_shell_string_vs_argv(server, client, sandbox):
-    """p50/p99 of `true` as argv and as a shell string, through the native
-    /execute and the Hermes WebSocket, beside raw `docker exec` (sequential,
-    after a warm-up). Printed, and written to $SANDBAR_DATA/log/test/."""
-    import subprocess
-    sid, n = sandbox["id"], int(os.environ.get("SANDBAR_MEASURE_N", "300"))
-
-    def timed(fn, count=n):
-        for _ in range(20):
-            fn()
-        ts = []
-        for _ in range(count):
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1000)
-        ts.sort()
-        return ts[len(ts) // 2], ts[int(len(ts) * 0.99) - 1]
-
-    def native(cmd):
-        r = client.post(f"/api/sandboxes/{sid}/execute", json={"command": cmd})
-        assert r.status == 200 and r.json["exitCode"] == 0, r
-
-    r = Rpc(server, sid)
-
-    def hermes(cmd):
-        res, _ = r.call("exec", {"command": cmd})
-        assert res["exit_code"] == 0
-
-    rows = [
-        ("native /execute argv [\"true\"]", timed(lambda: native(["true"]))),
-        ("native /execute shell \"true\" (sh -lc)", timed(lambda: native("true"))),
-        ("hermes exec \"true\" (plain words: exec'd)", timed(lambda: hermes("true"))),
-        ("hermes exec \"'true'\" (SDK quoting)", timed(lambda: hermes("'true'"))),
-        ("hermes exec \"true;\" (needs /bin/sh -c)", timed(lambda: hermes("true;"))),
-        ("docker exec true", timed(lambda: subprocess.run(["docker", "exec", sandbox["container_id"], "true"],
-                                                           check=True), count=30)),
-    ]
-    r.close()
-    lines = [f"{name:48s} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms" for name, (p50, p99) in rows]
-    out = os.path.join(os.environ.get("SANDBAR_DATA", ".data"), "log", "test", "hermes_measure.txt")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines))
