@@ -67,6 +67,7 @@ struct config {
 	uint64_t max_output_bytes;	/* SANDBAR_MAX_OUTPUT_BYTES, default 16m */
 	uint64_t stream_window;		/* SANDBAR_STREAM_WINDOW, default 256k */
 	int64_t exec_lookup_cache_ms;	/* SANDBAR_EXEC_LOOKUP_CACHE, default 1s */
+	uint64_t hermes_ws_max_message; /* SANDBAR_HERMES_WS_MAX_MESSAGE, default 8m (at least 1m) */
 
 	/* HTTP server */
 	uint64_t http_max_header_bytes; /* SANDBAR_MAX_HEADER_BYTES, default 16k */

@@ -147,6 +147,8 @@ static const struct cfg_setting settings[] = {
 	  "largest max_output_bytes an /execute may ask for" },
 	{ "SANDBAR_STREAM_WINDOW", CFG_SIZE, "256k", 4096, AT(stream_window),
 	  "output bytes in flight per stream between the agent and sandbard" },
+	{ "SANDBAR_HERMES_WS_MAX_MESSAGE", CFG_SIZE, "8m", 1 << 20, AT(hermes_ws_max_message),
+	  "largest JSON-RPC message a Hermes WebSocket takes, fragments reassembled (over it: close 1009)" },
 	{ "SANDBAR_EXEC_LOOKUP_CACHE", CFG_DURATION, "1s", 0, AT(exec_lookup_cache_ms),
 	  "how long a cached sandbox is trusted while not listening for other instances' changes (0: always "
 	  "look up)" },

@@ -16,8 +16,15 @@ struct hermes {
 	struct event_base *base;
 	const struct config *cfg;
 	const struct core *core;
-	struct router *router; /* the front's: routes are registered on it */
+	struct router *router;		/* the front's: routes are registered on it */
+	struct hermes_connect *connect; /* connect.c: the WebSocket route and its connections */
 };
+
+/* connect.c: GET /api/v1/sandboxes/{id}/connect, JSON-RPC over a WebSocket;
+ * shutdown says "going away" to every connection, free drops them. */
+struct hermes_connect *hermes_connect_new(struct hermes *h);
+void hermes_connect_shutdown(struct hermes_connect *hc);
+void hermes_connect_free(struct hermes_connect *hc);
 
 /* errors.c: the one table. A core error as an HTTP status and an envelope
  * code (the same number: "atlas error 404: ..." reads well in the SDK), and

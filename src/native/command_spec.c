@@ -35,10 +35,9 @@ static int parse_command(struct json_object *v, struct command_spec *spec, struc
 			return core_error_invalid(fail, "invalid_command", "'command' is empty");
 		if (strlen(s) != len)
 			return core_error_invalid(fail, "invalid_command", "'command' contains a NUL byte");
-		spec->argv = strv_new(3);
-		spec->argv[0] = strdup("/bin/sh");
-		spec->argv[1] = strdup("-lc");
-		spec->argv[2] = strdup(s);
+		/* as monza: /bin/sh -lc <command>, which the agent may run directly */
+		spec->shell = strdup(s);
+		spec->login = true;
 	} else if (json_object_is_type(v, json_type_array)) {
 		size_t n = json_object_array_length(v);
 		if (n == 0)
