@@ -53,6 +53,18 @@
  *   A ERROR id {TAG, CODE, MESSAGE} answers a request it cannot act on
  *   (unknown command, bad fields); C PING {TAG} / A PONG {TAG}.
  *
+ * Shell strings: C SPAWN {..., ARGV*, SHELL, LOGIN}. An agent that knows SHELL
+ * runs the string as `/bin/sh -c SHELL` would, and ignores ARGV: a string of
+ * only plain and single-quoted words (no expansion, operator, redirection,
+ * assignment, reserved word or builtin) is exec'd directly as those words,
+ * falling back to /bin/sh -c if that exec fails (so a missing program still
+ * says "sh: 1: x: not found", exit 127), with PWD set as sh exports it;
+ * anything else goes to /bin/sh -c. LOGIN 1 adds the user's login
+ * environment: what `/bin/sh -l` (/etc/profile, ~/.profile) exports, worked
+ * out once per user and agent start, replacing each variable that still has
+ * the value the profile saw. An agent that predates SHELL skips both and runs
+ * ARGV, which sandbard sets to /bin/sh -c (or -lc) SHELL.
+ *
  * Services (an agent that says FEATURES & AGENT_FEATURE_SERVICES; an older one
  * would skip SERVICE and run a plain command, so sandbard sends it to no other):
  *   C SPAWN {..., SERVICE, PORT}        as any SPAWN; SERVICE is sandbard's
@@ -247,6 +259,8 @@ enum agent_tag {
 	AGENT_T_SERVICE = 46, /* SPAWN, STATUS, UNSERVICE: a service's id */
 	AGENT_T_PORT = 47,    /* SPAWN, STATUS: the TCP port the command serves; TCP_OPEN */
 	AGENT_T_READY = 48,   /* STATUS: 1 once PORT accepted a connection */
+	AGENT_T_SHELL = 49,   /* SPAWN: a shell string, run instead of ARGV (see SHELL above) */
+	AGENT_T_LOGIN = 50,   /* SPAWN with SHELL: 1, in the user's login environment */
 	AGENT_T_TAG_MAX
 };
 

@@ -66,6 +66,9 @@ struct agent_sub_ops {
 
 struct agent_spawn_req {
 	const char *const *argv; /* NULL terminated, argv[0] non-empty */
+	const char *shell;	 /* may be NULL: a shell string the agent runs (AGENT_T_SHELL); argv is
+				  * then what an agent that predates it runs */
+	bool login;		 /* with shell: in the user's login environment (AGENT_T_LOGIN) */
 	const char *const *env;	 /* NULL terminated "K=V", may be NULL */
 	const char *cwd;	 /* may be NULL */
 	const char *user;	 /* may be NULL: the agent's own (root) */

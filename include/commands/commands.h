@@ -32,7 +32,15 @@ struct commands_config {
 
 /* ---- what to run (each dialect fills it from its own request) ---- */
 struct command_spec {
-	char **argv;	    /* NULL terminated; a shell string becomes /bin/sh -lc <string> */
+	char **argv; /* NULL terminated; NULL when shell is set */
+	/* A shell string, run as a fresh `/bin/sh -c <shell>` would run it: the
+	 * agent execs its words directly when they are only plain and single-
+	 * quoted words (no expansion, no operator, no builtin), else through
+	 * /bin/sh -c. login: in the user's login environment (what /etc/profile
+	 * and its scripts export, which the agent works out once per user), as
+	 * `sh -lc` has it. An agent that predates this runs /bin/sh -c (-lc). */
+	char *shell;
+	bool login;
 	char *command_json; /* the command as given, JSON text (for the record) */
 	char **env;	    /* "K=V", NULL terminated, may be NULL: overlays the sandbox env */
 	char *cwd, *user;   /* NULL: workspace folder, template remoteUser */

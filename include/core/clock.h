@@ -33,4 +33,10 @@ static inline int64_t clock_real_us(void)
 	return clock_ns(CLOCK_REALTIME) / 1000;
 }
 
+/* A wall time (Unix microseconds) as RFC 3339 in UTC with microseconds and
+ * "Z" (2025-03-01T10:00:00.123456Z), what every dialect shows (Go's
+ * time.Parse(RFC3339) reads it). out holds CLOCK_RFC3339_LEN bytes. */
+#define CLOCK_RFC3339_LEN 40
+void clock_rfc3339(int64_t us, char *out);
+
 #endif

@@ -57,6 +57,9 @@ struct config {
 	char *warm_pool;		    /* SANDBAR_WARM_POOL "template=count,...", default none */
 	int64_t warm_pool_concurrency;	    /* SANDBAR_WARM_POOL_CONCURRENCY, default 2 */
 	int64_t warm_pool_check_ms;	    /* SANDBAR_WARM_POOL_CHECK, default 10s */
+	char *allowed_images;	/* SANDBAR_ALLOWED_IMAGES, comma separated; unset: the templates' */
+	int64_t default_ttl_ms; /* SANDBAR_DEFAULT_TTL: a Hermes sandbox's lifetime, default 12h */
+	char *hermes_template;	/* SANDBAR_HERMES_TEMPLATE, default base */
 
 	/* commands */
 	int64_t commands_per_sandbox;	/* SANDBAR_MAX_COMMANDS_PER_SANDBOX, default 64 */
@@ -64,6 +67,7 @@ struct config {
 	uint64_t max_output_bytes;	/* SANDBAR_MAX_OUTPUT_BYTES, default 16m */
 	uint64_t stream_window;		/* SANDBAR_STREAM_WINDOW, default 256k */
 	int64_t exec_lookup_cache_ms;	/* SANDBAR_EXEC_LOOKUP_CACHE, default 1s */
+	uint64_t hermes_ws_max_message; /* SANDBAR_HERMES_WS_MAX_MESSAGE, default 8m (at least 1m) */
 	int64_t task_timeout_ms;	/* SANDBAR_TASK_TIMEOUT, default 30m */
 	int64_t task_max_timeout_ms;	/* SANDBAR_TASK_MAX_TIMEOUT, default 6h */
 
@@ -71,7 +75,7 @@ struct config {
 	uint64_t http_max_header_bytes; /* SANDBAR_MAX_HEADER_BYTES, default 16k */
 	uint64_t http_max_body_bytes;	/* SANDBAR_MAX_BODY_BYTES (JSON bodies), default 1m */
 	int64_t http_header_timeout_ms; /* SANDBAR_HEADER_TIMEOUT, default 10s */
-	int64_t http_idle_timeout_ms;	/* SANDBAR_IDLE_CONN_TIMEOUT, default 75s */
+	int64_t http_idle_timeout_ms;	/* SANDBAR_IDLE_CONN_TIMEOUT, default 120s (> Go's 90 s) */
 	int64_t http_max_connections;	/* SANDBAR_MAX_CONNECTIONS, default 4096 */
 	int64_t shutdown_grace_ms;	/* SANDBAR_SHUTDOWN_GRACE, default 10s */
 	uint64_t upload_limit;		/* UPLOAD_LIMIT bytes of one uploaded file, default 100m */

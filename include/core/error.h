@@ -37,4 +37,8 @@ void core_error_set(struct core_error *e, enum core_err kind, const char *code, 
 void core_error_vset(struct core_error *e, enum core_err kind, const char *code, const char *fmt, va_list ap)
 	__attribute__((format(printf, 4, 0)));
 
+/* Fills e as INVALID and returns -1: a parser's answer to bad input. */
+int core_error_invalid(struct core_error *e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 #endif

@@ -104,6 +104,11 @@ struct agentfs_op *agentfs_edit(struct agentfs *fs, const char *sandbox_id, cons
 struct agentfs_op *agentfs_read_doc(struct agentfs *fs, const char *sandbox_id, const char *path,
 				    agentfs_done_fn cb, void *arg);
 
+/* The same, but a file that is neither text nor an image is read whole (up
+ * to AGENTFS_IMAGE_MAX, else too_large), so that its bytes round-trip. */
+struct agentfs_op *agentfs_read_doc_whole(struct agentfs *fs, const char *sandbox_id, const char *path,
+					  agentfs_done_fn cb, void *arg);
+
 /* ---- streams ---- */
 struct agentfs_head {
 	uint64_t size;		  /* the whole file */

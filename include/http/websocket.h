@@ -46,6 +46,12 @@ void ws_refuse(struct http_request *req);
  * connection (usable at once: sends are queued until the socket is handed
  * over). Otherwise answers 400 `bad_websocket_handshake` and returns NULL. */
 struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg);
+/* The largest message taken (WS_MAX_MESSAGE unless set); a longer one ends
+ * the connection with close code 1009 (message too big). */
+void ws_set_max_message(struct ws_conn *ws, uint64_t max);
+/* Pings the peer every interval_ms; a peer that sends nothing (not even a
+ * pong) for four intervals is dropped as gone. Quiet but live peers stay. */
+void ws_keepalive(struct ws_conn *ws, int64_t interval_ms);
 /* Queues one message. -1 once the connection is closing. */
 int ws_send(struct ws_conn *ws, bool binary, const void *data, size_t len);
 /* Bytes queued and not yet written to the socket. */

@@ -4,10 +4,11 @@
  * with backpressure, keep-alive upstream connections kept per port, an
  * Upgrade (WebSocket) spliced byte for byte after the 101. A request for a
  * stopped sandbox whose auto_wake is on is held while it wakes, and sent once
- * its port answers. Every request, and an open WebSocket, is activity of its
- * sandbox. A private sandbox's requests need a preview token (header, query
- * once for a cookie, or the cookie), checked before anything wakes or is
- * contacted, and never passed to the app. */
+ * its port is ready (the agent's probe of the service that declares it, else
+ * a connection the app holds: proxy_wake.c). Every request, and an open
+ * WebSocket, is activity of its sandbox. A private sandbox's requests need a
+ * preview token (header, query once for a cookie, or the cookie), checked
+ * before anything wakes or is contacted, and never passed to the app. */
 #ifndef SANDBAR_PREVIEW_PROXY_H
 #define SANDBAR_PREVIEW_PROXY_H
 

@@ -100,6 +100,12 @@ struct sandbox {
 	 * else containerUser; NULL: the agent's root) and folder to run in */
 	char **run_env;
 	char *run_user, *run_cwd;
+	/* whose it is: the project it belongs to (requests scoped to a project
+	 * see only its sandboxes; "default" for the native API's) and its owner
+	 * ("" when none) */
+	char *project, *user_id;
+	struct json_object *spec; /* resources as the client wrote them (strings), echoed verbatim */
+	struct json_object *configured_env; /* env configured from outside, merged into env_vars */
 };
 
 /* ---- the registry ---- */
@@ -207,7 +213,10 @@ struct sandbox_insert {
 	bool is_private;
 	struct sandbox_port_set private_ports;
 	const char *actor;
-	bool in_pool; /* a warm pool member: never listed until claimed */
+	bool in_pool;			    /* a warm pool member: never listed until claimed */
+	const char *project, *user_id;	    /* NULL: "default", "" */
+	struct json_object *spec;	    /* may be NULL */
+	struct json_object *configured_env; /* may be NULL */
 };
 struct registry_wait *registry_insert(struct registry *reg, const struct sandbox_insert *ins,
 				      registry_moved_fn cb, void *arg);
@@ -228,6 +237,10 @@ struct sandbox_settings {
 	int is_private;	      /* 0: unchanged, 1: on, -1: off */
 	bool set_private_ports;
 	struct sandbox_port_set private_ports;
+	struct json_object *spec;	    /* merged over it */
+	const char *image;		    /* the image it is made from (a recreate follows) */
+	struct json_object *configured_env; /* merged over env_vars and remembered */
+	bool reapply_configured;	    /* configured_env merged over env_vars again */
 	const char *actor;
 };
 struct registry_wait *registry_settle(struct registry *reg, const char *id, const struct sandbox_settings *s,
@@ -253,6 +266,9 @@ struct sandbox_claim {
 	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	bool is_private;
 	struct sandbox_port_set private_ports;
+	const char *project, *user_id;	    /* NULL: "default", "" */
+	struct json_object *spec;	    /* may be NULL */
+	struct json_object *configured_env; /* may be NULL */
 	const char *actor;
 };
 /* Claims the oldest warm member of the template (FOR UPDATE SKIP LOCKED: two
@@ -270,9 +286,12 @@ struct sandbox_filter {
 	unsigned statuses;	    /* bits (1u << status); 0: every one but expired, deleted and warm */
 	struct json_object *labels; /* each of these labels (an object of strings), may be NULL */
 	size_t limit, offset;	    /* limit 0: no limit */
+	const char *project;	    /* only this project's, NULL: any */
+	const char *user_id;	    /* only this owner's, NULL: any */
+	bool oldest_first;	    /* by created_at then id, ascending (new ones land on the last page) */
 };
-/* Sandboxes matching f (NULL: none), newest first. Warm pool members are
- * never listed. */
+/* Sandboxes matching f (NULL: none), newest first (then by id) unless
+ * oldest_first. Warm pool members are never listed. */
 struct registry_wait *registry_list(struct registry *reg, const struct sandbox_filter *f, registry_list_fn cb,
 				    void *arg);
 

@@ -28,9 +28,10 @@ struct sandbox_result {
 	const struct sandbox *sb;	   /* the sandbox (create, get), NULL when none (delete, heartbeat) */
 	const struct sandbox *const *list; /* list: n sandboxes, newest first */
 	size_t n, total;		   /* list: total matching, whatever the page */
-	bool pending;			   /* create: answered before the sandbox was ready (wait=false) */
-	const char *token;		   /* preview token: the token (sb is the sandbox) */
-	int64_t token_expires_s;	   /* ... and the Unix second it expires at */
+	bool pending; /* create: answered before the sandbox was ready (wait=false); a power call accepted */
+	const struct sandbox_counts *counts; /* sandbox_count */
+	const char *token;		     /* preview token: the token (sb is the sandbox) */
+	int64_t token_expires_s;	     /* ... and the Unix second it expires at */
 };
 
 /* Called once, from the loop; the result is valid during the call only. */
@@ -66,8 +67,14 @@ struct sandbox_create_params {
 	struct sandbox_port_set private_ports; /* ... only these ports' (n 0: none) */
 	const int *ports;		       /* container ports to publish beside the template's */
 	size_t nports;
-	bool wait;	   /* false: answer as soon as the row exists */
-	const char *actor; /* who asks (a request id), for the sandbox's events */
+	bool wait;		       /* false: answer as soon as the row exists */
+	const char *actor;	       /* who asks (a request id), for the sandbox's events */
+	const char *project, *user_id; /* whose it is (NULL: "default", "") */
+	struct json_object *spec;      /* the resources as written, kept verbatim (borrowed, may be NULL) */
+	/* NULL: the template's image; else one of the allowed images (SANDBAR_ALLOWED_IMAGES,
+	 * else INVALID image_not_allowed), run as given with the agent baked in */
+	const char *image;
+	bool env_configured; /* env_vars is configured from outside: remembered for sandbox_configure */
 };
 
 struct sandbox_call *sandbox_create(struct sandbox_service *svc, const struct sandbox_create_params *p,
@@ -95,12 +102,24 @@ struct sandbox_changes {
 	int is_private; /* 0: unchanged, 1: on, -1: off */
 	bool set_private_ports;
 	struct sandbox_port_set private_ports;
+	struct json_object *spec; /* merged over the resources as written (borrowed) */
+	bool running_only;	  /* fail CONFLICT invalid_state unless the sandbox is running */
+	/* another image (allowed ones only): the container is made again from it,
+	 * workspace kept; answered once the sandbox is stopping for it */
+	const char *image;
 };
 struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 				    const struct sandbox_changes *c, const char *actor, sandbox_result_fn cb,
 				    void *arg);
 /* No idle action before now + ms (at most SANDBAR_MAX_KEEPALIVE). */
 struct sandbox_call *sandbox_keepalive(struct sandbox_service *svc, const char *id, int64_t ms,
+				       const char *actor, sandbox_result_fn cb, void *arg);
+/* The environment configured from outside (env: an object of strings,
+ * borrowed) merged into env_vars, so every later command sees it under its
+ * own env, and remembered; env NULL merges what was remembered (at create
+ * with env_configured, and by earlier calls) again. A sandbox that is not
+ * running fails CONFLICT invalid_state. */
+struct sandbox_call *sandbox_configure(struct sandbox_service *svc, const char *id, struct json_object *env,
 				       const char *actor, sandbox_result_fn cb, void *arg);
 /* The hard lifetime ends ms later (from now when it has none). */
 struct sandbox_call *sandbox_extend(struct sandbox_service *svc, const char *id, int64_t ms,
@@ -116,6 +135,13 @@ struct sandbox_call *sandbox_start(struct sandbox_service *svc, const char *id, 
 				   sandbox_result_fn cb, void *arg);
 struct sandbox_call *sandbox_restart(struct sandbox_service *svc, const char *id, const char *actor,
 				     sandbox_result_fn cb, void *arg);
+/* The same three, answered once accepted (the first move written: the
+ * sandbox is stopping, or starting) with res->pending set; the rest goes on
+ * without the caller. */
+enum sandbox_power { SANDBOX_POWER_STOP, SANDBOX_POWER_START, SANDBOX_POWER_RESTART, SANDBOX_POWER_MAX };
+struct sandbox_call *sandbox_power_accepted(struct sandbox_service *svc, enum sandbox_power kind,
+					    const char *id, const char *actor, sandbox_result_fn cb,
+					    void *arg);
 /* Private previews (private.c). The secret (kept by the caller, outliving
  * the service) signs the tokens. */
 struct preview_secret;
@@ -170,6 +196,27 @@ struct pool_status {
 	const struct pool_template_status *templates;
 	size_t n;
 };
+
+/* The cluster's sandboxes by status (pool members apart: in_pool), and the
+ * capacity admission allows. */
+struct sandbox_counts {
+	int64_t by_status[SANDBOX_STATUS_MAX]; /* users' sandboxes, warm members not counted */
+	int64_t pool_creating;		       /* pool members being made */
+	/* how many sandboxes of the default memory limit fit the Docker host
+	 * (SANDBAR_MEMORY_OVERCOMMIT), 0 when unknown or unbounded */
+	int64_t max_total;
+};
+/* res->counts. */
+struct sandbox_call *sandbox_count(struct sandbox_service *svc, sandbox_result_fn cb, void *arg);
+/* labels as a sandbox keeps them: an object of at most 64 strings (at most
+ * 256 bytes, no NUL) named by 1 to 63 of [A-Za-z0-9._/-]; else INVALID
+ * invalid_labels and -1. */
+MUST_USE int sandbox_labels_check(struct json_object *labels, struct core_error *e);
+/* Whether a create or an image change may run image: SANDBAR_ALLOWED_IMAGES,
+ * or when unset the templates' images. */
+bool sandbox_image_allowed(const struct sandbox_service *svc, const char *image);
+/* The image a sandbox of template_name runs by default, NULL for no such template. */
+const char *sandbox_template_image(const struct sandbox_service *svc, const char *template_name);
 
 /* SANDBAR_WARM_POOL ("base=4,python=2"): 0, or -1 with the reason in err
  * (syntax, an unknown template, a target out of range). */

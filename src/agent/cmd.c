@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -22,12 +24,14 @@
 #include "core/log.h"
 #include "ring.h"
 #include "service.h"
+#include "shellwords.h"
 #include "users.h"
 
 enum child_stage { STAGE_SETUP = 1, STAGE_USER, STAGE_CWD, STAGE_EXEC };
 
 struct child_setup {
 	char **argv, **env;
+	const char *shell; /* argv are a shell string's words: if they cannot be exec'd, sh -c it */
 	const char *cwd;
 	const struct user_info *user; /* NULL: stay root */
 	int in, out, err;	      /* the child's ends; -1 for the PTY */
@@ -48,6 +52,7 @@ static void write_stdin(struct cmd *c);
 static void maybe_finish(struct agent *a, struct cmd *c);
 static char *cstr(const uint8_t *p, uint32_t n, char *buf, size_t cap);
 static void cmd_evict(struct agent *a);
+static char **env_with_pwd(char **env, const char *dir);
 
 static const char *const state_names[CMD_STATE_MAX] = { "running", "draining", "exited" };
 
@@ -147,10 +152,56 @@ static _Noreturn void child_exec(const struct child_setup *s)
 	if (s->cwd && chdir(s->cwd) < 0)
 		child_fail(s->failed, STAGE_CWD, errno);
 	exec_search(s->argv, s->env);
+	if (s->shell) {
+		/* not found, not executable, not a binary: the shell says so as it
+		 * would have (sh: 1: x: not found, exit 127), or runs the script */
+		char *sh_argv[] = { "/bin/sh", "-c", (char *)s->shell, NULL };
+		execve("/bin/sh", sh_argv, s->env);
+	}
 	child_fail(s->failed, STAGE_EXEC, errno);
 }
 
 /* ---- spawning ---- */
+
+/* env with PWD as dash exports it for a command run in dir (NULL: the
+ * agent's own folder): kept when it names that folder, else its physical
+ * path. NULL when env needs no change. One allocation (env's strings shared). */
+static char **env_with_pwd(char **env, const char *dir)
+{
+	char here[PATH_MAX], real[PATH_MAX];
+	struct stat want, st;
+	if (!dir) {
+		if (!getcwd(here, sizeof(here)))
+			return NULL;
+		dir = here;
+	}
+	if (stat(dir, &want) != 0)
+		return NULL; /* the chdir fails anyway */
+	size_t n = 0, at = SIZE_MAX;
+	for (; env[n]; n++) {
+		if (strncmp(env[n], "PWD=", 4) == 0)
+			at = n;
+	}
+	if (at != SIZE_MAX && env[at][4] == '/' && stat(env[at] + 4, &st) == 0 && st.st_dev == want.st_dev &&
+	    st.st_ino == want.st_ino)
+		return NULL;
+	if (!realpath(dir, real))
+		return NULL;
+	size_t rl = strlen(real);
+	char **v = malloc((n + 2) * sizeof(char *) + rl + 5);
+	CHECK(v != NULL);
+	char *pwd = (char *)(v + n + 2);
+	memcpy(pwd, "PWD=", 4);
+	memcpy(pwd + 4, real, rl + 1);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i != at)
+			v[k++] = env[i];
+	}
+	v[k++] = pwd;
+	v[k] = NULL;
+	return v;
+}
 
 /* vfork: no copy of the agent's page tables, and the agent waits for the
  * exec anyway (0.17 ms less per command on a 2-core VM). Alone in its own
@@ -202,8 +253,18 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 	int master = -1, slave = -1;
 	bool pty = req->rows > 0 && req->cols > 0;
 	const char *stage = "setup";
+	char *shell = NULL, **words = NULL, **env3 = NULL, *sh_argv[4] = { "/bin/sh", "-c", NULL, NULL };
 
 	cmd_evict(a);
+	if (req->shell) {
+		shell = strndup((const char *)req->shell, req->shell_len);
+		CHECK(shell != NULL);
+		/* the login environment is the login shell's until the agent keeps it */
+		words = req->login ? NULL : shellwords_split(shell, req->shell_len);
+		sh_argv[1] = req->login ? "-lc" : "-c";
+		sh_argv[2] = shell;
+		argv = words ? words : sh_argv;
+	}
 	if (req->user) {
 		stage = "user";
 		if (users_resolve(NULL, cstr(req->user, req->user_len, uname, sizeof(uname)), &user) != 0) {
@@ -241,8 +302,14 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 		if (pipe2(p_out, O_CLOEXEC) < 0 || pipe2(p_err, O_CLOEXEC) < 0)
 			goto fail;
 	}
+	if (words) { /* sh exports PWD: so does the direct exec */
+		env3 = env_with_pwd(envp, req->cwd ? cstr(req->cwd, req->cwd_len, cwd, sizeof(cwd)) : NULL);
+		if (env3)
+			envp = env3;
+	}
 	struct child_setup s = {
 		.argv = argv,
+		.shell = words ? shell : NULL,
 		.env = envp,
 		.cwd = req->cwd ? cstr(req->cwd, req->cwd_len, cwd, sizeof(cwd)) : NULL,
 		.user = req->user ? &user : NULL,
@@ -302,8 +369,12 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 	while (*tail)
 		tail = &(*tail)->next;
 	*tail = c;
+	log_debug("cmd %u: pid %d %s%s", c->id, (int)pid, argv[0],
+		  req->shell && !words ? " (through sh)" : "");
 	free(env2);
-	log_debug("cmd %u: pid %d %s", c->id, (int)pid, argv[0]);
+	free(env3);
+	free(words);
+	free(shell);
 	*out = c;
 	return 0;
 fail:
@@ -315,6 +386,9 @@ fail:
 	for (size_t i = 0; i < ARRAY_LEN(fds_all); i++)
 		close_fd(fds_all[i]);
 	free(env2);
+	free(env3);
+	free(words);
+	free(shell);
 	return -1;
 }
 

@@ -66,6 +66,7 @@ struct cmd {
 	int64_t probe_at;     /* monotonic ms: the next probe, or the deadline of the one in flight */
 	uint32_t probe_addr;  /* where probes connect (network order; 0: look it up) */
 	unsigned probe_fails; /* failed probes since the address was looked up */
+	unsigned probe_tries; /* probes so far: the first ones come quickly (service.c) */
 };
 
 /* Starts a command from a decoded SPAWN. On failure -1 with *code (errno) and

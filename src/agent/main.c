@@ -291,6 +291,14 @@ static int run_init(int argc, char **argv)
 	s.a.services_dir = services_dir();
 	/* orphans of commands come back to us on the host too, not only as PID 1 */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	/* an ignored signal survives exec: none inherited from whoever started
+	 * us reaches the commands (kill SIGINT must end a background sleep) */
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+		if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &sa) == 0 &&
+		    sa.sa_handler == SIG_IGN)
+			signal(sig, SIG_DFL);
+	}
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);

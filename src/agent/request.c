@@ -95,6 +95,14 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 			r->user_len = fld->len;
 		}
 		return 0;
+	case AGENT_T_SHELL:
+		if (memchr(fld->data, 0, fld->len)) {
+			*why = "NUL byte in SHELL";
+			return -1;
+		}
+		r->shell = fld->data;
+		r->shell_len = fld->len;
+		return 0;
 	case AGENT_T_SERVICE:
 		if (!service_id_ok(fld->data, fld->len)) {
 			*why = "SERVICE must be 1 to 64 of [A-Za-z0-9._-], a letter or digit first";
@@ -148,6 +156,7 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 	case AGENT_T_OFFSET:
 	case AGENT_T_SIGNO:
 	case AGENT_T_LOSSLESS:
+	case AGENT_T_LOGIN:
 	case AGENT_T_OP:
 	case AGENT_T_MODE:
 	case AGENT_T_FLAGS:
@@ -171,6 +180,9 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 		break;
 	case AGENT_T_LOSSLESS:
 		r->lossless = v != 0;
+		break;
+	case AGENT_T_LOGIN:
+		r->login = v != 0;
 		break;
 	case AGENT_T_TIMEOUT_MS:
 	case AGENT_T_GRACE_MS:
@@ -248,7 +260,7 @@ static int check_request(const struct agent_req *r, const char **why)
 {
 	switch (r->type) {
 	case AGENT_SPAWN:
-		if (r->argc == 0) {
+		if (r->argc == 0) { /* with SHELL too: what an older agent would run */
 			*why = "SPAWN without ARGV";
 			return -1;
 		}

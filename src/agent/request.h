@@ -24,7 +24,10 @@ struct agent_req {
 	const uint8_t *tag; /* NULL when absent; echoed verbatim */
 	uint32_t tag_len;
 	/* SPAWN */
-	size_t argc, envc; /* ARGV, ENV fields, iterate with agent_req_strings */
+	size_t argc, envc;    /* ARGV, ENV fields, iterate with agent_req_strings */
+	const uint8_t *shell; /* SHELL: run instead of ARGV (NULL: none); no NUL */
+	uint32_t shell_len;
+	bool login; /* LOGIN: with SHELL, in the user's login environment */
 	const uint8_t *cwd, *user;
 	uint32_t cwd_len, user_len;
 	uint16_t rows, cols; /* both > 0: PTY */

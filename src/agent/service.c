@@ -36,6 +36,7 @@ static int kept_cmp(const void *x, const void *y);
 static bool service_start_one(struct agent *a, const char *name);
 static struct in_addr probe_address(void);
 static void probe_start(struct agent *a, struct cmd *c);
+static int64_t probe_delay(struct cmd *c);
 
 const char *services_dir(void)
 {
@@ -288,6 +289,18 @@ static struct in_addr probe_address(void)
 	return addr;
 }
 
+/* A service just started (a woken sandbox's, with a request held for it) is
+ * probed every few ms at first, backing off to SERVICE_PROBE_MS: readiness
+ * is seen within about twice the app's own start-up time. */
+static int64_t probe_delay(struct cmd *c)
+{
+	unsigned tries = c->probe_tries++;
+	int64_t ms = SERVICE_PROBE_FIRST_MS;
+	while (tries-- > 0 && ms < SERVICE_PROBE_MS)
+		ms *= 2;
+	return ms < SERVICE_PROBE_MS ? ms : SERVICE_PROBE_MS;
+}
+
 static void probe_ready(struct cmd *c)
 {
 	c->ready = true;
@@ -298,7 +311,7 @@ static void probe_ready(struct cmd *c)
  * (the network may have changed), not at every try. */
 static void probe_failed(struct agent *a, struct cmd *c)
 {
-	c->probe_at = a->now + SERVICE_PROBE_MS;
+	c->probe_at = a->now + probe_delay(c);
 	if (++c->probe_fails >= SERVICE_PROBE_REFRESH) {
 		c->probe_fails = 0;
 		c->probe_addr = 0;
@@ -313,7 +326,7 @@ static void probe_start(struct agent *a, struct cmd *c)
 				  .sin_port = htons(c->port),
 				  .sin_addr = { c->probe_addr } };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	c->probe_at = a->now + SERVICE_PROBE_MS;
+	c->probe_at = a->now + SERVICE_PROBE_MS; /* no socket: later */
 	if (fd < 0)
 		return;
 	if (connect(fd, (const struct sockaddr *)&sa, sizeof(sa)) == 0) {

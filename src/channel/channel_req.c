@@ -149,6 +149,11 @@ struct agent_sub *agent_spawn(struct agent_channel *ch, const struct agent_spawn
 		agent_msg_str(&m, AGENT_T_ARGV, req->argv[i]);
 	for (size_t i = 0; req->env && req->env[i]; i++)
 		agent_msg_str(&m, AGENT_T_ENV, req->env[i]);
+	if (req->shell) {
+		agent_msg_str(&m, AGENT_T_SHELL, req->shell);
+		if (req->login)
+			agent_msg_u64(&m, AGENT_T_LOGIN, 1);
+	}
 	if (req->cwd)
 		agent_msg_str(&m, AGENT_T_CWD, req->cwd);
 	if (req->user)

@@ -22,6 +22,7 @@ static void op_later_fire(evutil_socket_t fd, short what, void *arg);
 static void run_acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static void run_spawn(struct command_op *op);
 static char **command_env_overlay(char *const *base, char *const *overlay);
+static char **strv_dup(const char *const *v);
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at);
 static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
 		       bool gap);
@@ -378,26 +379,34 @@ static char **command_env_overlay(char *const *base, char *const *overlay)
 	return env.v;
 }
 
-/* Looks the sandbox up (and records activity when due) in one round trip. */
+static char **strv_dup(const char *const *v)
+{
+	size_t n = 0;
+	while (v[n])
+		n++;
+	char **out = calloc(n + 1, sizeof(char *));
+	CHECK(out != NULL);
+	for (size_t i = 0; i < n; i++) {
+		out[i] = strdup(v[i]);
+		CHECK(out[i] != NULL);
+	}
+	return out;
+}
+
 static void spec_copy(struct command_spec *dst, const struct command_spec *src)
 {
 	memset(dst, 0, sizeof(*dst));
-	size_t n = 0;
-	while (src->argv[n])
-		n++;
-	dst->argv = calloc(n + 1, sizeof(char *));
-	CHECK(dst->argv != NULL);
-	for (size_t i = 0; i < n; i++)
-		dst->argv[i] = strdup(src->argv[i]);
-	if (src->env) {
-		n = 0;
-		while (src->env[n])
-			n++;
-		dst->env = calloc(n + 1, sizeof(char *));
-		CHECK(dst->env != NULL);
-		for (size_t i = 0; i < n; i++)
-			dst->env[i] = strdup(src->env[i]);
+	if (src->shell) {
+		/* what an agent that predates SHELL runs instead */
+		const char *fallback[] = { "/bin/sh", src->login ? "-lc" : "-c", src->shell, NULL };
+		dst->argv = strv_dup(fallback);
+		dst->shell = strdup(src->shell);
+		dst->login = src->login;
+	} else {
+		dst->argv = strv_dup((const char *const *)src->argv);
 	}
+	if (src->env)
+		dst->env = strv_dup((const char *const *)src->env);
 	dst->command_json = strdup(src->command_json ? src->command_json : "null");
 	dst->cwd = src->cwd ? strdup(src->cwd) : NULL;
 	dst->user = src->user ? strdup(src->user) : NULL;
@@ -422,7 +431,7 @@ struct command_op *commands_run(struct commands *c, const char *sandbox_id, cons
 	struct command_op *op = op_new(c, OP_RUN, sandbox_id, arg);
 	op->ev = ev;
 	op->detached = detached;
-	CHECK(spec->argv && spec->argv[0]);
+	CHECK((spec->argv && spec->argv[0]) || spec->shell);
 	spec_copy(&op->spec, spec);
 	/* the registry answers from its cache (or one lookup however many runs
 	 * wait), always from the loop: events never come from the caller's stack */
@@ -486,6 +495,8 @@ static void run_spawn(struct command_op *op)
 	const char *cwd = op->spec.cwd ? op->spec.cwd : sb->run_cwd;
 	struct agent_spawn_req req = {
 		.argv = (const char *const *)op->spec.argv,
+		.shell = op->spec.shell,
+		.login = op->spec.login,
 		.env = (const char *const *)(env ? env : sb->run_env),
 		.cwd = cwd && *cwd ? cwd : NULL,
 		.user = op->spec.user ? op->spec.user : sb->run_user,

@@ -18,6 +18,7 @@ static void strv_free(char **v)
 void command_spec_free(struct command_spec *spec)
 {
 	strv_free(spec->argv);
+	free(spec->shell);
 	strv_free(spec->env);
 	free(spec->command_json);
 	free(spec->cwd);

@@ -1,6 +1,10 @@
 /* Base64 encoding and strict decoding. */
 #include "core/base64.h"
 
+#include <stdlib.h>
+
+#include "core/check.h"
+
 static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 size_t base64_encode(const void *data, size_t len, char *out)
@@ -64,4 +68,12 @@ long base64_decode(const char *s, size_t slen, unsigned char *out)
 	if (bits && (acc & ((1u << bits) - 1)))
 		return -1;
 	return (long)o;
+}
+
+char *base64_encode_alloc(const void *data, size_t len, size_t *n)
+{
+	char *buf = malloc(base64_encoded_size(len));
+	CHECK(buf != NULL);
+	*n = base64_encode(data, len, buf);
+	return buf;
 }

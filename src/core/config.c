@@ -99,6 +99,14 @@ static const struct cfg_setting settings[] = {
 	  "pool members made at once (none while other creates run)" },
 	{ "SANDBAR_WARM_POOL_CHECK", CFG_DURATION, "10s", 100, AT(warm_pool_check_ms),
 	  "how often the pool looks at its templates' images (a change starts a rollout) and counts" },
+	{ "SANDBAR_ALLOWED_IMAGES", CFG_STRING, NULL, 0, AT(allowed_images),
+	  "images a sandbox may be created with or changed to by name (Hermes spec.image, PATCH image), "
+	  "comma separated (unset: the templates' images)" },
+	{ "SANDBAR_DEFAULT_TTL", CFG_DURATION, "12h", 1000, AT(default_ttl_ms),
+	  "lifetime of a sandbox created through the Hermes dialect without ttl_hours" },
+	{ "SANDBAR_HERMES_TEMPLATE", CFG_STRING, "base", 0, AT(hermes_template),
+	  "the template whose devcontainer settings (and image, unless spec.image is given) Hermes "
+	  "sandboxes use; its warm pool is the one /admin reports and rolls" },
 	{ "SANDBAR_IMAGE_PRUNE_AGE", CFG_DURATION, "1h", 0, AT(image_prune_age_ms),
 	  "at start, derived images of another agent that no container uses are removed once this old "
 	  "(another "
@@ -139,6 +147,8 @@ static const struct cfg_setting settings[] = {
 	  "largest max_output_bytes an /execute may ask for" },
 	{ "SANDBAR_STREAM_WINDOW", CFG_SIZE, "256k", 4096, AT(stream_window),
 	  "output bytes in flight per stream between the agent and sandbard" },
+	{ "SANDBAR_HERMES_WS_MAX_MESSAGE", CFG_SIZE, "8m", 1 << 20, AT(hermes_ws_max_message),
+	  "largest JSON-RPC message a Hermes WebSocket takes, fragments reassembled (over it: close 1009)" },
 	{ "SANDBAR_EXEC_LOOKUP_CACHE", CFG_DURATION, "1s", 0, AT(exec_lookup_cache_ms),
 	  "how long a cached sandbox is trusted while not listening for other instances' changes (0: always "
 	  "look up)" },
@@ -157,8 +167,9 @@ static const struct cfg_setting settings[] = {
 	  "(unlinked at once, so nothing stays)" },
 	{ "SANDBAR_HEADER_TIMEOUT", CFG_DURATION, "10s", 100, AT(http_header_timeout_ms),
 	  "time a client has to send a complete request head" },
-	{ "SANDBAR_IDLE_CONN_TIMEOUT", CFG_DURATION, "75s", 100, AT(http_idle_timeout_ms),
-	  "an idle keep-alive connection is closed after this" },
+	{ "SANDBAR_IDLE_CONN_TIMEOUT", CFG_DURATION, "120s", 100, AT(http_idle_timeout_ms),
+	  "an idle keep-alive connection is closed after this (keep it above 90s: Go clients such as the "
+	  "Hermes SDK drop theirs then, and never resend a POST we closed under them)" },
 	{ "SANDBAR_MAX_CONNECTIONS", CFG_INT, "4096", 1, AT(http_max_connections),
 	  "concurrent client connections" },
 	{ "SANDBAR_SHUTDOWN_GRACE", CFG_DURATION, "10s", 0, AT(shutdown_grace_ms),

@@ -67,6 +67,8 @@ struct agentfs_op {
 	bool cut;
 	const char *mime;
 	bool image;
+	bool whole_binary; /* the document read: a binary file whole, up to the image cap */
+	bool binary;	   /* ... and the bytes read so far are not text */
 	/* writes */
 	uint64_t written;
 	bool paused, ended;

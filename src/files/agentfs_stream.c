@@ -113,9 +113,22 @@ static void rd_data(void *arg, uint64_t offset, const uint8_t *data, size_t len)
 	op->got += len;
 	if (op->kind == AFS_READ_DOC) {
 		evbuffer_add(op->buf, data, len);
-		if (!op->image && op->got > AGENTFS_TEXT_MAX + 4) {
-			doc_answer(op); /* enough to answer: the rest is not read */
-			return;
+		if (!op->image && !op->binary && op->got > AGENTFS_TEXT_MAX + 4) {
+			size_t n = evbuffer_get_length(op->buf);
+			const char *b = (const char *)evbuffer_pullup(op->buf, -1);
+			op->binary = op->whole_binary && utf8_valid_prefix(b, n) + 4 <= n;
+			if (!op->binary) {
+				doc_answer(op); /* enough to answer: the rest is not read */
+				return;
+			}
+			if (op->size > AGENTFS_IMAGE_MAX) {
+				afs_fail(op, CORE_LIMIT, "too_large",
+					 "%s: the file is %" PRIu64
+					 " bytes of binary, more than the %u bytes read "
+					 "returns",
+					 op->path, op->size, AGENTFS_IMAGE_MAX);
+				return;
+			}
 		}
 		read_ack(op, op->got);
 		return;
@@ -188,7 +201,8 @@ static void doc_answer(struct agentfs_op *op)
 		r.data_len = utf8_valid_prefix((const char *)b, keep); /* never splits a character */
 	} else {
 		r.doc = AGENTFS_DOC_BINARY;
-		r.data_len = keep;
+		r.data_len = op->whole_binary ? n : keep;
+		r.truncated = !op->whole_binary && r.truncated;
 		if (strncmp(op->mime, "text/", 5) == 0)
 			r.mime = "application/octet-stream";
 	}
@@ -200,6 +214,17 @@ struct agentfs_op *agentfs_read_doc(struct agentfs *fs, const char *sandbox_id, 
 {
 	struct agentfs_op *op = afs_op_new(fs, AFS_READ_DOC, sandbox_id, arg);
 	op->cb = cb;
+	if (afs_path(op, path, op->path) == 0)
+		afs_start(op);
+	return op;
+}
+
+struct agentfs_op *agentfs_read_doc_whole(struct agentfs *fs, const char *sandbox_id, const char *path,
+					  agentfs_done_fn cb, void *arg)
+{
+	struct agentfs_op *op = afs_op_new(fs, AFS_READ_DOC, sandbox_id, arg);
+	op->cb = cb;
+	op->whole_binary = true;
 	if (afs_path(op, path, op->path) == 0)
 		afs_start(op);
 	return op;

@@ -14,16 +14,24 @@ struct hermes *hermes_new(struct event_base *base, const struct config *cfg, con
 	h->cfg = cfg;
 	h->core = core;
 	h->router = router;
+	if (hermes_rest_routes(h) != 0 || hermes_admin_routes(h) != 0 ||
+	    !(h->connect = hermes_connect_new(h))) {
+		hermes_free(h);
+		return NULL;
+	}
 	return h;
 }
 
 void hermes_shutdown(struct hermes *h)
 {
-	(void)h;
+	hermes_connect_shutdown(h->connect);
 }
 
 void hermes_free(struct hermes *h)
 {
+	if (!h)
+		return;
+	hermes_connect_free(h->connect);
 	free(h);
 }
 

@@ -13,12 +13,14 @@
 #include <wslay/wslay.h>
 
 #include "core/base64.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/sha1.h"
 #include "http/server.h"
 
 #define WS_WRITE_HIGHWAT (256 * 1024) /* socket output above this: wslay waits */
 #define WS_WRITE_LOWAT	 (64 * 1024)  /* drain callback below this */
+#define WS_DEAD_PINGS	 4	      /* ws_keepalive: intervals without a byte from the peer */
 
 enum ws_state {
 	WS_HANDSHAKE, /* 101 queued, waiting for the socket */
@@ -38,6 +40,9 @@ struct ws_conn {
 	void *arg;
 	struct event *kick; /* closes (and frees) from the loop */
 	bool in_pump;	    /* wslay is running: its callbacks must not re-enter it */
+	struct event *ping; /* ws_keepalive's timer, NULL when off */
+	int64_t ping_ms;
+	int64_t last_rx_ms; /* monotonic: the peer's last bytes */
 };
 
 struct ws_hub {
@@ -52,6 +57,7 @@ static void ws_read_cb(struct bufferevent *bev, void *arg);
 static void ws_write_cb(struct bufferevent *bev, void *arg);
 static void ws_event_cb(struct bufferevent *bev, short what, void *arg);
 static void ws_kick_cb(evutil_socket_t fd, short what, void *arg);
+static void ws_ping_cb(evutil_socket_t fd, short what, void *arg);
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user);
 static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
 			  void *user);
@@ -70,8 +76,11 @@ static void ws_set_state(struct ws_conn *ws, enum ws_state next)
 	CHECK(next < WS_STATE_MAX && (legal[ws->state] & (1u << next)));
 	log_debug("ws %p: %s -> %s", (void *)ws, ws_state_names[ws->state], ws_state_names[next]);
 	ws->state = next;
-	if (next == WS_CLOSED)
+	if (next == WS_CLOSED) {
+		if (ws->ping)
+			event_del(ws->ping);
 		event_active(ws->kick, EV_TIMEOUT, 0);
+	}
 }
 
 struct ws_hub *ws_hub_new(struct event_base *base)
@@ -90,6 +99,8 @@ static void ws_free(struct ws_conn *ws)
 		bufferevent_free(ws->bev);
 	wslay_event_context_free(ws->ctx);
 	event_free(ws->kick);
+	if (ws->ping)
+		event_free(ws->ping);
 	free(ws);
 }
 
@@ -204,6 +215,39 @@ int ws_send(struct ws_conn *ws, bool binary, const void *data, size_t len)
 	return 0;
 }
 
+void ws_set_max_message(struct ws_conn *ws, uint64_t max)
+{
+	wslay_event_config_set_max_recv_msg_length(ws->ctx, max);
+}
+
+void ws_keepalive(struct ws_conn *ws, int64_t interval_ms)
+{
+	CHECK(interval_ms > 0 && !ws->ping);
+	ws->ping_ms = interval_ms;
+	ws->last_rx_ms = clock_mono_ms();
+	ws->ping = event_new(ws->hub->base, -1, EV_PERSIST, ws_ping_cb, ws);
+	CHECK(ws->ping != NULL);
+	struct timeval tv = { interval_ms / 1000, (interval_ms % 1000) * 1000 };
+	event_add(ws->ping, &tv);
+}
+
+/* A ping each interval; a peer silent for WS_DEAD_PINGS of them (no pong, no
+ * frame) is gone without a FIN (a cable pulled, a NAT forgot it): dropped. */
+static void ws_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ws_conn *ws = arg;
+	if (ws->state != WS_OPEN)
+		return;
+	if (clock_mono_ms() - ws->last_rx_ms > WS_DEAD_PINGS * ws->ping_ms) {
+		log_info("ws %p: no answer to %d pings: dropped", (void *)ws, WS_DEAD_PINGS);
+		ws_set_state(ws, WS_CLOSED);
+		return;
+	}
+	struct wslay_event_msg msg = { .opcode = WSLAY_PING, .msg = (const uint8_t *)"", .msg_length = 0 };
+	if (wslay_event_queue_msg(ws->ctx, &msg) == 0)
+		ws_pump(ws);
+}
+
 size_t ws_pending(const struct ws_conn *ws)
 {
 	size_t n = wslay_event_get_queued_msg_length(ws->ctx);
@@ -252,7 +296,10 @@ static void ws_pump(struct ws_conn *ws)
 
 static void ws_read_cb(struct bufferevent *bev, void *arg)
 {
-	ws_pump(arg);
+	struct ws_conn *ws = arg;
+	if (ws->ping)
+		ws->last_rx_ms = clock_mono_ms();
+	ws_pump(ws);
 }
 
 static void ws_write_cb(struct bufferevent *bev, void *arg)

@@ -12,21 +12,10 @@
 #include "commands/commands.h"
 #include "internal.h"
 
-static int fail_with(struct core_error *fail, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 static int parse_command(struct json_object *v, struct command_spec *spec, struct core_error *fail);
 static int parse_env(struct json_object *v, struct command_spec *spec, struct core_error *fail);
 static int parse_service(struct json_object *body, struct command_spec *spec, struct core_error *fail);
 static char **strv_new(size_t n);
-
-static int fail_with(struct core_error *fail, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	core_error_vset(fail, CORE_INVALID, code, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 static char **strv_new(size_t n)
 {
@@ -38,41 +27,42 @@ static char **strv_new(size_t n)
 static int parse_command(struct json_object *v, struct command_spec *spec, struct core_error *fail)
 {
 	if (!v || json_object_is_type(v, json_type_null))
-		return fail_with(fail, "invalid_command", "'command' is required");
+		return core_error_invalid(fail, "invalid_command", "'command' is required");
 	if (json_object_is_type(v, json_type_string)) {
 		const char *s = json_object_get_string(v);
 		size_t len = (size_t)json_object_get_string_len(v);
 		if (len == 0 || strspn(s, " \t\r\n") == len)
-			return fail_with(fail, "invalid_command", "'command' is empty");
+			return core_error_invalid(fail, "invalid_command", "'command' is empty");
 		if (strlen(s) != len)
-			return fail_with(fail, "invalid_command", "'command' contains a NUL byte");
-		spec->argv = strv_new(3);
-		spec->argv[0] = strdup("/bin/sh");
-		spec->argv[1] = strdup("-lc");
-		spec->argv[2] = strdup(s);
+			return core_error_invalid(fail, "invalid_command", "'command' contains a NUL byte");
+		/* as monza: /bin/sh -lc <command>, which the agent may run directly */
+		spec->shell = strdup(s);
+		spec->login = true;
 	} else if (json_object_is_type(v, json_type_array)) {
 		size_t n = json_object_array_length(v);
 		if (n == 0)
-			return fail_with(fail, "invalid_command", "'command' is an empty array");
+			return core_error_invalid(fail, "invalid_command", "'command' is an empty array");
 		if (n > 4096)
-			return fail_with(fail, "invalid_command", "'command' has too many arguments");
+			return core_error_invalid(fail, "invalid_command",
+						  "'command' has too many arguments");
 		spec->argv = strv_new(n);
 		for (size_t i = 0; i < n; i++) {
 			struct json_object *a = json_object_array_get_idx(v, i);
 			if (!json_object_is_type(a, json_type_string))
-				return fail_with(fail, "invalid_command",
-						 "'command' argument %zu is not a string", i);
+				return core_error_invalid(fail, "invalid_command",
+							  "'command' argument %zu is not a string", i);
 			const char *s = json_object_get_string(a);
 			if (strlen(s) != (size_t)json_object_get_string_len(a))
-				return fail_with(fail, "invalid_command",
-						 "'command' argument %zu contains a NUL byte", i);
+				return core_error_invalid(fail, "invalid_command",
+							  "'command' argument %zu contains a NUL byte", i);
 			if (i == 0 && !*s)
-				return fail_with(fail, "invalid_command", "'command' program is empty");
+				return core_error_invalid(fail, "invalid_command",
+							  "'command' program is empty");
 			spec->argv[i] = strdup(s);
 		}
 	} else {
-		return fail_with(fail, "invalid_command",
-				 "'command' must be a string or an array of strings");
+		return core_error_invalid(fail, "invalid_command",
+					  "'command' must be a string or an array of strings");
 	}
 	spec->command_json = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 	return 0;
@@ -81,19 +71,21 @@ static int parse_command(struct json_object *v, struct command_spec *spec, struc
 static int parse_env(struct json_object *v, struct command_spec *spec, struct core_error *fail)
 {
 	if (!json_object_is_type(v, json_type_object))
-		return fail_with(fail, "invalid_env", "'env' must be an object of strings");
+		return core_error_invalid(fail, "invalid_env", "'env' must be an object of strings");
 	spec->env = strv_new((size_t)json_object_object_length(v));
 	size_t k = 0;
 	json_object_object_foreach(v, key, val)
 	{
 		if (!*key || strchr(key, '=') || strlen(key) > 256)
-			return fail_with(fail, "invalid_env",
-					 "env var name '%.64s' is empty, too long or has '='", key);
+			return core_error_invalid(fail, "invalid_env",
+						  "env var name '%.64s' is empty, too long or has '='", key);
 		if (!json_object_is_type(val, json_type_string))
-			return fail_with(fail, "invalid_env", "env var '%.64s' must be a string", key);
+			return core_error_invalid(fail, "invalid_env", "env var '%.64s' must be a string",
+						  key);
 		const char *s = json_object_get_string(val);
 		if (strlen(s) != (size_t)json_object_get_string_len(val))
-			return fail_with(fail, "invalid_env", "env var '%.64s' contains a NUL byte", key);
+			return core_error_invalid(fail, "invalid_env", "env var '%.64s' contains a NUL byte",
+						  key);
 		char *kv;
 		CHECK(asprintf(&kv, "%s=%s", key, s) >= 0);
 		spec->env[k++] = kv;
@@ -108,21 +100,23 @@ static int parse_service(struct json_object *body, struct command_spec *spec, st
 	struct json_object *v;
 	if (json_object_object_get_ex(body, "service", &v) && !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_boolean))
-			return fail_with(fail, "invalid_service", "'service' must be true or false");
+			return core_error_invalid(fail, "invalid_service", "'service' must be true or false");
 		spec->service = json_object_get_boolean(v);
 	}
 	if (json_object_object_get_ex(body, "port", &v) && !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
 		    json_object_get_int64(v) > 65535)
-			return fail_with(fail, "invalid_port", "'port' must be a TCP port, 1 to 65535");
+			return core_error_invalid(fail, "invalid_port",
+						  "'port' must be a TCP port, 1 to 65535");
 		if (!spec->service)
-			return fail_with(fail, "invalid_port",
-					 "'port' is a service's: give \"service\": true");
+			return core_error_invalid(fail, "invalid_port",
+						  "'port' is a service's: give \"service\": true");
 		spec->port = (int)json_object_get_int64(v);
 	}
 	if (spec->service && spec->stdin_data)
-		return fail_with(fail, "invalid_stdin",
-				 "a service takes no 'stdin': it starts again with no one to give it");
+		return core_error_invalid(
+			fail, "invalid_stdin",
+			"a service takes no 'stdin': it starts again with no one to give it");
 	return 0;
 }
 
@@ -134,10 +128,10 @@ static int opt_string(struct json_object *body, const char *key, const char *cod
 	if (!json_object_object_get_ex(body, key, &v) || json_object_is_type(v, json_type_null))
 		return 0;
 	if (!json_object_is_type(v, json_type_string))
-		return fail_with(fail, code, "'%s' must be a string", key);
+		return core_error_invalid(fail, code, "'%s' must be a string", key);
 	const char *s = json_object_get_string(v);
 	if (!*s || strlen(s) != (size_t)json_object_get_string_len(v) || strlen(s) > 4096)
-		return fail_with(fail, code, "'%s' must be a non-empty string without NUL", key);
+		return core_error_invalid(fail, code, "'%s' must be a non-empty string without NUL", key);
 	*out = strdup(s);
 	return 0;
 }
@@ -149,7 +143,7 @@ int native_command_spec(struct json_object *body, uint64_t max_cap, struct comma
 	memset(spec, 0, sizeof(*spec));
 	spec->max_output_bytes = 65536 < max_cap ? 65536 : max_cap;
 	if (!body || !json_object_is_type(body, json_type_object)) {
-		fail_with(fail, "invalid_body", "the body must be a JSON object");
+		core_error_invalid(fail, "invalid_body", "the body must be a JSON object");
 		goto fail;
 	}
 	if (parse_command(json_object_object_get_ex(body, "command", &v) ? v : NULL, spec, fail))
@@ -162,12 +156,13 @@ int native_command_spec(struct json_object *body, uint64_t max_cap, struct comma
 		goto fail;
 	if (json_object_object_get_ex(body, "timeout", &v) && !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) {
-			fail_with(fail, "invalid_timeout", "'timeout' must be a number of seconds");
+			core_error_invalid(fail, "invalid_timeout", "'timeout' must be a number of seconds");
 			goto fail;
 		}
 		double t = json_object_get_double(v);
 		if (!isfinite(t) || t < 0 || t > 7 * 86400.0) {
-			fail_with(fail, "invalid_timeout", "'timeout' must be between 0 and 604800 seconds");
+			core_error_invalid(fail, "invalid_timeout",
+					   "'timeout' must be between 0 and 604800 seconds");
 			goto fail;
 		}
 		spec->timeout_ms = (int64_t)(t * 1000.0 + 0.5);
@@ -175,22 +170,22 @@ int native_command_spec(struct json_object *body, uint64_t max_cap, struct comma
 	if (json_object_object_get_ex(body, "max_output_bytes", &v) &&
 	    !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
-			fail_with(fail, "invalid_max_output_bytes",
-				  "'max_output_bytes' must be a non-negative integer");
+			core_error_invalid(fail, "invalid_max_output_bytes",
+					   "'max_output_bytes' must be a non-negative integer");
 			goto fail;
 		}
 		uint64_t m = (uint64_t)json_object_get_int64(v);
 		if (m > max_cap) {
-			fail_with(fail, "invalid_max_output_bytes",
-				  "'max_output_bytes' is above the limit of %llu",
-				  (unsigned long long)max_cap);
+			core_error_invalid(fail, "invalid_max_output_bytes",
+					   "'max_output_bytes' is above the limit of %llu",
+					   (unsigned long long)max_cap);
 			goto fail;
 		}
 		spec->max_output_bytes = m;
 	}
 	if (json_object_object_get_ex(body, "stdin", &v) && !json_object_is_type(v, json_type_null)) {
 		if (!json_object_is_type(v, json_type_string)) {
-			fail_with(fail, "invalid_stdin", "'stdin' must be a string");
+			core_error_invalid(fail, "invalid_stdin", "'stdin' must be a string");
 			goto fail;
 		}
 		spec->stdin_len = (size_t)json_object_get_string_len(v);

@@ -9,6 +9,7 @@
 
 #include <json-c/json.h>
 
+#include "core/clock.h"
 #include "native/stream.h"
 #include "files/agentfs.h"
 #include "files/path.h"
@@ -19,12 +20,8 @@ struct json_object *native_time_json(int64_t us)
 {
 	if (us <= 0)
 		return NULL;
-	time_t t = (time_t)(us / 1000000);
-	struct tm tm;
-	char buf[40];
-	gmtime_r(&t, &tm);
-	size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%06dZ", (int)(us % 1000000));
+	char buf[CLOCK_RFC3339_LEN];
+	clock_rfc3339(us, buf);
 	return json_object_new_string(buf);
 }
 

@@ -13,22 +13,6 @@
 #include "core/units.h"
 #include "internal.h"
 
-#define LABEL_KEY_MAX	63
-#define LABEL_VALUE_MAX 256
-#define LABELS_MAX	64
-
-static int bad(struct core_error *e, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int bad(struct core_error *e, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	core_error_vset(e, CORE_INVALID, code, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
 /* The member, or NULL when absent or null. */
 static struct json_object *member(struct json_object *body, const char *key)
 {
@@ -54,7 +38,8 @@ static int parse_cpu(struct json_object *v, double *out, struct core_error *e)
 {
 	double d = is_number(v) ? json_object_get_double(v) : NAN;
 	if (!isfinite(d) || d <= 0)
-		return bad(e, "invalid_cpu", "'cpu' must be a number of CPUs above 0, such as 1.5");
+		return core_error_invalid(e, "invalid_cpu",
+					  "'cpu' must be a number of CPUs above 0, such as 1.5");
 	*out = d;
 	return 0;
 }
@@ -68,8 +53,8 @@ static int parse_memory(struct json_object *v, uint64_t *out, struct core_error 
 	if (json_object_is_type(v, json_type_string) && size_parse(json_object_get_string(v), out) == 0 &&
 	    *out > 0)
 		return 0;
-	return bad(e, "invalid_memory",
-		   "'memory' must be bytes above 0 or a size such as \"512m\" or \"2g\"");
+	return core_error_invalid(e, "invalid_memory",
+				  "'memory' must be bytes above 0 or a size such as \"512m\" or \"2g\"");
 }
 
 /* Whole seconds (a number) or a duration string, above 0. */
@@ -84,28 +69,13 @@ static int parse_duration(struct json_object *v, const char *key, const char *co
 	if (json_object_is_type(v, json_type_string) &&
 	    duration_parse(json_object_get_string(v), out_ms) == 0 && *out_ms > 0)
 		return 0;
-	return bad(e, code, "'%s' must be seconds above 0 or a duration such as \"15m\"", key);
+	return core_error_invalid(e, code, "'%s' must be seconds above 0 or a duration such as \"15m\"", key);
 }
 
 static int parse_labels(struct json_object *v, struct json_object **out, struct core_error *e)
 {
-	if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) > LABELS_MAX)
-		return bad(e, "invalid_labels", "'labels' must be an object of at most %d strings",
-			   LABELS_MAX);
-	json_object_object_foreach(v, key, val)
-	{
-		size_t n = strlen(key);
-		if (n == 0 || n > LABEL_KEY_MAX ||
-		    strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != n)
-			return bad(e, "invalid_labels", "label name '%s' must be 1 to %d of [A-Za-z0-9._/-]",
-				   key, LABEL_KEY_MAX);
-		if (!json_object_is_type(val, json_type_string) ||
-		    json_object_get_string_len(val) > LABEL_VALUE_MAX)
-			return bad(e, "invalid_labels", "label '%s' must be a string of at most %d bytes",
-				   key, LABEL_VALUE_MAX);
-		if (has_nul(val))
-			return bad(e, "invalid_labels", "label '%s' contains a NUL byte", key);
-	}
+	if (sandbox_labels_check(v, e) != 0)
+		return -1;
 	*out = v;
 	return 0;
 }
@@ -114,15 +84,16 @@ static int parse_labels(struct json_object *v, struct json_object **out, struct 
 static int parse_env(struct json_object *v, struct json_object **out, struct core_error *e)
 {
 	if (!json_object_is_type(v, json_type_object))
-		return bad(e, "invalid_env", "'env_vars' must be an object of strings");
+		return core_error_invalid(e, "invalid_env", "'env_vars' must be an object of strings");
 	json_object_object_foreach(v, key, val)
 	{
 		if (!*key || strchr(key, '=') || strlen(key) > 256)
-			return bad(e, "invalid_env", "env var name '%s' is empty, too long or has '='", key);
+			return core_error_invalid(e, "invalid_env",
+						  "env var name '%s' is empty, too long or has '='", key);
 		if (!json_object_is_type(val, json_type_string))
-			return bad(e, "invalid_env", "env var '%s' must be a string", key);
+			return core_error_invalid(e, "invalid_env", "env var '%s' must be a string", key);
 		if (has_nul(val))
-			return bad(e, "invalid_env", "env var '%s' contains a NUL byte", key);
+			return core_error_invalid(e, "invalid_env", "env var '%s' contains a NUL byte", key);
 	}
 	*out = v;
 	return 0;
@@ -132,9 +103,9 @@ static int parse_string(struct json_object *v, const char *key, const char *code
 			struct core_error *e)
 {
 	if (!json_object_is_type(v, json_type_string))
-		return bad(e, code, "'%s' must be a string", key);
+		return core_error_invalid(e, code, "'%s' must be a string", key);
 	if (has_nul(v))
-		return bad(e, code, "'%s' contains a NUL byte", key);
+		return core_error_invalid(e, code, "'%s' contains a NUL byte", key);
 	*out = json_object_get_string(v);
 	return 0;
 }
@@ -143,8 +114,8 @@ static int parse_idle_action(struct json_object *v, enum sandbox_idle_action *ou
 {
 	if (!json_object_is_type(v, json_type_string) ||
 	    sandbox_idle_action_parse(json_object_get_string(v), out) != 0)
-		return bad(e, "invalid_idle_action",
-			   "'idle_action' must be \"expire\", \"stop\" or \"none\"");
+		return core_error_invalid(e, "invalid_idle_action",
+					  "'idle_action' must be \"expire\", \"stop\" or \"none\"");
 	return 0;
 }
 
@@ -152,7 +123,7 @@ static int parse_idle_action(struct json_object *v, enum sandbox_idle_action *ou
 static int parse_auto_wake(struct json_object *v, int *out, struct core_error *e)
 {
 	if (!json_object_is_type(v, json_type_boolean))
-		return bad(e, "invalid_auto_wake", "'auto_wake' must be a boolean");
+		return core_error_invalid(e, "invalid_auto_wake", "'auto_wake' must be a boolean");
 	*out = json_object_get_boolean(v) ? 1 : -1;
 	return 0;
 }
@@ -161,7 +132,7 @@ static int parse_auto_wake(struct json_object *v, int *out, struct core_error *e
 static int parse_private(struct json_object *v, int *out, struct core_error *e)
 {
 	if (!json_object_is_type(v, json_type_boolean))
-		return bad(e, "invalid_private", "'private' must be a boolean");
+		return core_error_invalid(e, "invalid_private", "'private' must be a boolean");
 	*out = json_object_get_boolean(v) ? 1 : -1;
 	return 0;
 }
@@ -171,16 +142,16 @@ static int parse_private_ports(struct json_object *v, struct sandbox_port_set *o
 {
 	if (!json_object_is_type(v, json_type_array) ||
 	    json_object_array_length(v) > SANDBOX_PRIVATE_PORTS_MAX)
-		return bad(e, "invalid_private_ports",
-			   "'private_ports' must be an array of at most %d port numbers",
-			   SANDBOX_PRIVATE_PORTS_MAX);
+		return core_error_invalid(e, "invalid_private_ports",
+					  "'private_ports' must be an array of at most %d port numbers",
+					  SANDBOX_PRIVATE_PORTS_MAX);
 	out->n = 0;
 	for (size_t i = 0; i < json_object_array_length(v); i++) {
 		struct json_object *p = json_object_array_get_idx(v, i);
 		int64_t port = json_object_is_type(p, json_type_int) ? json_object_get_int64(p) : 0;
 		if (port < 1 || port > 65535)
-			return bad(e, "invalid_private_ports",
-				   "'private_ports' must hold port numbers 1 to 65535");
+			return core_error_invalid(e, "invalid_private_ports",
+						  "'private_ports' must hold port numbers 1 to 65535");
 		out->port[out->n++] = (uint16_t)port;
 	}
 	return 0;
@@ -190,17 +161,18 @@ static int parse_private_ports(struct json_object *v, struct sandbox_port_set *o
 static int parse_ports(struct json_object *v, int **out, size_t *n, struct core_error *e)
 {
 	if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > 1024)
-		return bad(e, "invalid_ports", "'ports' must be an array of port numbers");
+		return core_error_invalid(e, "invalid_ports", "'ports' must be an array of port numbers");
 	size_t len = json_object_array_length(v);
 	int *ports = calloc(len + 1, sizeof(int));
 	if (!ports)
-		return bad(e, "invalid_ports", "'ports' is too long");
+		return core_error_invalid(e, "invalid_ports", "'ports' is too long");
 	for (size_t i = 0; i < len; i++) {
 		struct json_object *p = json_object_array_get_idx(v, i);
 		int64_t port = json_object_is_type(p, json_type_int) ? json_object_get_int64(p) : 0;
 		if (port < 1 || port > 65535) {
 			free(ports);
-			return bad(e, "invalid_ports", "'ports' must hold port numbers 1 to 65535");
+			return core_error_invalid(e, "invalid_ports",
+						  "'ports' must hold port numbers 1 to 65535");
 		}
 		ports[i] = (int)port;
 	}
@@ -214,7 +186,7 @@ static int create_params(struct json_object *body, struct sandbox_create_params 
 {
 	struct json_object *v;
 	if (body && !json_object_is_type(body, json_type_object))
-		return bad(e, "invalid_body", "the body must be a JSON object");
+		return core_error_invalid(e, "invalid_body", "the body must be a JSON object");
 	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_body", &p->name, e))
 		return -1;
 	if ((v = member(body, "template")) &&
@@ -253,7 +225,7 @@ static int create_params(struct json_object *body, struct sandbox_create_params 
 	p->ports = *ports;
 	if ((v = member(body, "wait"))) {
 		if (!json_object_is_type(v, json_type_boolean))
-			return bad(e, "invalid_body", "'wait' must be a boolean");
+			return core_error_invalid(e, "invalid_body", "'wait' must be a boolean");
 		p->wait = json_object_get_boolean(v);
 	}
 	return 0;
@@ -276,7 +248,7 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 {
 	struct json_object *v;
 	if (!body || !json_object_is_type(body, json_type_object))
-		return bad(e, "invalid_body", "the body must be a JSON object");
+		return core_error_invalid(e, "invalid_body", "the body must be a JSON object");
 	json_object_object_foreach(body, key, unused)
 	{
 		(void)unused;
@@ -287,10 +259,11 @@ int native_update_params(struct json_object *body, struct sandbox_changes *c, st
 		for (size_t i = 0; known[i]; i++)
 			ok |= strcmp(key, known[i]) == 0;
 		if (!ok)
-			return bad(e, "invalid_body",
-				   "'%s' cannot be changed (name, labels, env_vars, cpu, memory, "
-				   "idle_timeout, idle_action, auto_wake, private and private_ports can)",
-				   key);
+			return core_error_invalid(
+				e, "invalid_body",
+				"'%s' cannot be changed (name, labels, env_vars, cpu, memory, "
+				"idle_timeout, idle_action, auto_wake, private and private_ports can)",
+				key);
 	}
 	if ((v = member(body, "name")) && parse_string(v, "name", "invalid_name", &c->name, e))
 		return -1;
@@ -328,7 +301,8 @@ int native_seconds(struct json_object *body, int64_t *out_ms, struct core_error 
 	struct json_object *v = member(body, "seconds");
 	if (!v || !json_object_is_type(v, json_type_int) || json_object_get_int64(v) <= 0 ||
 	    json_object_get_int64(v) > 10LL * 365 * 86400)
-		return bad(e, "invalid_seconds", "'seconds' must be a whole number of seconds above 0");
+		return core_error_invalid(e, "invalid_seconds",
+					  "'seconds' must be a whole number of seconds above 0");
 	*out_ms = json_object_get_int64(v) * 1000;
 	return 0;
 }
@@ -337,13 +311,14 @@ int native_preview_token_params(struct json_object *body, int *port, int64_t *tt
 {
 	struct json_object *v = member(body, "port");
 	if (!v || !json_object_is_type(v, json_type_int))
-		return bad(e, "invalid_port", "'port' must be a port number, 1..65535");
+		return core_error_invalid(e, "invalid_port", "'port' must be a port number, 1..65535");
 	int64_t p = json_object_get_int64(v);
 	*port = p < 0 || p > 65535 ? -1 : (int)p; /* the core says which range */
 	*ttl_s = NATIVE_PREVIEW_TOKEN_TTL;
 	if ((v = member(body, "ttl_seconds"))) {
 		if (!json_object_is_type(v, json_type_int))
-			return bad(e, "invalid_ttl", "'ttl_seconds' must be a whole number of seconds");
+			return core_error_invalid(e, "invalid_ttl",
+						  "'ttl_seconds' must be a whole number of seconds");
 		*ttl_s = json_object_get_int64(v);
 	}
 	return 0;

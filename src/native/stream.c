@@ -93,9 +93,8 @@ void stream_base64(struct evbuffer *out, const uint8_t *data, size_t len)
 
 struct json_object *stream_base64_string(const uint8_t *data, size_t len)
 {
-	char *buf = malloc(base64_encoded_size(len));
-	CHECK(buf != NULL);
-	size_t got = base64_encode(data, len, buf);
+	size_t got;
+	char *buf = base64_encode_alloc(data, len, &got);
 	struct json_object *s = json_object_new_string_len(buf, (int)got);
 	free(buf);
 	return s;

@@ -433,3 +433,8 @@ static void admit_free(struct admission_wait *w)
 	free(w->victims);
 	free(w);
 }
+
+uint64_t admission_capacity(const struct admission *adm)
+{
+	return adm && adm->host_mem ? admission_limit(adm->svc->cfg->memory_overcommit, adm->host_mem) : 0;
+}

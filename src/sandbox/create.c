@@ -69,7 +69,10 @@ struct create_op {
 	int *ports, *host_ports;       /* published: the template's, then the create's */
 	size_t nports;
 	struct json_object *labels; /* owned, may be NULL */
-	double cpus;		    /* as the container gets them */
+	char *project, *user_id;    /* owned, may be NULL */
+	struct json_object *spec;   /* owned, may be NULL */
+	bool env_configured;
+	double cpus; /* as the container gets them */
 	uint64_t memory;
 	int64_t idle_timeout_ms, ttl_ms;
 	enum sandbox_idle_action idle_action;
@@ -158,6 +161,15 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 		return call;
 	}
 	const struct config *cfg = svc->cfg;
+	if (!for_pool && p->image && !sandbox_image_allowed(svc, p->image)) {
+		call_fail_later(call, CORE_INVALID, "image_not_allowed",
+				"image '%s' is not allowed here (SANDBAR_ALLOWED_IMAGES, else the templates' "
+				"images)",
+				p->image);
+		return call;
+	}
+	if (!for_pool && p->image)
+		image = p->image;
 	struct core_error asks;
 	if (sandbox_check_asks(cfg, p->name, p->cpus, p->memory, &asks) != 0) {
 		call_fail_later_with(call, &asks);
@@ -205,6 +217,10 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 			op->ports[op->nports++] = port;
 	}
 	op->labels = p->labels ? json_object_get(p->labels) : NULL;
+	op->spec = p->spec ? json_object_get(p->spec) : NULL;
+	op->project = p->project ? strdup(p->project) : NULL;
+	op->user_id = p->user_id ? strdup(p->user_id) : NULL;
+	op->env_configured = p->env_configured;
 	op->idle_timeout_ms = p->idle_timeout_ms;
 	op->idle_action = p->idle_action;
 	op->auto_wake = p->auto_wake;
@@ -226,7 +242,9 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 	if (!for_pool)
 		svc->creates++;
 
-	if (!for_pool && p->nports == 0 && pool_serves(svc->pool, tpl)) {
+	/* a member runs the template's image (or a rollout's): a create asking for another makes its own */
+	if (!for_pool && p->nports == 0 && pool_serves(svc->pool, tpl) &&
+	    (!p->image || strcmp(p->image, template_image(tpl)) == 0)) {
 		/* a warm member, if there is one: what the create asks for is written as it is claimed */
 		op->state = CREATE_CLAIM;
 		op->resize = p->cpus > 0 || p->memory > 0;
@@ -244,6 +262,10 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 			.auto_wake = op->auto_wake,
 			.is_private = op->is_private,
 			.private_ports = op->private_ports,
+			.project = op->project,
+			.user_id = op->user_id,
+			.spec = op->spec,
+			.configured_env = op->env_configured ? op->env_vars : NULL,
 			.actor = op->actor,
 		};
 		op->wait = registry_claim(svc->reg, &c, step_claimed, op);
@@ -370,6 +392,10 @@ static void create_admitted(const struct core_error *err, void *arg)
 		.private_ports = op->private_ports,
 		.actor = op->actor,
 		.in_pool = op->for_pool,
+		.project = op->project,
+		.user_id = op->user_id,
+		.spec = op->spec,
+		.configured_env = op->env_configured ? op->env_vars : NULL,
 	};
 	log_msg(LOG_LEVEL_INFO, op->log_prefix, "create name=%s template=%s%s", op->name, op->tpl->name,
 		op->for_pool ? " (warm pool)" : "");
@@ -713,6 +739,9 @@ static void create_free(struct create_op *op)
 	free(op->host_ports);
 	free(op->ports);
 	json_object_put(op->labels);
+	json_object_put(op->spec);
+	free(op->project);
+	free(op->user_id);
 	free(op);
 }
 

@@ -79,6 +79,12 @@ void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(c
 void sandbox_container_name(const char *id, char out[64]);
 void sandbox_volume_name(const char *id, char out[64]);
 
+/* A running sandbox's container made again from the image its row names
+ * (an update changed it), the workspace volume kept: stopped, recreated and
+ * started, answered once stopping (res->pending). */
+struct sandbox_call *sandbox_recreate(struct sandbox_service *svc, const char *id, const char *actor,
+				      sandbox_result_fn cb, void *arg);
+
 /* A stop with its reason (the reaper's, for an idle sandbox). */
 struct sandbox_call *sandbox_stop_for(struct sandbox_service *svc, const char *id, const char *actor,
 				      const char *reason, sandbox_result_fn cb, void *arg);
@@ -98,6 +104,9 @@ void admission_free(struct admission *adm);
 struct admission_wait *admission_ask(struct sandbox_service *svc, uint64_t memory, const char *actor,
 				     bool may_stop, admission_fn cb, void *arg);
 void admission_release(struct admission_wait *w); /* w NULL: nothing */
+/* The most the sandboxes' memory limits may add up to, 0 while the Docker
+ * host's memory is not known yet or when unbounded. */
+uint64_t admission_capacity(const struct admission *adm);
 /* No callback follows (what is held is released; sandboxes being stopped
  * to make room stay stopped). */
 void admission_cancel(struct admission_wait *w);

@@ -580,9 +580,11 @@ static void slot_act(struct pool_slot *slot)
 			log_info("warm pool %s: rollout %s done (%d replaced)", slot->tpl->name, slot->ro_id,
 				 slot->ro_total);
 		} else {
-			/* one at a time: a member of the new image, then an old one goes */
+			/* one at a time: a member of the new image, then an old one goes,
+			 * and only then the next one is made (never two extra at once) */
 			if (slot->warm + inflight < slot->target && inflight == 0 &&
-			    pool->svc->creates == 0 && clock_mono_ms() >= slot->retry_at_ms)
+			    warm_all <= slot->target && slot->removing == 0 && pool->svc->creates == 0 &&
+			    clock_mono_ms() >= slot->retry_at_ms)
 				make_members(slot, 1);
 			if ((warm_all > slot->target || slot->warm >= slot->target) && slot->removing == 0)
 				members_pick(pool, slot, 1, true, "replaced by a rollout");

@@ -39,6 +39,10 @@ enum {
 	COL_AUTO_WAKE,
 	COL_PRIVATE,
 	COL_PRIVATE_PORTS,
+	COL_PROJECT,
+	COL_USER_ID,
+	COL_SPEC,
+	COL_CONFIGURED_ENV,
 	COL_COUNT
 };
 
@@ -166,6 +170,10 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 		sb->private_ports.port[sb->private_ports.n++] = (uint16_t)port;
 		p = *end == ',' ? end + 1 : end;
 	}
+	sb->project = text_of(res, row, COL_PROJECT);
+	sb->user_id = text_of(res, row, COL_USER_ID);
+	sb->spec = json_of(res, row, COL_SPEC);
+	sb->configured_env = json_of(res, row, COL_CONFIGURED_ENV);
 	derive_run(sb);
 	return 0;
 }
@@ -186,5 +194,9 @@ void sandbox_clear(struct sandbox *sb)
 	env_list_free(sb->run_env);
 	free(sb->run_user);
 	free(sb->run_cwd);
+	free(sb->project);
+	free(sb->user_id);
+	json_object_put(sb->spec);
+	json_object_put(sb->configured_env);
 	memset(sb, 0, sizeof(*sb));
 }

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <json-c/json.h>
+
 #include "channel/channel.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -141,6 +143,67 @@ int sandbox_check_asks(const struct config *cfg, const char *name, double cpus, 
 		return -1;
 	}
 	return 0;
+}
+
+/* Labels are names a selector can hold (Kubernetes' characters) and short strings. */
+#define LABEL_KEY_MAX	63
+#define LABEL_VALUE_MAX 256
+#define LABELS_MAX	64
+
+int sandbox_labels_check(struct json_object *v, struct core_error *e)
+{
+	if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) > LABELS_MAX)
+		return core_error_invalid(e, "invalid_labels",
+					  "'labels' must be an object of at most %d strings", LABELS_MAX);
+	json_object_object_foreach(v, key, val)
+	{
+		size_t n = strlen(key);
+		if (n == 0 || n > LABEL_KEY_MAX ||
+		    strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != n)
+			return core_error_invalid(e, "invalid_labels",
+						  "label name '%s' must be 1 to %d of [A-Za-z0-9._/-]", key,
+						  LABEL_KEY_MAX);
+		if (!json_object_is_type(val, json_type_string) ||
+		    json_object_get_string_len(val) > LABEL_VALUE_MAX)
+			return core_error_invalid(e, "invalid_labels",
+						  "label '%s' must be a string of at most %d bytes", key,
+						  LABEL_VALUE_MAX);
+		if (strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val))
+			return core_error_invalid(e, "invalid_labels", "label '%s' contains a NUL byte", key);
+	}
+	return 0;
+}
+
+bool sandbox_image_allowed(const struct sandbox_service *svc, const char *image)
+{
+	const char *list = svc->cfg->allowed_images;
+	size_t len = strlen(image);
+	if (len == 0)
+		return false;
+	if (!list) {
+		const struct template *t;
+		for (size_t i = 0; (t = template_set_at(svc->templates, i)) != NULL; i++)
+			if (strcmp(template_image(t), image) == 0)
+				return true;
+		return false;
+	}
+	for (const char *p = list; *p;) {
+		p += strspn(p, " ,");
+		size_t n = strcspn(p, ",");
+		size_t k = n;
+		while (k > 0 && p[k - 1] == ' ')
+			k--;
+		if (k == len && strncmp(p, image, len) == 0)
+			return true;
+		p += n;
+	}
+	return false;
+}
+
+const char *sandbox_template_image(const struct sandbox_service *svc, const char *template_name)
+{
+	const struct template *t = template_set_find(svc->templates, template_name);
+	return t ? template_image(t) : NULL;
 }
 
 /* ---- pending calls ---- */

@@ -1,8 +1,8 @@
 /* Changing a live sandbox: its settings (name, labels, env_vars merged, the
- * idle policy) and its resources, which Docker applies to the container at
- * once and keeps across stop and start; a keepalive that holds its idle
- * action off; an extension of its hard lifetime. The row is written by the
- * registry (one statement, the change told to the other instances). */
+ * idle policy, the environment configured from outside) and its resources, which Docker applies to the
+ * container at once and keeps across stop and start; a keepalive that holds its idle action off; an extension
+ * of its hard lifetime. The row is written by the registry (one statement, the change told to the other
+ * instances). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +19,11 @@ struct update_op {
 	struct sandbox_service *svc;
 	struct sandbox_call *call; /* NULL once the caller went away */
 	struct sandbox_settings set;
-	struct json_object *labels, *env_vars; /* held for set */
+	struct json_object *labels, *env_vars, *spec, *configured; /* held for set */
+	bool running_only;					   /* fail unless running */
+	char *image;						   /* asked for */
+	bool recreate;			 /* ... and not the one it runs: the container is made again */
+	struct sandbox_call *recreating; /* until it is accepted */
 	char *name;
 	char id[37];
 	char actor[64];
@@ -28,6 +32,8 @@ struct update_op {
 };
 
 static void update_read(struct sandbox_ref *ref, const struct core_error *err, void *arg);
+static void update_start(struct update_op *op);
+static void update_recreating(const struct sandbox_result *res, void *arg);
 static void update_docker_done(const char *err, void *arg);
 static void update_write(struct update_op *op);
 static void update_written(const struct core_error *err, const struct sandbox *after, void *arg);
@@ -57,6 +63,13 @@ struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 		call_fail_later_with(call, &asks);
 		return call;
 	}
+	if (c->image && !sandbox_image_allowed(svc, c->image)) {
+		call_fail_later(call, CORE_INVALID, "image_not_allowed",
+				"image '%s' is not allowed here (SANDBAR_ALLOWED_IMAGES, else the templates' "
+				"images)",
+				c->image);
+		return call;
+	}
 	struct update_op *op = update_op_new(svc, call, id, actor);
 	if (c->name) {
 		op->name = strdup(c->name);
@@ -76,12 +89,40 @@ struct sandbox_call *sandbox_update(struct sandbox_service *svc, const char *id,
 	op->set.is_private = c->is_private;
 	op->set.set_private_ports = c->set_private_ports;
 	op->set.private_ports = c->private_ports;
-	if (op->set.cpu_millis || op->set.memory_bytes)
-		/* the container takes the limits first: it must exist */
-		op->wait = registry_acquire(svc->reg, id, REGISTRY_FRESH | REGISTRY_LIVE, update_read, op);
+	op->spec = c->spec ? json_object_get(c->spec) : NULL;
+	op->set.spec = op->spec;
+	op->running_only = c->running_only;
+	if (c->image) {
+		op->image = strdup(c->image);
+		CHECK(op->image != NULL);
+		op->set.image = op->image;
+		op->running_only = true; /* a recreate starts from a running sandbox */
+	}
+	update_start(op);
+	return call;
+}
+
+struct sandbox_call *sandbox_configure(struct sandbox_service *svc, const char *id, struct json_object *env,
+				       const char *actor, sandbox_result_fn cb, void *arg)
+{
+	struct sandbox_call *call = call_new(svc, cb, arg);
+	struct update_op *op = update_op_new(svc, call, id, actor);
+	op->configured = env ? json_object_get(env) : NULL;
+	op->set.configured_env = op->configured;
+	op->set.reapply_configured = !env;
+	op->running_only = true;
+	update_start(op);
+	return call;
+}
+
+/* A check of the sandbox (its status, its container for new limits) first when needed. */
+static void update_start(struct update_op *op)
+{
+	if (op->set.cpu_millis || op->set.memory_bytes || op->running_only)
+		op->wait = registry_acquire(op->svc->reg, op->id, REGISTRY_FRESH | REGISTRY_LIVE, update_read,
+					    op);
 	else
 		update_write(op);
-	return call;
 }
 
 struct sandbox_call *sandbox_keepalive(struct sandbox_service *svc, const char *id, int64_t ms,
@@ -118,6 +159,21 @@ static void update_read(struct sandbox_ref *ref, const struct core_error *err, v
 		return;
 	}
 	const struct sandbox *sb = sandbox_ref_get(ref);
+	if (op->running_only && sb->status != SANDBOX_RUNNING) {
+		struct core_error e;
+		core_error_set(&e, CORE_CONFLICT, "invalid_state", "sandbox is %s, not running",
+			       sandbox_status_name(sb->status));
+		e.status = sandbox_status_name(sb->status);
+		update_end(op, &e, sb);
+		sandbox_ref_put(ref);
+		return;
+	}
+	op->recreate = op->image && strcmp(op->image, sb->image) != 0;
+	if (!op->set.cpu_millis && !op->set.memory_bytes) {
+		sandbox_ref_put(ref);
+		update_write(op);
+		return;
+	}
 	if ((sb->status != SANDBOX_RUNNING && sb->status != SANDBOX_STOPPED) || !*sb->container_id) {
 		struct core_error e;
 		core_error_set(&e, CORE_CONFLICT, "invalid_state",
@@ -158,7 +214,19 @@ static void update_written(const struct core_error *err, const struct sandbox *a
 	op->wait = NULL;
 	if (!err)
 		reaper_note_sandbox(op->svc->reaper, after); /* its deadlines may have moved */
+	if (!err && op->recreate) {
+		/* the caller hears once the recreate is under way (the sandbox stopping) */
+		op->recreating = sandbox_recreate(op->svc, op->id, op->actor, update_recreating, op);
+		return;
+	}
 	update_end(op, err, after);
+}
+
+static void update_recreating(const struct sandbox_result *res, void *arg)
+{
+	struct update_op *op = arg;
+	op->recreating = NULL;
+	update_end(op, res->err.kind != CORE_OK ? &res->err : NULL, res->sb);
 }
 
 static void update_end(struct update_op *op, const struct core_error *err, const struct sandbox *after)
@@ -173,6 +241,9 @@ static void update_end(struct update_op *op, const struct core_error *err, const
 	}
 	json_object_put(op->labels);
 	json_object_put(op->env_vars);
+	json_object_put(op->spec);
+	json_object_put(op->configured);
+	free(op->image);
 	free(op->name);
 	free(op);
 }

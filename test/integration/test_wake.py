@@ -173,3 +173,36 @@ def test_an_open_websocket_keeps_its_sandbox_awake(server_factory):
     s.close()
     until(lambda: status(c, sid) == "stopped", timeout=30, what="the idle stop once the socket closed")
     assert preview_host(sid) == host
+
+
+def test_a_woken_port_goes_when_its_service_is_ready_else_when_it_holds(server_factory):
+    """Three ports of one sandbox held by one wake: a published one a service
+    declares goes when the agent says the service is ready; a published one
+    no service declares, when a connection to it stays open (the fallback);
+    one through the agent, when the agent's connect succeeds."""
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sid, declared = start_app(srv, c, idle_action="stop", ports=[8000, 8002])
+    hosts = {8000: declared}
+    for port in (8002, 8001):  # services without "port": 8001 is not published
+        r = c.post(f"/api/sandboxes/{sid}/commands",
+                   json={"command": ["python3", "/tmp/app.py", str(port)], "service": True})
+        assert r.status == 201, r
+        hosts[port] = preview_host(sid, port)
+        until(lambda: request(srv, "GET", "/hello", hosts[port])[0].status == 200, timeout=30,
+              what=f"the app on {port}")
+    stop(c, sid)
+    mark = srv.log_mark()
+
+    def one(port):
+        r, data = request(srv, "POST", "/echo", hosts[port], body=b"port %d" % port, timeout=90)
+        return r.status, data
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        got = dict(zip(hosts, pool.map(one, hosts)))
+    assert got == {p: (200, b"port %d" % p) for p in hosts}, got
+    assert starts(srv, sid) == 1
+    log = srv.log_text()[mark:]
+    assert f"sandbox={sid} preview port 8000: service " in log and " is ready (the agent's probe)" in log, log
+    assert f"sandbox={sid} preview port 8002: no service declares it" in log, log
+    assert f"sandbox={sid} preview port 8001: through the agent" in log, log
+    assert "preview port 8000: no service" not in log

@@ -46,16 +46,31 @@ class WebSocket:
             opcode = 2 if binary else 1
         self._frame(opcode, data)
 
-    def _frame(self, opcode, data):
+    def send_fragmented(self, data, size=4096, binary=False):
+        """One message as gorilla/websocket writes a long one: a first frame
+        (FIN=0) of size bytes, continuation frames, the last with FIN=1."""
+        if isinstance(data, str):
+            data = data.encode()
+        if len(data) <= size:
+            self._frame(2 if binary else 1, data)
+            return
+        parts = [data[i:i + size] for i in range(0, len(data), size)]
+        for i, part in enumerate(parts):
+            self._frame(0 if i else (2 if binary else 1), part, fin=i == len(parts) - 1)
+
+    def _frame(self, opcode, data, fin=True):
         mask = os.urandom(4)
         n = len(data)
+        b0 = (0x80 if fin else 0) | opcode
         if n < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+            head = struct.pack("!BB", b0, 0x80 | n)
         elif n < 65536:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+            head = struct.pack("!BBH", b0, 0x80 | 126, n)
         else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+            head = struct.pack("!BBQ", b0, 0x80 | 127, n)
+        # XOR as one big integer: fast enough for megabytes
+        key = (mask * (n // 4 + 1))[:n]
+        masked = (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big") if n else b""
         self.sock.sendall(head + mask + masked)
 
     def _read(self, n):

@@ -43,6 +43,9 @@ static const char *const env_names[] = {
 	"SANDBAR_WARM_POOL",
 	"SANDBAR_WARM_POOL_CONCURRENCY",
 	"SANDBAR_WARM_POOL_CHECK",
+	"SANDBAR_ALLOWED_IMAGES",
+	"SANDBAR_DEFAULT_TTL",
+	"SANDBAR_HERMES_TEMPLATE",
 	"SANDBAR_IMAGE_PRUNE_AGE",
 	"SANDBAR_PUBLISH_ADDR",
 	"SANDBAR_PREVIEW_DOMAIN",
@@ -62,6 +65,7 @@ static const char *const env_names[] = {
 	"SANDBAR_MAX_OUTPUT_BYTES",
 	"SANDBAR_STREAM_WINDOW",
 	"SANDBAR_EXEC_LOOKUP_CACHE",
+	"SANDBAR_HERMES_WS_MAX_MESSAGE",
 	"SANDBAR_TASK_TIMEOUT",
 	"SANDBAR_TASK_MAX_TIMEOUT",
 	"SANDBAR_MAX_HEADER_BYTES",
@@ -148,7 +152,7 @@ static void test_defaults(void **state)
 	assert_true(cfg.http_max_header_bytes == 16 * 1024);
 	assert_true(cfg.http_max_body_bytes == 1 << 20);
 	assert_int_equal(cfg.http_header_timeout_ms, 10000);
-	assert_int_equal(cfg.http_idle_timeout_ms, 75000);
+	assert_int_equal(cfg.http_idle_timeout_ms, 120000);
 	assert_int_equal(cfg.http_max_connections, 4096);
 	assert_int_equal(cfg.shutdown_grace_ms, 10000);
 	assert_true(cfg.upload_limit == 100 << 20);
