@@ -355,3 +355,16 @@ def test_task_cli_printing_no_json_fails_with_the_reason(server, client):
     doc = wait_done(c, sid, t["id"])
     assert doc["status"] == "failed", doc
     assert doc["reason"] == "claude printed no JSON events (1 other lines): oops", doc
+
+
+def test_task_of_a_sandbox_deleted_under_it_fails_with_the_reason(server, client):
+    c = client
+    sid = make_sandbox(c)["id"]
+    t = start_task(c, sid, agent="custom", prompt="hang", command="echo '{\"type\":\"message\",\"text\":\"hi\"}'; sleep 300")
+    until(lambda: c.get(task_url(sid, t["id"])).json["phase"] == "running", timeout=30, what="the task running")
+    assert c.delete(f"/api/sandboxes/{sid}").status == 204
+    doc = wait_done(c, sid, t["id"], timeout=60)
+    assert doc["status"] == "failed" and "could not be run or followed" in doc["reason"], doc
+    events = sse_events(server, task_url(sid, t["id"], "/events"))
+    check_sequence(events)
+    assert events[-1]["data"]["status"] == "failed"
