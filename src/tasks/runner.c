@@ -571,7 +571,7 @@ static void run_failed(void *arg, const struct core_error *fail)
 	t->op = NULL;
 	t->step = STEP_NONE;
 	char reason[512];
-	snprintf(reason, sizeof(reason), "the agent could not be run or followed: %s", fail->message);
+	snprintf(reason, sizeof(reason), "the sandbox stopped or went away: %s", fail->message);
 	task_set_state(t, TASK_FAILED, reason);
 	task_release(t);
 }

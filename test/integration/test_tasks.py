@@ -101,9 +101,9 @@ def start_model(c, sid, script=None):
 
 MODEL_ENV = {
     "OPENAI_BASE_URL": f"http://127.0.0.1:{MODEL_PORT}/v1",
-    "OPENAI_API_KEY": "sk-test-openai-0123456789",
+    "OPENAI_API_KEY": "sk-test-openai-0123456789-oa",
     "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{MODEL_PORT}",
-    "ANTHROPIC_API_KEY": "sk-test-anthropic-0123456789",
+    "ANTHROPIC_API_KEY": "sk-test-anthropic-0123456789-an",
 }
 
 
@@ -317,10 +317,14 @@ def test_task_real_cli_offline(agents_ready, server, client, agent):
     everything = json.dumps(events) + json.dumps(c.get(task_url(sid, t["id"])).json)
     for key in (MODEL_ENV["OPENAI_API_KEY"], MODEL_ENV["ANTHROPIC_API_KEY"]):
         assert key not in everything
-    counts = execute(c, sid, "grep -c '\"auth\": true' /tmp/model.log; grep -c '\"auth\": false' /tmp/model.log")
-    assert counts.json["stdout"].split()[0] != "0" and counts.json["stdout"].split()[1] == "0", counts.json
+    # every request to the model carried the task's key (OpenCode's through {env:OPENAI_API_KEY})
+    tail = (MODEL_ENV["ANTHROPIC_API_KEY"] if agent == "claude" else MODEL_ENV["OPENAI_API_KEY"])[-4:]
+    tails = execute(c, sid, "grep -o '\"key_tail\": \"[^\"]*\"' /tmp/model.log | sort | uniq -c").json["stdout"]
+    assert tails.split() and all(line.endswith(f'"{tail}"') for line in tails.splitlines()), tails
     with open(server.log_path) as f:
-        assert key not in f.read()
+        logged = f.read()
+    for key in (MODEL_ENV["OPENAI_API_KEY"], MODEL_ENV["ANTHROPIC_API_KEY"]):
+        assert key not in logged
     stored = pg.psql("SELECT (SELECT coalesce(string_agg(t::text, ' '), '') FROM tasks t) || "
                      "(SELECT coalesce(string_agg(e::text, ' '), '') FROM task_events e) || "
                      "(SELECT coalesce(string_agg(c::text, ' '), '') FROM commands c)", url=server.database_url)
@@ -364,7 +368,24 @@ def test_task_of_a_sandbox_deleted_under_it_fails_with_the_reason(server, client
     until(lambda: c.get(task_url(sid, t["id"])).json["phase"] == "running", timeout=30, what="the task running")
     assert c.delete(f"/api/sandboxes/{sid}").status == 204
     doc = wait_done(c, sid, t["id"], timeout=60)
-    assert doc["status"] == "failed" and "could not be run or followed" in doc["reason"], doc
+    assert doc["status"] == "failed" and doc["reason"].startswith("the sandbox stopped or went away"), doc
     events = sse_events(server, task_url(sid, t["id"], "/events"))
     check_sequence(events)
     assert events[-1]["data"]["status"] == "failed"
+
+
+def test_task_whose_sandbox_died_while_sandbard_was_down_fails(server, client, docker_cli):
+    c = client
+    sb = make_sandbox(c)
+    sid = sb["id"]
+    t = start_task(c, sid, agent="custom", prompt="hang", command="sleep 300")
+    until(lambda: c.get(task_url(sid, t["id"])).json["phase"] == "running", timeout=30, what="the task running")
+    server.stop()
+    docker_cli.remove_containers([sb["container_id"]])
+    server.start()
+    c2 = server.client()
+    doc = wait_done(c2, sid, t["id"], timeout=60)
+    assert doc["status"] == "failed" and doc["reason"].startswith("the sandbox stopped or went away"), doc
+    events = sse_events(server, task_url(sid, t["id"], "/events"))
+    check_sequence(events)
+    c2.close()

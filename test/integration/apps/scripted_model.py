@@ -179,8 +179,10 @@ class Handler(BaseHTTPRequestHandler):
         api = ("chat" if path.endswith("/chat/completions") else "responses" if path.endswith("/responses")
                else "count" if path.endswith("/messages/count_tokens")
                else "messages" if path.endswith("/messages") else None)
-        log({"method": "POST", "path": self.path, "api": api, "auth": bool(
-            self.headers.get("Authorization") or self.headers.get("x-api-key")), "body": body})
+        key = self.headers.get("x-api-key") or (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        # the key's last 4 characters: enough to tell which key came, not the key
+        log({"method": "POST", "path": self.path, "api": api, "auth": bool(key), "key_tail": key[-4:],
+             "body": body})
         if api is None:
             self.send_json(404, {"error": "not found"})
             return
