@@ -18,6 +18,7 @@
 #define MODEL_MAX     200
 #define ENV_MAX	      100
 #define ENV_VALUE_MAX (32u << 10)
+#define ENV_TOTAL_MAX (256u << 10) /* with the prompt, well inside the agent's 1 MiB spawn frame */
 
 struct task_req {
 	struct http_request *req;
@@ -192,7 +193,7 @@ static int task_spec_parse(struct json_object *body, int64_t max_timeout_ms, str
 	if (json_object_object_get_ex(body, "env", &v) && v) {
 		if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) > ENV_MAX)
 			return bad(e, "invalid_env", "'env' must be an object of at most 100 strings");
-		size_t n = 0;
+		size_t n = 0, total = 0;
 		s->env = calloc((size_t)json_object_object_length(v) + 1, sizeof(char *));
 		CHECK(s->env != NULL);
 		json_object_object_foreach(v, key, val)
@@ -210,6 +211,11 @@ static int task_spec_parse(struct json_object *body, int64_t max_timeout_ms, str
 			}
 			if (asprintf(&s->env[n++], "%s=%s", key, json_object_get_string(val)) < 0)
 				CHECK(0);
+			total += strlen(s->env[n - 1]);
+			if (total > ENV_TOTAL_MAX) {
+				spec_free(s);
+				return bad(e, "invalid_env", "'env' is over 256 KiB in all");
+			}
 		}
 	}
 	bool has_cmd = json_object_object_get_ex(body, "command", &v) && v;

@@ -347,8 +347,9 @@ static const char sql_flush[] =
 	"  SELECT $1, e.seq, e.type, e.data FROM jsonb_to_recordset($2::jsonb) AS e(seq integer, type text, "
 	"  data jsonb) ON CONFLICT DO NOTHING) "
 	"UPDATE tasks SET state = $3, reason = $4, command_id = $5, before_commit = $6, after_commit = $7, "
-	"  output_offset = $8, last_seq = greatest(last_seq, $9::integer), result = $10::jsonb, "
-	"  ended_at = CASE WHEN $11::boolean THEN coalesce(ended_at, now()) END "
+	"  output_offset = $8, last_seq = greatest(last_seq, $9::integer), "
+	"  result = coalesce($10::jsonb, result), "
+	"  ended_at = CASE WHEN $11::boolean THEN coalesce(ended_at, now()) ELSE ended_at END "
 	"WHERE id = $1";
 
 static void flush_fire(evutil_socket_t fd, short what, void *arg)
