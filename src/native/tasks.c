@@ -19,6 +19,8 @@
 #define ENV_MAX	      100
 #define ENV_VALUE_MAX (32u << 10)
 #define ENV_TOTAL_MAX (256u << 10) /* with the prompt, well inside the agent's 1 MiB spawn frame */
+/* an SSE comment this often keeps a quiet stream through proxies' read timeouts */
+#define PING_SECONDS 15
 
 struct task_req {
 	struct http_request *req;
@@ -26,6 +28,7 @@ struct task_req {
 	struct task_op *op;
 	enum stream_format fmt;
 	bool started;
+	struct event *ping; /* SSE: the keep-alive comment */
 };
 
 static void create_route(struct http_request *req, void *arg);
@@ -44,6 +47,7 @@ static void revert_answer(const struct core_error *fail, const char *text, size_
 static void watch_opened(void *arg);
 static void watch_event(void *arg, int64_t seq, const char *type, const char *data);
 static void watch_end(void *arg, const struct core_error *fail);
+static void ping_fire(evutil_socket_t fd, short what, void *arg);
 
 static const struct task_watch_ops watch_ops = {
 	.opened = watch_opened,
@@ -74,9 +78,17 @@ static struct task_req *req_new(struct http_request *req, struct native *nat)
 	return tr;
 }
 
+static void ping_stop(struct task_req *tr)
+{
+	if (tr->ping)
+		event_free(tr->ping);
+	tr->ping = NULL;
+}
+
 static void req_cancel(void *arg)
 {
 	struct task_req *tr = arg;
+	ping_stop(tr);
 	task_op_cancel(tr->op);
 	tr->op = NULL;
 }
@@ -84,6 +96,7 @@ static void req_cancel(void *arg)
 /* The request is answered (or about to be): no cancel, no more op. */
 static void req_done(struct task_req *tr)
 {
+	ping_stop(tr);
 	tr->op = NULL;
 	http_request_set_cancel(tr->req, NULL, NULL);
 }
@@ -418,6 +431,19 @@ static void watch_opened(void *arg)
 	http_response_header(tr->req, "Cache-Control", "no-store");
 	http_response_header(tr->req, "X-Accel-Buffering", "no");
 	http_response_start(tr->req, 200, stream_content_type(tr->fmt), -1);
+	if (tr->fmt != STREAM_SSE)
+		return;
+	tr->ping = event_new(http_request_base(tr->req), -1, EV_PERSIST, ping_fire, tr);
+	CHECK(tr->ping != NULL);
+	struct timeval tv = { PING_SECONDS, 0 };
+	evtimer_add(tr->ping, &tv);
+}
+
+static void ping_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct task_req *tr = arg;
+	static const char ping[] = ": keep-alive\n\n";
+	http_response_write_bytes(tr->req, ping, sizeof(ping) - 1);
 }
 
 static void watch_event(void *arg, int64_t seq, const char *type, const char *data)

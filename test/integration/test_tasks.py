@@ -65,6 +65,8 @@ def sse_events(srv, path, headers=None, limit=None, timeout=120):
                     events.append({"id": int(cur["id"]), "event": cur["event"], "data": json.loads(cur["data"])})
                 cur = {}
                 continue
+            if line.startswith(":"):  # a keep-alive comment
+                continue
             k, _, v = line.partition(": ")
             cur[k] = v
     finally:
@@ -389,3 +391,21 @@ def test_task_whose_sandbox_died_while_sandbard_was_down_fails(server, client, d
     events = sse_events(server, task_url(sid, t["id"], "/events"))
     check_sequence(events)
     c2.close()
+
+
+def test_task_quiet_sse_stream_gets_keep_alive_comments(server, client):
+    c = client
+    sid = make_sandbox(c)["id"]
+    t = start_task(c, sid, agent="custom", prompt="think", command="sleep 17")
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    conn.request("GET", task_url(sid, t["id"], "/events"), headers={"Accept": "text/event-stream"})
+    r = conn.getresponse()
+    lines = []
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        lines.append(line.decode().rstrip("\n"))
+    conn.close()
+    assert ": keep-alive" in lines, lines
+    assert "event: done" in lines
