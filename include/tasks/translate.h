@@ -23,6 +23,8 @@ enum task_agent {
 const char *task_agent_name(enum task_agent a);
 /* 0, or -1 for a name that is no agent. */
 MUST_USE int task_agent_parse(const char *name, enum task_agent *out);
+/* The index of name in names[0..n), -1 when absent (state.c). */
+int task_name_index(const char *const *names, int n, const char *name);
 
 /* Summaries kept in a tool event (input, output) and a build event (output). */
 #define TASK_SUMMARY_MAX 300

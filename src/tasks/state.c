@@ -22,6 +22,14 @@ static const bool legal[TASK_STATE_MAX][TASK_STATE_MAX] = {
 				 [TASK_TIMED_OUT] = true },
 };
 
+int task_name_index(const char *const *names, int n, const char *name)
+{
+	for (int i = 0; name && i < n; i++)
+		if (strcmp(name, names[i]) == 0)
+			return i;
+	return -1;
+}
+
 const char *task_state_name(enum task_state s)
 {
 	return (unsigned)s < TASK_STATE_MAX ? state_names[s] : "?";
@@ -29,13 +37,11 @@ const char *task_state_name(enum task_state s)
 
 int task_state_parse(const char *name, enum task_state *out)
 {
-	for (int i = 0; name && i < TASK_STATE_MAX; i++) {
-		if (strcmp(name, state_names[i]) == 0) {
-			*out = (enum task_state)i;
-			return 0;
-		}
-	}
-	return -1;
+	int i = task_name_index(state_names, TASK_STATE_MAX, name);
+	if (i < 0)
+		return -1;
+	*out = (enum task_state)i;
+	return 0;
 }
 
 bool task_state_final(enum task_state s)

@@ -48,13 +48,11 @@ const char *task_agent_name(enum task_agent a)
 
 int task_agent_parse(const char *name, enum task_agent *out)
 {
-	for (int i = 0; name && i < TASK_AGENT_MAX; i++) {
-		if (strcmp(name, agent_names[i]) == 0) {
-			*out = (enum task_agent)i;
-			return 0;
-		}
-	}
-	return -1;
+	int i = task_name_index(agent_names, TASK_AGENT_MAX, name);
+	if (i < 0)
+		return -1;
+	*out = (enum task_agent)i;
+	return 0;
 }
 
 void task_translator_init(struct task_translator *t, enum task_agent agent)
