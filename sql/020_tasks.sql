@@ -1,8 +1,6 @@
--- Coding-agent tasks: a prompt handed to a CLI in a sandbox, its progress as
--- numbered events, and its result. Both outlive the sandbox (no reference to
--- sandboxes: a deleted sandbox's row may go, its tasks stay readable) and
--- sandbard's restarts (command_id and output_offset let the runner follow
--- the CLI again). Provider keys are never stored: the task's env is not here.
+-- Coding-agent tasks, their numbered events and results: kept after the sandbox
+-- (no reference to its row) and across restarts (command_id and output_offset
+-- let a runner follow the CLI again). The task's env (provider keys) is not here.
 CREATE TABLE tasks (
 	id             uuid PRIMARY KEY,
 	sandbox_id     uuid NOT NULL,

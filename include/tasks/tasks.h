@@ -1,8 +1,6 @@
-/* Coding-agent tasks: a prompt handed to a CLI (OpenCode, Claude Code,
- * Codex, or a custom command) run headless in a sandbox through the command
- * service, between two git checkpoints, its JSON lines translated into our
- * events as they come, stored in PostgreSQL (batched, numbered per task) and
- * followed live. No HTTP here: results are structs and event JSON text. */
+/* Coding-agent tasks: a prompt run headless by a CLI in a sandbox between two
+ * git checkpoints, its JSON lines turned into our events, stored (batched,
+ * numbered per task) and followed live. No HTTP: structs and event JSON text. */
 #ifndef SANDBAR_TASKS_TASKS_H
 #define SANDBAR_TASKS_TASKS_H
 

@@ -1,7 +1,6 @@
-/* The coding-agent CLIs' JSON event lines (OpenCode `run --format json`,
- * Claude Code `-p --output-format stream-json`, Codex `exec --json`) and our
- * own `custom` format, translated line by line into the task event types:
- * message, tool, build, error. Pure: no I/O, the clock is the caller's. */
+/* The coding-agent CLIs' JSON event lines (OpenCode, Claude Code, Codex) and
+ * our `custom` format, translated line by line into task events (message,
+ * tool, build, error). Pure: no I/O, the clock is the caller's. */
 #ifndef SANDBAR_TASKS_TRANSLATE_H
 #define SANDBAR_TASKS_TRANSLATE_H
 

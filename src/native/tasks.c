@@ -1,7 +1,6 @@
 /* The native API's task routes: start a coding-agent task, list and read
- * tasks, follow a task's events (SSE or NDJSON, resumable), cancel it, its
- * diff and its revert. Thin: parse, call the task service (src/tasks/),
- * render. */
+ * tasks, follow their events (SSE or NDJSON, resumable), cancel, diff,
+ * revert. Thin: parse, call the task service (src/tasks/), render. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

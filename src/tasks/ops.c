@@ -1,7 +1,6 @@
-/* The ops callers hold on tasks: create (the sandbox woken, the row
- * written, the runner started), reads, cancel, diff, revert, and watches of
- * a task's events (from memory while this instance runs it, else polled
- * from PostgreSQL until its done event). Callbacks always from the loop. */
+/* The ops callers hold on tasks (create, reads, cancel, diff, revert) and
+ * watches of a task's events: from memory while this instance runs it, else
+ * polled from PostgreSQL until its done event. Callbacks always from the loop. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,6 @@
-/* A task's steps, each a command through the command service (so a task
- * wakes its sandbox, counts as activity and outlives sandbard like any
- * command): the checkpoint before (git) with the CLI's configuration, the
- * CLI itself headless in its own process group with stdin at EOF and our
- * wall-clock limit, its stdout translated line by line, the checkpoint after. */
+/* A task's steps, each a command through the command service: the checkpoint
+ * before with the CLI's configuration, the CLI headless in its own process
+ * group (stdin at EOF, our wall-clock limit) read line by line, the one after. */
 #include <ctype.h>
 #include <signal.h>
 #include <stdio.h>
@@ -283,7 +281,7 @@ static void argv_push(char ***v, size_t *n, const char *s)
 	(*v)[++*n] = NULL;
 }
 
-/* How each CLI runs headless and offline (../shared/spec/agent-clis.md). */
+/* How each CLI runs headless and offline (README, "Coding-agent tasks"). */
 static void cli_command(struct task *t, char ***argv, size_t *n, struct env_list *env)
 {
 	/* a prompt that looks like an option would be read as one */

@@ -1,7 +1,6 @@
-/* The task service: a task's one state and its one transition function,
- * its events (numbered, kept in memory while it runs, written to PostgreSQL
- * in batches with the row's own fields), the ops callers hold (create, read,
- * cancel, watch), and the resumption of this instance's tasks at start. */
+/* The task service: a task's one transition, its events (numbered, kept in
+ * memory while it runs, written to PostgreSQL in batches with the row), the
+ * resumption of this instance's tasks at start and the drain at shutdown. */
 #include "tasks/tasks.h"
 
 #include <stdio.h>

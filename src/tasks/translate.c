@@ -1,7 +1,6 @@
-/* Each coding-agent CLI's JSON lines into our task events, one line at a
- * time, as they come: the shapes are those of ../shared/spec/agent-clis.md
- * (OpenCode 1.18, Claude Code 2.1, Codex 0.171) and of our `custom` format
- * (README, "Coding-agent tasks"). Unknown lines and fields are skipped. */
+/* Each coding-agent CLI's JSON lines (as OpenCode 1.18, Claude Code 2.1 and
+ * Codex 0.171 print them), and our custom format's, into task events one line
+ * at a time, as they come; unknown lines and fields are skipped. */
 #include "tasks/translate.h"
 
 #include <stdarg.h>
