@@ -14,6 +14,7 @@
 
 #include "core/check.h"
 
+struct bufferevent;
 struct http_request;
 struct ws_conn;
 struct ws_hub;
@@ -46,8 +47,14 @@ void ws_refuse(struct http_request *req);
  * connection (usable at once: sends are queued until the socket is handed
  * over). Otherwise answers 400 `bad_websocket_handshake` and returns NULL. */
 struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg);
+/* A connection on a byte stream already past the handshake (bev is taken:
+ * freed with the connection). For tests and the fuzzer, which speak frames
+ * over a bufferevent pair. */
+struct ws_conn *ws_attach(struct ws_hub *hub, struct bufferevent *bev, const struct ws_ops *ops, void *arg);
 /* The largest message taken (WS_MAX_MESSAGE unless set); a longer one ends
- * the connection with close code 1009 (message too big). */
+ * the connection with close code 1009 (message too big). The close frame
+ * reaches a peer still sending: what it sends after is read and dropped
+ * until its EOF (5 s and 64 MiB at most), not left to reset the socket. */
 void ws_set_max_message(struct ws_conn *ws, uint64_t max);
 /* Pings the peer every interval_ms; a peer that sends nothing (not even a
  * pong) for four intervals is dropped as gone. Quiet but live peers stay. */

@@ -17,7 +17,7 @@
 #define SERVICES_DIR		 "/.sandbar/services" /* env SANDBAR_AGENT_SERVICES overrides */
 #define SERVICE_PROBE_MS	 250		      /* between two connects while a port is not ready */
 #define SERVICE_PROBE_FIRST_MS	 5    /* the first wait, doubled at each try up to SERVICE_PROBE_MS */
-#define SERVICE_PROBE_REFRESH	 8    /* failed probes before the address is looked up again */
+#define SERVICE_PROBE_REFRESH	 16   /* failed probes before the address is looked up again */
 #define SERVICE_PROBE_TIMEOUT_MS 1000 /* a connect in flight longer than this failed */
 
 struct cmd;

@@ -1,7 +1,7 @@
 /* GET /api/v1/sandboxes/{id}/connect: the WebSocket one attached Sandbox of
- * the SDK keeps (spec §7). The sandbox is looked up (never woken: a stopped
- * one answers 101 at once too), then the connection carries JSON-RPC until the
- * client drops it; its commands run on. */
+ * the SDK keeps (spec §7). The sandbox is looked up in the request's project,
+ * as REST does (never woken: a stopped one answers 101 at once too), then the
+ * connection carries JSON-RPC until the client drops it; its commands run on. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,11 +97,18 @@ static void connect_route(struct http_request *req, void *arg)
 		ws_refuse(req);
 		return;
 	}
+	struct core_error e;
+	const char *project = hermes_request_project(req, &e);
+	if (!project) {
+		hermes_respond_error(req, &e);
+		return;
+	}
 	struct rpc_conn *conn = calloc(1, sizeof(*conn));
 	CHECK(conn != NULL);
 	conn->hc = hc;
 	conn->state = RPC_CONN_LOOKUP;
 	conn->req = req;
+	conn->project = project;
 	TAILQ_INIT(&conn->calls);
 	snprintf(conn->sandbox_id, sizeof(conn->sandbox_id), "%s", http_request_param(req, "id"));
 	LIST_INSERT_HEAD(&hc->conns, conn, link);
@@ -130,15 +137,22 @@ static void conn_found(struct sandbox_ref *ref, const struct core_error *err, vo
 	conn->lookup = NULL;
 	conn->req = NULL;
 	http_request_set_cancel(req, NULL, NULL);
-	sandbox_ref_put(ref);
+	struct core_error e;
 	if (err) {
-		struct core_error e = *err;
+		e = *err;
 		if (e.kind == CORE_INVALID ||
 		    (e.kind == CORE_CONFLICT && e.code && strcmp(e.code, "sandbox_not_live") == 0)) {
 			/* not an id we could have, or deleted: no such sandbox to the SDK */
-			core_error_set(&e, CORE_NOT_FOUND, "not_found", "sandbox %s not found",
-				       conn->sandbox_id);
+			core_error_set(&e, CORE_NOT_FOUND, "not_found", "no sandbox %s in project %s",
+				       conn->sandbox_id, conn->project);
 		}
+	}
+	/* another project's is not found, as over REST */
+	bool visible =
+		!err && hermes_sandbox_visible(sandbox_ref_get(ref), conn->project, conn->sandbox_id, &e);
+	conn->project = NULL;
+	sandbox_ref_put(ref);
+	if (!visible) {
 		hermes_respond_error(req, &e);
 		conn_set_state(conn, RPC_CONN_CLOSED);
 		conn_free(conn);

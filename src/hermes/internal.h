@@ -44,6 +44,14 @@ int hermes_rpc_code(const struct core_error *e);
 void hermes_reply(struct http_request *req, struct json_object *data);
 void hermes_respond_error(struct http_request *req, const struct core_error *e);
 
+/* project.c: the request's project, X-Project-Id (any case), "default" when
+ * absent or empty; NULL with e set (INVALID) when unusable. A sandbox is
+ * visible to a request of project when it is that project's and neither
+ * expired nor deleted; else false with e set: NOT_FOUND, as an unknown id. */
+const char *hermes_request_project(struct http_request *req, struct core_error *e);
+MUST_USE bool hermes_sandbox_visible(const struct sandbox *sb, const char *project, const char *id,
+				     struct core_error *e);
+
 /* Each file's routes. */
 MUST_USE int hermes_rest_routes(struct hermes *h);  /* rest.c: /api/v1/sandboxes... */
 MUST_USE int hermes_admin_routes(struct hermes *h); /* admin.c: /admin/pool, /admin/rolling */

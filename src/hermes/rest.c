@@ -15,8 +15,6 @@
 #include "http/server.h"
 #include "internal.h"
 
-#define PROJECT_MAX 128
-
 enum hreq_state {
 	HREQ_FIND, /* the sandbox named by id, in the project */
 	HREQ_CALL, /* the core's call */
@@ -97,31 +95,14 @@ static void hreq_set_state(struct hreq *r, enum hreq_state next)
 	r->state = next;
 }
 
-/* The request's project: X-Project-Id (any case), "default" when absent or
- * empty; NULL (and an answer sent) when unusable. */
-static const char *request_project(struct http_request *req)
-{
-	const char *p = http_request_header(req, "X-Project-Id");
-	if (!p || !*p)
-		return "default";
-	size_t n = strlen(p);
-	for (size_t i = 0; i < n; i++) {
-		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f || n > PROJECT_MAX) {
-			struct core_error e;
-			core_error_set(&e, CORE_INVALID, "invalid_project",
-				       "X-Project-Id must be 1 to %d printable bytes", PROJECT_MAX);
-			hermes_respond_error(req, &e);
-			return NULL;
-		}
-	}
-	return p;
-}
-
 static struct hreq *hreq_new(struct hermes *h, struct http_request *req, enum hreq_op op)
 {
-	const char *project = request_project(req);
-	if (!project)
+	struct core_error e;
+	const char *project = hermes_request_project(req, &e);
+	if (!project) {
+		hermes_respond_error(req, &e);
 		return NULL;
+	}
 	struct hreq *r = http_request_alloc(req, sizeof(*r));
 	r->h = h;
 	r->req = req;
@@ -262,10 +243,8 @@ static void found(const struct sandbox_result *res, void *arg)
 		return;
 	}
 	const struct sandbox *sb = res->sb;
-	if (sandbox_status_final(sb->status) || !sb->project || strcmp(sb->project, r->project) != 0) {
-		struct core_error e;
-		core_error_set(&e, CORE_NOT_FOUND, "not_found", "no sandbox %s in project %s", r->id,
-			       r->project);
+	struct core_error e;
+	if (!hermes_sandbox_visible(sb, r->project, r->id, &e)) {
 		hreq_fail(r, &e);
 		return;
 	}

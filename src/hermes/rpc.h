@@ -91,6 +91,7 @@ struct rpc_conn {
 	struct hermes_connect *hc;
 	enum rpc_conn_state state;
 	struct http_request *req; /* RPC_CONN_LOOKUP */
+	const char *project;	  /* RPC_CONN_LOOKUP: the request's (X-Project-Id), in req */
 	struct registry_wait *lookup;
 	struct ws_conn *ws; /* RPC_CONN_OPEN */
 	char sandbox_id[37];

@@ -1,12 +1,18 @@
 /* WebSocket connections on top of the upgraded socket: wslay does the framing
  * (masking, fragments, ping/pong, the close handshake); this file wires it to
- * a bufferevent with backpressure and gives each connection one state. */
+ * a bufferevent with backpressure and gives each connection one state. When
+ * wslay stops reading without the peer's close (a message too big, a protocol
+ * error), the close frame is sent, then writing is shut down and the peer's
+ * bytes are read and dropped for a while (a lingering close, as web servers
+ * do): closing with unread input would reset the connection, and the peer,
+ * still sending its message, might lose our close frame to the reset. */
 #include "http/websocket.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -21,11 +27,14 @@
 #define WS_WRITE_HIGHWAT (256 * 1024) /* socket output above this: wslay waits */
 #define WS_WRITE_LOWAT	 (64 * 1024)  /* drain callback below this */
 #define WS_DEAD_PINGS	 4	      /* ws_keepalive: intervals without a byte from the peer */
+#define WS_LINGER_MS	 5000	      /* WS_LINGER: the peer's EOF awaited this long at most */
+#define WS_LINGER_BYTES	 (64u << 20)  /* ... and this much of its input dropped at most */
 
 enum ws_state {
 	WS_HANDSHAKE, /* 101 queued, waiting for the socket */
 	WS_OPEN,
 	WS_CLOSING, /* close frame sent or received; flushing */
+	WS_LINGER,  /* our close is out, the peer's never comes: writing shut, its bytes dropped */
 	WS_CLOSED,  /* closed callback pending on the loop */
 	WS_STATE_MAX
 };
@@ -42,7 +51,9 @@ struct ws_conn {
 	bool in_pump;	    /* wslay is running: its callbacks must not re-enter it */
 	struct event *ping; /* ws_keepalive's timer, NULL when off */
 	int64_t ping_ms;
-	int64_t last_rx_ms; /* monotonic: the peer's last bytes */
+	int64_t last_rx_ms;   /* monotonic: the peer's last bytes */
+	size_t dropped;	      /* input read and dropped since wslay stopped reading */
+	struct event *linger; /* WS_LINGER's deadline */
 };
 
 struct ws_hub {
@@ -51,6 +62,7 @@ struct ws_hub {
 };
 
 static void ws_set_state(struct ws_conn *ws, enum ws_state next);
+static struct ws_conn *ws_new(struct ws_hub *hub, const struct ws_ops *ops, void *arg);
 static void ws_upgraded(struct bufferevent *bev, void *arg);
 static void ws_pump(struct ws_conn *ws);
 static void ws_read_cb(struct bufferevent *bev, void *arg);
@@ -58,19 +70,24 @@ static void ws_write_cb(struct bufferevent *bev, void *arg);
 static void ws_event_cb(struct bufferevent *bev, short what, void *arg);
 static void ws_kick_cb(evutil_socket_t fd, short what, void *arg);
 static void ws_ping_cb(evutil_socket_t fd, short what, void *arg);
+static void ws_linger_cb(evutil_socket_t fd, short what, void *arg);
+static bool ws_drop_input(struct ws_conn *ws);
+static void ws_linger(struct ws_conn *ws);
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user);
 static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
 			  void *user);
 static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user);
 
-static const char *const ws_state_names[WS_STATE_MAX] = { "handshake", "open", "closing", "closed" };
+static const char *const ws_state_names[WS_STATE_MAX] = { "handshake", "open", "closing", "linger",
+							  "closed" };
 
 static void ws_set_state(struct ws_conn *ws, enum ws_state next)
 {
 	static const unsigned legal[WS_STATE_MAX] = {
 		[WS_HANDSHAKE] = 1u << WS_OPEN | 1u << WS_CLOSED,
 		[WS_OPEN] = 1u << WS_CLOSING | 1u << WS_CLOSED,
-		[WS_CLOSING] = 1u << WS_CLOSED,
+		[WS_CLOSING] = 1u << WS_LINGER | 1u << WS_CLOSED,
+		[WS_LINGER] = 1u << WS_CLOSED,
 		[WS_CLOSED] = 0,
 	};
 	CHECK(next < WS_STATE_MAX && (legal[ws->state] & (1u << next)));
@@ -79,6 +96,8 @@ static void ws_set_state(struct ws_conn *ws, enum ws_state next)
 	if (next == WS_CLOSED) {
 		if (ws->ping)
 			event_del(ws->ping);
+		if (ws->linger)
+			event_del(ws->linger);
 		event_active(ws->kick, EV_TIMEOUT, 0);
 	}
 }
@@ -101,6 +120,8 @@ static void ws_free(struct ws_conn *ws)
 	event_free(ws->kick);
 	if (ws->ping)
 		event_free(ws->ping);
+	if (ws->linger)
+		event_free(ws->linger);
 	free(ws);
 }
 
@@ -148,20 +169,9 @@ void ws_hub_close_all(struct ws_hub *hub, uint16_t code, const char *reason)
 	}
 }
 
-struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg)
+/* A connection in WS_HANDSHAKE, in the hub, its socket still to come. */
+static struct ws_conn *ws_new(struct ws_hub *hub, const struct ws_ops *ops, void *arg)
 {
-	if (!ws_is_handshake(req)) {
-		ws_refuse(req);
-		return NULL;
-	}
-	const char *key = http_request_header(req, "Sec-WebSocket-Key");
-	char buf[24 + 36 + 1];
-	snprintf(buf, sizeof(buf), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
-	unsigned char digest[20];
-	sha1(buf, strlen(buf), digest);
-	char accept[32];
-	base64_encode(digest, sizeof(digest), accept);
-
 	struct ws_conn *ws = calloc(1, sizeof(*ws));
 	CHECK(ws != NULL);
 	ws->hub = hub;
@@ -177,10 +187,34 @@ struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const st
 	CHECK(ws->kick != NULL && wslay_event_context_server_init(&ws->ctx, &cbs, ws) == 0);
 	wslay_event_config_set_max_recv_msg_length(ws->ctx, WS_MAX_MESSAGE);
 	LIST_INSERT_HEAD(&hub->conns, ws, link);
+	return ws;
+}
 
+struct ws_conn *ws_accept(struct ws_hub *hub, struct http_request *req, const struct ws_ops *ops, void *arg)
+{
+	if (!ws_is_handshake(req)) {
+		ws_refuse(req);
+		return NULL;
+	}
+	const char *key = http_request_header(req, "Sec-WebSocket-Key");
+	char buf[24 + 36 + 1];
+	snprintf(buf, sizeof(buf), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+	unsigned char digest[20];
+	sha1(buf, strlen(buf), digest);
+	char accept[32];
+	base64_encode(digest, sizeof(digest), accept);
+
+	struct ws_conn *ws = ws_new(hub, ops, arg);
 	http_response_header(req, "Upgrade", "websocket");
 	http_response_header(req, "Sec-WebSocket-Accept", accept);
 	http_request_upgrade(req, ws_upgraded, ws);
+	return ws;
+}
+
+struct ws_conn *ws_attach(struct ws_hub *hub, struct bufferevent *bev, const struct ws_ops *ops, void *arg)
+{
+	struct ws_conn *ws = ws_new(hub, ops, arg);
+	ws_upgraded(bev, ws);
 	return ws;
 }
 
@@ -273,7 +307,7 @@ void ws_close(struct ws_conn *ws, uint16_t code, const char *reason)
  * wslay has nothing left to do (close handshake done, or an error). */
 static void ws_pump(struct ws_conn *ws)
 {
-	if (ws->state == WS_CLOSED || !ws->bev || ws->in_pump)
+	if (ws->state == WS_CLOSED || ws->state == WS_LINGER || !ws->bev || ws->in_pump)
 		return; /* a send from a message callback goes out when recv returns */
 	ws->in_pump = true;
 	int rc = wslay_event_recv(ws->ctx);
@@ -289,9 +323,56 @@ static void ws_pump(struct ws_conn *ws)
 		return; /* a message callback closed it */
 	if (wslay_event_get_close_sent(ws->ctx) && ws->state == WS_OPEN)
 		ws_set_state(ws, WS_CLOSING);
+	if (!wslay_event_get_read_enabled(ws->ctx) && !ws_drop_input(ws))
+		return;
 	if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx) &&
-	    evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0)
-		ws_set_state(ws, WS_CLOSED);
+	    evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0) {
+		if (ws->state == WS_CLOSING && !wslay_event_get_close_received(ws->ctx))
+			ws_linger(ws);
+		else
+			ws_set_state(ws, WS_CLOSED); /* the close handshake is done */
+	}
+}
+
+/* wslay reads no more: what comes is dropped, up to WS_LINGER_BYTES (then
+ * the connection ends, false). */
+static bool ws_drop_input(struct ws_conn *ws)
+{
+	struct evbuffer *in = bufferevent_get_input(ws->bev);
+	size_t n = evbuffer_get_length(in);
+	evbuffer_drain(in, n);
+	ws->dropped += n;
+	if (ws->dropped <= WS_LINGER_BYTES)
+		return true;
+	log_info("ws %p: %zu bytes more after our close: dropped", (void *)ws, ws->dropped);
+	ws_set_state(ws, WS_CLOSED);
+	return false;
+}
+
+/* Our close frame is out and the peer's will not be read: our side of the
+ * socket is shut (the peer reads the close, then EOF) and the connection
+ * ends at the peer's EOF, or WS_LINGER_MS, or WS_LINGER_BYTES. */
+static void ws_linger(struct ws_conn *ws)
+{
+	ws_set_state(ws, WS_LINGER);
+	evutil_socket_t fd = bufferevent_getfd(ws->bev);
+	if (fd >= 0)
+		shutdown(fd, SHUT_WR);
+	else
+		bufferevent_flush(ws->bev, EV_WRITE, BEV_FINISHED); /* a pair: EOF to the other end */
+	bufferevent_disable(ws->bev, EV_WRITE);
+	bufferevent_enable(ws->bev, EV_READ);
+	ws->linger = evtimer_new(ws->hub->base, ws_linger_cb, ws);
+	CHECK(ws->linger != NULL);
+	struct timeval tv = { WS_LINGER_MS / 1000, (WS_LINGER_MS % 1000) * 1000 };
+	evtimer_add(ws->linger, &tv);
+}
+
+static void ws_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ws_conn *ws = arg;
+	log_info("ws %p: no EOF %d ms after our close", (void *)ws, WS_LINGER_MS);
+	ws_set_state(ws, WS_CLOSED);
 }
 
 static void ws_read_cb(struct bufferevent *bev, void *arg)
@@ -299,12 +380,17 @@ static void ws_read_cb(struct bufferevent *bev, void *arg)
 	struct ws_conn *ws = arg;
 	if (ws->ping)
 		ws->last_rx_ms = clock_mono_ms();
-	ws_pump(ws);
+	if (ws->state == WS_LINGER)
+		ws_drop_input(ws);
+	else
+		ws_pump(ws);
 }
 
 static void ws_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct ws_conn *ws = arg;
+	if (ws->state == WS_LINGER)
+		return;
 	ws_pump(ws);
 	if (ws->state == WS_OPEN && ws->ops->drain && ws_pending(ws) < WS_WRITE_LOWAT)
 		ws->ops->drain(ws, ws->arg);

@@ -167,7 +167,7 @@ void px_end(struct px *px)
 		evbuffer_free(px->head);
 	if (px->tick)
 		event_free(px->tick);
-	free(px->hbuf);
+	up_answer_clear(&px->answer);
 	free(px);
 }
 
@@ -479,8 +479,7 @@ void px_send(struct px *px)
 	proxy_set_timeouts(bev, px->pv->cfg.head_timeout_ms);
 	bufferevent_setwatermark(bev, EV_WRITE, UP_HIGHWAT / 2, 0);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
-	http_parser_init(&px->parser, HTTP_RESPONSE);
-	px->parser.data = px;
+	up_answer_start(px);
 	if (px->body)
 		http_request_stream_body(px->req, &body_cbs, px);
 	else

@@ -1,15 +1,13 @@
-/* The app's answer to a proxied request: its head parsed (http_parser) and
+/* The app's answer to a proxied request: its head parsed (answer_parse.c) and
  * passed on without the hop-by-hop headers, its body streamed to the client
  * with backpressure, the connection kept at the end; or the 101 of an upgrade. */
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <http_parser.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -20,144 +18,57 @@
 #include "proxy_internal.h"
 #include "upstream_agent.h"
 
-static int hbuf_add(struct px *px, const char *at, size_t len, uint32_t *off, uint32_t *total);
-static int on_header_field(http_parser *p, const char *at, size_t len);
-static int on_header_value(http_parser *p, const char *at, size_t len);
-static const char *hname(const struct px *px, int i);
-static const char *hvalue(const struct px *px, int i);
+static void answer_head(struct up_answer *a, int status, int64_t length, void *arg);
+static void answer_body(const char *at, size_t len, void *arg);
 static void forward_headers(struct px *px, bool upgrade);
-static int on_headers_complete(http_parser *p);
-static int on_body(http_parser *p, const char *at, size_t len);
-static int on_message_complete(http_parser *p);
 static void resume_upstream(void *arg);
 static void px_complete(struct px *px);
 static bool up_parse(struct px *px, struct bufferevent *bev, bool all);
 
-static int hbuf_add(struct px *px, const char *at, size_t len, uint32_t *off, uint32_t *total)
-{
-	if (px->hlen + len + 1 > UP_HEAD_MAX)
-		return -1;
-	if (px->hlen + len + 1 > px->hcap) {
-		size_t cap = px->hcap ? px->hcap * 2 : 1024;
-		while (cap < px->hlen + len + 1)
-			cap *= 2;
-		char *b = realloc(px->hbuf, cap);
-		CHECK(b != NULL);
-		px->hbuf = b;
-		px->hcap = cap;
-	}
-	if (*total == 0)
-		*off = (uint32_t)px->hlen;
-	else
-		px->hlen--; /* a continued piece: over the NUL */
-	memcpy(px->hbuf + px->hlen, at, len);
-	px->hlen += len;
-	px->hbuf[px->hlen++] = '\0';
-	*total += (uint32_t)len;
-	return 0;
-}
+static const struct up_answer_ops answer_ops = { .head = answer_head, .body = answer_body };
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
+void up_answer_start(struct px *px)
 {
-	struct px *px = p->data;
-	if (px->in_value || px->nhdrs == 0) {
-		if (px->nhdrs == UP_HDRS_MAX)
-			return -1;
-		px->hdrs[px->nhdrs++] = (struct upheader){ 0 };
-		px->in_value = false;
-	}
-	struct upheader *h = &px->hdrs[px->nhdrs - 1];
-	return hbuf_add(px, at, len, &h->name, &h->name_len);
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-	struct px *px = p->data;
-	if (px->nhdrs == 0)
-		return -1;
-	px->in_value = true;
-	struct upheader *h = &px->hdrs[px->nhdrs - 1];
-	return hbuf_add(px, at, len, &h->value, &h->value_len);
-}
-
-static const char *hname(const struct px *px, int i)
-{
-	return px->hdrs[i].name_len ? px->hbuf + px->hdrs[i].name : "";
-}
-
-static const char *hvalue(const struct px *px, int i)
-{
-	return px->hdrs[i].value_len ? px->hbuf + px->hdrs[i].value : "";
+	up_answer_init(&px->answer, px->head_method, &answer_ops, px);
 }
 
 /* The answer's headers for the client: hop-by-hop ones dropped, framing ours. */
 static void forward_headers(struct px *px, bool upgrade)
 {
+	const struct up_answer *a = &px->answer;
 	const char *connection = NULL;
-	for (int i = 0; i < px->nhdrs; i++)
-		if (strcasecmp(hname(px, i), "Connection") == 0)
-			connection = hvalue(px, i);
+	for (int i = 0; i < up_answer_count(a); i++)
+		if (strcasecmp(up_answer_name(a, i), "Connection") == 0)
+			connection = up_answer_value(a, i);
 	/* http_response_header prepends: added last to first, they go out in order */
-	for (int i = px->nhdrs - 1; i >= 0; i--) {
-		const char *name = hname(px, i);
+	for (int i = up_answer_count(a) - 1; i >= 0; i--) {
+		const char *name = up_answer_name(a, i);
 		if (upgrade && strcasecmp(name, "Upgrade") == 0) {
-			http_response_header(px->req, name, hvalue(px, i));
+			http_response_header(px->req, name, up_answer_value(a, i));
 			continue;
 		}
 		if (proxy_skipped_header(name, connection) && strcasecmp(name, "X-Forwarded-For") != 0 &&
 		    strcasecmp(name, "X-Forwarded-Proto") != 0 && strcasecmp(name, "X-Forwarded-Host") != 0)
 			continue;
-		http_response_header(px->req, name, hvalue(px, i));
+		http_response_header(px->req, name, up_answer_value(a, i));
 	}
 }
 
-static int on_headers_complete(http_parser *p)
+/* The final head: passed on, and the body streams from here. */
+static void answer_head(struct up_answer *a, int status, int64_t length, void *arg)
 {
-	struct px *px = p->data;
-	int status = (int)p->status_code;
-	if (status >= 100 && status < 200 && status != 101) {
-		px->nhdrs = 0; /* an interim answer (100 Continue): the client had ours */
-		px->hlen = 0;
-		px->in_value = false;
-		return 0;
-	}
-	if (status == 101)
-		return 0; /* the upgrade is taken after the parser stops */
+	struct px *px = arg;
 	forward_headers(px, false);
-	int64_t length =
-		(p->flags & F_CHUNKED) || p->content_length == ULLONG_MAX ? -1 : (int64_t)p->content_length;
-	if (status == 204 || status == 304)
-		length = 0;
 	http_response_start(px->req, status, NULL, length);
 	px_set_state(px, PX_BODY);
 	proxy_set_timeouts(px->up->bev, px->pv->cfg.idle_timeout_ms);
-	return px->head_method ? 1 : 0; /* 1: no body follows */
 }
 
-static int on_body(http_parser *p, const char *at, size_t len)
+static void answer_body(const char *at, size_t len, void *arg)
 {
-	struct px *px = p->data;
+	struct px *px = arg;
 	http_response_write_bytes(px->req, at, len);
-	return 0;
 }
-
-static int on_message_complete(http_parser *p)
-{
-	struct px *px = p->data;
-	if (px->state != PX_BODY)
-		return 0; /* an interim answer, or the 101 */
-	px_set_state(px, PX_COMPLETE);
-	http_parser_pause(p, 1); /* up_parse sees it, the exchange ends there */
-	return 0;
-}
-
-static const http_parser_settings parser_settings = {
-	.on_header_field = on_header_field,
-	.on_header_value = on_header_value,
-	.on_headers_complete = on_headers_complete,
-	.on_body = on_body,
-	.on_message_complete = on_message_complete,
-};
 
 static void resume_upstream(void *arg)
 {
@@ -175,7 +86,7 @@ static void resume_upstream(void *arg)
 static void px_complete(struct px *px)
 {
 	struct http_request *req = px_take_req(px);
-	bool keep = http_should_keep_alive(&px->parser) && px->sent_all && !px->up->ua &&
+	bool keep = up_answer_keep_alive(&px->answer) && px->sent_all && !px->up->ua &&
 		    evbuffer_get_length(bufferevent_get_input(px->up->bev)) == 0;
 	struct upconn *up = px->up;
 	px->up = NULL;
@@ -206,16 +117,16 @@ static bool up_parse(struct px *px, struct bufferevent *bev, bool all)
 	if (px->state == PX_SENT)
 		px_set_state(px, PX_HEAD);
 	while (evbuffer_get_length(in) > 0 && (px->state == PX_HEAD || px->state == PX_BODY)) {
-		size_t n = evbuffer_get_contiguous_space(in);
+		size_t n = evbuffer_get_contiguous_space(in), used;
 		const char *data = (const char *)evbuffer_pullup(in, (ssize_t)n);
-		size_t used = http_parser_execute(&px->parser, &parser_settings, data, n);
-		enum http_errno e = HTTP_PARSER_ERRNO(&px->parser);
+		enum up_answer_step step = up_answer_feed(&px->answer, data, n, &used);
 		evbuffer_drain(in, used);
-		if (px->state == PX_COMPLETE) {
+		if (step == UP_ANSWER_COMPLETE) {
+			px_set_state(px, PX_COMPLETE);
 			px_complete(px);
 			return false;
 		}
-		if (px->parser.upgrade && px->parser.status_code == 101) {
+		if (step == UP_ANSWER_UPGRADE) {
 			if (!px->upgrade) {
 				px_fail(px, 502, "bad_upstream_response",
 					"the app switched protocols unasked");
@@ -227,9 +138,9 @@ static bool up_parse(struct px *px, struct bufferevent *bev, bool all)
 			http_request_upgrade(px_take_req(px), splice_start, px);
 			return false;
 		}
-		if (e != HPE_OK) {
+		if (step == UP_ANSWER_BAD) {
 			px_fail(px, 502, "bad_upstream_response", "the app's answer is not HTTP: %s",
-				http_errno_description(e));
+				up_answer_error(&px->answer));
 			return false;
 		}
 		if (!all && px->state == PX_BODY && http_response_pending(px->req) > UP_HIGHWAT) {
@@ -290,8 +201,8 @@ void up_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	if ((what & BEV_EVENT_EOF) && px->state == PX_BODY) {
 		/* an answer ended by the close (no length, HTTP/1.0 style) */
-		http_parser_execute(&px->parser, &parser_settings, NULL, 0);
-		if (px->state == PX_COMPLETE) {
+		if (up_answer_eof(&px->answer) == UP_ANSWER_COMPLETE) {
+			px_set_state(px, PX_COMPLETE);
 			px_complete(px);
 			return;
 		}

@@ -12,8 +12,8 @@
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <http_parser.h>
 
+#include "answer_parse.h"
 #include "preview/host.h"
 #include "preview/proxy.h"
 
@@ -30,10 +30,8 @@ struct upstream_agent;
  * a TCP stream of the sandbox's agent (upstream_agent.c: a bufferevent like a
  * socket's, so the HTTP code is the same; serves one exchange, never kept). */
 
-#define UP_HIGHWAT  (1024 * 1024) /* queued bytes one way before the source stops */
-#define UP_HEAD_MAX (64 * 1024)	  /* an upstream response head past this: 502 */
-#define UP_KEY_MAX  64
-#define UP_HDRS_MAX 100
+#define UP_HIGHWAT (1024 * 1024) /* queued bytes one way before the source stops */
+#define UP_KEY_MAX 64
 /* An open WebSocket counts as activity at least this often, so the reaper
  * never stops a sandbox with one (at most half its idle timeout). */
 #define SPLICE_TOUCH_MS 30000
@@ -77,10 +75,6 @@ enum px_state {
 	PX_STATE_MAX
 };
 
-struct upheader {
-	uint32_t name, name_len, value, value_len; /* offsets into hbuf */
-};
-
 /* One proxied request (an exchange). */
 struct px {
 	struct preview *pv;
@@ -110,13 +104,7 @@ struct px {
 	 * output. A kept connection needs it. */
 	bool sent_all;
 
-	/* the answer's head, parsed */
-	http_parser parser;
-	char *hbuf;
-	size_t hlen, hcap;
-	struct upheader hdrs[UP_HDRS_MAX];
-	int nhdrs;
-	bool in_value; /* the parser's place in a header line (name or value), below the state */
+	struct up_answer answer; /* the app's answer, parsed (answer_parse.c) */
 };
 
 /* ---- proxy.c: the exchange ---- */
@@ -146,6 +134,8 @@ bool proxy_skipped_header(const char *name, const char *connection);
 void proxy_set_timeouts(struct bufferevent *bev, int64_t ms);
 
 /* ---- proxy_answer.c: the upstream's callbacks during an exchange ---- */
+/* px_send: the answer to parse is a new one. */
+void up_answer_start(struct px *px);
 void up_read(struct bufferevent *bev, void *arg);
 void up_write(struct bufferevent *bev, void *arg);
 void up_event(struct bufferevent *bev, short what, void *arg);

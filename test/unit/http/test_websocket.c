@@ -1,8 +1,9 @@
 /* WebSocket over an upgraded connection: the handshake (accept key, bad
  * handshakes refused with 400), masked client frames echoed back, a message in
- * two fragments, the close handshake, a client that vanishes, and the hub
- * closing what is left. One thread: the client socket is driven between loop
- * passes. */
+ * two fragments, the close handshake, a client that vanishes, the hub
+ * closing what is left, and a message too big closed with 1009 while the
+ * client still sends it (the close frame delivered, no reset). One thread: the client socket is driven
+ * between loop passes. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -26,6 +27,7 @@ static struct event_base *base;
 static struct http_server *srv;
 static struct ws_hub *hub;
 static int closed_calls, messages;
+static uint64_t max_message; /* 0: the default */
 
 static void on_message(struct ws_conn *ws, bool binary, const uint8_t *data, size_t len, void *arg)
 {
@@ -46,7 +48,9 @@ static const struct ws_ops echo_ops = { .message = on_message, .closed = on_clos
 
 static void dispatch(struct http_request *req, void *arg)
 {
-	ws_accept(hub, req, &echo_ops, NULL);
+	struct ws_conn *ws = ws_accept(hub, req, &echo_ops, NULL);
+	if (ws && max_message)
+		ws_set_max_message(ws, max_message);
 }
 
 static int client(void)
@@ -164,6 +168,57 @@ static void test_client_vanishes_and_hub_closes_rest(void **state)
 	close(b);
 }
 
+/* A loop pass, then what the server sent (into buf at *have); true at its
+ * EOF. A reset fails the test. */
+static bool read_some(int fd, uint8_t *buf, size_t cap, size_t *have, int flags)
+{
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ssize_t r = recv(fd, buf + *have, cap - *have, flags);
+	if (r > 0)
+		*have += (size_t)r;
+	else if (r < 0)
+		assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+	return r == 0;
+}
+
+/* A message past the limit, the client sending on as the server closes: the
+ * close frame (1009) arrives, then the server's EOF; what the client sends
+ * after is read and dropped (no reset), until the client closes too. */
+static void test_too_big_closes_with_1009_and_lingers(void **state)
+{
+	closed_calls = 0;
+	max_message = 1024;
+	int fd = open_ws();
+	max_message = 0;
+	char part[100];
+	memset(part, 'x', sizeof(part));
+	uint8_t f[128];
+	size_t n = frame(f, 0, 1, part, sizeof(part));
+	assert_int_equal(send(fd, f, n, 0), (ssize_t)n);
+	uint8_t got[64];
+	size_t have = 0;
+	bool eof = false;
+	/* continuation frames, 100 bytes each, for 64 KB: past the limit at once */
+	for (int i = 0; i < 640; i++) {
+		n = frame(f, 0, 0, part, sizeof(part));
+		assert_int_equal(send(fd, f, n, MSG_NOSIGNAL), (ssize_t)n);
+		eof = read_some(fd, got, sizeof(got), &have, MSG_DONTWAIT);
+	}
+	for (int i = 0; i < 200 && !eof; i++)
+		eof = read_some(fd, got, sizeof(got), &have, 0);
+	assert_true(eof);
+	assert_int_equal(have, 4);
+	assert_memory_equal(got, "\x88\x02\x03\xf1", 4);
+	/* still lingering: the client's close frame is taken (and dropped) too */
+	n = frame(f, 1, 8, "\x03\xf1", 2);
+	assert_int_equal(send(fd, f, n, MSG_NOSIGNAL), (ssize_t)n);
+	loop_a_bit();
+	assert_int_equal(closed_calls, 0);
+	close(fd);
+	loop_a_bit();
+	assert_int_equal(closed_calls, 1);
+}
+
 static void test_bad_handshakes(void **state)
 {
 	static const char *const bad[] = {
@@ -207,6 +262,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_echo_fragments_and_close),
 		cmocka_unit_test(test_client_vanishes_and_hub_closes_rest),
+		cmocka_unit_test(test_too_big_closes_with_1009_and_lingers),
 		cmocka_unit_test(test_bad_handshakes),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
