@@ -152,7 +152,8 @@ def test_rollout_replaces_members_after_the_image_changes(server_factory, tmp_pa
         r = c.post("/api/pool/rollout", json={"template": "rolling"})
         assert r.status == 202, r
         [t] = r.json["templates"]
-        assert t["rollout"]["phase"] == "running" and t["rollout"]["trigger"].startswith("asked by")
+        # (with nothing to replace it may be over before the answer is written)
+        assert t["rollout"]["phase"] in ("running", "done") and t["rollout"]["trigger"].startswith("asked by")
         until(lambda: pool_of(c, "rolling")["rollout"]["phase"] == "done", timeout=30, what="an empty rollout")
         ro = pool_of(c, "rolling")["rollout"]
         assert ro["total"] == 0 and ro["progress"] == 1.0 and ro["completed_at"] is not None
