@@ -251,8 +251,11 @@ char **login_env_for(struct agent *a, const struct user_info *user, char **env, 
 		if (l->uid == uid && l->has_home == (home != NULL) && (!home || strcmp(l->home, home) == 0))
 			break;
 	}
+	if (!l && a->login_entries >= LOGIN_ENTRIES_MAX)
+		return NULL; /* a HOME per request would start a capture per command */
 	uint64_t print = profile_print(home);
 	if (!l) {
+		a->login_entries++;
 		l = calloc(1, sizeof(*l));
 		CHECK(l != NULL);
 		l->uid = uid;
@@ -333,6 +336,7 @@ void login_free_all(struct agent *a)
 	while (a->logins) {
 		struct login_env *l = a->logins;
 		a->logins = l->next;
+		a->login_entries--;
 		if (l->pid > 0)
 			kill(-l->pid, SIGKILL);
 		if (l->fd >= 0)

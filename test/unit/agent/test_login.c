@@ -116,18 +116,20 @@ static struct out *run(struct world *w, const char *shell, bool login, const cha
 		if (login)
 			agent_msg_u64(&m, AGENT_T_LOGIN, 1);
 	}
-	char homekv[64];
-	snprintf(homekv, sizeof(homekv), "HOME=%s", home);
-	agent_msg_str(&m, AGENT_T_ENV, homekv);
-	bool path_set = false;
+	bool path_set = false, home_set = false;
 	va_start(ap, argv_lc);
 	for (const char *e; (e = va_arg(ap, const char *));) {
 		agent_msg_str(&m, AGENT_T_ENV, e);
 		path_set |= strncmp(e, "PATH=", 5) == 0;
+		home_set |= strncmp(e, "HOME=", 5) == 0;
 	}
 	va_end(ap);
 	if (!path_set) /* sandbard's default */
 		agent_msg_str(&m, AGENT_T_ENV, "PATH=" LOGIN_DEFAULT_PATH);
+	char homekv[64];
+	snprintf(homekv, sizeof(homekv), "HOME=%s", home);
+	if (!home_set)
+		agent_msg_str(&m, AGENT_T_ENV, homekv);
 	agent_msg_u64(&m, AGENT_T_WINDOW, 65536);
 	uint32_t id = w->aw.a.next_id;
 	assert_true(id < MAXCMD);
@@ -265,6 +267,26 @@ static void test_failed_capture_keeps_the_login_shell(void **state)
 	assert_int_equal(runs(), 5);
 }
 
+static void test_entries_bounded(void **state)
+{
+	struct world *w = *state;
+	write_profile(profile);
+	char kv[64];
+	for (int i = 0; i < LOGIN_ENTRIES_MAX + 4; i++) {
+		snprintf(kv, sizeof(kv), "HOME=%s/h%d", home, i); /* a HOME per request */
+		struct out *o = run(w, "true", true, NULL, kv, NULL);
+		assert_int_equal(o->code, 0);
+	}
+	settle(w);
+	assert_int_equal(w->aw.a.login_entries, LOGIN_ENTRIES_MAX);
+	/* those kept still serve */
+	snprintf(kv, sizeof(kv), "HOME=%s/h0", home);
+	struct out *o = run(w, "echo $HOME", true, NULL, kv, NULL);
+	char want[80];
+	snprintf(want, sizeof(want), "%s\n", kv + 5);
+	assert_string_equal(o->text, want);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -272,6 +294,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_login_environment_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_changed_profile_seen_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_capture_keeps_the_login_shell, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_entries_bounded, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
