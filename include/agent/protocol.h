@@ -62,9 +62,10 @@
  * anything else goes to /bin/sh -c. LOGIN 1 adds the user's login
  * environment: what `/bin/sh -l` (/etc/profile, /etc/profile.d/, ~/.profile)
  * exports when it starts from PATH (sandbard's default) and HOME alone,
- * worked out once per user and HOME (src/agent/login.c: at the first such
- * SPAWN, which runs /bin/sh -lc SHELL itself meanwhile, and again when one of
- * those files changed), laid over ENV: a variable ENV lacks, or holds with
+ * worked out once per user and HOME (src/agent/login.c: at the agent's start
+ * for `init --login USER`, else at the first such SPAWN, which runs /bin/sh
+ * -lc SHELL itself meanwhile, and again when one of those files changed),
+ * laid over ENV: a variable ENV lacks, or holds with
  * the value the profile started from, takes the profile's; any other value
  * in ENV wins. Until the agent knows it, or when it cannot (no /bin/sh, a
  * failing or slow profile), the SPAWN runs /bin/sh -lc SHELL. An agent that

@@ -279,6 +279,22 @@ char **login_env_for(struct agent *a, const struct user_info *user, char **env, 
 	return envdelta_apply(env, l->base, l->delta);
 }
 
+void login_warm(struct agent *a, const char *user_name)
+{
+	struct user_info user;
+	char homekv[LOGIN_HOME_MAX + 8];
+	char *env[] = { homekv, NULL };
+	bool ready;
+	if (user_name && users_resolve(NULL, user_name, &user) != 0) {
+		log_warn("login environment of '%s' not worked out: no such user", user_name);
+		return;
+	}
+	snprintf(homekv, sizeof(homekv), "HOME=%s", user_name ? user.home : "");
+	if (!user_name)
+		env[0] = NULL;
+	free(login_env_for(a, user_name ? &user : NULL, env, &ready));
+}
+
 bool login_reaped(struct agent *a, pid_t pid, int status)
 {
 	for (struct login_env *l = a->logins; l; l = l->next) {

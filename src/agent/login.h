@@ -31,6 +31,11 @@ struct user_info;
  * (a->login_printer NULL); the command then runs `/bin/sh -lc` itself. */
 char **login_env_for(struct agent *a, const struct user_info *user, char **env, bool *ready);
 
+/* The agent's start: the login environment of user_name (a name or uid,
+ * with its passwd HOME, as a SPAWN with that USER gets it; NULL: the
+ * agent's own, without HOME, as a SPAWN without USER) worked out now
+ * rather than at its first login shell string. */
+void login_warm(struct agent *a, const char *user_name);
 /* A reaped pid: true when it was a capture's shell. */
 bool login_reaped(struct agent *a, pid_t pid, int status);
 /* Poll events on a capture's pipe. */

@@ -274,10 +274,15 @@ static int run_init(int argc, char **argv)
 	struct init_state s = { .sfd = -1, .lfd = -1 };
 	sigset_t mask;
 	char **main_argv = NULL;
-	const char *user_name = NULL;
+	const char *user_name = NULL, *login_name = NULL;
 	int arg = 2;
-	if (arg + 1 < argc && strcmp(argv[arg], "--user") == 0) {
-		user_name = argv[arg + 1];
+	while (arg + 1 < argc) {
+		if (strcmp(argv[arg], "--user") == 0)
+			user_name = argv[arg + 1];
+		else if (strcmp(argv[arg], "--login") == 0)
+			login_name = argv[arg + 1];
+		else
+			break;
 		arg += 2;
 	}
 	if (arg < argc) {
@@ -339,6 +344,8 @@ static int run_init(int argc, char **argv)
 	size_t services = services_start(&s.a);
 	if (services)
 		log_info("%zu services started again", services);
+	/* whom commands will run as: their login environment from the start */
+	login_warm(&s.a, login_name);
 	for (;;) {
 		s.a.now = agent_mono_ms();
 		int64_t next = earliest(earliest(cmd_timers(&s.a), service_timers(&s.a)), login_timers(&s.a));
@@ -508,12 +515,14 @@ static int run_env0(void)
 
 static int usage(void)
 {
-	fprintf(stderr,
-		"usage: sandbar-agent init [--user NAME] [-- cmd args...] | relay | env0 | --version\n"
-		"  env SANDBAR_AGENT_SOCKET: the socket (@name: abstract), default @sandbar-agent\n"
-		"  env SANDBAR_AGENT_SERVICES: where services are kept, default " SERVICES_DIR
-		" (empty: none)\n"
-		"  env SANDBAR_AGENT_LOG: debug, info, warn (default), error\n");
+	fprintf(stderr, "usage: sandbar-agent init [--user NAME] [--login NAME] [-- cmd args...] | relay | "
+			"env0 | --version\n"
+			"  --user: whom the image's command runs as; --login: whose login environment\n"
+			"  to work out at the start (default: the agent's own, without HOME)\n"
+			"  env SANDBAR_AGENT_SOCKET: the socket (@name: abstract), default @sandbar-agent\n"
+			"  env SANDBAR_AGENT_SERVICES: where services are kept, default " SERVICES_DIR
+			" (empty: none)\n"
+			"  env SANDBAR_AGENT_LOG: debug, info, warn (default), error\n");
 	return 2;
 }
 
