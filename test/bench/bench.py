@@ -224,8 +224,8 @@ def exec_benchmarks(table, srv, c, created):
             return dt
 
         try:
-            # the first shell strings of a sandbox run a login shell while the
-            # agent works the login environment out: not what is measured
+            # warm-up: the agent works the login environment out as it starts,
+            # and a shell string runs a login shell until that is in
             for _ in range(20):
                 execute(["true"]), execute("true"), ws_exec()
                 time.sleep(0.01)
@@ -261,8 +261,8 @@ def exec_benchmarks(table, srv, c, created):
         # of the relay): open them first, so the run measures execs
         for sb in ids:
             c.post(f"/api/sandboxes/{sb}/execute", json={"command": ["true"]})
-        # and each agent's login environment worked out (the first shell
-        # string of a sandbox starts it and runs a login shell meanwhile)
+        # and each agent's login environment in (worked out as it starts; a
+        # shell string runs a login shell until then)
         for _ in range(2):
             for sb in ids:
                 c.post(f"/api/sandboxes/{sb}/execute", json={"command": "true"})
