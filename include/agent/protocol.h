@@ -60,10 +60,18 @@
  * falling back to /bin/sh -c if that exec fails (so a missing program still
  * says "sh: 1: x: not found", exit 127), with PWD set as sh exports it;
  * anything else goes to /bin/sh -c. LOGIN 1 adds the user's login
- * environment: what `/bin/sh -l` (/etc/profile, ~/.profile) exports, worked
- * out once per user and agent start, replacing each variable that still has
- * the value the profile saw. An agent that predates SHELL skips both and runs
- * ARGV, which sandbard sets to /bin/sh -c (or -lc) SHELL.
+ * environment: what `/bin/sh -l` (/etc/profile, /etc/profile.d/, ~/.profile)
+ * exports when it starts from PATH (sandbard's default) and HOME alone,
+ * worked out once per user and HOME (src/agent/login.c: at the agent's start
+ * for `init --login USER`, else at the first such SPAWN, which runs /bin/sh
+ * -lc SHELL itself meanwhile, and again when one of those files changed),
+ * laid over ENV: a variable ENV lacks, or holds with
+ * the value the profile started from, takes the profile's; any other value
+ * in ENV wins. Until the agent knows it, or when it cannot (no /bin/sh, a
+ * failing or slow profile), the SPAWN runs /bin/sh -lc SHELL. An agent that
+ * knows SHELL only runs /bin/sh -lc SHELL; one that predates SHELL skips both
+ * and runs ARGV, which sandbard sets to /bin/sh -c (or -lc) SHELL: no
+ * FEATURES bit is needed, every agent gives a login shell's meaning.
  *
  * Services (an agent that says FEATURES & AGENT_FEATURE_SERVICES; an older one
  * would skip SERVICE and run a plain command, so sandbard sends it to no other):

@@ -37,8 +37,10 @@ struct command_spec {
 	 * agent execs its words directly when they are only plain and single-
 	 * quoted words (no expansion, no operator, no builtin), else through
 	 * /bin/sh -c. login: in the user's login environment (what /etc/profile
-	 * and its scripts export, which the agent works out once per user), as
-	 * `sh -lc` has it. An agent that predates this runs /bin/sh -c (-lc). */
+	 * and its scripts export, which the agent works out once per user and
+	 * keeps: src/agent/login.c), as `sh -lc` has it, except that a variable
+	 * env sets to another value than the default wins over the profile's.
+	 * An agent that predates this runs /bin/sh -c (-lc). */
 	char *shell;
 	bool login;
 	char *command_json; /* the command as given, JSON text (for the record) */

@@ -22,6 +22,7 @@
 #include "agent/protocol.h"
 #include "core/check.h"
 #include "core/log.h"
+#include "login.h"
 #include "ring.h"
 #include "service.h"
 #include "shellwords.h"
@@ -36,6 +37,7 @@ struct child_setup {
 	const struct user_info *user; /* NULL: stay root */
 	int in, out, err;	      /* the child's ends; -1 for the PTY */
 	int pty_slave;		      /* -1 unless on a PTY */
+	int fd3;		      /* -1, or what the child gets as fd 3 (a helper's pipe) */
 	volatile int *failed;	      /* [stage, errno], set by a child that could not exec */
 };
 
@@ -144,6 +146,9 @@ static _Noreturn void child_exec(const struct child_setup *s)
 	} else if (dup2(s->in, 0) < 0 || dup2(s->out, 1) < 0 || dup2(s->err, 2) < 0) {
 		child_fail(s->failed, STAGE_SETUP, errno);
 	}
+	/* dup2 onto itself would leave close-on-exec set */
+	if (s->fd3 >= 0 && (s->fd3 == 3 ? fcntl(3, F_SETFD, 0) : dup2(s->fd3, 3)) < 0)
+		child_fail(s->failed, STAGE_SETUP, errno);
 	if (s->user) {
 		if (setgroups(s->user->ngroups, s->user->groups) < 0 || setgid(s->user->gid) < 0 ||
 		    setuid(s->user->uid) < 0)
@@ -241,6 +246,35 @@ fail:;
 	return -1;
 }
 
+pid_t cmd_spawn_helper(char **argv, char **env, const char *cwd, const struct user_info *user, int fd3)
+{
+	volatile int failed[2] = { 0, 0 };
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		return -1;
+	struct child_setup s = {
+		.argv = argv,
+		.env = env,
+		.cwd = cwd,
+		.user = user,
+		.in = null,
+		.out = null,
+		.err = null,
+		.pty_slave = -1,
+		.fd3 = fd3,
+		.failed = failed,
+	};
+	pid_t pid = spawn_child(&s);
+	close(null);
+	if (pid > 0 && failed[0] != 0) {
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		errno = failed[1];
+		return -1;
+	}
+	return pid;
+}
+
 int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **env, struct cmd **out,
 	      int *code, char *msg, size_t msglen)
 {
@@ -253,18 +287,10 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 	int master = -1, slave = -1;
 	bool pty = req->rows > 0 && req->cols > 0;
 	const char *stage = "setup";
-	char *shell = NULL, **words = NULL, **env3 = NULL, *sh_argv[4] = { "/bin/sh", "-c", NULL, NULL };
+	char *shell = NULL, **words = NULL, **env3 = NULL, **env_login = NULL;
+	char *sh_argv[4] = { "/bin/sh", "-c", NULL, NULL };
 
 	cmd_evict(a);
-	if (req->shell) {
-		shell = strndup((const char *)req->shell, req->shell_len);
-		CHECK(shell != NULL);
-		/* the login environment is the login shell's until the agent keeps it */
-		words = req->login ? NULL : shellwords_split(shell, req->shell_len);
-		sh_argv[1] = req->login ? "-lc" : "-c";
-		sh_argv[2] = shell;
-		argv = words ? words : sh_argv;
-	}
 	if (req->user) {
 		stage = "user";
 		if (users_resolve(NULL, cstr(req->user, req->user_len, uname, sizeof(uname)), &user) != 0) {
@@ -287,6 +313,21 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 			env2[n + 1] = NULL;
 			envp = env2;
 		}
+	}
+	if (req->shell) {
+		shell = strndup((const char *)req->shell, req->shell_len);
+		CHECK(shell != NULL);
+		bool plain = !req->login;
+		if (req->login) { /* the login environment, laid over envp when the agent knows it */
+			env_login = login_env_for(a, req->user ? &user : NULL, envp, &plain);
+			if (env_login)
+				envp = env_login;
+		}
+		/* not known (yet): the login shell works it out itself */
+		words = plain ? shellwords_split(shell, req->shell_len) : NULL;
+		sh_argv[1] = plain ? "-c" : "-lc";
+		sh_argv[2] = shell;
+		argv = words ? words : sh_argv;
 	}
 	stage = "pipes";
 	if (pty) {
@@ -317,6 +358,7 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 		.out = p_out[1],
 		.err = p_err[1],
 		.pty_slave = slave,
+		.fd3 = -1,
 		.failed = failed,
 	};
 	stage = "fork";
@@ -373,6 +415,7 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 		  req->shell && !words ? " (through sh)" : "");
 	free(env2);
 	free(env3);
+	free(env_login);
 	free(words);
 	free(shell);
 	*out = c;
@@ -387,6 +430,7 @@ fail:
 		close_fd(fds_all[i]);
 	free(env2);
 	free(env3);
+	free(env_login);
 	free(words);
 	free(shell);
 	return -1;

@@ -30,6 +30,7 @@ enum cmd_state { CMD_RUNNING, CMD_DRAINING, CMD_EXITED, CMD_STATE_MAX };
 
 struct ring;
 struct sub;
+struct user_info;
 
 struct cmd {
 	struct cmd *next;
@@ -73,6 +74,11 @@ struct cmd {
  * a message in msg. */
 int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **env, struct cmd **out,
 	      int *code, char *msg, size_t msglen);
+/* A helper process of the agent's own (no command, no record): argv with
+ * env, as user (NULL: the agent's own), in cwd (NULL: the agent's), in its
+ * own session, stdin, stdout and stderr on /dev/null and fd3 (-1: none) as
+ * its fd 3. Its pid (reaping it is the caller's), or -1 with errno. */
+pid_t cmd_spawn_helper(char **argv, char **env, const char *cwd, const struct user_info *user, int fd3);
 struct cmd *cmd_find(struct agent *a, uint32_t id);
 /* Whether its output fds are left out of the poll set: a lossless reader is
  * a whole ring behind. */

@@ -22,6 +22,7 @@
 #include "cmd.h"
 #include "conn.h"
 #include "fs.h"
+#include "login.h"
 #include "service.h"
 #include "tcp.h"
 #include "users.h"
@@ -35,7 +36,7 @@
 #define SHUTDOWN_GRACE_MS 2000
 #define RELAY_BUF	  (256u * 1024)
 
-enum pfd_kind { PFD_SIGNAL, PFD_LISTEN, PFD_CONN, PFD_CMD, PFD_PROBE, PFD_TCP };
+enum pfd_kind { PFD_SIGNAL, PFD_LISTEN, PFD_CONN, PFD_CMD, PFD_PROBE, PFD_TCP, PFD_LOGIN };
 
 struct pfd_ref {
 	enum pfd_kind kind;
@@ -68,6 +69,7 @@ static void build_pollfds(struct init_state *s);
 static int64_t earliest(int64_t x, int64_t y);
 static int run_init(int argc, char **argv);
 static int run_relay(void);
+static int run_env0(void);
 static int usage(void);
 
 static const char *socket_name(void)
@@ -162,7 +164,7 @@ static void on_signals(struct init_state *s)
 					s->main_status = st;
 					s->main_done = true;
 					s->main_pid = 0;
-				} else if (!fs_reaped(&s->a, pid, st)) {
+				} else if (!fs_reaped(&s->a, pid, st) && !login_reaped(&s->a, pid, st)) {
 					cmd_reaped(&s->a, pid, st); /* else an orphan: reaped, gone */
 				}
 			}
@@ -249,6 +251,10 @@ static void build_pollfds(struct init_state *s)
 		if (in_pending)
 			pfd_add(s, c->in_fd, POLLOUT, PFD_CMD, c);
 	}
+	for (struct login_env *l = s->a.logins; l; l = login_next(l)) {
+		if (login_fd(l) >= 0)
+			pfd_add(s, login_fd(l), POLLIN, PFD_LOGIN, l);
+	}
 	for (struct cmd *c = s->a.cmds; c; c = c->next) {
 		if (c->probe_fd >= 0) {
 			pfd_add(s, c->probe_fd, POLLOUT, PFD_PROBE, NULL);
@@ -268,10 +274,15 @@ static int run_init(int argc, char **argv)
 	struct init_state s = { .sfd = -1, .lfd = -1 };
 	sigset_t mask;
 	char **main_argv = NULL;
-	const char *user_name = NULL;
+	const char *user_name = NULL, *login_name = NULL;
 	int arg = 2;
-	if (arg + 1 < argc && strcmp(argv[arg], "--user") == 0) {
-		user_name = argv[arg + 1];
+	while (arg + 1 < argc) {
+		if (strcmp(argv[arg], "--user") == 0)
+			user_name = argv[arg + 1];
+		else if (strcmp(argv[arg], "--login") == 0)
+			login_name = argv[arg + 1];
+		else
+			break;
 		arg += 2;
 	}
 	if (arg < argc) {
@@ -289,6 +300,14 @@ static int run_init(int argc, char **argv)
 	s.a.now = agent_mono_ms();
 	s.a.next_id = 1;
 	s.a.services_dir = services_dir();
+	/* login environments are printed by this very binary, run as the user */
+	static char self[4096];
+	static const char *printer[] = { self, "env0", NULL };
+	ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (sl > 0 && self[0] == '/') {
+		self[sl] = '\0';
+		s.a.login_printer = printer;
+	}
 	/* orphans of commands come back to us on the host too, not only as PID 1 */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	/* an ignored signal survives exec: none inherited from whoever started
@@ -325,9 +344,11 @@ static int run_init(int argc, char **argv)
 	size_t services = services_start(&s.a);
 	if (services)
 		log_info("%zu services started again", services);
+	/* whom commands will run as: their login environment from the start */
+	login_warm(&s.a, login_name);
 	for (;;) {
 		s.a.now = agent_mono_ms();
-		int64_t next = earliest(cmd_timers(&s.a), service_timers(&s.a));
+		int64_t next = earliest(earliest(cmd_timers(&s.a), service_timers(&s.a)), login_timers(&s.a));
 		conn_pump_all(&s.a);
 		conn_reap_closed(&s.a);
 		if (s.main_done)
@@ -366,6 +387,9 @@ static int run_init(int argc, char **argv)
 			case PFD_TCP:
 				tcp_io(&s.a, s.refs[i].conn, s.refs[i].obj, re);
 				break;
+			case PFD_LOGIN:
+				login_io(&s.a, s.refs[i].obj, re);
+				break;
 			case PFD_PROBE: {
 				struct cmd *c = cmd_find(&s.a, s.refs[i].id);
 				if (c && c->probe_fd == s.pfds[i].fd)
@@ -379,6 +403,7 @@ static int run_init(int argc, char **argv)
 	cmd_signal_all(&s.a, SIGKILL);
 	conn_free_all(&s.a);
 	cmd_free_all(&s.a);
+	login_free_all(&s.a);
 	free(s.pfds);
 	free(s.refs);
 	if (s.lfd >= 0)
@@ -467,9 +492,33 @@ static int run_relay(void)
 	}
 }
 
+/* The environment, NUL-separated as `env -0` prints it: what a user's login
+ * shell runs to hand its environment to the agent (login.c). */
+static int run_env0(void)
+{
+	extern char **environ;
+	for (char **e = environ; *e; e++) {
+		const char *p = *e;
+		size_t left = strlen(p) + 1;
+		while (left > 0) {
+			ssize_t n = write(1, p, left);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return 1;
+			p += n;
+			left -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
 static int usage(void)
 {
-	fprintf(stderr, "usage: sandbar-agent init [--user NAME] [-- cmd args...] | relay | --version\n"
+	fprintf(stderr, "usage: sandbar-agent init [--user NAME] [--login NAME] [-- cmd args...] | relay | "
+			"env0 | --version\n"
+			"  --user: whom the image's command runs as; --login: whose login environment\n"
+			"  to work out at the start (default: the agent's own, without HOME)\n"
 			"  env SANDBAR_AGENT_SOCKET: the socket (@name: abstract), default @sandbar-agent\n"
 			"  env SANDBAR_AGENT_SERVICES: where services are kept, default " SERVICES_DIR
 			" (empty: none)\n"
@@ -494,5 +543,7 @@ int main(int argc, char **argv)
 		return run_init(argc, argv);
 	if (strcmp(argv[1], "relay") == 0)
 		return run_relay();
+	if (strcmp(argv[1], "env0") == 0)
+		return run_env0();
 	return usage();
 }

@@ -61,6 +61,14 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 		json_object_array_add(ep, json_object_new_string("--user"));
 		json_object_array_add(ep, json_object_new_string(main_user));
 	}
+	/* whom commands run as: the agent works that user's login environment
+	 * out as it starts, not at the first shell string (this agent is the
+	 * image's, so it knows --login) */
+	const char *run_user = t->remote_user ? t->remote_user : t->container_user;
+	if (run_user && *run_user) {
+		json_object_array_add(ep, json_object_new_string("--login"));
+		json_object_array_add(ep, json_object_new_string(run_user));
+	}
 	if (has_main) {
 		json_object_array_add(ep, json_object_new_string("--"));
 		for (size_t i = 0; i < json_object_array_length(in->image_cmd); i++)

@@ -1,8 +1,10 @@
 """Benchmarks of sandbard against baselines measured in the same run, printed
 as a table: /health vs nginx (one worker, a static file), GET of a sandbox,
-create latency vs raw Docker Engine create+start, exec round trip vs a raw
-docker exec, 1,000 execs over 50 sandboxes at concurrency 200, the agent's
-size and memory, and memory with 1,000 rows.
+create latency vs raw Docker Engine create+start, exec round trips of `true`
+(argv and shell string through /execute, Hermes `exec` over the WebSocket)
+vs a raw docker exec, 1,000 execs over 50 sandboxes at concurrency 200 (argv,
+then shell strings against the argv run), the agent's size and memory, and
+memory with 1,000 rows.
 Run through tools/bench (it sets up PostgreSQL, dockerd and the build).
 Env: SANDBARD (binary), WRK_SECONDS (10), CREATES (40: cold creates each side,
 interleaved, each side first every other round), EXEC_ROUNDS (200),
@@ -35,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 from harness import client as httpc  # noqa: E402
+from harness.jsonrpc import Rpc  # noqa: E402
 from harness import paths, pg  # noqa: E402
 from harness.nginx import Nginx  # noqa: E402
 from harness.session import Session  # noqa: E402
@@ -192,27 +195,63 @@ def docker_exec_true(conn, cid):
 
 
 def exec_benchmarks(table, srv, c, created):
-    """Round trip vs docker exec on the same container, then the concurrent run."""
+    """Round trips vs docker exec on the same container (argv, shell string,
+    Hermes WebSocket), then the concurrent runs (argv, shell strings)."""
     sid = created[0]
     cid = c.get(f"/api/sandboxes/{sid}").json["container_id"]
-    log(f"{EXEC_ROUNDS} execs of `true` through sandbar and through docker exec, interleaved")
+    log(f"{EXEC_ROUNDS} execs of `true` each as argv, as a shell string and over the Hermes WebSocket, "
+        "and through docker exec, interleaved")
+
+    def execute(command):
+        t0 = time.perf_counter()
+        r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": command})
+        dt = time.perf_counter() - t0
+        if r.status != 200 or r.json.get("exitCode") != 0:
+            raise RuntimeError(f"execute {command!r} -> {r.status} {r.body[:120]!r}")
+        return dt
 
     def rounds():
-        ours, base = [], []
+        argv, shell, hermes, base = [], [], [], []
         conn = engine_conn()
-        for i in range(EXEC_ROUNDS):
-            t0 = time.perf_counter()
-            r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": ["true"]})
-            ours.append(time.perf_counter() - t0)
-            if r.status != 200 or r.json.get("exitCode") != 0:
-                raise RuntimeError(f"execute -> {r.status} {r.body[:120]!r}")
-            if i % 4 == 0:  # docker exec is slow: a quarter as many samples
-                base.append(docker_exec_true(conn, cid))
-        conn.close()
-        return ours, base
+        rpc = Rpc(srv, sid)
 
+        def ws_exec():
+            t0 = time.perf_counter()
+            res, _ = rpc.call("exec", {"command": "true"})
+            dt = time.perf_counter() - t0
+            if res.get("exit_code") != 0:
+                raise RuntimeError(f"hermes exec true -> {res!r}")
+            return dt
+
+        try:
+            # warm-up: the agent works the login environment out as it starts,
+            # and a shell string runs a login shell until that is in
+            for _ in range(20):
+                execute(["true"]), execute("true"), ws_exec()
+                time.sleep(0.01)
+            for i in range(EXEC_ROUNDS):
+                argv.append(execute(["true"]))
+                shell.append(execute("true"))
+                hermes.append(ws_exec())
+                if i % 4 == 0:  # docker exec is slow: a quarter as many samples
+                    base.append(docker_exec_true(conn, cid))
+        finally:
+            rpc.close()
+            conn.close()
+        return argv, shell, hermes, base
+
+    out = attempt(rounds)
+    argv, shell, hermes, base = out if isinstance(out, tuple) else (out,) * 4
     table.add_latencies(f"exec `true` round trip p{{p}} ms (N={EXEC_ROUNDS}; raw docker exec)",
-                        attempt(rounds), (50, 99), "{:.2f}")
+                        (argv, base), (50, 99), "{:.2f}")
+    table.add_latencies(f"exec \"true\" shell string p{{p}} ms (N={EXEC_ROUNDS}; raw docker exec)",
+                        (shell, base), (50, 99), "{:.2f}")
+    table.add_latencies(f"exec \"true\" shell string p{{p}} ms (N={EXEC_ROUNDS}; the argv `true`)",
+                        (shell, argv), (50, 99), "{:.2f}")
+    table.add_latencies(f"Hermes WS exec \"true\" p{{p}} ms (N={EXEC_ROUNDS}; raw docker exec)",
+                        (hermes, base), (50, 99), "{:.2f}")
+    table.add_latencies(f"Hermes WS exec \"true\" p{{p}} ms (N={EXEC_ROUNDS}; /execute of \"true\")",
+                        (hermes, shell), (50, 99), "{:.2f}")
 
     log(f"{EXECS} execs over {EXEC_SANDBOXES} sandboxes at concurrency {EXEC_CONCURRENCY}")
 
@@ -222,6 +261,12 @@ def exec_benchmarks(table, srv, c, created):
         # of the relay): open them first, so the run measures execs
         for sb in ids:
             c.post(f"/api/sandboxes/{sb}/execute", json={"command": ["true"]})
+        # and each agent's login environment in (worked out as it starts; a
+        # shell string runs a login shell until then)
+        for _ in range(2):
+            for sb in ids:
+                c.post(f"/api/sandboxes/{sb}/execute", json={"command": "true"})
+            time.sleep(0.5)
         out = []
         for shell in (False, True):
             jobs = execload.echo_jobs(ids, EXECS, shell=shell)
@@ -244,11 +289,12 @@ def exec_benchmarks(table, srv, c, created):
         table.add(f"{label}: p50 ms", percentile(lat, 50) * 1000, fmt="{:.1f}")
         table.add(f"{label}: p99 ms", percentile(lat, 99) * 1000, fmt="{:.1f}")
         table.add(f"{label}: errors", errors, fmt="{:d}")
-        # the same as shell strings: each runs /bin/sh -lc, whose /etc/profile
-        # forks `id -u` (a login shell costs ~3 ms of CPU in the sandbox)
-        label = "same, `echo i` as a shell string (sh -lc)"
-        table.add(f"{label}: execs/s", EXECS / s_wall)
-        table.add(f"{label}: p99 ms", percentile(s_lat, 99) * 1000, fmt="{:.1f}")
+        # the same as shell strings (`sh -lc` in meaning): plain words exec'd
+        # in the login environment the agent keeps, no login shell each;
+        # the baseline is the argv run's
+        label = "same, `echo i` as a shell string (argv run)"
+        table.add(f"{label}: execs/s", EXECS / s_wall, EXECS / wall)
+        table.add(f"{label}: p99 ms", percentile(s_lat, 99) * 1000, percentile(lat, 99) * 1000, fmt="{:.1f}")
         table.add(f"{label}: errors", s_errors, fmt="{:d}")
         if errors or s_errors:
             table.failed += 1

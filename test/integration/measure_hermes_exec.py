@@ -50,7 +50,7 @@ def test_measure_shell_string_vs_argv(server, client, sandbox):
 
     rows = [
         ("native /execute argv [\"true\"]", timed(lambda: native(["true"]))),
-        ("native /execute shell \"true\" (sh -lc)", timed(lambda: native("true"))),
+        ("native /execute shell \"true\" (login env kept)", timed(lambda: native("true"))),
         ("hermes exec \"true\" (plain words: exec'd)", timed(lambda: hermes("true"))),
         ("hermes exec \"'true'\" (SDK quoting)", timed(lambda: hermes("'true'"))),
         ("hermes exec \"true;\" (needs /bin/sh -c)", timed(lambda: hermes("true;"))),

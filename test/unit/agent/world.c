@@ -18,6 +18,7 @@
 
 #include "cmd.h"
 #include "conn.h"
+#include "login.h"
 #include "service.h"
 #include "tcp.h"
 
@@ -42,6 +43,7 @@ void world_close(struct agent_world *w)
 		;
 	conn_free_all(&w->a);
 	cmd_free_all(&w->a);
+	login_free_all(&w->a);
 	close(w->peer);
 	free(w->in);
 	w->in = NULL;
@@ -73,9 +75,10 @@ void world_spawn_sh(struct agent_msg *m, const char *tag, const char *script)
 /* What main.c's build_pollfds asks for: a PTY's master for output and input
  * at once, pipes apart, a lossless reader a ring behind leaving the output
  * unread, the probes' connects, the TCP streams. kind: 0 connection, 1
- * command, 2 probe, 3 TCP stream (tcp[n] its). */
+ * command, 2 probe, 3 TCP stream (tcp[n] its), 4 a login capture's pipe
+ * (login[n] its). */
 static size_t world_pollfds(struct agent_world *w, struct pollfd *p, struct cmd **who, int *kind,
-			    struct tcp_stream **tcp)
+			    struct tcp_stream **tcp, struct login_env **login)
 {
 	size_t n = 0;
 	for (struct conn *c = w->a.conns; c; c = c->next) {
@@ -93,6 +96,14 @@ static size_t world_pollfds(struct agent_world *w, struct pollfd *p, struct cmd 
 				tcp[n] = t;
 				kind[n++] = 3;
 			}
+		}
+	}
+	for (struct login_env *l = w->a.logins; l && n < WORLD_PFDS; l = login_next(l)) {
+		if (login_fd(l) >= 0) {
+			p[n] = (struct pollfd){ .fd = login_fd(l), .events = POLLIN };
+			who[n] = NULL;
+			login[n] = l;
+			kind[n++] = 4;
 		}
 	}
 	for (struct cmd *c = w->a.cmds; c && n + 4 <= WORLD_PFDS; c = c->next) {
@@ -130,16 +141,20 @@ void world_pass(struct agent_world *w, int timeout_ms)
 	struct cmd *who[WORLD_PFDS];
 	int kind[WORLD_PFDS];
 	struct tcp_stream *tcp[WORLD_PFDS];
+	struct login_env *login[WORLD_PFDS];
 	int st;
 	pid_t pid;
 	a->now = agent_mono_ms();
-	while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-		cmd_reaped(a, pid, st);
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (!login_reaped(a, pid, st))
+			cmd_reaped(a, pid, st);
+	}
 	cmd_timers(a);
+	login_timers(a);
 	int64_t next = service_timers(a);
 	conn_pump_all(a);
 	conn_reap_closed(a);
-	size_t n = world_pollfds(w, p, who, kind, tcp);
+	size_t n = world_pollfds(w, p, who, kind, tcp, login);
 	if (next && next - a->now < timeout_ms)
 		timeout_ms = next <= a->now ? 0 : (int)(next - a->now);
 	int r = poll(p, n, timeout_ms);
@@ -150,6 +165,8 @@ void world_pass(struct agent_world *w, int timeout_ms)
 			continue;
 		if (kind[i] == 3 && w->conn)
 			tcp_io(a, w->conn, tcp[i], p[i].revents);
+		else if (kind[i] == 4)
+			login_io(a, login[i], p[i].revents);
 		else if (kind[i] == 2)
 			service_probe_io(a, who[i], p[i].revents);
 		else if (kind[i] == 1)

@@ -12,6 +12,7 @@
 
 #include <json-c/json.h>
 
+#include "core/check.h"
 #include "core/config.h"
 #include "sandbox/container_spec.h"
 #include "sandbox/template.h"
@@ -156,6 +157,25 @@ static void test_host_requirements_env_and_policy(void **state)
 		assert_string_equal(str(s2, "Entrypoint.4"), "serve");
 		assert_int_equal(json_object_array_length(get(s2, "Cmd")), 0);
 		json_object_put(s2);
+		/* with users: the main command's (--user), and whose login
+		 * environment the agent works out as it starts (--login: remoteUser,
+		 * else containerUser) */
+		struct template *t2 =
+			parse("{\"image\": \"x\", \"overrideCommand\": false, \"containerUser\": \"app\","
+			      " \"remoteUser\": \"dev\"}");
+		in.tpl = t2;
+		s2 = container_spec_build(&in);
+		static const char *const want[] = {
+			"/.sandbar/agent", "init", "--user", "app", "--login", "dev", "--",
+			"/entry.sh",	   "serve"
+		};
+		struct json_object *ep = get(s2, "Entrypoint");
+		assert_int_equal(json_object_array_length(ep), ARRAY_LEN(want));
+		for (size_t i = 0; i < ARRAY_LEN(want); i++)
+			assert_string_equal(json_object_get_string(json_object_array_get_idx(ep, i)),
+					    want[i]);
+		json_object_put(s2);
+		template_free(t2);
 		json_object_put(cmd);
 	}
 	assert_string_equal(str(s, "HostConfig.Mounts.1.Type"), "tmpfs");
