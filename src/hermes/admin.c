@@ -148,8 +148,11 @@ static struct json_object *rolling_json(const struct admin_req *a, const struct 
 		 ro->trigger ? ": " : "", ro->trigger ? ro->trigger : "");
 	struct json_object *o = json_object_new_object();
 	json_object_object_add(o, "id", json_object_new_string(ro->id));
-	json_object_object_add(
-		o, "phase", json_object_new_string(ro->phase == POOL_ROLLOUT_RUNNING ? "running" : "idle"));
+	/* start answers the rollout it accepted as running (spec): one with
+	 * nothing to replace may be over before the answer; status says idle */
+	bool running = ro->phase == POOL_ROLLOUT_RUNNING ||
+		       (a->route == ADMIN_ROLL_START && ro->phase == POOL_ROLLOUT_DONE);
+	json_object_object_add(o, "phase", json_object_new_string(running ? "running" : "idle"));
 	json_object_object_add(o, "target_image",
 			       json_object_new_string(ro->image ? ro->image
 						      : own	? own
