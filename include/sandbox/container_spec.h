@@ -13,6 +13,17 @@ struct template;
 /* Capabilities every sandbox keeps after dropping ALL (see README, "Security"). */
 extern const char *const container_spec_caps[];
 
+/* A sandbox's network policy, chosen at create. */
+enum sandbox_network {
+	SANDBOX_NETWORK_FULL, /* SANDBAR_NETWORK (inter-container traffic off), ports published */
+	SANDBOX_NETWORK_NONE, /* Docker's `none`: loopback only, nothing published */
+	SANDBOX_NETWORK_MAX
+};
+
+extern const char *const sandbox_network_names[SANDBOX_NETWORK_MAX];
+/* 0, or -1 when name is no policy. */
+int sandbox_network_parse(const char *name, enum sandbox_network *out) __attribute__((warn_unused_result));
+
 struct container_spec_input {
 	const struct template *tpl;
 	const struct config *cfg;
@@ -31,6 +42,7 @@ struct container_spec_input {
 	/* the ports to publish (the template's and extra ones); NULL: the template's */
 	const int *ports;
 	size_t nports;
+	enum sandbox_network network; /* NONE publishes no port whatever ports says */
 };
 
 /* The memory (bytes) and CPUs the sandbox gets. */

@@ -5,6 +5,7 @@
 
 #include <json-c/json.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/config.h"
 #include "channel/channel.h"
@@ -22,6 +23,19 @@ static struct json_object *sandbox_labels(const struct container_spec_input *in)
 const char *const container_spec_caps[] = {
 	"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE", NULL,
 };
+
+const char *const sandbox_network_names[SANDBOX_NETWORK_MAX] = { "full", "none" };
+
+int sandbox_network_parse(const char *name, enum sandbox_network *out)
+{
+	for (int i = 0; i < SANDBOX_NETWORK_MAX; i++) {
+		if (strcmp(name, sandbox_network_names[i]) == 0) {
+			*out = (enum sandbox_network)i;
+			return 0;
+		}
+	}
+	return -1;
+}
 
 uint64_t container_spec_memory(const struct container_spec_input *in)
 {
@@ -89,6 +103,8 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	struct json_object *bindings = json_object_new_object();
 	const int *ports = in->ports ? in->ports : t->ports;
 	size_t nports = in->ports ? in->nports : t->nports;
+	if (in->network == SANDBOX_NETWORK_NONE)
+		nports = 0; /* nothing to publish from: previews go through the agent */
 	for (size_t i = 0; i < nports; i++) {
 		char key[16];
 		snprintf(key, sizeof(key), "%d/tcp", ports[i]);
@@ -102,6 +118,12 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	}
 	json_object_object_add(spec, "ExposedPorts", exposed);
 	json_object_object_add(host, "PortBindings", bindings);
+	/* our own bridge, where sandboxes cannot reach each other; "" keeps
+	 * Docker's default bridge */
+	if (in->network == SANDBOX_NETWORK_NONE)
+		json_object_object_add(host, "NetworkMode", json_object_new_string("none"));
+	else if (cfg->network && cfg->network[0])
+		json_object_object_add(host, "NetworkMode", json_object_new_string(cfg->network));
 
 	json_object_object_add(host, "Mounts", build_mounts(in));
 
