@@ -75,6 +75,7 @@ static void raise_fd_limit(const struct config *cfg);
 static void boot_set_state(struct sandbard *d, enum boot_state next);
 static void boot_docker_checked(const char *version, const char *err, void *arg);
 static void boot_network_made(const char *err, void *arg);
+static bool on_every_address(const char *addr);
 static void boot_pg_state(bool up, void *arg);
 static void boot_migrated(int rc, const char *message, void *arg);
 static void boot_reconciled(int rc, void *arg);
@@ -313,8 +314,25 @@ static void boot_network_made(const char *err, void *arg)
 	}
 	if (d->cfg.network[0])
 		log_info("sandboxes join docker network %s (inter-container traffic off)", d->cfg.network);
+	/* a sandbox reaches the host at its gateway address: what listens on
+	 * every address is in its reach (README, "Security") */
+	if (on_every_address(d->cfg.server_addr))
+		log_warn("SERVER_ADDR %s listens on every address: sandboxes reach the API at their gateway "
+			 "(listen on 127.0.0.1 behind a proxy, or set SANDBAR_API_TOKENS)",
+			 d->cfg.server_addr);
+	if (on_every_address(d->cfg.publish_addr))
+		log_warn("SANDBAR_PUBLISH_ADDR %s: a sandbox reaches another's published ports through the "
+			 "host",
+			 d->cfg.publish_addr);
 	boot_set_state(d, BOOT_DATABASE);
 	pg_pool_start(d->pg, boot_pg_state, d);
+}
+
+/* "", ":8080", "0.0.0.0", "0.0.0.0:8080", "::", "[::]:8080" */
+static bool on_every_address(const char *addr)
+{
+	return !*addr || *addr == ':' || strncmp(addr, "0.0.0.0", 7) == 0 || strcmp(addr, "::") == 0 ||
+	       strncmp(addr, "[::]", 4) == 0;
 }
 
 static void boot_pg_state(bool up, void *arg)

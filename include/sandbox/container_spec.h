@@ -6,23 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sandbox/registry.h"
+
 struct config;
 struct json_object;
 struct template;
 
 /* Capabilities every sandbox keeps after dropping ALL (see README, "Security"). */
 extern const char *const container_spec_caps[];
-
-/* A sandbox's network policy, chosen at create. */
-enum sandbox_network {
-	SANDBOX_NETWORK_FULL, /* SANDBAR_NETWORK (inter-container traffic off), ports published */
-	SANDBOX_NETWORK_NONE, /* Docker's `none`: loopback only, nothing published */
-	SANDBOX_NETWORK_MAX
-};
-
-extern const char *const sandbox_network_names[SANDBOX_NETWORK_MAX];
-/* 0, or -1 when name is no policy. */
-int sandbox_network_parse(const char *name, enum sandbox_network *out) __attribute__((warn_unused_result));
 
 struct container_spec_input {
 	const struct template *tpl;

@@ -5,7 +5,6 @@
 
 #include <json-c/json.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "core/config.h"
 #include "channel/channel.h"
@@ -23,19 +22,6 @@ static struct json_object *sandbox_labels(const struct container_spec_input *in)
 const char *const container_spec_caps[] = {
 	"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE", NULL,
 };
-
-const char *const sandbox_network_names[SANDBOX_NETWORK_MAX] = { "full", "none" };
-
-int sandbox_network_parse(const char *name, enum sandbox_network *out)
-{
-	for (int i = 0; i < SANDBOX_NETWORK_MAX; i++) {
-		if (strcmp(name, sandbox_network_names[i]) == 0) {
-			*out = (enum sandbox_network)i;
-			return 0;
-		}
-	}
-	return -1;
-}
 
 uint64_t container_spec_memory(const struct container_spec_input *in)
 {

@@ -393,6 +393,7 @@ static void create_admitted(const struct core_error *err, void *arg)
 		.auto_wake = op->auto_wake,
 		.is_private = op->is_private,
 		.private_ports = op->private_ports,
+		.network = op->network,
 		.actor = op->actor,
 		.in_pool = op->for_pool,
 		.project = op->project,

@@ -68,6 +68,23 @@ int sandbox_idle_action_parse(const char *name, enum sandbox_idle_action *out)
 	return -1;
 }
 
+const char *sandbox_network_name(enum sandbox_network n)
+{
+	static const char *const networks[SANDBOX_NETWORK_MAX] = { "full", "none" };
+	return (unsigned)n < SANDBOX_NETWORK_MAX ? networks[n] : "full";
+}
+
+int sandbox_network_parse(const char *name, enum sandbox_network *out)
+{
+	for (int n = 0; n < SANDBOX_NETWORK_MAX; n++) {
+		if (name && strcmp(name, sandbox_network_name((enum sandbox_network)n)) == 0) {
+			*out = (enum sandbox_network)n;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 bool sandbox_status_final(enum sandbox_status s)
 {
 	return s == SANDBOX_EXPIRED || s == SANDBOX_DELETED;

@@ -45,6 +45,9 @@ def test_network_isolation(server_factory, run):
     sid_b, host_b = start_app(srv, c)
     ip_a, gateway = address(c, sid_a, run.run_id)
     ip_b, _ = address(c, sid_b, run.run_id)
+    sb_b = c.get(f"/api/sandboxes/{sid_b}").json
+    assert sb_b["network"] == "full", sb_b
+    host_port_b = sb_b["port_mappings"][0]["host_port"]
 
     # the probe works (A reaches its own app at its own address) ...
     assert connects(c, sid_a, ip_a, PORT)
@@ -52,6 +55,8 @@ def test_network_isolation(server_factory, run):
     assert not connects(c, sid_a, ip_b, PORT)
     assert not connects(c, sid_b, ip_a, PORT)
     assert not connects(c, sid_a, gateway, srv.port)
+    # nor B's published port through the host (published on 127.0.0.1 only)
+    assert not connects(c, sid_a, gateway, host_port_b)
 
     # previews of both still go through the published ports
     for host in (host_a, host_b):
@@ -71,7 +76,7 @@ def test_network_none(server_factory, run):
     r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT], "network": "none"}, timeout=120)
     assert r.status == 201, r
     sid = r.json["id"]
-    assert r.json["port_mappings"] == [], r.json  # nothing published
+    assert r.json["port_mappings"] == [] and r.json["network"] == "none", r.json  # nothing published
     cid = r.json["container_id"]
     assert docker.inspect(cid)["HostConfig"]["NetworkMode"] == "none"
 
