@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <json-c/json.h>
 
 #include "api/api.h"
 #include "core/config.h"
@@ -33,6 +34,7 @@
 
 enum boot_state {
 	BOOT_DOCKER,
+	BOOT_NETWORK, /* the sandboxes' bridge network made, or found */
 	BOOT_DATABASE,
 	BOOT_MIGRATE,
 	BOOT_RECONCILE,
@@ -72,6 +74,8 @@ struct sandbard {
 static void raise_fd_limit(const struct config *cfg);
 static void boot_set_state(struct sandbard *d, enum boot_state next);
 static void boot_docker_checked(const char *version, const char *err, void *arg);
+static void boot_network_made(const char *err, void *arg);
+static bool on_every_address(const char *addr);
 static void boot_pg_state(bool up, void *arg);
 static void boot_migrated(int rc, const char *message, void *arg);
 static void boot_reconciled(int rc, void *arg);
@@ -285,8 +289,50 @@ static void boot_docker_checked(const char *version, const char *err, void *arg)
 		return;
 	}
 	log_info("docker at %s: API %s", d->cfg.docker_host, version);
+	boot_set_state(d, BOOT_NETWORK);
+	if (!d->cfg.network[0]) {
+		boot_network_made(NULL, d);
+		return;
+	}
+	struct json_object *labels = json_object_new_object();
+	json_object_object_add(labels, "sandbar.managed", json_object_new_string("true"));
+	if (!docker_network_create(d->docker, d->cfg.network, labels, boot_network_made, d))
+		fatal(d, "docker network %s: cannot ask Docker", d->cfg.network);
+}
+
+/* Sandboxes join it at create (NetworkMode): a missing one would fail every
+ * create. Not labelled with a cluster: every installation on the Docker host
+ * shares it (and none may remove it). */
+static void boot_network_made(const char *err, void *arg)
+{
+	struct sandbard *d = arg;
+	if (d->state != BOOT_NETWORK) /* a signal came first */
+		return;
+	if (err) {
+		fatal(d, "docker network %s (SANDBAR_NETWORK): %s", d->cfg.network, err);
+		return;
+	}
+	if (d->cfg.network[0])
+		log_info("sandboxes join docker network %s (inter-container traffic off)", d->cfg.network);
+	/* a sandbox reaches the host at its gateway address: what listens on
+	 * every address is in its reach (README, "Security") */
+	if (on_every_address(d->cfg.server_addr))
+		log_warn("SERVER_ADDR %s listens on every address: sandboxes reach the API at their gateway "
+			 "(listen on 127.0.0.1 behind a proxy, or set SANDBAR_API_TOKENS)",
+			 d->cfg.server_addr);
+	if (on_every_address(d->cfg.publish_addr))
+		log_warn("SANDBAR_PUBLISH_ADDR %s: a sandbox reaches another's published ports through the "
+			 "host",
+			 d->cfg.publish_addr);
 	boot_set_state(d, BOOT_DATABASE);
 	pg_pool_start(d->pg, boot_pg_state, d);
+}
+
+/* "", ":8080", "0.0.0.0", "0.0.0.0:8080", "::", "[::]:8080" */
+static bool on_every_address(const char *addr)
+{
+	return !*addr || *addr == ':' || strncmp(addr, "0.0.0.0", 7) == 0 || strcmp(addr, "::") == 0 ||
+	       strncmp(addr, "[::]", 4) == 0;
 }
 
 static void boot_pg_state(bool up, void *arg)

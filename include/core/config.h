@@ -41,11 +41,12 @@ struct config {
 	bool allow_cap_add;	 /* SANDBAR_ALLOW_CAP_ADD, default false */
 	bool allow_bind_mounts;	 /* SANDBAR_ALLOW_BIND_MOUNTS, default false */
 	int64_t image_prune_age_ms; /* SANDBAR_IMAGE_PRUNE_AGE, default 1h */
-	char *publish_addr;   /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
-	char *preview_domain; /* SANDBAR_PREVIEW_DOMAIN, default preview.localhost */
-	char *preview_addr;   /* SANDBAR_PREVIEW_ADDR: a previews-only listener, "" none */
-	char *preview_scheme; /* SANDBAR_PREVIEW_SCHEME, default http */
-	int64_t preview_port; /* SANDBAR_PREVIEW_PORT, default 0: SERVER_ADDR's */
+	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
+	char *network;	    /* SANDBAR_NETWORK: the sandboxes' bridge network, default sandbar, "" Docker's */
+	char *preview_domain;		    /* SANDBAR_PREVIEW_DOMAIN, default preview.localhost */
+	char *preview_addr;		    /* SANDBAR_PREVIEW_ADDR: a previews-only listener, "" none */
+	char *preview_scheme;		    /* SANDBAR_PREVIEW_SCHEME, default http */
+	int64_t preview_port;		    /* SANDBAR_PREVIEW_PORT, default 0: SERVER_ADDR's */
 	int64_t preview_connect_timeout_ms; /* SANDBAR_PREVIEW_CONNECT_TIMEOUT, default 5s */
 	int64_t preview_head_timeout_ms;    /* SANDBAR_PREVIEW_HEAD_TIMEOUT, default 60s */
 	int64_t preview_idle_timeout_ms;    /* SANDBAR_PREVIEW_IDLE_TIMEOUT, default 120s */

@@ -54,6 +54,12 @@ struct docker_call *docker_container_inspect(struct docker *d, const char *id, d
 typedef void (*docker_list_fn)(struct json_object *list, const char *err, void *arg);
 struct docker_call *docker_container_list(struct docker *d, const char *label, docker_list_fn cb, void *arg);
 
+/* A bridge network with inter-container traffic off (enable_icc=false),
+ * labels an object of strings (consumed); one that already has the name
+ * (409) counts as made. */
+struct docker_call *docker_network_create(struct docker *d, const char *name, struct json_object *labels,
+					  docker_done_fn cb, void *arg);
+
 /* Named volumes (made by container creates). Removing a missing one is not an error. */
 struct docker_call *docker_volume_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg);
 typedef void (*docker_volume_list_fn)(struct json_object *volumes, const char *err, void *arg);

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sandbox/registry.h"
+
 struct config;
 struct json_object;
 struct template;
@@ -31,6 +33,7 @@ struct container_spec_input {
 	/* the ports to publish (the template's and extra ones); NULL: the template's */
 	const int *ports;
 	size_t nports;
+	enum sandbox_network network; /* NONE publishes no port whatever ports says */
 };
 
 /* The memory (bytes) and CPUs the sandbox gets. */

@@ -57,6 +57,15 @@ enum sandbox_idle_action {
 const char *sandbox_idle_action_name(enum sandbox_idle_action a);
 MUST_USE int sandbox_idle_action_parse(const char *name, enum sandbox_idle_action *out);
 
+/* A sandbox's network policy, chosen at create (see README, "Security"). */
+enum sandbox_network {
+	SANDBOX_NETWORK_FULL, /* SANDBAR_NETWORK (inter-container traffic off), ports published */
+	SANDBOX_NETWORK_NONE, /* Docker's `none`: loopback only, nothing published */
+	SANDBOX_NETWORK_MAX
+};
+const char *sandbox_network_name(enum sandbox_network n);
+MUST_USE int sandbox_network_parse(const char *name, enum sandbox_network *out);
+
 struct sandbox_port {
 	char id[37];
 	int container_port, host_port;
@@ -95,6 +104,7 @@ struct sandbox {
 	bool auto_wake;		    /* a request for it stopped starts it (set, else idle_action stop) */
 	bool is_private;	    /* its previews need a preview token (`private`) */
 	struct sandbox_port_set private_ports; /* ... these ports' only (`private_ports`) */
+	enum sandbox_network network;	       /* as made; `full` for one made before it was recorded */
 	/* what a command in it starts with (derived): PATH, containerEnv,
 	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
 	 * else containerUser; NULL: the agent's root) and folder to run in */
@@ -212,6 +222,7 @@ struct sandbox_insert {
 	int auto_wake;	/* 0: the default (on for idle_action stop), 1: on, -1: off */
 	bool is_private;
 	struct sandbox_port_set private_ports;
+	enum sandbox_network network;
 	const char *actor;
 	bool in_pool;			    /* a warm pool member: never listed until claimed */
 	const char *project, *user_id;	    /* NULL: "default", "" */

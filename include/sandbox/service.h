@@ -12,6 +12,7 @@
 
 #include "core/check.h"
 #include "core/error.h"
+#include "sandbox/container_spec.h"
 #include "sandbox/registry.h"
 
 struct config;
@@ -67,6 +68,7 @@ struct sandbox_create_params {
 	struct sandbox_port_set private_ports; /* ... only these ports' (n 0: none) */
 	const int *ports;		       /* container ports to publish beside the template's */
 	size_t nports;
+	enum sandbox_network network;  /* FULL: SANDBAR_NETWORK; NONE: no network, nothing published */
 	bool wait;		       /* false: answer as soon as the row exists */
 	const char *actor;	       /* who asks (a request id), for the sandbox's events */
 	const char *project, *user_id; /* whose it is (NULL: "default", "") */

@@ -113,6 +113,9 @@ static const struct cfg_setting settings[] = {
 	  "sandbard on the Docker host may have just made one)" },
 	{ "SANDBAR_PUBLISH_ADDR", CFG_STRING, "127.0.0.1", 0, AT(publish_addr),
 	  "host address sandbox ports are published on (0.0.0.0 exposes them to the network)" },
+	{ "SANDBAR_NETWORK", CFG_STRING, "sandbar", 0, AT(network),
+	  "Docker bridge network sandboxes join, made at start-up when missing with inter-container "
+	  "traffic off (empty: Docker's default bridge)" },
 	{ "SANDBAR_PREVIEW_DOMAIN", CFG_STRING, "preview.localhost", 0, AT(preview_domain),
 	  "requests for <port>-<sandbox id>.<this> go to that port of the sandbox (empty: no previews)" },
 	{ "SANDBAR_PREVIEW_ADDR", CFG_STRING, "", 0, AT(preview_addr),

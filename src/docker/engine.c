@@ -343,3 +343,20 @@ struct docker_call *docker_image_remove(struct docker *d, const char *name, dock
 	}
 	return engine_call(d, "DELETE", p, NULL, done_cb, (union engine_cb){ .done = cb }, arg, 404, 0);
 }
+
+struct docker_call *docker_network_create(struct docker *d, const char *name, struct json_object *labels,
+					  docker_done_fn cb, void *arg)
+{
+	struct json_object *body = json_object_new_object();
+	json_object_object_add(body, "Name", json_object_new_string(name));
+	json_object_object_add(body, "Driver", json_object_new_string("bridge"));
+	json_object_object_add(body, "CheckDuplicate", json_object_new_boolean(true));
+	json_object_object_add(body, "Labels", labels);
+	struct json_object *opts = json_object_new_object();
+	json_object_object_add(opts, "com.docker.network.bridge.enable_icc", json_object_new_string("false"));
+	json_object_object_add(body, "Options", opts);
+	struct evbuffer *p = evbuffer_new();
+	if (p)
+		evbuffer_add_printf(p, "/networks/create");
+	return engine_call(d, "POST", p, body, done_cb, (union engine_cb){ .done = cb }, arg, 409, 0);
+}

@@ -223,6 +223,10 @@ static int create_params(struct json_object *body, struct sandbox_create_params 
 	if ((v = member(body, "ports")) && parse_ports(v, ports, &p->nports, e))
 		return -1;
 	p->ports = *ports;
+	if ((v = member(body, "network")) &&
+	    (!json_object_is_type(v, json_type_string) ||
+	     sandbox_network_parse(json_object_get_string(v), &p->network) != 0))
+		return core_error_invalid(e, "invalid_network", "'network' must be \"full\" or \"none\"");
 	if ((v = member(body, "wait"))) {
 		if (!json_object_is_type(v, json_type_boolean))
 			return core_error_invalid(e, "invalid_body", "'wait' must be a boolean");

@@ -89,6 +89,8 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	struct json_object *bindings = json_object_new_object();
 	const int *ports = in->ports ? in->ports : t->ports;
 	size_t nports = in->ports ? in->nports : t->nports;
+	if (in->network == SANDBOX_NETWORK_NONE)
+		nports = 0; /* nothing to publish from: previews go through the agent */
 	for (size_t i = 0; i < nports; i++) {
 		char key[16];
 		snprintf(key, sizeof(key), "%d/tcp", ports[i]);
@@ -102,6 +104,12 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	}
 	json_object_object_add(spec, "ExposedPorts", exposed);
 	json_object_object_add(host, "PortBindings", bindings);
+	/* our own bridge, where sandboxes cannot reach each other; "" keeps
+	 * Docker's default bridge */
+	if (in->network == SANDBOX_NETWORK_NONE)
+		json_object_object_add(host, "NetworkMode", json_object_new_string("none"));
+	else if (cfg->network && cfg->network[0])
+		json_object_object_add(host, "NetworkMode", json_object_new_string(cfg->network));
 
 	json_object_object_add(host, "Mounts", build_mounts(in));
 

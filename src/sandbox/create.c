@@ -79,6 +79,7 @@ struct create_op {
 	int auto_wake;
 	bool is_private;
 	struct sandbox_port_set private_ports;
+	enum sandbox_network network;
 
 	struct docker_call *dcall;
 	struct registry_wait *wait;
@@ -208,7 +209,8 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 	op->ports = calloc(tpl->nports + p->nports + 1, sizeof(int));
 	op->host_ports = calloc(tpl->nports + p->nports + 1, sizeof(int));
 	CHECK(op->ports != NULL && op->host_ports != NULL);
-	for (size_t i = 0; i < tpl->nports + p->nports; i++) {
+	/* a `none` sandbox publishes nothing: its ports are reached through the agent */
+	for (size_t i = 0; p->network == SANDBOX_NETWORK_FULL && i < tpl->nports + p->nports; i++) {
 		int port = i < tpl->nports ? tpl->ports[i] : p->ports[i - tpl->nports];
 		bool seen = false;
 		for (size_t k = 0; k < op->nports; k++)
@@ -226,6 +228,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 	op->auto_wake = p->auto_wake;
 	op->is_private = p->is_private;
 	op->private_ports = p->private_ports;
+	op->network = p->network;
 	op->ttl_ms = p->ttl_ms;
 	/* the limits it gets, recorded as they are (a PATCH changes them later) */
 	struct container_spec_input limits = { .tpl = tpl, .cfg = cfg, .memory = p->memory, .cpus = p->cpus };
@@ -243,8 +246,8 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 		svc->creates++;
 
 	/* a member runs the template's image (or a rollout's): a create asking for another makes its own */
-	if (!for_pool && p->nports == 0 && pool_serves(svc->pool, tpl) &&
-	    (!p->image || strcmp(p->image, template_image(tpl)) == 0)) {
+	if (!for_pool && p->nports == 0 && p->network == SANDBOX_NETWORK_FULL &&
+	    pool_serves(svc->pool, tpl) && (!p->image || strcmp(p->image, template_image(tpl)) == 0)) {
 		/* a warm member, if there is one: what the create asks for is written as it is claimed */
 		op->state = CREATE_CLAIM;
 		op->resize = p->cpus > 0 || p->memory > 0;
@@ -390,6 +393,7 @@ static void create_admitted(const struct core_error *err, void *arg)
 		.auto_wake = op->auto_wake,
 		.is_private = op->is_private,
 		.private_ports = op->private_ports,
+		.network = op->network,
 		.actor = op->actor,
 		.in_pool = op->for_pool,
 		.project = op->project,
@@ -465,6 +469,7 @@ static void create_container(struct create_op *op)
 		.cpus = op->cpus,
 		.ports = op->ports,
 		.nports = op->nports,
+		.network = op->network,
 	};
 	char cname[64];
 	sandbox_container_name(op->id, cname);

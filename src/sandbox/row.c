@@ -43,6 +43,7 @@ enum {
 	COL_USER_ID,
 	COL_SPEC,
 	COL_CONFIGURED_ENV,
+	COL_NETWORK,
 	COL_COUNT
 };
 
@@ -174,6 +175,8 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 	sb->user_id = text_of(res, row, COL_USER_ID);
 	sb->spec = json_of(res, row, COL_SPEC);
 	sb->configured_env = json_of(res, row, COL_CONFIGURED_ENV);
+	if (sandbox_network_parse(PQgetvalue(res, row, COL_NETWORK), &sb->network) != 0)
+		sb->network = SANDBOX_NETWORK_FULL;
 	derive_run(sb);
 	return 0;
 }

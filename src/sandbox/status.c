@@ -3,6 +3,8 @@
 
 #include "sandbox/registry.h"
 
+static int name_index(const char *const *table, int n, const char *name);
+
 static const char *const names[SANDBOX_STATUS_MAX] = {
 	[SANDBOX_CREATING] = "creating", [SANDBOX_STARTING] = "starting", [SANDBOX_RUNNING] = "running",
 	[SANDBOX_STOPPING] = "stopping", [SANDBOX_STOPPED] = "stopped",	  [SANDBOX_EXPIRED] = "expired",
@@ -51,21 +53,44 @@ bool sandbox_status_can(enum sandbox_status from, enum sandbox_status to)
 	       (legal[from] & (1u << to)) != 0;
 }
 
+static const char *const idle_actions[SANDBOX_IDLE_ACTION_MAX] = { "expire", "stop", "none" };
+static const char *const networks[SANDBOX_NETWORK_MAX] = { "full", "none" };
+
+/* The index of name in a table of n names, or -1. */
+static int name_index(const char *const *table, int n, const char *name)
+{
+	for (int i = 0; name && i < n; i++)
+		if (strcmp(name, table[i]) == 0)
+			return i;
+	return -1;
+}
+
 const char *sandbox_idle_action_name(enum sandbox_idle_action a)
 {
-	static const char *const actions[SANDBOX_IDLE_ACTION_MAX] = { "expire", "stop", "none" };
-	return (unsigned)a < SANDBOX_IDLE_ACTION_MAX ? actions[a] : "expire";
+	return (unsigned)a < SANDBOX_IDLE_ACTION_MAX ? idle_actions[a] : "expire";
 }
 
 int sandbox_idle_action_parse(const char *name, enum sandbox_idle_action *out)
 {
-	for (int a = 0; a < SANDBOX_IDLE_ACTION_MAX; a++) {
-		if (name && strcmp(name, sandbox_idle_action_name((enum sandbox_idle_action)a)) == 0) {
-			*out = (enum sandbox_idle_action)a;
-			return 0;
-		}
-	}
-	return -1;
+	int i = name_index(idle_actions, SANDBOX_IDLE_ACTION_MAX, name);
+	if (i < 0)
+		return -1;
+	*out = (enum sandbox_idle_action)i;
+	return 0;
+}
+
+const char *sandbox_network_name(enum sandbox_network n)
+{
+	return (unsigned)n < SANDBOX_NETWORK_MAX ? networks[n] : "full";
+}
+
+int sandbox_network_parse(const char *name, enum sandbox_network *out)
+{
+	int i = name_index(networks, SANDBOX_NETWORK_MAX, name);
+	if (i < 0)
+		return -1;
+	*out = (enum sandbox_network)i;
+	return 0;
 }
 
 bool sandbox_status_final(enum sandbox_status s)

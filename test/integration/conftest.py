@@ -45,7 +45,10 @@ def run():
             srv.kill()
     left_c, left_v = s.cleanup()
     s.drop_databases()
-    assert not left_c and not left_v, f"left behind: containers {left_c}, volumes {left_v}"
+    left_n = getattr(s, "left_networks", [])
+    assert not left_c and not left_v and not left_n, (
+        f"left behind: containers {left_c}, volumes {left_v}, networks {left_n}"
+    )
 
 
 @pytest.fixture

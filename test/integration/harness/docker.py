@@ -80,6 +80,20 @@ def remove_volumes(names):
         _docker("volume", "rm", "-f", *names, check=False)
 
 
+def networks(*labels):
+    """Network names carrying every label given."""
+    args = ["network", "ls", "-q", "--format", "{{.Name}}"]
+    for l in labels:
+        args += ["--filter", "label=" + l]
+    return _docker(*args).stdout.split()
+
+
+def remove_networks(names):
+    names = [n for n in names if n]
+    if names:
+        _docker("network", "rm", *names, check=False)
+
+
 def exec_(container, *cmd):
     """Runs cmd in the container; returns (exit code, stdout)."""
     r = _docker("exec", container, *cmd, check=False)

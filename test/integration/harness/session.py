@@ -1,5 +1,5 @@
 """A test run: its id, a fresh database per server, and the clean-up of every
-container and volume the run's servers created. The dockerd is shared, so
+container, volume and network the run's servers created. The dockerd is shared, so
 only what is provably ours is removed: containers named in our databases or
 labelled with one of our clusters (SANDBAR_CLUSTER = the database), and what they point at."""
 import itertools
@@ -105,6 +105,11 @@ class Session:
         containers, volumes = self.owned(databases)
         docker.remove_containers(sorted(containers))
         docker.remove_volumes(sorted(volumes))
+        if databases is None:
+            # the run's bridge network (SANDBAR_NETWORK = the run id), once its containers are gone
+            nets = [n for n in docker.networks(docker.MANAGED) if n == self.run_id]
+            docker.remove_networks(nets)
+            self.left_networks = [n for n in nets if docker.inspect(n, kind="network") is not None]
         left_c = [c for c in containers if docker.exists(c)]
         left_v = [v for v in volumes if docker.inspect(v, kind="volume") is not None]
         return left_c, left_v

@@ -115,7 +115,47 @@ static void test_defaults_hardening_and_labels(void **state)
 	assert_true(json_object_object_get_ex(pb, "8080/tcp", &b));
 	assert_string_equal(json_object_get_string(get(b, "0.HostIp")), "127.0.0.1");
 	assert_string_equal(json_object_get_string(get(b, "0.HostPort")), "");
+	/* on our own bridge (inter-container traffic off), SANDBAR_NETWORK */
+	assert_string_equal(str(s, "HostConfig.NetworkMode"), "sandbar");
 	json_object_put(s);
+	template_free(t);
+}
+
+/* `none`: Docker's none network and nothing published (previews use the
+ * agent); an empty SANDBAR_NETWORK leaves Docker's default bridge. */
+static void test_network_policy(void **state)
+{
+	struct template *t = parse("{\"image\": \"x\", \"forwardPorts\": [8080]}");
+	struct container_spec_input in = {
+		.tpl = t,
+		.cfg = &cfg,
+		.sandbox_id = "s",
+		.cluster = "c1",
+		.image = "img:1",
+		.volume = "v",
+		.network = SANDBOX_NETWORK_NONE,
+	};
+	struct json_object *s = container_spec_build(&in);
+	assert_string_equal(str(s, "HostConfig.NetworkMode"), "none");
+	assert_int_equal(json_object_object_length(get(s, "ExposedPorts")), 0);
+	assert_int_equal(json_object_object_length(get(s, "HostConfig.PortBindings")), 0);
+	json_object_put(s);
+
+	char *saved = cfg.network;
+	cfg.network = "";
+	in.network = SANDBOX_NETWORK_FULL;
+	s = container_spec_build(&in);
+	assert_null(get(s, "HostConfig.NetworkMode"));
+	assert_non_null(get(s, "ExposedPorts.8080/tcp"));
+	json_object_put(s);
+	cfg.network = saved;
+
+	enum sandbox_network n;
+	assert_int_equal(sandbox_network_parse("none", &n), 0);
+	assert_int_equal(n, SANDBOX_NETWORK_NONE);
+	assert_int_equal(sandbox_network_parse("full", &n), 0);
+	assert_int_equal(n, SANDBOX_NETWORK_FULL);
+	assert_int_equal(sandbox_network_parse("host", &n), -1);
 	template_free(t);
 }
 
@@ -207,6 +247,7 @@ static int setup(void **state)
 	char err[256];
 	unsetenv("SANDBOX_MEMORY_LIMIT");
 	unsetenv("SANDBOX_CPU_LIMIT");
+	unsetenv("SANDBAR_NETWORK");
 	return config_load(&cfg, err, sizeof(err));
 }
 
@@ -221,6 +262,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_hardening_and_labels),
 		cmocka_unit_test(test_host_requirements_env_and_policy),
+		cmocka_unit_test(test_network_policy),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
