@@ -145,7 +145,7 @@ class StaticNginx(Nginx):
 
 def docker_create_start(run_id, i):
     """Seconds for one Engine API create + start of IMAGE shaped like a sandbox
-    (same limits, hardening, labelled workspace volume and published port),
+    (same limits, hardening, labelled workspace volume, published port, network),
     and the container id."""
     conn = engine_conn()
     labels = {"sandbar.managed": "true", "sandbar.test": "bench", "sandbar.instance": run_id}
@@ -166,6 +166,7 @@ def docker_create_start(run_id, i):
             "Mounts": [{"Type": "volume", "Source": f"{run_id}-ws-{i}", "Target": "/workspace",
                         "VolumeOptions": {"Labels": labels}}],
             "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+            "NetworkMode": run_id,  # the sandboxes' network (SANDBAR_NETWORK: the run's, made by the server)
         },
         "ExposedPorts": {"8080/tcp": {}},
     }

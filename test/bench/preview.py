@@ -143,6 +143,7 @@ def raw_app(run_id, folder):
         "HostConfig": {
             "Mounts": [{"Type": "bind", "Source": folder, "Target": "/app", "ReadOnly": True}],
             "PortBindings": {f"{PUBLISHED}/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+            "NetworkMode": run_id,  # the sandboxes' network
         },
         "ExposedPorts": {f"{PUBLISHED}/tcp": {}},
     })["Id"]
