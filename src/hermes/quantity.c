@@ -92,11 +92,10 @@ static int quantity_scaled(const struct quantity *q, int scale, uint64_t *out)
 {
 	const unsigned __int128 max = UINT64_MAX;
 	unsigned __int128 v = q->mant;
-	for (int i = 0; i < q->pow1024; i++) {
+	/* no check here: a fraction's digits ("1.50000000000Gi") may pass 64 bits
+	 * before the division by their 10s; below 10^18 × 1024^6 < 2^120 fits */
+	for (int i = 0; i < q->pow1024; i++)
 		v *= 1024;
-		if (v > max)
-			return -1;
-	}
 	int e = q->exp10 + scale;
 	for (; e > 0 && v; e--) {
 		v *= 10;

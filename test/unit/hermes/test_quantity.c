@@ -54,6 +54,9 @@ static void test_memory(void **state)
 	assert_int_equal(mem("129e6"), 129000000);
 	assert_int_equal(mem("123M"), 123000000);
 	assert_int_equal(mem("1.5Gi"), 1610612736);
+	/* a fraction's zeros pass 64 bits before the division (found by fuzz_quantity) */
+	assert_int_equal(mem("1.50000000000Gi"), 1610612736);
+	assert_int_equal(mem("0.30000000Pi"), 337769972052788ULL);
 	assert_int_equal(mem("0.5"), 1);  /* up to a whole byte */
 	assert_int_equal(mem("500m"), 1); /* half a byte, as Kubernetes reads it */
 	assert_int_equal(mem("1Ti"), 1099511627776ULL);
