@@ -492,10 +492,10 @@ static void git_start(struct task_op *op, const struct task_info *info, const ch
 	snprintf(op->after, sizeof(op->after), "%s", info->after_commit);
 	char *diff_argv[] = { "git",	       "-c",	   "safe.directory=*", "diff", "--no-color",
 			      "--no-ext-diff", op->before, op->after,	       NULL };
-	char script[512];
-	snprintf(script, sizeof(script),
-		 "set -e; " TASK_GIT " read-tree -u --reset \"$1\"; " TASK_GIT
-		 " commit -q --allow-empty --no-verify -m \"sandbar: revert task $2\"; git rev-parse HEAD");
+	static char script[] =
+		"set -e; " TASK_GIT " read-tree -u --reset \"$1\"; " TASK_GIT
+		" commit -q --allow-empty --no-verify -m \"sandbar: revert task $2\"; " TASK_GIT
+		" rev-parse HEAD";
 	char *revert_argv[] = { "/bin/sh", "-c", script, "sh", op->before, op->task_id, NULL };
 	struct env_list env = { 0 };
 	task_git_env(&env, op->sandbox_id);

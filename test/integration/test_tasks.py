@@ -165,6 +165,20 @@ def test_task_custom_events_result_diff_revert(server, client):
     assert f"sandbar: before task {t['id']}" in log and f"sandbar: after task {t['id']}" in log
 
 
+def test_task_revert_in_a_folder_another_user_owns(server, client):
+    """git refuses a repository another user owns unless told otherwise
+    (TASK_GIT): every git step of the revert too, its last rev-parse included."""
+    c = client
+    sid = make_sandbox(c)["id"]
+    r = execute(c, sid, "mkdir -m 777 /tmp/theirs && chown 65534:65534 /tmp/theirs", user="root")
+    assert r.json["exit_code"] == 0, r
+    t = start_task(c, sid, agent="custom", prompt="p", cwd="/tmp/theirs", command="printf 'x\\n' > x.txt")
+    assert wait_done(c, sid, t["id"])["status"] == "succeeded"
+    r = c.post(task_url(sid, t["id"], "/revert"))
+    assert r.status == 200 and len(r.json["commit"]) == 40, r
+    assert execute(c, sid, "test -e /tmp/theirs/x.txt").json["exit_code"] == 1
+
+
 def test_task_bad_input_and_conflict(server, client):
     c = client
     sid = make_sandbox(c)["id"]
