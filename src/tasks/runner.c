@@ -687,23 +687,6 @@ static void kill_fire(evutil_socket_t fd, short what, void *arg)
 
 /* ---- after a restart of sandbard ---- */
 
-/* The outcome a checkpointing task had, from its last status event. */
-static enum task_state stored_outcome(const struct task *t)
-{
-	for (size_t i = t->nev; i-- > 0;) {
-		if (strcmp(t->evs[i].type, "status") != 0)
-			continue;
-		struct json_object *d = json_tokener_parse(t->evs[i].data), *o;
-		enum task_state s = TASK_FAILED;
-		if (json_object_object_get_ex(d, "outcome", &o) &&
-		    task_state_parse(json_object_get_string(o), &s) != 0)
-			s = TASK_FAILED;
-		json_object_put(d);
-		return s;
-	}
-	return TASK_FAILED;
-}
-
 void runner_resume(struct task *t)
 {
 	switch (t->state) {
@@ -721,7 +704,7 @@ void runner_resume(struct task *t)
 		break;
 	case TASK_CHECKPOINTING:
 		if (t->before[0]) {
-			checkpoint(t, stored_outcome(t), NULL);
+			checkpoint(t, t->outcome, NULL); /* the outcome resume_rows read */
 			return;
 		}
 		task_set_state(t, TASK_FAILED, "sandbard restarted during the checkpoint");

@@ -306,6 +306,25 @@ def test_task_survives_sandbard_restart(server, client):
     c2.close()
 
 
+def test_task_long_history_replays_from_postgres_then_live(server, client):
+    """A running task keeps only its latest events in memory: a watcher that
+    comes late reads the older ones from PostgreSQL, then follows it live."""
+    c = client
+    sid = make_sandbox(c)["id"]
+    agent = ("for i in $(seq 1 600); do echo '{\"type\":\"message\",\"text\":\"line '$i'\"}'; done; "
+             "sleep 4; echo '{\"type\":\"message\",\"text\":\"last\"}'")
+    t = start_task(c, sid, agent="custom", prompt="many", command=agent)
+    until(lambda: c.get(task_url(sid, t["id"])).json["events"] > 600, timeout=60, what="600 events")
+    assert c.get(task_url(sid, t["id"])).json["status"] == "running"
+    events = sse_events(server, task_url(sid, t["id"], "/events"))
+    check_sequence(events)
+    assert events[0]["id"] == 1
+    texts = [e["data"]["text"] for e in events if e["event"] == "message"]
+    assert texts == [f"line {i}" for i in range(1, 601)] + ["last"], texts[:3] + texts[-3:]
+    r = c.get(task_url(sid, t["id"], "/events?since=5"), headers={"Accept": "application/x-ndjson"})
+    assert [x["id"] for x in parse_ndjson(r.body)] == [e["id"] for e in events[5:]]
+
+
 # ---------------------------------------------------------------- the real CLIs
 
 
