@@ -12,6 +12,8 @@ struct env_list {
 };
 
 void env_list_set(struct env_list *l, const char *key, size_t klen, const char *val);
+/* key: a whole name (NUL terminated), its length not counted by hand */
+void env_list_put(struct env_list *l, const char *key, const char *val);
 /* kv: "K=V" */
 void env_list_set_kv(struct env_list *l, const char *kv);
 /* Frees a list's strings and the list (l->v, or any char ** made here). */

@@ -27,6 +27,11 @@ void env_list_set(struct env_list *l, const char *key, size_t klen, const char *
 	l->v[l->n] = NULL;
 }
 
+void env_list_put(struct env_list *l, const char *key, const char *val)
+{
+	env_list_set(l, key, strlen(key), val);
+}
+
 void env_list_set_kv(struct env_list *l, const char *kv)
 {
 	const char *eq = strchr(kv, '=');

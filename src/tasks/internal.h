@@ -72,8 +72,12 @@ struct task {
 	char *openai_base;	  /* OPENAI_BASE_URL of the task or the sandbox */
 	struct json_object *files;
 
-	struct task_event *evs; /* every event, from seq 1 */
+	/* the last events: every one not yet written, and the latest written
+	 * ones up to EVENTS_KEPT (older ones: PostgreSQL has them) */
+	struct task_event *evs;
 	size_t nev, cap;
+	size_t ev_bytes;	/* of the events' data in evs */
+	int64_t seq;		/* the last event's number (evs[nev - 1]'s) */
 	int64_t sent_seq;	/* events handed to PostgreSQL */
 	int64_t inflight_from;	/* sent_seq before the batch in flight */
 	bool row_dirty;		/* the row's fields changed since the last write */
@@ -90,6 +94,8 @@ void task_set_reason(struct task *t, const char *reason);
 /* An event of t: numbered, stored (batched) and sent to its watchers; data taken. */
 void task_emit(struct task *t, const char *type, struct json_object *data);
 void task_row_dirty(struct task *t);
+/* The event numbered seq when it is still in memory, else NULL. */
+const struct task_event *task_event_at(const struct task *t, int64_t seq);
 /* The task ended (done emitted): freed once its last write is answered. */
 void task_release(struct task *t);
 struct task *task_new(struct tasks *ts, const char *id, const char *sandbox_id);

@@ -1,6 +1,7 @@
 /* The ops callers hold on tasks (create, reads, cancel, diff, revert) and
- * watches of a task's events: from memory while this instance runs it, else
- * polled from PostgreSQL until its done event. Callbacks always from the loop. */
+ * watches of a task's events: from memory while this instance runs it (once
+ * the older ones memory dropped are read), else polled from PostgreSQL until
+ * its done event. Callbacks always from the loop. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,8 @@ static void git_done(const struct core_error *fail, const struct command_result 
 static void watch_poll(evutil_socket_t fd, short what, void *arg);
 static void watch_rows(enum pg_error err, PGresult *res, const char *message, void *arg);
 static void watch_attach(struct task_op *op, struct task *t);
+static void watch_detach(struct task_op *op);
+static bool caught_up(const struct task_op *op, const struct task *t);
 static void watch_replay(evutil_socket_t fd, short what, void *arg);
 static void watch_end(struct task_op *op, const struct core_error *fail);
 static bool watchers_deliver_one(struct task_op *op, const struct task_event *e);
@@ -143,14 +146,7 @@ static void op_free(struct task_op *op)
 		op->ts->ops = op->next;
 	if (op->next)
 		op->next->prev = op->prev;
-	if (op->live) {
-		for (struct task_op **pp = &op->live->watchers; *pp; pp = &(*pp)->wnext) {
-			if (*pp == op) {
-				*pp = op->wnext;
-				break;
-			}
-		}
-	}
+	watch_detach(op);
 	registry_wait_cancel(op->rw);
 	sandbox_ref_put(op->ref);
 	if (op->q)
@@ -296,7 +292,7 @@ static void info_from_task(struct task_info *info, const struct task *t)
 	if (task_state_final(t->state) && t->nev > 0 && strcmp(t->evs[t->nev - 1].type, "done") == 0)
 		info->result = t->evs[t->nev - 1].data;
 	info->timeout_ms = t->timeout_ms;
-	info->last_seq = (int64_t)t->nev;
+	info->last_seq = t->seq;
 }
 
 /* ---- create ---- */
@@ -492,10 +488,10 @@ static void git_start(struct task_op *op, const struct task_info *info, const ch
 	snprintf(op->after, sizeof(op->after), "%s", info->after_commit);
 	char *diff_argv[] = { "git",	       "-c",	   "safe.directory=*", "diff", "--no-color",
 			      "--no-ext-diff", op->before, op->after,	       NULL };
-	char script[512];
-	snprintf(script, sizeof(script),
-		 "set -e; " TASK_GIT " read-tree -u --reset \"$1\"; " TASK_GIT
-		 " commit -q --allow-empty --no-verify -m \"sandbar: revert task $2\"; git rev-parse HEAD");
+	static char script[] =
+		"set -e; " TASK_GIT " read-tree -u --reset \"$1\"; " TASK_GIT
+		" commit -q --allow-empty --no-verify -m \"sandbar: revert task $2\"; " TASK_GIT
+		" rev-parse HEAD";
 	char *revert_argv[] = { "/bin/sh", "-c", script, "sh", op->before, op->task_id, NULL };
 	struct env_list env = { 0 };
 	task_git_env(&env, op->sandbox_id);
@@ -614,11 +610,18 @@ struct task_op *tasks_watch(struct tasks *ts, const char *sandbox_id, const char
 	if (!ids_ok(op))
 		return op;
 	struct task *t = task_find(ts, task_id);
-	if (t && strcmp(t->sandbox_id, sandbox_id) == 0)
+	if (t && strcmp(t->sandbox_id, sandbox_id) == 0 && caught_up(op, t))
 		watch_attach(op, t);
 	else
 		op_later(op, watch_poll, 0);
 	return op;
+}
+
+/* The events after op->since are all in t's memory (the older ones it
+ * dropped are read from PostgreSQL first). */
+static bool caught_up(const struct task_op *op, const struct task *t)
+{
+	return op->since >= t->seq - (int64_t)t->nev;
 }
 
 static void watch_attach(struct task_op *op, struct task *t)
@@ -630,12 +633,27 @@ static void watch_attach(struct task_op *op, struct task *t)
 	op_later(op, watch_replay, 0);
 }
 
+static void watch_detach(struct task_op *op)
+{
+	if (!op->live)
+		return;
+	for (struct task_op **pp = &op->live->watchers; *pp; pp = &(*pp)->wnext) {
+		if (*pp == op) {
+			*pp = op->wnext;
+			break;
+		}
+	}
+	op->live = NULL;
+	op->replayed = false;
+}
+
 /* What happened before: from memory, then live. */
 static void watch_replay(evutil_socket_t fd, short what, void *arg)
 {
 	struct task_op *op = arg;
 	struct task *t = op->live;
-	if (!t) { /* the task went meanwhile: PostgreSQL has it all */
+	if (!t || !caught_up(op, t)) { /* PostgreSQL has what memory no longer does */
+		watch_detach(op);
 		op_later(op, watch_poll, 0);
 		return;
 	}
@@ -644,8 +662,8 @@ static void watch_replay(evutil_socket_t fd, short what, void *arg)
 		op->opened = true;
 		op->wops->opened(op->arg);
 	}
-	for (size_t i = op->since > 0 ? (size_t)op->since : 0; i < t->nev; i++)
-		if (!watchers_deliver_one(op, &t->evs[i]))
+	for (const struct task_event *e; (e = task_event_at(t, op->since + 1)) != NULL;)
+		if (!watchers_deliver_one(op, e))
 			return; /* ended (freed): nothing more */
 }
 
@@ -691,7 +709,7 @@ static void watch_poll(evutil_socket_t fd, short what, void *arg)
 {
 	struct task_op *op = arg;
 	struct task *t = task_find(op->ts, op->task_id);
-	if (t && strcmp(t->sandbox_id, op->sandbox_id) == 0) { /* resumed here meanwhile */
+	if (t && strcmp(t->sandbox_id, op->sandbox_id) == 0 && caught_up(op, t)) { /* run here */
 		watch_attach(op, t);
 		return;
 	}
@@ -740,7 +758,9 @@ static void watch_rows(enum pg_error err, PGresult *res, const char *message, vo
 		watch_end(op, NULL); /* ended without a done event stored: nothing more will come */
 		return;
 	}
-	op_later(op, watch_poll, got == WATCH_BATCH ? 0 : WATCH_POLL_MS);
+	/* run here: memory has the rest once PostgreSQL's are read */
+	bool here = got > 0 && task_find(op->ts, op->task_id);
+	op_later(op, watch_poll, got == WATCH_BATCH || here ? 0 : WATCH_POLL_MS);
 }
 
 /* ---- string lists ---- */

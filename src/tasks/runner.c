@@ -57,10 +57,10 @@ void task_git_env(struct env_list *env, const char *sandbox_id)
 {
 	char email[80];
 	snprintf(email, sizeof(email), "%s@sandbar", sandbox_id);
-	env_list_set(env, "GIT_AUTHOR_NAME", 15, "sandbox");
-	env_list_set(env, "GIT_AUTHOR_EMAIL", 16, email);
-	env_list_set(env, "GIT_COMMITTER_NAME", 18, "sandbox");
-	env_list_set(env, "GIT_COMMITTER_EMAIL", 19, email);
+	env_list_put(env, "GIT_AUTHOR_NAME", "sandbox");
+	env_list_put(env, "GIT_AUTHOR_EMAIL", email);
+	env_list_put(env, "GIT_COMMITTER_NAME", "sandbox");
+	env_list_put(env, "GIT_COMMITTER_EMAIL", email);
 }
 
 static const char *env_find(char *const *env, const char *name)
@@ -122,7 +122,7 @@ static void git_step(struct task *t, enum task_step step, char *script, struct e
 {
 	char *argv[] = { "/bin/sh", "-c", script, NULL };
 	task_git_env(env, t->sandbox_id);
-	env_list_set(env, "SANDBAR_TASK_ID", 15, t->id);
+	env_list_put(env, "SANDBAR_TASK_ID", t->id);
 	struct command_spec spec = {
 		.argv = argv,
 		.command_json = "null",
@@ -331,12 +331,12 @@ static void cli_command(struct task *t, char ***argv, size_t *n, struct env_list
 		json_object_object_add(perm, "external_directory", json_object_new_string("allow"));
 		json_object_object_add(cfg, "permission", perm);
 		const char *js = json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN);
-		env_list_set(env, "OPENCODE_CONFIG_CONTENT", 23, js);
+		env_list_put(env, "OPENCODE_CONFIG_CONTENT", js);
 		json_object_put(cfg);
-		env_list_set(env, "OPENCODE_DISABLE_MODELS_FETCH", 29, "1");
-		env_list_set(env, "OPENCODE_DISABLE_AUTOUPDATE", 27, "1");
-		env_list_set(env, "OPENCODE_DISABLE_LSP_DOWNLOAD", 29, "1");
-		env_list_set(env, "OPENCODE_DISABLE_SHARE", 22, "1");
+		env_list_put(env, "OPENCODE_DISABLE_MODELS_FETCH", "1");
+		env_list_put(env, "OPENCODE_DISABLE_AUTOUPDATE", "1");
+		env_list_put(env, "OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
+		env_list_put(env, "OPENCODE_DISABLE_SHARE", "1");
 		break;
 	}
 	case TASK_AGENT_CLAUDE: {
@@ -351,11 +351,11 @@ static void cli_command(struct task *t, char ***argv, size_t *n, struct env_list
 			argv_push(argv, n, t->model);
 		}
 		/* no traffic but the model's; root may bypass permissions inside a sandbox */
-		env_list_set(env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", 40, "1");
-		env_list_set(env, "DISABLE_AUTOUPDATER", 19, "1");
-		env_list_set(env, "DISABLE_TELEMETRY", 17, "1");
-		env_list_set(env, "DISABLE_ERROR_REPORTING", 23, "1");
-		env_list_set(env, "IS_SANDBOX", 10, "1");
+		env_list_put(env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+		env_list_put(env, "DISABLE_AUTOUPDATER", "1");
+		env_list_put(env, "DISABLE_TELEMETRY", "1");
+		env_list_put(env, "DISABLE_ERROR_REPORTING", "1");
+		env_list_put(env, "IS_SANDBOX", "1");
 		break;
 	}
 	case TASK_AGENT_CODEX: {
@@ -372,9 +372,9 @@ static void cli_command(struct task *t, char ***argv, size_t *n, struct env_list
 	default:
 		for (size_t i = 0; t->command && t->command[i]; i++)
 			argv_push(argv, n, t->command[i]);
-		env_list_set(env, "SANDBAR_TASK_PROMPT", 19, t->prompt);
+		env_list_put(env, "SANDBAR_TASK_PROMPT", t->prompt);
 		if (t->model)
-			env_list_set(env, "SANDBAR_TASK_MODEL", 18, t->model);
+			env_list_put(env, "SANDBAR_TASK_MODEL", t->model);
 		free(prompt);
 		return;
 	}
@@ -398,7 +398,7 @@ static void run_start(struct task *t)
 	for (size_t i = 0; t->env && t->env[i]; i++)
 		env_list_set_kv(&env, t->env[i]);
 	cli_command(t, &argv, &n, &env);
-	env_list_set(&env, "SANDBAR_TASK_ID", 15, t->id);
+	env_list_put(&env, "SANDBAR_TASK_ID", t->id);
 	struct json_object *cmd = json_object_new_array();
 	for (size_t i = 4; i < n; i++)
 		json_object_array_add(cmd, json_object_new_string(argv[i]));
@@ -588,7 +588,7 @@ static void checkpoint(struct task *t, enum task_state outcome, const char *reas
 		" commit -q --allow-empty --no-verify -m \"sandbar: after task $SANDBAR_TASK_ID\"\n" TASK_GIT
 		" rev-parse HEAD\n" TASK_GIT " diff --numstat \"$SANDBAR_TASK_BEFORE\" HEAD\n";
 	struct env_list env = { 0 };
-	env_list_set(&env, "SANDBAR_TASK_BEFORE", 19, t->before);
+	env_list_put(&env, "SANDBAR_TASK_BEFORE", t->before);
 	git_step(t, STEP_CHECKPOINT, script, &env, checkpointed);
 }
 
@@ -687,23 +687,6 @@ static void kill_fire(evutil_socket_t fd, short what, void *arg)
 
 /* ---- after a restart of sandbard ---- */
 
-/* The outcome a checkpointing task had, from its last status event. */
-static enum task_state stored_outcome(const struct task *t)
-{
-	for (size_t i = t->nev; i-- > 0;) {
-		if (strcmp(t->evs[i].type, "status") != 0)
-			continue;
-		struct json_object *d = json_tokener_parse(t->evs[i].data), *o;
-		enum task_state s = TASK_FAILED;
-		if (json_object_object_get_ex(d, "outcome", &o) &&
-		    task_state_parse(json_object_get_string(o), &s) != 0)
-			s = TASK_FAILED;
-		json_object_put(d);
-		return s;
-	}
-	return TASK_FAILED;
-}
-
 void runner_resume(struct task *t)
 {
 	switch (t->state) {
@@ -721,7 +704,7 @@ void runner_resume(struct task *t)
 		break;
 	case TASK_CHECKPOINTING:
 		if (t->before[0]) {
-			checkpoint(t, stored_outcome(t), NULL);
+			checkpoint(t, t->outcome, NULL); /* the outcome resume_rows read */
 			return;
 		}
 		task_set_state(t, TASK_FAILED, "sandbard restarted during the checkpoint");

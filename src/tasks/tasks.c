@@ -1,5 +1,5 @@
-/* The task service: a task's one transition, its events (numbered, kept in
- * memory while it runs, written to PostgreSQL in batches with the row), the
+/* The task service: a task's one transition, its events (numbered, the latest
+ * kept in memory while it runs, written to PostgreSQL in batches with the row), the
  * resumption of this instance's tasks at start and the drain at shutdown. */
 #include "tasks/tasks.h"
 
@@ -21,6 +21,10 @@
 #define FLUSH_RETRY_MS	1000
 #define FLUSH_BATCH_MAX 500
 #define RESUME_RETRY_MS 2000
+/* written events kept in memory for watchers to replay (older ones are read
+ * from PostgreSQL): a long task's events are not all held */
+#define EVENTS_KEPT	  256
+#define EVENTS_KEPT_BYTES (1u << 20)
 
 static void flush_fire(evutil_socket_t fd, short what, void *arg);
 static void flush_written(enum pg_error err, PGresult *res, const char *message, void *arg);
@@ -54,7 +58,7 @@ struct tasks *tasks_new(struct event_base *base, const struct tasks_config *cfg,
 
 static bool task_unwritten(const struct task *t)
 {
-	return t->write || t->row_dirty || t->sent_seq < (int64_t)t->nev;
+	return t->write || t->row_dirty || t->sent_seq < t->seq;
 }
 
 static void drain_check(struct tasks *ts)
@@ -169,7 +173,7 @@ static void task_free(struct task *t)
 /* Off the live list once ended and written; watchers already had done. */
 void task_release(struct task *t)
 {
-	if (!task_state_final(t->state) || t->write || t->row_dirty || t->sent_seq < (int64_t)t->nev)
+	if (!task_state_final(t->state) || task_unwritten(t))
 		return;
 	for (struct task **pp = &t->ts->live; *pp; pp = &(*pp)->next) {
 		if (*pp == t) {
@@ -263,6 +267,30 @@ static char *redact(const struct task *t, const char *json)
 	return out;
 }
 
+const struct task_event *task_event_at(const struct task *t, int64_t seq)
+{
+	int64_t first = t->seq - (int64_t)t->nev + 1;
+	return seq >= first && seq <= t->seq ? &t->evs[seq - first] : NULL;
+}
+
+/* Written events past the bounds go (the latest always stays: a done
+ * event's result is read from it). */
+static void events_trim(struct task *t)
+{
+	size_t drop = 0;
+	int64_t first = t->seq - (int64_t)t->nev + 1;
+	while (drop + 1 < t->nev && first + (int64_t)drop <= t->sent_seq &&
+	       (t->nev - drop > EVENTS_KEPT || t->ev_bytes > EVENTS_KEPT_BYTES)) {
+		t->ev_bytes -= strlen(t->evs[drop].data);
+		task_event_free(&t->evs[drop]);
+		drop++;
+	}
+	if (drop == 0)
+		return;
+	memmove(t->evs, t->evs + drop, (t->nev - drop) * sizeof(*t->evs));
+	t->nev -= drop;
+}
+
 void task_emit(struct task *t, const char *type, struct json_object *data)
 {
 	if (t->nev == t->cap) {
@@ -271,11 +299,12 @@ void task_emit(struct task *t, const char *type, struct json_object *data)
 		CHECK(t->evs != NULL);
 	}
 	struct task_event *e = &t->evs[t->nev++];
-	e->seq = (int64_t)t->nev;
+	e->seq = ++t->seq;
 	e->type = strdup(type);
 	CHECK(e->type != NULL);
 	e->data = redact(t, json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN |
 									 JSON_C_TO_STRING_NOSLASHESCAPE));
+	t->ev_bytes += strlen(e->data);
 	json_object_put(data);
 	flush_schedule(t, FLUSH_DELAY_MS);
 	watchers_deliver(t, e);
@@ -317,10 +346,10 @@ static void flush_fire(evutil_socket_t fd, short what, void *arg)
 	CHECK(b != NULL);
 	evbuffer_add(b, "[", 1);
 	int64_t upto = t->sent_seq;
-	for (size_t i = (size_t)t->sent_seq; i < t->nev && upto - t->sent_seq < FLUSH_BATCH_MAX; i++) {
-		const struct task_event *e = &t->evs[i];
+	for (const struct task_event *e;
+	     upto - t->sent_seq < FLUSH_BATCH_MAX && (e = task_event_at(t, upto + 1));) {
 		evbuffer_add_printf(b, "%s{\"seq\":%lld,\"type\":\"%s\",\"data\":%s}",
-				    i > (size_t)t->sent_seq ? "," : "", (long long)e->seq, e->type, e->data);
+				    upto > t->sent_seq ? "," : "", (long long)e->seq, e->type, e->data);
 		upto = e->seq;
 	}
 	evbuffer_add(b, "]", 2); /* and its NUL */
@@ -330,7 +359,7 @@ static void flush_fire(evutil_socket_t fd, short what, void *arg)
 	bool final = task_state_final(t->state);
 	/* the result once the done event is among those sent */
 	const char *result = NULL;
-	if (final && upto == (int64_t)t->nev && t->nev > 0 && strcmp(t->evs[t->nev - 1].type, "done") == 0)
+	if (final && upto == t->seq && t->nev > 0 && strcmp(t->evs[t->nev - 1].type, "done") == 0)
 		result = t->evs[t->nev - 1].data;
 	const char *params[11] = {
 		t->id,
@@ -365,7 +394,8 @@ static void flush_written(enum pg_error err, PGresult *res, const char *message,
 		return;
 	}
 	struct tasks *ts = t->ts;
-	if (t->row_dirty || t->sent_seq < (int64_t)t->nev)
+	events_trim(t);
+	if (t->row_dirty || t->sent_seq < t->seq)
 		flush_schedule(t, ts->drained ? 0 : FLUSH_DELAY_MS);
 	else
 		task_release(t);
@@ -387,8 +417,10 @@ static void resume_read(struct tasks *ts)
 		"SELECT t.id, t.sandbox_id, t.state, t.agent, t.prompt, t.model, t.cwd, t.timeout_ms, "
 		"  t.command_id, t.output_offset, t.before_commit, t.last_seq, "
 		"  (extract(epoch FROM t.created_at) * 1000)::bigint, "
-		"  coalesce((SELECT json_agg(json_build_object('seq', e.seq, 'type', e.type, "
-		"    'data', e.data) ORDER BY e.seq) FROM task_events e WHERE e.task_id = t.id), '[]') "
+		"  (SELECT e.data->>'text' FROM task_events e "
+		"    WHERE e.task_id = t.id AND e.type = 'message' ORDER BY e.seq DESC LIMIT 1), "
+		"  (SELECT e.data->>'outcome' FROM task_events e "
+		"    WHERE e.task_id = t.id AND e.type = 'status' ORDER BY e.seq DESC LIMIT 1) "
 		"FROM tasks t WHERE t.owner_instance = $1 "
 		"  AND t.state IN ('preparing', 'running', 'checkpointing')",
 		1, params, resume_rows, ts);
@@ -423,31 +455,21 @@ static void resume_rows(enum pg_error err, PGresult *res, const char *message, v
 		snprintf(t->command_id, sizeof(t->command_id), "%s", PQgetvalue(res, i, 8));
 		t->safe_offset = strtoull(PQgetvalue(res, i, 9), NULL, 10);
 		snprintf(t->before, sizeof(t->before), "%s", PQgetvalue(res, i, 10));
+		/* the events so far stay in PostgreSQL (watchers read them there):
+		 * numbered on from the last stored */
+		t->seq = t->sent_seq = strtoll(PQgetvalue(res, i, 11), NULL, 10);
 		t->created_ms = strtoll(PQgetvalue(res, i, 12), NULL, 10);
 		task_translator_init(&t->tr, t->agent);
-		/* the events so far: replayed to watchers from memory, numbered on */
-		struct json_object *evs = json_tokener_parse(PQgetvalue(res, i, 13));
-		size_t n = json_object_is_type(evs, json_type_array) ? json_object_array_length(evs) : 0;
-		for (size_t k = 0; k < n; k++) {
-			struct json_object *e = json_object_array_get_idx(evs, k), *type, *data;
-			if (!json_object_object_get_ex(e, "type", &type) ||
-			    !json_object_object_get_ex(e, "data", &data))
-				continue;
-			task_emit(t, json_object_get_string(type), json_object_get(data));
-			if (strcmp(json_object_get_string(type), "message") == 0) {
-				struct json_object *text;
-				if (json_object_object_get_ex(data, "text", &text)) {
-					free(t->tr.final_message);
-					t->tr.final_message = strdup(json_object_get_string(text));
-				}
-			}
+		if (!PQgetisnull(res, i, 13)) {
+			t->tr.final_message = strdup(PQgetvalue(res, i, 13));
+			CHECK(t->tr.final_message != NULL);
 		}
-		json_object_put(evs);
-		t->sent_seq = (int64_t)t->nev; /* stored already */
-		evtimer_del(t->flush_ev);
-		log_info("task %s (sandbox=%s): resumed in %s at output offset %llu, %zu events", t->id,
+		/* checkpointing: the outcome its last status event kept */
+		if (PQgetisnull(res, i, 14) || task_state_parse(PQgetvalue(res, i, 14), &t->outcome) != 0)
+			t->outcome = TASK_FAILED;
+		log_info("task %s (sandbox=%s): resumed in %s at output offset %llu, %lld events", t->id,
 			 t->sandbox_id, task_state_name(t->state), (unsigned long long)t->safe_offset,
-			 t->nev);
+			 (long long)t->seq);
 		runner_resume(t);
 	}
 }

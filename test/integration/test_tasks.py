@@ -165,6 +165,20 @@ def test_task_custom_events_result_diff_revert(server, client):
     assert f"sandbar: before task {t['id']}" in log and f"sandbar: after task {t['id']}" in log
 
 
+def test_task_revert_in_a_folder_another_user_owns(server, client):
+    """git refuses a repository another user owns unless told otherwise
+    (TASK_GIT): every git step of the revert too, its last rev-parse included."""
+    c = client
+    sid = make_sandbox(c)["id"]
+    r = execute(c, sid, "mkdir -m 777 /tmp/theirs && chown 65534:65534 /tmp/theirs", user="root")
+    assert r.json["exit_code"] == 0, r
+    t = start_task(c, sid, agent="custom", prompt="p", cwd="/tmp/theirs", command="printf 'x\\n' > x.txt")
+    assert wait_done(c, sid, t["id"])["status"] == "succeeded"
+    r = c.post(task_url(sid, t["id"], "/revert"))
+    assert r.status == 200 and len(r.json["commit"]) == 40, r
+    assert execute(c, sid, "test -e /tmp/theirs/x.txt").json["exit_code"] == 1
+
+
 def test_task_bad_input_and_conflict(server, client):
     c = client
     sid = make_sandbox(c)["id"]
@@ -290,6 +304,25 @@ def test_task_survives_sandbard_restart(server, client):
     assert done["status"] == "succeeded", done
     assert done["files_changed"] == [{"path": "restarted.txt", "added": 1, "deleted": 0}], done
     c2.close()
+
+
+def test_task_long_history_replays_from_postgres_then_live(server, client):
+    """A running task keeps only its latest events in memory: a watcher that
+    comes late reads the older ones from PostgreSQL, then follows it live."""
+    c = client
+    sid = make_sandbox(c)["id"]
+    agent = ("for i in $(seq 1 600); do echo '{\"type\":\"message\",\"text\":\"line '$i'\"}'; done; "
+             "sleep 4; echo '{\"type\":\"message\",\"text\":\"last\"}'")
+    t = start_task(c, sid, agent="custom", prompt="many", command=agent)
+    until(lambda: c.get(task_url(sid, t["id"])).json["events"] > 600, timeout=60, what="600 events")
+    assert c.get(task_url(sid, t["id"])).json["status"] == "running"
+    events = sse_events(server, task_url(sid, t["id"], "/events"))
+    check_sequence(events)
+    assert events[0]["id"] == 1
+    texts = [e["data"]["text"] for e in events if e["event"] == "message"]
+    assert texts == [f"line {i}" for i in range(1, 601)] + ["last"], texts[:3] + texts[-3:]
+    r = c.get(task_url(sid, t["id"], "/events?since=5"), headers={"Accept": "application/x-ndjson"})
+    assert [x["id"] for x in parse_ndjson(r.body)] == [e["id"] for e in events[5:]]
 
 
 # ---------------------------------------------------------------- the real CLIs
