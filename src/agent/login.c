@@ -245,15 +245,15 @@ char **login_env_for(struct agent *a, const struct user_info *user, char **env, 
 	if (home && strlen(home) >= LOGIN_HOME_MAX)
 		return NULL;
 	struct login_env *l = a->logins;
-	for (; l; l = l->next) {
+	size_t entries = 0;
+	for (; l; l = l->next, entries++) {
 		if (l->uid == uid && l->has_home == (home != NULL) && (!home || strcmp(l->home, home) == 0))
 			break;
 	}
-	if (!l && a->login_entries >= LOGIN_ENTRIES_MAX)
+	if (!l && entries >= LOGIN_ENTRIES_MAX)
 		return NULL; /* a HOME per request would start a capture per command */
 	uint64_t print = profile_print(home);
 	if (!l) {
-		a->login_entries++;
 		l = calloc(1, sizeof(*l));
 		CHECK(l != NULL);
 		l->uid = uid;
@@ -349,7 +349,6 @@ void login_free_all(struct agent *a)
 	while (a->logins) {
 		struct login_env *l = a->logins;
 		a->logins = l->next;
-		a->login_entries--;
 		if (l->pid > 0)
 			kill(-l->pid, SIGKILL);
 		if (l->fd >= 0)
