@@ -24,8 +24,7 @@ struct agent {
 	struct fs_job *fs_jobs;	  /* removes and moves running in children (fs.c) */
 	const char *services_dir; /* where services are kept (service.c); NULL: refused */
 	size_t tcp_open;	  /* TCP streams not closed, on every connection (tcp.c) */
-	struct login_env *logins; /* login environments, per user and HOME (login.c) ... */
-	size_t login_entries;	  /* ... and how many */
+	struct login_env *logins; /* login environments, per user and HOME (login.c) */
 	/* The program a login shell runs to print its environment NUL-separated
 	 * (the agent's own `env0` mode): NULL, no login environment is kept. */
 	const char *const *login_printer;

@@ -46,6 +46,7 @@ static _Noreturn void child_exec(const struct child_setup *s);
 static _Noreturn void child_fail(volatile int *failed, int stage, int err);
 static void exec_search(char **argv, char **env);
 static pid_t spawn_child(const struct child_setup *s);
+static pid_t spawn_exec(const struct child_setup *s);
 static int open_pty(int *master, int *slave, int rows, int cols);
 static void read_output(struct agent *a, struct cmd *c, int fd, size_t budget);
 static void close_fd(int *fd);
@@ -219,6 +220,21 @@ static __attribute__((noinline)) pid_t spawn_child(const struct child_setup *s)
 	return pid;
 }
 
+/* spawn_child, and a child that could not exec reaped at once: vfork came
+ * back only once it had exited 127, so the wait does not block. -1 then,
+ * with errno its errno and s->failed saying at which stage. */
+static pid_t spawn_exec(const struct child_setup *s)
+{
+	pid_t pid = spawn_child(s);
+	if (pid > 0 && s->failed[0] != 0) {
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		errno = s->failed[1];
+		return -1;
+	}
+	return pid;
+}
+
 static int open_pty(int *master, int *slave, int rows, int cols)
 {
 	/* by hand: openpty()/grantpt() may look up the tty group through NSS */
@@ -264,14 +280,10 @@ pid_t cmd_spawn_helper(char **argv, char **env, const char *cwd, const struct us
 		.fd3 = fd3,
 		.failed = failed,
 	};
-	pid_t pid = spawn_child(&s);
+	pid_t pid = spawn_exec(&s);
+	int err = errno;
 	close(null);
-	if (pid > 0 && failed[0] != 0) {
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		errno = failed[1];
-		return -1;
-	}
+	errno = err;
 	return pid;
 }
 
@@ -362,16 +374,14 @@ int cmd_spawn(struct agent *a, const struct agent_req *req, char **argv, char **
 		.failed = failed,
 	};
 	stage = "fork";
-	pid_t pid = spawn_child(&s);
-	if (pid < 0)
-		goto fail;
+	pid_t pid = spawn_exec(&s);
+	if (pid < 0 && failed[0] == 0)
+		goto fail; /* no child */
 	close_fd(&p_in[0]);
 	close_fd(&p_out[1]);
 	close_fd(&p_err[1]);
 	close_fd(&slave);
-	if (failed[0] != 0) { /* the child could not exec: it exited 127 */
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
+	if (pid < 0) { /* the child could not exec: it exited 127 */
 		static const char *const stages[] = { "", "setup", "user", "cwd", "exec" };
 		int st = failed[0], err = failed[1];
 		const char *what = st == STAGE_CWD ? s.cwd : st == STAGE_EXEC ? argv[0] : "";

@@ -37,8 +37,7 @@ struct login_env {
 	char home[LOGIN_HOME_MAX]; /* the HOME the profile sees (has_home) */
 	uint64_t print;		   /* the profile files' fingerprint when the capture started */
 	pid_t pid;		   /* CAPTURING: the shell, 0 once reaped */
-	int status;
-	int fd; /* CAPTURING: the pipe's read end, -1 at EOF */
+	int fd;			   /* CAPTURING: the pipe's read end, -1 at EOF */
 	char *buf;
 	size_t len, cap;
 	int64_t deadline;     /* monotonic ms */
@@ -52,7 +51,7 @@ static uint64_t profile_print(const char *home);
 static void capture_start(struct agent *a, struct login_env *l, uint64_t print);
 static void capture_read(struct login_env *l);
 static void capture_fail(struct login_env *l, const char *why);
-static void capture_end(struct login_env *l);
+static void capture_end(struct login_env *l, int status);
 
 static const char *const state_names[LOGIN_STATE_MAX] = { "idle", "capturing", "ready", "failed" };
 
@@ -130,7 +129,6 @@ static void capture_start(struct agent *a, struct login_env *l, uint64_t print)
 	l->print = print;
 	l->len = 0;
 	l->pid = 0;
-	l->status = 0;
 	l->deadline = a->now + LOGIN_CAPTURE_MS;
 	login_set_state(l, LOGIN_CAPTURING);
 
@@ -206,7 +204,7 @@ static void capture_fail(struct login_env *l, const char *why)
 /* The shell was reaped: the printer wrote everything before it exited, so
  * what the pipe holds now is all (a background child of the profile may
  * still hold the pipe open: not waited for). */
-static void capture_end(struct login_env *l)
+static void capture_end(struct login_env *l, int status)
 {
 	capture_read(l);
 	if (l->state != LOGIN_CAPTURING)
@@ -214,9 +212,9 @@ static void capture_end(struct login_env *l)
 	if (l->fd >= 0)
 		close(l->fd);
 	l->fd = -1;
-	if (!WIFEXITED(l->status) || WEXITSTATUS(l->status) != 0) {
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		char why[64];
-		snprintf(why, sizeof(why), "the login shell ended with status %#x", (unsigned)l->status);
+		snprintf(why, sizeof(why), "the login shell ended with status %#x", (unsigned)status);
 		capture_fail(l, why);
 		return;
 	}
@@ -247,15 +245,15 @@ char **login_env_for(struct agent *a, const struct user_info *user, char **env, 
 	if (home && strlen(home) >= LOGIN_HOME_MAX)
 		return NULL;
 	struct login_env *l = a->logins;
-	for (; l; l = l->next) {
+	size_t entries = 0;
+	for (; l; l = l->next, entries++) {
 		if (l->uid == uid && l->has_home == (home != NULL) && (!home || strcmp(l->home, home) == 0))
 			break;
 	}
-	if (!l && a->login_entries >= LOGIN_ENTRIES_MAX)
+	if (!l && entries >= LOGIN_ENTRIES_MAX)
 		return NULL; /* a HOME per request would start a capture per command */
 	uint64_t print = profile_print(home);
 	if (!l) {
-		a->login_entries++;
 		l = calloc(1, sizeof(*l));
 		CHECK(l != NULL);
 		l->uid = uid;
@@ -300,8 +298,7 @@ bool login_reaped(struct agent *a, pid_t pid, int status)
 	for (struct login_env *l = a->logins; l; l = l->next) {
 		if (l->state == LOGIN_CAPTURING && l->pid == pid) {
 			l->pid = 0;
-			l->status = status;
-			capture_end(l);
+			capture_end(l, status);
 			return true;
 		}
 	}
@@ -352,7 +349,6 @@ void login_free_all(struct agent *a)
 	while (a->logins) {
 		struct login_env *l = a->logins;
 		a->logins = l->next;
-		a->login_entries--;
 		if (l->pid > 0)
 			kill(-l->pid, SIGKILL);
 		if (l->fd >= 0)
