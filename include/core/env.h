@@ -16,7 +16,5 @@ void env_list_set(struct env_list *l, const char *key, size_t klen, const char *
 void env_list_put(struct env_list *l, const char *key, const char *val);
 /* kv: "K=V" */
 void env_list_set_kv(struct env_list *l, const char *kv);
-/* Frees a list's strings and the list (l->v, or any char ** made here). */
-void env_list_free(char **v);
 
 #endif

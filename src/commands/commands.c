@@ -17,12 +17,12 @@
 #include "commands_internal.h"
 #include "core/env.h"
 #include "core/log.h"
+#include "core/strv.h"
 
 static void op_later_fire(evutil_socket_t fd, short what, void *arg);
 static void run_acquired(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static void run_spawn(struct command_op *op);
 static char **command_env_overlay(char *const *base, char *const *overlay);
-static char **strv_dup(const char *const *v);
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at);
 static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, const uint8_t *data, size_t len,
 		       bool gap);
@@ -379,20 +379,6 @@ static char **command_env_overlay(char *const *base, char *const *overlay)
 	return env.v;
 }
 
-static char **strv_dup(const char *const *v)
-{
-	size_t n = 0;
-	while (v[n])
-		n++;
-	char **out = calloc(n + 1, sizeof(char *));
-	CHECK(out != NULL);
-	for (size_t i = 0; i < n; i++) {
-		out[i] = strdup(v[i]);
-		CHECK(out[i] != NULL);
-	}
-	return out;
-}
-
 static void spec_copy(struct command_spec *dst, const struct command_spec *src)
 {
 	memset(dst, 0, sizeof(*dst));
@@ -516,7 +502,7 @@ static void run_spawn(struct command_op *op)
 	cmd->ch = sandbox_ref_channel(op->ref);
 	op_set_state(op, OP_AGENT);
 	cmd->sub = agent_spawn(cmd->ch, &req, &cmd_sub_ops, cmd);
-	env_list_free(env);
+	strv_free(env);
 }
 
 static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)

@@ -7,13 +7,7 @@
 #include <strings.h>
 
 #include "commands/commands.h"
-
-static void strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}
+#include "core/strv.h"
 
 void command_spec_free(struct command_spec *spec)
 {

@@ -38,10 +38,3 @@ void env_list_set_kv(struct env_list *l, const char *kv)
 	CHECK(eq != NULL);
 	env_list_set(l, kv, (size_t)(eq - kv), eq + 1);
 }
-
-void env_list_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}

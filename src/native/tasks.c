@@ -8,6 +8,7 @@
 #include <json-c/json.h>
 
 #include "core/config.h"
+#include "core/strv.h"
 #include "http/server.h"
 #include "internal.h"
 #include "native/stream.h"
@@ -148,13 +149,6 @@ static bool env_name_ok(const char *k)
 		      *p == '_'))
 			return false;
 	return true;
-}
-
-static void strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
 }
 
 static void spec_free(struct task_spec *s)

@@ -1,6 +1,7 @@
 /* A sandbox's row as the core reads it: the one column list every query of
  * the registry selects, parsed into struct sandbox (with what a command in it
  * starts with, derived once here), and freed. */
+#include "core/strv.h"
 #include "row.h"
 
 #include <stdio.h>
@@ -194,7 +195,7 @@ void sandbox_clear(struct sandbox *sb)
 	json_object_put(sb->labels);
 	free(sb->ports);
 	free(sb->setup_output);
-	env_list_free(sb->run_env);
+	strv_free(sb->run_env);
 	free(sb->run_user);
 	free(sb->run_cwd);
 	free(sb->project);

@@ -3,6 +3,7 @@
  * the sandbox's agent with the container's environment, their output kept up
  * to SETUP_OUTPUT_CAP. A create runs them all; a start runs postStartCommand
  * again. */
+#include "core/strv.h"
 #include "setup.h"
 
 #include <stdio.h>
@@ -136,7 +137,7 @@ struct setup_run *setup_run_start(struct agent_channel *ch, struct json_object *
 {
 	if (json_object_array_length(cmds) == 0) {
 		json_object_put(cmds);
-		env_list_free(env);
+		strv_free(env);
 		return NULL;
 	}
 	struct setup_run *r = calloc(1, sizeof(*r));
@@ -159,7 +160,7 @@ void setup_run_free(struct setup_run *r)
 		return;
 	setup_run_stop(r);
 	json_object_put(r->cmds);
-	env_list_free(r->env);
+	strv_free(r->env);
 	free(r->cwd);
 	evbuffer_free(r->out);
 	free(r);

@@ -1,6 +1,7 @@
 /* Templates: devcontainer.json parsed and validated into struct template at
  * start-up, with anything that would weaken isolation refused unless the
  * operator's policy allows it, and a content-addressed tag for built images. */
+#include "core/strv.h"
 #include "sandbox/template.h"
 
 #include <dirent.h>
@@ -39,7 +40,6 @@ static int get_str(struct parse_ctx *c, struct json_object *v, const char *what,
 static int opt_bool(struct parse_ctx *c, const char *key, bool *out);
 static int opt_str_field(struct parse_ctx *c, struct json_object *obj, const char *key, char **out);
 static int strv_push(char ***v, size_t *n, char *s);
-static void strv_free(char **v);
 static int parse_source(struct parse_ctx *c);
 static int parse_build(struct parse_ctx *c, struct json_object *build, bool legacy);
 static int normalise_rel(const char *rel, char *out, size_t cap);
@@ -121,13 +121,6 @@ static int strv_push(char ***v, size_t *n, char *s)
 	nv[*n] = NULL;
 	*v = nv;
 	return 0;
-}
-
-static void strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
 }
 
 /* Exactly one of `image`, `build` or the legacy top-level `dockerFile`. */

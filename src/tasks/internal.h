@@ -106,13 +106,11 @@ void runner_resume(struct task *t);
 void runner_cancel(struct task *t);
 void runner_free(struct task *t);
 
-/* ops.c: rows, and string lists. */
+/* ops.c: rows. */
 extern const char task_columns[];
 /* Fills info from row i of res (its strings point into res). */
 void task_info_from_row(struct task_info *info, PGresult *res, int i);
 void task_event_free(struct task_event *e);
-void task_strv_free(char **v);
-char **task_strv_copy(char *const *v);
 
 /* git as tasks run it: any owner of the folder, no hooks' identity questions */
 #define TASK_GIT "git -c safe.directory=* -c commit.gpgsign=false"

@@ -12,6 +12,7 @@
 
 #include "core/env.h"
 #include "core/log.h"
+#include "core/strv.h"
 #include "internal.h"
 #include "ops.h"
 #include "sandbox/registry.h"
@@ -159,8 +160,8 @@ static void op_free(struct task_op *op)
 	free(op->model);
 	free(op->cwd);
 	free(op->command_json);
-	task_strv_free(op->env);
-	task_strv_free(op->command);
+	strv_free(op->env);
+	strv_free(op->command);
 	free(op);
 }
 
@@ -307,8 +308,8 @@ struct task_op *tasks_create(struct tasks *ts, const char *sandbox_id, const str
 	op->model = spec->model ? strdup(spec->model) : NULL;
 	op->cwd = spec->cwd ? strdup(spec->cwd) : NULL;
 	op->command_json = spec->command_json ? strdup(spec->command_json) : NULL;
-	op->env = task_strv_copy(spec->env);
-	op->command = task_strv_copy(spec->command);
+	op->env = strv_dup((const char *const *)spec->env);
+	op->command = strv_dup((const char *const *)spec->command);
 	op->timeout_ms = spec->timeout_ms > 0 ? spec->timeout_ms : ts->cfg.default_timeout_ms;
 	CHECK(op->prompt != NULL);
 	if (!ids_ok(op))
@@ -504,7 +505,7 @@ static void git_start(struct task_op *op, const struct task_info *info, const ch
 		.max_output_bytes = op->ts->cfg.max_output,
 	};
 	op->cop = commands_execute(op->ts->cmds, op->sandbox_id, &spec, git_done, op);
-	env_list_free(env.v);
+	strv_free(env.v);
 }
 
 static void git_done(const struct core_error *fail, const struct command_result *res, void *arg)
@@ -761,29 +762,4 @@ static void watch_rows(enum pg_error err, PGresult *res, const char *message, vo
 	/* run here: memory has the rest once PostgreSQL's are read */
 	bool here = got > 0 && task_find(op->ts, op->task_id);
 	op_later(op, watch_poll, got == WATCH_BATCH || here ? 0 : WATCH_POLL_MS);
-}
-
-/* ---- string lists ---- */
-
-void task_strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}
-
-char **task_strv_copy(char *const *v)
-{
-	if (!v)
-		return NULL;
-	size_t n = 0;
-	while (v[n])
-		n++;
-	char **out = calloc(n + 1, sizeof(*out));
-	CHECK(out != NULL);
-	for (size_t i = 0; i < n; i++) {
-		out[i] = strdup(v[i]);
-		CHECK(out[i] != NULL);
-	}
-	return out;
 }

@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/env.h"
 #include "core/log.h"
+#include "core/strv.h"
 #include "internal.h"
 #include "sandbox/registry.h"
 
@@ -133,7 +134,7 @@ static void git_step(struct task *t, enum task_step step, char *script, struct e
 	};
 	t->step = step;
 	t->op = commands_execute(t->ts->cmds, t->sandbox_id, &spec, done, t);
-	env_list_free(env->v);
+	strv_free(env->v);
 }
 
 /* ---- step 1: the checkpoint before, the CLI's configuration ---- */
@@ -412,8 +413,8 @@ static void run_start(struct task *t)
 	t->step = STEP_RUN;
 	t->op = commands_run(t->ts->cmds, t->sandbox_id, &spec, true, &spawn_events, t);
 	json_object_put(cmd);
-	env_list_free(env.v);
-	task_strv_free(argv);
+	strv_free(env.v);
+	strv_free(argv);
 }
 
 /* A task is activity while it runs, output or not: the sandbox is not

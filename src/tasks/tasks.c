@@ -1,6 +1,7 @@
 /* The task service: a task's one transition, its events (numbered, the latest
  * kept in memory while it runs, written to PostgreSQL in batches with the row), the
  * resumption of this instance's tasks at start and the drain at shutdown. */
+#include "core/strv.h"
 #include "tasks/tasks.h"
 
 #include <stdio.h>
@@ -164,9 +165,9 @@ static void task_free(struct task *t)
 	free(t->cwd);
 	free(t->command_json);
 	free(t->reason);
-	task_strv_free(t->command);
-	task_strv_free(t->env);
-	task_strv_free(t->secrets);
+	strv_free(t->command);
+	strv_free(t->env);
+	strv_free(t->secrets);
 	free(t);
 }
 
