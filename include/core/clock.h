@@ -34,9 +34,12 @@ static inline int64_t clock_real_us(void)
 }
 
 /* A wall time (Unix microseconds) as RFC 3339 in UTC with microseconds and
- * "Z" (2025-03-01T10:00:00.123456Z), what every dialect shows (Go's
- * time.Parse(RFC3339) reads it). out holds CLOCK_RFC3339_LEN bytes. */
+ * "Z" (2025-03-01T10:00:00.123456Z), what the dialects show (Go's
+ * time.Parse(RFC3339) reads it); _seconds: whole seconds, truncated
+ * (2025-03-01T10:00:00Z), where a dialect's documents say so. out holds
+ * CLOCK_RFC3339_LEN bytes. */
 #define CLOCK_RFC3339_LEN 40
 void clock_rfc3339(int64_t us, char *out);
+void clock_rfc3339_seconds(int64_t us, char *out);
 
 #endif

@@ -4,8 +4,8 @@
  * labels and spec objects of strings, times RFC 3339 in UTC with Z. */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "internal.h"
 #include "preview/host.h"
@@ -36,11 +36,8 @@ int hermes_status_mask(const char *name, unsigned *mask)
 
 struct json_object *hermes_time_json(int64_t us)
 {
-	char buf[32];
-	time_t t = (time_t)(us / 1000000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char buf[CLOCK_RFC3339_LEN];
+	clock_rfc3339_seconds(us, buf);
 	return json_object_new_string(buf);
 }
 

@@ -129,7 +129,7 @@ static void hreq_cancel(void *arg)
 	struct hreq *r = arg;
 	sandbox_call_cancel(r->call);
 	r->call = NULL;
-	r->state = HREQ_DONE;
+	hreq_set_state(r, HREQ_DONE);
 	hreq_release(r);
 }
 

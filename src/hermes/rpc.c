@@ -11,7 +11,7 @@
 #include "rpc.h"
 
 static void call_set_state(struct rpc_call *call, enum rpc_call_state next);
-static void call_end(struct rpc_call *call);
+static void call_end(struct rpc_call *call, bool answered);
 static struct json_object *envelope(struct json_object *id);
 static void reply_invalid(struct rpc_conn *conn, struct json_object *id, int code, const char *message);
 
@@ -122,15 +122,16 @@ void rpc_notify(struct rpc_call *call, const char *method, struct json_object *p
 	rpc_conn_send(call->conn, o);
 }
 
-/* The response is queued: what the call holds goes, then the call. */
-static void call_end(struct rpc_call *call)
+/* The response is queued (answered), or the connection went: what the call
+ * holds goes, then the call. */
+static void call_end(struct rpc_call *call, bool answered)
 {
 	struct rpc_conn *conn = call->conn;
 	call_set_state(call, RPC_CALL_DONE);
-	call->method->finish(call);
+	call->method->finish(call); /* a command runs on; a read or write stops */
 	TAILQ_REMOVE(&conn->calls, call, link);
 	conn->ncalls--;
-	conn->served++;
+	conn->served += answered;
 	free(call);
 }
 
@@ -141,7 +142,7 @@ void rpc_reply(struct rpc_call *call, struct json_object *result)
 	/* a null result decodes as zero values; every method sends one */
 	json_object_object_add(o, "result", result ? result : json_object_new_object());
 	rpc_conn_send(call->conn, o);
-	call_end(call);
+	call_end(call, true);
 }
 
 void rpc_reply_error(struct rpc_call *call, int code, const char *fmt, ...)
@@ -153,7 +154,7 @@ void rpc_reply_error(struct rpc_call *call, int code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	reply_invalid(call->conn, json_object_new_int64(call->id), code, msg);
-	call_end(call);
+	call_end(call, true);
 }
 
 void rpc_reply_core_error(struct rpc_call *call, const struct core_error *e)
@@ -167,11 +168,7 @@ void rpc_conn_abandon(struct rpc_conn *conn)
 	while ((call = TAILQ_FIRST(&conn->calls)) != NULL) {
 		log_debug("sandbox=%s rpc %lld %s: abandoned with its connection", conn->sandbox_id,
 			  (long long)call->id, call->method->name);
-		call_set_state(call, RPC_CALL_DONE);
-		call->method->finish(call); /* a command runs on; a read or write stops */
-		TAILQ_REMOVE(&conn->calls, call, link);
-		conn->ncalls--;
-		free(call);
+		call_end(call, false);
 	}
 }
 

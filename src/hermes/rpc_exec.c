@@ -48,6 +48,7 @@ static void ev_failed(void *arg, const struct core_error *fail);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
 static void deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void flush_output(struct exec_call *x, bool final);
+static void reply_timeout(struct exec_call *x);
 static struct json_object *text_of(struct evbuffer *b);
 static struct json_object *time_json(int64_t ms);
 static void killed(const struct core_error *fail, void *arg);
@@ -234,23 +235,21 @@ static void ev_exited(void *arg, const struct command_info *info)
 	x->op = NULL;
 	flush_output(x, true);
 	if (info->timed_out && x->kind == EXEC_RUN) {
-		rpc_reply_error(
-			&x->call,
-			hermes_rpc_code(&(struct core_error){ .kind = CORE_LIMIT, .code = "timeout" }),
-			"the command timed out after %lld s and was killed",
-			(long long)(x->timeout_ms / 1000));
+		reply_timeout(x);
 		return;
 	}
+	/* the output (up to RPC_RESULT_LIMIT) made text once, in exec.done and the result */
+	struct json_object *output = text_of(x->all);
 	if (x->kind == EXEC_RUN) {
 		struct json_object *d = json_object_new_object();
 		json_object_object_add(d, "exit_code", json_object_new_int(info->exit_code));
-		json_object_object_add(d, "output", text_of(x->all));
+		json_object_object_add(d, "output", json_object_get(output));
 		rpc_notify(&x->call, "exec.done", d);
 	}
 	struct json_object *r = json_object_new_object();
 	json_object_object_add(r, "cmd_id",
 			       json_object_new_string(x->kind == EXEC_LOGS ? x->cmd_id : info->id));
-	json_object_object_add(r, "output", text_of(x->all));
+	json_object_object_add(r, "output", output);
 	json_object_object_add(r, "exit_code", json_object_new_int(info->exit_code));
 	json_object_object_add(r, "started_at",
 			       time_json(info->started_at ? info->started_at : x->started_at_ms));
@@ -271,6 +270,11 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct exec_call *x = arg;
 	flush_output(x, true);
+	reply_timeout(x);
+}
+
+static void reply_timeout(struct exec_call *x)
+{
 	rpc_reply_error(
 		&x->call, hermes_rpc_code(&(struct core_error){ .kind = CORE_LIMIT, .code = "timeout" }),
 		"the command timed out after %lld s and was killed", (long long)(x->timeout_ms / 1000));

@@ -2,7 +2,6 @@
  * spec §8's strictness, a method's params read and checked, exec's params as
  * the command service's spec, and output bytes made JSON text. No I/O, so the
  * unit tests and the fuzzer drive it alone. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,19 +9,12 @@
 #include "core/utf8.h"
 #include "rpc.h"
 
-static int bad_param(struct core_error *fail, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A params error: INVALID, code invalid_params (-32602 on the wire). */
+#define bad_param(fail, ...) core_error_invalid(fail, "invalid_params", __VA_ARGS__)
+
 static struct json_object *member(struct json_object *params, const char *key);
 static int exec_env(struct json_object *v, struct command_spec *spec, struct core_error *fail);
 static size_t seq_len(unsigned char c);
-
-static int bad_param(struct core_error *fail, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	core_error_vset(fail, CORE_INVALID, "invalid_params", fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 /* ---- a message ---- */
 

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <json-c/json.h>
 
@@ -165,11 +164,8 @@ struct json_object *native_command_json(const struct command_record *rec)
 /* A file's time: RFC 3339 in UTC, whole seconds. */
 static struct json_object *file_time_json(int64_t ms)
 {
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	char buf[40];
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char buf[CLOCK_RFC3339_LEN];
+	clock_rfc3339_seconds(ms * 1000, buf);
 	return json_object_new_string(buf);
 }
 
