@@ -134,12 +134,6 @@ static struct json_object *task_json(const struct task_info *t)
 
 /* ---- create ---- */
 
-static int bad(struct core_error *e, const char *code, const char *msg)
-{
-	core_error_set(e, CORE_INVALID, code, "%s", msg);
-	return -1;
-}
-
 static bool env_name_ok(const char *k)
 {
 	if (!k[0] || strlen(k) > 128 || (k[0] >= '0' && k[0] <= '9'))
@@ -164,26 +158,30 @@ static int task_spec_parse(struct json_object *body, int64_t max_timeout_ms, str
 	struct json_object *v;
 	memset(s, 0, sizeof(*s));
 	if (!json_object_is_type(body, json_type_object))
-		return bad(e, "invalid_body", "the body must be a JSON object");
+		return core_error_invalid(e, "invalid_body", "the body must be a JSON object");
 	if (!json_object_object_get_ex(body, "agent", &v) || !json_object_is_type(v, json_type_string) ||
 	    task_agent_parse(json_object_get_string(v), &s->agent) != 0)
-		return bad(e, "invalid_agent", "'agent' must be one of opencode, claude, codex, custom");
+		return core_error_invalid(e, "invalid_agent",
+					  "'agent' must be one of opencode, claude, codex, custom");
 	if (!json_object_object_get_ex(body, "prompt", &v) || !json_object_is_type(v, json_type_string) ||
 	    json_object_get_string_len(v) == 0 || (size_t)json_object_get_string_len(v) > PROMPT_MAX ||
 	    strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
-		return bad(e, "invalid_prompt", "'prompt' must be a non-empty string (at most 256 KiB)");
+		return core_error_invalid(e, "invalid_prompt",
+					  "'prompt' must be a non-empty string (at most 256 KiB)");
 	s->prompt = json_object_get_string(v);
 	if (json_object_object_get_ex(body, "model", &v) && v) {
 		if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0 ||
 		    json_object_get_string_len(v) > MODEL_MAX || strchr(json_object_get_string(v), '\n'))
-			return bad(e, "invalid_model",
-				   "'model' must be a model name (a string of 1 to 200 bytes)");
+			return core_error_invalid(
+				e, "invalid_model",
+				"'model' must be a model name (a string of 1 to 200 bytes)");
 		s->model = json_object_get_string(v);
 	}
 	if (json_object_object_get_ex(body, "cwd", &v) && v) {
 		if (!json_object_is_type(v, json_type_string) || json_object_get_string(v)[0] != '/' ||
 		    json_object_get_string_len(v) > 4096)
-			return bad(e, "invalid_cwd", "'cwd' must be an absolute path in the sandbox");
+			return core_error_invalid(e, "invalid_cwd",
+						  "'cwd' must be an absolute path in the sandbox");
 		s->cwd = json_object_get_string(v);
 	}
 	if (json_object_object_get_ex(body, "timeout_seconds", &v) && v) {
@@ -198,7 +196,8 @@ static int task_spec_parse(struct json_object *body, int64_t max_timeout_ms, str
 	}
 	if (json_object_object_get_ex(body, "env", &v) && v) {
 		if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) > ENV_MAX)
-			return bad(e, "invalid_env", "'env' must be an object of at most 100 strings");
+			return core_error_invalid(e, "invalid_env",
+						  "'env' must be an object of at most 100 strings");
 		size_t n = 0, total = 0;
 		s->env = calloc((size_t)json_object_object_length(v) + 1, sizeof(char *));
 		CHECK(s->env != NULL);
@@ -220,14 +219,14 @@ static int task_spec_parse(struct json_object *body, int64_t max_timeout_ms, str
 			total += strlen(s->env[n - 1]);
 			if (total > ENV_TOTAL_MAX) {
 				spec_free(s);
-				return bad(e, "invalid_env", "'env' is over 256 KiB in all");
+				return core_error_invalid(e, "invalid_env", "'env' is over 256 KiB in all");
 			}
 		}
 	}
 	bool has_cmd = json_object_object_get_ex(body, "command", &v) && v;
 	if (s->agent != TASK_AGENT_CUSTOM && has_cmd) {
 		spec_free(s);
-		return bad(e, "invalid_command", "'command' is for agent custom only");
+		return core_error_invalid(e, "invalid_command", "'command' is for agent custom only");
 	}
 	if (s->agent == TASK_AGENT_CUSTOM) {
 		size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
@@ -240,8 +239,9 @@ static int task_spec_parse(struct json_object *body, int64_t max_timeout_ms, str
 		}
 		if (!ok) {
 			spec_free(s);
-			return bad(e, "invalid_command",
-				   "agent custom needs 'command': a shell string or an array of strings");
+			return core_error_invalid(
+				e, "invalid_command",
+				"agent custom needs 'command': a shell string or an array of strings");
 		}
 		s->command = calloc(n > 0 ? n + 1 : 4, sizeof(char *));
 		CHECK(s->command != NULL);
