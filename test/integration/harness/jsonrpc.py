@@ -31,8 +31,9 @@ class Rpc:
         """Sends a request; returns its id."""
         rid = self.next_id
         self.next_id += 1
-        msg = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": rid},
-                         sort_keys=False, separators=(",", ":"), ensure_ascii=False)
+        # the request struct's fields in declaration order, params a map: sorted keys
+        msg = json.dumps({"jsonrpc": "2.0", "method": method, "params": dict(sorted(params.items())), "id": rid},
+                         separators=(",", ":"), ensure_ascii=False)
         self.ws.send_fragmented(msg.encode(), FRAGMENT)
         return rid
 
