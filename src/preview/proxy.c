@@ -100,8 +100,9 @@ bool preview_dispatch(struct preview *pv, struct http_request *req)
 /* ---- the exchange ---- */
 
 /* Forward through the steps (a woken port's first: its service asked
- * about, else tried), back to a fresh connection or to the agent when the
- * app closed a sent request unanswered, and to the end from anywhere. */
+ * about, else tried), back to a fresh connection or to another try of a
+ * woken port when the app closed a sent request unanswered, and to the end
+ * from anywhere. */
 void px_set_state(struct px *px, enum px_state next)
 {
 #define S(x) (1u << (x))
@@ -113,7 +114,7 @@ void px_set_state(struct px *px, enum px_state next)
 		[PX_PORT_SETTLE] = S(PX_SENT) | S(PX_PORT_RETRY) | S(PX_DONE),
 		[PX_PORT_RETRY] = S(PX_PORT_TRY) | S(PX_DONE),
 		[PX_CONNECT] = S(PX_SENT) | S(PX_DONE),
-		[PX_SENT] = S(PX_HEAD) | S(PX_CONNECT) | S(PX_PORT_POLL) | S(PX_PORT_RETRY) | S(PX_DONE),
+		[PX_SENT] = S(PX_HEAD) | S(PX_CONNECT) | S(PX_PORT_RETRY) | S(PX_DONE),
 		[PX_HEAD] = S(PX_BODY) | S(PX_SPLICE) | S(PX_DONE),
 		[PX_BODY] = S(PX_COMPLETE) | S(PX_DONE),
 		[PX_COMPLETE] = S(PX_DONE),

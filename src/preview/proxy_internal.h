@@ -146,8 +146,8 @@ void up_event(struct bufferevent *bev, short what, void *arg);
 void px_port_wait(struct px *px);
 /* PX_PORT_TRY connected: the request goes, at once or after a moment. */
 void px_port_connected(struct px *px);
-/* A try refused or closed (then PX_PORT_RETRY), or a sent request closed
- * unanswered (PX_PORT_POLL again): the next step soon, within the deadline. */
+/* A try refused or closed, or a sent request without a body closed
+ * unanswered: PX_PORT_RETRY, the next try soon, within the deadline. */
 void px_port_again(struct px *px);
 /* px's tick in PX_PORT_POLL, PX_PORT_SETTLE or PX_PORT_RETRY. */
 void px_port_tick(struct px *px);
