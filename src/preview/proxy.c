@@ -415,9 +415,15 @@ static void build_head(struct px *px)
 	const char *connection = http_request_header(req, "Connection");
 	evbuffer_add_printf(h, "%s %s HTTP/1.1\r\n", http_request_method(req), http_request_target(req));
 	const char *name, *value;
-	for (int i = 0; http_request_header_at(req, i, &name, &value); i++)
-		if (!proxy_skipped_header(name, connection))
-			evbuffer_add_printf(h, "%s: %s\r\n", name, value);
+	for (int i = 0; http_request_header_at(req, i, &name, &value); i++) {
+		if (proxy_skipped_header(name, connection))
+			continue;
+		/* every header of every request: copied, not formatted */
+		evbuffer_add(h, name, strlen(name));
+		evbuffer_add(h, ": ", 2);
+		evbuffer_add(h, value, strlen(value));
+		evbuffer_add(h, "\r\n", 2);
+	}
 	const char *xff = http_request_header(req, "X-Forwarded-For");
 	const char *peer = http_request_peer(req);
 	if (xff)
