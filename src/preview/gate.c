@@ -139,7 +139,10 @@ enum preview_gate_verdict preview_gate_check(struct http_request *req, const str
 	out->set_cookie[0] = '\0';
 	take_token(req, hdr, jar);
 	tok[0] = '\0';
-	const char *location = strchr(http_request_target(req), '?') ? target_without_token(req, tok) : NULL;
+	/* most queries (a bundler's ?v=, ?t=) name no token: the target is not copied for them */
+	const char *query = strchr(http_request_target(req), '?');
+	const char *location =
+		query && strstr(query, PREVIEW_TOKEN_QUERY) ? target_without_token(req, tok) : NULL;
 	bool q = location && tok[0];
 	if (q && !is_private) {
 		out->location = location;

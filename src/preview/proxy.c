@@ -26,7 +26,7 @@
 
 static void px_cancel(void *arg);
 static bool wants_html(struct http_request *req);
-static int published_addr(const char *publish, int port, struct sockaddr_storage *ss, int *len);
+static int publish_parse(const char *publish, struct sockaddr_storage *ss, int *len);
 static bool px_admit(struct px *px, bool is_private);
 static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, void *arg);
 static bool has_token(const char *list, const char *token);
@@ -45,6 +45,8 @@ struct preview *preview_new(struct event_base *base, const struct preview_config
 	pv->cfg = *cfg;
 	pv->reg = reg;
 	TAILQ_INIT(&pv->idle);
+	if (publish_parse(cfg->publish_addr, &pv->publish, &pv->publish_len) != 0)
+		pv->publish_len = 0; /* each request says so (502) */
 	return pv;
 }
 
@@ -100,8 +102,9 @@ bool preview_dispatch(struct preview *pv, struct http_request *req)
 /* ---- the exchange ---- */
 
 /* Forward through the steps (a woken port's first: its service asked
- * about, else tried), back to a fresh connection or to the agent when the
- * app closed a sent request unanswered, and to the end from anywhere. */
+ * about, else tried), back to a fresh connection or to another try of a
+ * woken port when the app closed a sent request unanswered, and to the end
+ * from anywhere. */
 void px_set_state(struct px *px, enum px_state next)
 {
 #define S(x) (1u << (x))
@@ -113,7 +116,7 @@ void px_set_state(struct px *px, enum px_state next)
 		[PX_PORT_SETTLE] = S(PX_SENT) | S(PX_PORT_RETRY) | S(PX_DONE),
 		[PX_PORT_RETRY] = S(PX_PORT_TRY) | S(PX_DONE),
 		[PX_CONNECT] = S(PX_SENT) | S(PX_DONE),
-		[PX_SENT] = S(PX_HEAD) | S(PX_CONNECT) | S(PX_PORT_POLL) | S(PX_PORT_RETRY) | S(PX_DONE),
+		[PX_SENT] = S(PX_HEAD) | S(PX_CONNECT) | S(PX_PORT_RETRY) | S(PX_DONE),
 		[PX_HEAD] = S(PX_BODY) | S(PX_SPLICE) | S(PX_DONE),
 		[PX_BODY] = S(PX_COMPLETE) | S(PX_DONE),
 		[PX_COMPLETE] = S(PX_DONE),
@@ -215,9 +218,9 @@ void px_fail(struct px *px, int status, const char *code, const char *fmt, ...)
 	px_end(px);
 }
 
-/* The connect address of a published port: the publish address, loopback
- * for a wildcard one. */
-static int published_addr(const char *publish, int port, struct sockaddr_storage *ss, int *len)
+/* The connect address of the published ports (port 0): the publish
+ * address, loopback for a wildcard one. */
+static int publish_parse(const char *publish, struct sockaddr_storage *ss, int *len)
 {
 	memset(ss, 0, sizeof(*ss));
 	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
@@ -228,13 +231,11 @@ static int published_addr(const char *publish, int port, struct sockaddr_storage
 		publish = "::1";
 	if (inet_pton(AF_INET, publish, &in4->sin_addr) == 1) {
 		in4->sin_family = AF_INET;
-		in4->sin_port = htons((uint16_t)port);
 		*len = sizeof(*in4);
 		return 0;
 	}
 	if (inet_pton(AF_INET6, publish, &in6->sin6_addr) == 1) {
 		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
 		*len = sizeof(*in6);
 		return 0;
 	}
@@ -328,12 +329,12 @@ static void px_resolved(struct sandbox_ref *ref, const struct core_error *err, v
 	}
 	if (host_port <= 0) {
 		px->ch = ch;
-	} else if (published_addr(px->pv->cfg.publish_addr, host_port, &px->addr, &px->addr_len) != 0) {
+	} else if (px->pv->publish_len == 0) {
 		px_fail(px, 502, "upstream_unreachable", "SANDBAR_PUBLISH_ADDR %s is not an address",
 			px->pv->cfg.publish_addr);
 		return;
 	} else {
-		snprintf(px->key, sizeof(px->key), "%s:%d", px->pv->cfg.publish_addr, host_port);
+		px->host_port = host_port;
 	}
 	if (woken)
 		px_port_wait(px);
@@ -350,7 +351,7 @@ void proxy_set_timeouts(struct bufferevent *bev, int64_t ms)
 void px_open(struct px *px, enum px_state next)
 {
 	struct preview *pv = px->pv;
-	struct upconn *up = upconn_new(pv, px->key, px->ch, px->target.port);
+	struct upconn *up = upconn_new(pv, px->host_port, px->ch, px->target.port);
 	px->up = up;
 	bufferevent_setcb(up->bev, up_read, up_write, up_event, px);
 	/* through the agent, the read timeout stands for the connect's until it connected */
@@ -360,14 +361,19 @@ void px_open(struct px *px, enum px_state next)
 		bufferevent_enable(up->bev, EV_READ);
 		return;
 	}
-	if (bufferevent_socket_connect(up->bev, (struct sockaddr *)&px->addr, px->addr_len) != 0)
+	struct sockaddr_storage ss = pv->publish;
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)px->host_port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)px->host_port);
+	if (bufferevent_socket_connect(up->bev, (struct sockaddr *)&ss, pv->publish_len) != 0)
 		px_fail(px, 502, "upstream_unreachable", "cannot connect to port %d of sandbox %s: %s",
 			px->target.port, px->target.sandbox_id, strerror(errno));
 }
 
 void px_connect(struct px *px, bool may_reuse)
 {
-	struct upconn *up = may_reuse ? upconn_take(px->pv, px->key) : NULL;
+	struct upconn *up = may_reuse ? upconn_take(px->pv, px->host_port) : NULL;
 	if (!up) {
 		px_open(px, PX_CONNECT);
 		return;
@@ -414,9 +420,15 @@ static void build_head(struct px *px)
 	const char *connection = http_request_header(req, "Connection");
 	evbuffer_add_printf(h, "%s %s HTTP/1.1\r\n", http_request_method(req), http_request_target(req));
 	const char *name, *value;
-	for (int i = 0; http_request_header_at(req, i, &name, &value); i++)
-		if (!proxy_skipped_header(name, connection))
-			evbuffer_add_printf(h, "%s: %s\r\n", name, value);
+	for (int i = 0; http_request_header_at(req, i, &name, &value); i++) {
+		if (proxy_skipped_header(name, connection))
+			continue;
+		/* every header of every request: copied, not formatted */
+		evbuffer_add(h, name, strlen(name));
+		evbuffer_add(h, ": ", 2);
+		evbuffer_add(h, value, strlen(value));
+		evbuffer_add(h, "\r\n", 2);
+	}
 	const char *xff = http_request_header(req, "X-Forwarded-For");
 	const char *peer = http_request_peer(req);
 	if (xff)

@@ -31,7 +31,6 @@ struct upstream_agent;
  * socket's, so the HTTP code is the same; serves one exchange, never kept). */
 
 #define UP_HIGHWAT (1024 * 1024) /* queued bytes one way before the source stops */
-#define UP_KEY_MAX 64
 /* An open WebSocket counts as activity at least this often, so the reaper
  * never stops a sandbox with one (at most half its idle timeout). */
 #define SPLICE_TOUCH_MS 30000
@@ -41,7 +40,7 @@ struct upconn {
 	TAILQ_ENTRY(upconn) link; /* among the kept ones */
 	struct preview *pv;
 	struct bufferevent *bev;
-	char key[UP_KEY_MAX]; /* "addr:port" */
+	int host_port; /* the published port it reaches (0: through the agent) */
 	bool reused;
 	struct upstream_agent *ua; /* through the agent: bev is its near end, never kept */
 };
@@ -52,6 +51,10 @@ struct preview {
 	struct preview_config cfg;
 	struct registry *reg;
 	struct upconn_list idle;
+	/* SANDBAR_PUBLISH_ADDR, parsed once (a wildcard as loopback), port 0;
+	 * publish_len 0: not an address */
+	struct sockaddr_storage publish;
+	int publish_len;
 };
 
 /* Where an exchange is, from the Host to the end; px_set_state moves it
@@ -81,9 +84,7 @@ struct px {
 	struct http_request *req; /* NULL once answered, upgraded or gone */
 	enum px_state state;
 	struct preview_target target;
-	struct sockaddr_storage addr; /* the published port */
-	int addr_len;
-	char key[UP_KEY_MAX];
+	int host_port; /* the port Docker published (0: through the agent) */
 	struct registry_wait *wait;
 	struct agent_channel *ch; /* the port is not published: through the agent's channel */
 	struct upconn *up;
@@ -146,8 +147,8 @@ void up_event(struct bufferevent *bev, short what, void *arg);
 void px_port_wait(struct px *px);
 /* PX_PORT_TRY connected: the request goes, at once or after a moment. */
 void px_port_connected(struct px *px);
-/* A try refused or closed (then PX_PORT_RETRY), or a sent request closed
- * unanswered (PX_PORT_POLL again): the next step soon, within the deadline. */
+/* A try refused or closed, or a sent request without a body closed
+ * unanswered: PX_PORT_RETRY, the next try soon, within the deadline. */
 void px_port_again(struct px *px);
 /* px's tick in PX_PORT_POLL, PX_PORT_SETTLE or PX_PORT_RETRY. */
 void px_port_tick(struct px *px);
@@ -160,12 +161,12 @@ void splice_start(struct bufferevent *client, void *arg);
 void splice_tick(struct px *px);
 
 /* ---- upstream_pool.c: connections to sandbox ports ---- */
-/* A new connection for key: through the agent's stream to port when ch, else
- * a socket not connected yet. */
-struct upconn *upconn_new(struct preview *pv, const char *key, struct agent_channel *ch, int port);
-/* A kept connection to key, taken out of the pool; NULL when none. */
-struct upconn *upconn_take(struct preview *pv, const char *key);
-/* After an exchange: kept idle (up to idle_per_port per key), else freed. */
+/* A new connection: through the agent's stream to port when ch, else a
+ * socket (to host_port) not connected yet. */
+struct upconn *upconn_new(struct preview *pv, int host_port, struct agent_channel *ch, int port);
+/* A kept connection to host_port, taken out of the pool; NULL when none. */
+struct upconn *upconn_take(struct preview *pv, int host_port);
+/* After an exchange: kept idle (up to idle_per_port per host port), else freed. */
 void upconn_keep(struct upconn *up);
 void upconn_free(struct upconn *up);
 /* Every kept connection closed (the proxy goes). */

@@ -179,16 +179,16 @@ void px_port_connected(struct px *px)
 	px_tick_in(px, WAKE_SETTLE_MS);
 }
 
-/* Nothing listens behind the port yet (refused, or closed at once): the
- * next try soon; or the app closed a sent request unanswered, starting
- * still: the agent asked again soon (a published port). */
+/* Nothing listens behind the port yet (refused, or closed at once), or the
+ * app closed a sent request without a body unanswered, starting still: the
+ * next try soon. */
 void px_port_again(struct px *px)
 {
 	if (px->up) {
 		upconn_free(px->up);
 		px->up = NULL;
 	}
-	px_set_state(px, px->state == PX_SENT && !px->ch && px->body ? PX_PORT_POLL : PX_PORT_RETRY);
+	px_set_state(px, PX_PORT_RETRY);
 	port_wait(px, wake_backoff(px, WAKE_RETRY_MS));
 }
 

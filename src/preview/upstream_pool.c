@@ -1,9 +1,7 @@
 /* Connections to sandbox ports: made, kept idle per host:port after an
  * exchange (up to SANDBAR_PREVIEW_IDLE_CONNS), taken for the next, and closed
  * when the app closes them, sends unasked, or stays idle too long. */
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <event2/bufferevent.h>
 
@@ -14,12 +12,12 @@
 static void idle_event(struct bufferevent *bev, short what, void *arg);
 static void idle_read(struct bufferevent *bev, void *arg);
 
-struct upconn *upconn_new(struct preview *pv, const char *key, struct agent_channel *ch, int port)
+struct upconn *upconn_new(struct preview *pv, int host_port, struct agent_channel *ch, int port)
 {
 	struct upconn *up = calloc(1, sizeof(*up));
 	CHECK(up != NULL);
 	up->pv = pv;
-	snprintf(up->key, sizeof(up->key), "%s", key);
+	up->host_port = host_port;
 	if (ch) {
 		up->ua = upstream_agent_new(pv->base, ch, port, &up->bev);
 		return up;
@@ -29,12 +27,12 @@ struct upconn *upconn_new(struct preview *pv, const char *key, struct agent_chan
 	return up;
 }
 
-struct upconn *upconn_take(struct preview *pv, const char *key)
+struct upconn *upconn_take(struct preview *pv, int host_port)
 {
 	struct upconn *up;
 	TAILQ_FOREACH(up, &pv->idle, link)
 	{
-		if (strcmp(up->key, key) == 0) {
+		if (up->host_port == host_port) {
 			TAILQ_REMOVE(&pv->idle, up, link);
 			up->reused = true;
 			return up;
@@ -70,7 +68,7 @@ void upconn_keep(struct upconn *up)
 	int same = 0;
 	struct upconn *o;
 	TAILQ_FOREACH(o, &pv->idle, link)
-	same += strcmp(o->key, up->key) == 0;
+	same += o->host_port == up->host_port;
 	if (same >= pv->cfg.idle_per_port) {
 		upconn_free(up);
 		return;

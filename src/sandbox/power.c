@@ -348,6 +348,7 @@ static void recreate_image(const char *err, const struct run_image *img, void *a
 		.cpus = (double)sb->cpu_millis / 1000.0,
 		.ports = ports,
 		.nports = sb->nports,
+		.network = sb->network,
 	};
 	/* built now: img->cmd is valid during this callback only */
 	op->container_env = container_spec_build(&in);

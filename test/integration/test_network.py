@@ -3,7 +3,11 @@ inter-container traffic off (SANDBAR_NETWORK; a test run's is named after the
 run and removed by its clean-up), so one cannot reach another's ports while
 previews of both still work; `"network": "none"` leaves a sandbox with
 loopback only, its previews through the agent, exec and files as usual."""
+import subprocess
+import uuid
+
 from harness import docker
+from hermes_util import API, ok, patch, wait_status
 from preview_util import PORT, request, start_app
 from sandboxes import templates_env
 
@@ -95,3 +99,24 @@ def test_network_none(server_factory, run):
     _, host = start_app(srv, c, sid=sid)
     r, data = request(srv, "GET", "/hello", host)
     assert (r.status, data) == (200, b"hello from the app")
+
+
+def test_network_none_kept_by_recreate(server_factory):
+    """A recreate (PATCH image through the Hermes dialect) makes the container
+    again with the sandbox's network policy, not the default one."""
+    tag = f"sandbar/network-test:{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "tag", "sandbar/base:latest", tag], check=True)
+    try:
+        srv = server_factory(env=templates_env(SANDBAR_ALLOWED_IMAGES=tag))
+        c = srv.client()
+        r = c.post("/api/sandboxes", json={"template": "plain", "ports": [PORT], "network": "none"}, timeout=120)
+        assert r.status == 201, r
+        sid, old = r.json["id"], r.json["container_id"]
+        ok(patch(c, f"{API}/{sid}", json={"image": tag}))
+        wait_status(c, sid, "active")
+        sb = c.get(f"/api/sandboxes/{sid}").json
+        assert sb["container_id"] != old and sb["network"] == "none" and sb["port_mappings"] == [], sb
+        assert docker.inspect(sb["container_id"])["HostConfig"]["NetworkMode"] == "none"
+        assert c.delete(f"/api/sandboxes/{sid}").status in (200, 202, 204)
+    finally:
+        subprocess.run(["docker", "rmi", tag], check=False, capture_output=True)
