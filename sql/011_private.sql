@@ -1,6 +1,4 @@
 -- A private sandbox's previews need a signed, expiring token (minted by
--- POST /api/sandboxes/{id}/preview-token): every port of it, or only the
--- private_ports of one that is not private.
+-- POST /api/sandboxes/{id}/preview-token); the whole sandbox, every port.
 ALTER TABLE sandboxes
-	ADD COLUMN private boolean NOT NULL DEFAULT false,
-	ADD COLUMN private_ports integer[] NOT NULL DEFAULT '{}';
+	ADD COLUMN private boolean NOT NULL DEFAULT false;
