@@ -165,12 +165,16 @@
 #include <stdint.h>
 
 #define AGENT_PROTOCOL_VERSION 1
-#define AGENT_FRAME_HEADER     12
-#define AGENT_FRAME_MAX	       (1u << 20) /* payload bytes */
-#define AGENT_SERVICE_ID_MAX   64	  /* bytes of a SERVICE */
-#define AGENT_SERVICES_MAX     32	  /* services one agent keeps (SPAWN_FAILED EDQUOT beyond) */
-#define AGENT_TCP_STREAMS_MAX  128	  /* open TCP streams per agent, i.e. per sandbox (EMFILE beyond) */
-#define AGENT_TCP_WINDOW       (256u * 1024) /* the default WINDOW of a TCP stream, each way */
+/* The PATH of a command whose environment names none, and the one sandbard
+ * sends under everything else: the agent's login environment replaces a PATH
+ * still equal to it with the profile's (src/agent/login.c). */
+#define AGENT_DEFAULT_PATH    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define AGENT_FRAME_HEADER    12
+#define AGENT_FRAME_MAX	      (1u << 20)    /* payload bytes */
+#define AGENT_SERVICE_ID_MAX  64	    /* bytes of a SERVICE */
+#define AGENT_SERVICES_MAX    32	    /* services one agent keeps (SPAWN_FAILED EDQUOT beyond) */
+#define AGENT_TCP_STREAMS_MAX 128	    /* open TCP streams per agent, i.e. per sandbox (EMFILE beyond) */
+#define AGENT_TCP_WINDOW      (256u * 1024) /* the default WINDOW of a TCP stream, each way */
 
 enum agent_msg_type {
 	AGENT_HELLO = 1,

@@ -96,7 +96,7 @@ static void exec_search(char **argv, char **env)
 		execve(argv[0], argv, env);
 		return;
 	}
-	const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	const char *path = AGENT_DEFAULT_PATH;
 	for (char **e = env; e && *e; e++) {
 		if (strncmp(*e, "PATH=", 5) == 0)
 			path = *e + 5;

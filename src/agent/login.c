@@ -118,7 +118,7 @@ static uint64_t profile_print(const char *home)
 static void capture_start(struct agent *a, struct login_env *l, uint64_t print)
 {
 	char homekv[520];
-	char *base[] = { "PATH=" LOGIN_DEFAULT_PATH, homekv, NULL };
+	char *base[] = { "PATH=" AGENT_DEFAULT_PATH, homekv, NULL };
 	snprintf(homekv, sizeof(homekv), "HOME=%s", l->home);
 	if (!l->has_home)
 		base[1] = NULL;

@@ -15,8 +15,6 @@
 #define LOGIN_CAPTURE_MS    10000      /* a login shell slower than this: no login environment */
 #define LOGIN_CAPTURE_BYTES (1u << 20) /* its environment larger than this: none either */
 #define LOGIN_ENTRIES_MAX   16	       /* users and HOMEs kept; others' shell strings run sh -lc */
-/* The PATH sandbard sends when nobody set one, which the profile starts from. */
-#define LOGIN_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct login_env;
 struct user_info;

@@ -1,6 +1,7 @@
 /* A sandbox's row as the core reads it: the one column list every query of
  * the registry selects, parsed into struct sandbox (with what a command in it
  * starts with, derived once here), and freed. */
+#include "agent/protocol.h"
 #include "core/strv.h"
 #include "row.h"
 
@@ -100,8 +101,7 @@ static char *config_string(struct json_object *config, const char *key)
 static void derive_run(struct sandbox *sb)
 {
 	struct env_list env = { 0 };
-	static const char path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-	env_list_set(&env, "PATH", 4, path);
+	env_list_put(&env, "PATH", AGENT_DEFAULT_PATH);
 	struct json_object *v;
 	if (json_object_object_get_ex(sb->config, "containerEnv", &v))
 		env_put_object(&env, v);

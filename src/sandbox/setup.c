@@ -3,6 +3,7 @@
  * the sandbox's agent with the container's environment, their output kept up
  * to SETUP_OUTPUT_CAP. A create runs them all; a start runs postStartCommand
  * again. */
+#include "agent/protocol.h"
 #include "core/strv.h"
 #include "setup.h"
 
@@ -128,7 +129,7 @@ char **setup_env(struct json_object *container_env, struct json_object *config, 
 		env_list_set(&env, key, strlen(key), json_object_get_string(val));
 	}
 	if (!env.v)
-		env_list_set(&env, "PATH", 4, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+		env_list_put(&env, "PATH", AGENT_DEFAULT_PATH);
 	return env.v;
 }
 

@@ -125,7 +125,7 @@ static struct out *run(struct world *w, const char *shell, bool login, const cha
 	}
 	va_end(ap);
 	if (!path_set) /* sandbard's default */
-		agent_msg_str(&m, AGENT_T_ENV, "PATH=" LOGIN_DEFAULT_PATH);
+		agent_msg_str(&m, AGENT_T_ENV, "PATH=" AGENT_DEFAULT_PATH);
 	char homekv[64];
 	snprintf(homekv, sizeof(homekv), "HOME=%s", home);
 	if (!home_set)
