@@ -38,8 +38,6 @@ struct task_event {
 	char *type, *data;
 };
 
-enum task_step { STEP_NONE, STEP_PREPARE, STEP_RUN, STEP_CHECKPOINT };
-
 struct task {
 	struct task *next; /* in ts->live */
 	struct tasks *ts;
@@ -54,7 +52,6 @@ struct task {
 	char command_id[37];
 	char before[48], after[48];
 
-	enum task_step step;
 	struct command_op *op; /* the step's command */
 	struct task_translator tr;
 	struct evbuffer *line; /* stdout since the last newline */

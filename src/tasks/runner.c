@@ -38,6 +38,7 @@ static void kill_fire(evutil_socket_t fd, short what, void *arg);
 static void activity_fire(evutil_socket_t fd, short what, void *arg);
 static void activity_start(struct task *t);
 static void signalled(const struct core_error *fail, void *arg);
+static bool cli_running(const struct task *t);
 static const char *env_find(char *const *env, const char *name);
 static bool secret_name(const char *name, size_t len);
 
@@ -118,8 +119,7 @@ static bool url_plain(const char *s)
 
 /* A checkpoint: script in the task's folder, as the sandbox's user, with
  * env (freed here) and the checkpoints' author; done(t) once it ended. */
-static void git_step(struct task *t, enum task_step step, char *script, struct env_list *env,
-		     command_result_fn done)
+static void git_step(struct task *t, char *script, struct env_list *env, command_result_fn done)
 {
 	char *argv[] = { "/bin/sh", "-c", script, NULL };
 	task_git_env(env, t->sandbox_id);
@@ -132,7 +132,6 @@ static void git_step(struct task *t, enum task_step step, char *script, struct e
 		.timeout_ms = STEP_TIMEOUT_MS,
 		.max_output_bytes = STEP_OUTPUT,
 	};
-	t->step = step;
 	t->op = commands_execute(t->ts->cmds, t->sandbox_id, &spec, done, t);
 	strv_free(env->v);
 }
@@ -203,7 +202,7 @@ void runner_prepare(struct task *t, const struct sandbox *sb)
 	struct env_list env = { 0 };
 	for (size_t i = 0; t->env && t->env[i]; i++)
 		env_list_set_kv(&env, t->env[i]);
-	git_step(t, STEP_PREPARE, (char *)evbuffer_pullup(b, -1), &env, prepared);
+	git_step(t, (char *)evbuffer_pullup(b, -1), &env, prepared);
 	evbuffer_free(b);
 }
 
@@ -251,7 +250,6 @@ static void prepared(const struct core_error *fail, const struct command_result 
 {
 	struct task *t = arg;
 	t->op = NULL;
-	t->step = STEP_NONE;
 	char reason[512];
 	if (fail || res->info->exit_code != 0 ||
 	    !commit_id(res->out, res->out_len, true, t->before, sizeof(t->before))) {
@@ -410,7 +408,6 @@ static void run_start(struct task *t)
 		.cwd = t->cwd,
 		.timeout_ms = t->timeout_ms, /* the agent: SIGTERM to the group, SIGKILL after a grace */
 	};
-	t->step = STEP_RUN;
 	t->op = commands_run(t->ts->cmds, t->sandbox_id, &spec, true, &spawn_events, t);
 	json_object_put(cmd);
 	strv_free(env.v);
@@ -432,7 +429,7 @@ static void activity_start(struct task *t)
 static void activity_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct task *t = arg;
-	if (t->step == STEP_RUN)
+	if (cli_running(t))
 		registry_touch(t->ts->reg, t->sandbox_id);
 }
 
@@ -549,7 +546,6 @@ static void run_exited(void *arg, const struct command_info *info)
 {
 	struct task *t = arg;
 	t->op = NULL;
-	t->step = STEP_NONE;
 	t->exit = *info;
 	t->exited = true;
 	size_t n = evbuffer_get_length(t->line);
@@ -568,7 +564,6 @@ static void run_failed(void *arg, const struct core_error *fail)
 {
 	struct task *t = arg;
 	t->op = NULL;
-	t->step = STEP_NONE;
 	char reason[512];
 	snprintf(reason, sizeof(reason), "the sandbox stopped or went away: %s", fail->message);
 	task_set_state(t, TASK_FAILED, reason);
@@ -590,7 +585,7 @@ static void checkpoint(struct task *t, enum task_state outcome, const char *reas
 		" rev-parse HEAD\n" TASK_GIT " diff --numstat \"$SANDBAR_TASK_BEFORE\" HEAD\n";
 	struct env_list env = { 0 };
 	env_list_put(&env, "SANDBAR_TASK_BEFORE", t->before);
-	git_step(t, STEP_CHECKPOINT, script, &env, checkpointed);
+	git_step(t, script, &env, checkpointed);
 }
 
 /* The count at s (digits up to a tab), NULL for git's "-" (a binary file). */
@@ -630,7 +625,6 @@ static void checkpointed(const struct core_error *fail, const struct command_res
 {
 	struct task *t = arg;
 	t->op = NULL;
-	t->step = STEP_NONE;
 	if (fail || res->info->exit_code != 0 ||
 	    !commit_id(res->out, res->out_len, false, t->after, sizeof(t->after))) {
 		char why[400], reason[700];
@@ -653,10 +647,17 @@ static void checkpointed(const struct core_error *fail, const struct command_res
 
 /* ---- cancel ---- */
 
+/* The CLI's command is the op in flight: a task is `running` from just
+ * before it starts until it ends (the git steps run in the other states). */
+static bool cli_running(const struct task *t)
+{
+	return t->state == TASK_RUNNING && t->op;
+}
+
 void runner_cancel(struct task *t)
 {
 	t->cancel = true;
-	if (t->step != STEP_RUN || !t->command_id[0] || t->sig)
+	if (!cli_running(t) || !t->command_id[0] || t->sig)
 		return; /* before the CLI: prepared() sees it; after: it ends anyway */
 	t->sig = commands_signal(t->ts->cmds, t->sandbox_id, t->command_id, SIGTERM, signalled, t);
 	if (!t->kill_timer) {
@@ -679,7 +680,7 @@ static void signalled(const struct core_error *fail, void *arg)
 static void kill_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct task *t = arg;
-	if (t->step != STEP_RUN || t->sig)
+	if (!cli_running(t) || t->sig)
 		return;
 	log_info("task %s: still running %lld ms after SIGTERM: SIGKILL", t->id,
 		 (long long)t->ts->cfg.cancel_grace_ms);
@@ -694,7 +695,6 @@ void runner_resume(struct task *t)
 	case TASK_RUNNING:
 		if (t->command_id[0]) {
 			/* the CLI ran on in the sandbox: its output from where we stored */
-			t->step = STEP_RUN;
 			t->acked = t->safe_offset;
 			activity_start(t);
 			t->op = commands_logs(t->ts->cmds, t->sandbox_id, t->command_id, t->safe_offset, true,
@@ -720,7 +720,7 @@ void runner_resume(struct task *t)
 void runner_free(struct task *t)
 {
 	if (t->op) {
-		if (t->step == STEP_RUN)
+		if (cli_running(t))
 			command_op_cancel(t->op); /* the CLI runs on: resumed at the next start */
 		else
 			commands_collect_cancel(t->op);
