@@ -56,7 +56,7 @@ class Server:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.env_overrides = dict(env)
-        self.log_dir = log_dir or os.path.join(paths.DATA, "test-logs")
+        self.log_dir = log_dir or os.environ.get("SANDBAR_TEST_LOGS") or os.path.join(paths.DATA, "test-logs")
         os.makedirs(self.log_dir, exist_ok=True)
         self.log_path = os.path.join(self.log_dir, f"{name}.log")
         self.proc = None
