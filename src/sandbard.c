@@ -174,6 +174,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sandbard: DOCKER_HOST: cannot use '%s'\n", d.cfg.docker_host);
 		return 2;
 	}
+	docker_set_limits(d.docker, &(struct docker_limits){
+					    .connect_timeout_ms = d.cfg.docker_connect_timeout_ms,
+					    .probe_interval_ms = d.cfg.docker_probe_interval_ms,
+					    .probe_timeout_ms = d.cfg.docker_probe_timeout_ms,
+				    });
 	struct pg_pool_config pgc = {
 		.conninfo = d.cfg.database_url,
 		.application_name = d.cfg.instance_id, /* sandbox_events.instance's default */

@@ -25,6 +25,12 @@ struct agent_sub;
 /* The installed agent's path inside every sandbox. */
 #define AGENT_PATH "/.sandbar/agent"
 
+/* The error code every request on a channel gets when Docker is unreachable
+ * (docker/client.h): no retries then, and every channel is given up at once
+ * when the client finds Docker gone, since its stream runs through dockerd.
+ * Callers answer it with 503 docker_unavailable. */
+#define AGENT_DOCKER_DOWN EHOSTDOWN
+
 struct channels *channels_new(struct event_base *base, struct docker *docker);
 void channels_free(struct channels *chs);
 /* The channel of a sandbox (made on first use, connected lazily). container is

@@ -11,13 +11,16 @@
 
 struct config {
 	/* where things are */
-	char *database_url;	  /* DATABASE_URL (required) */
-	char *server_addr;	  /* SERVER_ADDR, default ":8080" */
-	char *devcontainers_path; /* DEVCONTAINERS_PATH, default "devcontainers" */
-	char *docker_host;	  /* DOCKER_HOST, default "unix:///var/run/docker.sock" */
-	char *migrations_path;	  /* SANDBAR_MIGRATIONS_PATH, default "sql" */
-	char *log_level;	  /* SANDBAR_LOG_LEVEL, default "info" */
-	char *cluster;		  /* SANDBAR_CLUSTER: installation sharing one database, default "default" */
+	char *database_url;		   /* DATABASE_URL (required) */
+	char *server_addr;		   /* SERVER_ADDR, default ":8080" */
+	char *devcontainers_path;	   /* DEVCONTAINERS_PATH, default "devcontainers" */
+	char *docker_host;		   /* DOCKER_HOST, default "unix:///var/run/docker.sock" */
+	char *migrations_path;		   /* SANDBAR_MIGRATIONS_PATH, default "sql" */
+	int64_t docker_connect_timeout_ms; /* SANDBAR_DOCKER_CONNECT_TIMEOUT, default 1s */
+	int64_t docker_probe_interval_ms;  /* SANDBAR_DOCKER_PROBE_INTERVAL, default 2s */
+	int64_t docker_probe_timeout_ms;   /* SANDBAR_DOCKER_PROBE_TIMEOUT, default 2s */
+	char *log_level;		   /* SANDBAR_LOG_LEVEL, default "info" */
+	char *cluster;	    /* SANDBAR_CLUSTER: installation sharing one database, default "default" */
 	char *instance_id;  /* SANDBAR_INSTANCE_ID: this process among them, default hostname + SERVER_ADDR */
 	char *agent_binary; /* SANDBAR_AGENT_BINARY: the sandbar-agent copied into every sandbox, default
 			       <sandbard's folder>/agent/sandbar-agent (set by sandbard when unset) */

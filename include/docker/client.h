@@ -31,6 +31,29 @@ void docker_free(struct docker *d);
 /* Cap on whole (non-streamed) response bodies; default 8 MiB. */
 void docker_set_max_body(struct docker *d, size_t max_body);
 
+/* Is Docker there? One state per client. It becomes unreachable when a
+ * connect is refused, finds no socket or host, or takes longer than
+ * connect_timeout, or when GET /_ping (sent every probe_interval; every
+ * DOCKER_PROBE_FAST_MS while unreachable) has no answer within probe_timeout.
+ * Then every new call fails at once with an error starting "Docker is
+ * unreachable" until a probe is answered; after a timeout (a frozen dockerd,
+ * a cut path) so does every call in flight. Any response makes it reachable. Callers turn a failed call into
+ * 503 docker_unavailable when docker_health() says unreachable. */
+enum docker_health { DOCKER_REACHABLE, DOCKER_UNREACHABLE };
+#define DOCKER_PROBE_FAST_MS 250
+struct docker_limits {
+	int64_t connect_timeout_ms; /* 0: none */
+	int64_t probe_interval_ms;  /* 0: no probes */
+	int64_t probe_timeout_ms;
+};
+/* Sets the limits and starts probing. */
+void docker_set_limits(struct docker *d, const struct docker_limits *limits);
+enum docker_health docker_health(const struct docker *d);
+/* fn(health, arg) after each change, in the order registered (at most 4). */
+typedef void (*docker_health_fn)(enum docker_health health, void *arg);
+void docker_watch_health(struct docker *d, docker_health_fn fn, void *arg);
+void docker_unwatch_health(struct docker *d, docker_health_fn fn, void *arg);
+
 /* A whole JSON call. status is the HTTP status (0 when the transport failed,
  * then err says why). body is the parsed JSON response (NULL when empty or not
  * JSON; owned by the client, valid during the callback). For Docker's error

@@ -87,6 +87,9 @@ void docker_events_start(struct docker_events *w);
 void docker_events_pause(struct docker_events *w);
 void docker_events_resume(struct docker_events *w);
 enum docker_events_state docker_events_state(const struct docker_events *w);
+/* Backing off: open the next stream now, the back-off started over (Docker
+ * is known to be back). */
+void docker_events_kick(struct docker_events *w);
 /* Not from inside its callbacks. */
 void docker_events_free(struct docker_events *w);
 

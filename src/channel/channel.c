@@ -18,7 +18,7 @@
 static void ch_set_state(struct agent_channel *ch, enum channel_state to);
 static void ch_connect(struct agent_channel *ch);
 static void ch_break(struct agent_channel *ch, const char *why);
-static void ch_give_up(struct agent_channel *ch, const char *why);
+static void ch_give_up(struct agent_channel *ch, int code, const char *why);
 static void ch_ready(struct agent_channel *ch);
 static void ch_forget_commands(struct agent_channel *ch);
 static bool ch_live(const struct agent_channel *ch);
@@ -268,10 +268,18 @@ void channel_transport_ready(struct agent_channel *ch, struct bufferevent *bev)
 void channel_transport_failed(struct agent_channel *ch, const char *err, bool fatal)
 {
 	CHECK(ch->state == CH_CONNECTING || ch->state == CH_STARTING);
-	if (fatal)
-		ch_give_up(ch, err);
+	if (ch->docker && docker_health(ch->docker) == DOCKER_UNREACHABLE)
+		ch_give_up(ch, AGENT_DOCKER_DOWN, err); /* retrying cannot help until it is back */
+	else if (fatal)
+		ch_give_up(ch, ECONNREFUSED, err);
 	else
 		ch_break(ch, err);
+}
+
+void channel_docker_down(struct agent_channel *ch, const char *why)
+{
+	if (ch->state != CH_IDLE)
+		ch_give_up(ch, AGENT_DOCKER_DOWN, why);
 }
 
 /* ---- breaking, backing off, giving up ---- */
@@ -346,7 +354,7 @@ static void ch_break(struct agent_channel *ch, const char *why)
 	if (ch->attempts >= ch->max_attempts) {
 		char msg[384];
 		snprintf(msg, sizeof(msg), "agent unreachable after %d attempts: %s", ch->attempts, why);
-		ch_give_up(ch, msg);
+		ch_give_up(ch, ECONNREFUSED, msg);
 		return;
 	}
 	ch_set_state(ch, CH_BACKOFF);
@@ -357,21 +365,22 @@ static void ch_break(struct agent_channel *ch, const char *why)
 	ch_arm(ch, ms);
 }
 
-/* Everything waiting gets the error; the next request starts afresh. */
-static void ch_give_up(struct agent_channel *ch, const char *why)
+/* Everything waiting gets the error (code: ECONNREFUSED, or
+ * AGENT_DOCKER_DOWN); the next request starts afresh. */
+static void ch_give_up(struct agent_channel *ch, int code, const char *why)
 {
 	log_msg(LOG_LEVEL_WARN, ch->log_prefix, "agent channel gave up: %s", why);
 	ch_drop_stream(ch);
 	evbuffer_drain(ch->queue, evbuffer_get_length(ch->queue));
 	struct agent_sub *sub;
 	TAILQ_FOREACH(sub, &ch->subs, link)
-	channel_sub_fail(sub, ECONNREFUSED, why);
+	channel_sub_fail(sub, code, why);
 	struct agent_list_req *l;
 	TAILQ_FOREACH(l, &ch->lists, link)
 	if (!l->done && !l->err)
 		l->err = strdup(why);
-	channel_fs_break(ch, ECONNREFUSED, why);
-	channel_tcp_break(ch, ECONNREFUSED, why, true);
+	channel_fs_break(ch, code, why);
+	channel_tcp_break(ch, code, why, true);
 	free(ch->fatal);
 	ch->fatal = strdup(why);
 	ch_set_state(ch, CH_IDLE);
@@ -624,7 +633,7 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 			snprintf(msg, sizeof(msg),
 				 "the agent speaks protocol version %" PRIu64 ", sandbard %d", v,
 				 AGENT_PROTOCOL_VERSION);
-			ch_give_up(ch, msg);
+			ch_give_up(ch, ECONNREFUSED, msg);
 			return -1;
 		}
 		uint64_t pid = 0, started = 0;

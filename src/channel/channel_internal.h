@@ -222,5 +222,7 @@ struct agent_channel *channel_new_with_transport(struct event_base *base, const 
 void channel_transport_ready(struct agent_channel *ch, struct bufferevent *bev);
 /* fatal: do not retry (the container is gone). */
 void channel_transport_failed(struct agent_channel *ch, const char *err, bool fatal);
+/* Docker became unreachable: whatever waits on ch fails with AGENT_DOCKER_DOWN. */
+void channel_docker_down(struct agent_channel *ch, const char *why);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "docker/client.h"
 
 TAILQ_HEAD(channel_list, agent_channel);
 
@@ -18,6 +19,18 @@ struct channels {
 	void *reset_arg;
 };
 
+/* Every channel's stream runs through dockerd: when it is gone they all are,
+ * and waiting on them would hang until TCP gave up. */
+static void docker_health_changed(enum docker_health health, void *arg)
+{
+	struct channels *chs = arg;
+	if (health != DOCKER_UNREACHABLE)
+		return;
+	struct agent_channel *ch;
+	TAILQ_FOREACH(ch, &chs->list, link)
+	channel_docker_down(ch, "Docker is unreachable");
+}
+
 struct channels *channels_new(struct event_base *base, struct docker *docker)
 {
 	struct channels *chs = calloc(1, sizeof(*chs));
@@ -25,6 +38,8 @@ struct channels *channels_new(struct event_base *base, struct docker *docker)
 	chs->base = base;
 	chs->docker = docker;
 	TAILQ_INIT(&chs->list);
+	if (docker)
+		docker_watch_health(docker, docker_health_changed, chs);
 	return chs;
 }
 

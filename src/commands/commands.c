@@ -642,7 +642,9 @@ static void cmd_error(void *arg, int code, const char *message)
 			command_record_write(cmd->c, &cmd->info, cmd->command_json, cmd->detached,
 					     record_logged, NULL);
 		sbx_stale(cmd->sbx);
-		if (op)
+		if (op && code == AGENT_DOCKER_DOWN)
+			op_fail(op, true, CORE_UNAVAILABLE, "docker_unavailable", "%s", message);
+		else if (op)
 			op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "%s",
 				message ? message : "the agent went away");
 	}
@@ -656,6 +658,9 @@ static void spawn_failed(struct command_op *op, int code, const char *message)
 {
 	const char *m = message ? message : "spawn failed";
 	switch (code) {
+	case AGENT_DOCKER_DOWN:
+		op_fail(op, true, CORE_UNAVAILABLE, "docker_unavailable", "%s", m);
+		return;
 	case ESRCH: /* the sandbox's channel was dropped: stopped or deleted */
 		op_fail(op, true, CORE_CONFLICT, "sandbox_not_running", "the sandbox is not running");
 		return;

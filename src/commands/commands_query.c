@@ -308,6 +308,8 @@ static void unserviced(int code, const char *err, bool kept, int pid, void *arg)
 			op_finish(op);
 		else if (code == ENOTSUP)
 			op_fail(op, true, CORE_UNSUPPORTED, "agent_outdated", "%s", err);
+		else if (code == AGENT_DOCKER_DOWN)
+			op_fail(op, true, CORE_UNAVAILABLE, "docker_unavailable", "%s", err);
 		else
 			op_fail(op, true, CORE_UNAVAILABLE, "agent_unavailable", "the sandbox agent: %s",
 				err);

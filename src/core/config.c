@@ -49,6 +49,13 @@ static const struct cfg_setting settings[] = {
 	  "folder of templates, one sub-folder with a devcontainer.json each" },
 	{ "DOCKER_HOST", CFG_STRING, "unix:///var/run/docker.sock", 0, AT(docker_host),
 	  "Docker Engine API endpoint (unix:///path or tcp://host:port)" },
+	{ "SANDBAR_DOCKER_CONNECT_TIMEOUT", CFG_DURATION, "1s", 10, AT(docker_connect_timeout_ms),
+	  "a connect to Docker taking longer makes Docker unreachable: requests that need it get 503 "
+	  "docker_unavailable" },
+	{ "SANDBAR_DOCKER_PROBE_INTERVAL", CFG_DURATION, "2s", 100, AT(docker_probe_interval_ms),
+	  "how often GET /_ping checks that Docker answers (every 250ms while it does not)" },
+	{ "SANDBAR_DOCKER_PROBE_TIMEOUT", CFG_DURATION, "2s", 10, AT(docker_probe_timeout_ms),
+	  "a probe unanswered this long makes Docker unreachable: calls in flight fail with 503" },
 	{ "SANDBAR_MIGRATIONS_PATH", CFG_STRING, "sql", 0, AT(migrations_path),
 	  "folder of numbered SQL migrations applied at start-up" },
 	{ "SANDBAR_LOG_LEVEL", CFG_LOG_LEVEL, "info", 0, AT(log_level), "debug, info, warn or error" },

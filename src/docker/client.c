@@ -1,5 +1,6 @@
 /* The Docker Engine HTTP client: one connection per call, driven by one state
- * machine (connect, send, read head, read body, done or upgraded). Responses
+ * machine (connect, send, read head, read body, done or upgraded), and the
+ * client's one health state (reachable or not: connects and /_ping probes). Responses
  * are parsed with http-parser; every completion is delivered from the loop. */
 #include "docker/client.h"
 #include "client_internal.h"
@@ -37,12 +38,26 @@ enum call_state {
 	CALL_STATE_MAX
 };
 
+#define HEALTH_WATCHERS 4
+
 struct docker {
 	struct event_base *base;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	size_t max_body;
 	TAILQ_HEAD(, docker_call) calls; /* live calls and ops, freed with the client */
+	enum docker_health health;
+	char why[160]; /* what made it unreachable */
+	struct docker_limits limits;
+	struct docker_call *probe; /* GET /_ping in flight */
+	struct event *probe_timer; /* the next probe, or the one in flight's deadline */
+	struct event *tell;	   /* watchers hear of a change from the loop */
+	enum docker_health told;   /* what they heard last */
+	struct {
+		docker_health_fn fn;
+		void *arg;
+	} watchers[HEALTH_WATCHERS];
+	int nwatchers;
 };
 
 struct docker_call {
@@ -60,7 +75,8 @@ struct docker_call {
 	bool upgraded;
 	bool eof;
 	bool paused;
-	bool dead; /* cancelled: no callback, free at the next loop pass */
+	bool dead;  /* cancelled: no callback, free at the next loop pass */
+	bool probe; /* the health probe: made while Docker is unreachable too */
 	struct evbuffer *body;
 	/* a stream's body pieces in the chunk being parsed, moved once it returns */
 	const char *feed_base;
@@ -86,6 +102,8 @@ static void call_set_state(struct docker_call *c, enum call_state to);
 static struct docker_call *call_new(struct docker *d, enum call_kind kind, void *arg);
 static void call_start(struct docker_call *c, const char *method, const char *path, const char *content_type,
 		       int64_t content_length, struct evbuffer *body);
+static void call_start_json(struct docker_call *c, const char *method, const char *path,
+			    struct json_object *request_body);
 static void call_finish(struct docker_call *c, const char *err);
 static void call_free(struct docker_call *c);
 static void call_deferred_cb(evutil_socket_t fd, short what, void *arg);
@@ -101,6 +119,11 @@ static int on_headers_complete(http_parser *p);
 static int on_body(http_parser *p, const char *at, size_t len);
 static int on_message_complete(http_parser *p);
 static char *error_message(int status, struct json_object *body);
+static void health_set(struct docker *d, enum docker_health to, bool timed_out, const char *why);
+static void health_tell(evutil_socket_t fd, short what, void *arg);
+static void probe_schedule(struct docker *d);
+static void probe_fire(evutil_socket_t fd, short what, void *arg);
+static void connect_failed(struct docker_call *c, int err);
 
 static const http_parser_settings parser_settings = {
 	.on_headers_complete = on_headers_complete,
@@ -116,6 +139,10 @@ struct docker *docker_new(struct event_base *base, const char *host)
 	d->base = base;
 	d->max_body = DEFAULT_MAX_BODY;
 	TAILQ_INIT(&d->calls);
+	d->probe_timer = evtimer_new(base, probe_fire, d);
+	d->tell = event_new(base, -1, 0, health_tell, d);
+	if (!d->probe_timer || !d->tell)
+		goto fail;
 	if (strncmp(host, "unix://", 7) == 0) {
 		struct sockaddr_un *sun = (struct sockaddr_un *)&d->addr;
 		const char *path = host + 7;
@@ -148,6 +175,10 @@ struct docker *docker_new(struct event_base *base, const char *host)
 	}
 	return d;
 fail:
+	if (d->probe_timer)
+		event_free(d->probe_timer);
+	if (d->tell)
+		event_free(d->tell);
 	free(d);
 	return NULL;
 }
@@ -168,6 +199,8 @@ void docker_free(struct docker *d)
 	}
 	while ((c = TAILQ_FIRST(&d->calls)) != NULL)
 		call_free(c);
+	event_free(d->probe_timer);
+	event_free(d->tell);
 	free(d);
 }
 
@@ -179,6 +212,149 @@ void docker_set_max_body(struct docker *d, size_t max_body)
 struct event_base *docker_base(struct docker *d)
 {
 	return d->base;
+}
+
+/* ---- health ---- */
+
+void docker_set_limits(struct docker *d, const struct docker_limits *limits)
+{
+	d->limits = *limits;
+	evtimer_del(d->probe_timer);
+	probe_schedule(d);
+}
+
+enum docker_health docker_health(const struct docker *d)
+{
+	return d->health;
+}
+
+void docker_watch_health(struct docker *d, docker_health_fn fn, void *arg)
+{
+	CHECK(d->nwatchers < HEALTH_WATCHERS);
+	d->watchers[d->nwatchers].fn = fn;
+	d->watchers[d->nwatchers++].arg = arg;
+}
+
+void docker_unwatch_health(struct docker *d, docker_health_fn fn, void *arg)
+{
+	for (int i = 0; i < d->nwatchers; i++) {
+		if (d->watchers[i].fn == fn && d->watchers[i].arg == arg) {
+			d->watchers[i] = d->watchers[--d->nwatchers];
+			return;
+		}
+	}
+}
+
+static void health_set(struct docker *d, enum docker_health to, bool timed_out, const char *why)
+{
+	if (to == DOCKER_UNREACHABLE)
+		snprintf(d->why, sizeof(d->why), "%s", why);
+	if (to == DOCKER_UNREACHABLE && timed_out) {
+		/* a frozen dockerd, or a cut path, answers none of the calls in flight
+		 * either: they fail now rather than hang (a refused connect leaves
+		 * them: a dockerd on its way out still ends them, events included) */
+		char msg[200];
+		snprintf(msg, sizeof(msg), "Docker is unreachable: %s", why);
+		struct docker_call *c;
+		TAILQ_FOREACH(c, &d->calls, link)
+		if (c->kind != CALL_OP && !c->probe && !c->dead)
+			call_finish(c, msg);
+	}
+	if (d->health == to)
+		return;
+	d->health = to;
+	if (to == DOCKER_UNREACHABLE) {
+		log_warn("docker: unreachable: %s", why);
+	} else {
+		log_info("docker: reachable again");
+	}
+	evtimer_del(d->probe_timer);
+	if (!d->probe)
+		probe_schedule(d); /* fast while unreachable */
+	event_active(d->tell, 0, 0);
+}
+
+static void health_tell(evutil_socket_t fd, short what, void *arg)
+{
+	struct docker *d = arg;
+	if (d->told == d->health)
+		return; /* it changed and changed back before the loop came round */
+	d->told = d->health;
+	for (int i = 0; i < d->nwatchers; i++)
+		d->watchers[i].fn(d->health, d->watchers[i].arg);
+}
+
+static void probe_schedule(struct docker *d)
+{
+	int64_t ms = d->limits.probe_interval_ms;
+	if (ms <= 0)
+		return;
+	if (d->health == DOCKER_UNREACHABLE && ms > DOCKER_PROBE_FAST_MS)
+		ms = DOCKER_PROBE_FAST_MS;
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	evtimer_add(d->probe_timer, &tv);
+}
+
+static void probed(int status, struct json_object *body, const char *err, void *arg)
+{
+	struct docker *d = arg;
+	d->probe = NULL;
+	evtimer_del(d->probe_timer);
+	if (status > 0)
+		health_set(d, DOCKER_REACHABLE, false, NULL);
+	else
+		health_set(d, DOCKER_UNREACHABLE, false, err ? err : "no answer to GET /_ping");
+	probe_schedule(d);
+}
+
+/* The next probe is due, or the one in flight ran out of time. */
+static void probe_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct docker *d = arg;
+	if (d->probe) {
+		docker_call_cancel(d->probe);
+		d->probe = NULL;
+		char why[96];
+		snprintf(why, sizeof(why), "no answer to GET /_ping within %lld ms",
+			 (long long)d->limits.probe_timeout_ms);
+		health_set(d, DOCKER_UNREACHABLE, true, why);
+		probe_schedule(d);
+		return;
+	}
+	struct docker_call *c = call_new(d, CALL_JSON, d);
+	if (!c) {
+		probe_schedule(d);
+		return;
+	}
+	c->probe = true;
+	c->json_cb = probed;
+	d->probe = c;
+	int64_t ms = d->limits.probe_timeout_ms > 0 ? d->limits.probe_timeout_ms : 1000;
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	evtimer_add(d->probe_timer, &tv);
+	call_start_json(c, "GET", "/_ping", NULL);
+}
+
+/* A connect that failed says Docker is not there only for these errors (a
+ * full listen backlog or out of descriptors is ours, not Docker's). */
+static void connect_failed(struct docker_call *c, int err)
+{
+	char why[160];
+	snprintf(why, sizeof(why), "connect: %s", evutil_socket_error_to_string(err));
+	switch (err) {
+	case ECONNREFUSED:
+	case ENOENT:
+	case ETIMEDOUT:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case ENETDOWN:
+		call_finish(c, why);
+		health_set(c->d, DOCKER_UNREACHABLE, err == ETIMEDOUT, why);
+		break;
+	default:
+		call_finish(c, why);
+	}
 }
 
 static void call_set_state(struct docker_call *c, enum call_state to)
@@ -237,6 +413,12 @@ static void call_start(struct docker_call *c, const char *method, const char *pa
 		       int64_t content_length, struct evbuffer *body)
 {
 	c->content_length = content_length;
+	if (c->d->health == DOCKER_UNREACHABLE && !c->probe) {
+		char err[200];
+		snprintf(err, sizeof(err), "Docker is unreachable: %s", c->d->why);
+		call_finish(c, err);
+		return;
+	}
 	c->bev = bufferevent_socket_new(c->d->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->bev) {
 		call_finish(c, "out of memory");
@@ -263,11 +445,21 @@ static void call_start(struct docker_call *c, const char *method, const char *pa
 		evbuffer_add_buffer(out, body);
 	c->req_finished = c->kind != CALL_STREAM || content_length == 0;
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&c->d->addr, (int)c->d->addrlen) < 0) {
-		char err[128];
-		snprintf(err, sizeof(err), "connect: %s", strerror(errno));
-		call_finish(c, err);
+	int64_t ms = c->d->limits.connect_timeout_ms;
+	if (ms > 0) { /* taken off once connected */
+		struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+		bufferevent_set_timeouts(c->bev, &tv, &tv);
 	}
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&c->d->addr, (int)c->d->addrlen) < 0)
+		connect_failed(c, errno);
+}
+
+/* Connected: no more connect timeout. */
+static void call_connected(struct docker_call *c)
+{
+	call_set_state(c, CALL_SENDING);
+	if (c->d->limits.connect_timeout_ms > 0)
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
 }
 
 /* Ends the call: the result is delivered (or the call freed) at the next loop
@@ -383,7 +575,7 @@ static void call_process_input(struct docker_call *c, struct evbuffer *in)
 			return;
 		size_t len = v.iov_len < PARSE_SLICE ? v.iov_len : PARSE_SLICE;
 		if (c->state == CALL_CONNECTING) {
-			call_set_state(c, CALL_SENDING); /* bytes arrived, so we are connected */
+			call_connected(c); /* bytes arrived, so we are connected */
 			if (c->req_finished)
 				call_set_state(c, CALL_READING_HEAD);
 		}
@@ -467,6 +659,7 @@ static int on_headers_complete(http_parser *p)
 		return -1;
 	}
 	c->status = p->status_code;
+	health_set(c->d, DOCKER_REACHABLE, false, NULL);
 	if (c->kind == CALL_UPGRADE && (c->status == 101 || c->status == 200)) {
 		c->upgraded = true;
 		return 2; /* the rest of the connection is not HTTP */
@@ -529,7 +722,7 @@ static void call_eventcb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		if (c->state != CALL_CONNECTING)
 			return;
-		call_set_state(c, CALL_SENDING);
+		call_connected(c);
 		if (c->req_finished) {
 			call_set_state(c, CALL_READING_HEAD);
 		} else if (c->scbs.drain &&
@@ -545,11 +738,22 @@ static void call_eventcb(struct bufferevent *bev, short what, void *arg)
 			call_process_eof(c);
 		return;
 	}
+	if (what & BEV_EVENT_TIMEOUT) { /* only the connect has one */
+		char why[96];
+		snprintf(why, sizeof(why), "connect: no answer within %lld ms",
+			 (long long)c->d->limits.connect_timeout_ms);
+		call_finish(c, why);
+		health_set(c->d, DOCKER_UNREACHABLE, true, why);
+		return;
+	}
 	if (what & BEV_EVENT_ERROR) {
-		char err[128];
 		int e = EVUTIL_SOCKET_ERROR();
-		snprintf(err, sizeof(err), "%s: %s", c->state == CALL_CONNECTING ? "connect" : "connection",
-			 evutil_socket_error_to_string(e));
+		if (c->state == CALL_CONNECTING) {
+			connect_failed(c, e);
+			return;
+		}
+		char err[128];
+		snprintf(err, sizeof(err), "connection: %s", evutil_socket_error_to_string(e));
 		call_finish(c, err);
 	}
 }

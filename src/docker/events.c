@@ -281,6 +281,15 @@ void docker_events_pause(struct docker_events *w)
 		docker_call_pause(w->call);
 }
 
+void docker_events_kick(struct docker_events *w)
+{
+	if (w->state != DOCKER_EVENTS_BACKOFF)
+		return;
+	w->delay_ms = w->backoff_min_ms;
+	evtimer_del(w->timer);
+	event_active(w->timer, EV_TIMEOUT, 0);
+}
+
 void docker_events_resume(struct docker_events *w)
 {
 	if (!w->paused)

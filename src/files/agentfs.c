@@ -224,6 +224,9 @@ void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
 	case ENOTSUP:
 		afs_fail(op, CORE_UNSUPPORTED, "agent_outdated", "%s", message);
 		return;
+	case AGENT_DOCKER_DOWN:
+		afs_fail(op, CORE_UNAVAILABLE, "docker_unavailable", "%s", message);
+		return;
 	case ESRCH:
 	case ECONNREFUSED:
 	case EPIPE: {

@@ -361,6 +361,11 @@ static void step_resized(const char *err, void *arg)
  * it), then the row. */
 static void create_insert(struct create_op *op)
 {
+	struct core_error e;
+	if (sandbox_docker_down(op->svc, &e)) {
+		create_admitted(&e, op); /* no row made */
+		return;
+	}
 	op->admit = admission_ask(op->svc, op->memory, op->actor, !op->for_pool, create_admitted, op);
 }
 
@@ -665,8 +670,13 @@ static void step_marked_error(const struct core_error *err, const struct sandbox
 	if (err)
 		log_msg(LOG_LEVEL_ERROR, op->log_prefix, "could not record the failed create: %s",
 			err->message);
-	create_end_failed(op, CORE_INTERNAL, "sandbox_create_failed", "sandbox %s failed: %s", op->id,
-			  op->reason);
+	struct core_error e;
+	if (sandbox_docker_down(op->svc, &e)) /* it went away under the create: the row says why */
+		create_end_failed(op, CORE_UNAVAILABLE, "docker_unavailable", "sandbox %s failed: %s", op->id,
+				  op->reason);
+	else
+		create_end_failed(op, CORE_INTERNAL, "sandbox_create_failed", "sandbox %s failed: %s", op->id,
+				  op->reason);
 }
 
 /* Done, failed: the caller (if still there) hears why, and the op goes. */

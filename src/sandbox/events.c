@@ -6,13 +6,20 @@
  * sandbox. Any other status means the sandbox's own operation (a stop, a
  * create, a delete, an expiry) made the event: it is left alone. One event
  * is handled at a time, the stream paused meanwhile; instances sharing the
- * database all watch, and the registry's compare-and-set lets one move. */
+ * database all watch, and the registry's compare-and-set lets one move.
+ *
+ * When the stream flows again after a break (dockerd restarted, or was
+ * unreachable), running rows are checked against their containers, then the
+ * sandboxes with idle_action `none` that the break stopped (moved to stopped
+ * by Docker's events or that check since it began) are started again. */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
+#include "docker/client.h"
 #include "docker/engine.h"
 #include "docker/events.h"
 #include "internal.h"
@@ -32,6 +39,9 @@
  * running meanwhile): the row is read again and the event applied to what
  * it is now, this many times. */
 #define REREAD_MAX 3
+/* A dockerd on its way out stops its containers (up to their stop timeout)
+ * before the stream breaks: stops this long before the break count as its. */
+#define RESTORE_LOOKBACK_MS (30 * 1000)
 
 enum watch_state {
 	WATCH_IDLE,	  /* no event in hand (the stream flows) */
@@ -60,8 +70,10 @@ struct events_watcher {
 	/* the stream broke: once it flows again, the running rows are checked
 	 * against their containers (dockerd may not replay what it missed) */
 	bool broke;
-	struct reconcile *check; /* that check, under way */
-	bool check_again;	 /* ... and another break since it began */
+	int64_t broke_at_ms;	  /* wall clock, when the first break since the last check came */
+	struct reconcile *check;  /* that check, under way */
+	struct pg_query *restore; /* the idle_action none sandboxes it stopped, being read */
+	bool check_again;	  /* ... and another break since it began */
 	/* the event in hand */
 	enum watch_kind kind;
 	char id[37];
@@ -87,6 +99,8 @@ static void watch_done(struct events_watcher *w);
 static void watch_stream_state(enum docker_events_state st, const char *why, void *arg);
 static void watch_check(struct events_watcher *w);
 static void watch_checked(int rc, void *arg);
+static void watch_restore(struct events_watcher *w);
+static void watch_docker_health(enum docker_health health, void *arg);
 
 static void watch_set_state(struct events_watcher *w, enum watch_state next)
 {
@@ -127,6 +141,7 @@ void events_watcher_start(struct events_watcher *w, int64_t since_ns)
 	static const struct docker_events_cbs cbs = { .event = watch_event, .state = watch_stream_state };
 	CHECK(w->stream == NULL);
 	w->stream = docker_events_new(w->svc->docker, &opts, &cbs, w);
+	docker_watch_health(w->svc->docker, watch_docker_health, w);
 	docker_events_start(w->stream);
 }
 
@@ -136,8 +151,11 @@ void events_watcher_free(struct events_watcher *w)
 		return;
 	registry_wait_cancel(w->wait);
 	docker_call_cancel(w->dcall);
-	reconcile_forget(w->check);
+	reconcile_free_at_exit(w->check);
+	pg_query_cancel(w->restore);
 	event_free(w->retry);
+	if (w->stream)
+		docker_unwatch_health(w->svc->docker, watch_docker_health, w);
 	docker_events_free(w->stream);
 	free(w);
 }
@@ -354,6 +372,8 @@ static void watch_stream_state(enum docker_events_state st, const char *why, voi
 {
 	struct events_watcher *w = arg;
 	if (st == DOCKER_EVENTS_BACKOFF) {
+		if (!w->broke)
+			w->broke_at_ms = clock_real_ms();
 		w->broke = true;
 		log_warn("docker events: the stream broke: %s", why ? why : "?");
 		return;
@@ -385,4 +405,52 @@ static void watch_checked(int rc, void *arg)
 		return;
 	}
 	pool_kick(w->svc->pool); /* failed members are replaced now */
+	watch_restore(w);
+}
+
+/* Docker answers again: the stream need not wait out its back-off. */
+static void watch_docker_health(enum docker_health health, void *arg)
+{
+	struct events_watcher *w = arg;
+	if (health == DOCKER_REACHABLE)
+		docker_events_kick(w->stream);
+}
+
+static void restore_started(const struct sandbox_result *res, void *arg)
+{
+	if (res->err.kind != CORE_OK)
+		log_warn("docker events: starting again a sandbox the break stopped: %s", res->err.message);
+}
+
+static void watch_restored(enum pg_error err, PGresult *res, const char *message, void *arg)
+{
+	struct events_watcher *w = arg;
+	w->restore = NULL;
+	if (err != PG_OK) {
+		log_warn("docker events: cannot read the sandboxes to start again: %s",
+			 message ? message : "?");
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		log_info("sandbox=%s idle_action none, stopped by Docker's break: starting it again",
+			 PQgetvalue(res, i, 0));
+		sandbox_start(w->svc, PQgetvalue(res, i, 0), "docker-restore", restore_started, NULL);
+	}
+}
+
+/* idle_action none means kept running: those whose last move was to stopped,
+ * by Docker's events or the reconciler, since the break began. */
+static void watch_restore(struct events_watcher *w)
+{
+	static const char sql[] =
+		"SELECT s.id FROM sandboxes s WHERE s.cluster = $1 AND s.status = 'stopped' "
+		"AND s.idle_action = 'none' AND coalesce("
+		"  (SELECT e.to_status = 'stopped' AND e.actor IN ('" ACTOR "', 'reconciler')"
+		"     AND e.at >= to_timestamp($2::double precision / 1000)"
+		"   FROM sandbox_events e WHERE e.sandbox_id = s.id ORDER BY e.id DESC LIMIT 1), false)";
+	char since[24];
+	snprintf(since, sizeof(since), "%" PRId64, w->broke_at_ms - RESTORE_LOOKBACK_MS);
+	const char *params[] = { w->svc->cluster, since };
+	if (!w->restore)
+		w->restore = pg_query_send(w->svc->pg, sql, 2, params, watch_restored, w);
 }

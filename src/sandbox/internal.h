@@ -65,6 +65,10 @@ void call_fail_later(struct sandbox_call *call, enum core_err err, const char *c
 	__attribute__((format(printf, 4, 5)));
 void call_fail(struct sandbox_call *call, const struct core_error *err);
 void call_fail_later_with(struct sandbox_call *call, const struct core_error *err);
+/* Docker is unreachable (docker/client.h): e is 503 docker_unavailable and
+ * the answer true. Checked before an operation that needs Docker changes a
+ * row, so that nothing is left half-way for want of it. */
+bool sandbox_docker_down(const struct sandbox_service *svc, struct core_error *e);
 /* What a create or an update asks for (name, cpus, memory; 0/NULL: not
  * asked) against the server's maxima; fills e and returns -1 when over. */
 int sandbox_check_asks(const struct config *cfg, const char *name, double cpus, uint64_t memory,
@@ -169,8 +173,10 @@ void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg),
  * container's state; nothing half-way is settled, nothing is removed. */
 struct reconcile *reconcile_lost_rows(struct sandbox_service *svc, void (*done)(int rc, void *arg),
 				      void *arg);
-/* done is not called any more (its owner goes). */
-void reconcile_forget(struct reconcile *rc);
+/* At shutdown only: rc is freed where it stands, done never called. Safe
+ * because nothing it waits for calls back after its own free (the registry,
+ * the Docker client and the pool free what is in flight without callbacks). */
+void reconcile_free_at_exit(struct reconcile *rc);
 
 /* Images for templates (images.c): present, or built once however many
  * creates wait, with the agent baked in. */

@@ -212,6 +212,11 @@ static void power_read(struct sandbox_ref *ref, const struct core_error *err, vo
 		power_finish(op, sb);
 		return;
 	}
+	if (sandbox_docker_down(op->svc, &op->err)) {
+		op->failed = true;
+		power_finish(op, sb);
+		return;
+	}
 	/* room on the Docker host first (a restart gives back the room it takes) */
 	uint64_t memory =
 		sb->memory_bytes > 0 ? (uint64_t)sb->memory_bytes : op->svc->cfg->sandbox_memory_limit;

@@ -115,10 +115,13 @@ struct reconcile *reconcile_lost_rows(struct sandbox_service *svc, void (*done)(
 	return rc;
 }
 
-void reconcile_forget(struct reconcile *rc)
+void reconcile_free_at_exit(struct reconcile *rc)
 {
-	if (rc)
-		rc->done = NULL;
+	if (!rc)
+		return;
+	rc->done = NULL;
+	rc->rc = -1;
+	rc_finish(rc);
 }
 
 static void rc_stale_read(enum pg_error err, PGresult *res, const char *message, void *arg)

@@ -75,6 +75,7 @@ struct registry *registry_new(struct event_base *base, const struct registry_con
 	reg->base = base;
 	reg->pg = pg;
 	reg->chs = chs;
+	TAILQ_INIT(&reg->waits);
 	snprintf(reg->cluster, sizeof(reg->cluster), "%s", cfg->cluster);
 	snprintf(reg->instance, sizeof(reg->instance), "%s", cfg->instance);
 	snprintf(reg->idle_ms, sizeof(reg->idle_ms), "%" PRId64, cfg->idle_timeout_ms);
@@ -123,6 +124,11 @@ void registry_free(struct registry *reg)
 				sandbox_ref_put(e->cur);
 			free(e);
 		}
+	}
+	struct registry_wait *w;
+	while ((w = TAILQ_FIRST(&reg->waits)) != NULL) { /* writes going on after their caller went */
+		pg_query_cancel(w->query);
+		wait_free(w);
 	}
 	event_free(reg->touch_ev);
 	free(reg->touch_ids);
@@ -272,6 +278,7 @@ struct registry_wait *wait_new(struct registry *reg, enum wait_kind kind, void *
 	w->reg = reg;
 	w->kind = kind;
 	w->arg = arg;
+	TAILQ_INSERT_TAIL(&reg->waits, w, link);
 	return w;
 }
 
@@ -296,6 +303,7 @@ void wait_fail_later(struct registry_wait *w, enum core_err kind, const char *co
 
 void wait_free(struct registry_wait *w)
 {
+	TAILQ_REMOVE(&w->reg->waits, w, link);
 	if (w->later)
 		event_free(w->later);
 	if (w->retry)

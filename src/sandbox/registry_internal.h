@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include <event2/event.h>
 #include <libpq-fe.h>
@@ -58,7 +59,8 @@ typedef void (*wait_result_fn)(struct registry_wait *w, PGresult *res);
 struct registry_wait {
 	struct registry *reg;
 	enum wait_kind kind;
-	struct registry_wait *next; /* among an entry's waiters */
+	struct registry_wait *next;	 /* among an entry's waiters */
+	TAILQ_ENTRY(registry_wait) link; /* among all of the registry's, until freed */
 	struct entry *entry;
 	unsigned flags;
 	registry_ref_fn ref_cb;
@@ -101,6 +103,9 @@ struct registry {
 	struct event *touch_ev;
 	bool touch_in_flight;
 	struct registry_waker waker; /* REGISTRY_WAKE's (wake NULL: none) */
+	/* every wait not yet freed: a cancelled write goes on to its end, and one
+	 * still going at shutdown is freed with the registry */
+	TAILQ_HEAD(, registry_wait) waits;
 };
 
 /* ---- the cache (registry.c) ---- */

@@ -141,6 +141,12 @@ static void delete_read(struct sandbox_ref *ref, const struct core_error *err, v
 		delete_end(op, &e);
 		return;
 	}
+	struct core_error down;
+	if (sandbox_docker_down(op->svc, &down)) { /* the row stays as it is: nothing acknowledged */
+		sandbox_ref_put(ref);
+		delete_end(op, &down);
+		return;
+	}
 	struct sandbox_transition t = {
 		.id = op->id,
 		.from = sandbox_ref_get(ref)->status,

@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "channel/channel.h"
+#include "docker/client.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "internal.h"
@@ -255,6 +256,14 @@ void call_fail_later_with(struct sandbox_call *call, const struct core_error *er
 	call->deferred = evtimer_new(call->svc->base, deferred_fire, call);
 	CHECK(call->deferred != NULL);
 	event_active(call->deferred, EV_TIMEOUT, 0);
+}
+
+bool sandbox_docker_down(const struct sandbox_service *svc, struct core_error *e)
+{
+	if (docker_health(svc->docker) != DOCKER_UNREACHABLE)
+		return false;
+	core_error_set(e, CORE_UNAVAILABLE, "docker_unavailable", "Docker is unreachable; try again later");
+	return true;
 }
 
 void call_fail_later(struct sandbox_call *call, enum core_err err, const char *code, const char *fmt, ...)
