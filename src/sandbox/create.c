@@ -24,6 +24,11 @@
 #include "sandbox/template.h"
 #include "setup.h"
 
+/* The database did not take the failed create's error: again this often, this
+ * many times (then the next start's reconciler settles the row). */
+#define MARK_RETRY_MS  1000
+#define MARK_RETRY_MAX 120
+
 enum create_state {
 	CREATE_CLAIM,	   /* a warm pool member claimed for it */
 	CREATE_RESIZE,	   /* ... given the cpu and memory asked */
@@ -86,6 +91,9 @@ struct create_op {
 	struct image_wait *iwait;
 	struct admission_wait *admit; /* room held until the row is written */
 	struct event *timeout;
+	struct event *mark_again; /* the database was away when the error was to be recorded */
+	int mark_tries;
+	bool db_fault; /* it failed because the database was away: 503, not 500 */
 	bool timed_out;
 	bool row_gone; /* deleted while we were creating */
 	char reason[512];
@@ -107,6 +115,7 @@ static void step_setup_done(const char *failure, void *arg);
 static void mark_ready(struct create_op *op);
 static void step_marked_ready(const struct core_error *err, const struct sandbox *after, void *arg);
 static void step_cleaned(const char *err, void *arg);
+static void mark_error(evutil_socket_t fd, short what, void *arg);
 static void step_marked_error(const struct core_error *err, const struct sandbox *after, void *arg);
 static void create_timed_out(evutil_socket_t fd, short what, void *arg);
 static void create_insert(struct create_op *op);
@@ -616,6 +625,7 @@ static void step_marked_ready(const struct core_error *err, const struct sandbox
 		return;
 	}
 	if (err) {
+		op->db_fault = err->kind == CORE_UNAVAILABLE;
 		create_fail(op, "recording the running sandbox: %s", err->message);
 		return;
 	}
@@ -650,6 +660,13 @@ static void step_cleaned(const char *err, void *arg)
 		return;
 	}
 	create_set_state(op, CREATE_MARK_ERROR);
+	mark_error(-1, 0, op);
+}
+
+/* The row -> error (again each MARK_RETRY_MS while the database is away). */
+static void mark_error(evutil_socket_t fd, short what, void *arg)
+{
+	struct create_op *op = arg;
 	char *out = setup_output_text(op);
 	struct sandbox_transition t = {
 		.id = op->id,
@@ -667,6 +684,19 @@ static void step_marked_error(const struct core_error *err, const struct sandbox
 {
 	struct create_op *op = arg;
 	op->wait = NULL;
+	if (err && err->kind == CORE_UNAVAILABLE && ++op->mark_tries <= MARK_RETRY_MAX) {
+		/* the caller hears now; the row must not stay `creating` once the database is back */
+		log_msg(LOG_LEVEL_WARN, op->log_prefix, "recording the failed create: %s; again in %d ms",
+			err->message, MARK_RETRY_MS);
+		if (op->call)
+			call_fail(op->call, err);
+		if (!op->mark_again)
+			op->mark_again = evtimer_new(op->svc->base, mark_error, op);
+		CHECK(op->mark_again != NULL);
+		struct timeval tv = { MARK_RETRY_MS / 1000, (MARK_RETRY_MS % 1000) * 1000 };
+		evtimer_add(op->mark_again, &tv);
+		return;
+	}
 	if (err)
 		log_msg(LOG_LEVEL_ERROR, op->log_prefix, "could not record the failed create: %s",
 			err->message);
@@ -674,6 +704,9 @@ static void step_marked_error(const struct core_error *err, const struct sandbox
 	if (sandbox_docker_down(op->svc, &e)) /* it went away under the create: the row says why */
 		create_end_failed(op, CORE_UNAVAILABLE, "docker_unavailable", "sandbox %s failed: %s", op->id,
 				  op->reason);
+	else if (op->db_fault)
+		create_end_failed(op, CORE_UNAVAILABLE, "database_unavailable", "sandbox %s failed: %s",
+				  op->id, op->reason);
 	else
 		create_end_failed(op, CORE_INTERNAL, "sandbox_create_failed", "sandbox %s failed: %s", op->id,
 				  op->reason);
@@ -744,6 +777,8 @@ static void create_free(struct create_op *op)
 		call_fail(op->call, &e);
 	}
 	event_free(op->timeout);
+	if (op->mark_again)
+		event_free(op->mark_again);
 	if (!op->for_pool && --op->svc->creates == 0)
 		pool_kick(op->svc->pool); /* members wait while creates run */
 	service_drain_check(op->svc);

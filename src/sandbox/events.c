@@ -412,8 +412,10 @@ static void watch_checked(int rc, void *arg)
 static void watch_docker_health(enum docker_health health, void *arg)
 {
 	struct events_watcher *w = arg;
-	if (health == DOCKER_REACHABLE)
-		docker_events_kick(w->stream);
+	if (health != DOCKER_REACHABLE)
+		return;
+	docker_events_kick(w->stream);
+	sandbox_leftovers_retry(w->svc);
 }
 
 static void restore_started(const struct sandbox_result *res, void *arg)

@@ -26,7 +26,10 @@ struct sandbox_service {
 	struct reaper *reaper;
 	struct admission *admission;   /* room on the Docker host for creates and starts */
 	struct events_watcher *events; /* Docker's event stream, after the reconciler */
-	int64_t started_ns;	       /* Unix ns when the service started: the stream replays from then */
+	/* ids whose container or volume a destroy could not remove because Docker
+	 * was unreachable: removed when it answers again (remove.c) */
+	struct json_object *leftovers;
+	int64_t started_ns; /* Unix ns when the service started: the stream replays from then */
 	struct image_builds *builds;
 	struct pool *pool;	     /* the warm pool (SANDBAR_WARM_POOL) */
 	int creates;		     /* creates in flight, claims included (pool members wait for none) */
@@ -82,6 +85,8 @@ void sandbox_destroy(struct sandbox_service *svc, const char *id, void (*done)(c
 		     void *arg);
 void sandbox_container_name(const char *id, char out[64]);
 void sandbox_volume_name(const char *id, char out[64]);
+/* Docker answers again: the leftovers' removal once more. */
+void sandbox_leftovers_retry(struct sandbox_service *svc);
 
 /* A running sandbox's container made again from the image its row names
  * (an update changed it), the workspace volume kept: stopped, recreated and

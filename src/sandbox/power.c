@@ -72,7 +72,22 @@ struct power_op {
 	bool failed;
 	bool accepted;		       /* the caller hears once the first move is written */
 	enum sandbox_status undo_from; /* where the failed Docker step left the sandbox */
+	/* the move in flight, sent again while the database is away after Docker acted */
+	struct {
+		enum sandbox_status from, to;
+		char reason[320];
+		bool has_reason;
+		registry_moved_fn cb;
+		struct event *again;
+		int tries;
+	} mark;
 };
+
+/* A move after Docker acted that the database did not take: again this often,
+ * this many times (the caller hears 503 at the first), so that the row does
+ * not stay half-way (then the next start's reconciler settles it). */
+#define MARK_RETRY_MS  1000
+#define MARK_RETRY_MAX 120
 
 static void power_set_state(struct power_op *op, enum power_state next);
 static void power_read(struct sandbox_ref *ref, const struct core_error *err, void *arg);
@@ -92,6 +107,7 @@ static void power_undo(struct power_op *op, const char *docker_err);
 static void power_undo_inspected(struct json_object *info, bool missing, const char *err, void *arg);
 static void power_undone(const struct core_error *err, const struct sandbox *after, void *arg);
 static void power_finish(struct power_op *op, const struct sandbox *after);
+static void power_mark_send(evutil_socket_t fd, short what, void *arg);
 static void power_recreate(struct power_op *op);
 
 /* Forward one step, or to undo from a Docker step, or done from anywhere. */
@@ -231,10 +247,25 @@ static void power_mark(struct power_op *op, enum power_state state, enum sandbox
 		       enum sandbox_status to, const char *reason, registry_moved_fn cb)
 {
 	power_set_state(op, state);
-	struct sandbox_transition t = {
-		.id = op->id, .from = from, .to = to, .actor = op->actor, .reason = reason
-	};
-	op->wait = registry_transition(op->svc->reg, &t, cb, op);
+	op->mark.from = from;
+	op->mark.to = to;
+	op->mark.has_reason = reason != NULL;
+	if (reason && reason != op->mark.reason)
+		snprintf(op->mark.reason, sizeof(op->mark.reason), "%s", reason);
+	op->mark.cb = cb;
+	op->mark.tries = 0;
+	power_mark_send(-1, 0, op);
+}
+
+static void power_mark_send(evutil_socket_t fd, short what, void *arg)
+{
+	struct power_op *op = arg;
+	struct sandbox_transition t = { .id = op->id,
+					.from = op->mark.from,
+					.to = op->mark.to,
+					.actor = op->actor,
+					.reason = op->mark.has_reason ? op->mark.reason : NULL };
+	op->wait = registry_transition(op->svc->reg, &t, op->mark.cb, op);
 }
 
 /* A move that failed (another request or instance moved first: one wins, the
@@ -244,6 +275,20 @@ static bool power_move_failed(struct power_op *op, const struct core_error *err,
 	op->wait = NULL;
 	if (!err)
 		return false;
+	bool docker_acted = op->state == POWER_MARK_STOPPED || op->state == POWER_MARK_RUNNING ||
+			    op->state == POWER_MARK_ERROR;
+	if (err->kind == CORE_UNAVAILABLE && docker_acted && ++op->mark.tries <= MARK_RETRY_MAX) {
+		log_warn("sandbox=%s %s: %s; again in %d ms", op->id, state_names[op->state], err->message,
+			 MARK_RETRY_MS);
+		if (op->call)
+			call_fail(op->call, err); /* clears op->call */
+		if (!op->mark.again)
+			op->mark.again = evtimer_new(op->svc->base, power_mark_send, op);
+		CHECK(op->mark.again != NULL);
+		struct timeval tv = { MARK_RETRY_MS / 1000, (MARK_RETRY_MS % 1000) * 1000 };
+		evtimer_add(op->mark.again, &tv);
+		return true;
+	}
 	op->failed = true;
 	op->err = *err;
 	power_finish(op, after);
@@ -624,6 +669,8 @@ static void power_finish(struct power_op *op, const struct sandbox *after)
 		}
 	}
 	sandbox_ref_put(op->ref);
+	if (op->mark.again)
+		event_free(op->mark.again);
 	if (op->iwait)
 		image_wait_cancel(op->iwait);
 	setup_run_free(op->setup);

@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "core/log.h"
+#include "docker/client.h"
 #include "docker/engine.h"
 #include "channel/channel.h"
 #include "internal.h"
@@ -89,9 +92,31 @@ static void destroy_volume_removed(const char *err, void *arg)
 	}
 	if (op->again)
 		event_free(op->again);
+	if (op->err[0] && docker_health(op->svc->docker) == DOCKER_UNREACHABLE) {
+		log_warn("sandbox=%s: %s; removed again once Docker answers", op->id, op->err);
+		json_object_object_add(op->svc->leftovers, op->id, NULL);
+	}
 	if (op->done)
 		op->done(op->err[0] ? op->err : NULL, op->arg);
 	free(op);
+}
+
+static void leftover_removed(const char *err, void *arg)
+{
+	if (!err)
+		log_info("a sandbox's leftovers are removed now that Docker answers");
+}
+
+void sandbox_leftovers_retry(struct sandbox_service *svc)
+{
+	struct json_object *ids = svc->leftovers;
+	svc->leftovers = json_object_new_object(); /* a failure again notes it again */
+	json_object_object_foreach(ids, id, v)
+	{
+		(void)v;
+		sandbox_destroy(svc, id, leftover_removed, NULL);
+	}
+	json_object_put(ids);
 }
 
 /* ---- DELETE ---- */

@@ -61,6 +61,7 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	svc->reaper = reaper_new(svc);
 	svc->admission = admission_new(svc);
 	svc->events = events_watcher_new(svc);
+	svc->leftovers = json_object_new_object();
 	svc->builds = image_builds_new(svc);
 	svc->pool = pool_new(svc);
 	svc->wakes = wakes_new(svc);
@@ -81,6 +82,7 @@ void sandbox_service_free(struct sandbox_service *svc)
 	admission_free(svc->admission);
 	events_watcher_free(svc->events);
 	image_builds_free(svc->builds);
+	json_object_put(svc->leftovers); /* the next start's reconciler removes them */
 	free(svc);
 }
 
