@@ -4,7 +4,14 @@
 #define SANDBAR_CORE_CLOCK_H
 
 #include <stdint.h>
+#include <sys/time.h>
 #include <time.h>
+
+/* A duration in milliseconds as libevent's timeval. */
+static inline struct timeval clock_tv(int64_t ms)
+{
+	return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+}
 
 static inline int64_t clock_ns(clockid_t which)
 {

@@ -62,6 +62,7 @@ struct docker_call *docker_network_create(struct docker *d, const char *name, st
 
 /* Named volumes (made by container creates). Removing a missing one is not an error. */
 struct docker_call *docker_volume_remove(struct docker *d, const char *name, docker_done_fn cb, void *arg);
+/* volumes: the array of Docker's volume objects (never NULL without err). */
 typedef void (*docker_volume_list_fn)(struct json_object *volumes, const char *err, void *arg);
 struct docker_call *docker_volume_list(struct docker *d, const char *label, docker_volume_list_fn cb,
 				       void *arg);

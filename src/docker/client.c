@@ -18,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "core/bev.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 #define DEFAULT_MAX_BODY    (8u << 20)
@@ -291,7 +292,7 @@ static void probe_schedule(struct docker *d)
 		return;
 	if (d->health == DOCKER_UNREACHABLE && ms > DOCKER_PROBE_FAST_MS)
 		ms = DOCKER_PROBE_FAST_MS;
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	struct timeval tv = clock_tv(ms);
 	evtimer_add(d->probe_timer, &tv);
 }
 
@@ -330,7 +331,7 @@ static void probe_fire(evutil_socket_t fd, short what, void *arg)
 	c->json_cb = probed;
 	d->probe = c;
 	int64_t ms = d->limits.probe_timeout_ms > 0 ? d->limits.probe_timeout_ms : 1000;
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	struct timeval tv = clock_tv(ms);
 	evtimer_add(d->probe_timer, &tv);
 	call_start_json(c, "GET", "/_ping", NULL);
 }
@@ -447,7 +448,7 @@ static void call_start(struct docker_call *c, const char *method, const char *pa
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	int64_t ms = c->d->limits.connect_timeout_ms;
 	if (ms > 0) { /* taken off once connected */
-		struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+		struct timeval tv = clock_tv(ms);
 		bufferevent_set_timeouts(c->bev, &tv, &tv);
 	}
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&c->d->addr, (int)c->d->addrlen) < 0)

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
@@ -693,7 +694,7 @@ static void step_marked_error(const struct core_error *err, const struct sandbox
 		if (!op->mark_again)
 			op->mark_again = evtimer_new(op->svc->base, mark_error, op);
 		CHECK(op->mark_again != NULL);
-		struct timeval tv = { MARK_RETRY_MS / 1000, (MARK_RETRY_MS % 1000) * 1000 };
+		struct timeval tv = clock_tv(MARK_RETRY_MS);
 		evtimer_add(op->mark_again, &tv);
 		return;
 	}

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "channel/channel.h"
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
@@ -285,7 +286,7 @@ static bool power_move_failed(struct power_op *op, const struct core_error *err,
 		if (!op->mark.again)
 			op->mark.again = evtimer_new(op->svc->base, power_mark_send, op);
 		CHECK(op->mark.again != NULL);
-		struct timeval tv = { MARK_RETRY_MS / 1000, (MARK_RETRY_MS % 1000) * 1000 };
+		struct timeval tv = clock_tv(MARK_RETRY_MS);
 		evtimer_add(op->mark.again, &tv);
 		return true;
 	}
@@ -650,9 +651,15 @@ static void power_undone(const struct core_error *err, const struct sandbox *aft
 {
 	struct power_op *op = arg;
 	op->wait = NULL;
-	if (err)
-		log_error("sandbox=%s: recording the failed %s: %s", op->id,
-			  op->kind == POWER_STOP ? "stop" : "start", err->message);
+	const char *what = op->kind == POWER_STOP ? "stop" : "start";
+	if (err && err->kind == CORE_CONFLICT && after && sandbox_status_final(after->status)) {
+		/* a delete (or an expiry) won the race: that, not Docker, is the answer */
+		core_error_set(&op->err, CORE_CONFLICT, "sandbox_not_live",
+			       "the sandbox was %s during the %s", sandbox_status_name(after->status), what);
+		op->err.status = sandbox_status_name(after->status);
+	} else if (err) {
+		log_error("sandbox=%s: recording the failed %s: %s", op->id, what, err->message);
+	}
 	power_finish(op, after);
 }
 

@@ -20,6 +20,10 @@
 #include "docker/engine.h"
 #include "internal.h"
 
+/* What a pass does: everything (start-up), or the lost rows alone (the event
+ * stream broke). */
+enum reconcile_scope { RECONCILE_ALL, RECONCILE_LOST_ONLY };
+
 enum reconcile_state {
 	RECONCILE_STALE_READ,	 /* our `creating` rows */
 	RECONCILE_STALE_CREATES, /* ... -> error */
@@ -47,7 +51,7 @@ struct reconcile {
 	int moving; /* transitions in flight */
 	int stale, lost, removed;
 	int rc;
-	bool lost_only; /* while serving: the lost rows step alone (reconcile_lost_rows) */
+	enum reconcile_scope scope;
 };
 
 /* A stop or start that was under way, its container now stopped. */
@@ -109,7 +113,7 @@ void reconcile_run(struct sandbox_service *svc, void (*done)(int rc, void *arg),
 struct reconcile *reconcile_lost_rows(struct sandbox_service *svc, void (*done)(int rc, void *arg), void *arg)
 {
 	struct reconcile *rc = rc_new(svc, done, arg);
-	rc->lost_only = true;
+	rc->scope = RECONCILE_LOST_ONLY;
 	rc->state = RECONCILE_STALE_CREATES; /* creates under way are no one's stale ones */
 	rc_stale_done(rc);
 	return rc;
@@ -213,7 +217,7 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		if (!id || !sandbox_id_valid(id))
 			continue;
 		if (!json_object_object_get_ex(rc->live, id, NULL)) {
-			if (!rc->lost_only && !rc_young(rc, c))
+			if (rc->scope != RECONCILE_LOST_ONLY && !rc_young(rc, c))
 				json_object_object_add(rc->orphans, id, NULL);
 			continue;
 		}
@@ -243,7 +247,7 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 			/* a pool member that does not run is of no use: it fails, its objects go */
 			t.to = SANDBOX_ERROR;
 			t.reason = "the pool member's container does not run";
-			if (!rc->lost_only) /* else the pool removes it */
+			if (rc->scope != RECONCILE_LOST_ONLY) /* else the pool removes it */
 				json_object_object_add(rc->orphans, id, NULL);
 			rc->moving++;
 			registry_transition(rc->svc->reg, &t, rc_lost_moved, rc);
@@ -271,7 +275,7 @@ static void rc_containers_done(struct json_object *list, const char *err, void *
 		} else {
 			t.to = SANDBOX_ERROR;
 			t.reason = "the container disappeared";
-			if (!rc->lost_only) /* else its volume goes with the delete */
+			if (rc->scope != RECONCILE_LOST_ONLY) /* else its volume goes with the delete */
 				json_object_object_add(rc->orphans, id, NULL);
 		}
 		rc->moving++;
@@ -317,7 +321,7 @@ static void rc_lost_done(struct reconcile *rc)
 {
 	if (rc->lost)
 		log_info("reconcile: %d sandbox(es) took their container's state", rc->lost);
-	if (rc->lost_only) {
+	if (rc->scope == RECONCILE_LOST_ONLY) {
 		rc_set_state(rc, RECONCILE_DONE);
 		rc_finish(rc);
 		return;
@@ -331,16 +335,17 @@ static void rc_lost_done(struct reconcile *rc)
 static void rc_volumes_done(struct json_object *volumes, const char *err, void *arg)
 {
 	struct reconcile *rc = arg;
-	struct json_object *list;
 	if (err) {
 		log_error("reconcile: listing volumes: %s", err);
 		rc->rc = -1;
-	} else if (volumes && json_object_object_get_ex(volumes, "Volumes", &list) &&
-		   json_object_is_type(list, json_type_array)) {
-		for (size_t i = 0; i < json_object_array_length(list); i++) {
-			const char *id = label_of(json_object_array_get_idx(list, i), "sandbar.sandbox");
+	} else {
+		/* the list itself (the client unwraps Docker's "Volumes"): until this was
+		 * read as the wrapper, a volume whose container was gone stayed for good */
+		for (size_t i = 0; i < json_object_array_length(volumes); i++) {
+			struct json_object *v = json_object_array_get_idx(volumes, i);
+			const char *id = label_of(v, "sandbar.sandbox");
 			if (id && sandbox_id_valid(id) && !json_object_object_get_ex(rc->live, id, NULL) &&
-			    !rc_young(rc, json_object_array_get_idx(list, i)))
+			    !rc_young(rc, v))
 				json_object_object_add(rc->orphans, id, NULL);
 		}
 	}
@@ -424,7 +429,7 @@ static void rc_give_up(struct reconcile *rc, const char *why)
 
 static void rc_finish(struct reconcile *rc)
 {
-	if (rc->lost_only)
+	if (rc->scope == RECONCILE_LOST_ONLY)
 		log_info("reconcile: lost rows checked, %d lost container(s)%s", rc->lost,
 			 rc->rc ? " (incomplete)" : "");
 	else

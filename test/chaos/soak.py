@@ -10,6 +10,7 @@ load runs for `seconds`, each operation has a timeout, at most `workers`
 operations are in flight.
 
 Used by test_soak.py (a short run under tools/test) and tools/chaos (a long one)."""
+import os
 import random
 import threading
 import time
@@ -92,7 +93,8 @@ def _until_up(srv, timeout=60.0):
 
 
 def _fault(rng, srv, dockerd, tally, pg_cluster):
-    kind = rng.choice(["kill9", "dockerd", "postgres"] if pg_cluster else ["kill9", "dockerd"])
+    kinds = os.environ.get("CHAOS_FAULTS", "kill9,dockerd,postgres").split(",")
+    kind = rng.choice([k for k in kinds if k != "postgres" or pg_cluster])
     t = time.monotonic()
     if kind == "kill9":
         srv.kill()
@@ -179,7 +181,8 @@ def audit(srv, dockerd, tally, log=print, settle=60.0):
         name, _, sid = line.partition(" ")
         volumes[name] = sid
     orphans = [("container", c) for c, sid in containers.items() if rows.get(sid, ("missing",))[0] not in LIVE]
-    orphans += [("volume", v) for v, sid in volumes.items() if rows.get(sid, ("missing",))[0] not in LIVE]
+    orphans += [("volume", v, dockerd.docker("volume", "inspect", "-f", "{{.CreatedAt}}", v).stdout.strip())
+                for v, sid in volumes.items() if rows.get(sid, ("missing",))[0] not in LIVE]
     for sid in tally.acked_deletes:
         if sid in containers.values():
             lost.append((sid, "acknowledged delete, container still there"))

@@ -85,6 +85,21 @@ def test_reconciler_removes_orphans_and_flags_lost_containers(server_factory):
     assert docker.volumes(f"sandbar.sandbox={a['id']}") == []
 
 
+def test_reconciler_removes_a_volume_left_without_its_container(server_factory):
+    """A delete cut off between its container's removal and its volume's (a
+    kill -9): the volume alone is an orphan, removed at the next start."""
+    srv = server_factory(env=templates_env())
+    c = srv.client()
+    sb = c.post("/api/sandboxes", json={"template": "plain"}).json
+    srv.stop()
+    pg.psql(f"UPDATE sandboxes SET status = 'deleted', deleted_at = now() WHERE id = '{sb['id']}'",
+            url=srv.database_url)
+    docker.remove_containers([sb["container_id"]])
+    assert docker.volumes(f"sandbar.sandbox={sb['id']}") != []
+    srv.start()
+    assert docker.volumes(f"sandbar.sandbox={sb['id']}") == []
+
+
 def test_postgres_outage_gives_503_then_recovers(server, client, pg_cluster):
     assert client.get("/api/sandboxes").status == 200
     pg_cluster.stop()
