@@ -34,7 +34,8 @@
 
 enum boot_state {
 	BOOT_DOCKER,
-	BOOT_NETWORK, /* the sandboxes' bridge network made, or found */
+	BOOT_RUNTIMES, /* dockerd has the runtimes SANDBAR_RUNTIMES enables */
+	BOOT_NETWORK,  /* the sandboxes' bridge network made, or found */
 	BOOT_DATABASE,
 	BOOT_MIGRATE,
 	BOOT_RECONCILE,
@@ -48,6 +49,7 @@ struct sandbard {
 	struct config cfg;
 	enum boot_state state;
 	struct template_set *templates;
+	struct sandbox_runtimes runtimes; /* SANDBAR_RUNTIMES */
 	struct migration_set migrations;
 	struct docker *docker;
 	struct pg_pool *pg;
@@ -74,6 +76,8 @@ struct sandbard {
 static void raise_fd_limit(const struct config *cfg);
 static void boot_set_state(struct sandbard *d, enum boot_state next);
 static void boot_docker_checked(const char *version, const char *err, void *arg);
+static void boot_runtimes_checked(const struct docker_info *info, const char *err, void *arg);
+static void boot_network(struct sandbard *d);
 static void boot_network_made(const char *err, void *arg);
 static bool on_every_address(const char *addr);
 static void boot_pg_state(bool up, void *arg);
@@ -132,12 +136,18 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit(&d.cfg);
 
+	if (sandbox_runtimes_parse(d.cfg.runtimes, &d.runtimes, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbard: %s\n", err);
+		return 2;
+	}
+
 	/* start-up work that may block: templates and migration files */
 	struct template_policy policy = {
 		.allow_privileged = d.cfg.allow_privileged,
 		.allow_cap_add = d.cfg.allow_cap_add,
 		.allow_bind_mounts = d.cfg.allow_bind_mounts,
 	};
+	memcpy(policy.runtimes, d.runtimes.enabled, sizeof(policy.runtimes));
 	d.templates = template_set_load(d.cfg.devcontainers_path, &policy);
 	if (!d.templates) {
 		fprintf(stderr, "sandbard: cannot read templates from %s\n", d.cfg.devcontainers_path);
@@ -289,6 +299,67 @@ static void boot_docker_checked(const char *version, const char *err, void *arg)
 		return;
 	}
 	log_info("docker at %s: API %s", d->cfg.docker_host, version);
+	boot_set_state(d, BOOT_RUNTIMES);
+	for (int r = 0; r < SANDBOX_RUNTIME_MAX; r++) {
+		if (sandbox_runtimes_docker(&d->runtimes, (enum sandbox_runtime)r)) {
+			if (!docker_info(d->docker, boot_runtimes_checked, d))
+				fatal(d, "docker at %s: cannot ask for /info", d->cfg.docker_host);
+			return;
+		}
+	}
+	boot_network(d);
+}
+
+/* A runtime a create may name must be one dockerd knows: else every such
+ * create would fail at Docker's start, long after the 201. */
+static void boot_runtimes_checked(const struct docker_info *info, const char *err, void *arg)
+{
+	struct sandbard *d = arg;
+	if (d->state != BOOT_RUNTIMES) /* a signal came first */
+		return;
+	if (err) {
+		fatal(d, "docker at %s: /info: %s", d->cfg.docker_host, err);
+		return;
+	}
+	for (int r = 0; r < SANDBOX_RUNTIME_MAX; r++) {
+		const char *name = sandbox_runtimes_docker(&d->runtimes, (enum sandbox_runtime)r);
+		struct json_object *rt = NULL;
+		if (!name)
+			continue;
+		if (!info->runtimes || !json_object_object_get_ex(info->runtimes, name, &rt)) {
+			char have[256] = "";
+			size_t len = 0;
+			if (info->runtimes) {
+				json_object_object_foreach(info->runtimes, key, unused)
+				{
+					(void)unused;
+					len += (size_t)snprintf(have + len,
+								len < sizeof(have) ? sizeof(have) - len : 0,
+								"%s%s", len ? ", " : "", key);
+				}
+			}
+			fatal(d,
+			      "SANDBAR_RUNTIMES=%s: dockerd at %s has no runtime '%s' (it has: %s); register "
+			      "it "
+			      "(tools/lib/setup.sh docker with SANDBAR_RUNTIMES=%s, or daemon.json's "
+			      "\"runtimes\" "
+			      "and SIGHUP to dockerd: README, \"gVisor\") or leave %s out of "
+			      "SANDBAR_RUNTIMES",
+			      d->cfg.runtimes, d->cfg.docker_host, name, have[0] ? have : "none",
+			      sandbox_runtime_name((enum sandbox_runtime)r),
+			      sandbox_runtime_name((enum sandbox_runtime)r));
+			return;
+		}
+		struct json_object *path = NULL;
+		json_object_object_get_ex(rt, "path", &path);
+		log_info("runtime %s: dockerd's %s (%s)", sandbox_runtime_name((enum sandbox_runtime)r), name,
+			 path ? json_object_get_string(path) : "?");
+	}
+	boot_network(d);
+}
+
+static void boot_network(struct sandbard *d)
+{
 	boot_set_state(d, BOOT_NETWORK);
 	if (!d->cfg.network[0]) {
 		boot_network_made(NULL, d);
