@@ -209,6 +209,16 @@ def test_template_runtime_kept_across_stop_start_restart(gsrv, gc):
     assert gc.delete(f"/api/sandboxes/{sb['id']}").status == 204
 
 
+def test_network_none_under_gvisor(gc):
+    """With --network=host runsc uses the container's own network namespace:
+    Docker's `none` leaves it loopback only, as under runc."""
+    sb = create(gc, runtime="gvisor", network="none")
+    assert sb["network"] == "none" and sb["port_mappings"] == [], sb
+    out = execute(gc, sb["id"], "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")["stdout"]
+    assert out.split() == ["lo"], out
+    assert gc.delete(f"/api/sandboxes/{sb['id']}").status == 204
+
+
 def test_recreate_keeps_gvisor(run, templates):
     """PATCH of the image (Hermes) makes the container again: under gVisor."""
     need_gvisor()
