@@ -44,7 +44,7 @@ from harness.nginx import Nginx  # noqa: E402
 from harness.session import Session  # noqa: E402
 
 import execload  # noqa: E402
-from common import engine, engine_conn, log, percentile, wrk  # noqa: E402
+from common import engine, engine_conn, log, percentile, timed_exec, wrk  # noqa: E402
 from preview import KEEPALIVE as PREVIEW_KEEPALIVE, preview_benchmarks  # noqa: E402
 import gvisor  # noqa: E402
 
@@ -206,12 +206,7 @@ def exec_benchmarks(table, srv, c, created):
         "and through docker exec, interleaved")
 
     def execute(command):
-        t0 = time.perf_counter()
-        r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": command})
-        dt = time.perf_counter() - t0
-        if r.status != 200 or r.json.get("exitCode") != 0:
-            raise RuntimeError(f"execute {command!r} -> {r.status} {r.body[:120]!r}")
-        return dt
+        return timed_exec(c, sid, command)
 
     def rounds():
         argv, shell, hermes, base = [], [], [], []

@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 
-from common import log
+from common import log, timed_exec
 
 GVISOR_CREATES = int(os.environ.get("GVISOR_CREATES", "20"))
 GVISOR_EXECS = int(os.environ.get("GVISOR_EXECS", "200"))
@@ -39,15 +39,6 @@ def create(c, runtime, name):
     if e.status != 200 or e.json.get("exit_code") != 0:
         raise RuntimeError(f"first exec ({runtime}) -> {e.status} {e.body[:160]!r}")
     return made, time.perf_counter() - t0, r.json
-
-
-def timed_exec(c, sid, command):
-    t0 = time.perf_counter()
-    r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": command})
-    dt = time.perf_counter() - t0
-    if r.status != 200 or r.json.get("exit_code") != 0:
-        raise RuntimeError(f"exec {command} -> {r.status} {r.body[:160]!r}")
-    return dt
 
 
 def file_round_trip(c, sid, payload):
