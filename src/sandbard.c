@@ -77,6 +77,7 @@ static void raise_fd_limit(const struct config *cfg);
 static void boot_set_state(struct sandbard *d, enum boot_state next);
 static void boot_docker_checked(const char *version, const char *err, void *arg);
 static void boot_runtimes_checked(const struct docker_info *info, const char *err, void *arg);
+static void runtimes_list(struct json_object *runtimes, char *buf, size_t cap);
 static void boot_network(struct sandbard *d);
 static void boot_network_made(const char *err, void *arg);
 static bool on_every_address(const char *addr);
@@ -327,27 +328,14 @@ static void boot_runtimes_checked(const struct docker_info *info, const char *er
 		if (!name)
 			continue;
 		if (!info->runtimes || !json_object_object_get_ex(info->runtimes, name, &rt)) {
-			char have[256] = "";
-			size_t len = 0;
-			if (info->runtimes) {
-				json_object_object_foreach(info->runtimes, key, unused)
-				{
-					(void)unused;
-					len += (size_t)snprintf(have + len,
-								len < sizeof(have) ? sizeof(have) - len : 0,
-								"%s%s", len ? ", " : "", key);
-				}
-			}
+			char have[256];
+			runtimes_list(info->runtimes, have, sizeof(have));
+			const char *what = sandbox_runtime_name((enum sandbox_runtime)r);
 			fatal(d,
-			      "SANDBAR_RUNTIMES=%s: dockerd at %s has no runtime '%s' (it has: %s); register "
-			      "it "
-			      "(tools/lib/setup.sh docker with SANDBAR_RUNTIMES=%s, or daemon.json's "
-			      "\"runtimes\" "
-			      "and SIGHUP to dockerd: README, \"gVisor\") or leave %s out of "
-			      "SANDBAR_RUNTIMES",
-			      d->cfg.runtimes, d->cfg.docker_host, name, have[0] ? have : "none",
-			      sandbox_runtime_name((enum sandbox_runtime)r),
-			      sandbox_runtime_name((enum sandbox_runtime)r));
+			      "SANDBAR_RUNTIMES=%s: dockerd at %s has no runtime '%s' "
+			      "(it has: %s); register it (SANDBAR_RUNTIMES=%s "
+			      "tools/lib/setup.sh docker; README, gVisor) or leave %s out",
+			      d->cfg.runtimes, d->cfg.docker_host, name, have, what, what);
 			return;
 		}
 		struct json_object *path = NULL;
@@ -356,6 +344,23 @@ static void boot_runtimes_checked(const struct docker_info *info, const char *er
 			 path ? json_object_get_string(path) : "?");
 	}
 	boot_network(d);
+}
+
+/* The names of dockerd's runtimes, comma separated ("none" for none). */
+static void runtimes_list(struct json_object *runtimes, char *buf, size_t cap)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	if (runtimes) {
+		json_object_object_foreach(runtimes, key, unused)
+		{
+			(void)unused;
+			if (len < cap)
+				len += (size_t)snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", key);
+		}
+	}
+	if (!buf[0])
+		snprintf(buf, cap, "none");
 }
 
 static void boot_network(struct sandbard *d)

@@ -227,9 +227,16 @@ sb_runtimes() {
 		sb_say "gvisor: dockerd $pid did not take runtime $name from $conf (see its log)"
 		return 0
 	fi
-	sb_say "gvisor: dockerd${pid:+ (pid $pid)} has no runtime $name and was not started by these scripts"
-	sb_say "  with a --config-file of theirs, so it is left alone. To register it, add to its"
-	sb_say "  daemon.json (${conf:-/etc/docker/daemon.json}) and send it SIGHUP (no restart needed):"
+	if [ -n "$pid" ] && [ -z "$conf" ] && [ "${pidfile%/.data/docker/dockerd.pid}" != "$pidfile" ]; then
+		sb_say "gvisor: dockerd (pid $pid) has no runtime $name; these scripts started it before they gave"
+		sb_say "  dockerd a --config-file of its own, so its configuration is /etc/docker/daemon.json,"
+		sb_say "  which they leave alone."
+	else
+		sb_say "gvisor: dockerd${pid:+ (pid $pid)} has no runtime $name and was not started by these"
+		sb_say "  scripts with a --config-file of theirs, so it is left alone."
+	fi
+	sb_say "  To register it, add to its daemon.json (${conf:-/etc/docker/daemon.json}) and send it"
+	sb_say "  SIGHUP (kill -HUP <pid>; dockerd reloads runtimes without a restart):"
 	sb_say "    \"runtimes\": {\"$name\": $(sb_gvisor_json)}"
 }
 
