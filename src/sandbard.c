@@ -34,7 +34,8 @@
 
 enum boot_state {
 	BOOT_DOCKER,
-	BOOT_NETWORK, /* the sandboxes' bridge network made, or found */
+	BOOT_RUNTIMES, /* dockerd has the runtimes SANDBAR_RUNTIMES enables */
+	BOOT_NETWORK,  /* the sandboxes' bridge network made, or found */
 	BOOT_DATABASE,
 	BOOT_MIGRATE,
 	BOOT_RECONCILE,
@@ -48,6 +49,7 @@ struct sandbard {
 	struct config cfg;
 	enum boot_state state;
 	struct template_set *templates;
+	struct sandbox_runtimes runtimes; /* SANDBAR_RUNTIMES */
 	struct migration_set migrations;
 	struct docker *docker;
 	struct pg_pool *pg;
@@ -74,6 +76,9 @@ struct sandbard {
 static void raise_fd_limit(const struct config *cfg);
 static void boot_set_state(struct sandbard *d, enum boot_state next);
 static void boot_docker_checked(const char *version, const char *err, void *arg);
+static void boot_runtimes_checked(const struct docker_info *info, const char *err, void *arg);
+static void runtimes_list(struct json_object *runtimes, char *buf, size_t cap);
+static void boot_network(struct sandbard *d);
 static void boot_network_made(const char *err, void *arg);
 static bool on_every_address(const char *addr);
 static void boot_pg_state(bool up, void *arg);
@@ -132,12 +137,18 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit(&d.cfg);
 
+	if (sandbox_runtimes_parse(d.cfg.runtimes, &d.runtimes, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbard: %s\n", err);
+		return 2;
+	}
+
 	/* start-up work that may block: templates and migration files */
 	struct template_policy policy = {
 		.allow_privileged = d.cfg.allow_privileged,
 		.allow_cap_add = d.cfg.allow_cap_add,
 		.allow_bind_mounts = d.cfg.allow_bind_mounts,
 	};
+	memcpy(policy.runtimes, d.runtimes.enabled, sizeof(policy.runtimes));
 	d.templates = template_set_load(d.cfg.devcontainers_path, &policy);
 	if (!d.templates) {
 		fprintf(stderr, "sandbard: cannot read templates from %s\n", d.cfg.devcontainers_path);
@@ -294,6 +305,71 @@ static void boot_docker_checked(const char *version, const char *err, void *arg)
 		return;
 	}
 	log_info("docker at %s: API %s", d->cfg.docker_host, version);
+	boot_set_state(d, BOOT_RUNTIMES);
+	for (int r = 0; r < SANDBOX_RUNTIME_MAX; r++) {
+		if (sandbox_runtimes_docker(&d->runtimes, (enum sandbox_runtime)r)) {
+			if (!docker_info(d->docker, boot_runtimes_checked, d))
+				fatal(d, "docker at %s: cannot ask for /info", d->cfg.docker_host);
+			return;
+		}
+	}
+	boot_network(d);
+}
+
+/* A runtime a create may name must be one dockerd knows: else every such
+ * create would fail at Docker's start, long after the 201. */
+static void boot_runtimes_checked(const struct docker_info *info, const char *err, void *arg)
+{
+	struct sandbard *d = arg;
+	if (d->state != BOOT_RUNTIMES) /* a signal came first */
+		return;
+	if (err) {
+		fatal(d, "docker at %s: /info: %s", d->cfg.docker_host, err);
+		return;
+	}
+	for (int r = 0; r < SANDBOX_RUNTIME_MAX; r++) {
+		const char *name = sandbox_runtimes_docker(&d->runtimes, (enum sandbox_runtime)r);
+		struct json_object *rt = NULL;
+		if (!name)
+			continue;
+		if (!info->runtimes || !json_object_object_get_ex(info->runtimes, name, &rt)) {
+			char have[256];
+			runtimes_list(info->runtimes, have, sizeof(have));
+			const char *what = sandbox_runtime_name((enum sandbox_runtime)r);
+			fatal(d,
+			      "SANDBAR_RUNTIMES=%s: dockerd at %s has no runtime '%s' "
+			      "(it has: %s); register it (SANDBAR_RUNTIMES=%s "
+			      "tools/lib/setup.sh docker; README, gVisor) or leave %s out",
+			      d->cfg.runtimes, d->cfg.docker_host, name, have, what, what);
+			return;
+		}
+		struct json_object *path = NULL;
+		json_object_object_get_ex(rt, "path", &path);
+		log_info("runtime %s: dockerd's %s (%s)", sandbox_runtime_name((enum sandbox_runtime)r), name,
+			 path ? json_object_get_string(path) : "?");
+	}
+	boot_network(d);
+}
+
+/* The names of dockerd's runtimes, comma separated ("none" for none). */
+static void runtimes_list(struct json_object *runtimes, char *buf, size_t cap)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	if (runtimes) {
+		json_object_object_foreach(runtimes, key, unused)
+		{
+			(void)unused;
+			if (len < cap)
+				len += (size_t)snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", key);
+		}
+	}
+	if (!buf[0])
+		snprintf(buf, cap, "none");
+}
+
+static void boot_network(struct sandbard *d)
+{
 	boot_set_state(d, BOOT_NETWORK);
 	if (!d->cfg.network[0]) {
 		boot_network_made(NULL, d);

@@ -46,6 +46,8 @@ struct config {
 	int64_t image_prune_age_ms; /* SANDBAR_IMAGE_PRUNE_AGE, default 1h */
 	char *publish_addr; /* SANDBAR_PUBLISH_ADDR: host address of published ports, default 127.0.0.1 */
 	char *network;	    /* SANDBAR_NETWORK: the sandboxes' bridge network, default sandbar, "" Docker's */
+	char *runtimes;	    /* SANDBAR_RUNTIMES: runtimes beside runc a create may ask for ("gvisor"), default
+			       none */
 	char *preview_domain;		    /* SANDBAR_PREVIEW_DOMAIN, default preview.localhost */
 	char *preview_addr;		    /* SANDBAR_PREVIEW_ADDR: a previews-only listener, "" none */
 	char *preview_scheme;		    /* SANDBAR_PREVIEW_SCHEME, default http */

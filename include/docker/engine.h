@@ -24,6 +24,10 @@ struct docker_call *docker_version_check(struct docker *d, docker_version_fn cb,
 /* GET /info: what the Docker host has. info is NULL when err is set. */
 struct docker_info {
 	uint64_t mem_total; /* MemTotal: the host's memory, bytes (> 0) */
+	/* Runtimes: an object keyed by runtime name (NULL when Docker sent none)
+	 * and DefaultRuntime ("" when none), both valid during the callback only */
+	struct json_object *runtimes;
+	const char *default_runtime;
 };
 typedef void (*docker_info_fn)(const struct docker_info *info, const char *err, void *arg);
 struct docker_call *docker_info(struct docker *d, docker_info_fn cb, void *arg);

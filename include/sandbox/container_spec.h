@@ -34,6 +34,7 @@ struct container_spec_input {
 	const int *ports;
 	size_t nports;
 	enum sandbox_network network; /* NONE publishes no port whatever ports says */
+	const char *runtime;	      /* Docker's runtime (HostConfig.Runtime); NULL: Docker's default */
 };
 
 /* The memory (bytes) and CPUs the sandbox gets. */

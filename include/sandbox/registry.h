@@ -19,6 +19,7 @@
 
 #include "core/check.h"
 #include "core/error.h"
+#include "sandbox/runtime.h"
 
 struct agent_channel;
 struct channels;
@@ -105,6 +106,7 @@ struct sandbox {
 	bool is_private;	    /* its previews need a preview token (`private`) */
 	struct sandbox_port_set private_ports; /* ... these ports' only (`private_ports`) */
 	enum sandbox_network network;	       /* as made; `full` for one made before it was recorded */
+	enum sandbox_runtime runtime;	       /* as made; runc for one made before it was recorded */
 	/* what a command in it starts with (derived): PATH, containerEnv,
 	 * remoteEnv, env_vars as "K=V" (NULL terminated); the user (remoteUser,
 	 * else containerUser; NULL: the agent's root) and folder to run in */
@@ -223,6 +225,7 @@ struct sandbox_insert {
 	bool is_private;
 	struct sandbox_port_set private_ports;
 	enum sandbox_network network;
+	enum sandbox_runtime runtime;
 	const char *actor;
 	bool in_pool;			    /* a warm pool member: never listed until claimed */
 	const char *project, *user_id;	    /* NULL: "default", "" */

@@ -68,7 +68,11 @@ struct sandbox_create_params {
 	struct sandbox_port_set private_ports; /* ... only these ports' (n 0: none) */
 	const int *ports;		       /* container ports to publish beside the template's */
 	size_t nports;
-	enum sandbox_network network;  /* FULL: SANDBAR_NETWORK; NONE: no network, nothing published */
+	enum sandbox_network network; /* FULL: SANDBAR_NETWORK; NONE: no network, nothing published */
+	/* NULL: the template's (runc when it names none); else "runc" or an
+	 * enabled runtime (SANDBAR_RUNTIMES), or INVALID invalid_runtime /
+	 * runtime_not_enabled */
+	const char *runtime;
 	bool wait;		       /* false: answer as soon as the row exists */
 	const char *actor;	       /* who asks (a request id), for the sandbox's events */
 	const char *project, *user_id; /* whose it is (NULL: "default", "") */

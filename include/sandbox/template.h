@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/check.h"
+#include "sandbox/runtime.h"
 
 struct json_object;
 
@@ -23,6 +24,7 @@ struct template_policy {
 	bool allow_privileged;
 	bool allow_cap_add;
 	bool allow_bind_mounts;
+	bool runtimes[SANDBOX_RUNTIME_MAX]; /* SANDBAR_RUNTIMES (runc is always allowed) */
 };
 
 struct template
@@ -56,6 +58,9 @@ struct template
 	uint64_t host_memory;  /* hostRequirements.memory in bytes, 0 when unset */
 	bool privileged;
 	char **cap_add; /* NULL terminated, may be NULL */
+	/* customizations.sandbar.runtime: what its sandboxes run under unless a
+	 * create asks otherwise (runc when unset) */
+	enum sandbox_runtime runtime;
 };
 
 struct template_set;
@@ -64,8 +69,8 @@ struct template_set;
 bool template_name_valid(const char *name);
 
 /* Parses one devcontainer.json text (dir is the template's folder, used to
- * resolve build paths). Refuses privileged / capAdd / bind mounts unless the
- * policy allows them. NULL with a reason in err. */
+ * resolve build paths). Refuses privileged / capAdd / bind mounts, and a
+ * runtime other than runc, unless the policy allows them. NULL with a reason in err. */
 struct template *template_parse(const char *name, const char *dir, const char *text, size_t len,
 				const struct template_policy *policy, char *err, size_t errcap);
 void template_free(struct template *t);

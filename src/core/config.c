@@ -120,6 +120,9 @@ static const struct cfg_setting settings[] = {
 	  "sandbard on the Docker host may have just made one)" },
 	{ "SANDBAR_PUBLISH_ADDR", CFG_STRING, "127.0.0.1", 0, AT(publish_addr),
 	  "host address sandbox ports are published on (0.0.0.0 exposes them to the network)" },
+	{ "SANDBAR_RUNTIMES", CFG_STRING, NULL, 0, AT(runtimes),
+	  "container runtimes beside runc that templates and creates may ask for, comma separated: gvisor "
+	  "(dockerd's runtime sandbar-gvisor; gvisor=NAME for another name); checked with dockerd at start" },
 	{ "SANDBAR_NETWORK", CFG_STRING, "sandbar", 0, AT(network),
 	  "Docker bridge network sandboxes join, made at start-up when missing with inter-container "
 	  "traffic off (empty: Docker's default bridge)" },

@@ -156,7 +156,13 @@ static void info_cb(int status, struct json_object *body, const char *err, void 
 		ctx->cb.info(NULL, "no MemTotal in /info", ctx->arg);
 		return;
 	}
-	struct docker_info info = { .mem_total = (uint64_t)json_object_get_int64(mem) };
+	struct docker_info info = { .mem_total = (uint64_t)json_object_get_int64(mem),
+				    .default_runtime = "" };
+	struct json_object *v;
+	if (json_object_object_get_ex(body, "Runtimes", &v) && json_object_is_type(v, json_type_object))
+		info.runtimes = v;
+	if (json_object_object_get_ex(body, "DefaultRuntime", &v) && json_object_is_type(v, json_type_string))
+		info.default_runtime = json_object_get_string(v);
 	ctx->cb.info(&info, NULL, ctx->arg);
 }
 

@@ -84,6 +84,7 @@ struct json_object *native_sandbox_json(const struct preview_public *pub, const 
 		json_object_array_add(pp, json_object_new_int(sb->private_ports.port[i]));
 	json_object_object_add(o, "private_ports", pp);
 	json_object_object_add(o, "network", json_object_new_string(sandbox_network_name(sb->network)));
+	json_object_object_add(o, "runtime", json_object_new_string(sandbox_runtime_name(sb->runtime)));
 	json_object_object_add(o, "ends_at", native_time_json(sb->ends_at_us));
 	json_object_object_add(o, "keepalive_until", native_time_json(sb->keepalive_until_us));
 	return o;

@@ -227,6 +227,9 @@ static int create_params(struct json_object *body, struct sandbox_create_params 
 	    (!json_object_is_type(v, json_type_string) ||
 	     sandbox_network_parse(json_object_get_string(v), &p->network) != 0))
 		return core_error_invalid(e, "invalid_network", "'network' must be \"full\" or \"none\"");
+	/* the name is the core's to check (unknown, or not enabled here) */
+	if ((v = member(body, "runtime")) && parse_string(v, "runtime", "invalid_runtime", &p->runtime, e))
+		return -1;
 	if ((v = member(body, "wait"))) {
 		if (!json_object_is_type(v, json_type_boolean))
 			return core_error_invalid(e, "invalid_body", "'wait' must be a boolean");

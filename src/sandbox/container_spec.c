@@ -130,6 +130,8 @@ struct json_object *container_spec_build(const struct container_spec_input *in)
 	json_object_object_add(host, "Privileged",
 			       json_object_new_boolean(t->privileged && cfg->allow_privileged));
 	json_object_object_add(host, "Init", json_object_new_boolean(t->init));
+	if (in->runtime && in->runtime[0])
+		json_object_object_add(host, "Runtime", json_object_new_string(in->runtime));
 	struct json_object *restart = json_object_new_object();
 	json_object_object_add(restart, "Name", json_object_new_string("no"));
 	json_object_object_add(host, "RestartPolicy", restart);

@@ -86,6 +86,7 @@ struct create_op {
 	bool is_private;
 	struct sandbox_port_set private_ports;
 	enum sandbox_network network;
+	enum sandbox_runtime runtime;
 
 	struct docker_call *dcall;
 	struct registry_wait *wait;
@@ -186,6 +187,18 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 		call_fail_later_with(call, &asks);
 		return call;
 	}
+	enum sandbox_runtime runtime = tpl->runtime;
+	if (p->runtime && sandbox_runtime_parse(p->runtime, &runtime) != 0) {
+		call_fail_later(call, CORE_INVALID, "invalid_runtime",
+				"'runtime' must be \"runc\" or \"gvisor\"");
+		return call;
+	}
+	if (!svc->runtimes.enabled[runtime]) {
+		call_fail_later(call, CORE_INVALID, "runtime_not_enabled",
+				"runtime %s is not enabled on this server (SANDBAR_RUNTIMES)",
+				sandbox_runtime_name(runtime));
+		return call;
+	}
 	if (tpl->nports + p->nports > (size_t)cfg->max_ports) {
 		call_fail_later(call, CORE_INVALID, "invalid_ports", "at most %lld ports per sandbox",
 				(long long)cfg->max_ports);
@@ -239,6 +252,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 	op->is_private = p->is_private;
 	op->private_ports = p->private_ports;
 	op->network = p->network;
+	op->runtime = runtime;
 	op->ttl_ms = p->ttl_ms;
 	/* the limits it gets, recorded as they are (a PATCH changes them later) */
 	struct container_spec_input limits = { .tpl = tpl, .cfg = cfg, .memory = p->memory, .cpus = p->cpus };
@@ -256,7 +270,7 @@ static struct sandbox_call *create_begin(struct sandbox_service *svc, const stru
 		svc->creates++;
 
 	/* a member runs the template's image (or a rollout's): a create asking for another makes its own */
-	if (!for_pool && p->nports == 0 && p->network == SANDBOX_NETWORK_FULL &&
+	if (!for_pool && p->nports == 0 && p->network == SANDBOX_NETWORK_FULL && runtime == tpl->runtime &&
 	    pool_serves(svc->pool, tpl) && (!p->image || strcmp(p->image, template_image(tpl)) == 0)) {
 		/* a warm member, if there is one: what the create asks for is written as it is claimed */
 		op->state = CREATE_CLAIM;
@@ -409,6 +423,7 @@ static void create_admitted(const struct core_error *err, void *arg)
 		.is_private = op->is_private,
 		.private_ports = op->private_ports,
 		.network = op->network,
+		.runtime = op->runtime,
 		.actor = op->actor,
 		.in_pool = op->for_pool,
 		.project = op->project,
@@ -485,6 +500,7 @@ static void create_container(struct create_op *op)
 		.ports = op->ports,
 		.nports = op->nports,
 		.network = op->network,
+		.runtime = sandbox_runtimes_docker(&op->svc->runtimes, op->runtime),
 	};
 	char cname[64];
 	sandbox_container_name(op->id, cname);

@@ -37,6 +37,7 @@ struct sandbox_service {
 	struct wakes *wakes;	     /* stopped sandboxes being woken for requests (wake.c) */
 	struct channels *channels;   /* to each sandbox's agent */
 	const struct preview_secret *preview_secret; /* signs preview tokens (private.c) */
+	struct sandbox_runtimes runtimes;	     /* SANDBAR_RUNTIMES */
 	const void *agent_bin;			     /* the agent binary installed into every sandbox */
 	size_t agent_len;
 	char cluster[64];

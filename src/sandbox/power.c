@@ -378,6 +378,12 @@ static void recreate_image(const char *err, const struct run_image *img, void *a
 	}
 	const struct sandbox *sb = sandbox_ref_get(op->ref);
 	const struct template *tpl = template_set_find(op->svc->templates, sb->template_name);
+	/* never made again under a weaker runtime than it was made with */
+	if (!op->svc->runtimes.enabled[sb->runtime]) {
+		recreate_failed(op, "runtime %s is not enabled on this server (SANDBAR_RUNTIMES)",
+				sandbox_runtime_name(sb->runtime));
+		return;
+	}
 	snprintf(op->run_image, sizeof(op->run_image), "%s", img->tag);
 	int *ports = calloc(sb->nports + 1, sizeof(int));
 	CHECK(ports != NULL);
@@ -400,6 +406,7 @@ static void recreate_image(const char *err, const struct run_image *img, void *a
 		.ports = ports,
 		.nports = sb->nports,
 		.network = sb->network,
+		.runtime = sandbox_runtimes_docker(&op->svc->runtimes, sb->runtime),
 	};
 	/* built now: img->cmd is valid during this callback only */
 	op->container_env = container_spec_build(&in);

@@ -289,13 +289,13 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		"WITH i AS (INSERT INTO sandboxes AS s (id, name, template, status, image, workspace_mount, "
 		"  devcontainer_config, env_vars, cluster, owner_instance, expires_at, labels, cpu_millis, "
 		"  memory_bytes, idle_timeout_ms, idle_action, ends_at, in_pool, auto_wake, private, "
-		"  private_ports, project, user_id, spec, configured_env, network) "
+		"  private_ports, project, user_id, spec, configured_env, network, runtime) "
 		"  VALUES ($1, $2, $3, 'creating', $4, $5, $6::jsonb, $7::jsonb, $8, $9, "
 		"  now() + $10::bigint * interval '1 millisecond', coalesce($12::jsonb, '{}'), $13, $14, "
 		"$10, $15, "
 		"  now() + $16::bigint * interval '1 millisecond', $17, $18::boolean, $19::boolean, "
 		"  $20::int[], coalesce($21, 'default'), coalesce($22, ''), coalesce($23::jsonb, '{}'), "
-		"  coalesce($24::jsonb, '{}'), $25) "
+		"  coalesce($24::jsonb, '{}'), $25, $26) "
 		"RETURNING " SANDBOX_ROW_COLUMNS "), "
 		"e AS (INSERT INTO sandbox_events (sandbox_id, to_status, actor) SELECT id, 'creating', $11 "
 		"FROM i) "
@@ -330,8 +330,9 @@ struct registry_wait *registry_insert(struct registry *reg, const struct sandbox
 		json_or_null(ins->spec),
 		json_or_null(ins->configured_env),
 		sandbox_network_name(ins->network),
+		sandbox_runtime_name(ins->runtime),
 	};
-	write_send(w, sql, 25, params);
+	write_send(w, sql, 26, params);
 	return w;
 }
 

@@ -46,6 +46,7 @@ enum {
 	COL_SPEC,
 	COL_CONFIGURED_ENV,
 	COL_NETWORK,
+	COL_RUNTIME,
 	COL_COUNT
 };
 
@@ -178,6 +179,8 @@ int sandbox_from_row(struct sandbox *sb, PGresult *res, int row)
 	sb->configured_env = json_of(res, row, COL_CONFIGURED_ENV);
 	if (sandbox_network_parse(PQgetvalue(res, row, COL_NETWORK), &sb->network) != 0)
 		sb->network = SANDBOX_NETWORK_FULL;
+	if (sandbox_runtime_parse(PQgetvalue(res, row, COL_RUNTIME), &sb->runtime) != 0)
+		sb->runtime = SANDBOX_RUNTIME_RUNC;
 	derive_run(sb);
 	return 0;
 }

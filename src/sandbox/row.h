@@ -19,7 +19,8 @@
 	"coalesce(s.cpu_millis, 0), coalesce(s.memory_bytes, 0), coalesce(s.idle_timeout_ms, 0), "           \
 	"s.idle_action, sandbar_us(s.ends_at), sandbar_us(s.keepalive_until), "                              \
 	"coalesce(s.auto_wake, s.idle_action = 'stop'), s.private, array_to_string(s.private_ports, ','), "  \
-	"s.project, s.user_id, s.spec::text, s.configured_env::text, s.network"
+	"s.project, s.user_id, s.spec::text, s.configured_env::text, s.network, "                            \
+	"s.runtime"
 
 /* 0, or -1 for a row the core cannot read (an unknown status). */
 int sandbox_from_row(struct sandbox *sb, PGresult *res, int row);

@@ -58,6 +58,12 @@ struct sandbox_service *sandbox_service_new(struct event_base *base, const struc
 	svc->agent_len = agent_len;
 	snprintf(svc->cluster, sizeof(svc->cluster), "%s", cfg->cluster);
 	snprintf(svc->instance, sizeof(svc->instance), "%s", cfg->instance_id);
+	char err[256];
+	if (sandbox_runtimes_parse(cfg->runtimes, &svc->runtimes, err, sizeof(err)) != 0) {
+		/* sandbard checked it before: runc alone is what a bad value leaves */
+		log_error("%s", err);
+		CHECK(sandbox_runtimes_parse(NULL, &svc->runtimes, err, sizeof(err)) == 0);
+	}
 	svc->reaper = reaper_new(svc);
 	svc->admission = admission_new(svc);
 	svc->events = events_watcher_new(svc);

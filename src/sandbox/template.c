@@ -57,6 +57,7 @@ static int parse_mounts(struct parse_ctx *c);
 static int parse_command(struct parse_ctx *c, const char *key, struct json_object **out);
 static int parse_host_requirements(struct parse_ctx *c);
 static int parse_security(struct parse_ctx *c);
+static int parse_customizations(struct parse_ctx *c);
 static char *read_file(const char *path, size_t *len);
 
 static int parse_error(struct parse_ctx *c, const char *fmt, ...)
@@ -587,6 +588,39 @@ static int parse_security(struct parse_ctx *c)
 	return 0;
 }
 
+/* customizations.sandbar: our own options (the devcontainer spec gives each
+ * tool a key of customizations; the others' are ignored). An unknown option
+ * of ours is refused rather than silently dropped. */
+static int parse_customizations(struct parse_ctx *c)
+{
+	struct json_object *cust, *ours, *v;
+	if (!json_object_object_get_ex(c->t->config, "customizations", &cust))
+		return 0;
+	if (!json_object_is_type(cust, json_type_object))
+		return parse_error(c, "customizations: expected an object");
+	if (!json_object_object_get_ex(cust, "sandbar", &ours))
+		return 0;
+	if (!json_object_is_type(ours, json_type_object))
+		return parse_error(c, "customizations.sandbar: expected an object");
+	json_object_object_foreach(ours, key, unused)
+	{
+		(void)unused;
+		if (strcmp(key, "runtime") != 0)
+			return parse_error(c, "customizations.sandbar.%s: unknown option (runtime)", key);
+	}
+	if (json_object_object_get_ex(ours, "runtime", &v)) {
+		const char *s;
+		if (get_str(c, v, "customizations.sandbar.runtime", false, &s) != 0)
+			return -1;
+		if (sandbox_runtime_parse(s, &c->t->runtime) != 0)
+			return parse_error(
+				c, "customizations.sandbar.runtime: unknown runtime '%s' (runc, gvisor)", s);
+		if (c->t->runtime != SANDBOX_RUNTIME_RUNC && !c->policy->runtimes[c->t->runtime])
+			return parse_error(c, "runtime %s is not enabled (set SANDBAR_RUNTIMES=%s)", s, s);
+	}
+	return 0;
+}
+
 bool template_name_valid(const char *name)
 {
 	size_t n = strlen(name);
@@ -629,7 +663,7 @@ struct template *template_parse(const char *name, const char *dir, const char *t
 	    parse_command(&c, "postStartCommand", &t->post_start) != 0 ||
 	    opt_bool(&c, "init", &t->init) != 0 ||
 	    opt_bool(&c, "overrideCommand", &t->override_command) != 0 || parse_host_requirements(&c) != 0 ||
-	    parse_security(&c) != 0)
+	    parse_security(&c) != 0 || parse_customizations(&c) != 0)
 		goto fail;
 	if (t->build_dockerfile && template_build_tag(t, err, errcap) != 0)
 		goto fail;

@@ -17,7 +17,8 @@ transfers each way; FILE_PERF=1 logs sandbard's syscall counts during each
 transfer, through perf stat), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
 archive API), BENCH_ONLY (exec:
 only the exec rows; files: only the large file transfer rows; small: only the small-file rows;
-preview: only the preview proxy's rows, see preview.py for their knobs), BENCH_KEEP_SERVER (seconds to keep the server up after
+preview: only the preview proxy's rows, see preview.py for their knobs; gvisor: only gVisor against
+runc, see gvisor.py), BENCH_KEEP_SERVER (seconds to keep the server up after
 the exec rows, for `perf record -p`).
 The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
 logs the CPU time each process group spent during it (sandbard, postgres,
@@ -43,8 +44,9 @@ from harness.nginx import Nginx  # noqa: E402
 from harness.session import Session  # noqa: E402
 
 import execload  # noqa: E402
-from common import engine, engine_conn, log, percentile, wrk  # noqa: E402
+from common import engine, engine_conn, log, percentile, timed_exec, wrk  # noqa: E402
 from preview import KEEPALIVE as PREVIEW_KEEPALIVE, preview_benchmarks  # noqa: E402
+import gvisor  # noqa: E402
 
 WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
 CREATES = int(os.environ.get("CREATES", "40"))
@@ -204,12 +206,7 @@ def exec_benchmarks(table, srv, c, created):
         "and through docker exec, interleaved")
 
     def execute(command):
-        t0 = time.perf_counter()
-        r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": command})
-        dt = time.perf_counter() - t0
-        if r.status != 200 or r.json.get("exitCode") != 0:
-            raise RuntimeError(f"execute {command!r} -> {r.status} {r.body[:120]!r}")
-        return dt
+        return timed_exec(c, sid, command)
 
     def rounds():
         argv, shell, hermes, base = [], [], [], []
@@ -702,12 +699,16 @@ def attempt(fn):
 
 
 class FilesOnlyDone(Exception):
-    """BENCH_ONLY=files, small or preview: those rows are in, skip the rest of the run."""
+    """BENCH_ONLY=files, small, preview or gvisor: those rows are in, skip the rest of the run."""
 
 
 def main():
     table = Table()
     run = Session(prefix="sandbar_bench")
+    with_gvisor = gvisor.registered()
+    if not with_gvisor:
+        log(f"gvisor: dockerd has no runtime {gvisor.DOCKER_RUNTIME}: no gVisor rows "
+            "(SANDBAR_RUNTIMES=gvisor tools/lib/setup.sh docker registers it)")
     srv = run.new_server(
         name=f"{run.run_id}_server",
         env={"SANDBAR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "UPLOAD_LIMIT": "4g",
@@ -717,6 +718,7 @@ def main():
              "SANDBAR_MEMORY_OVERCOMMIT": "0",
              # as many idle upstream connections as nginx's `keepalive` in the preview rows
              "SANDBAR_PREVIEW_IDLE_CONNS": str(PREVIEW_KEEPALIVE),
+             "SANDBAR_RUNTIMES": "gvisor" if with_gvisor else None,
              "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None, "LSAN_OPTIONS": None},
     )
     nginx = StaticNginx()
@@ -736,6 +738,12 @@ def main():
         if BENCH_ONLY == "preview":
             log("previews: the proxy vs nginx proxy_pass, the published port, the agent path, wakes")
             attempt(lambda: preview_benchmarks(table, srv, c, run.run_id))
+            c.close()
+            raise FilesOnlyDone()
+        if BENCH_ONLY == "gvisor":
+            if not with_gvisor:
+                raise RuntimeError(f"BENCH_ONLY=gvisor: dockerd has no runtime {gvisor.DOCKER_RUNTIME}")
+            attempt(lambda: gvisor.gvisor_benchmarks(table, c))
             c.close()
             raise FilesOnlyDone()
         if BENCH_ONLY == "files":
@@ -816,6 +824,8 @@ def main():
 
             log("previews: the proxy vs nginx proxy_pass, the published port, the agent path, wakes")
             attempt(lambda: preview_benchmarks(table, srv, c, run.run_id))
+            if with_gvisor:
+                attempt(lambda: gvisor.gvisor_benchmarks(table, c))
 
         # exec: more sandboxes up to EXEC_SANDBOXES, then the exec rows
         log(f"creating sandboxes up to {EXEC_SANDBOXES} for the exec benchmarks")

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
 
@@ -52,6 +53,16 @@ def wrk_latency(out, p):
     if not m:
         raise RuntimeError(f"no {p}% latency in wrk's output")
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def timed_exec(c, sid, command):
+    """Seconds for one POST .../execute of command through client c; it must exit 0."""
+    t0 = time.perf_counter()
+    r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": command})
+    dt = time.perf_counter() - t0
+    if r.status != 200 or r.json.get("exit_code") != 0:
+        raise RuntimeError(f"execute {command!r} -> {r.status} {r.body[:120]!r}")
+    return dt
 
 
 def percentile(values, p):

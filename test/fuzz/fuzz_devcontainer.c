@@ -59,7 +59,8 @@ static void make_dir(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct template_policy policies[] = { { false, false, false }, { true, true, true } };
+	static const struct template_policy policies[] = { { false, false, false, { false } },
+							   { true, true, true, { true, true } } };
 	char err[512];
 	if (!dir[0])
 		make_dir();

@@ -16,7 +16,7 @@ SANDBOX_KEYS = {
     "port_mappings", "last_activity", "created_at", "expires_at", "deleted_at",
     # ours
     "template", "status_reason", "setup_output", "labels", "cpu", "memory", "idle_timeout", "idle_action",
-    "auto_wake", "private", "private_ports", "ends_at", "keepalive_until", "preview_host", "network",
+    "auto_wake", "private", "private_ports", "ends_at", "keepalive_until", "preview_host", "network", "runtime",
 }
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

@@ -23,15 +23,8 @@ def q(path):
 
 @pytest.fixture(scope="module")
 def fsrv(run):
-    srv = run.new_server(name=f"{run.run_id}_files_api", env={"UPLOAD_LIMIT": "20m"})
-    srv.start()
-    yield srv
-    try:
-        srv.stop()  # exit 0 on SIGTERM; a server that died on its own fails here
-    finally:
-        left_c, left_v = run.cleanup([srv.database])
-        run.drop_databases([srv.database])
-    assert not left_c and not left_v, f"left behind: containers {left_c}, volumes {left_v}"
+    with run.own_server(f"{run.run_id}_files_api", env={"UPLOAD_LIMIT": "20m"}) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ SB_PKGS_RUN="docker.io postgresql-15 postgresql-client-15 debootstrap ca-certifi
 # (and the benchmarks' baseline); Debian's nginx, never started as a service.
 SB_PKGS_TEST="python3 python3-pytest jq nginx"
 SB_PKGS_BENCH="wrk"
+# runsc: gVisor, the opt-in sandbox runtime (SANDBAR_RUNTIMES=gvisor; README, "gVisor")
+SB_PKGS_GVISOR="runsc"
 
 sb_say() { printf '%s\n' "$*"; }
 sb_die() {
@@ -40,7 +42,7 @@ sb_quiet() {
 }
 
 # ---------------------------------------------------------------- packages
-# sb_packages GROUP...: GROUP is build, run, test or bench.
+# sb_packages GROUP...: GROUP is build, run, test, bench or gvisor.
 sb_packages() {
 	local want="" g p missing=()
 	for g in "$@"; do
@@ -49,6 +51,7 @@ sb_packages() {
 		run) want="$want $SB_PKGS_RUN" ;;
 		test) want="$want $SB_PKGS_TEST" ;;
 		bench) want="$want $SB_PKGS_BENCH" ;;
+		gvisor) want="$want $SB_PKGS_GVISOR" ;;
 		*) sb_die "sb_packages: unknown group $g" ;;
 		esac
 	done
@@ -99,8 +102,12 @@ sb_docker() {
 	[ "$(id -u)" -eq 0 ] || sb_die "docker: no dockerd answers and only root can start one"
 	local dir=$SANDBAR_DATA/docker
 	mkdir -p "$dir"
-	sb_say "docker: starting dockerd (log $dir/dockerd.log)"
-	setsid dockerd --pidfile "$dir/dockerd.pid" </dev/null >>"$dir/dockerd.log" 2>&1 &
+	# its own configuration file, so that runtimes can be added later with a
+	# SIGHUP (sb_runtimes) without touching /etc/docker/daemon.json
+	[ -s "$dir/daemon.json" ] || printf '{}\n' >"$dir/daemon.json"
+	! sb_wants_gvisor || sb_daemon_json_runtime "$dir/daemon.json" || sb_die "docker: cannot write $dir/daemon.json"
+	sb_say "docker: starting dockerd (log $dir/dockerd.log, config $dir/daemon.json)"
+	setsid dockerd --pidfile "$dir/dockerd.pid" --config-file "$dir/daemon.json" </dev/null >>"$dir/dockerd.log" 2>&1 &
 	for _ in $(seq 1 30); do
 		sb_docker_ok && {
 			sb_say "docker: ok (started, pid $(cat "$dir/dockerd.pid" 2>/dev/null))"
@@ -110,6 +117,127 @@ sb_docker() {
 	done
 	tail -n 20 "$dir/dockerd.log" | sed 's/^/  | /' >&2
 	sb_die "docker: dockerd did not answer within 30 s"
+}
+
+# ---------------------------------------------------------------- runtimes
+# gVisor (SANDBAR_RUNTIMES=gvisor, or gvisor=NAME): Debian's runsc registered
+# with dockerd as a runtime named sandbar-gvisor (or NAME). Its arguments are
+# what works here (README, "gVisor"): --network=host (runsc then uses the
+# container's own network namespace, set up by Docker; its own netstack
+# refuses to start under dockerd 20.10 here) and --platform=ptrace (no usable
+# KVM in these VMs; kvm hangs at create, systrap is newer than this runsc).
+# cgroup v1 limits are applied by runsc as they are (no --ignore-cgroups).
+SB_GVISOR_ARGS='["--network=host", "--platform=ptrace"]'
+
+sb_wants_gvisor() {
+	case ",${SANDBAR_RUNTIMES:-}," in
+	*,gvisor,* | *,gvisor=*) return 0 ;;
+	esac
+	return 1
+}
+
+# The Docker runtime name SANDBAR_RUNTIMES gives gVisor.
+sb_gvisor_name() {
+	local item
+	for item in ${SANDBAR_RUNTIMES//,/ }; do
+		case $item in
+		gvisor=?*) printf '%s\n' "${item#gvisor=}" && return 0 ;;
+		esac
+	done
+	printf 'sandbar-gvisor\n'
+}
+
+sb_gvisor_json() { printf '{"path": "/usr/bin/runsc", "runtimeArgs": %s}' "$SB_GVISOR_ARGS"; }
+
+# sb_daemon_json_runtime FILE: sets the gVisor runtime in dockerd's
+# configuration FILE (made when missing), keeping the rest of it.
+sb_daemon_json_runtime() {
+	local file=$1 tmp
+	tmp=$(mktemp "$file.XXXXXX") || return 1
+	if [ -s "$file" ]; then cat "$file"; else printf '{}'; fi |
+		jq --arg n "$(sb_gvisor_name)" --argjson rt "$(sb_gvisor_json)" '.runtimes[$n] = $rt' >"$tmp" &&
+		chmod 644 "$tmp" && mv "$tmp" "$file" || {
+		rm -f "$tmp"
+		return 1
+	}
+}
+
+# 0 when the dockerd that answers has the gVisor runtime with our arguments.
+sb_gvisor_registered() {
+	docker info --format '{{json .Runtimes}}' 2>/dev/null |
+		jq -e --arg n "$(sb_gvisor_name)" --argjson rt "$(sb_gvisor_json)" \
+			'.[$n].path == $rt.path and .[$n].runtimeArgs == $rt.runtimeArgs' >/dev/null 2>&1
+}
+
+# The pid of the dockerd listening on the default socket, or nothing.
+sb_dockerd_pid() {
+	ss -xlpH src /var/run/docker.sock 2>/dev/null | grep -o '"dockerd",pid=[0-9]*' | head -n 1 | cut -d= -f2
+}
+
+# sb_dockerd_arg PID FLAG: the value of --FLAG in dockerd PID's command line.
+sb_dockerd_arg() {
+	tr '\0' '\n' <"/proc/$1/cmdline" | awk -v f="--$2" '
+		want { print; exit } $0 == f { want = 1 } index($0, f "=") == 1 { print substr($0, length(f) + 2); exit }'
+}
+
+# When SANDBAR_RUNTIMES asks for gvisor: makes sure the dockerd that answers
+# has it. A dockerd these scripts started with its own --config-file (under
+# some checkout's .data/docker/) gets the runtime in that file and a SIGHUP
+# (dockerd reloads the `runtimes` key without a restart); any other dockerd
+# is left alone, with what to add said. Exports SANDBAR_GVISOR=1 when it is
+# registered (tools/test then provides `gvisor` to the tests).
+sb_runtimes() {
+	SANDBAR_GVISOR=0
+	export SANDBAR_GVISOR
+	sb_wants_gvisor || return 0
+	local name pid conf pidfile
+	name=$(sb_gvisor_name)
+	[ -x /usr/bin/runsc ] || {
+		sb_say "gvisor: /usr/bin/runsc missing (Debian's runsc); not registered"
+		return 0
+	}
+	if sb_gvisor_registered; then
+		SANDBAR_GVISOR=1
+		sb_say "gvisor: ok (dockerd runtime $name: runsc $(runsc --version 2>/dev/null | head -n 1 | awk '{ print $3 }'))"
+		return 0
+	fi
+	pid=$(sb_dockerd_pid)
+	if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != unix:///var/run/docker.sock ]; then
+		pid=""
+	fi
+	if [ -n "$pid" ]; then
+		pidfile=$(sb_dockerd_arg "$pid" pidfile)
+		conf=$(sb_dockerd_arg "$pid" config-file)
+	fi
+	# ours: started by sb_docker (a pid file in a .data/docker/ folder) with
+	# its daemon.json beside it
+	if [ -n "$pid" ] && [ -n "$conf" ] && [ "$(id -u)" -eq 0 ] &&
+		[ "${pidfile%/.data/docker/dockerd.pid}" != "$pidfile" ] &&
+		[ "$conf" = "$(dirname "$pidfile")/daemon.json" ]; then
+		sb_daemon_json_runtime "$conf" || sb_die "gvisor: cannot write $conf"
+		kill -HUP "$pid"
+		for _ in $(seq 1 20); do
+			if sb_gvisor_registered; then
+				SANDBAR_GVISOR=1
+				sb_say "gvisor: ok (runtime $name added to $conf, dockerd $pid reloaded)"
+				return 0
+			fi
+			sleep 0.5
+		done
+		sb_say "gvisor: dockerd $pid did not take runtime $name from $conf (see its log)"
+		return 0
+	fi
+	if [ -n "$pid" ] && [ -z "$conf" ] && [ "${pidfile%/.data/docker/dockerd.pid}" != "$pidfile" ]; then
+		sb_say "gvisor: dockerd (pid $pid) has no runtime $name; these scripts started it before they gave"
+		sb_say "  dockerd a --config-file of its own, so its configuration is /etc/docker/daemon.json,"
+		sb_say "  which they leave alone."
+	else
+		sb_say "gvisor: dockerd${pid:+ (pid $pid)} has no runtime $name and was not started by these"
+		sb_say "  scripts with a --config-file of theirs, so it is left alone."
+	fi
+	sb_say "  To register it, add to its daemon.json (${conf:-/etc/docker/daemon.json}) and send it"
+	sb_say "  SIGHUP (kill -HUP <pid>; dockerd reloads runtimes without a restart):"
+	sb_say "    \"runtimes\": {\"$name\": $(sb_gvisor_json)}"
 }
 
 # ---------------------------------------------------------------- postgresql
@@ -272,11 +400,13 @@ sb_agent_clis() {
 	sb_say "image: ok (sandbar/agent-clis:latest)"
 }
 
-# sb_setup GROUP...: packages of the groups, then docker, postgresql, images.
+# sb_setup GROUP...: packages of the groups (and runsc when SANDBAR_RUNTIMES
+# asks for gvisor), then docker and its runtimes, postgresql, images.
 sb_setup() {
 	mkdir -p "$SANDBAR_DATA/log"
-	sb_packages "$@"
+	if sb_wants_gvisor; then sb_packages "$@" gvisor; else sb_packages "$@"; fi
 	sb_docker
+	sb_runtimes
 	sb_postgres
 	sb_base_image
 	sb_agent_clis
@@ -296,7 +426,10 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 		fi
 		;;
 	pg-url) sb_pg_paths && sb_pg_url "${2:-sandbar}" && echo ;;
-	docker) sb_docker ;;
+	docker)
+		sb_docker
+		sb_runtimes
+		;;
 	setup)
 		shift
 		[ $# -gt 0 ] || set -- build run test

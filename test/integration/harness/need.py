@@ -1,7 +1,7 @@
 """What a test needs from the machine, and the skip rule: a test that lacks a
 dependency calls need(word, why). Outside tools/test that is a skip, listed
 by name in the summary. tools/test names what its scripts provide in
-SANDBAR_TEST_PROVIDED (postgres, docker, nginx, pg-cluster, root, mount); lacking one
+SANDBAR_TEST_PROVIDED (postgres, docker, nginx, pg-cluster, root, mount, gvisor); lacking one
 of those fails the test, and under tools/test any skip that does not go
 through need() fails too (conftest.py), so nothing is skipped unseen."""
 import os

@@ -40,6 +40,9 @@ def default_env(database_url, port, instance):
         # the run's own bridge network (made by the first server), removed by
         # the run's clean-up: never the production default `sandbar`
         "SANDBAR_NETWORK": instance,
+        # runtimes beside runc only where a test asks (test_gvisor.py), not
+        # tools/test's SANDBAR_RUNTIMES
+        "SANDBAR_RUNTIMES": None,
         # sanitizer builds: fail loudly, and make leaks turn exit 0 into 23
         "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:exitcode=23:strict_string_checks=1",
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=24",

@@ -2,6 +2,7 @@
 container, volume and network the run's servers created. The dockerd is shared, so
 only what is provably ours is removed: containers named in our databases or
 labelled with one of our clusters (SANDBAR_CLUSTER = the database), and what they point at."""
+import contextlib
 import itertools
 import os
 import re
@@ -113,6 +114,24 @@ class Session:
         left_c = [c for c in containers if docker.exists(c)]
         left_v = [v for v in volumes if docker.inspect(v, kind="volume") is not None]
         return left_c, left_v
+
+    @contextlib.contextmanager
+    def own_server(self, name, env=None):
+        """A started server of its own for a module or a test (not the
+        server_factory's): stopped at the end (exit 0 on SIGTERM, or the
+        server died on its own), then what it made is removed and must be
+        all there was."""
+        srv = self.new_server(name=name, env=env)
+        srv.start()
+        try:
+            yield srv
+            srv.stop()
+        finally:
+            if srv.alive():
+                srv.kill()
+            left_c, left_v = self.cleanup([srv.database])
+            self.drop_databases([srv.database])
+        assert not left_c and not left_v, f"left behind: containers {left_c}, volumes {left_v}"
 
     def drop_databases(self, databases=None):
         if self.keep:

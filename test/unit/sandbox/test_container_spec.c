@@ -18,7 +18,7 @@
 #include "sandbox/template.h"
 
 static struct config cfg;
-static const struct template_policy permissive = { true, true, true };
+static const struct template_policy permissive = { true, true, true, { true, true } };
 
 static struct template *parse(const char *text)
 {
@@ -149,6 +149,16 @@ static void test_network_policy(void **state)
 	assert_non_null(get(s, "ExposedPorts.8080/tcp"));
 	json_object_put(s);
 	cfg.network = saved;
+
+	/* a runtime other than Docker's default is named; runc is left to Docker */
+	in.runtime = "sandbar-gvisor";
+	s = container_spec_build(&in);
+	assert_string_equal(str(s, "HostConfig.Runtime"), "sandbar-gvisor");
+	json_object_put(s);
+	in.runtime = NULL;
+	s = container_spec_build(&in);
+	assert_null(get(s, "HostConfig.Runtime"));
+	json_object_put(s);
 
 	enum sandbox_network n;
 	assert_int_equal(sandbox_network_parse("none", &n), 0);

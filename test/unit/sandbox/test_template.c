@@ -11,8 +11,8 @@
 
 static char tmp[64]; /* a template folder with a Dockerfile, made per run */
 static char err[512];
-static const struct template_policy strict = { false, false, false };
-static const struct template_policy permissive = { true, true, true };
+static const struct template_policy strict = { false, false, false, { false } };
+static const struct template_policy permissive = { true, true, true, { true, true } };
 
 static void write_file(const char *dir, const char *name, const char *text)
 {
@@ -440,6 +440,62 @@ static void test_security(void **state)
 	refused_with("{\"image\": \"x\", \"capAdd\": \"ALL\"}", &permissive, "capAdd");
 }
 
+/* customizations.sandbar.runtime: runc by default, gvisor only when the
+ * server enables it; other tools' customizations are left alone, an
+ * unknown option of ours is refused. */
+static void test_runtime(void **state)
+{
+	(void)state;
+	struct template *t = ok("{\"image\": \"x\", \"customizations\": {\"vscode\": {\"extensions\": []}}}");
+	assert_int_equal(t->runtime, SANDBOX_RUNTIME_RUNC);
+	template_free(t);
+	t = ok("{\"image\": \"x\", \"customizations\": {\"sandbar\": {\"runtime\": \"runc\"}}}");
+	assert_int_equal(t->runtime, SANDBOX_RUNTIME_RUNC);
+	template_free(t);
+	refused("{\"image\": \"x\", \"customizations\": {\"sandbar\": {\"runtime\": \"gvisor\"}}}",
+		"runtime gvisor is not enabled (set SANDBAR_RUNTIMES=gvisor)");
+	t = parse_with("{\"image\": \"x\", \"customizations\": {\"sandbar\": {\"runtime\": \"gvisor\"}}}",
+		       &permissive);
+	assert_non_null(t);
+	assert_int_equal(t->runtime, SANDBOX_RUNTIME_GVISOR);
+	template_free(t);
+	refused_with("{\"image\": \"x\", \"customizations\": {\"sandbar\": {\"runtime\": \"kata\"}}}",
+		     &permissive, "unknown runtime 'kata'");
+	refused_with("{\"image\": \"x\", \"customizations\": {\"sandbar\": {\"runtime\": 1}}}", &permissive,
+		     "customizations.sandbar.runtime: expected a string");
+	refused_with("{\"image\": \"x\", \"customizations\": {\"sandbar\": {\"runtim\": \"runc\"}}}",
+		     &permissive, "customizations.sandbar.runtim: unknown option");
+	refused("{\"image\": \"x\", \"customizations\": {\"sandbar\": []}}", "customizations.sandbar");
+	refused("{\"image\": \"x\", \"customizations\": 1}", "customizations: expected an object");
+
+	struct sandbox_runtimes rt;
+	char e[256];
+	assert_int_equal(sandbox_runtimes_parse(NULL, &rt, e, sizeof(e)), 0);
+	assert_true(rt.enabled[SANDBOX_RUNTIME_RUNC]);
+	assert_false(rt.enabled[SANDBOX_RUNTIME_GVISOR]);
+	assert_null(sandbox_runtimes_docker(&rt, SANDBOX_RUNTIME_RUNC));
+	assert_null(sandbox_runtimes_docker(&rt, SANDBOX_RUNTIME_GVISOR));
+	assert_int_equal(sandbox_runtimes_parse("gvisor", &rt, e, sizeof(e)), 0);
+	assert_true(rt.enabled[SANDBOX_RUNTIME_GVISOR]);
+	assert_string_equal(sandbox_runtimes_docker(&rt, SANDBOX_RUNTIME_GVISOR), "sandbar-gvisor");
+	assert_int_equal(sandbox_runtimes_parse("runc,gvisor=runsc", &rt, e, sizeof(e)), 0);
+	assert_string_equal(sandbox_runtimes_docker(&rt, SANDBOX_RUNTIME_GVISOR), "runsc");
+	assert_null(sandbox_runtimes_docker(&rt, SANDBOX_RUNTIME_RUNC));
+	assert_int_equal(sandbox_runtimes_parse("kata", &rt, e, sizeof(e)), -1);
+	assert_non_null(strstr(e, "unknown runtime 'kata'"));
+	assert_int_equal(sandbox_runtimes_parse("gvisor,", &rt, e, sizeof(e)), 0);
+	assert_int_equal(sandbox_runtimes_parse(",gvisor", &rt, e, sizeof(e)), -1);
+	assert_int_equal(sandbox_runtimes_parse("gvisor=", &rt, e, sizeof(e)), -1);
+	assert_int_equal(sandbox_runtimes_parse("gvisor=a b", &rt, e, sizeof(e)), -1);
+	assert_int_equal(sandbox_runtimes_parse("runc=x", &rt, e, sizeof(e)), -1);
+	enum sandbox_runtime r;
+	assert_int_equal(sandbox_runtime_parse("gvisor", &r), 0);
+	assert_int_equal(r, SANDBOX_RUNTIME_GVISOR);
+	assert_string_equal(sandbox_runtime_name(r), "gvisor");
+	assert_int_equal(sandbox_runtime_parse("GVISOR", &r), -1);
+	assert_int_equal(sandbox_runtime_parse(NULL, &r), -1);
+}
+
 static void test_names(void **state)
 {
 	(void)state;
@@ -564,6 +620,7 @@ int main(void)
 		cmocka_unit_test(test_users_and_commands),
 		cmocka_unit_test(test_host_requirements),
 		cmocka_unit_test(test_security),
+		cmocka_unit_test(test_runtime),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_tag_name_folding),
 		cmocka_unit_test(test_shipped_templates),
