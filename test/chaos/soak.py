@@ -92,26 +92,48 @@ def _until_up(srv, timeout=60.0):
     raise AssertionError("sandbard did not come back")
 
 
+def _served(srv, kind, tally, timeout=60.0):
+    """Seconds until sandbard serves a request that needs what came back: a
+    create (`wait: false`: 202 once Docker is seen again), a list (PostgreSQL)."""
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        c = srv.client(timeout=10)
+        try:
+            if kind == "dockerd":
+                r = c.post("/api/sandboxes", json={"template": "base", "wait": False}, timeout=10)
+                if r.status == 202:
+                    with tally.lock:
+                        tally.acked += 1
+                        tally.acked_creates[r.json["id"]] = "probe"
+                    return time.monotonic() - t
+            elif c.get("/api/sandboxes?limit=1", timeout=10).status == 200:
+                return time.monotonic() - t
+        except OSError:
+            pass
+        finally:
+            c.close()
+        time.sleep(0.05)
+    raise AssertionError(f"sandbard did not serve again {timeout:.0f} s after {kind} came back")
+
+
 def _fault(rng, srv, dockerd, tally, pg_cluster):
+    """One fault; records (kind, outage s, back-to-service s after the part returned)."""
     kinds = os.environ.get("CHAOS_FAULTS", "kill9,dockerd,postgres").split(",")
     kind = rng.choice([k for k in kinds if k != "postgres" or pg_cluster])
     t = time.monotonic()
     if kind == "kill9":
         srv.kill()
         srv.start(wait=False)
-        rec = _until_up(srv)
-    elif kind == "dockerd":
-        dockerd.stop()
-        time.sleep(rng.uniform(0.5, 3))
-        dockerd.start()
-        rec = time.monotonic() - t
+        outage, back = 0.0, _until_up(srv)
     else:
-        pg_cluster.stop()
+        part = dockerd if kind == "dockerd" else pg_cluster
+        part.stop()
         time.sleep(rng.uniform(0.5, 3))
-        pg_cluster.start()
-        rec = time.monotonic() - t
+        part.start()
+        outage = time.monotonic() - t
+        back = _served(srv, kind, tally)
     with tally.lock:
-        tally.faults.append((kind, rec))
+        tally.faults.append((kind, outage, back))
 
 
 def run(srv, dockerd, seed, seconds, workers=4, fault_every=(3.0, 8.0), pg_cluster=None, log=print):
@@ -186,7 +208,7 @@ def audit(srv, dockerd, tally, log=print, settle=60.0):
     for sid in tally.acked_deletes:
         if sid in containers.values():
             lost.append((sid, "acknowledged delete, container still there"))
-    rec = [r for _, r in tally.faults]
+    rec = [b for _, _, b in tally.faults]
     report = {
         "faults injected": len(tally.faults),
         "operations acknowledged": tally.acked,
@@ -197,9 +219,15 @@ def audit(srv, dockerd, tally, log=print, settle=60.0):
         "recovery max s": round(max(rec), 2) if rec else 0,
         "recovery mean s": round(sum(rec) / len(rec), 2) if rec else 0,
     }
+    for kind in ("kill9", "dockerd", "postgres"):
+        b = sorted(r for k, _, r in tally.faults if k == kind)
+        o = [x for k, x, _ in tally.faults if k == kind]
+        if b:
+            report[f"{kind} recovery s (n, median, max; outage mean)"] = (
+                len(b), round(b[len(b) // 2], 2), round(b[-1], 2), round(sum(o) / len(o), 2))
     for k, v in report.items():
         log(f"  {k}: {v}")
     log(f"  answers: {dict(sorted(tally.answers.items()))}")
-    log(f"  faults: {[f'{k} {r:.1f}s' for k, r in tally.faults]}")
+    log(f"  faults (outage, back): {[f'{k} {o:.1f}/{b:.2f}s' for k, o, b in tally.faults]}")
     report["details"] = {"lost": lost, "orphans": orphans, "stuck": stuck, "bad": tally.bad[:20]}
     return report
