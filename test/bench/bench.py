@@ -17,7 +17,8 @@ transfers each way; FILE_PERF=1 logs sandbard's syscall counts during each
 transfer, through perf stat), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
 archive API), BENCH_ONLY (exec:
 only the exec rows; files: only the large file transfer rows; small: only the small-file rows;
-preview: only the preview proxy's rows, see preview.py for their knobs), BENCH_KEEP_SERVER (seconds to keep the server up after
+preview: only the preview proxy's rows, see preview.py for their knobs; hostile: only the rows of
+fresh requests among 2,000 slow and hostile connections, see hostile.py), BENCH_KEEP_SERVER (seconds to keep the server up after
 the exec rows, for `perf record -p`).
 The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
 logs the CPU time each process group spent during it (sandbard, postgres,
@@ -44,6 +45,7 @@ from harness.session import Session  # noqa: E402
 
 import execload  # noqa: E402
 from common import engine, engine_conn, log, percentile, wrk  # noqa: E402
+from hostile import hostile_benchmarks  # noqa: E402
 from preview import KEEPALIVE as PREVIEW_KEEPALIVE, preview_benchmarks  # noqa: E402
 
 WRK_SECONDS = int(os.environ.get("WRK_SECONDS", "10"))
@@ -702,7 +704,7 @@ def attempt(fn):
 
 
 class FilesOnlyDone(Exception):
-    """BENCH_ONLY=files, small or preview: those rows are in, skip the rest of the run."""
+    """BENCH_ONLY=files, small, preview or hostile: those rows are in, skip the rest of the run."""
 
 
 def main():
@@ -736,6 +738,11 @@ def main():
         if BENCH_ONLY == "preview":
             log("previews: the proxy vs nginx proxy_pass, the published port, the agent path, wakes")
             attempt(lambda: preview_benchmarks(table, srv, c, run.run_id))
+            c.close()
+            raise FilesOnlyDone()
+        if BENCH_ONLY == "hostile":
+            log("hostile: fresh requests among 2,000 slow and hostile connections")
+            attempt(lambda: hostile_benchmarks(table, run, os.path.join(HERE, "templates")))
             c.close()
             raise FilesOnlyDone()
         if BENCH_ONLY == "files":
@@ -816,6 +823,9 @@ def main():
 
             log("previews: the proxy vs nginx proxy_pass, the published port, the agent path, wakes")
             attempt(lambda: preview_benchmarks(table, srv, c, run.run_id))
+
+            log("hostile: fresh requests among 2,000 slow and hostile connections")
+            attempt(lambda: hostile_benchmarks(table, run, os.path.join(HERE, "templates")))
 
         # exec: more sandboxes up to EXEC_SANDBOXES, then the exec rows
         log(f"creating sandboxes up to {EXEC_SANDBOXES} for the exec benchmarks")

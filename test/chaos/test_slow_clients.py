@@ -72,7 +72,7 @@ def test_two_thousand_hostile_connections(server_factory):
 
     # 16 MB each, far more than a stream holds in flight (about 2.5 MB):
     # bounded, since a command outlives its cut stream (a client that goes
-    # away leaves its command running) and its rest then flows to sandbard
+    # away leaves its command running, writing into the agent's ring)
     h = Hostile(srv, sid, COUNTS, command="yes | head -c 16000000", exec_timeout=60)
     try:
         t_open = time.monotonic()
