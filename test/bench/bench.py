@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -699,7 +700,9 @@ def attempt(fn):
     try:
         return fn()
     except Exception as e:  # a failed benchmark is a cell, not the end of the run
-        log(f"{getattr(fn, '__name__', 'step')}: {e}")
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        log(f"{getattr(fn, '__name__', 'step')}: {type(e).__name__}: {e} "
+            f"({os.path.basename(where.filename)}:{where.lineno})")
         return e
 
 

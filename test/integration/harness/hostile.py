@@ -11,6 +11,7 @@ kind, driven by tick() once a second.
 
 Every socket is watched for what the server did to it: answered (the first
 bytes it sent, e.g. a 408) and closed (EOF or reset)."""
+import collections
 import errno
 import json
 import resource
@@ -50,6 +51,8 @@ class Hostile:
         self.sid = sid
         self.counts = dict(counts)
         self.conns = []
+        self.due = collections.deque()  # trickling connections, the next due first
+        self.polled_at = 0.0
         body = json.dumps({"command": "true"}).encode()
         self.head_bytes = (f"GET /api/sandboxes/{sid} HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a" * 200).encode()
         self.body_head = (f"POST /api/sandboxes/{sid}/execute HTTP/1.1\r\nHost: x\r\n"
@@ -87,33 +90,45 @@ class Hostile:
 
     def open(self):
         """Opens every connection, the kinds interleaved; the first byte of
-        each "head" and "body" one goes out at once."""
+        each "head" and "body" one goes out at once, and their next ones
+        spread evenly over each second (not all in one burst)."""
         left = dict(self.counts)
         while any(left.values()):
             for kind in KINDS:
                 if left.get(kind, 0) > 0:
                     left[kind] -= 1
                     self._connect(kind)
-        self.tick()
+        self.tick()  # the first byte of each at once
+        now = time.monotonic()
+        for i, c in enumerate(self.conns):  # the next ones spread evenly over each second
+            c.sent_at = now - (i % 1000) / 1000
+        self.due = collections.deque(sorted(self.due, key=lambda c: c.sent_at))
 
     def tick(self, interval=1.0):
         """One byte more on each trickling connection whose last byte went
-        out at least interval seconds ago; notes what the server sent and
-        which connections it closed."""
+        out at least interval seconds ago; at most once per interval, notes
+        what the server sent and which connections it closed. Cheap between
+        two measured requests: only the connections due are touched."""
         now = time.monotonic()
-        for c in self.conns:
+        if now - self.polled_at >= interval:
+            self.polled_at = now
+            self.poll()
+            self.due = collections.deque(sorted((c for c in self.conns if c.pending and c.closed_at is None),
+                                                key=lambda c: c.sent_at))
+        while self.due and now - self.due[0].sent_at >= interval:
+            c = self.due.popleft()
             if c.closed_at is not None:
                 continue
-            if c.kind != "stream":
-                self._poll(c, now)
-            if c.closed_at is None and c.pending and now - c.sent_at >= interval:
-                try:
-                    if c.sock.send(c.pending[:1]) == 1:
-                        c.pending = c.pending[1:]
-                        c.sent_at = now
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                        c.closed_at = now
+            try:
+                if c.sock.send(c.pending[:1]) == 1:
+                    c.pending = c.pending[1:]
+                    # keep its phase in the second unless far behind
+                    c.sent_at = c.sent_at + interval if now - c.sent_at < 2 * interval else now
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    c.closed_at = now
+            if c.pending and c.closed_at is None:
+                self.due.append(c)
 
     @staticmethod
     def _poll(c, now):
