@@ -2,14 +2,16 @@
 the machine's dockerd or anything else running on it.
 
 It has its own data root, exec root (and so its own containerd), socket and
-address pool under .data/chaos/<name>/, no iptables rules and no default bridge
-(sandbard makes its own network on it). The images sandbard needs are copied
+address pool under .data/chaos/<name>/, no iptables rules, and a network
+namespace of its own: a second dockerd in the host's namespace deletes the
+host's docker0 bridge (the machine's dockerd's) when it starts, whatever its
+--bridge. So ports its sandboxes publish are not reachable from the host:
+previews go through the agent (sandbard does that for a tcp:// DOCKER_HOST). The images sandbard needs are copied
 from the machine's dockerd once (docker save | docker load) and kept in the data
 root between runs.
 
-remote=True starts it in a network namespace of its own, reached from the host
-over a veth pair at tcp://10.213.<n>.2:2375: a Docker host on the other side of
-a network. cut() drops every packet to that port inside the namespace (a
+remote=True also listens on tcp://10.213.<n>.2:2375, reached from the host
+over a veth pair: a Docker host on the other side of a network. cut() drops every packet to that port inside the namespace (a
 partition: connects and open streams hang), heal() takes the rule away.
 
 Needs root (tools/test provides "root")."""
@@ -37,10 +39,11 @@ class PrivateDockerd:
         self.remote = remote
         self.root = os.path.join(paths.DATA, "chaos", name)
         self.sock = os.path.join(self.root, "docker.sock")
-        self.netns = f"sbchaos-{name}" if remote else None
+        self.netns = f"sbchaos-{name}"
         self.addr = f"10.{subnet}.{os.getpid() % 250}.2" if remote else None
         self.host_addr = f"10.{subnet}.{os.getpid() % 250}.1" if remote else None
         self.proc = None
+        self.live_restore = False  # containers run on while it is down (daemon.json live-restore)
         self.log_path = os.path.join(self.root, "dockerd.log")
 
     # ---------------------------------------------------------- addresses
@@ -60,21 +63,23 @@ class PrivateDockerd:
     # ---------------------------------------------------------- network namespace
     def _netns_up(self):
         _run("ip", "netns", "del", self.netns, check=False)
+        _run("ip", "netns", "add", self.netns)
+        ns = ("nsenter", f"--net=/run/netns/{self.netns}")
+        _run(*ns, "ip", "link", "set", "lo", "up")
+        if not self.remote:
+            return
         veth = f"vsb{os.getpid() % 100000}"
         _run("ip", "link", "del", veth, check=False)
-        _run("ip", "netns", "add", self.netns)
         _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", self.netns)
         _run("ip", "addr", "add", f"{self.host_addr}/30", "dev", veth)
         _run("ip", "link", "set", veth, "up")
-        ns = ("nsenter", f"--net=/run/netns/{self.netns}")
         _run(*ns, "ip", "addr", "add", f"{self.addr}/30", "dev", "eth0")
         _run(*ns, "ip", "link", "set", "eth0", "up")
-        _run(*ns, "ip", "link", "set", "lo", "up")
         self.veth = veth
 
     def _netns_down(self):
-        if self.netns:
-            _run("ip", "netns", "del", self.netns, check=False)
+        _run("ip", "netns", "del", self.netns, check=False)
+        if self.remote:
             _run("ip", "link", "del", self.veth, check=False)
 
     def cut(self):
@@ -95,16 +100,14 @@ class PrivateDockerd:
             "-H", self.local_url,
             "--iptables=false",
             "--ip6tables=false",
-            "--bridge=none",
             "--default-address-pool", "base=10.214.0.0/16,size=24",
             "--log-level", "warn",
         ]
         if self.remote:
             # --tls=false: no TLS on purpose (a test network), and no 15 s start-up pause for saying so
             argv += ["-H", f"tcp://{self.addr}:2375", "--tls=false"]
-            # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup mounts
-            argv = ["nsenter", f"--net=/run/netns/{self.netns}"] + argv
-        return argv
+        # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup mounts
+        return ["nsenter", f"--net=/run/netns/{self.netns}"] + argv
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -119,8 +122,9 @@ class PrivateDockerd:
     def start(self, timeout=60.0):
         os.makedirs(os.path.join(self.root, "exec"), exist_ok=True)
         with open(os.path.join(self.root, "daemon.json"), "w") as f:
-            json.dump({}, f)  # never the machine's /etc/docker/daemon.json
-        if self.remote and not os.path.exists(f"/run/netns/{self.netns}"):
+            # never the machine's /etc/docker/daemon.json
+            json.dump({"live-restore": True} if self.live_restore else {}, f)
+        if not os.path.exists(f"/run/netns/{self.netns}"):
             self._netns_up()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
