@@ -88,20 +88,28 @@ class Hostile:
         s.sendall(data)
         s.setblocking(False)
 
-    def open(self):
-        """Opens every connection, the kinds interleaved; the first byte of
+    def open(self, kinds=KINDS):
+        """Opens the connections of these kinds (all by default; a second
+        call may open the others), the kinds interleaved; the first byte of
         each "head" and "body" one goes out at once, and their next ones
         spread evenly over each second (not all in one burst)."""
-        left = dict(self.counts)
+        first = len(self.conns)
+        left = {k: self.counts.get(k, 0) for k in kinds}
         while any(left.values()):
             for kind in KINDS:
                 if left.get(kind, 0) > 0:
                     left[kind] -= 1
                     self._connect(kind)
-        self.tick()  # the first byte of each at once
         now = time.monotonic()
-        for i, c in enumerate(self.conns):  # the next ones spread evenly over each second
-            c.sent_at = now - (i % 1000) / 1000
+        for i, c in enumerate(self.conns[first:]):
+            if c.pending:
+                try:
+                    c.sock.send(c.pending[:1])
+                    c.pending = c.pending[1:]
+                except BlockingIOError:
+                    pass
+                c.sent_at = now - (i % 1000) / 1000  # the next ones spread over each second
+                self.due.append(c)
         self.due = collections.deque(sorted(self.due, key=lambda c: c.sent_at))
 
     def tick(self, interval=1.0):
