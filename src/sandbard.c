@@ -448,6 +448,7 @@ static void boot_reconciled(int rc, void *arg)
 		.max_header_bytes = d->cfg.http_max_header_bytes,
 		.max_body_bytes = d->cfg.http_max_body_bytes,
 		.header_timeout_ms = d->cfg.http_header_timeout_ms,
+		.body_timeout_ms = d->cfg.http_body_timeout_ms,
 		.idle_timeout_ms = d->cfg.http_idle_timeout_ms,
 		.max_connections = (int)d->cfg.http_max_connections,
 	};

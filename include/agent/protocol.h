@@ -44,6 +44,16 @@
  *   byte. Default 0: the ring keeps the newest output, a late reader gets a
  *   GAP. An agent that predates LOSSLESS skips it (ring semantics).
  *   C ACK {TAG, OFFSET}; C UNSUBSCRIBE {TAG}
+ *   QUIET 1 (in an ACK, or a SUBSCRIBE after a new stream) says the reader
+ *   wants no more output, only the exit: the agent sends no OUTPUT for the
+ *   subscription from then on (its cursor follows the end of the ring), drops
+ *   its LOSSLESS hold, and sends EXITED once the command has exited, with the
+ *   offset its output reached. sandbard sends it when nobody listens to a
+ *   command any more (a detached command after its 201, an exec whose client
+ *   left), so that output nobody reads never crosses the Docker stream. An
+ *   agent that predates QUIET skips it: the ACK (OFFSET past the cursor)
+ *   acknowledges what was sent, and output goes on flowing, acknowledged as it
+ *   comes.
  *   C STDIN id {DATA}; C STDIN_CLOSE id; C SIGNAL id {SIGNO} (to the process
  *   group); C RESIZE id {PTY_ROWS, PTY_COLS}; C FORGET id (drop an exited
  *   command and its ring)
@@ -273,6 +283,7 @@ enum agent_tag {
 	AGENT_T_READY = 48,   /* STATUS: 1 once PORT accepted a connection */
 	AGENT_T_SHELL = 49,   /* SPAWN: a shell string, run instead of ARGV (see SHELL above) */
 	AGENT_T_LOGIN = 50,   /* SPAWN with SHELL: 1, in the user's login environment */
+	AGENT_T_QUIET = 51,   /* ACK, SUBSCRIBE: 1, no more OUTPUT, only EXITED (see QUIET above) */
 	AGENT_T_TAG_MAX
 };
 

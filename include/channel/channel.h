@@ -104,6 +104,11 @@ struct agent_sub *agent_subscribe_lossless(struct agent_channel *ch, uint32_t cm
 					   uint32_t window, const struct agent_sub_ops *ops, void *arg);
 /* The consumer has taken everything before offset: the agent may send more. */
 void agent_sub_ack(struct agent_sub *sub, uint64_t offset);
+/* Nobody will read this sub's output again, only its exit matters: the agent
+ * stops sending OUTPUT (AGENT_T_QUIET; kept across a new stream) and drops a
+ * lossless hold, and exited still comes. An agent older than QUIET goes on
+ * sending output: the consumer must still ack what comes. */
+void agent_sub_quiet(struct agent_sub *sub);
 /* No more callbacks; unsubscribes at the agent. Safe from inside a callback. */
 void agent_sub_close(struct agent_sub *sub);
 

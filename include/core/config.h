@@ -81,6 +81,7 @@ struct config {
 	uint64_t http_max_header_bytes; /* SANDBAR_MAX_HEADER_BYTES, default 16k */
 	uint64_t http_max_body_bytes;	/* SANDBAR_MAX_BODY_BYTES (JSON bodies), default 1m */
 	int64_t http_header_timeout_ms; /* SANDBAR_HEADER_TIMEOUT, default 10s */
+	int64_t http_body_timeout_ms;	/* SANDBAR_BODY_TIMEOUT, default 60s */
 	int64_t http_idle_timeout_ms;	/* SANDBAR_IDLE_CONN_TIMEOUT, default 120s (> Go's 90 s) */
 	int64_t http_max_connections;	/* SANDBAR_MAX_CONNECTIONS, default 4096 */
 	int64_t shutdown_grace_ms;	/* SANDBAR_SHUTDOWN_GRACE, default 10s */

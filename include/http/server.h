@@ -31,7 +31,9 @@ struct http_server_limits {
 	size_t max_header_bytes;   /* request line + headers; over it: 431 */
 	size_t max_body_bytes;	   /* default cap for http_request_read_body; over it: 413 */
 	int64_t header_timeout_ms; /* whole head must arrive within this: 408 */
-	int64_t idle_timeout_ms;   /* keep-alive connection with no request: closed */
+	int64_t body_timeout_ms;   /* a body read whole must arrive within this: 408 */
+	int64_t idle_timeout_ms;   /* keep-alive connection with no request, a streamed body
+				    * or an answer with no byte moving: closed */
 	int max_connections;	   /* over it: accept then 503 and close */
 };
 

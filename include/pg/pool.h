@@ -26,10 +26,12 @@ enum pg_error {
 	PG_ERR_BUSY,	    /* the wait queue is full */
 	PG_ERR_QUERY,	    /* the server answered with an error (see res / message) */
 	PG_ERR_CONNECTION,  /* the connection broke while the query was in flight */
+	PG_ERR_RESOURCES,   /* the server is out of disk, memory or connections (SQLSTATE
+			     * class 53): the query did nothing, a later one may work */
 };
 
 /* res: the last result of the query (PGRES_TUPLES_OK / PGRES_COMMAND_OK on
- * success, or the error result for PG_ERR_QUERY), NULL for the other errors.
+ * success, or the error result for PG_ERR_QUERY and PG_ERR_RESOURCES), NULL for the other errors.
  * The pool frees res after the callback returns. message: a one-line reason
  * when err != PG_OK. */
 typedef void (*pg_result_fn)(enum pg_error err, PGresult *res, const char *message, void *arg);

@@ -30,6 +30,7 @@ struct sub {
 	uint64_t cursor, acked; /* next byte to send; bytes before acked are consumed */
 	uint32_t window;
 	bool lossless;	       /* holds the producer rather than lose a byte */
+	bool quiet;	       /* sends no OUTPUT, only EXITED: nobody reads the output */
 	struct sub *keep_next; /* in cmd->keep_list while lossless */
 };
 
@@ -42,6 +43,7 @@ static void msg_tag(struct conn *c, const uint8_t *tag, uint32_t len);
 static void send_exited(struct conn *c, const struct sub *s);
 static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, uint32_t tag_len,
 			   uint64_t offset, uint32_t window, bool lossless);
+static void sub_quiet(struct sub *s);
 static struct sub *sub_find(struct conn *c, uint32_t id, const uint8_t *tag, uint32_t tag_len);
 static void sub_remove(struct conn *c, struct sub *s);
 static bool sub_pump(struct conn *c, struct sub *s);
@@ -271,8 +273,17 @@ static struct sub *sub_add(struct conn *c, struct cmd *cmd, const uint8_t *tag, 
 	s->tag_len = tag_len;
 	s->cursor = s->acked = offset;
 	s->window = window ? window : AGENT_WINDOW_DEFAULT;
+	s->quiet = false;
 	keep_set(s, lossless);
 	return s;
+}
+
+/* Nobody reads the output any more: no hold, and the cursor follows the
+ * ring's end (sub_pump), so only EXITED will be sent. */
+static void sub_quiet(struct sub *s)
+{
+	s->quiet = true;
+	keep_set(s, false);
 }
 
 static void sub_remove(struct conn *c, struct sub *s)
@@ -294,7 +305,9 @@ static bool sub_pump(struct conn *c, struct sub *s)
 {
 	static uint8_t buf[CONN_OUTPUT_MAX];
 	struct cmd *cmd = s->cmd;
-	while (conn_pending(c) < CONN_OUT_HIGH) {
+	if (s->quiet)
+		s->cursor = s->acked = ring_end(cmd->ring);
+	while (!s->quiet && conn_pending(c) < CONN_OUT_HIGH) {
 		uint64_t start = ring_start(cmd->ring), end = ring_end(cmd->ring);
 		if (s->cursor < start) {
 			agent_msg_begin(&c->out, AGENT_OUTPUT, AGENT_FLAG_GAP, cmd->id);
@@ -479,16 +492,21 @@ void conn_handle_frame(struct agent *a, struct conn *c, const struct agent_frame
 	case AGENT_SPAWN:
 		do_spawn(a, c, f, &r);
 		break;
-	case AGENT_SUBSCRIBE:
+	case AGENT_SUBSCRIBE: {
 		if (r.offset > ring_end(cmd->ring)) {
 			send_error(c, &r, ERANGE, "OFFSET beyond the command's output");
 			return;
 		}
-		sub_add(c, cmd, r.tag, r.tag_len, r.offset, r.window, r.lossless);
+		struct sub *s = sub_add(c, cmd, r.tag, r.tag_len, r.offset, r.window, r.lossless);
+		if (r.quiet)
+			sub_quiet(s);
 		break;
+	}
 	case AGENT_ACK: {
 		struct sub *s = sub_find(c, r.id, r.tag, r.tag_len);
-		if (s && r.offset > s->acked) { /* late ACKs for a finished sub are fine */
+		if (s && r.quiet)
+			sub_quiet(s);
+		else if (s && r.offset > s->acked) { /* late ACKs for a finished sub are fine */
 			s->acked = r.offset < s->cursor ? r.offset : s->cursor;
 			if (s->lossless)
 				keep_update(s->cmd);

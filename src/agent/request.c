@@ -156,6 +156,7 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 	case AGENT_T_OFFSET:
 	case AGENT_T_SIGNO:
 	case AGENT_T_LOSSLESS:
+	case AGENT_T_QUIET:
 	case AGENT_T_LOGIN:
 	case AGENT_T_OP:
 	case AGENT_T_MODE:
@@ -180,6 +181,9 @@ static int decode_field(struct agent_req *r, const struct agent_field *fld, cons
 		break;
 	case AGENT_T_LOSSLESS:
 		r->lossless = v != 0;
+		break;
+	case AGENT_T_QUIET:
+		r->quiet = v != 0;
 		break;
 	case AGENT_T_LOGIN:
 		r->login = v != 0;

@@ -35,6 +35,7 @@ struct agent_req {
 	uint64_t timeout_ms, grace_ms, ring_bytes;
 	uint32_t window;
 	bool lossless; /* SPAWN (with WINDOW), SUBSCRIBE */
+	bool quiet;    /* ACK, SUBSCRIBE: no more OUTPUT, only EXITED */
 	/* SPAWN (a service, a served port), UNSERVICE */
 	const uint8_t *service; /* NULL: not a service; checked: a file name */
 	uint32_t service_len;

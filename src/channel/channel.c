@@ -667,6 +667,11 @@ static int ch_frame(struct agent_channel *ch, const struct agent_frame *f)
 		sub->subscribed = sub->window > 0;
 		if (sub->window == 0)
 			sub->state = SUB_DONE; /* detached: started is all it gets */
+		if (sub->quiet && sub->subscribed) {
+			/* made quiet before the agent knew the sub: tell it now */
+			sub->quiet = false;
+			agent_sub_quiet(sub);
+		}
 		if (sub->ops->started)
 			sub->ops->started(sub->arg, f->id, (int)pid, (int64_t)started);
 		break;

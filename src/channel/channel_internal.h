@@ -50,6 +50,7 @@ struct agent_sub {
 	uint32_t window;
 	bool spawn;
 	bool lossless;	    /* sent with every SUBSCRIBE (and the SPAWN) */
+	bool quiet;	    /* no output wanted, only the exit: sent with every SUBSCRIBE */
 	bool subscribed;    /* a SUBSCRIBE (or the spawn's own) is live on the current stream */
 	uint64_t delivered; /* offset after the last byte handed to the consumer */
 	int err_code;	    /* >= 0 with err_msg: an error waiting for the deferred pass */

@@ -12,6 +12,7 @@
 
 static struct agent_sub *sub_new(struct agent_channel *ch, const struct agent_sub_ops *ops, void *arg);
 static void send_simple(struct agent_channel *ch, uint8_t type, uint32_t cmd_id, struct agent_msg *m);
+static void send_ack(struct agent_sub *sub, uint64_t offset, bool quiet);
 static struct agent_sub *subscribe(struct agent_channel *ch, uint32_t cmd_id, uint64_t offset,
 				   uint32_t window, bool lossless, const struct agent_sub_ops *ops,
 				   void *arg);
@@ -96,6 +97,8 @@ void channel_send_subscribe(struct agent_channel *ch, struct agent_sub *sub)
 	agent_msg_u64(&m, AGENT_T_WINDOW, sub->window);
 	if (sub->lossless)
 		agent_msg_u64(&m, AGENT_T_LOSSLESS, 1);
+	if (sub->quiet)
+		agent_msg_u64(&m, AGENT_T_QUIET, 1);
 	CHECK(agent_msg_end(&m) == 0);
 	bufferevent_write(ch->bev, m.buf, m.len);
 	agent_msg_free(&m);
@@ -227,6 +230,21 @@ static struct agent_sub *subscribe(struct agent_channel *ch, uint32_t cmd_id, ui
 
 void agent_sub_ack(struct agent_sub *sub, uint64_t offset)
 {
+	send_ack(sub, offset, false);
+}
+
+void agent_sub_quiet(struct agent_sub *sub)
+{
+	if (sub->state == SUB_DONE || sub->quiet)
+		return;
+	sub->quiet = true;
+	sub->lossless = false;
+	/* an older agent reads a plain ACK of everything it sent */
+	send_ack(sub, UINT64_MAX, true);
+}
+
+static void send_ack(struct agent_sub *sub, uint64_t offset, bool quiet)
+{
 	struct agent_channel *ch = sub->ch;
 	/* without a live subscription the next SUBSCRIBE carries the offset */
 	if (sub->state != SUB_ACTIVE || !sub->subscribed || ch->state != CH_READY)
@@ -236,6 +254,8 @@ void agent_sub_ack(struct agent_sub *sub, uint64_t offset)
 	agent_msg_begin(&m, AGENT_ACK, 0, sub->cmd_id);
 	agent_msg_u64(&m, AGENT_T_TAG, sub->tag);
 	agent_msg_u64(&m, AGENT_T_OFFSET, offset);
+	if (quiet)
+		agent_msg_u64(&m, AGENT_T_QUIET, 1);
 	CHECK(agent_msg_end(&m) == 0);
 	bufferevent_write(ch->bev, m.buf, m.len);
 	agent_msg_free(&m);

@@ -348,8 +348,8 @@ void command_op_cancel(struct command_op *op)
 			command_record_write(op->c, &cmd->info, cmd->command_json, cmd->detached,
 					     record_logged, NULL);
 		}
-		if (cmd->sub)
-			agent_sub_ack(cmd->sub, UINT64_MAX);
+		if (cmd->sub) /* nobody reads its output now: only its exit comes */
+			agent_sub_quiet(cmd->sub);
 	}
 	if (op->state == OP_RECONCILE || op->state == OP_FLUSH || op->agent_holds ||
 	    (op->kind == OP_LOGS && op->state == OP_AGENT && !op->sub)) {
@@ -520,6 +520,10 @@ static void cmd_started(void *arg, uint32_t cmd_id, int pid, int64_t started_at)
 		agent_stdin_close(cmd->ch, cmd_id);
 	struct command_op *op = cmd->op;
 	if (cmd->detached) {
+		/* its output stays in the agent's ring (logs read it from there):
+		 * none of it crosses the Docker stream for this watch, only the exit */
+		if (cmd->sub)
+			agent_sub_quiet(cmd->sub);
 		cmd->recorded = true;
 		/* the write goes on even if the caller leaves: the ticket forgets the op */
 		struct record_ticket *t = calloc(1, sizeof(*t));
@@ -587,7 +591,7 @@ static void cmd_output(void *arg, enum agent_stream stream, uint64_t offset, con
 	if (cmd->op)
 		op_emit_output(cmd->op, stream, offset, data, len, gap);
 	else
-		agent_sub_ack(cmd->sub, offset + len); /* nobody listens: drain so it never blocks */
+		agent_sub_ack(cmd->sub, offset + len); /* nobody listens (an agent older than QUIET) */
 }
 
 void info_from_exit(struct command_info *info, const struct agent_exit *x)

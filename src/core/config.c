@@ -180,6 +180,10 @@ static const struct cfg_setting settings[] = {
 	  "(unlinked at once, so nothing stays)" },
 	{ "SANDBAR_HEADER_TIMEOUT", CFG_DURATION, "10s", 100, AT(http_header_timeout_ms),
 	  "time a client has to send a complete request head" },
+	{ "SANDBAR_BODY_TIMEOUT", CFG_DURATION, "60s", 100, AT(http_body_timeout_ms),
+	  "time a client has to send a request body read whole (JSON, at most SANDBAR_MAX_BODY_BYTES) "
+	  "once the head is in; streamed bodies (uploads) are cut when no byte comes for "
+	  "SANDBAR_IDLE_CONN_TIMEOUT instead" },
 	{ "SANDBAR_IDLE_CONN_TIMEOUT", CFG_DURATION, "120s", 100, AT(http_idle_timeout_ms),
 	  "an idle keep-alive connection is closed after this (keep it above 90s: Go clients such as the "
 	  "Hermes SDK drop theirs then, and never resend a POST we closed under them)" },

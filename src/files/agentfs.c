@@ -212,7 +212,7 @@ void afs_fail_errno(struct agentfs_op *op, int code, const char *message)
 		return;
 	case ENOSPC:
 	case EDQUOT:
-		afs_fail(op, CORE_LIMIT, "no_space", "no space left in the sandbox");
+		afs_fail(op, CORE_LIMIT, "insufficient_storage", "no space left in the sandbox");
 		return;
 	case ENAMETOOLONG:
 	case ELOOP:

@@ -471,7 +471,12 @@ static void up_spool_written(int err, struct evbuffer *data, void *arg)
 	struct files_upload *up = arg;
 	if (err) {
 		log_warn("upload: spool write failed: %s", strerror(err));
-		up_fail(up, CORE_LIMIT, "spool_full", "cannot hold the upload on the server");
+		if (err == ENOSPC || err == EDQUOT)
+			up_fail(up, CORE_LIMIT, "insufficient_storage",
+				"no space left on the server to hold the upload");
+		else
+			up_fail(up, CORE_UNAVAILABLE, "spool_unavailable", "cannot hold the upload: %s",
+				strerror(err));
 		return;
 	}
 	size_t pending = iojob_file_pending(up->spool_file);

@@ -29,7 +29,7 @@ static const struct {
 	int status;
 	int rpc;
 } code_codes[] = {
-	{ "too_large", 413, -32013 },	 { "no_space", 507, -32057 },
+	{ "too_large", 413, -32013 },	 { "insufficient_storage", 507, -32057 },
 	{ "timeout", 504, -32004 },	 /* a command's own timeout (exec "timeout") */
 	{ "wake_timeout", 504, -32004 }, /* a stopped sandbox did not wake in time */
 	{ "docker_error", 502, -32052 },

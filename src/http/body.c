@@ -27,6 +27,8 @@ static void ask_body(struct http_request *req, enum body_mode mode)
 	CHECK(req->body_mode == BODY_NONE);
 	CHECK(req->resp == RESP_NONE || mode == BODY_STREAM);
 	req->body_mode = mode;
+	if (mode == BODY_WHOLE || mode == BODY_JSON)
+		req->body_deadline_us = http_now_us() + req->conn->srv->lim.body_timeout_ms * 1000;
 	if (req->body_cap && req->content_length >= 0 && (uint64_t)req->content_length > req->body_cap)
 		req->body_error = 413; /* decided up front, without inviting the body */
 	else

@@ -34,6 +34,7 @@ static void parse_failed(struct http_conn *c);
 static void finish_request(struct http_conn *c);
 static void conn_gone(struct http_conn *c);
 static void arm_timer(struct http_conn *c, int64_t ms);
+static int64_t body_wait_ms(const struct http_conn *c);
 static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
@@ -151,6 +152,18 @@ static void arm_timer(struct http_conn *c, int64_t ms)
 {
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 	event_add(c->timer, &tv);
+}
+
+/* How long the body may go on arriving: a whole body until its deadline,
+ * however its bytes trickle in (one byte a second must not hold a
+ * connection for ever); a streamed one while bytes keep coming. */
+static int64_t body_wait_ms(const struct http_conn *c)
+{
+	const struct http_request *req = &c->req;
+	if (req->body_mode != BODY_WHOLE && req->body_mode != BODY_JSON)
+		return c->srv->lim.idle_timeout_ms;
+	int64_t left = (req->body_deadline_us - http_now_us()) / 1000;
+	return left > 0 ? left : 0;
 }
 
 void conn_set_state(struct http_conn *c, enum conn_state to)
@@ -472,7 +485,7 @@ static void conn_process(struct http_conn *c)
 				return;
 			if (!req->msg_complete) {
 				if (evbuffer_get_length(in) == 0) {
-					arm_timer(c, srv->lim.idle_timeout_ms);
+					arm_timer(c, body_wait_ms(c));
 					return;
 				}
 				if (feed_input(c, HTTP_FEED_MAX) < 0) {

@@ -77,6 +77,7 @@ struct http_request {
 	bool body_checked; /* Content-Length compared with the cap */
 	int body_error;	   /* status the server answers with on the handler's behalf */
 	int64_t content_length;
+	int64_t body_deadline_us; /* a whole body must be in by then */
 	uint64_t body_received;
 	size_t body_cap;
 	http_body_done_fn whole_done;

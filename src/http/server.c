@@ -42,6 +42,8 @@ struct http_server *http_server_new(struct event_base *base, const struct http_s
 		srv->lim.max_body_bytes = 1024 * 1024;
 	if (srv->lim.header_timeout_ms <= 0)
 		srv->lim.header_timeout_ms = 10000;
+	if (srv->lim.body_timeout_ms <= 0)
+		srv->lim.body_timeout_ms = 60000;
 	if (srv->lim.idle_timeout_ms <= 0)
 		srv->lim.idle_timeout_ms = 60000;
 	if (srv->lim.max_connections <= 0)

@@ -27,10 +27,11 @@ static const struct {
 } code_status[] = {
 	{ "too_large", 413 },		  /* a size, not a rate */
 	{ "range_not_satisfiable", 416 }, /* with Content-Range */
-	{ "no_space", 507 },		  /* the sandbox's disk */
-	{ "spool_full", 507 },		  /* the upload spool's disk */
-	{ "docker_error", 502 },	  /* Docker answered a transfer wrongly */
-	{ "wake_timeout", 504 },	  /* a stopped sandbox did not wake in time */
+	/* out of space: the sandbox's disk, the upload spool's (once no_space
+	 * and spool_full) */
+	{ "insufficient_storage", 507 },
+	{ "docker_error", 502 }, /* Docker answered a transfer wrongly */
+	{ "wake_timeout", 504 }, /* a stopped sandbox did not wake in time */
 };
 
 static int error_status(const struct core_error *e)

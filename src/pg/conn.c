@@ -47,6 +47,7 @@ static void conn_after_query(struct pg_conn *c);
 static void conn_arm_timer(struct pg_conn *c, int64_t ms);
 static void one_line(char *dst, size_t cap, const char *src);
 static bool admin_shutdown(const PGresult *r);
+static bool out_of_resources(const PGresult *r);
 static void conn_notice(void *arg, const char *message);
 static void conn_notifies(struct pg_conn *c);
 
@@ -440,7 +441,10 @@ static void conn_finish(struct pg_conn *c)
 	}
 	if (c->state == PG_CONN_BUSY && c->waiting) {
 		c->waiting = false;
-		c->hooks->done(c, is_error ? PG_ERR_QUERY : PG_OK, res, is_error ? msg : NULL, c->arg);
+		enum pg_error err = !is_error		    ? PG_OK
+				    : out_of_resources(res) ? PG_ERR_RESOURCES
+							    : PG_ERR_QUERY;
+		c->hooks->done(c, err, res, is_error ? msg : NULL, c->arg);
 	} else {
 		/* Abandoned query, or our own ROLLBACK. */
 		PQclear(res);
@@ -500,6 +504,15 @@ static bool admin_shutdown(const PGresult *r)
 	const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	return code &&
 	       (strcmp(code, "57P01") == 0 || strcmp(code, "57P02") == 0 || strcmp(code, "57P03") == 0);
+}
+
+/* SQLSTATE class 53, insufficient resources: 53100 disk_full, 53200
+ * out_of_memory, 53300 too_many_connections. The statement failed whole
+ * (its transaction is rolled back) and the server stays up. */
+static bool out_of_resources(const PGresult *r)
+{
+	const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	return code && code[0] == '5' && code[1] == '3';
 }
 
 static void conn_notice(void *arg, const char *message)

@@ -431,6 +431,10 @@ void pg_core_error(struct core_error *e, enum pg_error err, const char *message)
 	if (err == PG_ERR_UNAVAILABLE || err == PG_ERR_BUSY || err == PG_ERR_CONNECTION)
 		core_error_set(e, CORE_UNAVAILABLE, "database_unavailable",
 			       "the database is not reachable right now; retry shortly");
+	else if (err == PG_ERR_RESOURCES)
+		core_error_set(e, CORE_UNAVAILABLE, "database_unavailable",
+			       "the database cannot write right now (%s); retry later",
+			       message ? message : "out of resources");
 	else
 		core_error_set(e, CORE_INTERNAL, "database_error", "%s",
 			       message ? message : "database error");

@@ -17,8 +17,9 @@ transfers each way; FILE_PERF=1 logs sandbard's syscall counts during each
 transfer, through perf stat), SMALL_FILES (200: 1 KiB write+read round trips, agent vs
 archive API), BENCH_ONLY (exec:
 only the exec rows; files: only the large file transfer rows; small: only the small-file rows;
-preview: only the preview proxy's rows, see preview.py for their knobs; gvisor: only gVisor against
-runc, see gvisor.py), BENCH_KEEP_SERVER (seconds to keep the server up after
+ preview: only the preview proxy's rows, see preview.py for their knobs; gvisor: only gVisor against
+ runc, see gvisor.py; hostile: only the rows of fresh requests among 2,000 slow and hostile
+ connections, see hostile.py), BENCH_KEEP_SERVER (seconds to keep the server up after
 the exec rows, for `perf record -p`).
 The concurrent exec run uses execload.py (asyncio, keep-alive, no threads) and
 logs the CPU time each process group spent during it (sandbard, postgres,
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -45,6 +47,7 @@ from harness.session import Session  # noqa: E402
 
 import execload  # noqa: E402
 from common import engine, engine_conn, log, percentile, timed_exec, wrk  # noqa: E402
+from hostile import hostile_benchmarks  # noqa: E402
 from preview import KEEPALIVE as PREVIEW_KEEPALIVE, preview_benchmarks  # noqa: E402
 import gvisor  # noqa: E402
 
@@ -694,12 +697,14 @@ def attempt(fn):
     try:
         return fn()
     except Exception as e:  # a failed benchmark is a cell, not the end of the run
-        log(f"{getattr(fn, '__name__', 'step')}: {e}")
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        log(f"{getattr(fn, '__name__', 'step')}: {type(e).__name__}: {e} "
+            f"({os.path.basename(where.filename)}:{where.lineno})")
         return e
 
 
 class FilesOnlyDone(Exception):
-    """BENCH_ONLY=files, small, preview or gvisor: those rows are in, skip the rest of the run."""
+    """BENCH_ONLY=files, small, preview, gvisor or hostile: those rows are in, skip the rest of the run."""
 
 
 def main():
@@ -744,6 +749,11 @@ def main():
             if not with_gvisor:
                 raise RuntimeError(f"BENCH_ONLY=gvisor: dockerd has no runtime {gvisor.DOCKER_RUNTIME}")
             attempt(lambda: gvisor.gvisor_benchmarks(table, c))
+            c.close()
+            raise FilesOnlyDone()
+        if BENCH_ONLY == "hostile":
+            log("hostile: fresh requests among 2,000 slow and hostile connections")
+            attempt(lambda: hostile_benchmarks(table, run, os.path.join(HERE, "templates")))
             c.close()
             raise FilesOnlyDone()
         if BENCH_ONLY == "files":
@@ -826,6 +836,9 @@ def main():
             attempt(lambda: preview_benchmarks(table, srv, c, run.run_id))
             if with_gvisor:
                 attempt(lambda: gvisor.gvisor_benchmarks(table, c))
+
+            log("hostile: fresh requests among 2,000 slow and hostile connections")
+            attempt(lambda: hostile_benchmarks(table, run, os.path.join(HERE, "templates")))
 
         # exec: more sandboxes up to EXEC_SANDBOXES, then the exec rows
         log(f"creating sandboxes up to {EXEC_SANDBOXES} for the exec benchmarks")

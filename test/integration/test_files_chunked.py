@@ -183,7 +183,7 @@ def test_chunked_spool_full_is_507_and_leaves_nothing(server_factory, tmp_path):
         sb = make_sandbox(c)
         sid, cid = sb["id"], sb["container_id"]
         st, body = chunked_upload(srv, sid, [multipart_head("full.bin")] + [b"\7" * 65536] * 64 + [TAIL])
-        assert st == 507 and json.loads(body)["error"]["code"] == "spool_full", body
+        assert st == 507 and json.loads(body)["error"]["code"] == "insufficient_storage", body
         assert "full.bin" not in ls(cid, "/workspace")
         # the spool's space came back: an upload that fits still works
         st, body = chunked_upload(srv, sid, [multipart_head("fits.bin"), b"\1" * (1 << 20), TAIL])

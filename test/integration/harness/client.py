@@ -77,8 +77,10 @@ class Client:
         sock = self._conn.sock
         if sock is None:
             return False
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        # poll, not select: a test holding thousands of sockets has fds past 1024
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        if not p.poll(0):
             return False
         try:
             waiting = sock.recv(64, socket.MSG_PEEK)

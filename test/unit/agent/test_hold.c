@@ -1,7 +1,7 @@
 /* Lossless subscriptions (AGENT_T_LOSSLESS): the commands and connections
  * modules driven by a poll loop like main.c's (world.c), real children, the
  * client on the other end of a socketpair. A reader that does not ack holds
- * its command; acks, UNSUBSCRIBE and a closed connection let it go on. */
+ * its command; acks, QUIET, UNSUBSCRIBE and a closed connection let it go on. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -22,6 +22,7 @@
 #define RING	 8192
 #define WINDOW	 4096
 #define PRODUCED 300000 /* well past the ring and a pipe buffer */
+#define FLOOD	 "head -c 300000 /dev/zero | tr '\\0' x"
 
 /* What the client has seen of one command. */
 struct seen {
@@ -43,6 +44,8 @@ struct world {
 static void on_frame(struct agent_world *aw, const struct agent_frame *f);
 static void client_send(struct world *w, struct agent_msg *m);
 static void client_ack(struct world *w, uint32_t id, uint64_t offset);
+static void client_ack_as(struct world *w, uint32_t id, uint64_t offset, bool quiet);
+static struct cmd *flood(struct world *w, bool lossless, int ms, uint32_t *id);
 static uint32_t spawn(struct world *w, const char *script, bool lossless, bool pty, uint64_t timeout_ms);
 static void run_for(struct world *w, int ms);
 static bool run_until_exited(struct world *w, int ms);
@@ -91,12 +94,29 @@ static void client_send(struct world *w, struct agent_msg *m)
 
 static void client_ack(struct world *w, uint32_t id, uint64_t offset)
 {
+	client_ack_as(w, id, offset, false);
+}
+
+static void client_ack_as(struct world *w, uint32_t id, uint64_t offset, bool quiet)
+{
 	struct agent_msg m;
 	agent_msg_init(&m);
 	agent_msg_begin(&m, AGENT_ACK, 0, id);
 	agent_msg_str(&m, AGENT_T_TAG, "t");
 	agent_msg_u64(&m, AGENT_T_OFFSET, offset);
+	if (quiet)
+		agent_msg_u64(&m, AGENT_T_QUIET, 1);
 	client_send(w, &m);
+}
+
+/* A world running FLOOD (lossless or not) for ms; its command. */
+static struct cmd *flood(struct world *w, bool lossless, int ms, uint32_t *id)
+{
+	world_open(&w->aw, on_frame);
+	*id = spawn(w, FLOOD, lossless, false, 0);
+	struct cmd *c = cmd_find(&w->aw.a, *id);
+	run_for(w, ms);
+	return c;
 }
 
 static uint32_t spawn(struct world *w, const char *script, bool lossless, bool pty, uint64_t timeout_ms)
@@ -140,8 +160,6 @@ static bool alive(pid_t pid)
 {
 	return kill(pid, 0) == 0;
 }
-
-#define FLOOD "head -c 300000 /dev/zero | tr '\\0' x"
 
 /* Without acks the producer stops at a full ring; acks let every byte through. */
 static void hold_and_release(bool pty)
@@ -188,10 +206,8 @@ static void test_not_lossless_runs_free(void **state)
 {
 	(void)state;
 	struct world w = { 0 };
-	world_open(&w.aw, on_frame);
-	uint32_t id = spawn(&w, FLOOD, false, false, 0);
-	struct cmd *c = cmd_find(&w.aw.a, id);
-	run_for(&w, 100);
+	uint32_t id;
+	struct cmd *c = flood(&w, false, 100, &id);
 	for (int i = 0; i < 300 && c->state != CMD_EXITED; i++)
 		world_pass(&w.aw, 10);
 	assert_int_equal(c->state, CMD_EXITED);
@@ -204,16 +220,35 @@ static void test_not_lossless_runs_free(void **state)
 	world_close(&w.aw);
 }
 
+/* A reader that says QUIET (nobody reads the output any more) holds nothing
+ * and gets no more OUTPUT, whatever the command writes, but its EXITED, with
+ * the offset the output reached, as soon as the command ends. */
+static void test_quiet_reader_gets_only_the_exit(void **state)
+{
+	(void)state;
+	struct world w = { 0 };
+	uint32_t id;
+	struct cmd *c = flood(&w, true, 200, &id);
+	assert_true(cmd_paused(c));
+	assert_int_equal(w.seen.got, WINDOW);
+	client_ack_as(&w, id, UINT64_MAX, true);
+	assert_int_equal(c->keepers, 0);
+	assert_false(cmd_paused(c));
+	assert_true(run_until_exited(&w, 10000));
+	assert_int_equal(w.seen.got, WINDOW); /* not one byte more */
+	assert_int_equal(w.seen.gaps, 0);
+	assert_int_equal(w.seen.exit_offset, PRODUCED);
+	world_close(&w.aw);
+}
+
 /* A reader that goes away holds nothing: UNSUBSCRIBE, or its connection. */
 static void test_vanished_reader_releases(void **state)
 {
 	(void)state;
 	for (int how = 0; how < 2; how++) {
 		struct world w = { 0 };
-		world_open(&w.aw, on_frame);
-		uint32_t id = spawn(&w, FLOOD, true, false, 0);
-		struct cmd *c = cmd_find(&w.aw.a, id);
-		run_for(&w, 200);
+		uint32_t id;
+		struct cmd *c = flood(&w, true, 200, &id);
 		assert_true(cmd_paused(c));
 		if (how == 0) {
 			struct agent_msg m;
@@ -301,6 +336,7 @@ int main(void)
 		cmocka_unit_test(test_hold_and_release_pipes),
 		cmocka_unit_test(test_hold_and_release_pty),
 		cmocka_unit_test(test_not_lossless_runs_free),
+		cmocka_unit_test(test_quiet_reader_gets_only_the_exit),
 		cmocka_unit_test(test_vanished_reader_releases),
 		cmocka_unit_test(test_timeout_while_paused),
 		cmocka_unit_test(test_others_go_on),

@@ -507,6 +507,15 @@ static void test_ack(void **state)
 	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag);
 	assert_int_equal(u64_of(&f, AGENT_T_OFFSET), 4);
 	assert_int_equal(agent_channel_pending(P.ch), 0);
+	/* quiet: one ACK of everything, saying QUIET (an older agent reads the ACK) */
+	agent_sub_quiet(r.sub);
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_ACK);
+	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag);
+	assert_true(u64_of(&f, AGENT_T_OFFSET) == UINT64_MAX);
+	assert_int_equal(u64_of(&f, AGENT_T_QUIET), 1);
+	agent_sub_quiet(r.sub);
+	assert_true(peer_idle()); /* once */
 	/* closing unsubscribes */
 	agent_sub_close(r.sub);
 	f = peer_recv(buf, sizeof(buf));
@@ -530,6 +539,10 @@ static void test_reconnect_resumes(void **state)
 	peer_started(1, tag_a);
 	peer_output(1, tag_a, 0, "abc", 0);
 	SPIN_UNTIL(a.out_len == 3);
+	agent_sub_quiet(a.sub); /* kept across the new stream */
+	f = peer_recv(buf, sizeof(buf));
+	assert_int_equal(f.type, AGENT_ACK);
+	assert_int_equal(u64_of(&f, AGENT_T_QUIET), 1);
 	spawn(&b, "/bin/b", 1024);
 	f = peer_recv(buf, sizeof(buf));
 	assert_int_equal(f.type, AGENT_SPAWN);
@@ -550,6 +563,7 @@ static void test_reconnect_resumes(void **state)
 	assert_int_equal(u64_of(&f, AGENT_T_TAG), tag_a);
 	assert_int_equal(u64_of(&f, AGENT_T_OFFSET), 3);
 	assert_int_equal(u64_of(&f, AGENT_T_WINDOW), 1024);
+	assert_int_equal(u64_of(&f, AGENT_T_QUIET), 1);
 	assert_true(peer_idle()); /* b's SPAWN is not sent again */
 	/* overlapping output: only the new bytes reach the consumer */
 	peer_output(1, tag_a, 0, "abcdef", 0);

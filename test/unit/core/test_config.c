@@ -78,6 +78,7 @@ static const char *const env_names[] = {
 	"UPLOAD_LIMIT",
 	"UPLOAD_SPOOL_DIR",
 	"SANDBAR_HEADER_TIMEOUT",
+	"SANDBAR_BODY_TIMEOUT",
 	"SANDBAR_IDLE_CONN_TIMEOUT",
 	"SANDBAR_MAX_CONNECTIONS",
 	"SANDBAR_SHUTDOWN_GRACE",
@@ -157,6 +158,7 @@ static void test_defaults(void **state)
 	assert_true(cfg.http_max_header_bytes == 16 * 1024);
 	assert_true(cfg.http_max_body_bytes == 1 << 20);
 	assert_int_equal(cfg.http_header_timeout_ms, 10000);
+	assert_int_equal(cfg.http_body_timeout_ms, 60000);
 	assert_int_equal(cfg.http_idle_timeout_ms, 120000);
 	assert_int_equal(cfg.http_max_connections, 4096);
 	assert_int_equal(cfg.shutdown_grace_ms, 10000);

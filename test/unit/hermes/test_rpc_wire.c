@@ -152,6 +152,29 @@ static void test_params(void **state)
 	json_object_put(p);
 }
 
+/* The error table: a kind's status, refined by a few codes; out of space
+ * is one code (insufficient_storage, 507) whichever disk ran out. */
+static void test_error_table(void **state)
+{
+	static const struct {
+		enum core_err kind;
+		const char *code;
+		int status, rpc;
+	} rows[] = {
+		{ CORE_LIMIT, "insufficient_storage", 507, -32057 },
+		{ CORE_LIMIT, "too_large", 413, -32013 },
+		{ CORE_LIMIT, "too_many_commands", 429, -32029 },
+		{ CORE_UNAVAILABLE, "database_unavailable", 503, -32053 },
+		{ CORE_UNAVAILABLE, "spool_unavailable", 503, -32053 },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct core_error e;
+		core_error_set(&e, rows[i].kind, rows[i].code, "x");
+		assert_int_equal(hermes_http_status(&e), rows[i].status);
+		assert_int_equal(hermes_rpc_code(&e), rows[i].rpc);
+	}
+}
+
 static void test_exec_spec(void **state)
 {
 	struct command_spec spec;
@@ -260,10 +283,10 @@ static void test_text_whole(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_requests),   cmocka_unit_test(test_notifications),
-		cmocka_unit_test(test_invalid),	   cmocka_unit_test(test_params),
-		cmocka_unit_test(test_exec_spec),  cmocka_unit_test(test_text),
-		cmocka_unit_test(test_text_whole),
+		cmocka_unit_test(test_requests),    cmocka_unit_test(test_notifications),
+		cmocka_unit_test(test_invalid),	    cmocka_unit_test(test_params),
+		cmocka_unit_test(test_exec_spec),   cmocka_unit_test(test_text),
+		cmocka_unit_test(test_error_table), cmocka_unit_test(test_text_whole),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

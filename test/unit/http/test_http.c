@@ -293,6 +293,7 @@ static int setup(void **state)
 		.max_header_bytes = 1024,
 		.max_body_bytes = 1000,
 		.header_timeout_ms = 100,
+		.body_timeout_ms = 600,
 		.idle_timeout_ms = 300,
 		.max_connections = 4,
 	};
@@ -518,6 +519,24 @@ static void test_timeouts(void **state)
 	pump(fd, &r, 1000, closed, 0);
 	assert_true(r.eof);
 	assert_int_equal(r.len, 0);
+	close(fd);
+
+	/* a JSON body trickling in a byte per 100 ms, never idle for 300 ms:
+	 * cut at the body timeout (600 ms) all the same */
+	fd = client();
+	memset(&r, 0, sizeof(r));
+	int64_t t0 = now_ms();
+	csend(fd, "POST /json HTTP/1.1\r\nContent-Length: 40\r\n\r\n");
+	for (int i = 0; i < 20 && !strstr(r.buf, "HTTP/1.1 408"); i++) {
+		if (send(fd, " ", 1, MSG_NOSIGNAL) != 1)
+			break;
+		pump(fd, &r, 100, closed, 0);
+	}
+	pump(fd, &r, 200, have, 1);
+	assert_non_null(strstr(r.buf, "HTTP/1.1 408"));
+	assert_non_null(strstr(r.buf, "request body timed out"));
+	int64_t took = now_ms() - t0;
+	assert_true(took >= 550 && took < 1500);
 	close(fd);
 }
 

@@ -244,7 +244,13 @@ static int setup(void **state)
 {
 	base = event_base_new();
 	hub = ws_hub_new(base);
-	struct http_server_limits lim = { 16384, 1 << 20, 5000, 5000, 100 };
+	struct http_server_limits lim = {
+		.max_header_bytes = 16384,
+		.max_body_bytes = 1 << 20,
+		.header_timeout_ms = 5000,
+		.idle_timeout_ms = 5000,
+		.max_connections = 100,
+	};
 	srv = http_server_new(base, &lim, dispatch, NULL);
 	return http_server_listen(srv, "127.0.0.1:0");
 }
