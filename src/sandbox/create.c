@@ -15,7 +15,6 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
-#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
@@ -24,11 +23,6 @@
 #include "sandbox/container_spec.h"
 #include "sandbox/template.h"
 #include "setup.h"
-
-/* The database did not take the failed create's error: again this often, this
- * many times (then the next start's reconciler settles the row). */
-#define MARK_RETRY_MS  1000
-#define MARK_RETRY_MAX 120
 
 enum create_state {
 	CREATE_CLAIM,	   /* a warm pool member claimed for it */
@@ -93,9 +87,8 @@ struct create_op {
 	struct image_wait *iwait;
 	struct admission_wait *admit; /* room held until the row is written */
 	struct event *timeout;
-	struct event *mark_again; /* the database was away when the error was to be recorded */
-	int mark_tries;
-	bool db_fault; /* it failed because the database was away: 503, not 500 */
+	struct move_retry mark_again; /* the database was away when the error was to be recorded */
+	bool db_fault;		      /* it failed because the database was away: 503, not 500 */
 	bool timed_out;
 	bool row_gone; /* deleted while we were creating */
 	char reason[512];
@@ -680,7 +673,7 @@ static void step_cleaned(const char *err, void *arg)
 	mark_error(-1, 0, op);
 }
 
-/* The row -> error (again each MARK_RETRY_MS while the database is away). */
+/* The row -> error (again while the database is away: move_retry.c). */
 static void mark_error(evutil_socket_t fd, short what, void *arg)
 {
 	struct create_op *op = arg;
@@ -701,17 +694,10 @@ static void step_marked_error(const struct core_error *err, const struct sandbox
 {
 	struct create_op *op = arg;
 	op->wait = NULL;
-	if (err && err->kind == CORE_UNAVAILABLE && ++op->mark_tries <= MARK_RETRY_MAX) {
-		/* the caller hears now; the row must not stay `creating` once the database is back */
-		log_msg(LOG_LEVEL_WARN, op->log_prefix, "recording the failed create: %s; again in %d ms",
-			err->message, MARK_RETRY_MS);
-		if (op->call)
+	if (move_retry_later(&op->mark_again, op->svc->base, err, mark_error, op, op->id,
+			     "recording the failed create")) {
+		if (op->call) /* the caller hears now; the row follows once the database is back */
 			call_fail(op->call, err);
-		if (!op->mark_again)
-			op->mark_again = evtimer_new(op->svc->base, mark_error, op);
-		CHECK(op->mark_again != NULL);
-		struct timeval tv = clock_tv(MARK_RETRY_MS);
-		evtimer_add(op->mark_again, &tv);
 		return;
 	}
 	if (err)
@@ -794,8 +780,7 @@ static void create_free(struct create_op *op)
 		call_fail(op->call, &e);
 	}
 	event_free(op->timeout);
-	if (op->mark_again)
-		event_free(op->mark_again);
+	move_retry_clear(&op->mark_again);
 	if (!op->for_pool && --op->svc->creates == 0)
 		pool_kick(op->svc->pool); /* members wait while creates run */
 	service_drain_check(op->svc);

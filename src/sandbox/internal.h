@@ -69,6 +69,20 @@ void call_fail_later(struct sandbox_call *call, enum core_err err, const char *c
 	__attribute__((format(printf, 4, 5)));
 void call_fail(struct sandbox_call *call, const struct core_error *err);
 void call_fail_later_with(struct sandbox_call *call, const struct core_error *err);
+/* A move after a Docker action that the database did not take, sent again
+ * (move_retry.c). move_retry_later: err is CORE_UNAVAILABLE and tries are
+ * left, so resend(arg) runs in MOVE_RETRY_MS (logged as id's what): true.
+ * The caller answers its client now. move_retry_clear frees the timer. */
+#define MOVE_RETRY_MS  1000
+#define MOVE_RETRY_MAX 120
+struct move_retry {
+	struct event *timer;
+	int tries;
+};
+bool move_retry_later(struct move_retry *r, struct event_base *base, const struct core_error *err,
+		      event_callback_fn resend, void *arg, const char *id, const char *what);
+void move_retry_clear(struct move_retry *r);
+
 /* Docker is unreachable (docker/client.h): e is 503 docker_unavailable and
  * the answer true. Checked before an operation that needs Docker changes a
  * row, so that nothing is left half-way for want of it. */

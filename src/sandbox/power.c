@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "channel/channel.h"
-#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "docker/engine.h"
@@ -79,16 +78,9 @@ struct power_op {
 		char reason[320];
 		bool has_reason;
 		registry_moved_fn cb;
-		struct event *again;
-		int tries;
+		struct move_retry again;
 	} mark;
 };
-
-/* A move after Docker acted that the database did not take: again this often,
- * this many times (the caller hears 503 at the first), so that the row does
- * not stay half-way (then the next start's reconciler settles it). */
-#define MARK_RETRY_MS  1000
-#define MARK_RETRY_MAX 120
 
 static void power_set_state(struct power_op *op, enum power_state next);
 static void power_read(struct sandbox_ref *ref, const struct core_error *err, void *arg);
@@ -254,7 +246,7 @@ static void power_mark(struct power_op *op, enum power_state state, enum sandbox
 	if (reason && reason != op->mark.reason)
 		snprintf(op->mark.reason, sizeof(op->mark.reason), "%s", reason);
 	op->mark.cb = cb;
-	op->mark.tries = 0;
+	op->mark.again.tries = 0;
 	power_mark_send(-1, 0, op);
 }
 
@@ -276,18 +268,12 @@ static bool power_move_failed(struct power_op *op, const struct core_error *err,
 	op->wait = NULL;
 	if (!err)
 		return false;
-	bool docker_acted = op->state == POWER_MARK_STOPPED || op->state == POWER_MARK_RUNNING ||
-			    op->state == POWER_MARK_ERROR;
-	if (err->kind == CORE_UNAVAILABLE && docker_acted && ++op->mark.tries <= MARK_RETRY_MAX) {
-		log_warn("sandbox=%s %s: %s; again in %d ms", op->id, state_names[op->state], err->message,
-			 MARK_RETRY_MS);
+	/* after Docker stopped or started the container the row must follow it */
+	bool docker_acted = op->state == POWER_MARK_STOPPED || op->state == POWER_MARK_RUNNING;
+	if (docker_acted && move_retry_later(&op->mark.again, op->svc->base, err, power_mark_send, op, op->id,
+					     state_names[op->state])) {
 		if (op->call)
 			call_fail(op->call, err); /* clears op->call */
-		if (!op->mark.again)
-			op->mark.again = evtimer_new(op->svc->base, power_mark_send, op);
-		CHECK(op->mark.again != NULL);
-		struct timeval tv = clock_tv(MARK_RETRY_MS);
-		evtimer_add(op->mark.again, &tv);
 		return true;
 	}
 	op->failed = true;
@@ -683,8 +669,7 @@ static void power_finish(struct power_op *op, const struct sandbox *after)
 		}
 	}
 	sandbox_ref_put(op->ref);
-	if (op->mark.again)
-		event_free(op->mark.again);
+	move_retry_clear(&op->mark.again);
 	if (op->iwait)
 		image_wait_cancel(op->iwait);
 	setup_run_free(op->setup);
