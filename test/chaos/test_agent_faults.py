@@ -5,7 +5,8 @@ leaves `running` with the reason and requests get a clear answer, never a
 hang."""
 import time
 
-from test_docker_down import _create
+from chaos_util import create
+from harness.wait import until
 
 
 def _relays(dockerd, cid):
@@ -16,7 +17,7 @@ def _relays(dockerd, cid):
 def test_relay_killed_channel_reconnects(local_dockerd, on_dockerd):
     srv = on_dockerd(local_dockerd)
     c = srv.client()
-    sid = _create(c, "relay")
+    sid = create(c, "relay")
     r = c.post(f"/api/sandboxes/{sid}/commands", json={"command": "echo one; sleep 600"}, timeout=30)
     assert r.status == 201, r
     cmd = r.json["id"]
@@ -36,16 +37,15 @@ def test_relay_killed_channel_reconnects(local_dockerd, on_dockerd):
 def test_agent_killed_sandbox_says_why(local_dockerd, on_dockerd):
     srv = on_dockerd(local_dockerd)
     c = srv.client()
-    sid = _create(c, "agent")
+    sid = create(c, "agent")
     cid = c.get(f"/api/sandboxes/{sid}").json["container_id"]
     # the agent is PID 1: SIGKILL from outside, as the OOM killer or a crash would end it
     local_dockerd.docker("kill", "-s", "KILL", cid)
-    deadline = time.monotonic() + 15
-    while True:
+    def left_running():
         sb = c.get(f"/api/sandboxes/{sid}").json
-        if sb["status"] != "running" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return sb if sb["status"] != "running" else None
+
+    sb = until(left_running, 15, "the sandbox to leave running")
     assert sb["status"] == "stopped", sb
     assert "137" in (sb["status_reason"] or ""), sb
     t = time.monotonic()

@@ -6,30 +6,17 @@ sandboxes are started again and their commands' recorded output is readable."""
 import time
 
 from harness import pg
+from chaos_util import assert_docker_unavailable, create, exec_when_back
 from sandboxes import wait_status
 
 FAST = 1.0  # seconds: the issue's bound for an answer while Docker is down
 
 
-def _create(c, name, **kw):
-    body = {"template": "base", "name": name}
-    body.update(kw)
-    r = c.post("/api/sandboxes", json=body, timeout=120)
-    assert r.status == 201, r
-    return r.json["id"]
-
-
-def _unavailable(r):
-    assert r.status == 503, r
-    assert r.json["error"]["code"] == "docker_unavailable", r.json
-    assert r.header("retry-after") is not None, r
-
-
 def test_docker_down_answers_503_fast_then_statuses_are_made_true(local_dockerd, on_dockerd):
     srv = on_dockerd(local_dockerd)
     c = srv.client()
-    keep = _create(c, "keep", idle_action="none", auto_wake=True)
-    plain = _create(c, "plain", auto_wake=True)
+    keep = create(c, "keep", idle_action="none", auto_wake=True)
+    plain = create(c, "plain", auto_wake=True)
     r = c.post(f"/api/sandboxes/{plain}/commands", json={"command": "echo before"}, timeout=30)
     assert r.status == 201, r
     detached = r.json["id"]
@@ -50,7 +37,7 @@ def test_docker_down_answers_503_fast_then_statuses_are_made_true(local_dockerd,
             t = time.monotonic()
             r = c.request(method, path, json=body, timeout=10)
             took = time.monotonic() - t
-            _unavailable(r)
+            assert_docker_unavailable(r)
             assert took < FAST, (method, path, took)
         # the create left no row behind that claims a sandbox
         rows = pg.psql("SELECT name, status FROM sandboxes WHERE name = 'during'", url=srv.database_url)
@@ -82,7 +69,7 @@ def test_docker_restart_with_live_restore_keeps_sandboxes_and_output(local_docke
     try:
         srv = on_dockerd(local_dockerd)
         c = srv.client()
-        sid = _create(c, "lr")
+        sid = create(c, "lr")
         r = c.post(f"/api/sandboxes/{sid}/commands", json={"command": "echo kept; sleep 600"}, timeout=30)
         assert r.status == 201, r
         cmd = r.json["id"]
@@ -90,18 +77,12 @@ def test_docker_restart_with_live_restore_keeps_sandboxes_and_output(local_docke
         try:
             t = time.monotonic()
             r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": "true"}, timeout=10)
-            _unavailable(r)
+            assert_docker_unavailable(r)
             assert time.monotonic() - t < FAST
         finally:
             local_dockerd.start()
         assert c.get(f"/api/sandboxes/{sid}").json["status"] == "running"
-        deadline = time.monotonic() + 30
-        while True:
-            r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": "echo back"}, timeout=30)
-            if r.status == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert r.status == 200 and r.json["stdout"] == "back\n", r
+        exec_when_back(c, sid, "back")
         r = c.get(f"/api/sandboxes/{sid}/commands/{cmd}/logs", timeout=30)
         assert r.status == 200 and b"kept" in r.body, r
     finally:

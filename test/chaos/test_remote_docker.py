@@ -4,7 +4,7 @@ docker_unavailable within the configured bounds instead of hanging, and all
 is well again once the path heals, without restarting sandbard."""
 import time
 
-from test_docker_down import _create, _unavailable
+from chaos_util import assert_docker_unavailable, create, exec_when_back
 
 CONNECT_MS, PROBE_MS = 500, 500
 # a request may wait for one probe interval and one probe timeout, plus slack
@@ -18,7 +18,7 @@ def test_remote_docker_cut_and_healed(remote_dockerd, on_dockerd):
         "SANDBAR_DOCKER_PROBE_TIMEOUT": f"{PROBE_MS}ms",
     })
     c = srv.client()
-    sid = _create(c, "far")
+    sid = create(c, "far")
     r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": "echo near"}, timeout=30)
     assert r.status == 200 and r.json["stdout"] == "near\n", r
     # a command streaming when the path is cut
@@ -32,17 +32,11 @@ def test_remote_docker_cut_and_healed(remote_dockerd, on_dockerd):
             t = time.monotonic()
             r = c.request(method, path, json=body, timeout=30)
             took = time.monotonic() - t
-            _unavailable(r)
+            assert_docker_unavailable(r)
             assert took < BOUND, (method, path, took)
         assert srv.wait_log("docker: unreachable", timeout=5)
         assert c.get(f"/api/sandboxes/{sid}").json["status"] == "running"
     finally:
         remote_dockerd.heal()
-    deadline = time.monotonic() + 30
-    while True:
-        r = c.post(f"/api/sandboxes/{sid}/execute", json={"command": "echo healed"}, timeout=30)
-        if r.status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert r.status == 200 and r.json["stdout"] == "healed\n", r
+    exec_when_back(c, sid, "healed")
     assert srv.alive()
